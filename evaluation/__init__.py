@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the backtest runner and the command-line interface."""
