@@ -229,6 +229,8 @@ class MarketData:
             [pd.DatetimeIndex(self.dates, name="date"), pd.Index(self.symbols, name="symbol")]
         )
         frame = pd.DataFrame({f: getattr(self, f).reshape(-1) for f in self.fields}, index=idx)
+        if self.sectors is not None:
+            frame["sector"] = np.tile(np.asarray(self.sectors, dtype=object), self.n_periods)
         return frame.reset_index()
 
     def manifest(self) -> dict[str, object]:
@@ -339,17 +341,24 @@ def _canonical_columns(frame: pd.DataFrame, source: str, extra: Sequence[str]) -
     return frame.rename(columns=renamed)
 
 
-def _parse_dates(values: pd.Series | pd.Index, source: str) -> pd.DatetimeIndex:
+def _parse_dates(
+    values: pd.Series | pd.Index, source: str, symbols: pd.Series | None = None
+) -> pd.DatetimeIndex:
+    """Parse dates; ``symbols`` (the long frame's symbol column) names each bad row's symbol."""
     raw = pd.Index(values)
     if pd.api.types.is_integer_dtype(raw):  # 20090821-style dates
         raw = raw.astype(str)
     parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
     bad = np.flatnonzero(pd.isna(parsed))
     if len(bad):
-        shown = [str(raw[i]) for i in bad[:5]]
-        raise DataValidationError(
-            source, [f"unparseable date(s) {shown} at row(s) {list(bad[:5])} ({len(bad)} total)"]
-        )
+        problems = [
+            (f"{symbols.iloc[i]}: " if symbols is not None else "")
+            + f"unparseable date {str(raw[i])!r} at row {int(i)}"
+            for i in bad[:_MAX_LISTED_PROBLEMS]
+        ]
+        if len(bad) > _MAX_LISTED_PROBLEMS:
+            problems.append(f"{len(bad)} unparseable dates in total")
+        raise DataValidationError(source, problems)
     if getattr(parsed, "tz", None) is not None:
         parsed = parsed.tz_convert(None)
     return pd.DatetimeIndex(parsed).normalize()
@@ -394,10 +403,11 @@ def _apply_missing_policy(
     # ffill: interior and trailing gaps take the last close; a symbol must exist on the first date
     leading = [sym for sym in close.columns if pd.isna(close[sym].iloc[0])]
     if leading:
-        first = {sym: str(close[sym].first_valid_index().date()) for sym in leading}
+        first = {sym: close[sym].first_valid_index() for sym in leading}
         raise DataValidationError(
             source,
-            [f"{sym}: first bar on {d}, after the panel starts on {close.index[0].date()}"
+            [f"{sym}: no bars at all" if d is None else
+             f"{sym}: first bar on {d.date()}, after the panel starts on {close.index[0].date()}"
              for sym, d in first.items()]
             + ["missing='ffill' cannot invent prices before a symbol's first bar: drop the "
                "symbol (missing='drop_symbol') or start the data later"],
@@ -468,7 +478,14 @@ def from_long_frame(
                 name, [f"missing required column {required!r}; columns are {list(frame.columns)}"]
             )
     df = df.copy()
-    df["date"] = _parse_dates(df["date"], name)
+    df["date"] = _parse_dates(df["date"], name, df["symbol"])
+    no_symbol = df["symbol"].isna() | (df["symbol"].astype(str).str.strip() == "")
+    if no_symbol.any():
+        rows = np.flatnonzero(no_symbol.to_numpy())[:_MAX_LISTED_PROBLEMS]
+        raise DataValidationError(
+            name,
+            [f"missing symbol on {df['date'].iloc[i].date()} at row {int(i)}" for i in rows],
+        )
     df["symbol"] = df["symbol"].astype(str).str.strip()
     if symbols is not None:
         unknown = sorted(set(symbols) - set(df["symbol"]))
@@ -547,10 +564,12 @@ def from_wide_frame(
             name, [f"duplicate date {d.date()}" for d in dup_dates[:_MAX_LISTED_PROBLEMS]]
         )
     if not df.index.is_monotonic_increasing:
-        prev = df.index[:-1][np.asarray(df.index[1:] < df.index[:-1])][0]
+        i = int(np.flatnonzero(np.asarray(df.index[1:] < df.index[:-1]))[0])
         raise DataValidationError(
-            name, [f"dates not sorted: a date before {prev.date()} follows it; sort the file"]
-        )
+            name,
+            [f"dates not sorted: {df.index[i + 1].date()} follows {df.index[i].date()}; "
+             "sort the file"],
+        )  # fmt: skip
     df.columns = [str(c).strip() for c in df.columns]
     for col in df.columns:
         values = pd.to_numeric(df[col], errors="coerce")
@@ -723,7 +742,11 @@ def coverage_report(frame: pd.DataFrame, *, source: str = "input") -> list[Symbo
         raise DataValidationError(source, ["empty input: no rows"])
     if _looks_long(frame):
         df = _canonical_columns(frame, source, extra=())
-        dates = _parse_dates(df["date"], source)
+        if "date" not in df.columns:
+            raise DataValidationError(
+                source, [f"missing required column 'date'; columns are {list(frame.columns)}"]
+            )
+        dates = _parse_dates(df["date"], source, df["symbol"])
         present = pd.DataFrame({"date": dates, "symbol": df["symbol"].astype(str).to_numpy()})
         if "close" in df.columns:
             present = present[pd.to_numeric(df["close"], errors="coerce").notna().to_numpy()]

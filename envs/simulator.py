@@ -61,7 +61,9 @@ class TradingRules:
             Orders are rounded toward zero to whole lots.
         allow_short: permit negative positions (short sales).
         max_gross_leverage: cap on ``sum(|weights|)`` of the target portfolio (with shorting).
-        borrow_rate: annual rate charged on the market value of short positions, daily.
+        borrow_rate: annual rate on the market value of short positions, charged to cash at
+            each mark. With no free cash this can leave cash slightly negative (a margin debit)
+            until the next sale; trades themselves never overdraw.
         max_weight: optional cap on any one asset's target weight; the excess stays in cash.
         stop_loss: optional drawdown from the episode's NAV peak (e.g. 0.3) that ends the
             episode (``terminated``).
@@ -375,7 +377,8 @@ class Simulator:
             np.maximum(cash - reserve, 0.0) / np.where(gross > 0, gross, 1.0),
             1.0,
         )
-        if np.any(scale < 1.0):
+        scaled = np.any(scale < 1.0)
+        if scaled:
             buys = buys * scale[:, None]
             if r.lot_size is not None:
                 buys = np.floor(buys / r.lot_size + 1e-9) * r.lot_size
@@ -384,8 +387,8 @@ class Simulator:
         if r.min_fee > 0:
             buy_fee = np.where(buys > 0, np.maximum(buy_fee, r.min_fee), 0.0)
         cash -= buy_notional.sum(axis=1) + buy_fee.sum(axis=1)
-        # only float dust can remain below zero here (scale is conservative)
-        np.maximum(cash, 0.0, out=cash)
+        if scaled:  # the scale is conservative: only float dust can fall below zero
+            cash[(cash < 0.0) & (cash > -_DUST * res.nav_before)] = 0.0
 
         traded = sells + buys
         self.shares += traded

@@ -95,6 +95,8 @@ def walk_forward(
     """
     if train_periods < 2 or validation_periods < 2:
         raise ValueError("train_periods and validation_periods must be >= 2")
+    if step is not None and step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
     step = step or validation_periods
     lo, hi = data.date_range_indices(start, end)
     folds = []

@@ -128,6 +128,10 @@ def regime_switching_market(
         raise ValueError(f"{k} regimes need {k} sigmas and a {k}x{k} transition matrix")
     if np.any(p < 0) or not np.allclose(p.sum(axis=1), 1.0):
         raise ValueError("transition rows must be probabilities summing to 1")
+    if np.any(sig < 0):
+        raise ValueError("regime_sigma must be >= 0")
+    if jump_intensity < 0 or jump_std < 0:
+        raise ValueError("jump_intensity and jump_std must be >= 0")
     rng = np.random.default_rng(seed)
     # simulate the regime path by inverse-CDF on uniform draws (sequential, at load time only)
     u = rng.random(n_periods)

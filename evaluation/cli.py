@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from marketarena.envs.data import (
     BUNDLED,
@@ -49,7 +50,7 @@ def _cmd_data(args: argparse.Namespace, console: Console) -> int:
     try:
         rows = coverage_report(read_raw(path), source=path)
     except (DataValidationError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_INVALID_DATA
     print_table(coverage_table(rows, title=f"coverage of {args.path}"), console)
     if args.data_command == "coverage":
@@ -57,11 +58,11 @@ def _cmd_data(args: argparse.Namespace, console: Console) -> int:
     try:
         data = load_file(path, missing=args.missing)
     except DataValidationError as exc:
-        console.print(f"[red]invalid:[/red] {exc}", highlight=False)
+        console.print(f"[red]invalid:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_INVALID_DATA
-    console.print(f"[green]valid:[/green] {data}", highlight=False)
+    console.print(f"[green]valid:[/green] {escape(repr(data))}", highlight=False)
     for note in data.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     return EXIT_OK
 
 
@@ -97,11 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # pipes and CI logs: don't squeeze tables into 80 columns
+            console = Console(width=160)
     try:
         return args.handler(args, console)
     except (ValueError, KeyError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_ERROR
 
 

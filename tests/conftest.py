@@ -1,0 +1,37 @@
+"""Shared fixtures: small hand-made markets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from marketarena.envs.data import MarketData
+
+
+def _make_market(
+    close: list[list[float]] | np.ndarray,
+    open: list[list[float]] | np.ndarray | None = None,
+    volume: list[list[float]] | np.ndarray | None = None,
+    symbols: tuple[str, ...] | None = None,
+    start: str = "2024-01-01",
+) -> MarketData:
+    close = np.asarray(close, dtype=float)
+    t, n = close.shape
+    kwargs: dict[str, np.ndarray] = {}
+    if open is not None:
+        o = np.asarray(open, dtype=float)
+        kwargs.update(open=o, high=np.maximum(o, close) * 1.01, low=np.minimum(o, close) * 0.99)
+    if volume is not None:
+        kwargs["volume"] = np.asarray(volume, dtype=float)
+    dates = pd.bdate_range(start, periods=t).to_numpy().astype("datetime64[D]")
+    symbols = symbols or tuple("ABCDEFGHIJ"[:n])
+    return MarketData(dates=dates, symbols=symbols, close=close, name="hand", **kwargs)
+
+
+@pytest.fixture
+def make_market() -> Callable[..., MarketData]:
+    """Build a MarketData from literal price lists (OHLC consistent when opens are given)."""
+    return _make_market

@@ -1,0 +1,22 @@
+"""The README's promises: its Python example runs and its commands match .ci/run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_first_python_example_runs(capsys):
+    block = re.findall(r"```python\n(.*?)```", README, flags=re.S)[0]
+    exec(compile(block, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert re.match(r"2022-12-28 NAV [\d,]+\.\d\d", printed), printed
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = re.findall(r"```bash\n(.*?)\n```", README, flags=re.S)
+    test_command = next(c for c in commands if c.endswith("&& pytest"))
+    assert test_command in (ROOT / ".ci" / "run").read_text()
