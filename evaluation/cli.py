@@ -52,7 +52,7 @@ def _cmd_data(args: argparse.Namespace, console: Console) -> int:
     except (DataValidationError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_INVALID_DATA
-    print_table(coverage_table(rows, title=f"coverage of {args.path}"), console)
+    print_table(coverage_table(rows, title=f"coverage of {escape(args.path)}"), console)
     if args.data_command == "coverage":
         return EXIT_OK
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from marketarena.envs.data import SymbolCoverage
@@ -23,7 +24,7 @@ def summary_table(results: Sequence[BacktestResult], title: str = "") -> Table:
     for res in results:
         s = res.summary()
         table.add_row(
-            res.agent,
+            escape(res.agent),
             f"{s['final_nav']:,.2f}",
             _pct(s["total_return"]),
             _pct(s["cagr"]),
@@ -40,7 +41,7 @@ def coverage_table(rows: Sequence[SymbolCoverage], title: str = "") -> Table:
     for col in ("symbol", "first date", "last date", "rows", "gaps"):
         table.add_column(col, justify="right" if col in ("rows", "gaps") else "left")
     for r in rows:
-        table.add_row(r.symbol, r.first_date, r.last_date, str(r.rows), str(r.gaps))
+        table.add_row(escape(r.symbol), r.first_date, r.last_date, str(r.rows), str(r.gaps))
     return table
 
 
