@@ -96,6 +96,10 @@ class MarketData:
         close: ``(T, N)`` closing (or adjusted closing) prices; always present.
         open, high, low, volume: ``(T, N)`` or ``None`` for close-only data.
         sectors: optional sector label per symbol.
+        features: optional ``(T, N, F)`` user features (e.g. from extra CSV columns), named by
+            ``feature_names``. Row ``t`` must use only information up to ``t``: that is the
+            supplier's promise, which the library cannot check. NaN marks "not yet defined".
+        feature_names: one name per feature; environments ask for them by name.
         name: a short label used in reports and manifests.
         notes: what the loader changed under a non-default policy (dropped symbols, filled
             values), so that a run's manifest records it.
@@ -109,6 +113,8 @@ class MarketData:
     low: np.ndarray | None = None
     volume: np.ndarray | None = None
     sectors: tuple[str, ...] | None = None
+    features: np.ndarray | None = None
+    feature_names: tuple[str, ...] = ()
     name: str = "custom"
     notes: tuple[str, ...] = field(default=())
 
@@ -118,10 +124,11 @@ class MarketData:
         object.__setattr__(self, "symbols", tuple(str(s) for s in self.symbols))
         if self.sectors is not None:
             object.__setattr__(self, "sectors", tuple(str(s) for s in self.sectors))
-        for name in (*OHLCV_FIELDS,):
+        for name in (*OHLCV_FIELDS, "features"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, _readonly(value))
+        object.__setattr__(self, "feature_names", tuple(str(f) for f in self.feature_names))
         validate_arrays(self)
 
     # ----------------------------------------------------------------- shape
@@ -200,27 +207,33 @@ class MarketData:
         cols = [self.symbols.index(s) for s in wanted]
         kwargs = {f: getattr(self, f)[:, cols] for f in self.fields}
         sectors = None if self.sectors is None else tuple(self.sectors[c] for c in cols)
+        features = None if self.features is None else self.features[:, cols]
         return MarketData(
-            dates=self.dates, symbols=tuple(wanted), sectors=sectors, name=self.name,
-            notes=self.notes, **kwargs,
+            dates=self.dates, symbols=tuple(wanted), sectors=sectors, features=features,
+            feature_names=self.feature_names, name=self.name, notes=self.notes, **kwargs,
         )  # fmt: skip
 
     def _replace_rows(self, rows: slice) -> MarketData:
         kwargs = {f: getattr(self, f)[rows] for f in self.fields}
+        features = None if self.features is None else self.features[rows]
         return MarketData(
-            dates=self.dates[rows], symbols=self.symbols, sectors=self.sectors, name=self.name,
+            dates=self.dates[rows], symbols=self.symbols, sectors=self.sectors,
+            features=features, feature_names=self.feature_names, name=self.name,
             notes=self.notes, **kwargs,
         )  # fmt: skip
 
     # --------------------------------------------------------------- exports
     def content_hash(self) -> str:
-        """SHA-256 over dates, symbols and every price/volume array (for run manifests)."""
+        """SHA-256 over dates, symbols, every price/volume array and user features."""
         h = hashlib.sha256()
         h.update(self.dates.astype("int64").tobytes())
         h.update("\x1f".join(self.symbols).encode())
         for f in self.fields:
             h.update(f.encode())
             h.update(getattr(self, f).tobytes())
+        if self.features is not None:
+            h.update("\x1f".join(self.feature_names).encode())
+            h.update(self.features.tobytes())
         return h.hexdigest()
 
     def to_long_frame(self) -> pd.DataFrame:
@@ -231,6 +244,8 @@ class MarketData:
         frame = pd.DataFrame({f: getattr(self, f).reshape(-1) for f in self.fields}, index=idx)
         if self.sectors is not None:
             frame["sector"] = np.tile(np.asarray(self.sectors, dtype=object), self.n_periods)
+        for k, fname in enumerate(self.feature_names):
+            frame[fname] = self.features[:, :, k].reshape(-1)
         return frame.reset_index()
 
     def manifest(self) -> dict[str, object]:
@@ -240,6 +255,7 @@ class MarketData:
             "sha256": self.content_hash(),
             "symbols": list(self.symbols),
             "fields": list(self.fields),
+            "feature_names": list(self.feature_names),
             "first_date": str(self.dates[0]),
             "last_date": str(self.dates[-1]),
             "n_periods": self.n_periods,
@@ -282,6 +298,21 @@ def validate_arrays(data: MarketData) -> None:
         problems.append(f"duplicate symbols: {dup}")
     if data.sectors is not None and len(data.sectors) != n:
         problems.append(f"{len(data.sectors)} sectors for {n} symbols")
+    if data.features is not None:
+        if data.features.ndim != 3 or data.features.shape[:2] != (t, n):
+            problems.append(f"features has shape {data.features.shape}, expected ({t}, {n}, F)")
+        elif len(data.feature_names) != data.features.shape[2]:
+            problems.append(
+                f"{len(data.feature_names)} feature names for {data.features.shape[2]} features"
+            )
+        elif len(set(data.feature_names)) != len(data.feature_names):
+            problems.append(f"duplicate feature names: {list(data.feature_names)}")
+        else:
+            problems += _cell_problems(
+                "a feature is infinite", np.isinf(data.features).any(axis=2), dates, symbols
+            )
+    elif data.feature_names:
+        problems.append("feature_names given without features")
     for f in data.fields:
         if getattr(data, f).shape != (t, n):
             problems.append(f"{f} has shape {getattr(data, f).shape}, expected {(t, n)}")
@@ -437,6 +468,7 @@ def _finish(
     name: str,
     notes: list[str],
     sectors: Mapping[str, str] | None = None,
+    feature_columns: Sequence[str] = (),
 ) -> MarketData:
     for note in notes:
         warnings.warn(f"{name}: {note}", DataWarning, stacklevel=3)
@@ -446,10 +478,15 @@ def _finish(
     if sectors:
         sector_tuple = tuple(sectors.get(s, "unknown") for s in symbols)
     arrays = {f: p[list(close.columns)].to_numpy(dtype=np.float64) for f, p in panels.items()}
+    features = None
+    if feature_columns:
+        features = np.stack([arrays.pop(c) for c in feature_columns], axis=2)
     return MarketData(
         dates=close.index.to_numpy().astype("datetime64[D]"),
         symbols=symbols,
         sectors=sector_tuple,
+        features=features,
+        feature_names=tuple(feature_columns),
         name=name,
         notes=tuple(notes),
         **arrays,
@@ -462,16 +499,25 @@ def from_long_frame(
     name: str = "custom",
     missing: MissingPolicy = "error",
     symbols: Sequence[str] | None = None,
+    feature_columns: Sequence[str] = (),
 ) -> MarketData:
     """Build :class:`MarketData` from a long frame: one row per ``(date, symbol)``.
 
     Columns (case-insensitive, aliases in :data:`COLUMN_ALIASES`): ``date``, ``symbol``,
-    ``close`` required; ``open``, ``high``, ``low``, ``volume``, ``sector`` optional. Any other
-    column is an error naming it.
+    ``close`` required; ``open``, ``high``, ``low``, ``volume``, ``sector`` optional. Columns
+    named in ``feature_columns`` become user features (NaN allowed: "not yet defined"). Any
+    other column is an error naming it.
     """
     if frame is None or len(frame) == 0:
         raise DataValidationError(name, ["empty input: no rows"])
-    df = _canonical_columns(frame, name, extra=())
+    feature_columns = list(feature_columns)
+    missing_features = [c for c in feature_columns if c not in frame.columns]
+    if missing_features:
+        raise DataValidationError(name, [f"feature column(s) {missing_features} not found"])
+    clash = [c for c in feature_columns if str(c).strip().lower() in COLUMN_ALIASES]
+    if clash:
+        raise DataValidationError(name, [f"feature column(s) {clash} clash with price columns"])
+    df = _canonical_columns(frame, name, extra=feature_columns)
     for required in ("date", "symbol", "close"):
         if required not in df.columns:
             raise DataValidationError(
@@ -528,10 +574,20 @@ def from_long_frame(
         if conflicting:
             raise DataValidationError(name, [f"{s}: more than one sector" for s in conflicting])
         sectors = df.groupby("symbol")["sector"].first().astype(str).to_dict()
+    for c in feature_columns:
+        values = pd.to_numeric(df[c], errors="coerce")
+        unparsable = values.isna() & df[c].notna()
+        if unparsable.any():
+            r = df.loc[unparsable].iloc[0]
+            raise DataValidationError(
+                name, [f"{r['symbol']}: {c} value {r[c]!r} on {r['date'].date()} is not a number"]
+            )
+        df[c] = values
     df = df.sort_values(["date", "symbol"])
     panels = {f: df.pivot(index="date", columns="symbol", values=f) for f in fields}
+    panels.update({c: df.pivot(index="date", columns="symbol", values=c) for c in feature_columns})
     panels, notes = _apply_missing_policy(panels, missing, name)
-    return _finish(panels, name=name, notes=notes, sectors=sectors)
+    return _finish(panels, name=name, notes=notes, sectors=sectors, feature_columns=feature_columns)
 
 
 def from_wide_frame(
@@ -609,6 +665,7 @@ def load_file(
     name: str | None = None,
     missing: MissingPolicy = "error",
     layout: Literal["auto", "long", "wide"] = "auto",
+    feature_columns: Sequence[str] = (),
 ) -> MarketData:
     """Load a CSV (optionally gzipped) or Parquet file in long or wide layout.
 
@@ -621,7 +678,9 @@ def load_file(
     if layout == "auto":
         layout = "long" if _looks_long(frame) else "wide"
     if layout == "long":
-        return from_long_frame(frame, name=label, missing=missing)
+        return from_long_frame(frame, name=label, missing=missing, feature_columns=feature_columns)
+    if feature_columns:
+        raise ValueError("feature_columns needs long-format data (a symbol column)")
     if layout == "wide":
         return from_wide_frame(frame, name=label, missing=missing)
     raise ValueError(f"layout={layout!r}: choose 'auto', 'long' or 'wide'")

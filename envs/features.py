@@ -5,6 +5,10 @@ A feature is a function ``MarketData -> (T, N) array`` whose value at row ``t`` 
 requested features into one ``(T, N, F)`` float32 array at construction and slice windows out of
 it in ``step``; nothing is recomputed per step.
 
+Features supplied with the data (``MarketData.features``, e.g. extra CSV columns loaded with
+``feature_columns=``) are available by their names too, and take precedence over a registered
+feature of the same name.
+
 Extend the registry with :func:`register_feature`::
 
     @register_feature("log_return_5")
@@ -129,14 +133,20 @@ def compute_features(
     """
     if not names:
         raise ValueError("at least one feature is required")
-    unknown = [n for n in names if n not in _REGISTRY]
+    unknown = [n for n in names if n not in _REGISTRY and n not in data.feature_names]
     if unknown:
-        raise KeyError(f"unknown feature(s) {unknown}; available: {available_features()}")
+        raise KeyError(
+            f"unknown feature(s) {unknown}; registered: {available_features()}; "
+            f"in {data.name}: {list(data.feature_names)}"
+        )
     out = np.empty((data.n_periods, data.n_assets, len(names)), dtype=np.float32)
     first_valid = 0
     for k, name in enumerate(names):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            values = np.asarray(_REGISTRY[name](data), dtype=np.float64)
+        if name in data.feature_names:  # the data's own column wins over the registry
+            values = np.asarray(data.features[:, :, data.feature_names.index(name)])
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values = np.asarray(_REGISTRY[name](data), dtype=np.float64)
         if values.shape != (data.n_periods, data.n_assets):
             raise ValueError(
                 f"feature {name!r} returned shape {values.shape}, expected "

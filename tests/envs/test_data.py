@@ -439,6 +439,7 @@ def test_manifest():
         "sha256": data.content_hash(),
         "symbols": ["AAA", "BBB"],
         "fields": ["open", "high", "low", "close", "volume"],
+        "feature_names": [],
         "first_date": "2020-01-02",
         "last_date": "2020-01-06",
         "n_periods": 3,
@@ -811,3 +812,36 @@ def test_read_raw_returns_the_file_unvalidated(tmp_path):
     raw = read_raw(path)
     assert list(raw.columns) == COLS and len(raw) == 6
     assert [c.gaps for c in coverage_report(raw)] == [0, 2]
+
+
+# ----------------------------------------------------------------------- user features
+def test_feature_columns_become_named_features(tmp_path):
+    frame = long_frame().assign(sentiment=[0.5, np.nan, 0.1, 0.2, 0.3, -0.4])
+    data = from_long_frame(frame, feature_columns=["sentiment"])
+    assert data.feature_names == ("sentiment",) and data.features.shape == (3, 2, 1)
+    # rows sorted by date, columns AAA, BBB; BBB's 2020-01-02 value was NaN (not yet defined)
+    np.testing.assert_array_equal(data.features[:, :, 0], [[0.1, np.nan], [0.2, 0.5], [0.3, -0.4]])
+    assert not data.features.flags.writeable
+    # they travel through slice/select, the hash and the long frame
+    assert data.slice("2020-01-03").features.shape == (2, 2, 1)
+    assert data.select(["BBB"]).features[:, 0, 0][-1] == -0.4
+    assert data.content_hash() != from_long_frame(long_frame()).content_hash()
+    path = tmp_path / "f.csv"
+    data.to_long_frame().to_csv(path, index=False)
+    again = load_csv(path, feature_columns=["sentiment"])
+    np.testing.assert_array_equal(again.features, data.features)
+
+
+def test_feature_column_errors():
+    frame = long_frame().assign(sentiment=["x", 1, 2, 3, 4, 5])
+    with pytest.raises(DataValidationError, match="BBB: sentiment value 'x' on 2020-01-03"):
+        from_long_frame(frame, feature_columns=["sentiment"])
+    with pytest.raises(DataValidationError, match=r"feature column\(s\) \['nope'\] not found"):
+        from_long_frame(long_frame(), feature_columns=["nope"])
+    with pytest.raises(DataValidationError, match="clash with price columns"):
+        from_long_frame(long_frame(), feature_columns=["close"])
+    inf = long_frame().assign(sentiment=[np.inf, 0, 0, 0, 0, 0])
+    with pytest.raises(DataValidationError, match="BBB: a feature is infinite on 2020-01-03"):
+        from_long_frame(inf, feature_columns=["sentiment"])
+    with pytest.raises(DataValidationError, match="feature names for"):
+        small_panel(features=np.zeros((3, 2, 2)), feature_names=("a",))

@@ -303,3 +303,18 @@ def test_unknown_feature_names_are_listed():
 def test_no_features_requested():
     with pytest.raises(ValueError, match="at least one feature"):
         compute_features(three_rows(), [])
+
+
+def test_data_supplied_features_are_used_by_name(make_market):
+    base = make_market([[10.0, 20.0], [11.0, 19.0], [12.0, 21.0], [12.5, 22.0]])
+    user = np.array([[np.nan, np.nan], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])[:, :, None]
+    data = MarketData(
+        dates=base.dates, symbols=base.symbols, close=base.close, features=user,
+        feature_names=("signal",),
+    )  # fmt: skip
+    stacked, first_valid = compute_features(data, ("log_return", "signal"))
+    assert first_valid == 1
+    np.testing.assert_allclose(stacked[1:, :, 1], user[1:, :, 0])
+    np.testing.assert_array_equal(stacked[0], 0.0)
+    with pytest.raises(KeyError, match=r"in custom: \['signal'\]"):
+        compute_features(data, ("nothing",))

@@ -406,3 +406,21 @@ def test_short_invariants(close, actions, leverage):
         check_identity(sim, before, res)
         if cash_before >= 0.0:  # trading never overdraws; only the borrow charge can
             assert sim.cash[0] + res.borrow[0] >= -1e-9 * abs(before["nav"][0])  # float dust
+
+
+def test_simulator_module_imports_neither_gymnasium_nor_pandas_at_module_level():
+    import ast
+    import inspect
+
+    import marketarena.envs.simulator as module
+
+    tree = ast.parse(inspect.getsource(module))
+    top_level = {
+        alias.name.split(".")[0]
+        for node in tree.body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (
+            node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
+        )
+    }
+    assert "gymnasium" not in top_level and "pandas" not in top_level
