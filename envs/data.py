@@ -493,6 +493,19 @@ def _finish(
     )
 
 
+def _numeric_column(df: pd.DataFrame, column: str, source: str) -> pd.Series:
+    """``df[column]`` as floats; a non-numeric cell is an error naming symbol and date."""
+    values = pd.to_numeric(df[column], errors="coerce")
+    unparsable = values.isna() & df[column].notna()
+    if unparsable.any():
+        r = df.loc[unparsable].iloc[0]
+        raise DataValidationError(
+            source,
+            [f"{r['symbol']}: {column} value {r[column]!r} on {r['date'].date()} is not a number"],
+        )
+    return values
+
+
 def from_long_frame(
     frame: pd.DataFrame,
     *,
@@ -552,14 +565,7 @@ def from_long_frame(
             name, [f"open/high/low must come together; got only {sorted(partial_ohlc)}"]
         )
     for f in fields:
-        values = pd.to_numeric(df[f], errors="coerce")
-        unparsable = values.isna() & df[f].notna()
-        if unparsable.any():
-            r = df.loc[unparsable].iloc[0]
-            raise DataValidationError(
-                name, [f"{r['symbol']}: {f} value {r[f]!r} on {r['date'].date()} is not a number"]
-            )
-        df[f] = values
+        df[f] = _numeric_column(df, f, name)
         present_nan = df[f].isna()
         if present_nan.any():
             bad = df.loc[present_nan, ["symbol", "date"]].head(_MAX_LISTED_PROBLEMS)
@@ -575,14 +581,7 @@ def from_long_frame(
             raise DataValidationError(name, [f"{s}: more than one sector" for s in conflicting])
         sectors = df.groupby("symbol")["sector"].first().astype(str).to_dict()
     for c in feature_columns:
-        values = pd.to_numeric(df[c], errors="coerce")
-        unparsable = values.isna() & df[c].notna()
-        if unparsable.any():
-            r = df.loc[unparsable].iloc[0]
-            raise DataValidationError(
-                name, [f"{r['symbol']}: {c} value {r[c]!r} on {r['date'].date()} is not a number"]
-            )
-        df[c] = values
+        df[c] = _numeric_column(df, c, name)
     df = df.sort_values(["date", "symbol"])
     panels = {f: df.pivot(index="date", columns="symbol", values=f) for f in fields}
     panels.update({c: df.pivot(index="date", columns="symbol", values=c) for c in feature_columns})
