@@ -6,6 +6,9 @@ Importing this package registers the environment ids:
   panel (``sp500_20``, 1990-2022), next-close fills.
 * ``marketarena/PortfolioOHLCV-v0``: the same on the bundled 30-stock OHLCV sample
   (``sp500_ohlcv_30``), next-open fills.
+
+Both have a ``vector_entry_point``: ``gymnasium.make_vec(id, num_envs=N,
+vectorization_mode="vector_entry_point")`` returns a :class:`PortfolioVectorEnv`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from marketarena.envs.splits import (
     walk_forward,
 )
 from marketarena.envs.synthetic import gbm_market, regime_switching_market
+from marketarena.envs.vector_env import PortfolioVectorEnv
 
 ENV_IDS = ("marketarena/Portfolio-v0", "marketarena/PortfolioOHLCV-v0")
 
@@ -50,11 +54,13 @@ if "marketarena/Portfolio-v0" not in registry:
     register(
         id="marketarena/Portfolio-v0",
         entry_point="marketarena.envs.portfolio_env:PortfolioEnv",
+        vector_entry_point="marketarena.envs.vector_env:PortfolioVectorEnv",
         kwargs={"data": "sp500_20"},
     )
     register(
         id="marketarena/PortfolioOHLCV-v0",
         entry_point="marketarena.envs.portfolio_env:PortfolioEnv",
+        vector_entry_point="marketarena.envs.vector_env:PortfolioVectorEnv",
         kwargs={"data": "sp500_ohlcv_30", "episode_length": 64},
     )
 
@@ -71,6 +77,7 @@ __all__ = [
     "MarketData",
     "MarketSnapshot",
     "PortfolioEnv",
+    "PortfolioVectorEnv",
     "RewardFunction",
     "Simulator",
     "StepResult",

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from marketarena.envs.data import MarketData, resolve_data
-from marketarena.envs.features import compute_features
-from marketarena.envs.rewards import RewardFunction, make_reward
-from marketarena.envs.simulator import Simulator, StepResult, TradingRules
-
-ActionMapping = Literal["normalize", "softmax", "signed"]
+from marketarena.envs.core import ActionMapping, PortfolioCore
+from marketarena.envs.data import MarketData
+from marketarena.envs.rewards import RewardFunction
+from marketarena.envs.simulator import StepResult, TradingRules
 
 
 @dataclass(frozen=True)
@@ -143,168 +141,101 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         render_mode: str | None = None,
         record: bool = False,
     ) -> None:
-        self.data = resolve_data(data)
-        if isinstance(rules, Mapping):
-            unknown = sorted(set(rules) - set(TradingRules.__dataclass_fields__))
-            if unknown:
-                raise ValueError(
-                    f"unknown trading rule(s) {unknown}; "
-                    f"valid: {sorted(TradingRules.__dataclass_fields__)}"
-                )
-            rules = TradingRules(**rules)
-        self.sim = Simulator(self.data, rules, n_envs=1, record=record)
-        self.rules = self.sim.rules
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        self.window = int(window)
-        self.feature_names = tuple(features)
-        self._features, first_valid = compute_features(self.data, self.feature_names)
-        self.reward_fn = make_reward(reward, **dict(reward_kwargs or {}))
-        if action_mapping not in ("normalize", "softmax", "signed"):
-            raise ValueError(
-                f"action_mapping={action_mapping!r}: choose 'normalize', 'softmax' or 'signed'"
-            )
-        if action_mapping == "signed" and not self.rules.allow_short:
-            raise ValueError("action_mapping='signed' needs rules.allow_short=True")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']}"
             )
+        self.core = PortfolioCore(
+            data, 1, start=start, end=end, window=window, features=features, reward=reward,
+            reward_kwargs=reward_kwargs, rules=rules, episode_length=episode_length,
+            action_mapping=action_mapping, softmax_scale=softmax_scale, record=record,
+        )  # fmt: skip
+        self.data = self.core.data
+        self.sim = self.core.sim
+        self.rules = self.core.rules
+        self.window = self.core.window
+        self.n_assets = self.core.n_assets
+        self.feature_names = self.core.feature_names
+        self.episode_length = episode_length
         self.action_mapping = action_mapping
-        self.softmax_scale = float(softmax_scale)
         self.render_mode = render_mode
         self.random_start = random_start
-
-        start_idx, end_idx = self.data.date_range_indices(start, end)
-        self._first_decision = max(start_idx, first_valid + self.window - 1)
-        self._last_decision = end_idx - 1
-        available = self._last_decision - self._first_decision + 1
-        if available < 1:
-            raise ValueError(
-                f"date range {self.data.dates[start_idx]}..{self.data.dates[end_idx]} of "
-                f"{self.data.name} leaves no decision date after the {self.window}-row "
-                f"observation window (first usable date "
-                f"{self.data.dates[min(first_valid + self.window - 1, self.data.n_periods - 1)]})"
-            )
-        if episode_length is not None:
-            if episode_length < 1:
-                raise ValueError(f"episode_length must be >= 1 or None, got {episode_length}")
-            if episode_length > available:
-                raise ValueError(
-                    f"episode_length={episode_length} exceeds the {available} decision dates in "
-                    f"{self.data.dates[self._first_decision]}..{self.data.dates[end_idx]}"
-                )
-        self.episode_length = episode_length
-
-        n, f = self.data.n_assets, len(self.feature_names)
-        self.n_assets = n
-        self._window_size = self.window * n * f
-        obs_dim = self._window_size + n + 1
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
-        low = 0.0 if action_mapping == "normalize" else -1.0
-        self.action_space = spaces.Box(low, 1.0, shape=(n + 1,), dtype=np.float32)
-        self._steps = 0
-        self._episode_end = self._last_decision
+        self.observation_space = spaces.Box(
+            -np.inf, np.inf, shape=(self.core.obs_dim,), dtype=np.float32
+        )
+        self.action_space = spaces.Box(
+            self.core.action_low, 1.0, shape=(self.n_assets + 1,), dtype=np.float32
+        )
+        self._last_result: StepResult | None = None
         self._nav_history: list[float] = []
         self._date_history: list[np.datetime64] = []
-        self._last_result: StepResult | None = None
 
     # ---------------------------------------------------------------- gym API
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        length = self.episode_length
-        latest = self._last_decision - (length - 1 if length else 0)
+        core = self.core
         if options and "start" in options:
-            t0 = self.data.index_of(options["start"], "left")
-            if not self._first_decision <= t0 <= latest:
-                raise ValueError(
-                    f"start {options['start']} is outside the eligible start dates "
-                    f"{self.data.dates[self._first_decision]}..{self.data.dates[latest]}"
-                )
+            t0 = core.start_index(options["start"])
         elif self.random_start:
-            t0 = int(self.np_random.integers(self._first_decision, latest + 1))
+            t0 = core.draw_start(self.np_random)
         else:
-            t0 = self._first_decision
-        self._episode_end = t0 + length - 1 if length else self._last_decision
-        self.sim.reset(t0)
-        self.reward_fn.reset(1)
-        self._steps = 0
+            t0 = core.first_decision
+        core.reset_envs(t0)
         self._last_result = None
         self._nav_history = [self.rules.initial_cash]
         self._date_history = [self.data.dates[t0]]
-        return self._observation(), self._info()
+        weights = self.sim.weight
+        return self._observation(weights), self._info(weights[0])
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self.sim.t[0] > self._episode_end:
+        core = self.core
+        if core.sim.t[0] > core.episode_end[0]:
             raise RuntimeError("step() called after the episode ended; call reset() first")
-        weights = self.action_to_weights(action)
-        result = self.sim.step_weights(weights[None, :])
-        self._last_result = result
-        reward = float(self.reward_fn(result)[0])
-        self._steps += 1
-        t = int(self.sim.t[0])
-        terminated = bool(self.sim.breached()[0])
-        truncated = not terminated and t > self._episode_end
-        self._nav_history.append(float(self.sim.nav[0]))
-        self._date_history.append(self.data.dates[t])
-        return self._observation(), reward, terminated, truncated, self._info()
-
-    # ------------------------------------------------------------ the mapping
-    def action_to_weights(self, action: np.ndarray) -> np.ndarray:
-        """Target asset weights ``(N,)`` for an action (see the class docstring)."""
-        a = np.asarray(action, dtype=np.float64)
+        a = np.asarray(action)
         if a.shape != (self.n_assets + 1,):
             raise ValueError(
                 f"action has shape {a.shape}; expected ({self.n_assets + 1},): one weight per "
                 f"asset ({self.n_assets}) and one for cash"
             )
-        if not np.isfinite(a).all():
-            bad = np.flatnonzero(~np.isfinite(a))
-            names = [*self.data.symbols, "cash"]
-            raise ValueError(
-                f"action contains NaN or inf at {[names[i] for i in bad]}: {a[bad].tolist()}"
-            )
-        n = self.n_assets
-        if self.action_mapping == "normalize":
-            positive = np.maximum(a, 0.0)
-            total = positive.sum()
-            return positive[:n] / total if total > 0 else np.zeros(n)
-        if self.action_mapping == "softmax":
-            z = np.exp(self.softmax_scale * (a - a.max()))
-            return z[:n] / z.sum()
-        clipped = np.clip(a, -1.0, 1.0)
-        return self.rules.max_gross_leverage * clipped[:n] / max(1.0, np.abs(clipped).sum())
+        reward, terminated, truncated = core.step(a[None, :])
+        self._last_result = core.sim._result
+        self._nav_history.append(float(core.sim.nav[0]))
+        self._date_history.append(self.data.dates[core.sim.t[0]])
+        weights = self.sim.weight
+        return (
+            self._observation(weights), float(reward[0]), bool(terminated[0]),
+            bool(truncated[0]), self._info(weights[0]),
+        )  # fmt: skip
+
+    def action_to_weights(self, action: np.ndarray) -> np.ndarray:
+        """Target asset weights ``(N,)`` for an action (see the class docstring)."""
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (self.n_assets + 1,):
+            raise ValueError(f"action has shape {a.shape}; expected ({self.n_assets + 1},)")
+        return self.core.actions_to_weights(a[None, :])[0]
 
     # ------------------------------------------------------------ observation
-    def _observation(self) -> np.ndarray:
-        t = int(self.sim.t[0])
-        obs = np.empty(self.observation_space.shape, dtype=np.float32)
-        obs[: self._window_size] = self._features[t - self.window + 1 : t + 1].reshape(-1)
-        weights = self.sim.weights()[0]
-        obs[self._window_size : -1] = weights
-        obs[-1] = self.sim.cash[0] / self.sim.nav[0]
-        return obs
+    def _observation(self, weights: np.ndarray) -> np.ndarray:
+        obs = np.empty((1, self.core.obs_dim), dtype=np.float32)
+        return self.core.observe(obs, weights)[0]
 
     def current_weights(self) -> np.ndarray:
         """Weights ``(N + 1,)`` at the last mark: assets, then cash (the action layout)."""
-        weights = np.empty(self.n_assets + 1)
-        weights[:-1] = self.sim.weights()[0]
-        weights[-1] = self.sim.cash[0] / self.sim.nav[0]
-        return weights
+        return self.sim.weight[0]
 
-    def _info(self) -> dict[str, Any]:
-        t = int(self.sim.t[0])
+    def _info(self, weights: np.ndarray | None = None) -> dict[str, Any]:
+        sim = self.sim
         res = self._last_result
         return {
-            "date": self.data.dates[t],
-            "nav": float(self.sim.nav[0]),
-            "cash": float(self.sim.cash[0]),
-            "weights": self.current_weights(),
+            "date": self.data.dates[sim.t[0]],
+            "nav": float(sim.nav[0]),
+            "cash": float(sim.cash[0]),
+            "weights": sim.weight[0] if weights is None else weights,
             "turnover": 0.0 if res is None else float(res.turnover[0]),
             "costs": 0.0 if res is None else float(res.costs[0]),
-            "step": self._steps,
+            "step": int(sim.t[0] - self.core.episode_start[0]),
         }
 
     def market_snapshot(self, lookback: int = 20) -> MarketSnapshot:

@@ -229,13 +229,18 @@ class Simulator:
     """A batch of ``n_envs`` portfolios trading one :class:`MarketData` panel.
 
     Args:
-        data: the market; its arrays are shared, never copied per env.
+        data: the market; its arrays are shared by every env, never copied per env.
         rules: trading rules (resolved against ``data``: ``execution`` is filled in).
         n_envs: batch size.
         record: keep every fill and a daily snapshot per env (see :meth:`history`). Off by
             default; when on it costs a few array copies per step.
-        dtype: float dtype of market arrays used in the step (float64 default; float32 halves
-            memory traffic at ~1e-7 relative error per step).
+        dtype: float dtype of the market prices used in the step. ``float64`` (default) is
+            exact; ``float32`` halves the memory of the price tables, at a relative NAV error
+            of about 1e-7 per step (see ``docs/BENCHMARKS.md`` for a measured long episode).
+
+    State, per env: ``t`` (decision index), ``cash``, ``shares``, ``nav`` and ``peak_nav``, plus
+    ``value`` (positions marked at the close of ``t``) and ``weight`` (``N + 1`` columns: asset
+    weights, then cash), all kept current after every reset and step.
     """
 
     def __init__(
@@ -252,37 +257,56 @@ class Simulator:
         if data.n_periods < 2:
             raise ValueError(f"{data.name}: the simulator needs at least 2 dates")
         self.data = data
-        self.rules = (rules or TradingRules()).resolved(data)
+        self.rules = r = (rules or TradingRules()).resolved(data)
         self.n_envs = n_envs
-        self.n_assets = data.n_assets
+        self.n_assets = m = data.n_assets
         self.record = record
-        self._close = np.ascontiguousarray(data.close, dtype=dtype)
-        execution = self.rules.execution
-        if execution == "next_open":
-            self._fill_table, self._fill_offset = np.ascontiguousarray(data.open, dtype=dtype), 1
-        elif execution == "next_close":
-            self._fill_table, self._fill_offset = self._close, 1
+        close = data.close if dtype == np.float64 else data.close.astype(dtype)
+        self._close = close
+        # shifted views: row t of these is the bar the decision at t fills on / is marked at
+        self._next_close = close[1:]
+        if r.execution == "next_open":
+            opens = data.open if dtype == np.float64 else data.open.astype(dtype)
+            self._fill_rows, self._fill_offset = opens[1:], 1
+        elif r.execution == "next_close":
+            self._fill_rows, self._fill_offset = close[1:], 1
         else:
-            self._fill_table, self._fill_offset = self._close, 0
-        self._volume = (
-            None if data.volume is None else np.ascontiguousarray(data.volume, dtype=dtype)
-        )
+            self._fill_rows, self._fill_offset = close, 0
+        self._fill_is_mark = r.execution == "next_close"
+        self._fill_volume = None if data.volume is None else data.volume[self._fill_offset :]
         self.last_decision_index = data.n_periods - 2
-        r = self.rules
-        self._commission = r.commission_bps / 1e4
-        self._slippage = r.slippage_bps / 1e4
+        comm = r.commission_bps / 1e4
+        slip = r.slippage_bps / 1e4
+        self._commission, self._slippage = comm, slip
+        self._sell_keep = 1.0 - slip  # cash per unit of reference sell value, before fees
+        self._buy_pay = 1.0 + slip  # cash per unit of reference buy value, before fees
         self._borrow_per_period = r.borrow_rate / r.periods_per_year
+        # 0-d arrays: numpy converts a Python float on every operation, an array it does not
+        c = np.array
+        self._k_slip = c(slip)
+        self._k_sell_fee = c((1.0 - slip) * comm)  # commission per unit of sell value
+        self._k_sell_net = c((1.0 - slip) * (1.0 - comm))  # cash in per unit of sell value
+        self._k_buy_fee = c((1.0 + slip) * comm)
+        self._k_buy_gross = c((1.0 + slip) * (1.0 + comm))  # cash out per unit of buy value
+        self._k_buy_cap = c((1.0 + slip) * (1.0 + comm) * (1.0 + 1e-12))
+        self._k_zero, self._k_tiny, self._k_dust = c(0.0), c(1e-300), c(_DUST)
+        self._ones = np.ones(m)
 
-        n, m = n_envs, self.n_assets
+        n = n_envs
         self.t = np.zeros(n, dtype=np.int64)
-        self.cash = np.full(n, r.initial_cash)
         self.shares = np.zeros((n, m))
+        # position values at the close of t, then cash: one row sums to NAV, and one
+        # division gives the weights
+        self.holdings = np.zeros((n, m + 1))
+        self.holdings[:, m] = r.initial_cash
         self.nav = np.full(n, r.initial_cash)
         self.peak_nav = np.full(n, r.initial_cash)
+        self.mark = np.array(close[np.zeros(n, dtype=np.int64)], dtype=np.float64)
+        self._ones_cash = np.ones(m + 1)
+        zeros = np.zeros(n)
         self._result = StepResult(
-            nav_before=np.zeros(n), nav=self.nav, peak_nav=self.peak_nav,
-            commission=np.zeros(n), slippage=np.zeros(n), borrow=np.zeros(n),
-            costs=np.zeros(n), turnover=np.zeros(n),
+            nav_before=zeros, nav=self.nav, peak_nav=self.peak_nav, commission=zeros,
+            slippage=zeros, borrow=zeros, costs=zeros, turnover=zeros,
         )  # fmt: skip
         # recording: whole-batch arrays per step; each env's episode starts at an offset
         self._log: list[tuple[np.ndarray, ...]] = []
@@ -299,11 +323,19 @@ class Simulator:
                 f"start index {start} outside [0, {self.last_decision_index}] "
                 f"({self.data.name} has {self.data.n_periods} dates)"
             )
+        cash = self.rules.initial_cash
         self.t[ids] = start_arr
-        self.cash[ids] = self.rules.initial_cash
         self.shares[ids] = 0.0
-        self.nav[ids] = self.rules.initial_cash
-        self.peak_nav[ids] = self.rules.initial_cash
+        self.holdings[ids] = 0.0
+        self.holdings[ids, -1] = cash
+        # nav, peak_nav and mark are replaced, never written in place, after a step: the
+        # arrays a step returned stay as they were
+        self.nav = self.nav.copy()
+        self.nav[ids] = cash
+        self.peak_nav = self.peak_nav.copy()
+        self.peak_nav[ids] = cash
+        self.mark = np.array(self.mark)
+        self.mark[ids] = self._close[self.t[ids]]
         self._episode_start[ids] = len(self._log)
         self._start_t[ids] = start_arr
         done = int(self._episode_start.min())
@@ -311,108 +343,178 @@ class Simulator:
             del self._log[:done]
             self._episode_start -= done
 
+    @property
+    def cash(self) -> np.ndarray:
+        """Cash per env (a view of the last column of :attr:`holdings`)."""
+        return self.holdings[:, -1]
+
+    @property
+    def value(self) -> np.ndarray:
+        """Position values ``(n_envs, N)`` at the close of ``t`` (a view of :attr:`holdings`)."""
+        return self.holdings[:, :-1]
+
+    @property
+    def weight(self) -> np.ndarray:
+        """Weights ``(n_envs, N + 1)`` at the last mark: assets, then cash (a new array)."""
+        return self.holdings / self.nav[:, None]
+
+    def write_weights(self, out: np.ndarray, ids: np.ndarray | slice = slice(None)) -> None:
+        """Write the weights of envs ``ids`` into ``out`` ``(len(ids), N + 1)``."""
+        np.divide(self.holdings[ids], self.nav[ids][:, None], out=out)
+
     def weights(self) -> np.ndarray:
         """Current asset weights ``(n_envs, N)`` at the last mark (close of bar ``t``)."""
-        price = self._close[self.t]
-        return self.shares * price / self.nav[:, None]
+        return self.weight[:, :-1]
 
     def cash_fraction(self) -> np.ndarray:
         return self.cash / self.nav
 
     # ------------------------------------------------------------------- step
-    def step_weights(self, weights: np.ndarray) -> StepResult:
+    def step_weights(self, weights: np.ndarray, *, projected: bool = False) -> StepResult:
         """Rebalance each env to target asset ``weights`` ``(n_envs, N)`` (cash is the rest).
 
-        Weights are projected onto the allowed set (:func:`project_weights`) and turned into
-        share orders sized at the close of bar ``t``.
+        Weights are projected onto the allowed set (:func:`project_weights`; pass
+        ``projected=True`` when they already are) and turned into share orders sized at the
+        close of bar ``t``. Orders worth less than a billionth of NAV are rounding noise and
+        are dropped, so that returning the current weights trades nothing.
         """
-        w = project_weights(weights, self.rules)
-        price = self._close[self.t]
-        orders = w * (self.nav[:, None] / price) - self.shares
-        # rounding dust (e.g. from "hold my weights") is not an order
-        dust = np.abs(orders) * price <= _DUST * self.nav[:, None]
-        orders[dust] = 0.0
-        return self.step_orders(orders)
+        w = weights if projected else project_weights(weights, self.rules)
+        shares_per_weight = self.nav[:, None] / self.mark
+        # target - shares: a long-only target is >= 0, so this never sells more than is held
+        orders = w * shares_per_weight - self.shares
+        dust = shares_per_weight * self._k_dust
+        buys = orders * (orders > dust)
+        sells = orders * (orders < -dust)
+        return self._execute(buys, sells)
 
     def step_orders(self, orders: np.ndarray) -> StepResult:
         """Send share ``orders`` ``(n_envs, N)`` (positive buy, negative sell), then mark."""
-        if np.any(self.t > self.last_decision_index):
+        r = self.rules
+        orders = np.array(orders, dtype=np.float64, ndmin=2)
+        if orders.shape != self.shares.shape:
+            raise ValueError(f"orders have shape {orders.shape}; expected {self.shares.shape}")
+        if not np.isfinite(orders).all():
+            raise ValueError("orders contain NaN or inf")
+        if not r.allow_short:  # long-only: never sell more than is held
+            np.maximum(orders, -self.shares, out=orders)
+        buys = np.maximum(orders, 0.0)
+        return self._execute(buys, orders - buys)
+
+    def _rows(self, table: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``table[t]``: one row per env; a view (no gather) for a batch of one."""
+        if self.n_envs == 1:
+            i = int(t[0])
+            if i >= len(table):
+                raise IndexError(i)
+            return table[i : i + 1]
+        return np.take(table, t, axis=0)  # faster than table[t] for row gathers
+
+    def _execute(self, buys: np.ndarray, sells: np.ndarray) -> StepResult:
+        """Fill ``buys`` (>= 0) and ``sells`` (<= 0) at the fill bar, then mark at t+1.
+
+        Both arrays are owned (modified in place). Long-only callers never pass sells larger
+        than the shares held.
+        """
+        r = self.rules
+        t = self.t
+        try:
+            fill = self._rows(self._fill_rows, t)
+            # next-close fills are marked at the same prices: one gather serves both
+            mark = fill if self._fill_is_mark else self._rows(self._next_close, t)
+        except IndexError:
             last = self.data.dates[self.last_decision_index]
             raise RuntimeError(
                 f"cannot step past the last decision date {last} of {self.data.name}: reset first"
-            )
-        r = self.rules
+            ) from None
         res = self._result
-        res.nav_before[:] = self.nav
-        fill = self._fill_table[self.t + self._fill_offset]
-        orders = np.array(orders, dtype=np.float64, ndmin=2)
-        if r.lot_size is not None:
-            orders = np.trunc(orders / r.lot_size) * r.lot_size
+        nav_before = self.nav
+        shares = self.shares
+        if r.lot_size is not None:  # toward zero, to whole lots
+            np.floor(buys / r.lot_size, out=buys)
+            buys *= r.lot_size
+            np.ceil(sells / r.lot_size, out=sells)
+            sells *= r.lot_size
         if r.max_volume_fraction is not None:
-            cap = r.max_volume_fraction * self._volume[self.t + self._fill_offset]
-            np.clip(orders, -cap, cap, out=orders)
-        if not r.allow_short:
-            np.maximum(orders, -self.shares, out=orders)
+            cap = r.max_volume_fraction * self._rows(self._fill_volume, t)
+            np.minimum(buys, cap, out=buys)
+            np.maximum(sells, -cap, out=sells)
+        comm, min_fee = self._commission, r.min_fee
 
-        sells = np.minimum(orders, 0.0)
-        sell_notional = -sells * fill * (1.0 - self._slippage)
-        sell_fee = sell_notional * self._commission
-        if r.min_fee > 0:
-            active = sells < 0
+        # sells first: their proceeds, net of costs, join the cash
+        if min_fee > 0:
+            sell_value = -sells * fill  # per asset for now
             # a sell that cannot pay its own minimum fee is not sent
-            viable = sell_notional > r.min_fee
-            sells = np.where(viable, sells, 0.0)
-            sell_notional = np.where(viable, sell_notional, 0.0)
-            sell_fee = np.where(active & viable, np.maximum(sell_fee, r.min_fee), 0.0)
-        cash = self.cash + sell_notional.sum(axis=1) - sell_fee.sum(axis=1)
+            viable = sell_value * self._sell_keep > min_fee
+            sells *= viable
+            sell_value *= viable
+            sell_fee = np.maximum(sell_value * (self._sell_keep * comm), min_fee * viable).sum(1)
+            sell_value = sell_value.sum(axis=1)
+            cash = self.cash + sell_value * self._sell_keep - sell_fee
+            available = cash - min_fee * np.count_nonzero(buys, axis=1)
+        else:
+            sell_value = -np.vecdot(sells, fill)
+            sell_fee = sell_value * self._k_sell_fee
+            cash = self.cash + sell_value * self._k_sell_net
+            available = cash
+        if r.allow_short or min_fee > 0:  # a borrow debit or the fee reserve can go below 0
+            available = np.maximum(available, self._k_zero)
 
-        buys = np.maximum(orders, 0.0)
-        buy_price = fill * (1.0 + self._slippage)
-        buy_notional = buys * buy_price
-        gross = buy_notional.sum(axis=1) * (1.0 + self._commission)
-        reserve = r.min_fee * np.count_nonzero(buys, axis=1) if r.min_fee > 0 else 0.0
-        # conservative scale: each fee is at most commission*notional + min_fee
-        scale = np.where(
-            gross + reserve > cash,
-            np.maximum(cash - reserve, 0.0) / np.where(gross > 0, gross, 1.0),
-            1.0,
-        )
-        scaled = np.any(scale < 1.0)
-        if scaled:
-            buys = buys * scale[:, None]
-            if r.lot_size is not None:
-                buys = np.floor(buys / r.lot_size + 1e-9) * r.lot_size
-            buy_notional = buys * buy_price
-        buy_fee = buy_notional * self._commission
-        if r.min_fee > 0:
-            buy_fee = np.where(buys > 0, np.maximum(buy_fee, r.min_fee), 0.0)
-        cash -= buy_notional.sum(axis=1) + buy_fee.sum(axis=1)
-        if scaled:  # the scale is conservative: only float dust can fall below zero
-            cash[(cash < 0.0) & (cash > -_DUST * res.nav_before)] = 0.0
+        # then buys, scaled together to the cash left. Each fee is at most
+        # commission * notional + min_fee, so the scale is conservative; the factor
+        # 1 + 1e-12 leaves a hair of cash rather than float dust below zero.
+        buy_value = np.vecdot(buys, fill)
+        scale = available / (np.maximum(buy_value * self._k_buy_cap, available) + self._k_tiny)
+        buys *= scale[:, None]
+        if r.lot_size is not None:
+            np.floor(buys / r.lot_size + 1e-9, out=buys)
+            buys *= r.lot_size
+            buy_value = np.vecdot(buys, fill)
+        else:
+            buy_value *= scale
+        if min_fee > 0:
+            buy_fee = np.maximum(buys * fill * (self._buy_pay * comm), min_fee * (buys > 0))
+            buy_fee = buy_fee.sum(axis=1)
+            cash -= buy_value * self._buy_pay + buy_fee
+        else:
+            buy_fee = buy_value * self._k_buy_fee
+            cash -= buy_value * self._k_buy_gross
 
-        traded = sells + buys
-        self.shares += traded
-        abs_notional = np.abs(traded) * fill
-        res.commission[:] = sell_fee.sum(axis=1) + buy_fee.sum(axis=1)
-        res.slippage[:] = abs_notional.sum(axis=1) * self._slippage
-        res.turnover[:] = abs_notional.sum(axis=1) / res.nav_before
+        shares += sells
+        shares += buys
+        traded_value = sell_value + buy_value
+        # the step's outputs are new arrays: results of earlier steps stay valid
+        res.nav_before = nav_before
+        res.commission = sell_fee + buy_fee
+        res.slippage = traded_value * self._k_slip
+        res.turnover = traded_value / nav_before
+        res.costs = res.commission + res.slippage
 
-        self.t += 1
-        mark = self._close[self.t]
+        if self.n_envs == 1:
+            t[0] += 1
+        else:
+            t += 1
+        self.mark = mark
+        holdings = self.holdings
+        value = np.multiply(shares, mark, out=holdings[:, :-1])
         if r.allow_short and self._borrow_per_period > 0:
-            short_value = np.maximum(-self.shares, 0.0) * mark
-            res.borrow[:] = short_value.sum(axis=1) * self._borrow_per_period
+            short_value = np.vecdot(np.maximum(-value, 0.0), self._ones)
+            res.borrow = short_value * self._borrow_per_period
             cash -= res.borrow
-        self.cash[:] = cash
-        self.nav[:] = cash + (self.shares * mark).sum(axis=1)
-        np.maximum(self.peak_nav, self.nav, out=self.peak_nav)
-        res.costs[:] = res.commission + res.slippage + res.borrow
+            res.costs = res.costs + res.borrow
+        holdings[:, -1] = cash
+        # row sums as one BLAS dot per row: faster than a reduction over short rows, and
+        # the same arithmetic for a row whatever the batch size (matmul's is not)
+        self.nav = res.nav = nav = np.vecdot(holdings, self._ones_cash)
+        self.peak_nav = res.peak_nav = np.maximum(self.peak_nav, nav)
 
         if self.record:
-            fill_cost = sell_fee + buy_fee + abs_notional * self._slippage
+            traded = buys + sells
+            abs_value = (buys - sells) * fill
+            side_pay = np.where(traded > 0, self._buy_pay, self._sell_keep)
+            fee = np.maximum(abs_value * side_pay * comm, min_fee * (traded != 0))
             self._log.append(
-                (self.t.copy(), traded, fill, fill_cost, self.cash.copy(), self.shares.copy(),
-                 self.nav.copy())
+                (t.copy(), traded, fill.copy(), fee + abs_value * self._slippage, cash,
+                 shares.copy(), nav)
             )  # fmt: skip
         return res
 

@@ -1,0 +1,236 @@
+"""The batched environment logic shared by :class:`PortfolioEnv` and :class:`PortfolioVectorEnv`.
+
+Everything that turns the simulator into an environment — the action mapping, the episode
+bounds, rewards, termination and the observation — lives here once and works on a batch of
+``n_envs``. The single env is a batch of one, so the two environments agree by construction
+(and a parity test checks it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from marketarena.envs.data import MarketData, resolve_data
+from marketarena.envs.features import compute_features
+from marketarena.envs.rewards import RewardFunction, make_reward
+from marketarena.envs.simulator import Simulator, StepResult, TradingRules
+
+ActionMapping = Literal["normalize", "softmax", "signed"]
+ACTION_MAPPINGS: tuple[str, ...] = ("normalize", "softmax", "signed")
+
+
+def build_rules(rules: TradingRules | Mapping[str, Any] | None) -> TradingRules | None:
+    """Rules from a :class:`TradingRules`, a dict of its fields (unknown keys named), or None."""
+    if rules is None or isinstance(rules, TradingRules):
+        return rules
+    fields = TradingRules.__dataclass_fields__
+    unknown = sorted(set(rules) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown trading rule(s) {unknown}; valid: {sorted(fields)}")
+    return TradingRules(**rules)
+
+
+class PortfolioCore:
+    """Batched env logic over one :class:`Simulator`; see :class:`PortfolioEnv` for the spec.
+
+    Observations are written into ``obs`` ``(n_envs, D)`` float32 in place: the feature
+    window comes from a strided view in which row ``r`` is the contiguous block
+    ``features[r : r + window]``, so gathering a window per env is one fancy index.
+    """
+
+    def __init__(
+        self,
+        data: MarketData | str,
+        n_envs: int = 1,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        window: int = 32,
+        features: Sequence[str] = ("log_return",),
+        reward: str | RewardFunction | Callable[[StepResult], np.ndarray] = "log_return",
+        reward_kwargs: Mapping[str, float] | None = None,
+        rules: TradingRules | Mapping[str, Any] | None = None,
+        episode_length: int | None = 252,
+        action_mapping: ActionMapping = "normalize",
+        softmax_scale: float = 5.0,
+        record: bool = False,
+        price_dtype: type = np.float64,
+    ) -> None:
+        self.data = data = resolve_data(data)
+        self.n_envs = n_envs
+        self.sim = Simulator(data, build_rules(rules), n_envs, record=record, dtype=price_dtype)
+        self.rules = self.sim.rules
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = int(window)
+        self.feature_names = tuple(features)
+        feats, first_valid = compute_features(data, self.feature_names)
+        self.features = feats
+        self.feature_rows = feats.reshape(data.n_periods, -1)  # row t: every feature at t
+        n, f = data.n_assets, len(self.feature_names)
+        self.n_assets = n
+        self.window_size = self.window * n * f
+        self.windows = np.lib.stride_tricks.as_strided(
+            feats,
+            shape=(data.n_periods - self.window + 1, self.window_size),
+            strides=(feats.strides[0], feats.itemsize),
+            writeable=False,
+        )
+        self.reward_fn = make_reward(reward, **dict(reward_kwargs or {}))
+        if action_mapping not in ACTION_MAPPINGS:
+            raise ValueError(
+                f"action_mapping={action_mapping!r}: choose one of {list(ACTION_MAPPINGS)}"
+            )
+        if action_mapping == "signed" and not self.rules.allow_short:
+            raise ValueError("action_mapping='signed' needs rules.allow_short=True")
+        self.action_mapping = action_mapping
+        self.softmax_scale = float(softmax_scale)
+        # mappings whose output already satisfies the rules skip the projection
+        self._needs_projection = action_mapping == "signed" or self.rules.max_weight is not None
+
+        start_idx, end_idx = data.date_range_indices(start, end)
+        self.first_decision = max(start_idx, first_valid + self.window - 1)
+        self.last_decision = end_idx - 1
+        available = self.last_decision - self.first_decision + 1
+        if available < 1:
+            usable = data.dates[min(first_valid + self.window - 1, data.n_periods - 1)]
+            raise ValueError(
+                f"date range {data.dates[start_idx]}..{data.dates[end_idx]} of {data.name} "
+                f"leaves no decision date after the {self.window}-row observation window "
+                f"(first usable date {usable})"
+            )
+        if episode_length is not None:
+            if episode_length < 1:
+                raise ValueError(f"episode_length must be >= 1 or None, got {episode_length}")
+            if episode_length > available:
+                raise ValueError(
+                    f"episode_length={episode_length} exceeds the {available} decision dates "
+                    f"in {data.dates[self.first_decision]}..{data.dates[end_idx]}"
+                )
+        self.episode_length = episode_length
+        self.latest_start = self.last_decision - (episode_length - 1 if episode_length else 0)
+        self.episode_start = np.zeros(n_envs, dtype=np.int64)
+        self.episode_end = np.full(n_envs, self.last_decision, dtype=np.int64)
+        self.obs_dim = self.window_size + n + 1
+        self.obs = np.zeros((n_envs, self.obs_dim), dtype=np.float32)
+        self.action_low = 0.0 if action_mapping == "normalize" else -1.0
+        self._zero = np.array(0.0)
+        self._ones = np.ones(n + 1)
+        self._ones_all = np.ones(n_envs * (n + 1))
+        self._ones_all32 = self._ones_all.astype(np.float32)
+
+    # ----------------------------------------------------------------- episodes
+    def draw_start(self, rng: np.random.Generator) -> int:
+        """A uniformly random eligible start index from ``rng`` (one draw)."""
+        return int(rng.integers(self.first_decision, self.latest_start + 1))
+
+    def start_index(self, date: Any) -> int:
+        """The start index for a requested date, checked against the eligible range."""
+        t0 = self.data.index_of(date, "left")
+        if not self.first_decision <= t0 <= self.latest_start:
+            raise ValueError(
+                f"start {date} is outside the eligible start dates "
+                f"{self.data.dates[self.first_decision]}..{self.data.dates[self.latest_start]}"
+            )
+        return t0
+
+    def reset_envs(self, starts: int | np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Fresh portfolios at decision indices ``starts`` for envs ``ids`` (all by default)."""
+        starts = np.asarray(starts, dtype=np.int64)
+        self.sim.reset(starts, ids)
+        sel = slice(None) if ids is None else ids
+        length = self.episode_length
+        self.episode_start[sel] = starts
+        self.episode_end[sel] = starts + (length - 1) if length else self.last_decision
+        self.reward_fn.reset(self.n_envs, ids)
+
+    # ------------------------------------------------------------------ actions
+    def actions_to_weights(self, actions: np.ndarray) -> np.ndarray:
+        """Target asset weights ``(n_envs, N)`` for ``actions`` ``(n_envs, N + 1)``."""
+        a = np.asarray(actions)
+        if a.dtype not in (np.float32, np.float64):
+            a = a.astype(np.float64)
+        n = self.n_assets
+        if a.shape != (self.n_envs, n + 1):
+            raise ValueError(
+                f"actions have shape {a.shape}; expected {(self.n_envs, n + 1)}: one weight "
+                f"per asset ({n}) and one for cash, per env"
+            )
+        # one BLAS dot carries any NaN or +-inf into the sum; the search runs on failure
+        ones = self._ones_all if a.dtype == np.float64 else self._ones_all32
+        if not math.isfinite(a.reshape(-1) @ ones):
+            self._raise_non_finite(a)
+        if self.action_mapping == "normalize":
+            positive = np.maximum(a, self._zero)  # float64 even for float32 actions
+            inv_total = 1.0 / (np.vecdot(positive, self._ones) + 1e-300)  # all zero: all cash
+            return positive[:, :n] * inv_total[:, None]
+        a = a.astype(np.float64, copy=False)
+        if self.action_mapping == "softmax":
+            z = a - a.max(axis=1, keepdims=True)
+            z *= self.softmax_scale
+            np.exp(z, out=z)
+            return z[:, :n] / z.sum(axis=1, keepdims=True)
+        clipped = np.clip(a, -1.0, 1.0)
+        gross = np.maximum(np.abs(clipped).sum(axis=1, keepdims=True), 1.0)
+        return clipped[:, :n] * (self.rules.max_gross_leverage / gross)
+
+    def _raise_non_finite(self, a: np.ndarray) -> None:
+        bad = np.argwhere(~np.isfinite(a))
+        if not len(bad):
+            return  # the sum overflowed on huge but finite entries
+        names = [*self.data.symbols, "cash"]
+        where = [(f"env {i} " if self.n_envs > 1 else "") + names[j] for i, j in bad[:10].tolist()]
+        raise ValueError(f"action contains NaN or inf at {where}: {a[tuple(bad[:10].T)].tolist()}")
+
+    # --------------------------------------------------------------------- step
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Advance every env: rewards, terminated and truncated, each ``(n_envs,)``."""
+        weights = self.actions_to_weights(actions)
+        result = self.sim.step_weights(weights, projected=not self._needs_projection)
+        reward = self.reward_fn(result)
+        terminated = self.sim.breached()
+        truncated = self.sim.t > self.episode_end
+        truncated &= ~terminated
+        return reward, terminated, truncated
+
+    def observe_after_step(
+        self, previous: np.ndarray, out: np.ndarray, restarted: np.ndarray | None
+    ) -> np.ndarray:
+        """Observations after one step, shifting each window by one row instead of
+        gathering it again: ``previous`` must hold every env's observation before the step.
+
+        Envs in ``restarted`` (reset after the step) get a full window. Copying the shared
+        rows from the previous observation moves half the memory a gather does, and at
+        large batches the observation copy is what limits the step.
+        """
+        ws, row = self.window_size, self.n_assets * len(self.feature_names)
+        t = self.sim.t
+        out[:, : ws - row] = previous[:, row:ws]
+        out[:, ws - row : ws] = np.take(self.feature_rows, t, axis=0)
+        if restarted is not None and len(restarted):
+            out[restarted, :ws] = self.windows[t[restarted] - (self.window - 1)]
+        self.sim.write_weights(out[:, ws:])
+        return out
+
+    def observe(
+        self, out: np.ndarray | None = None, weights: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Write every env's observation into ``out`` (default: ``self.obs``) and return it.
+
+        ``weights``: the current ``sim.weight``, when the caller has computed it already.
+        """
+        obs = self.obs if out is None else out
+        t = self.sim.t
+        if self.n_envs == 1:  # a slice, not a gather
+            obs[0, : self.window_size] = self.windows[int(t[0]) - (self.window - 1)]
+        else:
+            obs[:, : self.window_size] = self.windows[t - (self.window - 1)]
+        if weights is None:
+            self.sim.write_weights(obs[:, self.window_size :])
+        else:
+            obs[:, self.window_size :] = weights
+        return obs
