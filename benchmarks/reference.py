@@ -5,6 +5,10 @@ charges a proportional cost on turnover, applies the next bar's returns, compute
 reward, auto-resets finished envs, and writes a window of returns plus the weights into a
 preallocated observation buffer. No validation, no shares, no cash constraint, no recording:
 it is the speed of light our environments are measured against in the same run.
+
+``shift_windows=True`` builds each observation window from the previous one (shift by one row,
+append the new row) instead of gathering it again; it is the layout trick
+``PortfolioVectorEnv`` uses, offered here so that the benchmark can show what it is worth.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ class ReferenceStep:
         cost: float = 0.001,
         episode_length: int = 252,
         seed: int = 0,
+        shift_windows: bool = False,
     ) -> None:
         t, n = log_returns.shape
         self.n_envs, self.n_assets, self.window = n_envs, n, window
@@ -42,6 +47,8 @@ class ReferenceStep:
         self.nav = np.ones(n_envs)
         self.obs = np.empty((n_envs, window * n + n + 1), dtype=np.float32)
         self.wn = window * n
+        self.shift_windows = shift_windows
+        self._buffers = (self.obs, np.empty_like(self.obs))
         self._observe()
 
     def _observe(self) -> None:
@@ -70,5 +77,15 @@ class ReferenceStep:
             self.weights[done] = 0.0
             self.weights[done, -1] = 1.0
             self.nav[done] = 1.0
-        self._observe()
+        if self.shift_windows:
+            previous = self.obs
+            self.obs = self._buffers[1] if previous is self._buffers[0] else self._buffers[0]
+            n = self.n_assets
+            self.obs[:, : self.wn - n] = previous[:, n : self.wn]
+            self.obs[:, self.wn - n : self.wn] = np.take(self.features, self.t, axis=0)
+            if done.any():
+                self.obs[done, : self.wn] = self.windows[self.t[done] - self.window + 1]
+            self.obs[:, self.wn :] = self.weights
+        else:
+            self._observe()
         return self.obs, reward, done

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -14,6 +16,14 @@ def test_first_python_example_runs(capsys):
     exec(compile(block, "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert re.match(r"2022-12-28 NAV [\d,]+\.\d\d", printed), printed
+
+
+@pytest.mark.slow
+def test_vector_env_ppo_example_runs():
+    block = next(b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if "PPO" in b)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["model"].num_timesteps == 64 * 64
 
 
 def test_ci_runs_the_readme_test_command():

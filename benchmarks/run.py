@@ -1,0 +1,254 @@
+"""Run the benchmark suite; print, save JSON and a PNG, and rewrite docs/BENCHMARKS.md.
+
+    bash benchmarks/run.sh            # full suite, one CPU core, the benchmark venv (~10 min)
+    bash benchmarks/run.sh --quick    # a smoke run (~2 min)
+
+Sections: throughput (ours, the bare-numpy reference, peers), SB3 PPO throughput and the env's
+share of training time, memory against the number of envs, cost growth in data length /
+assets / envs, float32 precision, and a profile of the single-env step. Every ratio is
+measured in the same run; nothing in the report is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+ROOT = HERE.parent
+SECTIONS = ("throughput", "ppo_share", "memory", "scaling", "precision", "profile_step")
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("numpy", "gymnasium", "stable-baselines3", "torch", "marketarena"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        sha = "unknown"
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "pinned_to_cpus": affinity,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "git_sha": sha,
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def throughput_markdown(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "| case | assets | envs | env-steps/s (median) | × reference, same run | notes |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in result["rows"]:
+        note = r.get("notes", "")
+        if "ours_single_over_peer" in r:
+            note = (note + "; " if note else "") + f"our single env is {r['ours_single_over_peer']:.1f}× this"
+        lines.append(
+            f"| {r['case']} | {r['assets']} | {r['envs']:,} | {fmt_rate(r['steps_per_second'])} "
+            f"| {r['ratio_to_reference']:.2f} | {note} |"
+        )
+    if result.get("missing_peers"):
+        for name, why in result["missing_peers"].items():
+            lines.append(f"| {name} | | | not run | | {why} |")
+    return lines
+
+
+def rows_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| case | value | unit | note |", "|---|---:|---|---|"]
+    for r in rows:
+        v = r["value"]
+        if isinstance(v, float):
+            shown = f"{v:.3g}" if abs(v) < 1e-3 or abs(v) >= 1e6 else f"{v:,.4g}"
+        else:
+            shown = str(v)
+        lines.append(f"| {r['case']} | {shown} | {r.get('unit', '')} | {r.get('note', '')} |")
+    return lines
+
+
+def targets_markdown(targets: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| target | measured | goal | met |", "|---|---:|---:|---|"]
+    for name, t in targets.items():
+        value = t["value"]
+        shown = f"{value:,.3g}" if isinstance(value, float) else str(value)
+        lines.append(f"| {name.replace('_', ' ')} | {shown} | {t['target']} | {'yes' if t['met'] else '**no**'} |")
+    return lines
+
+
+def write_chart(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    labels = [f"{r['case']} (n={r['envs']}, {r['assets']} assets)" for r in rows]
+    values = [r["steps_per_second"] for r in rows]
+    colors = {"ours": "tab:blue", "reference": "tab:gray", "peer": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.5), dpi=110)
+    ax.barh(labels, values, color=[colors.get(r["group"], "tab:green") for r in rows])
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("env-steps per second (log scale, median; one CPU core)")
+    for y, (v, r) in enumerate(zip(values, rows, strict=True)):
+        ax.text(v, y, f" {v:,.0f} (×{r['ratio_to_reference']:.2f} ref)", va="center", fontsize=7)
+    ax.set_title("marketarena throughput vs the bare-numpy reference and peers")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_docs(report: dict[str, Any], command: str, path: Path) -> None:
+    m = report["machine"]
+    s = report["sections"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by the benchmark suite; every number below comes from the run described here,",
+        "and every ratio divides by a reference measured in the same run. Rerun it with:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Run on {m['date']}: {m['cpu']}, {m['logical_cpus']} logical CPUs, pinned to CPU(s) "
+        f"{m['pinned_to_cpus']}; Python {m['python']}, numpy {m['versions']['numpy']}, gymnasium "
+        f"{m['versions']['gymnasium']}, stable-baselines3 {m['versions']['stable-baselines3']}, "
+        f"torch {m['versions']['torch']}; marketarena at `{m['git_sha']}`. "
+        f"Mode: {'quick' if report['quick'] else 'full'}; took {report['seconds']:.0f} s.",
+        "",
+        "![throughput](../benchmarks/results/throughput.png)",
+        "",
+    ]
+    if "throughput" in s:
+        t = s["throughput"]
+        lines += [
+            "## Targets",
+            "",
+            *targets_markdown({**t["targets"], **report.get("targets", {})}),
+            "",
+            "## Throughput",
+            "",
+            "Random actions, 252-step episodes that auto-reset, window 32, costs on (5 bps "
+            "commission + 5 bps slippage for ours, 0.1% for the reference). Ours and the "
+            "reference share one close-only synthetic panel of 5,000 dates; `OHLCV` fills at "
+            "the next open. The reference ([reference.py](../benchmarks/reference.py)) "
+            "rebalances weights with a proportional cost, applies returns, computes the log "
+            "reward, resets and gathers a window of returns plus weights into a preallocated "
+            "buffer, with no validation, no share accounting and no cash constraint. Its "
+            "shifted-windows variant shows what the vector env's observation layout trick "
+            "(build each window from the previous one) is worth on its own.",
+            "",
+            *throughput_markdown(t),
+            "",
+        ]
+    for key, title in (
+        ("ppo_share", "SB3 PPO: throughput and the env's share of training time"),
+        ("memory", "Memory against the number of envs"),
+        ("scaling", "Cost growth"),
+        ("precision", "float32 prices: NAV error over the whole 1990-2022 panel"),
+        ("profile_step", "Profile of the single-env step"),
+    ):
+        if key in s:
+            lines += [f"## {title}", "", *rows_markdown(s[key]["rows"]), ""]
+            extra = s[key].get("notes")
+            if extra:
+                lines += [*(f"- {n}" for n in extra), ""]
+    path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short timings, fewer cases")
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--output", type=Path, default=HERE / "results")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite the docs page")
+    args = parser.parse_args(argv)
+
+    import importlib
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    args.output.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    report: dict[str, Any] = {"machine": machine(), "quick": args.quick, "sections": {}}
+    for name in args.only or SECTIONS:
+        console.print(f"[bold]{name}[/bold] ...")
+        module = importlib.import_module(name)
+        t0 = time.perf_counter()
+        if name == "profile_step":
+            result = module.run(quick=args.quick, output=args.output)
+        else:
+            result = module.run(quick=args.quick)
+        if name != "throughput":
+            result["rows"] = module.rows(result)
+        result["seconds"] = time.perf_counter() - t0
+        report["sections"][name] = result
+        table = Table(title=name, title_justify="left")
+        if name == "throughput":
+            for col in ("case", "assets", "envs", "env-steps/s", "× ref"):
+                table.add_column(col, justify="left" if col == "case" else "right")
+            for r in result["rows"]:
+                table.add_row(r["case"], str(r["assets"]), f"{r['envs']:,}",
+                              fmt_rate(r["steps_per_second"]), f"{r['ratio_to_reference']:.2f}")  # fmt: skip
+        else:
+            for col in ("case", "value", "unit"):
+                table.add_column(col)
+            for r in result["rows"]:
+                v = r["value"]
+                table.add_row(str(r["case"]), f"{v:,.4g}" if isinstance(v, float) else str(v), r.get("unit", ""))
+        console.print(table)
+    report["targets"] = {}
+    for name in ("ppo_share", "memory", "scaling"):
+        report["targets"].update(report["sections"].get(name, {}).get("targets", {}))
+    report["seconds"] = time.perf_counter() - started
+
+    (args.output / "latest.json").write_text(json.dumps(report, indent=2, default=str))
+    if "throughput" in report["sections"]:
+        write_chart(report["sections"]["throughput"], args.output / "throughput.png")
+    if not args.no_docs and not args.only:
+        command = "bash benchmarks/run.sh" + (" --quick" if args.quick else "")
+        write_docs(report, command, args.docs)
+        console.print(f"wrote {args.docs}")
+    console.print(f"wrote {args.output / 'latest.json'} in {report['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
