@@ -61,7 +61,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "value": e,
             "unit": "max relative NAV error",
             "note": "8 envs, random monthly rebalance",
-        }  # fmt: skip
+        }
         for s, e in zip(result["checkpoints"], result["max_relative_nav_error"], strict=True)
     ]
 

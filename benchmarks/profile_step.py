@@ -99,7 +99,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "value": s["share"],
             "unit": "share of step",
             "note": "",
-        }  # fmt: skip
+        }
         for s in result["stages"]
     ]
 

@@ -76,7 +76,8 @@ def throughput_markdown(result: dict[str, Any]) -> list[str]:
     for r in result["rows"]:
         note = r.get("notes", "")
         if "ours_single_over_peer" in r:
-            note = (note + "; " if note else "") + f"our single env is {r['ours_single_over_peer']:.1f}× this"
+            ours = f"our single env is {r['ours_single_over_peer']:.1f}× this"
+            note = f"{note}; {ours}" if note else ours
         lines.append(
             f"| {r['case']} | {r['assets']} | {r['envs']:,} | {fmt_rate(r['steps_per_second'])} "
             f"| {r['ratio_to_reference']:.2f} | {note} |"
@@ -104,7 +105,8 @@ def targets_markdown(targets: dict[str, dict[str, Any]]) -> list[str]:
     for name, t in targets.items():
         value = t["value"]
         shown = f"{value:,.3g}" if isinstance(value, float) else str(value)
-        lines.append(f"| {name.replace('_', ' ')} | {shown} | {t['target']} | {'yes' if t['met'] else '**no**'} |")
+        met = "yes" if t["met"] else "**no**"
+        lines.append(f"| {name.replace('_', ' ')} | {shown} | {t['target']} | {met} |")
     return lines
 
 
@@ -225,14 +227,15 @@ def main(argv: list[str] | None = None) -> int:
             for col in ("case", "assets", "envs", "env-steps/s", "× ref"):
                 table.add_column(col, justify="left" if col == "case" else "right")
             for r in result["rows"]:
-                table.add_row(r["case"], str(r["assets"]), f"{r['envs']:,}",
-                              fmt_rate(r["steps_per_second"]), f"{r['ratio_to_reference']:.2f}")  # fmt: skip
+                rate, ratio = fmt_rate(r["steps_per_second"]), f"{r['ratio_to_reference']:.2f}"
+                table.add_row(r["case"], str(r["assets"]), f"{r['envs']:,}", rate, ratio)
         else:
             for col in ("case", "value", "unit"):
                 table.add_column(col)
             for r in result["rows"]:
                 v = r["value"]
-                table.add_row(str(r["case"]), f"{v:,.4g}" if isinstance(v, float) else str(v), r.get("unit", ""))
+                shown = f"{v:,.4g}" if isinstance(v, float) else str(v)
+                table.add_row(str(r["case"]), shown, r.get("unit", ""))
         console.print(table)
     report["targets"] = {}
     for name in ("ppo_share", "memory", "scaling"):

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from common import Case, time_case  # noqa: E402
-from reference import ReferenceStep  # noqa: E402
+from common import Case, time_case
+from reference import ReferenceStep
 
 
 def test_reference_step_by_hand():
