@@ -106,7 +106,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Info
 
     ``date`` (of bar ``t``, after the step: the mark date), ``nav``, ``cash``, ``weights``
-    (``N + 1``: assets, then cash, float64), ``prices`` (closes of bar ``t``, read-only),
+    (``N + 1``: assets, then cash, float64), ``prices`` (closes of bar ``t``),
     ``turnover`` and ``costs`` of the step, ``step`` (steps into the episode).
 
     ## Arguments
@@ -239,7 +239,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
             "nav": float(sim.nav[0]),
             "cash": float(sim.cash[0]),
             "weights": sim.weight[0] if weights is None else weights,
-            "prices": self.data.close[sim.t[0]],
+            "prices": self.data.close[sim.t[0]].copy(),
             "turnover": 0.0 if res is None else float(res.turnover[0]),
             "costs": 0.0 if res is None else float(res.costs[0]),
             "step": int(sim.t[0] - self.core.episode_start[0]),
