@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
+from marketarena.agents.registry import SPEC_HELP
 from marketarena.envs.data import (
     BUNDLED,
     DataValidationError,
@@ -20,6 +22,7 @@ from marketarena.envs.data import (
     load_file,
     read_raw,
 )
+from marketarena.evaluation.evaluate import ENSEMBLES
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID_DATA = 0, 1, 2
 
@@ -30,17 +33,76 @@ def _data_path(spec: str) -> str:
 
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from marketarena.evaluation.demo import DemoConfig, run_demo
-    from marketarena.evaluation.report import print_table, summary_table
 
-    config = DemoConfig(start=args.start, end=args.end, seed=args.seed)
+    config = DemoConfig(start=args.start, end=args.end)
     console.print(
-        f"[bold]marketarena demo[/bold]: {config.data} from {config.start} to {config.end}, "
-        f"decisions after each close, fills at the next close, "
-        f"{config.commission_bps:g} bps commission + {config.slippage_bps:g} bps slippage"
+        f"[bold]marketarena demo[/bold]: {config.data} from {config.start} to {config.end}; "
+        "decisions after each close, fills at the next close, "
+        f"{config.commission_bps:g} bps commission + {config.slippage_bps:g} bps slippage",
+        highlight=False,
     )
-    results = run_demo(config)
-    print_table(summary_table(results, title="Baselines, test period"), console)
+    report = run_demo(config)
+    console.print(report.table())
+    if args.output:
+        files = report.write(args.output)
+        console.print(f"report: {files['html']}", highlight=False)
     return EXIT_OK
+
+
+def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
+
+    rules = _parse_assignments(args.rule)
+    config = EvaluationConfig(
+        agents=tuple(args.agent or ()),
+        data=args.data,
+        start=args.start,
+        end=args.end,
+        seeds=args.seeds,
+        benchmark=None if args.benchmark == "none" else args.benchmark,
+        ensembles=tuple(args.ensemble or ()),
+        include_baselines=not args.no_baselines,
+        rules=rules,
+        window=args.window,
+        periods_per_year=args.periods_per_year,
+        risk_free=args.risk_free,
+    )
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("backtests", total=None)
+
+        def update(agent: str, seed: int) -> None:
+            progress.update(task, description=f"{agent} (seed {seed})")
+
+        report = evaluate(config, progress=update)
+    console.print(report.table())
+    files = report.write(args.output)
+    console.print(
+        f"wrote {args.output}: metrics.json, metrics.csv, plots, {files['html'].name}",
+        highlight=False,
+    )
+    if args.mlflow:
+        from marketarena.evaluation.tracking import log_evaluation, tracking_uri, ui_command
+
+        run_id = log_evaluation(report, Path(args.output), experiment=args.experiment)
+        console.print(
+            f"MLflow run {run_id} in {tracking_uri()}; view it: {ui_command()}", highlight=False
+        )
+    return EXIT_OK
+
+
+def _parse_assignments(items: Sequence[str] | None) -> dict[str, object]:
+    """``key=value`` pairs; values parsed as YAML scalars (numbers, true/false, null)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def _cmd_data(args: argparse.Namespace, console: Console) -> int:
@@ -73,11 +135,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="baselines on the bundled 20-stock panel")
+    demo = sub.add_parser("demo", help="agents on the bundled 20-stock panel, 2018-2022")
     demo.add_argument("--start", default="2018-01-02", help="first decision date")
     demo.add_argument("--end", default="2022-12-28", help="last mark date")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--output", default="reports/demo", help="report folder ('' for none)")
     demo.set_defaults(handler=_cmd_demo)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="compare agents over one date range",
+        description="Backtest agents (with buy-and-hold and equal weight alongside) and "
+        "write a metrics table, plots and an HTML report.",
+    )
+    ev.add_argument("--agent", action="append", metavar="SPEC", help=f"repeatable: {SPEC_HELP}")
+    ev.add_argument(
+        "--ensemble",
+        action="append",
+        choices=sorted(ENSEMBLES),
+        help="repeatable: an ensemble over all --agent members",
+    )
+    ev.add_argument(
+        "--data", default="sp500_20", help=f"bundled name {sorted(BUNDLED)} or a CSV/Parquet path"
+    )
+    ev.add_argument("--start", help="first date (default: the data's first usable date)")
+    ev.add_argument("--end", help="last date (default: the data's last)")
+    ev.add_argument("--seeds", type=int, default=1, help="seeds per agent (0..N-1)")
+    ev.add_argument(
+        "--benchmark",
+        default="auto",
+        help="bundled name or path of a one-column series; 'auto' or 'none'",
+    )
+    ev.add_argument(
+        "--rule",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a trading rule, e.g. --rule commission_bps=2 --rule lot_size=1",
+    )
+    ev.add_argument(
+        "--window", type=int, default=32, help="observation window (must match a trained model's)"
+    )
+    ev.add_argument("--periods-per-year", type=int, default=252)
+    ev.add_argument("--risk-free", type=float, default=0.0, help="annual risk-free rate")
+    ev.add_argument(
+        "--no-baselines", action="store_true", help="do not add buy-and-hold and equal weight"
+    )
+    ev.add_argument("--output", default="reports/evaluation", help="report folder")
+    ev.add_argument("--mlflow", action="store_true", help="log the evaluation as an MLflow run")
+    ev.add_argument("--experiment", default="marketarena-evaluation")
+    ev.set_defaults(handler=_cmd_evaluate)
 
     data = sub.add_parser("data", help="inspect and validate market data files")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -88,9 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = data_sub.add_parser(name, help=text)
         p.add_argument("path", help=f"CSV/Parquet file, or a bundled name: {sorted(BUNDLED)}")
         p.add_argument(
-            "--missing", choices=["error", "drop_symbol", "ffill"], default="error",
+            "--missing",
+            choices=["error", "drop_symbol", "ffill"],
+            default="error",
             help="policy for ragged coverage (validate only)",
-        )  # fmt: skip
+        )
         p.set_defaults(handler=_cmd_data)
     return parser
 

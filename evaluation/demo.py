@@ -1,14 +1,11 @@
-"""The demo: baseline agents trading the bundled 20-stock panel over a fixed test period."""
+"""The demo: agents trading the bundled 20-stock panel over a fixed test period."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from marketarena.agents.baselines import BuyAndHoldAgent, EqualWeightAgent, RandomAgent
-from marketarena.envs.data import load_dataset
-from marketarena.envs.portfolio_env import PortfolioEnv
-from marketarena.envs.simulator import TradingRules
-from marketarena.evaluation.runner import BacktestResult, run_backtest
+from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
+from marketarena.evaluation.report import EvaluationReport
 
 
 @dataclass(frozen=True)
@@ -18,25 +15,22 @@ class DemoConfig:
     data: str = "sp500_20"
     start: str = "2018-01-02"
     end: str = "2022-12-28"
-    seed: int = 0
+    seed_count: int = 1
     commission_bps: float = 5.0
     slippage_bps: float = 5.0
+    agents: tuple[str, ...] = ("buy_and_hold", "equal_weight", "random:21")
 
 
-def run_demo(config: DemoConfig = DemoConfig()) -> list[BacktestResult]:
-    """Backtest the baselines over ``config``'s date range; one result per agent."""
-    data = load_dataset(config.data)
-    rules = TradingRules(commission_bps=config.commission_bps, slippage_bps=config.slippage_bps)
-    agents = [
-        BuyAndHoldAgent(),
-        EqualWeightAgent(rebalance_every=21, name="equal_weight (monthly)"),
-        RandomAgent(rebalance_every=21, name="random (monthly)"),
-    ]
-    results = []
-    for agent in agents:
-        env = PortfolioEnv(
-            data, start=config.start, end=config.end, rules=rules, episode_length=None,
-            random_start=False,
-        )  # fmt: skip
-        results.append(run_backtest(agent, env, seed=config.seed))
-    return results
+def run_demo(config: DemoConfig = DemoConfig()) -> EvaluationReport:
+    """Backtest the demo's agents over its date range, against the S&P 500 index."""
+    return evaluate(
+        EvaluationConfig(
+            agents=config.agents,
+            data=config.data,
+            start=config.start,
+            end=config.end,
+            seeds=config.seed_count,
+            rules={"commission_bps": config.commission_bps, "slippage_bps": config.slippage_bps},
+            title=f"marketarena demo: {config.data}, {config.start} to {config.end}",
+        )
+    )

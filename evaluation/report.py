@@ -1,41 +1,316 @@
-"""Terminal reports: rich tables of backtest summaries and data coverage."""
+"""Reports: the metrics table (terminal, JSON, CSV), plots, and a self-contained HTML page.
+
+An :class:`EvaluationReport` holds every agent's per-seed results. Metrics are medians across
+seeds (with the interquartile mean and the range of the Sharpe ratio when there are several),
+and the Sharpe ratio and total return carry a stationary-bootstrap confidence interval from the
+daily returns of the agent's median-Sharpe run.
+"""
 
 from __future__ import annotations
 
+import base64
+import csv
+import html
+import json
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from marketarena.envs.data import SymbolCoverage
-from marketarena.evaluation.runner import BacktestResult
+from marketarena.evaluation import metrics, plots
+from marketarena.evaluation.runner import AgentEvaluation, BacktestResult
+
+#: columns of the terminal table: (metric key, header, format)
+TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("final_nav", "NAV", "money"),
+    ("total_return", "return", "pct"),
+    ("cagr", "CAGR", "pct"),
+    ("volatility", "vol", "abs_pct"),
+    ("sharpe", "Sharpe", "num"),
+    ("max_drawdown", "max DD", "pct"),
+    ("cvar_95", "CVaR95", "pct"),
+    ("annual_turnover", "turnover/yr", "num"),
+    ("total_costs", "costs", "money"),
+)
+BENCHMARK_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("beta", "beta", "num"),
+    ("alpha", "alpha", "pct"),
+    ("information_ratio", "IR", "num"),
+)
 
 
-def _pct(x: float) -> str:
-    return "nan" if x != x else f"{x:+.2%}"
+def format_value(value: float, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if kind == "pct":
+        return f"{value:+.2%}"
+    if kind == "pct0":
+        return f"{value:+.0%}"
+    if kind == "abs_pct":
+        return f"{value:.2%}"
+    if kind == "money":
+        return f"{value:,.2f}"
+    return f"{value:.2f}"
 
 
-def summary_table(results: Sequence[BacktestResult], title: str = "") -> Table:
-    table = Table(title=title or None, title_justify="left")
-    table.add_column("agent", no_wrap=True)
-    for col in ("NAV", "return", "CAGR", "vol", "Sharpe", "max DD", "costs"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for res in results:
-        s = res.summary()
-        table.add_row(
-            escape(res.agent),
-            f"{s['final_nav']:,.2f}",
-            _pct(s["total_return"]),
-            _pct(s["cagr"]),
-            "nan" if s["volatility"] != s["volatility"] else f"{s['volatility']:.2%}",
-            "nan" if s["sharpe"] != s["sharpe"] else f"{s['sharpe']:.2f}",
-            _pct(s["max_drawdown"]),
-            f"{s['total_costs']:,.2f}",
+def _bootstrap_block(n: int) -> int:
+    return max(1, round(n ** (1 / 3)))
+
+
+@dataclass
+class AgentRow:
+    """One agent's line of the report."""
+
+    agent: str
+    seeds: list[int | None]
+    metrics: dict[str, float]
+    sharpe_ci: tuple[float, float]
+    total_return_ci: tuple[float, float]
+    sharpe_iqm: float
+    sharpe_range: tuple[float, float]
+    representative: BacktestResult
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"agent": self.agent, "seeds": self.seeds, **self.metrics}
+        out["sharpe_ci_low"], out["sharpe_ci_high"] = self.sharpe_ci
+        out["total_return_ci_low"], out["total_return_ci_high"] = self.total_return_ci
+        out["sharpe_iqm"] = self.sharpe_iqm
+        out["sharpe_min"], out["sharpe_max"] = self.sharpe_range
+        return out
+
+
+@dataclass
+class EvaluationReport:
+    """Every agent's results over one date range, ready to print and write."""
+
+    title: str
+    evaluations: list[AgentEvaluation]
+    settings: dict[str, Any] = field(default_factory=dict)
+    periods_per_year: int = metrics.PERIODS_PER_YEAR
+    risk_free: float = 0.0
+    ci_level: float = 0.95
+    bootstrap_resamples: int = 1000
+    _rows: list[AgentRow] | None = None
+
+    def rows(self) -> list[AgentRow]:
+        if self._rows is None:
+            self._rows = [self._row(e) for e in self.evaluations]
+        return self._rows
+
+    def _row(self, evaluation: AgentEvaluation) -> AgentRow:
+        kw = {"periods_per_year": self.periods_per_year, "risk_free": self.risk_free}
+        per_seed = evaluation.per_seed_metrics(**kw)
+        agg = evaluation.aggregate(**kw)
+        sharpes = [m["sharpe"] for m in per_seed]
+        order = sorted(range(len(sharpes)), key=lambda i: (math.isnan(sharpes[i]), sharpes[i]))
+        rep = evaluation.results[order[(len(order) - 1) // 2]]
+        r = rep.returns
+        block = _bootstrap_block(len(r))
+        ci_kw = {"n_resamples": self.bootstrap_resamples, "level": self.ci_level, "seed": 0,
+                 "block_length": block}  # fmt: skip
+        return AgentRow(
+            agent=evaluation.agent,
+            seeds=[res.seed for res in evaluation.results],
+            metrics={k: v["median"] for k, v in agg.items()},
+            sharpe_ci=metrics.bootstrap_confidence_interval(r, metrics.sharpe_ratio, **ci_kw, **kw),
+            total_return_ci=metrics.bootstrap_confidence_interval(r, metrics.total_return, **ci_kw),
+            sharpe_iqm=agg["sharpe"]["iqm"],
+            sharpe_range=(agg["sharpe"]["min"], agg["sharpe"]["max"]),
+            representative=rep,
+            diagnostics=rep.diagnostics,
         )
-    return table
+
+    @property
+    def has_benchmark(self) -> bool:
+        return any(e.results[0].benchmark is not None for e in self.evaluations)
+
+    # ------------------------------------------------------------------ tables
+    def table(self) -> Table:
+        level = f"{self.ci_level:.0%}"
+        table = Table(title=self.title or None, title_justify="left",
+                      caption=f"\\[brackets]: {level} stationary-bootstrap intervals; "
+                      "all metrics in metrics.csv and report.html",
+                      caption_justify="left")  # fmt: skip
+        table.add_column("agent", no_wrap=True)
+        columns = list(TABLE_COLUMNS) + (list(BENCHMARK_COLUMNS) if self.has_benchmark else [])
+        for _, header, _ in columns:
+            table.add_column(header, justify="right", no_wrap=True)
+        for row in self.rows():
+            cells = []
+            for key, _, kind in columns:
+                cell = format_value(row.metrics.get(key, float("nan")), kind)
+                if key == "sharpe":
+                    lo, hi = row.sharpe_ci
+                    cell += f" \\[{format_value(lo, kind)}, {format_value(hi, kind)}]"
+                elif key == "total_return":
+                    lo, hi = row.total_return_ci
+                    cell += f" \\[{format_value(lo, 'pct0')}, {format_value(hi, 'pct0')}]"
+                cells.append(cell)
+            table.add_row(escape(row.agent), *cells)
+        return table
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "settings": self.settings,
+            "periods_per_year": self.periods_per_year,
+            "risk_free": self.risk_free,
+            "ci_level": self.ci_level,
+            "agents": [r.as_dict() for r in self.rows()],
+        }
+
+    # ------------------------------------------------------------------- files
+    def write(self, output: str | Path, *, results: bool = True) -> dict[str, Path]:
+        """Write metrics.json, metrics.csv, daily CSVs, plots, report.html (and the saved
+        results, so the report can be rebuilt with :func:`load_report`)."""
+        out = Path(output)
+        out.mkdir(parents=True, exist_ok=True)
+        files: dict[str, Path] = {}
+        files["json"] = out / "metrics.json"
+        files["json"].write_text(json.dumps(self.as_dict(), indent=2, default=_jsonable))
+        files["csv"] = out / "metrics.csv"
+        rows = [r.as_dict() for r in self.rows()]
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        with files["csv"].open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _csv_value(row.get(k)) for k in keys})
+        reps = [r.representative for r in self.rows()]
+        for row, evaluation in zip(self.rows(), self.evaluations, strict=True):
+            slug = slugify(row.agent)
+            row.representative.to_frame().to_csv(out / f"daily_{slug}.csv", index=False)
+            if results:
+                for res in evaluation.results:
+                    res.save(out / "results" / f"{slug}__seed{res.seed}")
+        images = {
+            "equity": plots.equity_curves(reps, out / "equity.png"),
+            "drawdown": plots.drawdowns(reps, out / "drawdown.png"),
+            "rolling_sharpe": plots.rolling_sharpe(
+                reps, out / "rolling_sharpe.png", periods_per_year=self.periods_per_year
+            ),
+        }
+        for res in reps:
+            images[f"weights: {res.agent}"] = plots.weights(
+                res, out / f"weights_{slugify(res.agent)}.png"
+            )
+        files.update({f"png:{k}": v for k, v in images.items()})
+        files["html"] = out / "report.html"
+        files["html"].write_text(self.html(images))
+        if results:
+            (out / "report.json").write_text(
+                json.dumps(
+                    {"title": self.title, "settings": self.settings,
+                     "periods_per_year": self.periods_per_year, "risk_free": self.risk_free,
+                     "ci_level": self.ci_level,
+                     "runs": {e.agent: [f"results/{slugify(e.agent)}__seed{r.seed}"
+                                        for r in e.results] for e in self.evaluations}},
+                    indent=2, default=_jsonable,
+                )
+            )  # fmt: skip
+        return files
+
+    def html(self, images: dict[str, Path]) -> str:
+        """One HTML page with the images inlined (base64): nothing else to ship or fetch."""
+        rows = [r.as_dict() for r in self.rows()]
+        keys = [k for k in rows[0] if k not in ("agent", "seeds")]
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in ["agent", *keys])
+        body = "".join(
+            "<tr><td>"
+            + html.escape(r["agent"])
+            + "</td>"
+            + "".join(f"<td>{_html_number(r.get(k))}</td>" for k in keys)
+            + "</tr>"
+            for r in rows
+        )
+        figures = "".join(
+            f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,'
+            f'{base64.b64encode(path.read_bytes()).decode()}"><figcaption>{html.escape(name)}'
+            "</figcaption></figure>"
+            for name, path in images.items()
+        )
+        settings = html.escape(json.dumps(self.settings, indent=2, default=_jsonable))
+        return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.8rem; }}
+th, td {{ border: 1px solid #ccc; padding: 0.2rem 0.4rem; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
+pre {{ background: #f5f5f5; padding: 1rem; font-size: 0.75rem; }}
+</style></head>
+<body>
+<h1>{html.escape(self.title)}</h1>
+<p>Metrics are medians across seeds; Sharpe and total-return intervals ({self.ci_level:.0%}) come
+from a stationary bootstrap of the daily returns. Returns are after costs.</p>
+<div style="overflow-x:auto"><table id="metrics"><thead><tr>{head}</tr></thead>
+<tbody>{body}</tbody></table></div>
+{figures}
+<h2>Settings</h2><pre>{settings}</pre>
+<script>
+window.addEventListener("load", () => {{
+  const imgs = Array.from(document.images);
+  const ok = imgs.filter((i) => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.imagesRendered = ok + "/" + imgs.length;
+}});
+</script>
+</body></html>
+"""
 
 
+def load_report(output: str | Path) -> EvaluationReport:
+    """Rebuild the report a :meth:`EvaluationReport.write` saved, without rerunning."""
+    out = Path(output)
+    meta_path = out / "report.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"no saved report at {out} (missing report.json)")
+    meta = json.loads(meta_path.read_text())
+    evaluations = [
+        AgentEvaluation(agent, [BacktestResult.load(out / p) for p in paths])
+        for agent, paths in meta["runs"].items()
+    ]
+    return EvaluationReport(
+        title=meta["title"], evaluations=evaluations, settings=meta["settings"],
+        periods_per_year=meta["periods_per_year"], risk_free=meta["risk_free"],
+        ci_level=meta["ci_level"],
+    )  # fmt: skip
+
+
+def slugify(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_") or "agent"
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return value
+
+
+def _html_number(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+# ------------------------------------------------------------------ small tables
 def coverage_table(rows: Sequence[SymbolCoverage], title: str = "") -> Table:
     table = Table(title=title or None, title_justify="left")
     for col in ("symbol", "first date", "last date", "rows", "gaps"):

@@ -1,23 +1,38 @@
-"""The backtest runner: any agent, one episode of a :class:`PortfolioEnv`, one result."""
+"""The backtest runner: any agent over any date range → :class:`BacktestResult`.
+
+One path for every agent kind (baselines, SB3 models, LLMs, ensembles): the agent protocol. A
+result holds everything reports need — daily dates, NAV, weights, fills, costs, turnover and
+the agent's own diagnostics — and saves to Parquet + JSON (or one JSON file) so that reports
+can be regenerated without rerunning.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from marketarena.agents.base import Agent
+from marketarena.envs.data import MarketData, resolve_data
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.evaluation import metrics
+
+FILL_COLUMNS = ("date", "symbol", "side", "shares", "price", "cost")
 
 
 @dataclass
 class BacktestResult:
     """One agent's run over one date range.
 
-    ``dates``, ``nav`` and ``weights`` have one entry per mark: the start date (all cash)
-    and the close after every step. ``turnover`` and ``costs`` have one entry per step.
+    ``dates``, ``nav`` and ``weights`` (``N + 1`` columns: assets, then cash) have one entry
+    per mark: the start date (all cash) and the close after every step. ``turnover`` and
+    ``costs`` have one entry per step. ``benchmark`` (when given) is the benchmark's level on
+    each of ``dates``.
     """
 
     agent: str
@@ -28,7 +43,12 @@ class BacktestResult:
     weights: np.ndarray
     turnover: np.ndarray
     costs: np.ndarray
+    fills: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FILL_COLUMNS)))
+    seed: int | None = None
     terminated: bool = False
+    benchmark: np.ndarray | None = None
+    benchmark_name: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -36,37 +56,216 @@ class BacktestResult:
         """Simple returns per step, after costs."""
         return self.nav[1:] / self.nav[:-1] - 1.0
 
-    def summary(self, periods_per_year: int = metrics.PERIODS_PER_YEAR) -> dict[str, float]:
-        r = self.returns
+    @property
+    def benchmark_returns(self) -> np.ndarray | None:
+        if self.benchmark is None:
+            return None
+        return self.benchmark[1:] / self.benchmark[:-1] - 1.0
+
+    def metrics(
+        self, periods_per_year: int = metrics.PERIODS_PER_YEAR, risk_free: float = 0.0
+    ) -> dict[str, float]:
+        """The standard metric table (see :func:`metrics.summary`)."""
+        out = metrics.summary(
+            self.returns,
+            benchmark_returns=self.benchmark_returns,
+            risk_free=risk_free,
+            periods_per_year=periods_per_year,
+            turnover=self.turnover,
+            weights=self.weights[1:, :-1],
+            costs=self.costs,
+        )
+        out["number_of_trades"] = float(len(self.fills))
+        out["final_nav"] = float(self.nav[-1])
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per mark: date, nav, return, turnover, costs, benchmark, weights."""
+        frame = pd.DataFrame({"date": pd.to_datetime(self.dates), "nav": self.nav})
+        frame["return"] = np.r_[np.nan, self.returns]
+        frame["turnover"] = np.r_[0.0, self.turnover]
+        frame["costs"] = np.r_[0.0, self.costs]
+        if self.benchmark is not None:
+            frame["benchmark"] = self.benchmark
+        for j, name in enumerate([*self.symbols, "cash"]):
+            frame[f"w_{name}"] = self.weights[:, j]
+        return frame
+
+    # ------------------------------------------------------------- persistence
+    def _meta(self) -> dict[str, Any]:
         return {
-            "final_nav": float(self.nav[-1]),
-            "total_return": metrics.total_return(r),
-            "cagr": metrics.annualized_return(r, periods_per_year),
-            "volatility": metrics.annualized_volatility(r, periods_per_year),
-            "sharpe": metrics.sharpe_ratio(r, periods_per_year=periods_per_year),
-            "max_drawdown": metrics.max_drawdown(r),
-            "total_costs": float(self.costs.sum()),
-            "mean_turnover": float(self.turnover.mean()) if len(self.turnover) else float("nan"),
+            "format": "marketarena.BacktestResult/1",
+            "agent": self.agent,
+            "data_name": self.data_name,
+            "symbols": list(self.symbols),
+            "seed": self.seed,
+            "terminated": self.terminated,
+            "benchmark_name": self.benchmark_name,
+            "settings": self.settings,
+            "diagnostics": self.diagnostics,
         }
+
+    def save(self, path: str | Path) -> Path:
+        """Save to ``path``: a ``.json`` file (everything in one file) or a directory holding
+        ``daily.parquet``, ``fills.parquet`` and ``meta.json``."""
+        path = Path(path)
+        if path.suffix == ".json":
+            doc = self._meta()
+            doc["daily"] = json.loads(self.to_frame().to_json(orient="split", date_format="iso"))
+            doc["fills"] = json.loads(self.fills.to_json(orient="split", date_format="iso"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(doc, default=_json_default))
+            return path
+        path.mkdir(parents=True, exist_ok=True)
+        self.to_frame().to_parquet(path / "daily.parquet", index=False)
+        self.fills.to_parquet(path / "fills.parquet", index=False)
+        (path / "meta.json").write_text(json.dumps(self._meta(), indent=2, default=_json_default))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> BacktestResult:
+        """Load what :meth:`save` wrote."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no saved backtest result at {path}")
+        if path.suffix == ".json":
+            doc = json.loads(path.read_text())
+            daily = pd.read_json(_split(doc["daily"]), orient="split")
+            fills = pd.read_json(_split(doc["fills"]), orient="split")
+            meta = doc
+        else:
+            meta = json.loads((path / "meta.json").read_text())
+            daily = pd.read_parquet(path / "daily.parquet")
+            fills = pd.read_parquet(path / "fills.parquet")
+        if meta.get("format") != "marketarena.BacktestResult/1":
+            raise ValueError(f"{path} is not a saved marketarena BacktestResult")
+        symbols = tuple(meta["symbols"])
+        weight_cols = [f"w_{s}" for s in [*symbols, "cash"]]
+        if len(fills):
+            fills["date"] = pd.to_datetime(fills["date"])
+        else:
+            fills = pd.DataFrame(columns=list(FILL_COLUMNS))
+        return cls(
+            agent=meta["agent"],
+            data_name=meta["data_name"],
+            symbols=symbols,
+            dates=pd.to_datetime(daily["date"]).to_numpy().astype("datetime64[D]"),
+            nav=daily["nav"].to_numpy(dtype=float),
+            weights=daily[weight_cols].to_numpy(dtype=float),
+            turnover=daily["turnover"].to_numpy(dtype=float)[1:],
+            costs=daily["costs"].to_numpy(dtype=float)[1:],
+            fills=fills,
+            seed=meta["seed"],
+            terminated=meta["terminated"],
+            benchmark=daily["benchmark"].to_numpy(dtype=float) if "benchmark" in daily else None,
+            benchmark_name=meta["benchmark_name"],
+            settings=meta["settings"],
+            diagnostics=meta["diagnostics"],
+        )
+
+
+def _split(obj: Any) -> Any:
+    from io import StringIO
+
+    return StringIO(json.dumps(obj))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+# --------------------------------------------------------------------------- benchmark
+def align_benchmark(
+    benchmark: MarketData | pd.Series | str, dates: np.ndarray
+) -> tuple[np.ndarray, str]:
+    """The benchmark's level on each of ``dates`` (its last value on or before each date).
+
+    ``benchmark``: a one-column :class:`MarketData`, a bundled name (``"sp500_index"``), a
+    file path, or a pandas Series indexed by date.
+    """
+    if isinstance(benchmark, pd.Series):
+        name = str(benchmark.name or "benchmark")
+        series = benchmark.sort_index()
+        index = pd.DatetimeIndex(series.index).to_numpy().astype("datetime64[D]")
+        values = series.to_numpy(dtype=float)
+    else:
+        data = resolve_data(benchmark)
+        if data.n_assets != 1:
+            raise ValueError(
+                f"benchmark {data.name} has {data.n_assets} columns; give a single series"
+            )
+        name, index, values = data.symbols[0], data.dates, data.close[:, 0]
+    if not np.isfinite(values).all() or (values <= 0).any():
+        raise ValueError(f"benchmark {name} has non-positive or missing levels")
+    pos = np.searchsorted(index, dates, side="right") - 1
+    if pos[0] < 0:
+        raise ValueError(
+            f"benchmark {name} starts on {index[0]}, after the backtest's first date {dates[0]}"
+        )
+    stale = dates[-1] - index[pos[-1]]
+    if stale > np.timedelta64(7, "D"):
+        raise ValueError(
+            f"benchmark {name} ends on {index[-1]}, more than a week before the backtest's "
+            f"last date {dates[-1]}"
+        )
+    return values[pos], name
+
+
+# ------------------------------------------------------------------------------ runs
+EnvSpec = PortfolioEnv | Mapping[str, Any]
+
+
+def make_backtest_env(
+    spec: EnvSpec, start: str | None = None, end: str | None = None
+) -> PortfolioEnv:
+    """A recording :class:`PortfolioEnv` that runs once from ``start`` to ``end``.
+
+    ``spec`` is a ready env (used as it is; ``start``/``end`` then must be None) or the keyword
+    arguments of :class:`PortfolioEnv` (``data``, ``window``, ``rules``, ...).
+    """
+    if isinstance(spec, PortfolioEnv):
+        if start is not None or end is not None:
+            raise ValueError("pass start/end in the env's own arguments, or pass a spec dict")
+        return spec
+    kwargs = dict(spec)
+    if start is not None:
+        kwargs["start"] = start
+    if end is not None:
+        kwargs["end"] = end
+    kwargs.setdefault("episode_length", None)
+    kwargs.setdefault("random_start", False)
+    kwargs["record"] = True
+    return PortfolioEnv(**kwargs)
 
 
 def run_backtest(
     agent: Agent,
-    env: PortfolioEnv,
-    *,
-    seed: int | None = None,
+    env_or_spec: EnvSpec,
     start: str | None = None,
+    end: str | None = None,
+    seed: int | None = None,
+    *,
+    benchmark: MarketData | pd.Series | str | None = None,
 ) -> BacktestResult:
-    """Run ``agent`` for one episode of ``env`` and collect the result.
+    """Run ``agent`` for one episode and collect the result.
 
-    ``seed`` seeds both the env's reset and the agent; ``start`` fixes the first decision date
-    (otherwise the env chooses, e.g. randomly when ``random_start=True``).
+    Args:
+        agent: anything following the :class:`~marketarena.agents.Agent` protocol.
+        env_or_spec: a :class:`PortfolioEnv` (run as configured; with ``record=True`` the
+            fills are kept) or a dict of its arguments (see :func:`make_backtest_env`).
+        start, end: the date range, with a spec dict.
+        seed: seeds the env's reset and the agent.
+        benchmark: a series to align with the result (see :func:`align_benchmark`).
     """
+    env = make_backtest_env(env_or_spec, start, end)
     base = env.unwrapped
     if not isinstance(base, PortfolioEnv):
         raise TypeError(f"run_backtest needs a PortfolioEnv, got {type(base).__name__}")
-    options = {"start": start} if start is not None else None
-    observation, info = env.reset(seed=seed, options=options)
+    observation, info = env.reset(seed=seed)
     agent.reset(seed=seed)
     dates, navs, weights = [info["date"]], [info["nav"]], [info["weights"]]
     turnover, costs = [], []
@@ -79,14 +278,102 @@ def run_backtest(
         weights.append(info["weights"])
         turnover.append(info["turnover"])
         costs.append(info["costs"])
+    date_arr = np.asarray(dates, dtype="datetime64[D]")
+    fills = (
+        base.sim.history(0).fills_frame()
+        if base.sim.record
+        else pd.DataFrame(columns=list(FILL_COLUMNS))
+    )
+    bench, bench_name = (None, None)
+    if benchmark is not None:
+        bench, bench_name = align_benchmark(benchmark, date_arr)
+    diagnostics = agent.diagnostics() if callable(getattr(agent, "diagnostics", None)) else {}
     return BacktestResult(
         agent=agent.name,
         data_name=base.data.name,
         symbols=base.data.symbols,
-        dates=np.asarray(dates, dtype="datetime64[D]"),
+        dates=date_arr,
         nav=np.asarray(navs),
         weights=np.vstack(weights),
         turnover=np.asarray(turnover),
         costs=np.asarray(costs),
+        fills=fills,
+        seed=seed,
         terminated=bool(terminated),
+        benchmark=bench,
+        benchmark_name=bench_name,
+        settings=_settings(base),
+        diagnostics=diagnostics,
     )
+
+
+def _settings(env: PortfolioEnv) -> dict[str, Any]:
+    return {
+        "data": env.data.manifest(),
+        "rules": env.rules.to_dict(),
+        "window": env.window,
+        "features": list(env.feature_names),
+        "action_mapping": env.action_mapping,
+    }
+
+
+# ----------------------------------------------------------------------- many seeds
+def interquartile_mean(values: Sequence[float]) -> float:
+    """Mean of the middle 50% of ``values`` (the IQM of Agarwal et al., 2021), NaNs dropped."""
+    x = np.sort(np.asarray([v for v in values if v == v], dtype=float))
+    if len(x) == 0:
+        return float("nan")
+    lo, hi = int(np.floor(0.25 * len(x))), int(np.ceil(0.75 * len(x)))
+    return float(x[lo:hi].mean()) if hi > lo else float(x.mean())
+
+
+@dataclass
+class AgentEvaluation:
+    """One agent over several seeds: per-seed results and the aggregate metrics."""
+
+    agent: str
+    results: list[BacktestResult]
+
+    def per_seed_metrics(self, **kwargs: Any) -> list[dict[str, float]]:
+        return [r.metrics(**kwargs) for r in self.results]
+
+    def aggregate(self, **kwargs: Any) -> dict[str, dict[str, float]]:
+        """``{metric: {"median": .., "iqm": .., "min": .., "max": ..}}`` across seeds."""
+        rows = self.per_seed_metrics(**kwargs)
+        out = {}
+        for key in rows[0]:
+            values = [r[key] for r in rows]
+            finite = [v for v in values if v == v]
+            out[key] = {
+                "median": float(np.median(finite)) if finite else float("nan"),
+                "iqm": interquartile_mean(values),
+                "min": float(min(finite)) if finite else float("nan"),
+                "max": float(max(finite)) if finite else float("nan"),
+            }
+        return out
+
+
+def evaluate_agents(
+    agents: Sequence[Agent],
+    spec: Mapping[str, Any],
+    start: str | None = None,
+    end: str | None = None,
+    seeds: Sequence[int] = (0,),
+    *,
+    benchmark: MarketData | pd.Series | str | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> list[AgentEvaluation]:
+    """Backtest every agent for every seed over the same range; one evaluation per agent."""
+    names = [a.name for a in agents]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"agent names must be unique; repeated: {duplicates}")
+    out = []
+    for agent in agents:
+        results = []
+        for seed in seeds:
+            if progress is not None:
+                progress(agent.name, seed)
+            results.append(run_backtest(agent, spec, start, end, seed, benchmark=benchmark))
+        out.append(AgentEvaluation(agent.name, results))
+    return out

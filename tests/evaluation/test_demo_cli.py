@@ -24,29 +24,39 @@ def buy_and_hold_reference(config: DemoConfig) -> float:
     return cash + scale * shares @ data.close[t_end]
 
 
+def demo_results() -> dict:
+    report = run_demo(DemoConfig())
+    return {e.agent: e.results[0] for e in report.evaluations}
+
+
 def test_demo_results_match_reference():
     config = DemoConfig()
-    results = {r.agent: r for r in run_demo(config)}
-    assert set(results) == {"buy_and_hold", "equal_weight (monthly)", "random (monthly)"}
+    results = demo_results()
+    assert set(results) == {"buy_and_hold", "equal_weight", "random:21"}
     bh = results["buy_and_hold"]
-    assert bh.nav[-1] == pytest.approx(buy_and_hold_reference(config), rel=1e-12)
+    assert bh.nav[-1] == pytest.approx(buy_and_hold_reference(config), rel=1e-11)
     assert str(bh.dates[0]) == "2018-01-02" and str(bh.dates[-1]) == "2022-12-28"
-    ew = results["equal_weight (monthly)"]
+    assert bh.benchmark_name == "SP500" and bh.benchmark is not None
+    ew = results["equal_weight"]
     assert np.count_nonzero(ew.turnover) == len(range(0, len(ew.turnover), 21))
 
 
-def test_demo_command_prints_the_table():
-    console = Console(record=True, width=160)
-    assert main(["demo"], console=console) == 0
+def test_demo_command_prints_the_table_and_writes_the_report(tmp_path):
+    console = Console(record=True, width=200)
+    assert main(["demo", "--output", str(tmp_path)], console=console) == 0
     out = console.export_text()
-    results = {r.agent: r for r in run_demo(DemoConfig())}
-    for name, res in results.items():
-        line = next(line for line in out.splitlines() if name in line)
+    for name, res in demo_results().items():
+        line = next(line for line in out.splitlines() if f" {name} " in line)
         assert f"{res.nav[-1]:,.2f}" in line
         assert f"{res.nav[-1] / 1e4 - 1:+.2%}" in line
+    for name in ("report.html", "metrics.json", "metrics.csv", "equity.png"):
+        assert (tmp_path / name).stat().st_size > 0
 
 
 def test_demo_rejects_a_range_outside_the_data():
     console = Console(record=True, width=160)
-    assert main(["demo", "--start", "2030-01-01"], console=console) == 1
+    args = ["demo", "--start", "2030-01-01", "--end", "2031-01-01", "--output", ""]
+    assert main(args, console=console) == 1
     assert "no trading date on or after 2030-01-01" in console.export_text()
+    assert main(["demo", "--start", "2030-01-01", "--output", ""], console=console) == 1
+    assert "empty date range: start 2030-01-01 is after end 2022-12-28" in console.export_text()

@@ -1,0 +1,127 @@
+"""Compare agents over one date range: what ``marketarena evaluate`` and the demo run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from marketarena.agents.base import Agent
+from marketarena.agents.registry import make_agent
+from marketarena.envs.data import BUNDLED, resolve_data
+from marketarena.evaluation import ensembles
+from marketarena.evaluation.report import EvaluationReport
+from marketarena.evaluation.runner import evaluate_agents
+
+#: ensemble kinds for ``--ensemble``: each combines all the ``--agent`` members
+ENSEMBLES: dict[str, Callable[[list[Agent]], Agent]] = {
+    "mean": lambda m: ensembles.WeightedAverageEnsemble(m, name="ensemble:mean"),
+    "confidence": lambda m: ensembles.ConfidenceWeightedEnsemble(m, name="ensemble:confidence"),
+    "majority": lambda m: ensembles.VotingEnsemble(m, "majority", name="ensemble:majority"),
+    "rank": lambda m: ensembles.VotingEnsemble(m, "rank", name="ensemble:rank"),
+    "performance": lambda m: ensembles.PerformanceWeightedEnsemble(m, name="ensemble:performance"),
+    "selection": lambda m: ensembles.SelectionEnsemble(m, name="ensemble:selection"),
+}
+#: the benchmark used when ``benchmark="auto"``
+DEFAULT_BENCHMARKS = {"sp500_20": "sp500_index"}
+BASELINES = ("buy_and_hold", "equal_weight")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What to compare, where, and how.
+
+    Attributes:
+        agents: agent specs (see :data:`marketarena.agents.registry.SPEC_HELP`).
+        data: a bundled dataset name or a file path.
+        start, end: the date range (inclusive); ``None`` for the data's ends.
+        seeds: number of seeds (0, 1, ..., seeds - 1) per agent.
+        benchmark: a bundled name or path of a one-column series, ``"auto"`` (the data's
+            usual benchmark, if it has one) or ``None``.
+        ensembles: ensemble kinds (:data:`ENSEMBLES`) built over all ``agents``.
+        include_baselines: add buy-and-hold and equal weight when not already listed.
+        rules: :class:`~marketarena.envs.TradingRules` fields.
+        window, features: the observation (must match a trained model's).
+        periods_per_year, risk_free: for the metrics (``risk_free`` annual).
+    """
+
+    agents: tuple[str, ...]
+    data: str = "sp500_20"
+    start: str | None = None
+    end: str | None = None
+    seeds: int = 1
+    benchmark: str | None = "auto"
+    ensembles: tuple[str, ...] = ()
+    include_baselines: bool = True
+    rules: dict[str, Any] = field(default_factory=dict)
+    window: int = 32
+    features: tuple[str, ...] = ("log_return",)
+    periods_per_year: int = 252
+    risk_free: float = 0.0
+    title: str = ""
+
+    def validate(self) -> None:
+        if not self.agents and not self.include_baselines:
+            raise ValueError("no agents to evaluate: give at least one agent")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        unknown = [e for e in self.ensembles if e not in ENSEMBLES]
+        if unknown:
+            raise ValueError(f"unknown ensemble(s) {unknown}; available: {sorted(ENSEMBLES)}")
+        if self.ensembles and len(self.agents) < 2:
+            raise ValueError("an ensemble needs at least two --agent members")
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"empty date range: start {self.start} is after end {self.end}")
+
+
+def build_agents(config: EvaluationConfig) -> list[Agent]:
+    specs = list(config.agents)
+    if config.include_baselines:
+        specs += [b for b in BASELINES if b not in specs]
+    agents = [make_agent(spec) for spec in specs]
+    for kind in config.ensembles:
+        # fresh members: an ensemble's members must not share state with the single agents
+        agents.append(ENSEMBLES[kind]([make_agent(spec) for spec in config.agents]))
+    return agents
+
+
+def evaluate(
+    config: EvaluationConfig, progress: Callable[[str, int], None] | None = None
+) -> EvaluationReport:
+    """Backtest every agent of ``config`` for every seed; return the report."""
+    config.validate()
+    try:
+        data = resolve_data(config.data)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; bundled datasets: {sorted(BUNDLED)}") from None
+    benchmark = config.benchmark
+    if benchmark == "auto":
+        benchmark = DEFAULT_BENCHMARKS.get(data.name)
+    agents = build_agents(config)
+    spec = {"data": data, "window": config.window, "features": config.features,
+            "rules": dict(config.rules)}  # fmt: skip
+    seeds = list(range(config.seeds))
+    evaluations = evaluate_agents(
+        agents, spec, config.start, config.end, seeds, benchmark=benchmark, progress=progress
+    )
+    first = evaluations[0].results[0]
+    settings = {
+        "data": data.manifest(),
+        "start": str(first.dates[0]),
+        "end": str(first.dates[-1]),
+        "requested_start": config.start,
+        "requested_end": config.end,
+        "seeds": seeds,
+        "benchmark": first.benchmark_name,
+        "agents": [a.name for a in agents],
+        "agent_specs": list(config.agents),
+        "ensembles": list(config.ensembles),
+        "rules": first.settings["rules"],
+        "window": config.window,
+        "features": list(config.features),
+    }
+    title = config.title or f"{data.name}: {settings['start']} to {settings['end']}"
+    return EvaluationReport(
+        title=title, evaluations=evaluations, settings=settings,
+        periods_per_year=config.periods_per_year, risk_free=config.risk_free,
+    )  # fmt: skip
