@@ -8,8 +8,9 @@ repeat (tracemalloc's own bookkeeping would inflate the RSS):
 * **tracemalloc**: traced bytes from just before loading the data to after the steps:
   ``current`` (what is still held: data, features, env) and ``peak`` (the high-water mark,
   including the CSV parser's temporaries). numpy reports its buffers to tracemalloc.
-* **RSS**: the process's peak RSS (``ru_maxrss``) at the end minus its current RSS after the
-  imports (``/proc/self/statm``): the memory the OS had to give to load and run.
+* **RSS**: the process's peak RSS (``VmHWM``, reset right after the imports) at the end minus
+  its current RSS after the imports (``/proc/self/statm``): the memory the OS had to give to
+  load and run.
 
 Before the baseline the child also runs one tiny ``pandas.read_csv`` of a gzipped two-line
 CSV, so that the parser's lazy imports count as imports, not as data.
@@ -52,9 +53,22 @@ def _rss_bytes() -> int:
 
 
 def _maxrss_bytes() -> int:
-    import resource
+    """Peak resident set size (VmHWM) since the last :func:`_reset_peak_rss`.
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    Not ``getrusage``'s ``ru_maxrss``: Linux keeps that across ``execve``, so a child started
+    by a large parent (the suite's runner, after torch) would report the parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def _env_inventory(venv: Any, n: int) -> dict[str, Any]:
@@ -119,6 +133,7 @@ def _child(n: int, mode: str) -> dict[str, Any]:
 
         tracemalloc.start()
     else:
+        _reset_peak_rss()
         out["rss_after_imports"] = _rss_bytes()
         out["maxrss_after_imports"] = _maxrss_bytes()
 
@@ -306,7 +321,7 @@ def rows(result: dict) -> list[dict]:
             f"n={n} peak RSS growth",
             e["rss_peak_growth"] / mib,
             "MiB",
-            f"{r['rss_peak_growth']:.2f}x n=1; ru_maxrss - RSS after imports "
+            f"{r['rss_peak_growth']:.2f}x n=1; peak RSS - RSS after imports "
             f"({e['rss_after_imports'] / mib:.0f} MiB)",
         )
     big = next(e for e in result["per_n"] if e["n"] == TARGET_N)

@@ -9,6 +9,7 @@ can be regenerated without rerunning.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class BacktestResult:
     costs: np.ndarray
     fills: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FILL_COLUMNS)))
     seed: int | None = None
+    fills_recorded: bool = True
     terminated: bool = False
     benchmark: np.ndarray | None = None
     benchmark_name: str | None = None
@@ -75,7 +77,7 @@ class BacktestResult:
             weights=self.weights[1:, :-1],
             costs=self.costs,
         )
-        out["number_of_trades"] = float(len(self.fills))
+        out["number_of_trades"] = float(len(self.fills)) if self.fills_recorded else math.nan
         out["final_nav"] = float(self.nav[-1])
         return out
 
@@ -99,6 +101,7 @@ class BacktestResult:
             "data_name": self.data_name,
             "symbols": list(self.symbols),
             "seed": self.seed,
+            "fills_recorded": self.fills_recorded,
             "terminated": self.terminated,
             "benchmark_name": self.benchmark_name,
             "settings": self.settings,
@@ -111,8 +114,9 @@ class BacktestResult:
         path = Path(path)
         if path.suffix == ".json":
             doc = self._meta()
-            doc["daily"] = json.loads(self.to_frame().to_json(orient="split", date_format="iso"))
-            doc["fills"] = json.loads(self.fills.to_json(orient="split", date_format="iso"))
+            # column lists, not pandas' to_json: Python floats round-trip exactly
+            doc["daily"] = _columns(self.to_frame())
+            doc["fills"] = _columns(self.fills)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(doc, default=_json_default))
             return path
@@ -129,10 +133,8 @@ class BacktestResult:
         if not path.exists():
             raise FileNotFoundError(f"no saved backtest result at {path}")
         if path.suffix == ".json":
-            doc = json.loads(path.read_text())
-            daily = pd.read_json(_split(doc["daily"]), orient="split")
-            fills = pd.read_json(_split(doc["fills"]), orient="split")
-            meta = doc
+            meta = json.loads(path.read_text())
+            daily, fills = pd.DataFrame(meta["daily"]), pd.DataFrame(meta["fills"])
         else:
             meta = json.loads((path / "meta.json").read_text())
             daily = pd.read_parquet(path / "daily.parquet")
@@ -156,6 +158,7 @@ class BacktestResult:
             costs=daily["costs"].to_numpy(dtype=float)[1:],
             fills=fills,
             seed=meta["seed"],
+            fills_recorded=meta["fills_recorded"],
             terminated=meta["terminated"],
             benchmark=daily["benchmark"].to_numpy(dtype=float) if "benchmark" in daily else None,
             benchmark_name=meta["benchmark_name"],
@@ -164,10 +167,15 @@ class BacktestResult:
         )
 
 
-def _split(obj: Any) -> Any:
-    from io import StringIO
-
-    return StringIO(json.dumps(obj))
+def _columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(col):
+            out[name] = col.dt.strftime("%Y-%m-%d").tolist()
+        else:
+            out[name] = col.tolist()
+    return out
 
 
 def _json_default(value: Any) -> Any:
@@ -299,6 +307,7 @@ def run_backtest(
         costs=np.asarray(costs),
         fills=fills,
         seed=seed,
+        fills_recorded=base.sim.record,
         terminated=bool(terminated),
         benchmark=bench,
         benchmark_name=bench_name,

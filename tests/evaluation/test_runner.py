@@ -1,0 +1,133 @@
+"""The backtest runner: results, persistence, benchmark alignment, multi-seed aggregates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from marketarena.agents import BuyAndHoldAgent, EqualWeightAgent, RandomAgent
+from marketarena.envs import MarketData, PortfolioEnv
+from marketarena.envs.synthetic import gbm_market
+from marketarena.evaluation import metrics
+from marketarena.evaluation.runner import (
+    AgentEvaluation,
+    BacktestResult,
+    align_benchmark,
+    evaluate_agents,
+    interquartile_mean,
+    run_backtest,
+)
+
+
+@pytest.fixture(scope="module")
+def market() -> MarketData:
+    return gbm_market(n_assets=4, n_periods=260, seed=7)
+
+
+@pytest.fixture(scope="module")
+def spec(market) -> dict:
+    return {"data": market, "window": 5, "rules": {"commission_bps": 10.0}}
+
+
+def test_spec_run_covers_the_range_and_records_fills(market, spec):
+    start, end = str(market.dates[50]), str(market.dates[120])
+    res = run_backtest(EqualWeightAgent(rebalance_every=10), spec, start, end, seed=0)
+    assert str(res.dates[0]) == start and str(res.dates[-1]) == end
+    assert len(res.nav) == len(res.dates) == len(res.weights) == 71
+    assert len(res.turnover) == len(res.costs) == 70
+    rebalances = int(np.count_nonzero(res.turnover))
+    assert rebalances == 7 and len(res.fills) == 4 * rebalances
+    assert set(res.fills.columns) == {"date", "symbol", "side", "shares", "price", "cost"}
+    np.testing.assert_allclose(res.fills["cost"].sum(), res.costs.sum())
+    assert res.settings["rules"]["commission_bps"] == 10.0
+    assert res.settings["data"]["sha256"] == market.content_hash()
+
+
+def test_metrics_are_the_summary_of_the_navs(spec):
+    res = run_backtest(RandomAgent(rebalance_every=5), spec, seed=1)
+    table = res.metrics()
+    returns = res.nav[1:] / res.nav[:-1] - 1
+    assert table["sharpe"] == pytest.approx(metrics.sharpe_ratio(returns))
+    assert table["total_return"] == pytest.approx(res.nav[-1] / res.nav[0] - 1)
+    assert table["total_costs"] == pytest.approx(res.costs.sum())
+    assert table["number_of_trades"] == len(res.fills)
+    assert table["final_nav"] == res.nav[-1]
+
+
+@pytest.mark.parametrize("suffix", ["", ".json"])
+def test_save_and_load_round_trip(tmp_path, market, spec, suffix):
+    bench = pd.Series(np.linspace(100, 130, market.n_periods), index=pd.DatetimeIndex(market.dates),
+                      name="IDX")  # fmt: skip
+    res = run_backtest(RandomAgent(rebalance_every=3), spec, seed=2, benchmark=bench)
+    path = res.save(tmp_path / f"run{suffix}")
+    back = BacktestResult.load(path)
+    for field in ("dates", "nav", "weights", "turnover", "costs", "benchmark"):
+        np.testing.assert_array_equal(getattr(back, field), getattr(res, field))
+    assert (back.agent, back.seed, back.symbols, back.benchmark_name) == (
+        res.agent, res.seed, res.symbols, "IDX",
+    )  # fmt: skip
+    pd.testing.assert_frame_equal(
+        back.fills.reset_index(drop=True), res.fills.reset_index(drop=True), check_dtype=False
+    )
+    assert back.metrics() == pytest.approx(res.metrics(), nan_ok=True)
+    with pytest.raises(FileNotFoundError):
+        BacktestResult.load(tmp_path / "missing")
+
+
+def test_benchmark_alignment_takes_the_last_level_on_or_before_each_date():
+    dates = np.array(
+        ["2024-01-02", "2024-01-03", "2024-01-05", "2024-01-08"], dtype="datetime64[D]"
+    )
+    index = pd.to_datetime(["2024-01-01", "2024-01-03", "2024-01-04", "2024-01-08"])
+    series = pd.Series([10.0, 11.0, 12.0, 13.0], index=index)
+    levels, name = align_benchmark(series, dates)
+    np.testing.assert_array_equal(levels, [10.0, 11.0, 12.0, 13.0])
+    assert name == "benchmark"
+    late = series.copy()
+    late.index = late.index + pd.Timedelta(days=5)
+    with pytest.raises(ValueError, match="starts on 2024-01-06, after the backtest's first date"):
+        align_benchmark(late, dates)
+    with pytest.raises(ValueError, match="more than a week before"):
+        align_benchmark(series, dates + np.timedelta64(30, "D"))
+    with pytest.raises(ValueError, match="non-positive"):
+        align_benchmark(series * 0, dates)
+
+
+def test_benchmark_must_be_one_series(market, spec):
+    with pytest.raises(ValueError, match="has 4 columns"):
+        run_backtest(BuyAndHoldAgent(), spec, seed=0, benchmark=market)
+
+
+def test_interquartile_mean_by_hand():
+    assert interquartile_mean([1, 2, 3, 4, 5, 6, 7, 8]) == 4.5  # mean of 3, 4, 5, 6
+    assert interquartile_mean([5, 1, 4, 2, 3]) == 3.0  # 2, 3, 4
+    assert interquartile_mean([7.0]) == 7.0
+    assert np.isnan(interquartile_mean([float("nan")]))
+    assert interquartile_mean([1, 2, 3, 100, float("nan")]) == 2.5  # NaN dropped; 2, 3
+
+
+def test_many_seeds_aggregate(spec):
+    (evaluation,) = evaluate_agents([RandomAgent(rebalance_every=2)], spec, seeds=[0, 1, 2, 3])
+    assert isinstance(evaluation, AgentEvaluation)
+    assert [r.seed for r in evaluation.results] == [0, 1, 2, 3]
+    sharpes = [r.metrics()["sharpe"] for r in evaluation.results]
+    assert len(set(sharpes)) == 4  # different seeds, different runs
+    agg = evaluation.aggregate()["sharpe"]
+    assert agg["median"] == pytest.approx(np.median(sharpes))
+    assert agg["iqm"] == pytest.approx(np.mean(sorted(sharpes)[1:3]))
+    assert (agg["min"], agg["max"]) == (min(sharpes), max(sharpes))
+
+
+def test_agent_names_must_be_unique(spec):
+    with pytest.raises(ValueError, match=r"repeated: \['random'\]"):
+        evaluate_agents([RandomAgent(), RandomAgent()], spec)
+
+
+def test_ready_env_is_used_as_given(market):
+    env = PortfolioEnv(market, window=5, episode_length=30, random_start=False)
+    res = run_backtest(BuyAndHoldAgent(), env, seed=0)
+    assert len(res.turnover) == 30 and not res.fills_recorded  # not recording: no fills kept
+    assert np.isnan(res.metrics()["number_of_trades"])
+    with pytest.raises(ValueError, match="spec dict"):
+        run_backtest(BuyAndHoldAgent(), env, start="2000-03-01")
