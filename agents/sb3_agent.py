@@ -31,7 +31,7 @@ def detect_algorithm(path: str | Path) -> str:
     raise ValueError(f"cannot tell which SB3 algorithm saved {path}; pass it explicitly")
 
 
-def _algorithm_class(name: str) -> Any:
+def algorithm_class(name: str) -> Any:
     import stable_baselines3 as sb3
 
     classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3}
@@ -85,7 +85,7 @@ class SB3Agent:
         if not path.exists():
             raise FileNotFoundError(f"no saved model at {path}")
         algo = algorithm or detect_algorithm(path)
-        model = _algorithm_class(algo).load(path, device="cpu")
+        model = algorithm_class(algo).load(path, device="cpu")
         normalizer = None
         stats = Path(vec_normalize) if vec_normalize else path.with_name("vecnormalize.pkl")
         if stats.exists():

@@ -1,0 +1,243 @@
+"""Training configs: YAML files loaded into typed, validated objects.
+
+Precedence, lowest first: the defaults here < the YAML file < ``--set key.sub=value``
+overrides (and, for tuning, a trial's parameters go between the file and the overrides).
+Unknown keys and bad values are errors that name the key and the file; values are parsed as
+YAML scalars, never evaluated as code.
+
+A config has four sections — ``env`` (data, universe, splits, features, reward, rules),
+``algo`` (algorithm and hyperparameters), ``training`` (evaluation, checkpoints, stopping,
+output) and ``mlflow`` — plus ``name`` and ``seed``. See ``configs/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from marketarena.envs.core import build_rules
+
+ALGORITHMS = ("ppo", "a2c", "sac", "td3")
+ON_POLICY = ("ppo", "a2c")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and the source."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Strict):
+    """Chronological splits: train before ``validation_start``, validation until
+    ``test_start``, test from ``test_start`` to ``end``. The test range is never used by
+    training or tuning."""
+
+    start: str | None = None
+    validation_start: str = "2015-01-02"
+    test_start: str = "2018-01-02"
+    end: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SplitConfig:
+        dates = [d for d in (self.start, self.validation_start, self.test_start, self.end) if d]
+        if dates != sorted(dates):
+            raise ValueError(
+                "split dates must increase: start < validation_start < test_start < end"
+            )
+        return self
+
+
+class EnvConfig(_Strict):
+    """The environment every split is built from (see ``PortfolioEnv``)."""
+
+    data: str = "sp500_20"
+    universe: tuple[str, ...] | None = None
+    splits: SplitConfig = SplitConfig()
+    window: int = Field(32, ge=1)
+    features: tuple[str, ...] = ("log_return",)
+    reward: str = "log_return"
+    reward_kwargs: dict[str, float] = Field(default_factory=dict)
+    action_mapping: Literal["normalize", "softmax", "signed", "discrete"] = "softmax"
+    discrete_levels: int = Field(3, ge=2)
+    episode_length: int | None = Field(252, ge=2)
+    rules: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, rules: dict[str, Any]) -> dict[str, Any]:
+        build_rules(rules)  # unknown fields and bad values raise, naming the field
+        return rules
+
+
+class NormalizeConfig(_Strict):
+    """SB3 ``VecNormalize``: running statistics, saved with the model."""
+
+    observations: bool = True
+    rewards: bool = False
+    clip_obs: float = 10.0
+
+
+class AlgoConfig(_Strict):
+    """The SB3 algorithm. ``hyperparameters`` go to its constructor as keyword arguments."""
+
+    name: Literal["ppo", "a2c", "sac", "td3"] = "ppo"
+    total_timesteps: int = Field(100_000, ge=1)
+    n_envs: int = Field(8, ge=1)
+    policy: str = "MlpPolicy"
+    net_arch: tuple[int, ...] = (64, 64)
+    activation: Literal["tanh", "relu"] = "tanh"
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    normalize: NormalizeConfig = NormalizeConfig()
+    torch_threads: int = Field(1, ge=1)
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _hyperparameters_belong(self) -> AlgoConfig:
+        import inspect
+
+        from marketarena.agents.sb3_agent import algorithm_class
+
+        accepted = set(inspect.signature(algorithm_class(self.name).__init__).parameters)
+        reserved = {"policy", "env", "seed", "device", "policy_kwargs", "verbose"}
+        unknown = sorted(set(self.hyperparameters) - (accepted - reserved))
+        if unknown:
+            raise ValueError(
+                f"{self.name} has no hyperparameter(s) {unknown}; accepted: "
+                f"{sorted(accepted - reserved - {'self', 'kwargs'})}"
+            )
+        return self
+
+
+class TrainingConfig(_Strict):
+    """Evaluation on the validation split, checkpoints, early stopping, output."""
+
+    eval_every: int = Field(10_000, ge=1)
+    checkpoint_every: int = Field(20_000, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    early_stopping_min_delta: float = 0.0
+    selection_metric: Literal["sharpe", "sortino", "calmar", "total_return"] = "sharpe"
+    output_dir: str = "runs"
+    progress_bar: bool = True
+
+
+class MlflowConfig(_Strict):
+    enabled: bool = True
+    experiment: str = "marketarena-training"
+
+
+class Config(_Strict):
+    """A whole training run."""
+
+    name: str = "run"
+    seed: int = 0
+    env: EnvConfig = EnvConfig()
+    algo: AlgoConfig = AlgoConfig()
+    training: TrainingConfig = TrainingConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+    @model_validator(mode="after")
+    def _compatible(self) -> Config:
+        if self.env.action_mapping == "discrete" and self.algo.name not in ON_POLICY:
+            raise ValueError(
+                f"action_mapping 'discrete' needs ppo or a2c; {self.algo.name} needs "
+                "continuous actions"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid config in {source}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - {key}: unknown key")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {key}: {msg} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (["a", "b", "c"], YAML-parsed value)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: cannot parse the value: {exc}") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``data`` with every ``key.sub=value`` override applied."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: ``update`` wins; nested sections merge key by key."""
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def build_config(data: Mapping[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults < the YAML file at ``path`` < ``extra`` (e.g. a tuning trial) < overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data, source = loaded, str(path)
+    if extra:
+        data = merge(data, extra)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source += " with overrides " + " ".join(overrides)
+    return build_config(data, source)
