@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -77,7 +78,15 @@ class AgentRow:
     sharpe_iqm: float
     sharpe_range: tuple[float, float]
     representative: BacktestResult
+    deflated_sharpe: float = float("nan")
     diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def drawdowns(self, top: int = 3) -> list[metrics.DrawdownPeriod]:
+        """The deepest drawdowns of the representative run, with dates."""
+        res = self.representative
+        return metrics.drawdown_periods(
+            res.returns, dates=res.dates[1:], top=top, start_date=res.dates[0]
+        )
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"agent": self.agent, "seeds": self.seeds, **self.metrics}
@@ -85,6 +94,14 @@ class AgentRow:
         out["total_return_ci_low"], out["total_return_ci_high"] = self.total_return_ci
         out["sharpe_iqm"] = self.sharpe_iqm
         out["sharpe_min"], out["sharpe_max"] = self.sharpe_range
+        out["deflated_sharpe"] = self.deflated_sharpe
+        worst = self.drawdowns(top=1)
+        if worst:
+            dd = worst[0]
+            out["max_drawdown_peak"] = str(dd.peak)
+            out["max_drawdown_trough"] = str(dd.trough)
+            out["max_drawdown_recovery"] = None if dd.recovery is None else str(dd.recovery)
+            out["max_drawdown_duration"] = dd.duration
         return out
 
 
@@ -103,7 +120,20 @@ class EvaluationReport:
 
     def rows(self) -> list[AgentRow]:
         if self._rows is None:
-            self._rows = [self._row(e) for e in self.evaluations]
+            rows = [self._row(e) for e in self.evaluations]
+            # every agent compared here is one trial: deflate each Sharpe by their number
+            # and by the spread of their Sharpe ratios (Bailey & Lopez de Prado, 2014)
+            sharpes = [
+                r.metrics["sharpe"] for r in rows if r.metrics["sharpe"] == r.metrics["sharpe"]
+            ]
+            variance = float(np.var(sharpes, ddof=1)) if len(sharpes) > 1 else None
+            for row in rows:
+                row.deflated_sharpe = float(metrics.deflated_sharpe_ratio(
+                    row.representative.returns, n_trials=len(rows),
+                    trials_sharpe_variance=variance, periods_per_year=self.periods_per_year,
+                    risk_free=self.risk_free,
+                ))  # fmt: skip
+            self._rows = rows
         return self._rows
 
     def _row(self, evaluation: AgentEvaluation) -> AgentRow:
@@ -252,7 +282,8 @@ pre {{ background: #f5f5f5; padding: 1rem; font-size: 0.75rem; }}
 <body>
 <h1>{html.escape(self.title)}</h1>
 <p>Metrics are medians across seeds; Sharpe and total-return intervals ({self.ci_level:.0%}) come
-from a stationary bootstrap of the daily returns. Returns are after costs.</p>
+from a stationary bootstrap of the daily returns. Returns are after costs. The deflated Sharpe
+ratio treats every agent in this table as one trial.</p>
 <div style="overflow-x:auto"><table id="metrics"><thead><tr>{head}</tr></thead>
 <tbody>{body}</tbody></table></div>
 {figures}

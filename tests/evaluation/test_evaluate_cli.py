@@ -64,6 +64,14 @@ def test_files_and_numbers(evaluation_dir):
     assert rows["buy_and_hold"]["beta"] == pytest.approx(
         metrics.beta(nav[1:] / nav[:-1] - 1, bench[1:] / bench[:-1] - 1)
     )
+    drawdown = nav / np.maximum.accumulate(nav) - 1
+    assert rows["buy_and_hold"]["max_drawdown_trough"] == daily["date"][int(drawdown.argmin())]
+    peak = int(np.argmax(nav[: drawdown.argmin() + 1]))
+    assert rows["buy_and_hold"]["max_drawdown_peak"] == daily["date"][peak]
+    # five agents are five trials: the deflated Sharpe is below the probabilistic one
+    for row in rows.values():
+        if len(row["seeds"]) == 1:  # PSR is a median across seeds; DSR is of one run
+            assert 0.0 <= row["deflated_sharpe"] <= row["probabilistic_sharpe"] <= 1.0
     lo, hi = rows["buy_and_hold"]["sharpe_ci_low"], rows["buy_and_hold"]["sharpe_ci_high"]
     assert lo < rows["buy_and_hold"]["sharpe"] < hi
     # the CSV holds the same table
