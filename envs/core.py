@@ -10,17 +10,77 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from gymnasium import spaces
 
 from marketarena.envs.data import MarketData, resolve_data
 from marketarena.envs.features import compute_features
 from marketarena.envs.rewards import RewardFunction, make_reward
 from marketarena.envs.simulator import Simulator, StepResult, TradingRules
 
-ActionMapping = Literal["normalize", "softmax", "signed"]
-ACTION_MAPPINGS: tuple[str, ...] = ("normalize", "softmax", "signed")
+ActionMapping = Literal["normalize", "softmax", "signed", "discrete"]
+ACTION_MAPPINGS: tuple[str, ...] = ("normalize", "softmax", "signed", "discrete")
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """How raw actions become target weights; see :class:`PortfolioEnv` (Action Space).
+
+    * ``normalize``: ``Box(0, 1, (N + 1,))``; negatives count as 0, weights are the entries
+      over their sum, all zero is all cash.
+    * ``softmax``: ``Box(-1, 1, (N + 1,))``; ``softmax(softmax_scale * action)``.
+    * ``signed``: ``Box(-1, 1, (N + 1,))``, shorting; asset weights
+      ``max_gross_leverage * a[:N] / max(1, sum |a|)``.
+    * ``discrete``: ``MultiDiscrete([discrete_levels] * (N + 1))``; integer levels, then as
+      ``normalize`` (e.g. 3 levels: out, half, full).
+
+    Agents trained on one mapping keep it (an SB3 agent converts its raw actions to weights
+    with the spec it was trained with), so every agent can be evaluated in one env.
+    """
+
+    mapping: ActionMapping = "normalize"
+    softmax_scale: float = 5.0
+    discrete_levels: int = 3
+    max_gross_leverage: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mapping not in ACTION_MAPPINGS:
+            raise ValueError(
+                f"action_mapping={self.mapping!r}: choose one of {list(ACTION_MAPPINGS)}"
+            )
+        if self.discrete_levels < 2:
+            raise ValueError(f"discrete_levels must be >= 2, got {self.discrete_levels}")
+
+    def space(self, n_assets: int) -> spaces.Space:
+        if self.mapping == "discrete":
+            return spaces.MultiDiscrete([self.discrete_levels] * (n_assets + 1))
+        low = 0.0 if self.mapping == "normalize" else -1.0
+        return spaces.Box(low, 1.0, shape=(n_assets + 1,), dtype=np.float32)
+
+    def to_weights(self, actions: np.ndarray, ones: np.ndarray | None = None) -> np.ndarray:
+        """Asset weights ``(n, N)`` for finite ``actions`` ``(n, N + 1)``."""
+        a = actions
+        n = a.shape[1] - 1
+        if self.mapping in ("normalize", "discrete"):
+            positive = np.maximum(a, _ZERO)  # float64 even for float32 or integer actions
+            ones = np.ones(n + 1) if ones is None else ones
+            inv_total = 1.0 / (np.vecdot(positive, ones) + 1e-300)  # all zero: all cash
+            return positive[:, :n] * inv_total[:, None]
+        a = np.asarray(a, dtype=np.float64)
+        if self.mapping == "softmax":
+            z = a - a.max(axis=1, keepdims=True)
+            z *= self.softmax_scale
+            np.exp(z, out=z)
+            return z[:, :n] / z.sum(axis=1, keepdims=True)
+        clipped = np.clip(a, -1.0, 1.0)
+        gross = np.maximum(np.abs(clipped).sum(axis=1, keepdims=True), 1.0)
+        return clipped[:, :n] * (self.max_gross_leverage / gross)
+
+
+_ZERO = np.array(0.0)
 
 
 def build_rules(rules: TradingRules | Mapping[str, Any] | None) -> TradingRules | None:
@@ -57,6 +117,7 @@ class PortfolioCore:
         episode_length: int | None = 252,
         action_mapping: ActionMapping = "normalize",
         softmax_scale: float = 5.0,
+        discrete_levels: int = 3,
         record: bool = False,
         price_dtype: type = np.float64,
     ) -> None:
@@ -81,14 +142,13 @@ class PortfolioCore:
             writeable=False,
         )
         self.reward_fn = make_reward(reward, **dict(reward_kwargs or {}))
-        if action_mapping not in ACTION_MAPPINGS:
-            raise ValueError(
-                f"action_mapping={action_mapping!r}: choose one of {list(ACTION_MAPPINGS)}"
-            )
+        self.action_spec = ActionSpec(
+            action_mapping, float(softmax_scale), int(discrete_levels),
+            self.rules.max_gross_leverage,
+        )  # fmt: skip
         if action_mapping == "signed" and not self.rules.allow_short:
             raise ValueError("action_mapping='signed' needs rules.allow_short=True")
         self.action_mapping = action_mapping
-        self.softmax_scale = float(softmax_scale)
         # mappings whose output already satisfies the rules skip the projection
         self._needs_projection = action_mapping == "signed" or self.rules.max_weight is not None
 
@@ -117,8 +177,7 @@ class PortfolioCore:
         self.episode_end = np.full(n_envs, self.last_decision, dtype=np.int64)
         self.obs_dim = self.window_size + n + 1
         self.obs = np.zeros((n_envs, self.obs_dim), dtype=np.float32)
-        self.action_low = 0.0 if action_mapping == "normalize" else -1.0
-        self._zero = np.array(0.0)
+        self.action_space = self.action_spec.space(n)
         self._ones = np.ones(n + 1)
         self._ones_all = np.ones(n_envs * (n + 1))
         self._ones_all32 = self._ones_all.astype(np.float32)
@@ -152,31 +211,28 @@ class PortfolioCore:
     def actions_to_weights(self, actions: np.ndarray) -> np.ndarray:
         """Target asset weights ``(n_envs, N)`` for ``actions`` ``(n_envs, N + 1)``."""
         a = np.asarray(actions)
-        if a.dtype not in (np.float32, np.float64):
-            a = a.astype(np.float64)
         n = self.n_assets
         if a.shape != (self.n_envs, n + 1):
             raise ValueError(
                 f"actions have shape {a.shape}; expected {(self.n_envs, n + 1)}: one weight "
                 f"per asset ({n}) and one for cash, per env"
             )
+        if self.action_mapping == "discrete":
+            levels = self.action_spec.discrete_levels
+            if a.dtype.kind not in "iu" and not np.array_equal(a, np.round(a)):
+                raise ValueError(f"discrete actions must be whole levels 0..{levels - 1}")
+            if a.min() < 0 or a.max() >= levels:
+                raise ValueError(
+                    f"discrete actions must be in 0..{levels - 1}, got {a.min()}..{a.max()}"
+                )
+            return self.action_spec.to_weights(a, self._ones)
+        if a.dtype not in (np.float32, np.float64):
+            a = a.astype(np.float64)
         # one BLAS dot carries any NaN or +-inf into the sum; the search runs on failure
         ones = self._ones_all if a.dtype == np.float64 else self._ones_all32
         if not math.isfinite(a.reshape(-1) @ ones):
             self._raise_non_finite(a)
-        if self.action_mapping == "normalize":
-            positive = np.maximum(a, self._zero)  # float64 even for float32 actions
-            inv_total = 1.0 / (np.vecdot(positive, self._ones) + 1e-300)  # all zero: all cash
-            return positive[:, :n] * inv_total[:, None]
-        a = a.astype(np.float64, copy=False)
-        if self.action_mapping == "softmax":
-            z = a - a.max(axis=1, keepdims=True)
-            z *= self.softmax_scale
-            np.exp(z, out=z)
-            return z[:, :n] / z.sum(axis=1, keepdims=True)
-        clipped = np.clip(a, -1.0, 1.0)
-        gross = np.maximum(np.abs(clipped).sum(axis=1, keepdims=True), 1.0)
-        return clipped[:, :n] * (self.rules.max_gross_leverage / gross)
+        return self.action_spec.to_weights(a, self._ones)
 
     def _raise_non_finite(self, a: np.ndarray) -> None:
         bad = np.argwhere(~np.isfinite(a))

@@ -69,6 +69,8 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``"signed"`` (``Box(-1, 1)``, needs ``allow_short``): asset weights
       ``max_gross_leverage * a[:N] / max(1, sum |a|)``; then the long side shrinks until
       net weight <= 1 (cash never negative).
+    * ``"discrete"`` (``MultiDiscrete([discrete_levels] * (N + 1))``): integer levels per
+      asset and cash, then as ``"normalize"``.
 
     ``info["weights"]`` has the same layout, so returning it holds the portfolio unchanged.
     NaN/inf entries or a wrong shape raise ``ValueError``.
@@ -119,7 +121,8 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``reward``, ``reward_kwargs``: see Rewards.
     * ``rules``: :class:`TradingRules` or a dict of its fields.
     * ``episode_length``: steps per episode, or ``None`` to run to ``end``.
-    * ``random_start``, ``action_mapping``, ``softmax_scale``, ``render_mode``
+    * ``random_start``, ``action_mapping``, ``softmax_scale``, ``discrete_levels``,
+      ``render_mode``
       (``"ansi"``, ``"rgb_array"``), ``record`` (keep fills and snapshots).
 
     ## Version History
@@ -144,6 +147,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         random_start: bool = True,
         action_mapping: ActionMapping = "normalize",
         softmax_scale: float = 5.0,
+        discrete_levels: int = 3,
         render_mode: str | None = None,
         record: bool = False,
     ) -> None:
@@ -154,7 +158,8 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         self.core = PortfolioCore(
             data, 1, start=start, end=end, window=window, features=features, reward=reward,
             reward_kwargs=reward_kwargs, rules=rules, episode_length=episode_length,
-            action_mapping=action_mapping, softmax_scale=softmax_scale, record=record,
+            action_mapping=action_mapping, softmax_scale=softmax_scale,
+            discrete_levels=discrete_levels, record=record,
         )  # fmt: skip
         self.data = self.core.data
         self.sim = self.core.sim
@@ -169,9 +174,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = spaces.Box(
             -np.inf, np.inf, shape=(self.core.obs_dim,), dtype=np.float32
         )
-        self.action_space = spaces.Box(
-            self.core.action_low, 1.0, shape=(self.n_assets + 1,), dtype=np.float32
-        )
+        self.action_space = self.core.action_space
         self._last_result: StepResult | None = None
         self._nav_history: list[float] = []
         self._date_history: list[np.datetime64] = []

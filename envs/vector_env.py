@@ -43,7 +43,8 @@ class PortfolioVectorEnv(VectorEnv):
     Args:
         num_envs: number of portfolios.
         data, start, end, window, features, reward, reward_kwargs, rules, episode_length,
-        random_start, action_mapping, softmax_scale: as for ``PortfolioEnv``.
+        random_start, action_mapping, softmax_scale, discrete_levels: as for
+            ``PortfolioEnv``.
         copy: return a copy of the observation buffer (default) or the buffer itself.
         price_dtype: ``np.float64`` (default, exact) or ``np.float32``.
     """
@@ -66,6 +67,7 @@ class PortfolioVectorEnv(VectorEnv):
         random_start: bool = True,
         action_mapping: ActionMapping = "normalize",
         softmax_scale: float = 5.0,
+        discrete_levels: int = 3,
         copy: bool = True,
         price_dtype: type = np.float64,
     ) -> None:
@@ -75,7 +77,7 @@ class PortfolioVectorEnv(VectorEnv):
             data, num_envs, start=start, end=end, window=window, features=features,
             reward=reward, reward_kwargs=reward_kwargs, rules=rules,
             episode_length=episode_length, action_mapping=action_mapping,
-            softmax_scale=softmax_scale, price_dtype=price_dtype,
+            softmax_scale=softmax_scale, discrete_levels=discrete_levels, price_dtype=price_dtype,
         )  # fmt: skip
         self.num_envs = num_envs
         self.data = self.core.data
@@ -83,13 +85,10 @@ class PortfolioVectorEnv(VectorEnv):
         self.rules = self.core.rules
         self.random_start = random_start
         self.copy = copy
-        n = self.core.n_assets
         self.single_observation_space = spaces.Box(
             -np.inf, np.inf, shape=(self.core.obs_dim,), dtype=np.float32
         )
-        self.single_action_space = spaces.Box(
-            self.core.action_low, 1.0, shape=(n + 1,), dtype=np.float32
-        )
+        self.single_action_space = self.core.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._buffers = (self.core.obs, np.zeros_like(self.core.obs))

@@ -340,3 +340,17 @@ def test_rules_object_and_execution_reported(market):
     env = make_env(market, rules=TradingRules(execution="next_close", commission_bps=1.0))
     assert env.rules.execution == "next_close"
     assert env.market_snapshot().rules["commission_bps"] == 1.0
+
+
+@pytest.mark.filterwarnings("ignore:.*Box observation space (minimum|maximum) value")
+def test_discrete_mapping(market):
+    env = make_env(market, action_mapping="discrete", discrete_levels=3)
+    assert env.action_space == gym.spaces.MultiDiscrete([3] * 5)
+    np.testing.assert_allclose(env.action_to_weights(np.array([2, 0, 1, 0, 1])), [0.5, 0, 0.25, 0])
+    np.testing.assert_array_equal(env.action_to_weights(np.zeros(5, dtype=int)), np.zeros(4))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"in 0\.\.2, got 0\.\.3"):
+        env.step(np.array([3, 0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="whole levels"):
+        env.step(np.array([0.5, 0, 0, 0, 1.0]))
+    gym_check_env(env, skip_render_check=True)

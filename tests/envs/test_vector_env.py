@@ -32,6 +32,7 @@ SETTINGS = {
         "reward": "drawdown_penalized",
     },
     "features": {"features": ("log_return", "volatility_20", "close_to_open")},
+    "discrete": {"action_mapping": "discrete", "discrete_levels": 4},
 }
 
 
@@ -46,8 +47,12 @@ def test_every_env_matches_a_single_env_step_for_step(market, name):
     n_envs, seed, steps = 4, 21, 100
     venv = PortfolioVectorEnv(n_envs, market, **kwargs)
     singles = [PortfolioEnv(market, **kwargs) for _ in range(n_envs)]
-    low = venv.single_action_space.low[0]
-    actions = np.random.default_rng(0).uniform(low, 1.0, size=(steps, n_envs, 7))
+    space = venv.single_action_space
+    rng = np.random.default_rng(0)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        actions = rng.integers(0, space.nvec[0], size=(steps, n_envs, 7))
+    else:
+        actions = rng.uniform(space.low[0], 1.0, size=(steps, n_envs, 7))
 
     obs, _ = venv.reset(seed=seed)
     single_obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
