@@ -4,8 +4,9 @@ A spec is one of:
 
 * a baseline name, optionally with its rebalancing period: ``buy_and_hold``,
   ``equal_weight`` (monthly, 21 steps), ``equal_weight:5``, ``random``, ``random:21``;
-* a path to a saved stable-baselines3 model (``.zip``), optionally prefixed with the algorithm:
-  ``ppo:runs/ppo/best_model.zip``.
+* a path to a saved stable-baselines3 model (``.zip``), optionally prefixed with the algorithm
+  (``ppo:runs/x/best/model.zip``), or a model folder written by ``marketarena train``;
+* an MLflow model URI: ``runs:/<run_id>/model`` or ``models:/<name>/<version>``.
 """
 
 from __future__ import annotations
@@ -17,14 +18,22 @@ from marketarena.agents.baselines import BuyAndHoldAgent, EqualWeightAgent, Rand
 from marketarena.agents.sb3_agent import ALGORITHMS, SB3Agent
 
 SPEC_HELP = (
-    "buy_and_hold, equal_weight[:N], random[:N] (N = steps between rebalances), or a saved "
-    f"SB3 model: [{'|'.join(ALGORITHMS)}:]path/to/model.zip"
+    "buy_and_hold, equal_weight[:N], random[:N] (N = steps between rebalances), a saved "
+    f"SB3 model ([{'|'.join(ALGORITHMS)}:]path/to/model.zip or a trained model folder), or an "
+    "MLflow model (runs:/<run_id>/model, models:/<name>/<version>)"
 )
 
 
-def make_agent(spec: str) -> Agent:
-    """Build the agent a spec names; unknown specs raise ``ValueError`` listing the forms."""
+def make_agent(spec: str, tracking_uri: str | None = None) -> Agent:
+    """Build the agent a spec names; unknown specs raise ``ValueError`` listing the forms.
+
+    ``tracking_uri``: where ``runs:/`` and ``models:/`` URIs are looked up.
+    """
     spec = spec.strip()
+    if spec.startswith(("runs:/", "models:/")):
+        return _mlflow_agent(spec, tracking_uri)
+    if Path(spec).is_dir():
+        return SB3Agent.from_file(spec)
     kind, _, arg = spec.partition(":")
     if kind == "buy_and_hold" and not arg:
         return BuyAndHoldAgent()
@@ -51,3 +60,24 @@ def _positive_int(text: str, spec: str) -> int:
     if value < 1:
         raise ValueError(f"agent {spec!r}: the rebalancing period must be >= 1")
     return value
+
+
+def _mlflow_agent(uri: str, tracking_uri: str | None) -> Agent:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
+        )
+    except MlflowException as exc:
+        raise ValueError(f"agent {uri!r}: MLflow could not find it: {exc.message}") from None
+    models = sorted(local.rglob("model.zip"))
+    if not models:
+        raise ValueError(f"agent {uri!r}: no model.zip in the MLflow artifacts at {local}")
+    agent = SB3Agent.from_file(models[0])
+    # runs:/<id>/model -> ppo:name@run:1a2b3c4d; models:/name/3 -> ppo:name@models:/name/3
+    parts = uri.split("/")
+    where = f"run:{parts[1][:8]}" if uri.startswith("runs:/") else uri
+    agent.name = f"{agent.name}@{where}"
+    return agent

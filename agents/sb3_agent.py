@@ -1,4 +1,11 @@
-"""Stable-baselines3 models as agents: PPO, A2C, SAC and TD3, loaded from a saved ``.zip``."""
+"""Stable-baselines3 models as agents: PPO, A2C, SAC and TD3, loaded from a saved ``.zip``.
+
+A model folder written by ``marketarena train`` holds ``model.zip``, ``vecnormalize.pkl``
+(observation statistics) and ``agent.json`` (the action mapping, window and features it was
+trained with). The agent converts the model's raw actions to target weights with that
+mapping, so a model trained with any mapping is evaluated in the same env as every other
+agent. A bare SB3 zip without ``agent.json`` acts with its raw actions.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from marketarena.envs.core import ActionSpec
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3")
 
@@ -60,11 +69,16 @@ class SB3Agent:
         *,
         deterministic: bool = True,
         obs_normalizer: Any | None = None,
+        action_spec: ActionSpec | None = None,
+        observation: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.name = name
         self.deterministic = deterministic
         self.obs_normalizer = obs_normalizer
+        self.action_spec = action_spec
+        #: what the model was trained on: ``window``, ``features``, ``symbols`` (agent.json)
+        self.observation = dict(observation or {})
 
     @classmethod
     def from_file(
@@ -82,8 +96,13 @@ class SB3Agent:
         ``vecnormalize.pkl`` next to the model is used if present.
         """
         path = Path(path)
+        if path.is_dir():
+            path = path / "model.zip"
         if not path.exists():
             raise FileNotFoundError(f"no saved model at {path}")
+        meta_path = path.with_name("agent.json")
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        algorithm = algorithm or meta.get("algorithm")
         algo = algorithm or detect_algorithm(path)
         model = algorithm_class(algo).load(path, device="cpu")
         normalizer = None
@@ -98,8 +117,17 @@ class SB3Agent:
             normalizer = venv_stats.normalize_obs
         elif vec_normalize:
             raise FileNotFoundError(f"no VecNormalize statistics at {vec_normalize}")
-        return cls(model, name or f"{algo}:{path.stem}", deterministic=deterministic,
-                   obs_normalizer=normalizer)  # fmt: skip
+        spec = ActionSpec(**meta["action_spec"]) if "action_spec" in meta else None
+        default_name = f"{algo}:{meta.get('name') or path.stem}"
+        observation = {k: meta[k] for k in ("window", "features", "symbols") if k in meta}
+        return cls(
+            model,
+            name or default_name,
+            deterministic=deterministic,
+            obs_normalizer=normalizer,
+            action_spec=spec,
+            observation=observation,
+        )
 
     def reset(self, *, seed: int | None = None) -> None:
         if seed is not None:
@@ -114,4 +142,14 @@ class SB3Agent:
             )
         obs = self.obs_normalizer(observation) if self.obs_normalizer else observation
         action, _ = self.model.predict(obs, deterministic=self.deterministic)
-        return np.asarray(action, dtype=np.float64)
+        if self.action_spec is None:
+            return np.asarray(action, dtype=np.float64)
+        weights = self.action_spec.to_weights(np.asarray(action)[None, :])[0]
+        return np.append(weights, 1.0 - weights.sum())
+
+
+def write_agent_metadata(folder: str | Path, **meta: Any) -> Path:
+    """Write the ``agent.json`` that :meth:`SB3Agent.from_file` reads next to ``model.zip``."""
+    path = Path(folder) / "agent.json"
+    path.write_text(json.dumps(meta, indent=2, default=str))
+    return path

@@ -55,7 +55,10 @@ def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
 
     rules = _parse_assignments(args.rule)
+    from marketarena.evaluation.tracking import tracking_uri
+
     config = EvaluationConfig(
+        tracking_uri=tracking_uri(),
         agents=tuple(args.agent or ()),
         data=args.data,
         start=args.start,
@@ -88,6 +91,41 @@ def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         run_id = log_evaluation(report, Path(args.output), experiment=args.experiment)
         console.print(
             f"MLflow run {run_id} in {tracking_uri()}; view it: {ui_command()}", highlight=False
+        )
+    return EXIT_OK
+
+
+def _cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from marketarena.evaluation.tracking import tracking_uri, ui_command
+    from marketarena.training.config import load_config
+    from marketarena.training.train import train
+
+    if args.resume:
+        if args.config or args.set:
+            raise ValueError("--resume continues a run as it was configured: no --config/--set")
+        result = train(resume=args.resume)
+    else:
+        if not args.config and not args.set:
+            raise ValueError("give --config FILE (see configs/) and/or --set key=value")
+        result = train(load_config(args.config, args.set or ()))
+    best = result.best_validation
+    console.print(
+        f"[bold]trained[/bold] {result.timesteps:,} timesteps"
+        + (" (stopped early)" if result.stopped_early else ""),
+        highlight=False,
+    )
+    if best:
+        console.print(
+            "best on validation (step {step:,}): Sharpe {sharpe:.2f}, return {total_return:+.2%}, "
+            "max drawdown {max_drawdown:+.2%}".format(**best),
+            highlight=False,
+        )
+    console.print(f"model: {result.best_model_path or result.model_path}", highlight=False)
+    console.print(f"run folder: {result.run_dir}", highlight=False)
+    if result.run_id:
+        console.print(
+            f"MLflow run {result.run_id} in {tracking_uri()}; view it: {ui_command()}",
+            highlight=False,
         )
     return EXIT_OK
 
@@ -172,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a trading rule, e.g. --rule commission_bps=2 --rule lot_size=1",
     )
     ev.add_argument(
-        "--window", type=int, default=32, help="observation window (must match a trained model's)"
+        "--window",
+        type=int,
+        help="observation window (default: what the trained models expect, else 32)",
     )
     ev.add_argument("--periods-per-year", type=int, default=252)
     ev.add_argument("--risk-free", type=float, default=0.0, help="annual risk-free rate")
@@ -183,6 +223,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--mlflow", action="store_true", help="log the evaluation as an MLflow run")
     ev.add_argument("--experiment", default="marketarena-evaluation")
     ev.set_defaults(handler=_cmd_evaluate)
+
+    tr = sub.add_parser(
+        "train",
+        help="train an SB3 agent from a YAML config",
+        description="Train PPO, A2C, SAC or TD3 on PortfolioVectorEnv; evaluates on the "
+        "validation split, checkpoints, logs to MLflow.",
+    )
+    tr.add_argument("--config", help="YAML config (see configs/)")
+    tr.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override, e.g. --set algo.total_timesteps=5000 --set seed=1",
+    )
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    tr.set_defaults(handler=_cmd_train)
 
     data = sub.add_parser("data", help="inspect and validate market data files")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,8 +42,11 @@ class EvaluationConfig:
         ensembles: ensemble kinds (:data:`ENSEMBLES`) built over all ``agents``.
         include_baselines: add buy-and-hold and equal weight when not already listed.
         rules: :class:`~marketarena.envs.TradingRules` fields.
-        window, features: the observation (must match a trained model's).
+        window, features: the observation; ``None`` takes them from the trained models
+            among the agents (which must agree), else 32 rows of ``log_return``.
+        universe: symbols to trade (default: all of the data's).
         periods_per_year, risk_free: for the metrics (``risk_free`` annual).
+        tracking_uri: the MLflow store ``runs:/`` and ``models:/`` agents come from.
     """
 
     agents: tuple[str, ...]
@@ -54,11 +58,13 @@ class EvaluationConfig:
     ensembles: tuple[str, ...] = ()
     include_baselines: bool = True
     rules: dict[str, Any] = field(default_factory=dict)
-    window: int = 32
-    features: tuple[str, ...] = ("log_return",)
+    window: int | None = None
+    features: tuple[str, ...] | None = None
+    universe: tuple[str, ...] | None = None
     periods_per_year: int = 252
     risk_free: float = 0.0
     title: str = ""
+    tracking_uri: str | None = None
 
     def validate(self) -> None:
         if not self.agents and not self.include_baselines:
@@ -78,11 +84,38 @@ def build_agents(config: EvaluationConfig) -> list[Agent]:
     specs = list(config.agents)
     if config.include_baselines:
         specs += [b for b in BASELINES if b not in specs]
-    agents = [make_agent(spec) for spec in specs]
+    uri = config.tracking_uri
+    agents = [make_agent(spec, uri) for spec in specs]
     for kind in config.ensembles:
         # fresh members: an ensemble's members must not share state with the single agents
-        agents.append(ENSEMBLES[kind]([make_agent(spec) for spec in config.agents]))
+        agents.append(ENSEMBLES[kind]([make_agent(spec, uri) for spec in config.agents]))
     return agents
+
+
+def observation_settings(
+    config: EvaluationConfig, agents: list[Agent]
+) -> tuple[int, tuple[str, ...], tuple[str, ...] | None]:
+    """Window, features and universe: explicit in ``config``, else what the trained models
+    among ``agents`` were trained on (they must agree), else the defaults."""
+    trained = [a.observation for a in agents if getattr(a, "observation", None)]
+    values = {}
+    for key, given, default in (
+        ("window", config.window, 32),
+        ("features", config.features, ("log_return",)),
+        ("symbols", config.universe, None),
+    ):
+        if given is not None:
+            values[key] = given
+            continue
+        wanted = {json.dumps(t[key]) for t in trained if key in t}
+        if len(wanted) > 1:
+            raise ValueError(
+                f"the trained models expect different {key} {sorted(wanted)}: evaluate them "
+                "separately"
+            )
+        values[key] = json.loads(wanted.pop()) if wanted else default
+    universe = tuple(values["symbols"]) if values["symbols"] else None
+    return int(values["window"]), tuple(values["features"]), universe
 
 
 def evaluate(
@@ -98,8 +131,10 @@ def evaluate(
     if benchmark == "auto":
         benchmark = DEFAULT_BENCHMARKS.get(data.name)
     agents = build_agents(config)
-    spec = {"data": data, "window": config.window, "features": config.features,
-            "rules": dict(config.rules)}  # fmt: skip
+    window, features, universe = observation_settings(config, agents)
+    if universe:
+        data = data.select(universe)
+    spec = {"data": data, "window": window, "features": features, "rules": dict(config.rules)}
     seeds = list(range(config.seeds))
     evaluations = evaluate_agents(
         agents, spec, config.start, config.end, seeds, benchmark=benchmark, progress=progress
@@ -117,8 +152,8 @@ def evaluate(
         "agent_specs": list(config.agents),
         "ensembles": list(config.ensembles),
         "rules": first.settings["rules"],
-        "window": config.window,
-        "features": list(config.features),
+        "window": window,
+        "features": list(features),
     }
     title = config.title or f"{data.name}: {settings['start']} to {settings['end']}"
     return EvaluationReport(

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DB = "mlflow.db"
+# artifact transfers print tqdm bars otherwise, into every command's output
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.IGNORECASE)
 
 
@@ -73,6 +75,8 @@ def mlflow_run(
 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
+    if kwargs.get("run_id"):  # resuming: the run keeps its name
+        run_name = None
     with mlflow.start_run(run_name=run_name, **kwargs) as run:
         mlflow.set_tags({"git_sha": git_sha(), **(tags or {})})
         yield run

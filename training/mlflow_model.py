@@ -1,0 +1,30 @@
+"""The trained model as an MLflow pyfunc model, so MLflow can load and serve it.
+
+Logged as "models from code" (this file), with the model folder (``model.zip``,
+``vecnormalize.pkl``, ``agent.json``) as an artifact. ``predict`` maps observations
+``(n, D)`` (rows of floats) to target weights ``(n, N + 1)`` (assets, then cash).
+``marketarena evaluate --agent runs:/<run_id>/model`` (or ``models:/<name>/<version>``)
+downloads the same folder and loads it as an agent.
+"""
+
+from __future__ import annotations
+
+import mlflow.models
+import mlflow.pyfunc
+import numpy as np
+
+
+class SB3PortfolioModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        from marketarena.agents.sb3_agent import SB3Agent
+
+        self.agent = SB3Agent.from_file(context.artifacts["model_dir"])
+
+    def predict(self, context, model_input: list[list[float]], params=None) -> list[list[float]]:
+        obs = np.asarray(model_input, dtype=np.float32)
+        if obs.ndim == 1:
+            obs = obs[None, :]
+        return [self.agent.act(row, {}).tolist() for row in obs]
+
+
+mlflow.models.set_model(SB3PortfolioModel())

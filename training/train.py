@@ -1,0 +1,399 @@
+"""Train an SB3 agent on ``PortfolioVectorEnv`` from a :class:`~marketarena.training.config.Config`.
+
+One run reads top to bottom: seed, data and splits, envs, model, then ``learn`` with three
+callbacks — validation on the validation split every ``eval_every`` steps (the evaluation
+module's backtest and metrics, best-model saving, early stopping), checkpoints every
+``checkpoint_every`` steps (model, VecNormalize statistics, replay buffer for off-policy
+algorithms, counters, the MLflow run id), and a progress bar. The test split is never built.
+
+A run lives in ``{output_dir}/{name}__{algo}__{seed}__{time}/``::
+
+    config.yaml       the resolved config          manifest.json   data hash, splits, seeds, git SHA
+    model/            the final model              best/           the best model on validation
+    checkpoints/      the latest two checkpoints   validation/     report of the best model
+    state.json        where training stands (copied into each checkpoint)
+
+``train(config)`` and ``marketarena train`` return the same :class:`TrainResult`;
+``train(resume=run_dir)`` continues an interrupted run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from marketarena.agents.sb3_agent import SB3Agent, algorithm_class, write_agent_metadata
+from marketarena.envs.core import ActionSpec
+from marketarena.envs.data import MarketData, resolve_data
+from marketarena.envs.sb3_vec_env import SB3PortfolioVecEnv
+from marketarena.envs.vector_env import PortfolioVectorEnv
+from marketarena.evaluation import tracking
+from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
+from marketarena.evaluation.runner import BacktestResult, run_backtest
+from marketarena.training.callbacks import EveryNTimesteps, MlflowOutputFormat, RichProgress
+from marketarena.training.config import ON_POLICY, Config, ConfigError, load_config
+
+CHECKPOINTS_KEPT = 2
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    model_path: Path
+    best_model_path: Path | None
+    run_id: str | None
+    best_validation: dict[str, float]
+    timesteps: int
+    stopped_early: bool
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "model_path": str(self.model_path),
+            "best_model_path": str(self.best_model_path) if self.best_model_path else None,
+            "run_id": self.run_id,
+            "best_validation": self.best_validation,
+            "timesteps": self.timesteps,
+            "stopped_early": self.stopped_early,
+        }
+
+
+# ------------------------------------------------------------------------ data, envs
+def load_universe(config: Config) -> MarketData:
+    data = resolve_data(config.env.data)
+    if config.env.universe:
+        data = data.select(config.env.universe)
+    return data
+
+
+def split_ranges(config: Config, data: MarketData) -> dict[str, tuple[str, str]]:
+    """Inclusive ``(start, end)`` dates of the train, validation and test splits."""
+    s = config.env.splits
+    first, last = data.date_range_indices(s.start, s.end)
+    v = data.index_of(s.validation_start, "left")
+    t = data.index_of(s.test_start, "left")
+    if not first < v < t <= last:
+        raise ConfigError(
+            f"env.splits: {data.name} covers {data.dates[first]}..{data.dates[last]}; need "
+            f"start < validation_start ({s.validation_start}) < test_start ({s.test_start}) "
+            "within it"
+        )
+    d = data.dates
+    return {
+        "train": (str(d[first]), str(d[v - 1])),
+        "validation": (str(d[v]), str(d[t - 1])),
+        "test": (str(d[t]), str(d[last])),
+    }
+
+
+def env_kwargs(config: Config, data: MarketData, split: tuple[str, str]) -> dict[str, Any]:
+    e = config.env
+    return {
+        "data": data, "start": split[0], "end": split[1], "window": e.window,
+        "features": e.features, "reward": e.reward, "reward_kwargs": e.reward_kwargs,
+        "rules": e.rules, "action_mapping": e.action_mapping,
+        "discrete_levels": e.discrete_levels,
+    }  # fmt: skip
+
+
+def action_spec(config: Config) -> ActionSpec:
+    e = config.env
+    leverage = float(e.rules.get("max_gross_leverage", 1.0))
+    return ActionSpec(e.action_mapping, 5.0, e.discrete_levels, leverage)
+
+
+def make_training_env(config: Config, data: MarketData, split: tuple[str, str]) -> Any:
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+
+    kwargs = env_kwargs(config, data, split)
+    length = config.env.episode_length
+    available = data.index_of(split[1], "right") - data.index_of(split[0]) - config.env.window
+    if length is not None and length > available:
+        raise ConfigError(
+            f"env.episode_length={length} does not fit the train split {split[0]}..{split[1]}"
+        )
+    venv = PortfolioVectorEnv(config.algo.n_envs, episode_length=length, copy=False, **kwargs)
+    env = VecMonitor(SB3PortfolioVecEnv(venv))
+    norm = config.algo.normalize
+    if norm.observations or norm.rewards:
+        gamma = float(config.algo.hyperparameters.get("gamma", 0.99))
+        env = VecNormalize(env, norm_obs=norm.observations, norm_reward=norm.rewards,
+                           clip_obs=norm.clip_obs, gamma=gamma)  # fmt: skip
+    return env
+
+
+def make_model(config: Config, env: Any) -> Any:
+    import torch
+
+    algo = config.algo
+    activation = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[algo.activation]
+    policy_kwargs = {"net_arch": list(algo.net_arch), "activation_fn": activation}
+    return algorithm_class(algo.name)(
+        algo.policy, env, seed=config.seed, device=algo.device, verbose=0,
+        policy_kwargs=policy_kwargs, **algo.hyperparameters,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- trainer
+class Trainer:
+    """One run: builds everything, owns the callbacks' state, writes the run folder."""
+
+    def __init__(self, config: Config, run_dir: Path, state: dict[str, Any] | None = None):
+        self.config = config
+        self.run_dir = run_dir
+        self.state = state or {
+            "num_timesteps": 0, "best_score": None, "best_metrics": {},
+            "evals_without_improvement": 0, "stopped_early": False, "mlflow_run_id": None,
+            "next_eval": config.training.eval_every,
+            "next_checkpoint": config.training.checkpoint_every, "evaluations": [],
+        }  # fmt: skip
+        self.data = load_universe(config)
+        self.ranges = split_ranges(config, self.data)
+        self.spec = action_spec(config)
+        self.model: Any = None
+        self.env: Any = None
+
+    # -------------------------------------------------------------- run folder
+    def write_run_files(self) -> None:
+        c = self.config
+        (self.run_dir / "config.yaml").write_text(c.to_yaml())
+        manifest = {
+            "data": self.data.manifest(),
+            "splits": {k: {"start": a, "end": b} for k, (a, b) in self.ranges.items()},
+            "seed": c.seed,
+            "algorithm": c.algo.name,
+            "git_sha": tracking.git_sha(),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        (self.run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    def save_model(self, folder: Path) -> Path:
+        """model.zip, vecnormalize.pkl (if used) and agent.json into ``folder``."""
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save(folder / "model.zip")
+        if isinstance(self.env, VecNormalize):
+            self.env.save(str(folder / "vecnormalize.pkl"))
+        write_agent_metadata(
+            folder, algorithm=self.config.algo.name, name=self.config.name,
+            action_spec=self.spec.__dict__, window=self.config.env.window,
+            features=list(self.config.env.features), symbols=list(self.data.symbols),
+        )  # fmt: skip
+        return folder / "model.zip"
+
+    # ---------------------------------------------------------------- validation
+    def current_agent(self) -> SB3Agent:
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        normalizer = self.env.normalize_obs if isinstance(self.env, VecNormalize) else None
+        return SB3Agent(self.model, f"{self.config.algo.name}:{self.config.name}",
+                        obs_normalizer=normalizer, action_spec=self.spec)  # fmt: skip
+
+    def validation_backtest(self, agent: Any) -> BacktestResult:
+        spec = env_kwargs(self.config, self.data, self.ranges["validation"])
+        spec["action_mapping"] = "normalize"  # agents return target weights
+        return run_backtest(agent, spec, seed=self.config.seed)
+
+    def validate(self, step: int) -> bool:
+        import mlflow
+
+        result = self.validation_backtest(self.current_agent())
+        table = result.metrics()
+        chosen = self.config.training.selection_metric
+        keep = ("sharpe", "sortino", "calmar", "total_return", "cagr", "max_drawdown",
+                "volatility", "annual_turnover")  # fmt: skip
+        record = {k: table[k] for k in keep} | {"step": step}
+        self.state["evaluations"].append(record)
+        if mlflow.active_run():
+            finite = {f"eval/{k}": v for k, v in record.items() if k != "step" and np.isfinite(v)}
+            mlflow.log_metrics(finite, step=step)
+        score = table[chosen]
+        best = self.state["best_score"]
+        min_delta = self.config.training.early_stopping_min_delta
+        if np.isfinite(score) and (best is None or score > best + min_delta):
+            self.state.update(best_score=score, best_metrics=record, evals_without_improvement=0)
+            self.save_model(self.run_dir / "best")
+        else:
+            self.state["evals_without_improvement"] += 1
+        patience = self.config.training.early_stopping_patience
+        if patience is not None and self.state["evals_without_improvement"] >= patience:
+            self.state["stopped_early"] = True
+            return False
+        return True
+
+    # --------------------------------------------------------------- checkpoints
+    def checkpoint(self, step: int) -> bool:
+        folder = self.run_dir / "checkpoints" / f"step_{step:012d}"
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.save_model(tmp)
+        if self.config.algo.name not in ON_POLICY:
+            self.model.save_replay_buffer(tmp / "replay_buffer.pkl")
+        self.state["num_timesteps"] = step
+        self.state["next_eval"] = self._eval_cb.next_at
+        self.state["next_checkpoint"] = self._ckpt_cb.next_at
+        (tmp / "state.json").write_text(json.dumps(self.state, indent=2))
+        os.replace(tmp, folder)  # a checkpoint folder appears whole or not at all
+        for old in sorted((self.run_dir / "checkpoints").glob("step_*[0-9]"))[:-CHECKPOINTS_KEPT]:
+            shutil.rmtree(old, ignore_errors=True)
+        return True
+
+    # ----------------------------------------------------------------------- run
+    def run(self, resume_from: Path | None = None) -> TrainResult:
+        import mlflow
+        import torch
+        from stable_baselines3.common.logger import Logger
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        c = self.config
+        torch.set_num_threads(c.algo.torch_threads)
+        self.env = make_training_env(c, self.data, self.ranges["train"])
+        if resume_from is None:
+            self.model = make_model(c, self.env)
+        else:
+            if isinstance(self.env, VecNormalize):
+                self.env = VecNormalize.load(str(resume_from / "vecnormalize.pkl"),
+                                             self.env.venv)  # fmt: skip
+            self.model = algorithm_class(c.algo.name).load(
+                resume_from / "model.zip", env=self.env, device=c.algo.device
+            )
+            if c.algo.name not in ON_POLICY:
+                self.model.load_replay_buffer(resume_from / "replay_buffer.pkl")
+        if c.mlflow.enabled:
+            self.model.set_logger(Logger(folder=None, output_formats=[MlflowOutputFormat()]))
+        done = self.state["num_timesteps"]
+        self._eval_cb = EveryNTimesteps(c.training.eval_every, self.validate,
+                                        self.state["next_eval"])  # fmt: skip
+        self._ckpt_cb = EveryNTimesteps(c.training.checkpoint_every, self.checkpoint,
+                                        self.state["next_checkpoint"])  # fmt: skip
+        callbacks = [self._eval_cb, self._ckpt_cb]
+        if c.training.progress_bar:
+            callbacks.append(RichProgress(c.algo.total_timesteps, done, f"{c.algo.name} {c.name}"))
+        remaining = c.algo.total_timesteps - done
+        if remaining > 0 and not self.state["stopped_early"]:
+            self.model.learn(remaining, callback=callbacks, reset_num_timesteps=resume_from is None)
+        self.state["num_timesteps"] = int(self.model.num_timesteps)
+        final = self.save_model(self.run_dir / "model")
+        if self.state["best_score"] is None:  # too short for a scheduled evaluation
+            self.validate(self.state["num_timesteps"])
+        (self.run_dir / "state.json").write_text(json.dumps(self.state, indent=2))
+        best = self.run_dir / "best" / "model.zip"
+        report_dir = self.validation_report(best if best.exists() else final)
+        if mlflow.active_run():
+            for name in ("config.yaml", "manifest.json", "state.json"):
+                mlflow.log_artifact(str(self.run_dir / name))
+            mlflow.log_artifacts(str(self.run_dir / "model"), artifact_path="final_model")
+            if best.exists():
+                mlflow.log_artifacts(str(best.parent), artifact_path="best_model")
+            mlflow.log_artifacts(str(report_dir), artifact_path="validation")
+            log_pyfunc_model(best.parent if best.exists() else final.parent)
+        return TrainResult(
+            run_dir=self.run_dir, model_path=final,
+            best_model_path=best if best.exists() else None,
+            run_id=self.state["mlflow_run_id"], best_validation=self.state["best_metrics"],
+            timesteps=self.state["num_timesteps"], stopped_early=self.state["stopped_early"],
+            evaluations=self.state["evaluations"],
+        )  # fmt: skip
+
+    def validation_report(self, model_path: Path) -> Path:
+        """The best model against the baselines over the validation split, written out."""
+        c = self.config
+        start, end = self.ranges["validation"]
+        report = evaluate(
+            EvaluationConfig(
+                agents=(str(model_path.parent),), data=c.env.data, start=start, end=end,
+                benchmark=None, rules=c.env.rules, window=c.env.window,
+                features=c.env.features, universe=c.env.universe,
+                title=f"{c.name}: best model on validation {start} to {end}",
+            )
+        )  # fmt: skip
+        out = self.run_dir / "validation"
+        report.write(out, results=False)
+        return out
+
+
+def log_pyfunc_model(model_dir: Path) -> None:
+    """Log ``model_dir`` as an MLflow pyfunc model named ``model`` in the active run."""
+    import mlflow
+
+    with warnings.catch_warnings():
+        # MLflow nudges towards typed predict() signatures; ours takes arrays, by design
+        warnings.filterwarnings("ignore", message=".*[Tt]ype hint", category=UserWarning)
+        from marketarena.training import mlflow_model
+
+        mlflow.pyfunc.log_model(
+            name="model", python_model=mlflow_model.__file__,
+            artifacts={"model_dir": str(model_dir)},
+            pip_requirements=["stable-baselines3", "torch", "numpy"],
+        )  # fmt: skip
+
+
+def _new_run_dir(config: Config) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = (
+        Path(config.training.output_dir)
+        / f"{config.name}__{config.algo.name}__{config.seed}__{stamp}"
+    )
+    path, k = base, 1
+    while path.exists():
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+    path.mkdir(parents=True)
+    return path
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    checkpoints = sorted((run_dir / "checkpoints").glob("step_*[0-9]"))
+    return checkpoints[-1] if checkpoints else None
+
+
+def train(config: Config | None = None, *, resume: str | Path | None = None) -> TrainResult:
+    """Train from ``config``, or continue the run in folder ``resume`` from its last
+    checkpoint (same config, same MLflow run)."""
+    import mlflow
+    from stable_baselines3.common.utils import set_random_seed
+
+    if (config is None) == (resume is None):
+        raise ValueError("give either a config or a run folder to resume")
+    state, ckpt = None, None
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").exists():
+            raise FileNotFoundError(f"{run_dir} is not a training run folder (no config.yaml)")
+        config = load_config(run_dir / "config.yaml")
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is not None:
+            state = json.loads((ckpt / "state.json").read_text())
+        elif (run_dir / "state.json").exists():
+            state = json.loads((run_dir / "state.json").read_text())
+            state["num_timesteps"] = 0  # finished before its first checkpoint: start over
+    else:
+        run_dir = _new_run_dir(config)
+    assert config is not None
+    set_random_seed(config.seed)
+    trainer = Trainer(config, run_dir, state)
+    if resume is None:
+        trainer.write_run_files()
+    if not config.mlflow.enabled:
+        return trainer.run(ckpt)
+    tags = {"kind": "training", "algo": config.algo.name, "env_id": "marketarena/Portfolio-v0",
+            "data": trainer.data.name, "data_sha256": trainer.data.content_hash()}  # fmt: skip
+    run_id = trainer.state["mlflow_run_id"]
+    with tracking.mlflow_run(config.mlflow.experiment, run_dir.name, tags, run_id=run_id) as run:
+        if run_id is None:
+            trainer.state["mlflow_run_id"] = run.info.run_id
+            mlflow.log_params(tracking.flatten(config.to_dict()))
+            for split, (a, b) in trainer.ranges.items():
+                mlflow.log_params({f"split.{split}.start": a, f"split.{split}.end": b})
+        return trainer.run(ckpt)
