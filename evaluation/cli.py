@@ -34,14 +34,14 @@ def _data_path(spec: str) -> str:
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from marketarena.evaluation.demo import DemoConfig, run_demo
 
-    config = DemoConfig(start=args.start, end=args.end)
+    config = DemoConfig(start=args.start, end=args.end, ppo_timesteps=args.ppo_timesteps)
     console.print(
         f"[bold]marketarena demo[/bold]: {config.data} from {config.start} to {config.end}; "
         "decisions after each close, fills at the next close, "
         f"{config.commission_bps:g} bps commission + {config.slippage_bps:g} bps slippage",
         highlight=False,
     )
-    report = run_demo(config)
+    report = run_demo(config, announce=lambda text: console.print(text, highlight=False))
     console.print(report.table())
     if args.output:
         files = report.write(args.output)
@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--start", default="2018-01-02", help="first decision date")
     demo.add_argument("--end", default="2022-12-28", help="last mark date")
     demo.add_argument("--output", default="reports/demo", help="report folder ('' for none)")
+    demo.add_argument(
+        "--ppo-timesteps",
+        type=int,
+        default=8192,
+        help="PPO training steps before the comparison (0: no PPO)",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     ev = sub.add_parser(
@@ -264,7 +270,7 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     if console is None:
         console = Console()
         if not console.is_terminal:  # pipes and CI logs: don't squeeze tables into 80 columns
-            console = Console(width=160)
+            console = Console(width=180)
     try:
         return args.handler(args, console)
     except (ValueError, KeyError, FileNotFoundError) as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from rich.console import Console
@@ -25,7 +27,7 @@ def buy_and_hold_reference(config: DemoConfig) -> float:
 
 
 def demo_results() -> dict:
-    report = run_demo(DemoConfig())
+    report = run_demo(DemoConfig(ppo_timesteps=0))
     return {e.agent: e.results[0] for e in report.evaluations}
 
 
@@ -43,7 +45,7 @@ def test_demo_results_match_reference():
 
 def test_demo_command_prints_the_table_and_writes_the_report(tmp_path):
     console = Console(record=True, width=200)
-    assert main(["demo", "--output", str(tmp_path)], console=console) == 0
+    assert main(["demo", "--ppo-timesteps", "0", "--output", str(tmp_path)], console=console) == 0
     out = console.export_text()
     for name, res in demo_results().items():
         line = next(line for line in out.splitlines() if f" {name} " in line)
@@ -60,3 +62,18 @@ def test_demo_rejects_a_range_outside_the_data():
     assert "no trading date on or after 2030-01-01" in console.export_text()
     assert main(["demo", "--start", "2030-01-01", "--output", ""], console=console) == 1
     assert "empty date range: start 2030-01-01 is after end 2022-12-28" in console.export_text()
+
+
+@pytest.mark.slow
+def test_demo_trains_ppo_and_evaluates_it_on_unseen_dates(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    report = run_demo(DemoConfig(ppo_timesteps=1024))
+    rows = {r.agent: r for r in report.rows()}
+    assert "ppo:demo_ppo" in rows
+    ppo = rows["ppo:demo_ppo"].representative
+    assert str(ppo.dates[0]) == "2018-01-02"  # the test period, after training and validation
+    (run,) = (tmp_path / "runs").iterdir()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["end"] < manifest["splits"]["validation"]["start"]
+    assert manifest["splits"]["validation"]["end"] < "2018-01-02"
