@@ -6,12 +6,17 @@ A spec is one of:
   ``equal_weight`` (monthly, 21 steps), ``equal_weight:5``, ``random``, ``random:21``;
 * a path to a saved stable-baselines3 model (``.zip``), optionally prefixed with the algorithm
   (``ppo:runs/x/best/model.zip``), or a model folder written by ``marketarena train``;
-* an MLflow model URI: ``runs:/<run_id>/model`` or ``models:/<name>/<version>``.
+* an MLflow model URI: ``runs:/<run_id>/model`` or ``models:/<name>/<version>``;
+* an LLM: ``llm:<model>`` on the endpoint in ``llm_options["base_url"]`` (or
+  ``OPENAI_BASE_URL``), or ``llm:local`` for the bundled local model (the caller starts the
+  server: see :class:`~marketarena.agents.llm_server.LocalLLMServer`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from marketarena.agents.base import Agent
 from marketarena.agents.baselines import BuyAndHoldAgent, EqualWeightAgent, RandomAgent
@@ -20,16 +25,34 @@ from marketarena.agents.sb3_agent import ALGORITHMS, SB3Agent
 SPEC_HELP = (
     "buy_and_hold, equal_weight[:N], random[:N] (N = steps between rebalances), a saved "
     f"SB3 model ([{'|'.join(ALGORITHMS)}:]path/to/model.zip or a trained model folder), or an "
-    "MLflow model (runs:/<run_id>/model, models:/<name>/<version>)"
+    "MLflow model (runs:/<run_id>/model, models:/<name>/<version>), or an LLM: llm:<model> "
+    "(with --base-url) or llm:local (the bundled local model)"
 )
 
 
-def make_agent(spec: str, tracking_uri: str | None = None) -> Agent:
+def make_agent(
+    spec: str, tracking_uri: str | None = None, llm_options: Mapping[str, Any] | None = None
+) -> Agent:
     """Build the agent a spec names; unknown specs raise ``ValueError`` listing the forms.
 
     ``tracking_uri``: where ``runs:/`` and ``models:/`` URIs are looked up.
+    ``llm_options``: :class:`~marketarena.agents.llm_agent.LLMConfig` fields for LLM specs.
     """
     spec = spec.strip()
+    if spec.startswith("llm:"):
+        from marketarena.agents.llm_agent import LLMAgent, LLMConfig
+
+        model = spec.removeprefix("llm:")
+        if not model:
+            raise ValueError(f"agent {spec!r}: name the model, e.g. llm:gpt-4o-mini or llm:local")
+        options = dict(llm_options or {})
+        if model == "local":
+            from marketarena.agents.llm_server import DEFAULT_MODEL_NAME
+
+            model = DEFAULT_MODEL_NAME
+            if not options.get("base_url"):
+                raise ValueError("llm:local needs the local server's base_url (start it first)")
+        return LLMAgent(LLMConfig(model=model, **options))
     if spec.startswith(("runs:/", "models:/")):
         return _mlflow_agent(spec, tracking_uri)
     if Path(spec).is_dir():
@@ -63,13 +86,24 @@ def _positive_int(text: str, spec: str) -> int:
 
 
 def _mlflow_agent(uri: str, tracking_uri: str | None) -> Agent:
+    import contextlib
+
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    # MLflow 3 resolves runs:/<id>/model (a logged model) and models:/ through the global
+    # tracking URI, whatever tracking_uri says: point it at the store for the download
+    if tracking_uri:
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        store = _use_tracking_uri(tracking_uri)
+    else:
+        store = contextlib.nullcontext()
     try:
-        local = Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
-        )
+        with store:
+            local = Path(
+                mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
+            )
     except MlflowException as exc:
         raise ValueError(f"agent {uri!r}: MLflow could not find it: {exc.message}") from None
     models = sorted(local.rglob("model.zip"))

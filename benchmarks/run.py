@@ -27,7 +27,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 ROOT = HERE.parent
-SECTIONS = ("throughput", "ppo_share", "memory", "scaling", "precision", "profile_step")
+SECTIONS = (
+    "throughput", "ppo_share", "memory", "scaling", "precision", "profile_step",
+    "torch_threads", "ppo_quality",
+)  # fmt: skip
 
 
 def machine() -> dict[str, Any]:
@@ -185,6 +188,8 @@ def write_docs(report: dict[str, Any], command: str, path: Path) -> None:
         ("scaling", "Cost growth"),
         ("precision", "float32 prices: NAV error over the whole 1990-2022 panel"),
         ("profile_step", "Profile of the single-env step"),
+        ("torch_threads", "PPO fps with 1 and 2 torch threads (why algo.torch_threads is 1)"),
+        ("ppo_quality", "A short PPO run against random weights and the baselines"),
     ):
         if key in s:
             lines += [f"## {title}", "", *rows_markdown(s[key]["rows"]), ""]

@@ -109,7 +109,9 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ``date`` (of bar ``t``, after the step: the mark date), ``nav``, ``cash``, ``weights``
     (``N + 1``: assets, then cash, float64), ``prices`` (closes of bar ``t``),
-    ``turnover`` and ``costs`` of the step, ``step`` (steps into the episode).
+    ``turnover`` and ``costs`` of the step, ``step`` (steps into the episode); with
+    ``snapshot_lookback``, also ``snapshot``: a :class:`MarketSnapshot` of the last
+    ``snapshot_lookback`` bars (for LLM agents; not built otherwise).
 
     ## Arguments
 
@@ -122,7 +124,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``rules``: :class:`TradingRules` or a dict of its fields.
     * ``episode_length``: steps per episode, or ``None`` to run to ``end``.
     * ``random_start``, ``action_mapping``, ``softmax_scale``, ``discrete_levels``,
-      ``render_mode``
+      ``render_mode``, ``snapshot_lookback``
       (``"ansi"``, ``"rgb_array"``), ``record`` (keep fills and snapshots).
 
     ## Version History
@@ -150,6 +152,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         discrete_levels: int = 3,
         render_mode: str | None = None,
         record: bool = False,
+        snapshot_lookback: int | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -171,6 +174,9 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         self.action_mapping = action_mapping
         self.render_mode = render_mode
         self.random_start = random_start
+        if snapshot_lookback is not None and snapshot_lookback < 1:
+            raise ValueError(f"snapshot_lookback must be >= 1 or None, got {snapshot_lookback}")
+        self.snapshot_lookback = snapshot_lookback
         self.observation_space = spaces.Box(
             -np.inf, np.inf, shape=(self.core.obs_dim,), dtype=np.float32
         )
@@ -237,7 +243,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     def _info(self, weights: np.ndarray | None = None) -> dict[str, Any]:
         sim = self.sim
         res = self._last_result
-        return {
+        info = {
             "date": self.data.dates[sim.t[0]],
             "nav": float(sim.nav[0]),
             "cash": float(sim.cash[0]),
@@ -247,6 +253,9 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
             "costs": 0.0 if res is None else float(res.costs[0]),
             "step": int(sim.t[0] - self.core.episode_start[0]),
         }
+        if self.snapshot_lookback is not None:
+            info["snapshot"] = self.market_snapshot(self.snapshot_lookback)
+        return info
 
     def market_snapshot(self, lookback: int = 20) -> MarketSnapshot:
         """A structured, point-in-time view for LLM prompts (built only when called)."""

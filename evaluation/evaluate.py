@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from marketarena.agents.base import Agent
@@ -47,6 +47,10 @@ class EvaluationConfig:
         universe: symbols to trade (default: all of the data's).
         periods_per_year, risk_free: for the metrics (``risk_free`` annual).
         tracking_uri: the MLflow store ``runs:/`` and ``models:/`` agents come from.
+        llm: :class:`~marketarena.agents.llm_agent.LLMConfig` fields for ``llm:`` agents
+            (``base_url``, ``cache_path``, ``decide_every``, ...). With ``llm:local`` and no
+            ``base_url``, the bundled local model is served for the evaluation's duration.
+        jobs: agents backtested in parallel threads (LLM agents wait on their endpoint).
     """
 
     agents: tuple[str, ...]
@@ -65,6 +69,8 @@ class EvaluationConfig:
     risk_free: float = 0.0
     title: str = ""
     tracking_uri: str | None = None
+    llm: dict[str, Any] = field(default_factory=dict)
+    jobs: int = 1
 
     def validate(self) -> None:
         if not self.agents and not self.include_baselines:
@@ -84,11 +90,11 @@ def build_agents(config: EvaluationConfig) -> list[Agent]:
     specs = list(config.agents)
     if config.include_baselines:
         specs += [b for b in BASELINES if b not in specs]
-    uri = config.tracking_uri
-    agents = [make_agent(spec, uri) for spec in specs]
+    uri, llm = config.tracking_uri, config.llm
+    agents = [make_agent(spec, uri, llm) for spec in specs]
     for kind in config.ensembles:
         # fresh members: an ensemble's members must not share state with the single agents
-        agents.append(ENSEMBLES[kind]([make_agent(spec, uri) for spec in config.agents]))
+        agents.append(ENSEMBLES[kind]([make_agent(spec, uri, llm) for spec in config.agents]))
     return agents
 
 
@@ -123,6 +129,12 @@ def evaluate(
 ) -> EvaluationReport:
     """Backtest every agent of ``config`` for every seed; return the report."""
     config.validate()
+    if "llm:local" in config.agents and not config.llm.get("base_url"):
+        from marketarena.agents.llm_server import LocalLLMServer
+
+        with LocalLLMServer() as server:
+            llm = {**config.llm, "base_url": server.base_url}
+            return evaluate(replace(config, llm=llm), progress)
     try:
         data = resolve_data(config.data)
     except ValueError as exc:
@@ -137,8 +149,9 @@ def evaluate(
     spec = {"data": data, "window": window, "features": features, "rules": dict(config.rules)}
     seeds = list(range(config.seeds))
     evaluations = evaluate_agents(
-        agents, spec, config.start, config.end, seeds, benchmark=benchmark, progress=progress
-    )
+        agents, spec, config.start, config.end, seeds, benchmark=benchmark, progress=progress,
+        jobs=config.jobs,
+    )  # fmt: skip
     first = evaluations[0].results[0]
     settings = {
         "data": data.manifest(),

@@ -269,6 +269,10 @@ def run_backtest(
         seed: seeds the env's reset and the agent.
         benchmark: a series to align with the result (see :func:`align_benchmark`).
     """
+    if not isinstance(env_or_spec, PortfolioEnv):
+        lookback = snapshot_lookback(agent)
+        if lookback:
+            env_or_spec = {**env_or_spec, "snapshot_lookback": lookback}
     env = make_backtest_env(env_or_spec, start, end)
     base = env.unwrapped
     if not isinstance(base, PortfolioEnv):
@@ -314,6 +318,14 @@ def run_backtest(
         settings=_settings(base),
         diagnostics=diagnostics,
     )
+
+
+def snapshot_lookback(agent: Agent) -> int | None:
+    """The market-snapshot lookback an agent (or any member of an ensemble) asks for."""
+    wanted = [getattr(agent, "snapshot_lookback", None)]
+    wanted += [snapshot_lookback(m) for m in getattr(agent, "members", ())]
+    wanted = [w for w in wanted if w]
+    return max(wanted) if wanted else None
 
 
 def _settings(env: PortfolioEnv) -> dict[str, Any]:
@@ -371,18 +383,29 @@ def evaluate_agents(
     *,
     benchmark: MarketData | pd.Series | str | None = None,
     progress: Callable[[str, int], None] | None = None,
+    jobs: int = 1,
 ) -> list[AgentEvaluation]:
-    """Backtest every agent for every seed over the same range; one evaluation per agent."""
+    """Backtest every agent for every seed over the same range; one evaluation per agent.
+
+    ``jobs > 1`` runs different agents in parallel threads (each agent's seeds stay in order,
+    since an agent carries state); useful when agents wait on an LLM endpoint.
+    """
     names = [a.name for a in agents]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"agent names must be unique; repeated: {duplicates}")
-    out = []
-    for agent in agents:
+
+    def run_agent(agent: Agent) -> AgentEvaluation:
         results = []
         for seed in seeds:
             if progress is not None:
                 progress(agent.name, seed)
             results.append(run_backtest(agent, spec, start, end, seed, benchmark=benchmark))
-        out.append(AgentEvaluation(agent.name, results))
-    return out
+        return AgentEvaluation(agent.name, results)
+
+    if jobs <= 1 or len(agents) == 1:
+        return [run_agent(a) for a in agents]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(run_agent, agents))

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from marketarena.envs.core import build_rules
 
@@ -98,21 +106,28 @@ class AlgoConfig(_Strict):
     torch_threads: int = Field(1, ge=1)
     device: str = "cpu"
 
-    @model_validator(mode="after")
-    def _hyperparameters_belong(self) -> AlgoConfig:
+    @field_validator("hyperparameters")
+    @classmethod
+    def _hyperparameters_belong(
+        cls, hyperparameters: dict[str, Any], info: ValidationInfo
+    ) -> dict[str, Any]:
+        # a field validator (``name`` is validated first), so errors name algo.hyperparameters
         import inspect
 
         from marketarena.agents.sb3_agent import algorithm_class
 
-        accepted = set(inspect.signature(algorithm_class(self.name).__init__).parameters)
+        name = info.data.get("name")
+        if name is None:  # an invalid algo.name is reported on its own
+            return hyperparameters
+        accepted = set(inspect.signature(algorithm_class(name).__init__).parameters)
         reserved = {"policy", "env", "seed", "device", "policy_kwargs", "verbose"}
-        unknown = sorted(set(self.hyperparameters) - (accepted - reserved))
+        unknown = sorted(set(hyperparameters) - (accepted - reserved))
         if unknown:
             raise ValueError(
-                f"{self.name} has no hyperparameter(s) {unknown}; accepted: "
+                f"{name} has no hyperparameter(s) {unknown}; accepted: "
                 f"{sorted(accepted - reserved - {'self', 'kwargs'})}"
             )
-        return self
+        return hyperparameters
 
 
 class TrainingConfig(_Strict):
@@ -146,8 +161,8 @@ class Config(_Strict):
     def _compatible(self) -> Config:
         if self.env.action_mapping == "discrete" and self.algo.name not in ON_POLICY:
             raise ValueError(
-                f"action_mapping 'discrete' needs ppo or a2c; {self.algo.name} needs "
-                "continuous actions"
+                f"env.action_mapping 'discrete' needs algo.name ppo or a2c; {self.algo.name} "
+                "needs continuous actions"
             )
         return self
 
@@ -167,7 +182,9 @@ def _format_errors(exc: ValidationError, source: str) -> str:
             lines.append(f"  - {key}: unknown key")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  - {key}: {msg} (got {err.get('input')!r})")
+            # the input of a whole-config check is the whole config: not worth repeating
+            got = f" (got {err.get('input')!r})" if err["loc"] else ""
+            lines.append(f"  - {key}: {msg}{got}")
     return "\n".join(lines)
 
 

@@ -204,7 +204,10 @@ class Trainer:
     def validation_backtest(self, agent: Any) -> BacktestResult:
         spec = env_kwargs(self.config, self.data, self.ranges["validation"])
         spec["action_mapping"] = "normalize"  # agents return target weights
-        return run_backtest(agent, spec, seed=self.config.seed)
+        # no seed: SB3Agent.reset(seed) calls model.set_random_seed, which would reseed the
+        # global RNGs, the action space and the training env in the middle of training (the
+        # backtest env and the deterministic policy need no seed)
+        return run_backtest(agent, spec, seed=None)
 
     def validate(self, step: int) -> bool:
         import mlflow
@@ -224,7 +227,10 @@ class Trainer:
         min_delta = self.config.training.early_stopping_min_delta
         if np.isfinite(score) and (best is None or score > best + min_delta):
             self.state.update(best_score=score, best_metrics=record, evals_without_improvement=0)
-            self.save_model(self.run_dir / "best")
+            best_dir = self.run_dir / "best"
+            self.save_model(best_dir)
+            # the score travels with the model: a resume from an older checkpoint keeps both
+            (best_dir / "score.json").write_text(json.dumps({"score": score, "metrics": record}))
         else:
             self.state["evals_without_improvement"] += 1
         patience = self.config.training.early_stopping_patience
@@ -286,7 +292,8 @@ class Trainer:
             self.model.learn(remaining, callback=callbacks, reset_num_timesteps=resume_from is None)
         self.state["num_timesteps"] = int(self.model.num_timesteps)
         final = self.save_model(self.run_dir / "model")
-        if self.state["best_score"] is None:  # too short for a scheduled evaluation
+        evaluated = [e["step"] for e in self.state["evaluations"]]
+        if self.state["num_timesteps"] not in evaluated:  # the final model is a candidate too
             self.validate(self.state["num_timesteps"])
         (self.run_dir / "state.json").write_text(json.dumps(self.state, indent=2))
         best = self.run_dir / "best" / "model.zip"
@@ -350,7 +357,7 @@ def _new_run_dir(config: Config) -> Path:
     while path.exists():
         path, k = base.with_name(f"{base.name}-{k}"), k + 1
     path.mkdir(parents=True)
-    return path
+    return path.resolve()
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -368,13 +375,20 @@ def train(config: Config | None = None, *, resume: str | Path | None = None) -> 
         raise ValueError("give either a config or a run folder to resume")
     state, ckpt = None, None
     if resume is not None:
-        run_dir = Path(resume)
+        run_dir = Path(resume).resolve()
         if not (run_dir / "config.yaml").exists():
             raise FileNotFoundError(f"{run_dir} is not a training run folder (no config.yaml)")
         config = load_config(run_dir / "config.yaml")
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
             state = json.loads((ckpt / "state.json").read_text())
+            best_file = run_dir / "best" / "score.json"
+            if best_file.exists():  # a better model saved after the checkpoint
+                best = json.loads(best_file.read_text())
+                if state["best_score"] is None or best["metrics"]["step"] > state[
+                    "best_metrics"
+                ].get("step", -1):
+                    state.update(best_score=best["score"], best_metrics=best["metrics"])
         elif (run_dir / "state.json").exists():
             state = json.loads((run_dir / "state.json").read_text())
             state["num_timesteps"] = 0  # finished before its first checkpoint: start over

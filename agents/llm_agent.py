@@ -1,0 +1,383 @@
+"""An LLM trading through the agent protocol, with any OpenAI-compatible endpoint.
+
+Each decision: a prompt from the env's point-in-time snapshot (``info["snapshot"]``), a
+structured answer (a JSON-schema ``response_format`` by default, or a tool call), parsed and
+repaired into target weights. One bad answer never ends a backtest.
+
+Repair policy, in order (every step is recorded as a note on the decision):
+
+1. No answer, empty text or text that is not a JSON object → the fallback action (hold the
+   current weights); outcome ``empty`` or ``invalid_json``.
+2. JSON without weights (no ``weights`` object and no symbol keys at the top level) →
+   fallback; outcome ``wrong_schema``.
+3. Names that are not symbols (or ``CASH``) are dropped; values that are not finite numbers
+   are dropped; negative weights become 0.
+4. No positive weight left → all cash. Otherwise, without a ``CASH`` entry, cash is what
+   the symbols leave (``1 - sum``) when that is non-negative; in every other case the
+   weights are divided by their sum (``renormalised``).
+
+Outcomes: ``ok`` (used as given), ``repaired`` (used after step 3 or 4), and for failures
+``empty``, ``invalid_json``, ``wrong_schema``, ``rate_limited``, ``server_error``,
+``timeout``, ``connection_error``, ``api_error``. Transport failures come after the client's
+own retries with exponential backoff (429 honours ``Retry-After``).
+
+Every request/response (and error) goes through :class:`~marketarena.agents.llm_cache.LLMCache`,
+so a rerun replays exactly; tokens, cost (from a price table) and latency are counted per
+decision and per run. The API key is read from the environment when the client is made and
+is never stored, cached, logged or reported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from marketarena.agents.base import hold
+from marketarena.agents.llm_cache import CacheMode, LLMCache
+from marketarena.agents.llm_prompt import CASH, DateMode, PromptBuilder, PromptSettings
+
+OutputMode = Literal["json_schema", "tool"]
+FAILURES = ("empty", "invalid_json", "wrong_schema", "rate_limited", "server_error", "timeout",
+            "connection_error", "api_error")  # fmt: skip
+TOOL_NAME = "set_target_weights"
+
+_semaphores: dict[str, threading.BoundedSemaphore] = {}
+_semaphores_lock = threading.Lock()
+
+
+def endpoint_semaphore(base_url: str, limit: int) -> threading.BoundedSemaphore:
+    """One semaphore per endpoint: every agent in this process shares its concurrency limit."""
+    with _semaphores_lock:
+        if base_url not in _semaphores:
+            _semaphores[base_url] = threading.BoundedSemaphore(limit)
+        return _semaphores[base_url]
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Settings of an :class:`LLMAgent`.
+
+    Attributes:
+        model: the model name the endpoint knows.
+        base_url: an OpenAI-compatible endpoint; ``None`` uses ``OPENAI_BASE_URL`` or OpenAI.
+        api_key_env: the environment variable holding the API key (read, never stored).
+        temperature, max_tokens, seed: request parameters.
+        timeout: seconds per request; max_retries: the client's retries with backoff.
+        output: ``"json_schema"`` (response_format) or ``"tool"`` (a function call).
+        decide_every: ask the model every this many steps and hold in between.
+        lookback: sessions of prices in the prompt.
+        anonymize_tickers, dates, date_shift_days: see :mod:`~marketarena.agents.llm_prompt`.
+        system_template, user_template: prompt files (default: ``agents/prompts/``).
+        cache_path, cache_mode: the SQLite cache (``None`` path: no cache).
+        prices: USD per million tokens, ``{model: (input, output)}``, for the cost column.
+        max_concurrency: requests in flight to one endpoint from this process.
+        name: the agent's name (default ``llm:<model>``).
+    """
+
+    model: str = "smollm2"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.0
+    max_tokens: int = 256
+    seed: int | None = 0
+    timeout: float = 60.0
+    max_retries: int = 3
+    output: OutputMode = "json_schema"
+    decide_every: int = 1
+    lookback: int = 20
+    anonymize_tickers: bool = False
+    dates: DateMode = "real"
+    date_shift_days: int = 0
+    system_template: str | None = None
+    user_template: str | None = None
+    cache_path: str | None = "llm_cache.sqlite"
+    cache_mode: CacheMode = "read_write"
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    max_concurrency: int = 4
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.output not in ("json_schema", "tool"):
+            raise ValueError(f"output={self.output!r}: choose 'json_schema' or 'tool'")
+        if self.decide_every < 1 or self.lookback < 2 or self.max_concurrency < 1:
+            raise ValueError("decide_every and max_concurrency must be >= 1, lookback >= 2")
+        if self.dates not in ("real", "hidden", "shifted"):
+            raise ValueError(f"dates={self.dates!r}: choose 'real', 'hidden' or 'shifted'")
+
+
+@dataclass
+class Decision:
+    """One call (or replay) and what came of it."""
+
+    date: str
+    outcome: str
+    notes: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency: float = 0.0
+    cached: bool = False
+    cost: float = 0.0
+    confidence: float | None = None
+
+
+@dataclass
+class ParsedAnswer:
+    weights: np.ndarray | None  # (N + 1,), or None for the fallback
+    outcome: str
+    notes: list[str]
+    confidence: float | None = None
+
+
+def parse_answer(text: str | None, builder: PromptBuilder) -> ParsedAnswer:
+    """Apply the repair policy (module docstring) to an answer's text."""
+    if text is None or not text.strip():
+        return ParsedAnswer(None, "empty", ["no answer text"])
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return ParsedAnswer(None, "invalid_json", [f"not JSON: {exc.msg} at {exc.pos}"])
+    if not isinstance(doc, dict):
+        return ParsedAnswer(None, "invalid_json", [f"a JSON {type(doc).__name__}, not an object"])
+    raw = doc.get("weights", doc)
+    if not isinstance(raw, dict) or not any(
+        builder.symbol_for(k) or k.strip().upper() == CASH for k in raw
+    ):
+        return ParsedAnswer(None, "wrong_schema", ["no weights for any known symbol"])
+    notes: list[str] = []
+    n = len(builder.symbols)
+    weights = np.zeros(n + 1)
+    cash_given = False
+    unknown, bad = [], []
+    for key, value in raw.items():
+        is_cash = key.strip().upper() == CASH
+        symbol = None if is_cash else builder.symbol_for(key)
+        if symbol is None and not is_cash:
+            unknown.append(key)
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            bad.append(key)
+            continue
+        if is_cash:
+            weights[n], cash_given = float(value), True
+        else:
+            weights[builder.symbols.index(symbol)] = float(value)
+    if unknown:
+        notes.append(f"dropped unknown symbol(s) {sorted(unknown)}")
+    if bad:
+        notes.append(f"dropped non-numeric weight(s) for {sorted(bad)}")
+    if (weights < 0).any():
+        notes.append("clipped negative weight(s) to 0")
+        np.maximum(weights, 0.0, out=weights)
+    total = weights.sum()
+    if total <= 0:
+        notes.append("no positive weight: all cash")
+        weights[:] = 0.0
+        weights[n] = 1.0
+    elif not cash_given and weights[:n].sum() <= 1.0 + 1e-9:
+        weights[n] = max(0.0, 1.0 - weights[:n].sum())
+        if weights[:n].sum() < 1.0 - 1e-9:
+            notes.append("no CASH weight: cash is the rest")
+    elif abs(total - 1.0) > 1e-6:
+        notes.append(f"renormalised: weights summed to {total:.6g}")
+        weights /= total
+    confidence = doc.get("confidence")
+    if not (isinstance(confidence, int | float) and 0 <= confidence <= 1):
+        confidence = None
+    return ParsedAnswer(weights, "repaired" if notes else "ok", notes, confidence)
+
+
+class LLMAgent:
+    """See the module docstring. ``confidence`` holds the last answer's confidence (for
+    :class:`~marketarena.evaluation.ensembles.ConfidenceWeightedEnsemble`)."""
+
+    def __init__(self, config: LLMConfig = LLMConfig()) -> None:
+        self.config = config
+        self.name = config.name or f"llm:{config.model}"
+        self.snapshot_lookback = config.lookback
+        self.cache = LLMCache(config.cache_path, config.cache_mode)
+        self.confidence: float | None = None
+        self.decisions: list[Decision] = []
+        self._client: Any = None
+        self._builder: PromptBuilder | None = None
+        self._step = 0
+
+    # ---------------------------------------------------------------- protocol
+    def reset(self, *, seed: int | None = None) -> None:
+        self._step = 0
+        self.decisions = []
+        self.confidence = None
+        if self._builder is not None:
+            self._builder.reset()
+
+    def act(self, observation: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
+        step = self._step
+        self._step += 1
+        if step % self.config.decide_every:
+            return hold(info)
+        snapshot = info.get("snapshot")
+        if snapshot is None:
+            raise ValueError(
+                f"{self.name} needs info['snapshot']: build the env with "
+                f"snapshot_lookback={self.config.lookback} (run_backtest does this for you)"
+            )
+        builder = self._builder_for(snapshot.symbols)
+        messages = builder.messages(snapshot)
+        decision, text = self._ask(messages, builder, snapshot.date)
+        parsed = parse_answer(text, builder) if decision.outcome == "ok" else None
+        if parsed is not None:
+            decision.outcome, decision.notes = parsed.outcome, decision.notes + parsed.notes
+            decision.confidence = parsed.confidence
+        self.confidence = decision.confidence
+        self.decisions.append(decision)
+        if parsed is None or parsed.weights is None:
+            return hold(info)
+        return parsed.weights
+
+    def prompt(self, snapshot: Any) -> list[dict[str, str]]:
+        """The messages the agent would send for ``snapshot`` (for inspection and tests)."""
+        return self._builder_for(snapshot.symbols).messages(snapshot)
+
+    def _builder_for(self, symbols: tuple[str, ...]) -> PromptBuilder:
+        if self._builder is None or self._builder.symbols != tuple(symbols):
+            c = self.config
+            settings = PromptSettings(c.lookback, c.anonymize_tickers, c.dates, c.date_shift_days,
+                                      c.system_template, c.user_template)  # fmt: skip
+            self._builder = PromptBuilder(symbols, settings)
+        return self._builder
+
+    # ------------------------------------------------------------------ calls
+    def request(self, messages: list[dict[str, str]], builder: PromptBuilder) -> dict[str, Any]:
+        """The request body (everything but the endpoint and the key): also the cache key."""
+        c = self.config
+        body: dict[str, Any] = {
+            "model": c.model, "messages": messages, "temperature": c.temperature,
+            "max_tokens": c.max_tokens, "seed": c.seed,
+        }  # fmt: skip
+        schema = builder.output_schema()
+        if c.output == "json_schema":
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "target_weights", "schema": schema, "strict": True},
+            }
+        else:
+            body["tools"] = [{"type": "function", "function": {
+                "name": TOOL_NAME, "description": "Set the portfolio's target weights.",
+                "parameters": schema}}]  # fmt: skip
+            body["tool_choice"] = {"type": "function", "function": {"name": TOOL_NAME}}
+        return body
+
+    def client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            c = self.config
+            key = os.environ.get(c.api_key_env)
+            base_url = c.base_url or os.environ.get("OPENAI_BASE_URL")
+            if key is None and base_url is None:
+                raise ValueError(
+                    f"{self.name}: set {c.api_key_env} (or give base_url for a local endpoint)"
+                )
+            self._client = openai.OpenAI(
+                api_key=key or "not-needed", base_url=base_url, timeout=c.timeout,
+                max_retries=c.max_retries,
+            )  # fmt: skip
+        return self._client
+
+    def _ask(
+        self, messages: list[dict[str, str]], builder: PromptBuilder, date: str
+    ) -> tuple[Decision, str | None]:
+        body = self.request(messages, builder)
+        cached = self.cache.get(body)
+        if cached is not None:
+            return self._decision(date, cached, 0.0, cached=True), cached.get("text")
+        started = time.perf_counter()
+        response = self._call(body)
+        latency = time.perf_counter() - started
+        self.cache.put(body, response)
+        return self._decision(date, response, latency, cached=False), response.get("text")
+
+    def _call(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One request with the client's retries; failures become a recorded outcome."""
+        import openai
+
+        client = self.client()
+        limit = endpoint_semaphore(str(client.base_url), self.config.max_concurrency)
+        try:
+            with limit:
+                completion = client.chat.completions.create(**body)
+        except openai.RateLimitError as exc:
+            return {"error": "rate_limited", "detail": _short(exc)}
+        except openai.APITimeoutError as exc:
+            return {"error": "timeout", "detail": _short(exc)}
+        except openai.APIConnectionError as exc:
+            return {"error": "connection_error", "detail": _short(exc)}
+        except openai.InternalServerError as exc:
+            return {"error": "server_error", "detail": _short(exc)}
+        except openai.APIError as exc:
+            return {"error": "api_error", "detail": _short(exc)}
+        choice = completion.choices[0] if completion.choices else None
+        text = None
+        if choice is not None:
+            calls = choice.message.tool_calls or []
+            text = calls[0].function.arguments if calls else choice.message.content
+        usage = completion.usage
+        return {
+            "text": text,
+            "finish_reason": getattr(choice, "finish_reason", None),
+            "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+            "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+        }
+
+    def _decision(
+        self, date: str, response: Mapping[str, Any], latency: float, *, cached: bool
+    ) -> Decision:
+        c = self.config
+        prompt_t = int(response.get("prompt_tokens", 0))
+        completion_t = int(response.get("completion_tokens", 0))
+        price_in, price_out = c.prices.get(c.model, (0.0, 0.0))
+        decision = Decision(
+            date=date, outcome=response.get("error", "ok"), prompt_tokens=prompt_t,
+            completion_tokens=completion_t, latency=latency, cached=cached,
+            cost=(prompt_t * price_in + completion_t * price_out) / 1e6,
+        )  # fmt: skip
+        if "error" in response:
+            decision.notes.append(str(response.get("detail", "")))
+        return decision
+
+    # ----------------------------------------------------------- diagnostics
+    def diagnostics(self) -> dict[str, Any]:
+        """Counts of outcomes, tokens, cost and latency of the run, and every decision."""
+        d = self.decisions
+        outcomes = Counter(x.outcome for x in d)
+        live = [x.latency for x in d if not x.cached]
+        return {
+            "model": self.config.model,
+            "decisions": len(d),
+            "outcomes": {k: outcomes.get(k, 0) for k in ("ok", "repaired", *FAILURES)},
+            "fallbacks": sum(outcomes.get(k, 0) for k in FAILURES),
+            "prompt_tokens": sum(x.prompt_tokens for x in d),
+            "completion_tokens": sum(x.completion_tokens for x in d),
+            "cost_usd": sum(x.cost for x in d),
+            "cached": sum(x.cached for x in d),
+            "mean_latency_s": float(np.mean(live)) if live else 0.0,
+            "log": [asdict(x) for x in d],
+        }
+
+
+def _short(exc: Exception) -> str:
+    """An error's class and status, without request details (headers, keys)."""
+    status = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__}" + (f" (HTTP {status})" if status else "")

@@ -1,0 +1,179 @@
+"""Prompts for the LLM agent, built only from a point-in-time :class:`MarketSnapshot`.
+
+Nothing after the snapshot's date can reach a prompt: every number below comes from the
+snapshot's windows, which end at the decision date (a test perturbs the future and compares
+prompts byte for byte).
+
+Templates are Python format strings; the defaults live in ``agents/prompts/``. A custom
+template may use any of :data:`TEMPLATE_FIELDS`; an unknown field is an error naming the
+available ones.
+
+Against memorised history: ``anonymize_tickers`` replaces symbols with stable aliases (``S01``,
+``S02``, ... in the data's column order), and ``dates`` can be ``"hidden"`` (sessions are
+numbered from the start of the backtest) or ``"shifted"`` by a fixed number of days.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+DateMode = Literal["real", "hidden", "shifted"]
+CASH = "CASH"
+TEMPLATE_FIELDS = (
+    "date", "nav", "cash", "cash_weight", "total_return", "lookback", "market_table",
+    "weights_table", "symbols", "fill_timing", "commission_bps", "slippage_bps",
+)  # fmt: skip
+FILL_TIMING = {
+    "next_open": "at the next session's open",
+    "next_close": "at the next session's close",
+    "close": "at today's close (an optimistic simplification)",
+}
+
+
+def default_template(name: str) -> str:
+    return resources.files("marketarena.agents").joinpath("prompts", name).read_text()
+
+
+def read_template(path: str | Path | None, default: str) -> str:
+    if path is None:
+        return default_template(default)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"prompt template not found: {path}")
+    return path.read_text()
+
+
+def _format(template: str, fields: Mapping[str, Any], source: str) -> str:
+    try:
+        return template.format(**fields)
+    except KeyError as exc:
+        raise ValueError(
+            f"prompt template {source} uses unknown field {exc.args[0]!r}; "
+            f"available: {list(TEMPLATE_FIELDS)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    lookback: int = 20
+    anonymize_tickers: bool = False
+    dates: DateMode = "real"
+    date_shift_days: int = 0
+    system_template: str | None = None  # a file path, or None for the default
+    user_template: str | None = None
+
+
+class PromptBuilder:
+    """Messages for one decision; holds the alias map so answers can be mapped back."""
+
+    def __init__(self, symbols: Sequence[str], settings: PromptSettings) -> None:
+        self.symbols = tuple(symbols)
+        self.settings = settings
+        if settings.anonymize_tickers:
+            width = max(2, len(str(len(self.symbols))))
+            self.aliases = tuple(f"S{i + 1:0{width}d}" for i in range(len(self.symbols)))
+        else:
+            self.aliases = self.symbols
+        if CASH in self.aliases:
+            raise ValueError(f"a symbol is named {CASH!r}, which the prompts reserve for cash")
+        self.system_template = read_template(settings.system_template, "system.txt")
+        self.user_template = read_template(settings.user_template, "user.txt")
+        self._first_date: str | None = None
+
+    def reset(self) -> None:
+        self._first_date = None
+
+    def date_label(self, date: str) -> str:
+        s = self.settings
+        if self._first_date is None:
+            self._first_date = date
+        if s.dates == "real":
+            return date
+        if s.dates == "shifted":
+            return str(np.datetime64(date) + np.timedelta64(s.date_shift_days, "D"))
+        sessions = int(np.busday_count(np.datetime64(self._first_date), np.datetime64(date)))
+        return f"session {sessions + 1}"
+
+    def messages(self, snapshot: Any) -> list[dict[str, str]]:
+        fields = self.fields(snapshot)
+        return [
+            {"role": "system", "content": _format(self.system_template, fields, "system")},
+            {"role": "user", "content": _format(self.user_template, fields, "user")},
+        ]
+
+    def fields(self, snapshot: Any) -> dict[str, Any]:
+        close = np.asarray(snapshot.close, dtype=float)  # (lookback, N), last row = today
+        rules = snapshot.rules
+        weights = np.asarray(snapshot.weights, dtype=float)
+        return {
+            "date": self.date_label(snapshot.date),
+            "nav": float(snapshot.nav),
+            "cash": float(snapshot.cash),
+            "cash_weight": float(weights[-1]),
+            "total_return": float(snapshot.nav) / float(snapshot.initial_cash) - 1.0,
+            "lookback": len(close),
+            "market_table": self.market_table(close),
+            "weights_table": self.weights_table(weights),
+            "symbols": ", ".join([*self.aliases, CASH]),
+            "fill_timing": FILL_TIMING.get(str(rules.get("execution")), "at the next session"),
+            "commission_bps": rules.get("commission_bps", 0),
+            "slippage_bps": rules.get("slippage_bps", 0),
+        }
+
+    def market_table(self, close: np.ndarray) -> str:
+        def ret(k: int, j: int) -> str:
+            if len(close) <= k:
+                return "n/a"
+            return f"{(close[-1, j] / close[-1 - k, j] - 1) * 100:+.1f}"
+
+        log_r = np.diff(np.log(close), axis=0)
+        lines = ["symbol  close     1d     5d    20d   vol"]
+        for j, alias in enumerate(self.aliases):
+            vol = (
+                f"{np.std(log_r[:, j], ddof=1) * math.sqrt(252) * 100:.0f}"
+                if len(log_r) > 1 else "n/a"
+            )  # fmt: skip
+            lines.append(
+                f"{alias:<6} {close[-1, j]:>7.2f} {ret(1, j):>6} {ret(5, j):>6} "
+                f"{ret(min(20, len(close) - 1), j):>6} {vol:>5}"
+            )
+        return "\n".join(lines)
+
+    def weights_table(self, weights: np.ndarray) -> str:
+        held = [f"{a} {w:.1%}" for a, w in zip(self.aliases, weights[:-1], strict=True) if w > 1e-4]
+        return ", ".join([*held, f"{CASH} {weights[-1]:.1%}"])
+
+    def output_schema(self) -> dict[str, Any]:
+        """The JSON schema of an answer: a weight per symbol and CASH, confidence, reasoning."""
+        names = [*self.aliases, CASH]
+        weight = {"type": "number", "minimum": 0, "maximum": 1}
+        return {
+            "type": "object",
+            "properties": {
+                "weights": {
+                    "type": "object",
+                    "properties": {n: dict(weight) for n in names},
+                    "required": names,
+                    "additionalProperties": False,
+                },
+                "confidence": dict(weight),
+                "reasoning": {"type": "string", "maxLength": 200},
+            },
+            "required": ["weights", "confidence"],
+            "additionalProperties": False,
+        }
+
+    def symbol_for(self, name: str) -> str | None:
+        """The real symbol for a name in an answer (alias or symbol; case-insensitive)."""
+        key = name.strip().upper()
+        for alias, symbol in zip(self.aliases, self.symbols, strict=True):
+            if key in (alias.upper(), symbol.upper()):
+                return symbol
+        return None

@@ -1,0 +1,246 @@
+"""Training configs: precedence, YAML-scalar overrides, shipped configs, errors that name the
+key and the file, and the YAML round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from marketarena.training.config import Config, ConfigError, load_config, merge
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+def write(tmp_path: Path, data: dict | str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def smoke_with(tmp_path: Path, change: dict, name: str = "bad.yaml") -> Path:
+    """configs/smoke.yaml with ``change`` deep-merged in (``algo.hyperparameters`` replaced
+    whole), written to ``tmp_path/name``."""
+    data = merge(yaml.safe_load(SMOKE.read_text()), change)
+    if "hyperparameters" in change.get("algo", {}):
+        data["algo"]["hyperparameters"] = change["algo"]["hyperparameters"]
+    return write(tmp_path, data, name)
+
+
+# ------------------------------------------------------------------------ precedence
+def test_defaults_yaml_extra_overrides_precedence(tmp_path):
+    path = write(tmp_path, {
+        "seed": 1,                                   # YAML only
+        "env": {"window": 10, "episode_length": 100},  # YAML, then extra / override
+        "algo": {"n_envs": 2, "total_timesteps": 500},
+    })  # fmt: skip
+    extra = {"env": {"episode_length": 120}, "algo": {"n_envs": 3, "total_timesteps": 600}}
+    config = load_config(path, ["algo.total_timesteps=700", "training.eval_every=50"], extra)
+
+    defaults = Config()
+    assert config.algo.device == defaults.algo.device == "cpu"  # default, untouched
+    assert config.training.checkpoint_every == defaults.training.checkpoint_every
+    assert config.seed == 1 and config.env.window == 10  # YAML beats defaults
+    assert config.env.episode_length == 120 and config.algo.n_envs == 3  # extra beats YAML
+    assert config.algo.total_timesteps == 700  # overrides beat extra
+    assert config.training.eval_every == 50  # overrides beat defaults
+    # extra merges section by section: keys it does not name keep their YAML values
+    assert config.algo.name == "ppo" and config.env.window == 10
+
+
+def test_extra_and_overrides_without_a_file():
+    config = load_config(None, ["seed=9"], {"seed": 3, "name": "from-extra"})
+    assert (config.seed, config.name) == (9, "from-extra")
+    assert load_config() == Config()
+
+
+@pytest.mark.parametrize(
+    ("override", "attribute", "expected"),
+    [
+        ("env.window=16", ("env", "window"), 16),
+        ("training.early_stopping_min_delta=1.0e-3", ("training", "early_stopping_min_delta"),
+         0.001),
+        ("training.early_stopping_min_delta=2.5", ("training", "early_stopping_min_delta"), 2.5),
+        ("algo.normalize.rewards=true", ("algo", "normalize", "rewards"), True),
+        ("training.progress_bar=no", ("training", "progress_bar"), False),
+        ("algo.net_arch=[8, 4]", ("algo", "net_arch"), (8, 4)),
+        ("env.universe=[KO, XOM]", ("env", "universe"), ("KO", "XOM")),
+        ("env.episode_length=null", ("env", "episode_length"), None),
+        ("training.early_stopping_patience=~", ("training", "early_stopping_patience"), None),
+        ("env.episode_length=", ("env", "episode_length"), None),
+        ("algo.hyperparameters={n_steps: 32, gamma: 0.9}", ("algo", "hyperparameters"),
+         {"n_steps": 32, "gamma": 0.9}),
+    ],
+)  # fmt: skip
+def test_overrides_are_yaml_scalars(override, attribute, expected):
+    config = load_config(SMOKE, [override])
+    value = config
+    for part in attribute:
+        value = getattr(value, part)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_override_types_are_checked():
+    # YAML reads 0001 as an int; a str field does not silently accept it
+    with pytest.raises(ConfigError, match=r"name"):
+        load_config(SMOKE, ["name=0001"])
+    assert load_config(SMOKE, ["name='0001'"]).name == "0001"
+    with pytest.raises(ConfigError, match=r"env\.window"):
+        load_config(SMOKE, ["env.window=eight"])
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "__import__('os')",
+        "__import__('os').system('touch pwned')",
+        "!!python/object/apply:os.getcwd []",
+    ],
+)
+def test_override_values_are_never_evaluated(tmp_path, monkeypatch, payload):
+    monkeypatch.chdir(tmp_path)
+    try:
+        config = load_config(SMOKE, [f"name={payload}"])
+    except ConfigError as exc:  # a python tag: refused by the YAML safe loader
+        assert "name=" in str(exc)
+    else:
+        assert config.name == payload  # stays the string it was
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(ConfigError) as info:
+        load_config(SMOKE, [f"algo.name={payload}"])
+    assert "algo.name" in str(info.value)
+    if not payload.startswith("!!"):  # parsed as a string, then refused by validation
+        assert str(SMOKE) in str(info.value)
+        assert repr(payload) in str(info.value) or payload in str(info.value)
+
+
+def test_yaml_file_is_never_evaluated(tmp_path):
+    path = write(tmp_path, "name: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+# ----------------------------------------------------------------- shipped configs
+def test_there_are_shipped_configs():
+    assert {"smoke.yaml", "ppo.yaml", "sac.yaml"} <= {p.name for p in CONFIGS}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    config = load_config(path)
+    raw = yaml.safe_load(path.read_text())
+    assert config.name == raw["name"]
+    assert config.algo.name == raw["algo"]["name"]
+    # the file's own values win over the defaults
+    assert config.algo.total_timesteps == raw["algo"]["total_timesteps"]
+    assert dict(config.algo.hyperparameters) == raw["algo"].get("hyperparameters", {})
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_to_yaml_round_trips(tmp_path, path):
+    config = load_config(path, ["env.rules.commission_bps=2.5", "env.reward_kwargs={scale: 2}"])
+    dumped = write(tmp_path, config.to_yaml(), "dumped.yaml")
+    again = load_config(dumped)
+    assert again == config
+    assert again.to_yaml() == config.to_yaml()
+    # and it is a real change from the defaults, not two default configs compared
+    assert again.env.rules["commission_bps"] == 2.5
+    assert again.env.reward_kwargs == {"scale": 2.0}
+    assert again != Config()
+
+
+# -------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("change", "key", "hint"),
+    [
+        ({"bogus": 1}, "bogus", "unknown key"),
+        ({"env": {"windw": 8}}, "env.windw", "unknown key"),
+        ({"training": {"eval_evry": 8}}, "training.eval_evry", "unknown key"),
+        ({"env": {"window": 0}}, "env.window", "greater than or equal to 1"),
+        ({"algo": {"name": "dqn"}}, "algo.name", "dqn"),
+        ({"algo": {"total_timesteps": "many"}}, "algo.total_timesteps", "many"),
+        ({"env": {"rules": {"comission_bps": 5}}}, "env.rules", "comission_bps"),
+        ({"env": {"rules": {"commission_bps": -1}}}, "env.rules", "commission_bps"),
+        ({"algo": {"name": "sac", "hyperparameters": {"clip_range": 0.2}}},
+         "algo.hyperparameters", "clip_range"),
+        ({"algo": {"name": "a2c", "hyperparameters": {"n_epochs": 3}}},
+         "algo.hyperparameters", "n_epochs"),
+        ({"env": {"splits": {"validation_start": "2017-01-03"}}}, "env.splits", "increase"),
+        ({"env": {"splits": {"end": "2012-01-03"}}}, "env.splits", "increase"),
+        ({"env": {"action_mapping": "discrete"},
+          "algo": {"name": "sac", "hyperparameters": {}}}, "env.action_mapping", "sac"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_key_and_the_file(tmp_path, change, key, hint):
+    path = smoke_with(tmp_path, change)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert key in message
+    assert hint in message
+    assert str(path) in message
+
+
+def test_overrides_errors_name_the_key_and_the_override(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(SMOKE, ["env.windw=8"])
+    message = str(info.value)
+    assert "env.windw" in message and str(SMOKE) in message and "env.windw=8" in message
+
+
+def test_sac_accepts_its_own_hyperparameters():
+    # the check is per algorithm, not a global list: what sac refuses above is not a typo
+    config = load_config(SMOKE, ["algo.name=sac", "algo.hyperparameters={learning_starts: 10}"])
+    assert config.algo.hyperparameters == {"learning_starts": 10}
+    with pytest.raises(ConfigError, match="learning_starts"):
+        load_config(SMOKE, ["algo.hyperparameters={learning_starts: 10}"])  # ppo
+
+
+def test_discrete_is_fine_with_on_policy_algorithms():
+    for algo, hyper in (("ppo", "{n_steps: 16}"), ("a2c", "{n_steps: 16}")):
+        config = load_config(
+            SMOKE,
+            [f"algo.name={algo}", f"algo.hyperparameters={hyper}", "env.action_mapping=discrete"],
+        )
+        assert config.env.action_mapping == "discrete"
+
+
+def test_malformed_yaml_names_the_file(tmp_path):
+    path = write(tmp_path, "env: {window: [8\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "YAML" in str(info.value)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    path = write(tmp_path, "- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_empty_file_is_the_defaults(tmp_path):
+    assert load_config(write(tmp_path, "")) == Config()
+
+
+def test_missing_file_names_the_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(FileNotFoundError) as info:
+        load_config(missing)
+    assert str(missing) in str(info.value)
+
+
+@pytest.mark.parametrize("item", ["foo", "=3", " =3", "env.window=[8"])
+def test_malformed_override(item):
+    with pytest.raises(ConfigError) as info:
+        load_config(SMOKE, [item])
+    assert repr(item) in str(info.value)
+
+
+def test_override_into_a_non_section():
+    with pytest.raises(ConfigError, match="seed is not a section"):
+        load_config(SMOKE, ["seed.x=1"])
