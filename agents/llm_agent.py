@@ -87,7 +87,7 @@ class LLMConfig:
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = 0.0
-    max_tokens: int = 256
+    max_tokens: int = 400
     seed: int | None = 0
     timeout: float = 60.0
     max_retries: int = 3

@@ -15,7 +15,6 @@ numbered from the start of the backtest) or ``"shifted"`` by a fixed number of d
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -128,22 +127,17 @@ class PromptBuilder:
         }
 
     def market_table(self, close: np.ndarray) -> str:
-        def ret(k: int, j: int) -> str:
-            if len(close) <= k:
-                return "n/a"
-            return f"{(close[-1, j] / close[-1 - k, j] - 1) * 100:+.1f}"
+        """One line per symbol: last close and its 5- and 20-session returns (in %)."""
 
-        log_r = np.diff(np.log(close), axis=0)
-        lines = ["symbol  close     1d     5d    20d   vol"]
-        for j, alias in enumerate(self.aliases):
-            vol = (
-                f"{np.std(log_r[:, j], ddof=1) * math.sqrt(252) * 100:.0f}"
-                if len(log_r) > 1 else "n/a"
-            )  # fmt: skip
-            lines.append(
-                f"{alias:<6} {close[-1, j]:>7.2f} {ret(1, j):>6} {ret(5, j):>6} "
-                f"{ret(min(20, len(close) - 1), j):>6} {vol:>5}"
-            )
+        def ret(k: int, j: int) -> str:
+            k = min(k, len(close) - 1)
+            return f"{(close[-1, j] / close[-1 - k, j] - 1) * 100:+.1f}" if k > 0 else "n/a"
+
+        lines = ["symbol close 5d 20d"]
+        lines += [
+            f"{alias} {close[-1, j]:.2f} {ret(5, j)} {ret(20, j)}"
+            for j, alias in enumerate(self.aliases)
+        ]
         return "\n".join(lines)
 
     def weights_table(self, weights: np.ndarray) -> str:
@@ -151,7 +145,10 @@ class PromptBuilder:
         return ", ".join([*held, f"{CASH} {weights[-1]:.1%}"])
 
     def output_schema(self) -> dict[str, Any]:
-        """The JSON schema of an answer: a weight per symbol and CASH, confidence, reasoning."""
+        """The JSON schema of an answer: a weight per symbol and CASH, and a confidence.
+
+        Kept minimal on purpose: every extra field is tokens the model must generate.
+        """
         names = [*self.aliases, CASH]
         weight = {"type": "number", "minimum": 0, "maximum": 1}
         return {
@@ -164,7 +161,6 @@ class PromptBuilder:
                     "additionalProperties": False,
                 },
                 "confidence": dict(weight),
-                "reasoning": {"type": "string", "maxLength": 200},
             },
             "required": ["weights", "confidence"],
             "additionalProperties": False,

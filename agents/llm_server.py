@@ -58,7 +58,8 @@ class LocalLLMServer:
         model_path: a GGUF file (default: :func:`default_model_path`).
         model_name: the name clients send as ``model``.
         port: default: a free port.
-        threads: CPU threads for inference (1 leaves a core for everything else).
+        threads: CPU threads for inference (default 1: leaves a core for everything else;
+            2 when the model is all that runs).
         parallel: requests served at once.
         context: context length in tokens, shared by the parallel slots.
     """

