@@ -27,7 +27,7 @@ def buy_and_hold_reference(config: DemoConfig) -> float:
 
 
 def demo_results() -> dict:
-    report = run_demo(DemoConfig(ppo_timesteps=0))
+    report = run_demo(DemoConfig(ppo_timesteps=0, llm_decide_every=0))
     return {e.agent: e.results[0] for e in report.evaluations}
 
 
@@ -45,7 +45,8 @@ def test_demo_results_match_reference():
 
 def test_demo_command_prints_the_table_and_writes_the_report(tmp_path):
     console = Console(record=True, width=200)
-    assert main(["demo", "--ppo-timesteps", "0", "--output", str(tmp_path)], console=console) == 0
+    args = ["demo", "--ppo-timesteps", "0", "--llm-decide-every", "0", "--output", str(tmp_path)]
+    assert main(args, console=console) == 0
     out = console.export_text()
     for name, res in demo_results().items():
         line = next(line for line in out.splitlines() if f" {name} " in line)
@@ -68,7 +69,7 @@ def test_demo_rejects_a_range_outside_the_data():
 def test_demo_trains_ppo_and_evaluates_it_on_unseen_dates(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    report = run_demo(DemoConfig(ppo_timesteps=1024))
+    report = run_demo(DemoConfig(ppo_timesteps=1024, llm_decide_every=0))
     rows = {r.agent: r for r in report.rows()}
     assert "ppo:demo_ppo" in rows
     ppo = rows["ppo:demo_ppo"].representative
