@@ -48,6 +48,8 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     )
     report = run_demo(config, announce=lambda text: console.print(text, highlight=False))
     console.print(report.table())
+    for note in report.notes():
+        console.print(note, highlight=False)
     if args.output:
         files = report.write(args.output)
         console.print(f"report: {files['html']}", highlight=False)
@@ -99,6 +101,8 @@ def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
 
         report = evaluate(config, progress=update)
     console.print(report.table())
+    for note in report.notes():
+        console.print(note, highlight=False)
     files = report.write(args.output)
     console.print(
         f"wrote {args.output}: metrics.json, metrics.csv, plots, {files['html'].name}",

@@ -95,6 +95,7 @@ class AgentRow:
         out["sharpe_iqm"] = self.sharpe_iqm
         out["sharpe_min"], out["sharpe_max"] = self.sharpe_range
         out["deflated_sharpe"] = self.deflated_sharpe
+        out.update(flat_diagnostics(self.diagnostics))
         worst = self.drawdowns(top=1)
         if worst:
             dd = worst[0]
@@ -187,6 +188,22 @@ class EvaluationReport:
                 cells.append(cell)
             table.add_row(escape(row.agent), *cells)
         return table
+
+    def notes(self) -> list[str]:
+        """One line per LLM agent: its decisions, outcomes, tokens, cost and latency."""
+        lines = []
+        for row in self.rows():
+            d = row.diagnostics
+            if "outcomes" not in d:
+                continue
+            counts = ", ".join(f"{v} {k}" for k, v in d["outcomes"].items() if v)
+            lines.append(
+                f"{row.agent}: {d['decisions']} decisions ({counts or 'none'}); "
+                f"{d['fallbacks']} fallbacks; {d['prompt_tokens']:,} prompt + "
+                f"{d['completion_tokens']:,} completion tokens; ${d['cost_usd']:.4f}; "
+                f"{d['cached']} from the cache; mean latency {d['mean_latency_s']:.2f} s"
+            )
+        return lines
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -286,6 +303,7 @@ from a stationary bootstrap of the daily returns. Returns are after costs. The d
 ratio treats every agent in this table as one trial.</p>
 <div style="overflow-x:auto"><table id="metrics"><thead><tr>{head}</tr></thead>
 <tbody>{body}</tbody></table></div>
+{"".join(f"<p>{html.escape(n)}</p>" for n in self.notes())}
 {figures}
 <h2>Settings</h2><pre>{settings}</pre>
 <script>
@@ -297,6 +315,20 @@ window.addEventListener("load", () => {{
 </script>
 </body></html>
 """
+
+
+def flat_diagnostics(diagnostics: dict[str, Any], prefix: str = "diag_") -> dict[str, float]:
+    """Numbers in an agent's diagnostics, flattened (``outcomes.ok`` -> ``diag_outcomes_ok``);
+    lists (per-decision logs) and text are left to the saved results."""
+    out: dict[str, float] = {}
+    for key, value in diagnostics.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            out[f"{prefix}{key}"] = float(value)
+        elif isinstance(value, dict):
+            out.update(flat_diagnostics(value, f"{prefix}{key}_"))
+    return out
 
 
 def load_report(output: str | Path) -> EvaluationReport:
