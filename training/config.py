@@ -142,6 +142,55 @@ class TrainingConfig(_Strict):
     progress_bar: bool = True
 
 
+class SearchParam(_Strict):
+    """Narrow one tuned parameter: ``choices``, or a ``low``/``high`` range (``log`` scale)."""
+
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchParam:
+        ranged = self.low is not None or self.high is not None
+        if self.choices is not None and ranged:
+            raise ValueError("give choices or low/high, not both")
+        if self.choices is None and not (self.low is not None and self.high is not None):
+            raise ValueError("give choices, or both low and high")
+        if ranged and self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.choices is not None and not self.choices:
+            raise ValueError("choices must not be empty")
+        return self
+
+
+class TuningConfig(_Strict):
+    """Hyperparameter search with Optuna (see :mod:`marketarena.training.tune`).
+
+    ``search`` narrows or fixes parameters of the algorithm's search space: a plain value
+    fixes it, ``{choices: [...]}`` or ``{low: .., high: .., log: ..}`` narrows it.
+    """
+
+    study: str | None = None
+    storage: str | None = None
+    n_trials: int = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    n_jobs: int = Field(1, ge=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "halving", "none"] = "median"
+    objective: Literal["sharpe", "sortino", "calmar", "total_return"] = "sharpe"
+    seeds: tuple[int, ...] = (0,)
+    folds: int = Field(1, ge=1)
+    fold_validation_days: int = Field(252, ge=20)
+    sampler_seed: int = 0
+    heartbeat_interval: int = Field(10, ge=1)
+    grace_period: int = Field(30, ge=2)
+    search: dict[str, SearchParam | int | float | str | bool | list[Any]] = Field(
+        default_factory=dict
+    )
+    retrain: bool = False
+
+
 class MlflowConfig(_Strict):
     enabled: bool = True
     experiment: str = "marketarena-training"
@@ -156,6 +205,7 @@ class Config(_Strict):
     algo: AlgoConfig = AlgoConfig()
     training: TrainingConfig = TrainingConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    tuning: TuningConfig = TuningConfig()
 
     @model_validator(mode="after")
     def _compatible(self) -> Config:

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,10 +148,21 @@ def make_model(config: Config, env: Any) -> Any:
 
 # ---------------------------------------------------------------------------- trainer
 class Trainer:
-    """One run: builds everything, owns the callbacks' state, writes the run folder."""
+    """One run: builds everything, owns the callbacks' state, writes the run folder.
 
-    def __init__(self, config: Config, run_dir: Path, state: dict[str, Any] | None = None):
+    ``on_evaluation(step, score)`` is called after every validation (e.g. to report to an
+    Optuna trial); it may raise to abort the run, or return False to stop it early.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        state: dict[str, Any] | None = None,
+        on_evaluation: Callable[[int, float], bool] | None = None,
+    ):
         self.config = config
+        self.on_evaluation = on_evaluation
         self.run_dir = run_dir
         self.state = state or {
             "num_timesteps": 0, "best_score": None, "best_metrics": {},
@@ -235,6 +247,9 @@ class Trainer:
             self.state["evals_without_improvement"] += 1
         patience = self.config.training.early_stopping_patience
         if patience is not None and self.state["evals_without_improvement"] >= patience:
+            self.state["stopped_early"] = True
+            return False
+        if self.on_evaluation is not None and not self.on_evaluation(step, float(score)):
             self.state["stopped_early"] = True
             return False
         return True
@@ -365,9 +380,19 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def train(config: Config | None = None, *, resume: str | Path | None = None) -> TrainResult:
+def train(
+    config: Config | None = None,
+    *,
+    resume: str | Path | None = None,
+    on_evaluation: Callable[[int, float], bool] | None = None,
+    mlflow_parent_run_id: str | None = None,
+) -> TrainResult:
     """Train from ``config``, or continue the run in folder ``resume`` from its last
-    checkpoint (same config, same MLflow run)."""
+    checkpoint (same config, same MLflow run).
+
+    ``on_evaluation``: see :class:`Trainer`. ``mlflow_parent_run_id``: log this run nested
+    under that one (a tuning study's run).
+    """
     import mlflow
     from stable_baselines3.common.utils import set_random_seed
 
@@ -396,7 +421,7 @@ def train(config: Config | None = None, *, resume: str | Path | None = None) -> 
         run_dir = _new_run_dir(config)
     assert config is not None
     set_random_seed(config.seed)
-    trainer = Trainer(config, run_dir, state)
+    trainer = Trainer(config, run_dir, state, on_evaluation)
     if resume is None:
         trainer.write_run_files()
     if not config.mlflow.enabled:
@@ -404,7 +429,12 @@ def train(config: Config | None = None, *, resume: str | Path | None = None) -> 
     tags = {"kind": "training", "algo": config.algo.name, "env_id": "marketarena/Portfolio-v0",
             "data": trainer.data.name, "data_sha256": trainer.data.content_hash()}  # fmt: skip
     run_id = trainer.state["mlflow_run_id"]
-    with tracking.mlflow_run(config.mlflow.experiment, run_dir.name, tags, run_id=run_id) as run:
+    nesting = (
+        {"nested": True, "parent_run_id": mlflow_parent_run_id} if mlflow_parent_run_id else {}
+    )
+    with tracking.mlflow_run(
+        config.mlflow.experiment, run_dir.name, tags, run_id=run_id, **nesting
+    ) as run:
         if run_id is None:
             trainer.state["mlflow_run_id"] = run.info.run_id
             mlflow.log_params(tracking.flatten(config.to_dict()))

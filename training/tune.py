@@ -1,0 +1,389 @@
+"""Hyperparameter tuning with Optuna: pruned, leak-free, resumable, distributed.
+
+Every trial trains with :func:`marketarena.training.train.train` and is scored on validation
+data only — the config's validation split, or walk-forward folds inside the train +
+validation range — never the test split. Intermediate validation scores feed the pruner;
+a NaN score or a diverging run prunes the trial instead of crashing the study.
+
+Storage: a local journal file (``optuna.journal``, survives restarts, safe for several
+processes on one machine) by default, or any URL Optuna supports — ``sqlite:///...``,
+``postgresql://user:pass@host/db`` — for many workers on many machines: run the same
+``marketarena tune --study NAME --storage URL`` on each, and they share the study (Optuna's
+own distributed mode; a study is always created with ``load_if_exists``, so rerunning
+resumes it). With an RDB storage, workers send heartbeats, so a killed worker's trial is
+marked failed and the others carry on.
+
+Tracking: the study has one MLflow run; each trial's training run is nested under it. At
+the end the study run records the best trial, parameter importances and Optuna's plots, and
+the best configuration is written as a ready-to-train YAML. With ``retrain``, the best
+configuration is trained again on (almost all of) train + validation and evaluated once on
+the test split, with the deflated Sharpe ratio computed from the number of trials.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from marketarena.evaluation import metrics, tracking
+from marketarena.training import search_spaces
+from marketarena.training.config import Config, ConfigError, build_config, merge
+from marketarena.training.train import load_universe, split_ranges, train
+
+DEFAULT_STORAGE = "optuna.journal"
+STUDY_RUN_ATTR = "mlflow_parent_run_id"
+
+
+class StorageError(RuntimeError):
+    """The Optuna storage cannot be reached or opened."""
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    storage: str
+    n_trials: int
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_config_path: Path | None
+    study_run_id: str | None
+    test: dict[str, float] = field(default_factory=dict)
+
+
+def _redact(url: str) -> str:
+    """A storage URL without its password."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def make_storage(url: str | None, heartbeat_interval: int = 10, grace_period: int = 30) -> Any:
+    """An Optuna storage from a URL or a journal file path; unreachable storage is an error.
+
+    RDB workers send a heartbeat every ``heartbeat_interval`` seconds; a running trial without
+    one for ``grace_period`` seconds (its worker died) is marked failed by the others."""
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    url = url or DEFAULT_STORAGE
+    if "://" not in url:
+        return JournalStorage(JournalFileBackend(str(Path(url))))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                          engine_kwargs={"pool_pre_ping": True})  # fmt: skip
+    except ImportError as exc:
+        raise StorageError(f"storage {_redact(url)} needs a database driver: {exc}") from None
+    except Exception as exc:  # sqlalchemy's connection errors, bad URLs
+        raise StorageError(
+            f"cannot open the Optuna storage {_redact(url)}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}"
+        ) from None
+
+
+def make_sampler(name: str, seed: int) -> Any:
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}; choose tpe or random")
+
+
+def make_pruner(name: str) -> Any:
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"unknown pruner {name!r}; choose median, halving or none")
+
+
+def fold_splits(config: Config) -> list[dict[str, str]]:
+    """``env.splits`` for each fold: the config's own split when ``folds == 1``, else
+    walk-forward folds whose validation ranges tile the end of train + validation. Every
+    fold ends before the test split."""
+    data = load_universe(config)
+    ranges = split_ranges(config, data)
+    splits = config.env.splits
+    if config.tuning.folds == 1:
+        return [splits.model_dump()]
+    days = config.tuning.fold_validation_days
+    first = data.index_of(ranges["train"][0])
+    test_start = data.index_of(ranges["test"][0])
+    out = []
+    for k in range(config.tuning.folds, 0, -1):
+        v_start = test_start - k * days
+        v_end = v_start + days  # exclusive: the next fold (or the test split) starts here
+        if v_start - first < 2 * days:
+            raise ConfigError(
+                f"tuning.folds={config.tuning.folds} with {days}-day validation ranges leaves "
+                "too little training data before the first fold"
+            )
+        out.append({
+            "start": str(data.dates[first]),
+            "validation_start": str(data.dates[v_start]),
+            "test_start": str(data.dates[v_end]),
+            "end": str(data.dates[v_end]),
+        })  # fmt: skip
+    return out
+
+
+class Objective:
+    """One trial: sample, then train once per (fold, seed) and score on validation."""
+
+    def __init__(self, config: Config, out_dir: Path, study_run_id: str | None) -> None:
+        self.config = config
+        self.base = config.to_dict()
+        self.out_dir = out_dir
+        self.study_run_id = study_run_id
+        self.space = search_spaces.space_for(config.algo.name, config.tuning.search)
+        self.folds = fold_splits(config)
+        self.on_result: Callable[[int, str, float | None], None] | None = None
+
+    def trial_config(self, params: dict[str, Any], fold: dict[str, str], seed: int,
+                     trial_number: int) -> Config:  # fmt: skip
+        overrides = search_spaces.to_overrides(self.config.algo.name, params,
+                                               self.config.algo.n_envs)  # fmt: skip
+        data = merge(copy.deepcopy(self.base), overrides)
+        data["seed"] = seed
+        data["env"]["splits"] = fold
+        data["name"] = f"{self.config.name}-t{trial_number}"
+        data["training"]["output_dir"] = str(self.out_dir / "trials")
+        data["training"]["progress_bar"] = False
+        data["training"]["selection_metric"] = self.config.tuning.objective
+        return build_config(data, f"trial {trial_number}")
+
+    def __call__(self, trial: Any) -> float:
+        import optuna
+
+        params = search_spaces.sample(trial, self.space)
+        readable = search_spaces.to_overrides(self.config.algo.name, params,
+                                              self.config.algo.n_envs)  # fmt: skip
+        for section, values in readable.items():
+            for key, value in values.items():
+                if key == "hyperparameters":
+                    for hp, v in value.items():
+                        trial.set_user_attr(f"algo.hyperparameters.{hp}", v)
+                else:
+                    trial.set_user_attr(f"{section}.{key}", value)
+        scores = []
+        first = True
+        for fold_index, fold in enumerate(self.folds):
+            for seed in self.config.tuning.seeds:
+                cfg = self.trial_config(params, fold, seed, trial.number)
+                report = self._reporter(trial) if first else None
+                try:
+                    result = train(cfg, on_evaluation=report,
+                                   mlflow_parent_run_id=self.study_run_id)  # fmt: skip
+                except optuna.TrialPruned:
+                    raise
+                except (ValueError, RuntimeError) as exc:
+                    if "nan" in str(exc).lower() or "inf" in str(exc).lower():
+                        raise optuna.TrialPruned(f"diverged: {exc}") from None
+                    raise
+                first = False
+                score = result.best_validation.get(self.config.tuning.objective)
+                if score is None or not math.isfinite(score):
+                    raise optuna.TrialPruned(f"no finite validation score (fold {fold_index})")
+                scores.append(score)
+        trial.set_user_attr("scores", scores)
+        return float(statistics.median(scores))
+
+    @staticmethod
+    def _reporter(trial: Any) -> Callable[[int, float], bool]:
+        import optuna
+
+        def report(step: int, score: float) -> bool:
+            if not math.isfinite(score):
+                raise optuna.TrialPruned("NaN validation score")
+            trial.report(score, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step}")
+            return True
+
+        return report
+
+
+def _study_run(study: Any, config: Config) -> str | None:
+    """The study's MLflow run: created by the first worker, found by the others."""
+    if not config.mlflow.enabled:
+        return None
+    import mlflow
+
+    run_id = study.user_attrs.get(STUDY_RUN_ATTR)
+    if run_id:
+        return run_id
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_experiment(config.mlflow.experiment)
+    with mlflow.start_run(run_name=f"study:{study.study_name}") as run:
+        mlflow.set_tags(
+            {"kind": "tuning", "study": study.study_name, "git_sha": tracking.git_sha()}
+        )
+        mlflow.log_params(tracking.flatten({"base": config.to_dict()}))
+    study.set_user_attr(STUDY_RUN_ATTR, run.info.run_id)
+    return study.user_attrs.get(STUDY_RUN_ATTR, run.info.run_id)
+
+
+def tune(
+    config: Config,
+    *,
+    out_dir: str | Path = "tuning",
+    on_trial: Callable[[Any], None] | None = None,
+) -> TuneResult:
+    """Run ``config.tuning.n_trials`` more trials (or until ``timeout``) on the shared study."""
+    import optuna
+
+    t = config.tuning
+    study_name = t.study or config.name
+    storage = make_storage(t.storage, t.heartbeat_interval, t.grace_period)
+    out = Path(out_dir).resolve() / study_name
+    out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name, storage=storage, direction="maximize",
+        sampler=make_sampler(t.sampler, t.sampler_seed), pruner=make_pruner(t.pruner),
+        load_if_exists=True,
+    )  # fmt: skip
+    study.set_user_attr("objective", t.objective)
+    run_id = _study_run(study, config)
+    objective = Objective(config, out, run_id)
+    callbacks = [lambda study, trial: on_trial(trial)] if on_trial else []
+    study.optimize(objective, n_trials=t.n_trials, timeout=t.timeout, n_jobs=t.n_jobs,
+                   callbacks=callbacks, catch=())  # fmt: skip
+    return finish(study, config, out, run_id, storage_url=t.storage or DEFAULT_STORAGE)
+
+
+def finish(study: Any, config: Config, out: Path, run_id: str | None, *,
+           storage_url: str) -> TuneResult:  # fmt: skip
+    """Best config as YAML, importances and plots into the study run, optional retrain."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    states = [tr.state for tr in trials]
+    complete = [tr for tr in trials if tr.state == optuna.trial.TrialState.COMPLETE]
+    result = TuneResult(
+        study_name=study.study_name, storage=_redact(storage_url), n_trials=len(trials),
+        n_complete=len(complete), n_pruned=states.count(optuna.trial.TrialState.PRUNED),
+        n_failed=states.count(optuna.trial.TrialState.FAIL), best_value=None, best_params={},
+        best_config_path=None, study_run_id=run_id,
+    )  # fmt: skip
+    if not complete:
+        return result
+    best = study.best_trial
+    result.best_value, result.best_params = best.value, dict(best.params)
+    objective = Objective(config, out, run_id)
+    best_config = objective.trial_config(best.params, config.env.splits.model_dump(), config.seed,
+                                         best.number)  # fmt: skip
+    data = best_config.to_dict()
+    data["name"] = f"{config.name}-best"
+    data["training"]["output_dir"] = config.training.output_dir
+    data["training"]["progress_bar"] = True
+    path = out / "best_config.yaml"
+    header = (f"# best of {len(complete)} complete trials of study {study.study_name}: "
+              f"{config.tuning.objective} {best.value:.4f} (trial {best.number})\n")  # fmt: skip
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    result.best_config_path = path
+    artifacts = [path, *_plots(study, out)]
+    importances: dict[str, float] = {}
+    if len(complete) >= 2:
+        try:
+            importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError):
+            importances = {}
+    if config.tuning.retrain:
+        result.test = retrain_and_test(build_config(data, str(path)), study, out)
+    if run_id:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metric(f"best/{config.tuning.objective}", float(best.value))
+            mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
+            mlflow.log_metrics({f"importance/{k}": float(v) for k, v in importances.items()})
+            mlflow.log_metrics({"trials/complete": len(complete),
+                                "trials/pruned": result.n_pruned,
+                                "trials/failed": result.n_failed})  # fmt: skip
+            if result.test:
+                mlflow.log_metrics({f"test/{k}": v for k, v in result.test.items()
+                                    if isinstance(v, float) and math.isfinite(v)})  # fmt: skip
+            for artifact in artifacts:
+                mlflow.log_artifact(str(artifact))
+    return result
+
+
+def _plots(study: Any, out: Path) -> list[Path]:
+    import matplotlib
+    import optuna
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as vis
+
+    paths = []
+    for name, fn in (("optimization_history", vis.plot_optimization_history),
+                     ("param_importances", vis.plot_param_importances)):  # fmt: skip
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = fn(study)
+        except (ValueError, RuntimeError):  # e.g. importances need two complete trials
+            continue
+        fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def retrain_and_test(best: Config, study: Any, out: Path) -> dict[str, float]:
+    """Train the best config on train + validation (all but its last quarter, which picks the
+    model) and evaluate once on the test split; deflate its Sharpe by the number of trials."""
+    import optuna
+
+    from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
+
+    data = load_universe(best)
+    ranges = split_ranges(best, data)
+    test_start = data.index_of(ranges["test"][0])
+    data_dict = best.to_dict()
+    data_dict["env"]["splits"]["validation_start"] = str(data.dates[test_start - 63])
+    result = train(build_config(data_dict, "retrain"))
+    model = result.best_model_path or result.model_path
+    report = evaluate(EvaluationConfig(
+        agents=(str(Path(model).parent),), data=best.env.data, start=ranges["test"][0],
+        end=ranges["test"][1], benchmark=None, rules=best.env.rules,
+        title=f"{best.name}: test split, evaluated once",
+    ))  # fmt: skip
+    report.write(out / "test_report")
+    row = report.rows()[0]
+    values = [t.value for t in study.get_trials(deepcopy=False,
+              states=(optuna.trial.TrialState.COMPLETE,))]  # fmt: skip
+    # the trials' spread of Sharpe ratios, when Sharpe is what they were scored on
+    sharpe_scored = study.user_attrs.get("objective", "sharpe") == "sharpe"
+    variance = float(np.var(values, ddof=1)) if len(values) > 1 and sharpe_scored else None
+    dsr = metrics.deflated_sharpe_ratio(row.representative.returns, n_trials=max(len(values), 1),
+                                        trials_sharpe_variance=variance)  # fmt: skip
+    return {**{k: row.metrics[k] for k in ("sharpe", "total_return", "max_drawdown", "cagr")},
+            "deflated_sharpe": float(dsr), "n_trials": float(len(values))}  # fmt: skip
