@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -19,7 +19,7 @@ from gymnasium import spaces
 from marketarena.envs.data import MarketData, resolve_data
 from marketarena.envs.features import compute_features
 from marketarena.envs.rewards import RewardFunction, make_reward
-from marketarena.envs.simulator import Simulator, StepResult, TradingRules
+from marketarena.envs.simulator import RULE_PRESETS, Simulator, StepResult, TradingRules
 
 ActionMapping = Literal["normalize", "softmax", "signed", "discrete"]
 ACTION_MAPPINGS: tuple[str, ...] = ("normalize", "softmax", "signed", "discrete")
@@ -83,15 +83,24 @@ class ActionSpec:
 _ZERO = np.array(0.0)
 
 
-def build_rules(rules: TradingRules | Mapping[str, Any] | None) -> TradingRules | None:
-    """Rules from a :class:`TradingRules`, a dict of its fields (unknown keys named), or None."""
+def build_rules(rules: TradingRules | Mapping[str, Any] | str | None) -> TradingRules | None:
+    """Rules from a :class:`TradingRules`, a preset name (:data:`RULE_PRESETS`), a dict of
+    fields (optionally with ``preset``: its fields override the preset's), or None."""
     if rules is None or isinstance(rules, TradingRules):
         return rules
+    if isinstance(rules, str):
+        rules = {"preset": rules}
     fields = TradingRules.__dataclass_fields__
-    unknown = sorted(set(rules) - set(fields))
+    values = dict(rules)
+    preset = values.pop("preset", None)
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"unknown trading rule(s) {unknown}; valid: {sorted(fields)}")
-    return TradingRules(**rules)
+    if preset is None:
+        return TradingRules(**values)
+    if preset not in RULE_PRESETS:
+        raise ValueError(f"unknown rules preset {preset!r}; available: {sorted(RULE_PRESETS)}")
+    return replace(RULE_PRESETS[preset], **values)
 
 
 class PortfolioCore:
@@ -113,7 +122,7 @@ class PortfolioCore:
         features: Sequence[str] = ("log_return",),
         reward: str | RewardFunction | Callable[[StepResult], np.ndarray] = "log_return",
         reward_kwargs: Mapping[str, float] | None = None,
-        rules: TradingRules | Mapping[str, Any] | None = None,
+        rules: TradingRules | Mapping[str, Any] | str | None = None,
         episode_length: int | None = 252,
         action_mapping: ActionMapping = "normalize",
         softmax_scale: float = 5.0,

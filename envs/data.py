@@ -773,6 +773,10 @@ def resolve_data(source: str | Path | MarketData) -> MarketData:
         return load_dataset(source)
     path = Path(source)
     if path.exists():
+        from marketarena.envs.aitrader import is_aitrader_file, load_aitrader
+
+        if is_aitrader_file(path):
+            return load_aitrader(path)
         return load_file(path)
     raise ValueError(
         f"unknown data {str(source)!r}: not a bundled dataset ({sorted(BUNDLED)}) and no such file"

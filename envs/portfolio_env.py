@@ -121,7 +121,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``window``: rows of features in the observation (default 32).
     * ``features``: feature names (default ``("log_return",)``).
     * ``reward``, ``reward_kwargs``: see Rewards.
-    * ``rules``: :class:`TradingRules` or a dict of its fields.
+    * ``rules``: :class:`TradingRules`, a dict of its fields, or a preset name (``"aitrader"``).
     * ``episode_length``: steps per episode, or ``None`` to run to ``end``.
     * ``random_start``, ``action_mapping``, ``softmax_scale``, ``discrete_levels``,
       ``render_mode``, ``snapshot_lookback``
@@ -144,7 +144,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         features: Sequence[str] = ("log_return",),
         reward: str | RewardFunction | Callable[[StepResult], np.ndarray] = "log_return",
         reward_kwargs: Mapping[str, float] | None = None,
-        rules: TradingRules | Mapping[str, Any] | None = None,
+        rules: TradingRules | Mapping[str, Any] | str | None = None,
         episode_length: int | None = 252,
         random_start: bool = True,
         action_mapping: ActionMapping = "normalize",

@@ -136,6 +136,18 @@ class TradingRules:
         return asdict(self)
 
 
+#: Named rule sets. ``aitrader`` reproduces the AI-Trader benchmark: $10,000, whole shares,
+#: long-only, no costs, orders filled at the open of the day after the decision (AI-Trader's
+#: "decision day"), NAV marked at the close.
+RULE_PRESETS: dict[str, TradingRules] = {
+    "default": TradingRules(),
+    "aitrader": TradingRules(
+        initial_cash=10_000.0, execution="next_open", commission_bps=0.0, min_fee=0.0,
+        slippage_bps=0.0, lot_size=1, allow_short=False,
+    ),
+}  # fmt: skip
+
+
 def project_weights(weights: np.ndarray, rules: TradingRules) -> np.ndarray:
     """Map target asset weights ``(n, N)`` onto the set the rules allow (a new array).
 

@@ -62,7 +62,7 @@ class PortfolioVectorEnv(VectorEnv):
         features: Sequence[str] = ("log_return",),
         reward: str | RewardFunction | Callable[[StepResult], np.ndarray] = "log_return",
         reward_kwargs: Mapping[str, float] | None = None,
-        rules: TradingRules | Mapping[str, Any] | None = None,
+        rules: TradingRules | Mapping[str, Any] | str | None = None,
         episode_length: int | None = 252,
         random_start: bool = True,
         action_mapping: ActionMapping = "normalize",

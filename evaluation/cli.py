@@ -196,6 +196,44 @@ def _cmd_tune(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_replay(args: argparse.Namespace, console: Console) -> int:
+    from marketarena.envs.aitrader import load_aitrader, load_benchmark_series
+    from marketarena.evaluation.replay import benchmark_run, differences_frame, replay
+    from marketarena.evaluation.report import EvaluationReport
+    from marketarena.evaluation.runner import AgentEvaluation
+
+    data = load_aitrader(args.prices)
+    benchmark = load_benchmark_series(args.benchmark) if args.benchmark else None
+    replays = [replay(log, data, rules=args.rules, benchmark=benchmark) for log in args.log]
+    # the leaderboard: best final NAV first, as AI-Trader ranks
+    replays.sort(key=lambda r: -r.result.nav[-1])
+    first = replays[0].result
+    evaluations = [AgentEvaluation(r.name, [r.result]) for r in replays]
+    if first.benchmark is not None:
+        bench = benchmark_run(first)
+        evaluations.append(AgentEvaluation(bench.agent, [bench]))
+    report = EvaluationReport(
+        title=f"AI-Trader replay: {data.name}, {first.dates[0]} to {first.dates[-1]}",
+        evaluations=evaluations,
+        settings={"data": data.manifest(), "rules": first.settings["rules"],
+                  "logs": [str(p) for p in args.log], "benchmark": first.benchmark_name},
+    )  # fmt: skip
+    console.print(report.table())
+    for r in replays:
+        status = (f"{len(r.differences)} difference(s) on {len(r.days_with_differences)} day(s)"
+                  if r.differences else "matches the simulator on every day")  # fmt: skip
+        console.print(f"{r.name}: {r.actions} trades; {status}", highlight=False)
+        for d in r.differences[: args.show_differences]:
+            console.print(f"  {d}", highlight=False)
+    if args.output:
+        files = report.write(args.output)
+        differences_frame(replays).to_csv(Path(args.output) / "differences.csv", index=False)
+        console.print(
+            f"wrote {args.output}: {files['html'].name}, differences.csv", highlight=False
+        )
+    return EXIT_OK if not any(r.differences for r in replays) or not args.strict else EXIT_ERROR
+
+
 def _cmd_llm_serve(args: argparse.Namespace, console: Console) -> int:
     import time
 
@@ -373,6 +411,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tu.add_argument("--output", default="tuning", help="folder for trials and results")
     tu.set_defaults(handler=_cmd_tune)
+
+    rp = sub.add_parser(
+        "replay",
+        help="replay AI-Trader trade logs through the simulator",
+        description="Replay AI-Trader position.jsonl logs under its rules (whole shares, no "
+        "costs, fills at the open) and print a leaderboard with full risk metrics; every day "
+        "where a log and the simulator disagree is reported.",
+    )
+    rp.add_argument(
+        "--prices", required=True,
+        help="AI-Trader prices: merged.jsonl or a folder of daily_prices_*.json",
+    )  # fmt: skip
+    rp.add_argument("--log", action="append", required=True, help="a position.jsonl; repeatable")
+    rp.add_argument("--benchmark", help="a series in AI-Trader's format, e.g. QQQ's json")
+    rp.add_argument("--rules", default="aitrader", help="rules preset (default aitrader)")
+    rp.add_argument("--show-differences", type=int, default=10, help="differences to list per log")
+    rp.add_argument("--strict", action="store_true", help="exit 1 when any log differs")
+    rp.add_argument("--output", help="folder for the report and differences.csv")
+    rp.set_defaults(handler=_cmd_replay)
 
     llm_cmd = sub.add_parser("llm", help="the local LLM server")
     llm_sub = llm_cmd.add_subparsers(dest="llm_command", required=True)

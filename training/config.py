@@ -75,7 +75,7 @@ class EnvConfig(_Strict):
     action_mapping: Literal["normalize", "softmax", "signed", "discrete"] = "softmax"
     discrete_levels: int = Field(3, ge=2)
     episode_length: int | None = Field(252, ge=2)
-    rules: dict[str, Any] = Field(default_factory=dict)
+    rules: dict[str, Any] = Field(default_factory=dict)  # may hold ``preset: aitrader``
 
     @field_validator("rules")
     @classmethod

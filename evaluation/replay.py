@@ -1,0 +1,229 @@
+"""Replay an AI-Trader trade log (``position.jsonl``) through the simulator.
+
+Each line of the log is one action: ``date``, ``id``, ``this_action`` (``buy``, ``sell`` or
+``no_trade`` with ``symbol`` and ``amount``) and the resulting ``positions`` (shares per symbol
+and ``CASH``); the first line (no action) is the starting portfolio. A day's actions become
+share orders filled by the same simulator every other agent trades through, under the
+``aitrader`` rules (whole shares, no costs, filled at the open of the action's date, marked at
+its close), so the replay yields an ordinary :class:`BacktestResult` with daily NAV and the
+full metrics.
+
+The log's own bookkeeping is checked against the simulator's every day: a share count or a
+cash balance that differs, an order the simulator could not fill in full (selling shares
+that are not held, buying without the cash), a symbol the price data lacks. Each difference
+is reported with its date; none is absorbed silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from marketarena.envs.core import build_rules
+from marketarena.envs.data import MarketData
+from marketarena.envs.simulator import Simulator, TradingRules
+from marketarena.evaluation.runner import BacktestResult, align_benchmark
+
+ACTIONS = ("buy", "sell", "no_trade")
+
+
+class TradeLogError(ValueError):
+    """A trade log line is malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    line: int
+    date: str
+    id: int
+    action: str | None
+    symbol: str
+    amount: float
+    positions: dict[str, float]
+    cash: float
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way the log and the simulator disagree on a day."""
+
+    date: str
+    kind: str  # "shares", "cash", "unfilled"
+    symbol: str | None
+    log: float
+    simulator: float
+
+    def __str__(self) -> str:
+        what = f"{self.symbol} " if self.symbol else ""
+        return f"{self.date} {self.kind}: {what}log {self.log:g}, simulator {self.simulator:g}"
+
+
+@dataclass
+class ReplayResult:
+    name: str
+    result: BacktestResult
+    differences: list[Difference] = field(default_factory=list)
+    actions: int = 0
+
+    @property
+    def days_with_differences(self) -> list[str]:
+        return sorted({d.date for d in self.differences})
+
+
+def read_trade_log(path: str | Path) -> list[LogEntry]:
+    """Parse and check a ``position.jsonl``; errors name the file and the line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"trade log not found: {path}")
+    entries = []
+    for number, text in enumerate(path.read_text().splitlines(), 1):
+        if not text.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            doc = json.loads(text)
+            date, ident, positions = str(doc["date"]), int(doc["id"]), dict(doc["positions"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise TradeLogError(
+                f"{where}: not a trade log line ({type(exc).__name__}: {exc})"
+            ) from None
+        if "CASH" not in positions:
+            raise TradeLogError(f"{where}: positions have no CASH")
+        action = doc.get("this_action")
+        kind, symbol, amount = None, "", 0.0
+        if action is not None:
+            kind = action.get("action")
+            if kind not in ACTIONS:
+                raise TradeLogError(f"{where}: unknown action {kind!r}; expected {ACTIONS}")
+            symbol = str(action.get("symbol", "")).strip()
+            amount = action.get("amount", 0)
+            if not isinstance(amount, int | float) or not math.isfinite(amount) or amount < 0:
+                raise TradeLogError(f"{where}: amount {amount!r} is not a non-negative number")
+            if kind != "no_trade" and not symbol:
+                raise TradeLogError(f"{where}: a {kind} without a symbol")
+        cash = float(positions.pop("CASH"))
+        shares = {k: float(v) for k, v in positions.items()}
+        entries.append(LogEntry(number, date, ident, kind, symbol, float(amount), shares, cash))
+    if not entries:
+        raise TradeLogError(f"{path}: empty trade log")
+    if entries[0].action is not None:
+        raise TradeLogError(f"{path}:{entries[0].line}: the first line must be the starting "
+                            "portfolio (no this_action)")  # fmt: skip
+    dates = [e.date for e in entries]
+    if dates != sorted(dates):
+        raise TradeLogError(f"{path}: lines are not in date order")
+    return entries
+
+
+def replay(
+    log: str | Path | list[LogEntry],
+    data: MarketData,
+    *,
+    rules: TradingRules | str | dict | None = "aitrader",
+    benchmark: Any = None,
+    name: str | None = None,
+    cash_tolerance: float = 1e-6,
+) -> ReplayResult:
+    """Replay a trade log over ``data``; see the module docstring."""
+    entries = log if isinstance(log, list) else read_trade_log(log)
+    label = name or (Path(log).stem if not isinstance(log, list) else "log")
+    start = entries[0]
+    if any(v != 0 for v in start.positions.values()):
+        raise TradeLogError(f"{label}: the replay needs a log that starts from cash")
+    base = build_rules(rules) or TradingRules()
+    base = TradingRules(**{**base.to_dict(), "initial_cash": start.cash})
+    unknown = sorted({e.symbol for e in entries if e.symbol} - set(data.symbols))
+    if unknown:
+        first = next(e for e in entries if e.symbol in unknown)
+        raise TradeLogError(
+            f"{label}: the price data has no {unknown} (first traded on {first.date}, line "
+            f"{first.line})"
+        )
+    t0 = data.index_of(start.date, "right")
+    last = data.index_of(entries[-1].date, "right")
+    if str(data.dates[t0]) != start.date:
+        raise TradeLogError(f"{label}: the log starts on {start.date}, not a trading date")
+    sim = Simulator(data, base, record=True)
+    sim.reset(t0)
+    by_date: dict[str, list[LogEntry]] = defaultdict(list)
+    for e in entries[1:]:
+        by_date[e.date].append(e)
+    trading = {str(d) for d in data.dates[t0 + 1 : last + 1]}
+    off_calendar = sorted(set(by_date) - trading)
+    if off_calendar:
+        raise TradeLogError(f"{label}: actions on non-trading dates {off_calendar}")
+    index = {s: j for j, s in enumerate(data.symbols)}
+    differences: list[Difference] = []
+    navs, weights, turnover, costs = [sim.nav[0]], [sim.weight[0]], [], []
+    for t in range(t0, last):
+        date = str(data.dates[t + 1])
+        day = by_date.get(date, [])
+        orders = np.zeros(data.n_assets)
+        for e in day:
+            if e.action == "buy":
+                orders[index[e.symbol]] += e.amount
+            elif e.action == "sell":
+                orders[index[e.symbol]] -= e.amount
+        before = sim.shares[0].copy()
+        result = sim.step_orders(orders[None, :])
+        filled = sim.shares[0] - before
+        for j in np.flatnonzero(np.abs(filled - orders) > 1e-9):
+            differences.append(Difference(date, "unfilled", data.symbols[j], orders[j], filled[j]))
+        if day:
+            final = day[-1]
+            for symbol, j in index.items():
+                logged = final.positions.get(symbol, 0.0)
+                if abs(logged - sim.shares[0, j]) > 1e-9:
+                    differences.append(Difference(date, "shares", symbol, logged, sim.shares[0, j]))
+            if abs(final.cash - sim.cash[0]) > cash_tolerance * max(1.0, abs(final.cash)):
+                differences.append(Difference(date, "cash", None, final.cash, float(sim.cash[0])))
+        navs.append(float(sim.nav[0]))
+        weights.append(sim.weight[0])
+        turnover.append(float(result.turnover[0]))
+        costs.append(float(result.costs[0]))
+    dates = data.dates[t0 : last + 1]
+    bench, bench_name = (None, None)
+    if benchmark is not None:
+        bench, bench_name = align_benchmark(benchmark, dates)
+    backtest = BacktestResult(
+        agent=label, data_name=data.name, symbols=data.symbols, dates=dates,
+        nav=np.asarray(navs), weights=np.vstack(weights), turnover=np.asarray(turnover),
+        costs=np.asarray(costs), fills=sim.history(0).fills_frame(), benchmark=bench,
+        benchmark_name=bench_name,
+        settings={"data": data.manifest(), "rules": base.to_dict(), "log": str(log)
+                  if not isinstance(log, list) else None},
+        diagnostics={"actions": sum(1 for e in entries if e.action in ("buy", "sell")),
+                     "differences": len(differences),
+                     "days_with_differences": len({d.date for d in differences})},
+    )  # fmt: skip
+    actions = sum(1 for e in entries if e.action in ("buy", "sell"))
+    return ReplayResult(label, backtest, differences, actions)
+
+
+def differences_frame(results: list[ReplayResult]) -> pd.DataFrame:
+    rows = [{"log": r.name, "date": d.date, "kind": d.kind, "symbol": d.symbol, "log_value": d.log,
+             "simulator_value": d.simulator} for r in results for d in r.differences]  # fmt: skip
+    return pd.DataFrame(rows, columns=["log", "date", "kind", "symbol", "log_value",
+                                       "simulator_value"])  # fmt: skip
+
+
+def benchmark_run(result: BacktestResult) -> BacktestResult:
+    """Buy-and-hold of ``result``'s benchmark over the same dates, as a leaderboard row."""
+    levels = result.benchmark
+    n = len(result.dates)
+    weights = np.zeros((n, 2))
+    weights[:, 0] = 1.0
+    return BacktestResult(
+        agent=f"{result.benchmark_name} (benchmark)", data_name=str(result.benchmark_name),
+        symbols=(str(result.benchmark_name),), dates=result.dates,
+        nav=result.nav[0] * levels / levels[0], weights=weights, turnover=np.zeros(n - 1),
+        costs=np.zeros(n - 1), benchmark=levels, benchmark_name=result.benchmark_name,
+        fills_recorded=False,
+    )  # fmt: skip
