@@ -8,8 +8,9 @@ unchanged holds the portfolio (no trades). ``reset`` is called before every epis
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,3 +38,20 @@ def hold(info: Mapping[str, Any]) -> np.ndarray:
 def n_assets(info: Mapping[str, Any]) -> int:
     """Number of assets, from the info layout (weights are assets + cash)."""
     return len(info["weights"]) - 1
+
+
+class Resumable:
+    """Mixin: an agent whose state can be saved after a day and restored to resume a run.
+
+    ``get_state`` returns a deep copy of the instance's attributes except those named in
+    ``_transient`` (resources such as clients, connections or a model that is rebuilt from
+    the agent's spec); ``set_state`` puts them back on an agent built from the same spec.
+    """
+
+    _transient: ClassVar[tuple[str, ...]] = ()
+
+    def get_state(self) -> dict[str, Any]:
+        return copy.deepcopy({k: v for k, v in vars(self).items() if k not in self._transient})
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        vars(self).update(copy.deepcopy(dict(state)))

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from marketarena.agents.base import hold, n_assets
+from marketarena.agents.base import Resumable, hold, n_assets
 
 
 def _equal_weights(n: int) -> np.ndarray:
@@ -16,7 +16,7 @@ def _equal_weights(n: int) -> np.ndarray:
     return action
 
 
-class BuyAndHoldAgent:
+class BuyAndHoldAgent(Resumable):
     """Buys the target weights (equal weight by default) on the first step, then never trades.
 
     Args:
@@ -50,7 +50,7 @@ class BuyAndHoldAgent:
         return np.append(self._weights, 1.0 - self._weights.sum())
 
 
-class EqualWeightAgent:
+class EqualWeightAgent(Resumable):
     """Equal weight across all assets, rebalanced every ``rebalance_every`` steps.
 
     ``rebalance_every=1`` rebalances daily; 21 is roughly monthly on daily bars. Between
@@ -73,7 +73,7 @@ class EqualWeightAgent:
         return _equal_weights(n_assets(info)) if rebalance else hold(info)
 
 
-class RandomAgent:
+class RandomAgent(Resumable):
     """Random target weights over assets and cash (Dirichlet(1), uniform on the simplex),
     redrawn every ``rebalance_every`` steps from a seeded generator."""
 

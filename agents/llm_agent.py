@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from marketarena.agents.base import hold
+from marketarena.agents.base import Resumable, hold
 from marketarena.agents.llm_cache import CacheMode, LLMCache
 from marketarena.agents.llm_prompt import CASH, DateMode, PromptBuilder, PromptSettings
 
@@ -147,6 +147,7 @@ def parse_answer(text: str | None, builder: PromptBuilder) -> ParsedAnswer:
         return ParsedAnswer(None, "invalid_json", [f"not JSON: {exc.msg} at {exc.pos}"])
     if not isinstance(doc, dict):
         return ParsedAnswer(None, "invalid_json", [f"a JSON {type(doc).__name__}, not an object"])
+    flat = "weights" not in doc  # symbol keys at the top level, beside "confidence"
     raw = doc.get("weights", doc)
     if not isinstance(raw, dict) or not any(
         builder.symbol_for(k) or k.strip().upper() == CASH for k in raw
@@ -158,6 +159,8 @@ def parse_answer(text: str | None, builder: PromptBuilder) -> ParsedAnswer:
     cash_given = False
     unknown, bad = [], []
     for key, value in raw.items():
+        if flat and key == "confidence":
+            continue
         is_cash = key.strip().upper() == CASH
         symbol = None if is_cash else builder.symbol_for(key)
         if symbol is None and not is_cash:
@@ -181,7 +184,11 @@ def parse_answer(text: str | None, builder: PromptBuilder) -> ParsedAnswer:
     if (weights < 0).any():
         notes.append("clipped negative weight(s) to 0")
         np.maximum(weights, 0.0, out=weights)
-    total = weights.sum()
+    with np.errstate(over="ignore"):
+        total = weights.sum()
+    if not math.isfinite(total):  # finite but huge weights: scale them before summing
+        weights /= weights.max()
+        total = weights.sum()
     if total <= 0:
         notes.append("no positive weight: all cash")
         weights[:] = 0.0
@@ -194,14 +201,19 @@ def parse_answer(text: str | None, builder: PromptBuilder) -> ParsedAnswer:
         notes.append(f"renormalised: weights summed to {total:.6g}")
         weights /= total
     confidence = doc.get("confidence")
-    if not (isinstance(confidence, int | float) and 0 <= confidence <= 1):
+    if isinstance(confidence, bool) or not (
+        isinstance(confidence, int | float) and 0 <= confidence <= 1
+    ):
         confidence = None
     return ParsedAnswer(weights, "repaired" if notes else "ok", notes, confidence)
 
 
-class LLMAgent:
+class LLMAgent(Resumable):
     """See the module docstring. ``confidence`` holds the last answer's confidence (for
     :class:`~marketarena.evaluation.ensembles.ConfidenceWeightedEnsemble`)."""
+
+    #: the cache connection and the HTTP client are reopened, not saved
+    _transient = ("cache", "_client")
 
     def __init__(self, config: LLMConfig = LLMConfig()) -> None:
         self.config = config
@@ -328,18 +340,23 @@ class LLMAgent:
             return {"error": "server_error", "detail": _short(exc)}
         except openai.APIError as exc:
             return {"error": "api_error", "detail": _short(exc)}
-        choice = completion.choices[0] if completion.choices else None
-        text = None
-        if choice is not None:
-            calls = choice.message.tool_calls or []
-            text = calls[0].function.arguments if calls else choice.message.content
-        usage = completion.usage
-        return {
-            "text": text,
-            "finish_reason": getattr(choice, "finish_reason", None),
-            "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
-            "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
-        }
+        except ValueError as exc:  # a success status whose body is not JSON
+            return {"error": "api_error", "detail": f"malformed response ({_short(exc)})"}
+        try:
+            choice = completion.choices[0] if completion.choices else None
+            text = None
+            if choice is not None:
+                calls = choice.message.tool_calls or []
+                text = calls[0].function.arguments if calls else choice.message.content
+            usage = completion.usage
+            return {
+                "text": text,
+                "finish_reason": getattr(choice, "finish_reason", None),
+                "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+                "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+            }
+        except (AttributeError, TypeError, ValueError) as exc:  # JSON, but not a completion
+            return {"error": "api_error", "detail": f"malformed response ({_short(exc)})"}
 
     def _decision(
         self, date: str, response: Mapping[str, Any], latency: float, *, cached: bool

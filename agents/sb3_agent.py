@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from marketarena.agents.base import Resumable
 from marketarena.envs.core import ActionSpec
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3")
@@ -50,7 +51,7 @@ def algorithm_class(name: str) -> Any:
         raise ValueError(f"unknown SB3 algorithm {name!r}; choose from {ALGORITHMS}") from None
 
 
-class SB3Agent:
+class SB3Agent(Resumable):
     """A trained SB3 policy acting through the agent protocol.
 
     Args:
@@ -61,6 +62,9 @@ class SB3Agent:
             ``VecNormalize``'s ``normalize_obs``), so a model trained on normalised
             observations sees them the same way here.
     """
+
+    #: rebuilt from the model file on resume; a deterministic policy has no other state
+    _transient = ("model", "obs_normalizer", "action_spec")
 
     def __init__(
         self,

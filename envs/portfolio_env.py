@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -283,6 +284,42 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
             initial_cash=self.rules.initial_cash,
             rules=self.rules.to_dict(),
         )
+
+    # ------------------------------------------------------------ save/restore
+    def get_state(self) -> dict[str, Any]:
+        """Everything that changes during an episode (to persist a run day by day)."""
+        sim, core = self.sim, self.core
+        return copy.deepcopy({
+            "t": int(sim.t[0]), "shares": sim.shares[0], "holdings": sim.holdings[0],
+            "nav": float(sim.nav[0]), "peak_nav": float(sim.peak_nav[0]),
+            "episode_start": int(core.episode_start[0]), "reward": vars(core.reward_fn),
+            "nav_history": self._nav_history, "date_history": self._date_history,
+        })  # fmt: skip
+
+    def set_state(self, state: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Restore :meth:`get_state` after a ``reset``; returns the observation and info."""
+        sim, core = self.sim, self.core
+        t = int(state["t"])
+        if not core.first_decision <= t <= core.last_decision + 1:
+            raise ValueError(
+                f"saved state is at {self.data.dates[min(t, self.data.n_periods - 1)]}, outside "
+                f"this env's range {self.data.dates[core.first_decision]}.."
+                f"{self.data.dates[core.last_decision + 1]}"
+            )
+        state = copy.deepcopy(dict(state))
+        sim.t[0] = t
+        sim.shares[0] = state["shares"]
+        sim.holdings[0] = state["holdings"]
+        sim.nav = np.array([state["nav"]])
+        sim.peak_nav = np.array([state["peak_nav"]])
+        sim.mark = np.array(self.data.close[t : t + 1], dtype=np.float64)
+        core.episode_start[0] = state["episode_start"]
+        vars(core.reward_fn).update(state["reward"])
+        self._nav_history = list(state["nav_history"])
+        self._date_history = list(state["date_history"])
+        self._last_result = None
+        weights = sim.weight
+        return self._observation(weights), self._info(weights[0])
 
     # ---------------------------------------------------------------- render
     def render(self) -> str | np.ndarray | None:

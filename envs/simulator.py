@@ -539,6 +539,17 @@ class Simulator:
         return out
 
     # --------------------------------------------------------------- history
+    def last_fills(self, env: int = 0) -> list[tuple[str, float, float, float]]:
+        """``(symbol, signed shares, reference price, cost)`` of env ``env``'s fills in the
+        latest step (``record=True``)."""
+        if not self.record:
+            raise RuntimeError("last_fills() needs Simulator(..., record=True)")
+        if not self._log or self._episode_start[env] >= len(self._log):
+            return []
+        _, traded, price, cost, *_ = self._log[-1]
+        return [(self.data.symbols[j], float(traded[env, j]), float(price[env, j]),
+                 float(cost[env, j])) for j in np.flatnonzero(traded[env])]  # fmt: skip
+
     def history(self, env: int = 0) -> SimulationHistory:
         """Fills and daily snapshots of env ``env`` since its last reset (``record=True``).
 

@@ -64,18 +64,7 @@ def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     rules = _parse_assignments(args.rule)
     from marketarena.evaluation.tracking import tracking_uri
 
-    llm = {
-        key: value
-        for key, value in (
-            ("base_url", args.base_url), ("cache_path", args.llm_cache or None),
-            ("cache_mode", args.llm_cache_mode), ("decide_every", args.llm_decide_every),
-            ("output", args.llm_output), ("anonymize_tickers", args.llm_anonymize or None),
-            ("dates", args.llm_dates), ("lookback", args.llm_lookback),
-        )
-        if value is not None
-    }  # fmt: skip
-    if args.llm_cache == "":
-        llm["cache_path"] = None
+    llm = _llm_options(args)
     config = EvaluationConfig(
         tracking_uri=tracking_uri(),
         llm=llm,
@@ -155,7 +144,7 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_tune(args: argparse.Namespace, console: Console) -> int:
     from marketarena.training.config import load_config
-    from marketarena.training.tune import tune
+    from marketarena.training.tune import StorageError, tune
 
     overrides = list(args.set or ())
     for flag, key in (("n_trials", "n_trials"), ("timeout", "timeout"), ("n_jobs", "n_jobs"),
@@ -178,6 +167,9 @@ def _cmd_tune(args: argparse.Namespace, console: Console) -> int:
         console.print("interrupted: the study is saved; run the same command again to resume",
                       highlight=False)  # fmt: skip
         return 130
+    except StorageError as exc:  # the message names the storage without its password
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return EXIT_ERROR
     console.print(
         f"study {result.study_name} in {result.storage}: {result.n_trials} trials "
         f"({result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed)",
@@ -232,6 +224,159 @@ def _cmd_replay(args: argparse.Namespace, console: Console) -> int:
             f"wrote {args.output}: {files['html'].name}, differences.csv", highlight=False
         )
     return EXIT_OK if not any(r.differences for r in replays) or not args.strict else EXIT_ERROR
+
+
+def _llm_options(args: argparse.Namespace) -> dict[str, object]:
+    """``LLMConfig`` fields from the ``--llm-*`` and ``--base-url`` flags that were given."""
+    llm = {
+        key: value
+        for key, value in (
+            ("base_url", args.base_url), ("cache_path", args.llm_cache or None),
+            ("cache_mode", args.llm_cache_mode), ("decide_every", args.llm_decide_every),
+            ("output", args.llm_output), ("anonymize_tickers", args.llm_anonymize or None),
+            ("dates", args.llm_dates), ("lookback", args.llm_lookback),
+        )
+        if value is not None
+    }  # fmt: skip
+    if args.llm_cache == "":
+        llm["cache_path"] = None
+    return llm
+
+
+def _add_llm_options(parser: argparse.ArgumentParser) -> None:
+    llm = parser.add_argument_group("LLM agents (--agent llm:<model> or llm:local)")
+    llm.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL)")
+    llm.add_argument("--llm-cache", help="SQLite cache of requests/responses (default "
+                     "llm_cache.sqlite; '' for none)")  # fmt: skip
+    llm.add_argument("--llm-cache-mode", choices=["read_write", "read_only", "off"])
+    llm.add_argument("--llm-decide-every", type=int, help="ask every N sessions, hold between")
+    llm.add_argument("--llm-output", choices=["json_schema", "tool"])
+    llm.add_argument("--llm-anonymize", action="store_true", help="aliases instead of tickers")
+    llm.add_argument("--llm-dates", choices=["real", "hidden", "shifted"])
+    llm.add_argument("--llm-lookback", type=int, help="sessions of prices in the prompt")
+
+
+def _cmd_backtest(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from marketarena.evaluation import backtest
+    from marketarena.evaluation.report import EvaluationReport
+    from marketarena.evaluation.runner import AgentEvaluation
+    from marketarena.evaluation.store import RunStore
+    from marketarena.evaluation.tracking import tracking_uri
+
+    store = RunStore(args.store)
+    modes = [bool(args.resume), bool(args.continue_run), bool(args.agent)]
+    if sum(modes) != 1:
+        raise ValueError("give one of --agent (a new run), --resume RUN or --continue RUN")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("backtest", total=1.0)
+
+        def update(date: str, fraction: float) -> None:
+            progress.update(task, completed=min(fraction, 1.0), description=date)
+
+        if args.resume:
+            result = backtest.resume_backtest(store, args.resume, progress=update)
+        elif args.continue_run:
+            if not args.end:
+                raise ValueError("--continue needs --end NEW_DATE")
+            result = backtest.continue_backtest(store, args.continue_run, args.end,
+                                                data=args.data, progress=update)  # fmt: skip
+        else:
+            if not (args.start and args.end):
+                raise ValueError("a new run needs --start and --end")
+            run_id = args.run or f"{args.agent}@{args.start}"
+            rules = _parse_assignments(args.rule)
+            result = backtest.start_backtest(
+                store, run_id, args.agent, args.data or "sp500_20", args.start, args.end,
+                seed=args.seed, rules=rules, window=args.window, llm=_llm_options(args),
+                tracking_uri=tracking_uri(), progress=update,
+            )  # fmt: skip
+    run_id = result.settings["run_id"]
+    title = f"run {run_id}: {result.dates[0]} to {result.dates[-1]}"
+    report = EvaluationReport(title, [AgentEvaluation(run_id, [result])], settings=result.settings)
+    console.print(report.table())
+    console.print(f"run {run_id} stored in {store.path} ({len(result.nav) - 1} days)",
+                  highlight=False)  # fmt: skip
+    return EXIT_OK
+
+
+def _cmd_positions(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from marketarena.evaluation import backtest
+    from marketarena.evaluation.store import RunStore
+
+    store = RunStore(args.store)
+    info = store.run(args.run)
+    days = store.days(args.run, args.start, args.end)
+    fills = store.fills(args.run, args.start, args.end, args.symbol)
+    held = Table(title=f"holdings of {args.run} on {days['date'].iloc[-1] if len(days) else '-'}",
+                 title_justify="left")  # fmt: skip
+    for col in ("symbol", "shares", "weight"):
+        held.add_column(col, justify="left" if col == "symbol" else "right")
+    if len(days):
+        last_weights = days.attrs["weights"][-1]
+        for j, symbol in enumerate(info.symbols):
+            if days[symbol].iloc[-1] and (not args.symbol or symbol == args.symbol):
+                held.add_row(symbol, f"{days[symbol].iloc[-1]:,.4g}", f"{last_weights[j]:.1%}")
+        held.add_row("CASH", f"{days['cash'].iloc[-1]:,.2f}", f"{last_weights[-1]:.1%}")
+    console.print(held)
+    trades = Table(title=f"fills ({len(fills)})", title_justify="left")
+    for col in ("date", "symbol", "side", "shares", "price", "cost"):
+        trades.add_column(col, justify="left" if col in ("date", "symbol", "side") else "right")
+    for row in fills.tail(args.limit).itertuples():
+        trades.add_row(row.date, row.symbol, row.side, f"{row.shares:,.4g}", f"{row.price:,.2f}",
+                       f"{row.cost:,.2f}")  # fmt: skip
+    console.print(trades)
+    periods = backtest.holding_periods(days, info.symbols)
+    summary = backtest.turnover_summary(days)
+    console.print(
+        f"turnover: {summary['mean_daily_turnover']:.3f} a day ({summary['annual_turnover']:.1f} "
+        f"a year), costs {summary['total_costs']:,.2f}; mean holding period "
+        f"{periods['mean_days_held'].mean() if len(periods) else float('nan'):.1f} days over "
+        f"{len(periods)} symbols", highlight=False,
+    )  # fmt: skip
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        days.to_csv(out / "holdings.csv", index=False)
+        fills.to_csv(out / "fills.csv", index=False)
+        periods.to_csv(out / "holding_periods.csv", index=False)
+        console.print(f"wrote {out}: holdings.csv, fills.csv, holding_periods.csv",
+                      highlight=False)  # fmt: skip
+    return EXIT_OK
+
+
+def _cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
+    from marketarena.evaluation import backtest
+    from marketarena.evaluation.report import EvaluationReport
+    from marketarena.evaluation.runner import AgentEvaluation
+    from marketarena.evaluation.store import RunStore
+
+    store = RunStore(args.store)
+    runs = [store.run(r) for r in args.runs] if args.runs else store.runs()
+    runs = [r for r in runs if r.status == "finished"]
+    if not runs:
+        raise ValueError(f"no finished runs in {store.path}")
+    results = [backtest.load_result(store, r.run_id) for r in runs]
+    spans = {(str(r.dates[0]), str(r.dates[-1]), r.settings["data_sha256"]) for r in results}
+    if len(spans) > 1:
+        raise ValueError(
+            "a leaderboard compares runs over the same dates and data; these differ: "
+            + "; ".join(f"{r.settings['run_id']} {r.dates[0]}..{r.dates[-1]}" for r in results)
+        )
+    results.sort(key=lambda r: -r.nav[-1])
+    report = EvaluationReport(
+        f"leaderboard: {results[0].dates[0]} to {results[0].dates[-1]}",
+        [AgentEvaluation(r.settings["run_id"], [r]) for r in results],
+        settings={"store": str(store.path), "runs": [r.settings["run_id"] for r in results]},
+    )  # fmt: skip
+    console.print(report.table())
+    if args.output:
+        report.write(args.output)
+        console.print(f"wrote {args.output}", highlight=False)
+    return EXIT_OK
 
 
 def _cmd_llm_serve(args: argparse.Namespace, console: Console) -> int:
@@ -356,18 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-baselines", action="store_true", help="do not add buy-and-hold and equal weight"
     )
     ev.add_argument("--jobs", type=int, default=1, help="agents backtested in parallel threads")
-    llm = ev.add_argument_group("LLM agents (--agent llm:<model> or llm:local)")
-    llm.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL)")
-    llm.add_argument(
-        "--llm-cache",
-        help="SQLite cache of requests/responses (default llm_cache.sqlite; '' for none)",
-    )
-    llm.add_argument("--llm-cache-mode", choices=["read_write", "read_only", "off"])
-    llm.add_argument("--llm-decide-every", type=int, help="ask every N sessions, hold between")
-    llm.add_argument("--llm-output", choices=["json_schema", "tool"])
-    llm.add_argument("--llm-anonymize", action="store_true", help="aliases instead of tickers")
-    llm.add_argument("--llm-dates", choices=["real", "hidden", "shifted"])
-    llm.add_argument("--llm-lookback", type=int, help="sessions of prices in the prompt")
+    _add_llm_options(ev)
     ev.add_argument("--output", default="reports/evaluation", help="report folder")
     ev.add_argument("--mlflow", action="store_true", help="log the evaluation as an MLflow run")
     ev.add_argument("--experiment", default="marketarena-evaluation")
@@ -430,6 +564,46 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--strict", action="store_true", help="exit 1 when any log differs")
     rp.add_argument("--output", help="folder for the report and differences.csv")
     rp.set_defaults(handler=_cmd_replay)
+
+    bt = sub.add_parser(
+        "backtest",
+        help="a persisted backtest: start, --resume after a crash, --continue with new data",
+        description="Backtest one agent, recording every completed day in SQLite; --resume "
+        "continues an interrupted run from its last completed day with identical results; "
+        "--continue extends a finished run to a later --end without recomputing its days.",
+    )
+    bt.add_argument("--agent", metavar="SPEC", help=f"a new run's agent: {SPEC_HELP}")
+    bt.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    bt.add_argument("--continue", dest="continue_run", metavar="RUN",
+                    help="extend a finished run to --end")  # fmt: skip
+    bt.add_argument("--run", help="name of a new run (default: AGENT@START)")
+    bt.add_argument("--data", help="bundled name or path (default sp500_20; with --continue: "
+                    "newer data whose earlier dates are unchanged)")  # fmt: skip
+    bt.add_argument("--start")
+    bt.add_argument("--end")
+    bt.add_argument("--seed", type=int, default=0)
+    bt.add_argument("--rule", action="append", metavar="KEY=VALUE",
+                    help="trading rule, e.g. --rule preset=aitrader")  # fmt: skip
+    bt.add_argument("--window", type=int, default=32)
+    bt.add_argument("--store", default="runs.sqlite", help="the runs database")
+    _add_llm_options(bt)
+    bt.set_defaults(handler=_cmd_backtest)
+
+    pos = sub.add_parser("positions", help="fills, holdings, turnover and holding periods of a run")
+    pos.add_argument("--run", required=True)
+    pos.add_argument("--store", default="runs.sqlite")
+    pos.add_argument("--start")
+    pos.add_argument("--end")
+    pos.add_argument("--symbol")
+    pos.add_argument("--limit", type=int, default=20, help="latest fills to print")
+    pos.add_argument("--output", help="folder for holdings.csv, fills.csv, holding_periods.csv")
+    pos.set_defaults(handler=_cmd_positions)
+
+    lb = sub.add_parser("leaderboard", help="finished runs over the same dates, ranked")
+    lb.add_argument("runs", nargs="*", help="run names (default: every finished run)")
+    lb.add_argument("--store", default="runs.sqlite")
+    lb.add_argument("--output", help="folder for the report")
+    lb.set_defaults(handler=_cmd_leaderboard)
 
     llm_cmd = sub.add_parser("llm", help="the local LLM server")
     llm_sub = llm_cmd.add_subparsers(dest="llm_command", required=True)

@@ -43,6 +43,7 @@ turnover is similar; it is not a substitute for each member's own backtest (use
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -132,6 +133,19 @@ class _Ensemble:
 
     def _who(self, k: int) -> str:
         return f"member {k} ({self.members[k].name!r}) of ensemble {self.name!r}"
+
+    def get_state(self) -> dict[str, Any]:
+        """The ensemble's own state and each member's (members must be resumable)."""
+        missing = [m.name for m in self.members if not callable(getattr(m, "get_state", None))]
+        if missing:
+            raise TypeError(f"ensemble {self.name!r} cannot be saved: {missing} have no get_state")
+        own = {k: v for k, v in vars(self).items() if k != "members"}
+        return {"own": copy.deepcopy(own), "members": [m.get_state() for m in self.members]}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        vars(self).update(copy.deepcopy(dict(state["own"])))
+        for member, member_state in zip(self.members, state["members"], strict=True):
+            member.set_state(member_state)
 
     def reset(self, *, seed: int | None = None) -> None:
         """Reset member ``k`` with ``seed + k`` (or ``None``) and the ensemble's own state."""

@@ -1,0 +1,238 @@
+"""Persisted backtests: start, resume after a crash, continue when new data arrives.
+
+``start_backtest`` runs any agent (an agent spec, as for ``marketarena evaluate``) over a
+date range and records each completed day in a :class:`~marketarena.evaluation.store.RunStore`
+as it goes. ``resume_backtest`` continues a run cut short from its last completed date: the
+env and the agent are restored from the checkpoint written with that day, so the result is
+identical to an uninterrupted run (an LLM agent's answers come from its cache). When the data
+grows, ``continue_backtest`` extends a finished run to a later end date without recomputing
+the days it has; the data for those days must be unchanged, and ranges that do not extend the
+run are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from marketarena.agents.registry import make_agent
+from marketarena.envs.data import MarketData, resolve_data
+from marketarena.envs.portfolio_env import PortfolioEnv
+from marketarena.evaluation import metrics
+from marketarena.evaluation.runner import BacktestResult, snapshot_lookback
+from marketarena.evaluation.store import RunStore
+
+Progress = Callable[[str, float], None]
+
+
+def _prefix_hash(data: MarketData, end: str) -> str:
+    """Hash of the data up to ``end``: what a run's completed days depend on."""
+    return data.slice(None, end).content_hash()
+
+
+def _build(spec: Mapping[str, Any], end: str, data: MarketData | None = None) -> tuple:
+    data = data if data is not None else resolve_data(spec["data"])
+    if spec.get("universe"):
+        data = data.select(spec["universe"])
+    agent = make_agent(spec["agent"], spec.get("tracking_uri"), spec.get("llm") or {})
+    if not callable(getattr(agent, "get_state", None)):
+        raise TypeError(
+            f"agent {spec['agent']!r} cannot be persisted: it has no get_state/set_state "
+            "(see marketarena.agents.Resumable)"
+        )
+    env = PortfolioEnv(
+        data, start=spec["start"], end=end, window=spec["window"],
+        features=tuple(spec["features"]), rules=spec["rules"], episode_length=None,
+        random_start=False, record=True, snapshot_lookback=snapshot_lookback(agent),
+    )  # fmt: skip
+    return data, agent, env
+
+
+def _run_days(
+    store: RunStore, run_id: str, env: PortfolioEnv, agent: Any, observation: np.ndarray,
+    info: dict[str, Any], step: int, progress: Progress | None,
+) -> None:  # fmt: skip
+    total = env.core.last_decision - env.core.first_decision + 1
+    done = False
+    while not done and env.sim.t[0] <= env.core.episode_end[0]:
+        action = agent.act(observation, info)
+        observation, _, terminated, truncated, info = env.step(action)
+        step += 1
+        day = {"date": str(info["date"]), "nav": info["nav"], "cash": info["cash"],
+               "turnover": info["turnover"], "costs": info["costs"],
+               "shares": env.sim.shares[0], "weights": info["weights"]}  # fmt: skip
+        store.record_day(run_id, step, day, env.sim.last_fills(0), env.get_state(),
+                         agent.get_state())  # fmt: skip
+        if progress is not None:
+            progress(day["date"], step / max(total, 1))
+        done = terminated or truncated
+
+
+def start_backtest(
+    store: RunStore,
+    run_id: str,
+    agent: str,
+    data: str,
+    start: str,
+    end: str,
+    *,
+    seed: int = 0,
+    rules: Mapping[str, Any] | str | None = None,
+    window: int = 32,
+    features: tuple[str, ...] = ("log_return",),
+    universe: tuple[str, ...] | None = None,
+    llm: Mapping[str, Any] | None = None,
+    tracking_uri: str | None = None,
+    progress: Progress | None = None,
+) -> BacktestResult:
+    """A new persisted run of ``agent`` (a spec) over ``data`` from ``start`` to ``end``."""
+    spec: dict[str, Any] = {
+        "agent": agent, "data": str(data), "start": start, "end": end, "seed": seed,
+        "rules": rules if rules is not None else {}, "window": window,
+        "features": list(features), "universe": list(universe) if universe else None,
+        "llm": dict(llm or {}), "tracking_uri": tracking_uri,
+    }  # fmt: skip
+    market, built_agent, env = _build(spec, end)
+    spec["end"] = str(market.dates[env.core.last_decision + 1])
+    spec["data_sha256"] = _prefix_hash(market, spec["end"])
+    store.create_run(run_id, spec, market.symbols)
+    observation, info = env.reset(seed=seed)
+    built_agent.reset(seed=seed)
+    _run_days(store, run_id, env, built_agent, observation, info, 0, progress)
+    store.set_status(run_id, "finished")
+    return load_result(store, run_id)
+
+
+def _restore(store: RunStore, run_id: str, end: str, data: MarketData | None = None) -> tuple:
+    info = store.run(run_id)
+    spec = info.spec
+    market, agent, env = _build(spec, end, data)
+    observation, env_info = env.reset(seed=spec["seed"])
+    agent.reset(seed=spec["seed"])
+    checkpoint = store.checkpoint(run_id)
+    step = 0
+    if checkpoint is not None:
+        step, env_state, agent_state = checkpoint
+        observation, env_info = env.set_state(env_state)
+        agent.set_state(agent_state)
+    return market, agent, env, observation, env_info, step
+
+
+def resume_backtest(
+    store: RunStore, run_id: str, progress: Progress | None = None
+) -> BacktestResult:
+    """Continue an interrupted run from its last completed date to its end."""
+    info = store.run(run_id)
+    if info.status == "finished":
+        return load_result(store, run_id)
+    _, agent, env, observation, env_info, step = _restore(store, run_id, info.spec["end"])
+    _run_days(store, run_id, env, agent, observation, env_info, step, progress)
+    store.set_status(run_id, "finished")
+    return load_result(store, run_id)
+
+
+def continue_backtest(
+    store: RunStore,
+    run_id: str,
+    end: str,
+    *,
+    data: str | None = None,
+    progress: Progress | None = None,
+) -> BacktestResult:
+    """Extend a finished run to ``end`` on (possibly newer) ``data``."""
+    info = store.run(run_id)
+    spec = dict(info.spec)
+    if info.status != "finished":
+        raise ValueError(f"run {run_id!r} did not finish: --resume it before continuing it")
+    if str(end) <= spec["end"]:
+        raise ValueError(
+            f"continue must extend run {run_id!r} past its end {spec['end']}; {end} does not "
+            "(completed days are never recomputed or overwritten)"
+        )
+    source = data or spec["data"]
+    market = resolve_data(source)
+    if spec.get("universe"):
+        market = market.select(spec["universe"])
+    if market.dates[-1] <= np.datetime64(spec["end"]):
+        raise ValueError(f"{market.name} ends on {market.dates[-1]}: no new data after "
+                         f"{spec['end']}")  # fmt: skip
+    if _prefix_hash(market, spec["end"]) != spec["data_sha256"]:
+        raise ValueError(
+            f"{market.name} differs from the data run {run_id!r} was computed on, up to "
+            f"{spec['end']}: continuing would mix histories"
+        )
+    _, agent, env, observation, env_info, step = _restore(store, run_id, end, market)
+    new_end = str(market.dates[env.core.last_decision + 1])
+    spec.update(end=new_end, data=str(source), data_sha256=_prefix_hash(market, new_end))
+    store.update_spec(run_id, spec, "running")
+    _run_days(store, run_id, env, agent, observation, env_info, step, progress)
+    store.set_status(run_id, "finished")
+    return load_result(store, run_id)
+
+
+def load_result(store: RunStore, run_id: str) -> BacktestResult:
+    """A :class:`BacktestResult` from the stored days (no recomputation)."""
+    info = store.run(run_id)
+    spec = info.spec
+    days = store.days(run_id)
+    checkpoint_state = store.checkpoint(run_id)
+    initial = _initial_cash(spec)
+    first_date = _first_date(spec, checkpoint_state)
+    n = len(info.symbols)
+    start_weights = np.zeros(n + 1)
+    start_weights[-1] = 1.0
+    fills = store.fills(run_id)
+    fills["date"] = pd.to_datetime(fills["date"])
+    return BacktestResult(
+        agent=spec["agent"], data_name=str(spec["data"]), symbols=info.symbols,
+        dates=np.array([first_date, *days["date"]], dtype="datetime64[D]"),
+        nav=np.r_[initial, days["nav"].to_numpy()],
+        weights=np.vstack([start_weights, days.attrs["weights"]]) if len(days) else
+        start_weights[None, :],
+        turnover=days["turnover"].to_numpy(), costs=days["costs"].to_numpy(), fills=fills,
+        seed=spec["seed"], settings={"run_id": run_id, **spec},
+    )  # fmt: skip
+
+
+def _initial_cash(spec: Mapping[str, Any]) -> float:
+    from marketarena.envs.core import build_rules
+    from marketarena.envs.simulator import TradingRules
+
+    return (build_rules(spec["rules"]) or TradingRules()).initial_cash
+
+
+def _first_date(spec: Mapping[str, Any], checkpoint: tuple | None) -> str:
+    if checkpoint is not None:
+        return str(checkpoint[1]["date_history"][0])
+    return spec["start"]
+
+
+def holding_periods(days: pd.DataFrame, symbols: tuple[str, ...]) -> pd.DataFrame:
+    """Per symbol: the runs of consecutive days it was held, and their mean length."""
+    rows = []
+    for symbol in symbols:
+        held = days[symbol].to_numpy() > 1e-12
+        lengths, run = [], 0
+        for h in held:
+            if h:
+                run += 1
+            elif run:
+                lengths.append(run)
+                run = 0
+        if run:
+            lengths.append(run)
+        if lengths:
+            rows.append({"symbol": symbol, "holding_spells": len(lengths),
+                         "mean_days_held": float(np.mean(lengths)),
+                         "days_held": int(sum(lengths))})  # fmt: skip
+    return pd.DataFrame(rows, columns=["symbol", "holding_spells", "mean_days_held", "days_held"])
+
+
+def turnover_summary(days: pd.DataFrame) -> dict[str, float]:
+    turnover = days["turnover"].to_numpy()
+    return {"mean_daily_turnover": float(turnover.mean()) if len(turnover) else float("nan"),
+            "annual_turnover": float(metrics.turnover(turnover)) if len(turnover) else float("nan"),
+            "total_costs": float(days["costs"].sum())}  # fmt: skip

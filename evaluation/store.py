@@ -1,0 +1,209 @@
+"""Persisted runs: every completed day of a backtest in SQLite, as it happens.
+
+One file (``runs.sqlite`` by default) holds many runs. Per run: its spec (agent, data source,
+dates, rules, seed, ...); per completed day, in one transaction, the day's NAV, cash, shares,
+weights, turnover and costs, its fills, and a checkpoint (the env's and the agent's state
+after the day), so a run cut short by a crash or Ctrl-C loses nothing it had finished and
+resumes from the last completed date. Position history — fills and daily holdings by run,
+date range and symbol — is queried from here too.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_STORE = "runs.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, spec TEXT NOT NULL, symbols TEXT NOT NULL, status TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS days (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, date TEXT NOT NULL, nav REAL NOT NULL,
+    cash REAL NOT NULL, turnover REAL NOT NULL, costs REAL NOT NULL, shares TEXT NOT NULL,
+    weights TEXT NOT NULL, PRIMARY KEY (run_id, step));
+CREATE TABLE IF NOT EXISTS fills (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, date TEXT NOT NULL, symbol TEXT NOT NULL,
+    side TEXT NOT NULL, shares REAL NOT NULL, price REAL NOT NULL, cost REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS fills_by_run ON fills (run_id, date);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT PRIMARY KEY, step INTEGER NOT NULL, env_state BLOB NOT NULL,
+    agent_state BLOB NOT NULL);
+"""
+
+
+class RunNotFound(KeyError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    spec: dict[str, Any]
+    symbols: tuple[str, ...]
+    status: str  # "running", "finished"
+    last_date: str | None
+    days: int
+
+
+class RunStore:
+    """A SQLite file of runs (thread-safe; one connection)."""
+
+    def __init__(self, path: str | Path = DEFAULT_STORE) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._lock = threading.Lock()
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---------------------------------------------------------------- runs
+    def create_run(self, run_id: str, spec: Mapping[str, Any], symbols: Sequence[str]) -> None:
+        with self._lock:
+            exists = self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if exists:
+                raise ValueError(
+                    f"run {run_id!r} already exists in {self.path}: --resume it, --continue "
+                    "it, or choose another name"
+                )
+            now = time.time()
+            self._db.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, 'running', ?, ?)",
+                (run_id, json.dumps(dict(spec)), json.dumps(list(symbols)), now, now),
+            )
+
+    def run(self, run_id: str) -> RunInfo:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT spec, symbols, status FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                known = [r[0] for r in self._db.execute("SELECT run_id FROM runs")]
+                raise RunNotFound(f"no run {run_id!r} in {self.path}; runs: {known}")
+            last = self._db.execute(
+                "SELECT MAX(date), COUNT(*) FROM days WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return RunInfo(run_id, json.loads(row[0]), tuple(json.loads(row[1])), row[2], last[0],
+                       int(last[1]))  # fmt: skip
+
+    def runs(self) -> list[RunInfo]:
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT run_id FROM runs ORDER BY created")]
+        return [self.run(i) for i in ids]
+
+    def update_spec(self, run_id: str, spec: Mapping[str, Any], status: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET spec = ?, status = ?, updated = ? WHERE run_id = ?",
+                (json.dumps(dict(spec)), status, time.time(), run_id),
+            )
+
+    def set_status(self, run_id: str, status: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE runs SET status = ?, updated = ? WHERE run_id = ?",
+                             (status, time.time(), run_id))  # fmt: skip
+
+    # ---------------------------------------------------------------- days
+    def record_day(
+        self,
+        run_id: str,
+        step: int,
+        day: Mapping[str, Any],
+        fills: Sequence[tuple[str, float, float, float]],
+        env_state: Any,
+        agent_state: Any,
+    ) -> None:
+        """One completed day, its fills and the checkpoint after it: all or nothing."""
+        date = day["date"]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, step, date, day["nav"], day["cash"], day["turnover"],
+                     day["costs"], json.dumps(list(map(float, day["shares"]))),
+                     json.dumps(list(map(float, day["weights"])))),
+                )  # fmt: skip
+                self._db.execute("DELETE FROM fills WHERE run_id = ? AND step = ?", (run_id, step))
+                self._db.executemany(
+                    "INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(run_id, step, date, sym, "buy" if q > 0 else "sell", abs(q), price, cost)
+                     for sym, q, price, cost in fills],
+                )  # fmt: skip
+                self._db.execute(
+                    "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+                    (run_id, step, pickle.dumps(env_state), pickle.dumps(agent_state)),
+                )
+                self._db.execute("UPDATE runs SET updated = ? WHERE run_id = ?",
+                                 (time.time(), run_id))  # fmt: skip
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def checkpoint(self, run_id: str) -> tuple[int, Any, Any] | None:
+        """``(step, env_state, agent_state)`` after the last completed day, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT step, env_state, agent_state FROM checkpoints WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        # our own file, written by record_day
+        return int(row[0]), pickle.loads(row[1]), pickle.loads(row[2])
+
+    # ------------------------------------------------------------- queries
+    def days(self, run_id: str, start: str | None = None, end: str | None = None) -> pd.DataFrame:
+        """Daily rows (date, nav, cash, turnover, costs, one column per symbol's shares)."""
+        info = self.run(run_id)
+        query, args = _range("SELECT * FROM days WHERE run_id = ?", run_id, start, end)
+        with self._lock:
+            frame = pd.read_sql_query(query + " ORDER BY step", self._db, params=args)
+        shares = np.array([json.loads(s) for s in frame["shares"]]).reshape(len(frame), -1)
+        out = frame[["step", "date", "nav", "cash", "turnover", "costs"]].copy()
+        for j, symbol in enumerate(info.symbols):
+            out[symbol] = shares[:, j] if len(frame) else []
+        weights = np.array([json.loads(w) for w in frame["weights"]]).reshape(len(frame), -1)
+        out.attrs["weights"] = weights
+        return out
+
+    def fills(
+        self,
+        run_id: str,
+        start: str | None = None,
+        end: str | None = None,
+        symbol: str | None = None,
+    ) -> pd.DataFrame:
+        self.run(run_id)
+        query, args = _range("SELECT date, symbol, side, shares, price, cost FROM fills "
+                             "WHERE run_id = ?", run_id, start, end)  # fmt: skip
+        if symbol:
+            query += " AND symbol = ?"
+            args.append(symbol)
+        with self._lock:
+            return pd.read_sql_query(query + " ORDER BY step, symbol", self._db, params=args)
+
+
+def _range(query: str, run_id: str, start: str | None, end: str | None) -> tuple[str, list]:
+    args: list[Any] = [run_id]
+    if start:
+        query += " AND date >= ?"
+        args.append(start)
+    if end:
+        query += " AND date <= ?"
+        args.append(end)
+    return query, args
