@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,6 +24,9 @@ from marketarena.envs.data import (
     read_raw,
 )
 from marketarena.evaluation.evaluate import ENSEMBLES
+
+if TYPE_CHECKING:
+    from marketarena.evaluation.store import RunInfo, RunStore
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID_DATA = 0, 1, 2
 
@@ -302,17 +306,26 @@ def _cmd_backtest(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_positions(args: argparse.Namespace, console: Console) -> int:
-    from rich.table import Table
-
-    from marketarena.evaluation import backtest
     from marketarena.evaluation.store import RunStore
 
     store = RunStore(args.store)
-    info = store.run(args.run)
-    days = store.days(args.run, args.start, args.end)
-    fills = store.fills(args.run, args.start, args.end, args.symbol)
-    held = Table(title=f"holdings of {args.run} on {days['date'].iloc[-1] if len(days) else '-'}",
-                 title_justify="left")  # fmt: skip
+    runs = [store.run(args.run)] if args.run else store.runs_of(args.agent)
+    for info in runs:
+        out = Path(args.output) / info.run_id if args.output and len(runs) > 1 else args.output
+        _print_positions(store, info, args, out, console)
+    return EXIT_OK
+
+
+def _print_positions(store: RunStore, info: RunInfo, args: argparse.Namespace,
+                     output: str | Path | None, console: Console) -> None:  # fmt: skip
+    from rich.table import Table
+
+    from marketarena.evaluation import backtest
+
+    days = store.days(info.run_id, args.start, args.end)
+    fills = store.fills(info.run_id, args.start, args.end, args.symbol)
+    last = days["date"].iloc[-1] if len(days) else "-"
+    held = Table(title=f"holdings of {info.run_id} on {last}", title_justify="left")
     for col in ("symbol", "shares", "weight"):
         held.add_column(col, justify="left" if col == "symbol" else "right")
     if len(days):
@@ -337,15 +350,14 @@ def _cmd_positions(args: argparse.Namespace, console: Console) -> int:
         f"{periods['mean_days_held'].mean() if len(periods) else float('nan'):.1f} days over "
         f"{len(periods)} symbols", highlight=False,
     )  # fmt: skip
-    if args.output:
-        out = Path(args.output)
+    if output:
+        out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
         days.to_csv(out / "holdings.csv", index=False)
         fills.to_csv(out / "fills.csv", index=False)
         periods.to_csv(out / "holding_periods.csv", index=False)
         console.print(f"wrote {out}: holdings.csv, fills.csv, holding_periods.csv",
                       highlight=False)  # fmt: skip
-    return EXIT_OK
 
 
 def _cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
@@ -589,8 +601,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_llm_options(bt)
     bt.set_defaults(handler=_cmd_backtest)
 
-    pos = sub.add_parser("positions", help="fills, holdings, turnover and holding periods of a run")
-    pos.add_argument("--run", required=True)
+    pos = sub.add_parser(
+        "positions", help="fills, holdings, turnover and holding periods of a run or an agent"
+    )
+    which = pos.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="one run")
+    which.add_argument("--agent", metavar="SPEC", help="every run of this agent spec")
     pos.add_argument("--store", default="runs.sqlite")
     pos.add_argument("--start")
     pos.add_argument("--end")

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 
 class RunNotFound(KeyError):
-    pass
+    def __str__(self) -> str:  # KeyError's str() is the repr of its argument
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,14 @@ class RunStore:
         with self._lock:
             ids = [r[0] for r in self._db.execute("SELECT run_id FROM runs ORDER BY created")]
         return [self.run(i) for i in ids]
+
+    def runs_of(self, agent: str) -> list[RunInfo]:
+        """The runs of one agent spec (e.g. ``equal_weight:21``), oldest first."""
+        found = [r for r in self.runs() if r.spec.get("agent") == agent]
+        if not found:
+            agents = sorted({str(r.spec.get("agent")) for r in self.runs()})
+            raise RunNotFound(f"no run of agent {agent!r} in {self.path}; agents: {agents}")
+        return found
 
     def update_spec(self, run_id: str, spec: Mapping[str, Any], status: str) -> None:
         with self._lock:
