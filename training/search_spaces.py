@@ -103,8 +103,16 @@ def space_for(algorithm: str, search: Mapping[str, Any]) -> dict[str, Distributi
             base[name] = Categorical(tuple(narrowed.choices))
         else:
             original = base[name]
-            log = narrowed.log if narrowed.log is not None else getattr(original, "log", False)
             kind = Int if isinstance(original, Int) else Float
+            if isinstance(original, Categorical):  # a range of numbers of the same kind
+                numbers = [c for c in original.choices if type(c) in (int, float)]
+                if len(numbers) != len(original.choices):
+                    raise ValueError(
+                        f"tuning.search.{name}: {name} takes one of {list(original.choices)}; "
+                        "narrow it with choices, not low/high"
+                    )
+                kind = Int if all(type(c) is int for c in numbers) else Float
+            log = narrowed.log if narrowed.log is not None else getattr(original, "log", False)
             low, high = narrowed.low, narrowed.high
             base[name] = kind(int(low), int(high), log) if kind is Int else kind(low, high, log)
     if not any(isinstance(d, Float | Int | Categorical) for d in base.values()):
@@ -125,6 +133,11 @@ def sample(trial: Any, space: Mapping[str, Distribution | Any]) -> dict[str, Any
         else:
             out[name] = dist
     return out
+
+
+def fixed_values(space: Mapping[str, Distribution | Any]) -> dict[str, Any]:
+    """The parameters that ``tuning.search`` fixed: not sampled, so not in a trial's params."""
+    return {k: v for k, v in space.items() if not isinstance(v, Float | Int | Categorical)}
 
 
 def to_overrides(algorithm: str, params: Mapping[str, Any], n_envs: int) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import statistics
 import warnings
 from collections.abc import Callable
@@ -72,6 +73,29 @@ def _redact(url: str) -> str:
     return url
 
 
+_NON_FINITE = re.compile(r"\b(nan|inf|infinity)\b", re.IGNORECASE)
+
+
+def _public_dict(config: Config) -> dict[str, Any]:
+    """``config.to_dict()`` with the storage URL's password redacted: what gets logged or
+    written out (MLflow params, trial configs, best_config.yaml)."""
+    data = config.to_dict()
+    if data["tuning"].get("storage"):
+        data["tuning"]["storage"] = _redact(data["tuning"]["storage"])
+    return data
+
+
+def _with_driver(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare ``postgresql://`` URL as psycopg 3; the ``postgres`` extra
+    installs psycopg2: name it when psycopg 3 is not installed."""
+    import importlib.util
+
+    find = importlib.util.find_spec
+    if url.startswith("postgresql://") and find("psycopg") is None and find("psycopg2"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
 def make_storage(url: str | None, heartbeat_interval: int = 10, grace_period: int = 30) -> Any:
     """An Optuna storage from a URL or a journal file path; unreachable storage is an error.
 
@@ -86,7 +110,8 @@ def make_storage(url: str | None, heartbeat_interval: int = 10, grace_period: in
         return JournalStorage(JournalFileBackend(str(Path(url))))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+        return RDBStorage(_with_driver(url), heartbeat_interval=heartbeat_interval,
+                          grace_period=grace_period,
                           engine_kwargs={"pool_pre_ping": True})  # fmt: skip
     except ImportError as exc:
         raise StorageError(f"storage {_redact(url)} needs a database driver: {exc}") from None
@@ -154,7 +179,7 @@ class Objective:
 
     def __init__(self, config: Config, out_dir: Path, study_run_id: str | None) -> None:
         self.config = config
-        self.base = config.to_dict()
+        self.base = _public_dict(config)
         self.out_dir = out_dir
         self.study_run_id = study_run_id
         self.space = search_spaces.space_for(config.algo.name, config.tuning.search)
@@ -199,7 +224,8 @@ class Objective:
                 except optuna.TrialPruned:
                     raise
                 except (ValueError, RuntimeError) as exc:
-                    if "nan" in str(exc).lower() or "inf" in str(exc).lower():
+                    # e.g. torch: "found invalid values: tensor([[nan, nan]])"
+                    if _NON_FINITE.search(str(exc)):
                         raise optuna.TrialPruned(f"diverged: {exc}") from None
                     raise
                 first = False
@@ -240,7 +266,7 @@ def _study_run(study: Any, config: Config) -> str | None:
         mlflow.set_tags(
             {"kind": "tuning", "study": study.study_name, "git_sha": tracking.git_sha()}
         )
-        mlflow.log_params(tracking.flatten({"base": config.to_dict()}))
+        mlflow.log_params(tracking.flatten({"base": _public_dict(config)}))
     study.set_user_attr(STUDY_RUN_ATTR, run.info.run_id)
     return study.user_attrs.get(STUDY_RUN_ATTR, run.info.run_id)
 
@@ -256,6 +282,9 @@ def tune(
 
     t = config.tuning
     study_name = t.study or config.name
+    # bad input (search space, folds) fails before a study or an MLflow run is created
+    search_spaces.space_for(config.algo.name, t.search)
+    fold_splits(config)
     storage = make_storage(t.storage, t.heartbeat_interval, t.grace_period)
     out = Path(out_dir).resolve() / study_name
     out.mkdir(parents=True, exist_ok=True)
@@ -266,6 +295,9 @@ def tune(
         load_if_exists=True,
     )  # fmt: skip
     study.set_user_attr("objective", t.objective)
+    # a resumed study (or a worker joining one) must not replay the random stream that drew
+    # the trials already there: offset the seed by their number
+    study.sampler = make_sampler(t.sampler, t.sampler_seed + len(study.get_trials(deepcopy=False)))
     run_id = _study_run(study, config)
     objective = Objective(config, out, run_id)
     callbacks = [lambda study, trial: on_trial(trial)] if on_trial else []
@@ -293,7 +325,9 @@ def finish(study: Any, config: Config, out: Path, run_id: str | None, *,
     best = study.best_trial
     result.best_value, result.best_params = best.value, dict(best.params)
     objective = Objective(config, out, run_id)
-    best_config = objective.trial_config(best.params, config.env.splits.model_dump(), config.seed,
+    # the trial trained with the fixed parameters too, which its params do not record
+    params = {**search_spaces.fixed_values(objective.space), **best.params}
+    best_config = objective.trial_config(params, config.env.splits.model_dump(), config.seed,
                                          best.number)  # fmt: skip
     data = best_config.to_dict()
     data["name"] = f"{config.name}-best"
