@@ -58,6 +58,8 @@ def _series_rows(doc: dict[str, Any], source: str) -> tuple[str, list[dict[str, 
                 raise DataValidationError(source, [f"{symbol}: unknown key {key!r} on {date}"])
             try:
                 row[field] = float(value)
+                if row[field] != row[field]:  # "NaN" is no price; only an absent key is missing
+                    raise ValueError(value)
             except (TypeError, ValueError):
                 raise DataValidationError(
                     source, [f"{symbol}: {key} value {value!r} on {date} is not a number"]

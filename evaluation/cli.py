@@ -343,13 +343,13 @@ def _print_positions(store: RunStore, info: RunInfo, args: argparse.Namespace,
         trades.add_row(row.date, row.symbol, row.side, f"{row.shares:,.4g}", f"{row.price:,.2f}",
                        f"{row.cost:,.2f}")  # fmt: skip
     console.print(trades)
-    periods = backtest.holding_periods(days, info.symbols)
+    periods = backtest.holding_periods(days, (args.symbol,) if args.symbol else info.symbols)
     summary = backtest.turnover_summary(days)
     console.print(
         f"turnover: {summary['mean_daily_turnover']:.3f} a day ({summary['annual_turnover']:.1f} "
         f"a year), costs {summary['total_costs']:,.2f}; mean holding period "
         f"{periods['mean_days_held'].mean() if len(periods) else float('nan'):.1f} days over "
-        f"{len(periods)} symbols", highlight=False,
+        f"{len(periods)} symbol{'' if len(periods) == 1 else 's'}", highlight=False,
     )  # fmt: skip
     if output:
         out = Path(output)

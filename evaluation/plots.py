@@ -85,7 +85,11 @@ def rolling_sharpe(
     ax.set_ylabel(f"Sharpe ({window}-period)")
     ax.set_title("Rolling Sharpe ratio")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=8)
+    else:  # every run is shorter than the window
+        ax.text(0.5, 0.5, f"fewer than {window} periods: no rolling Sharpe", ha="center",
+                va="center", transform=ax.transAxes)  # fmt: skip
     fig.autofmt_xdate()
     return _save(fig, path)
 

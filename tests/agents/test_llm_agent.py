@@ -326,7 +326,6 @@ def test_tool_mode_with_a_plain_text_answer_still_parses(llm_server, tmp_path):
 
 
 # --------------------------------------------------------------------------- secrets
-@pytest.mark.filterwarnings("ignore:No artists with labels:UserWarning")  # 5-day plots
 def test_the_api_key_is_in_no_artifact_and_no_log(llm_server, tmp_path, monkeypatch, caplog):
     for name in (None, "openai", "httpx", "httpx2", "marketarena", "mlflow"):
         caplog.set_level(logging.DEBUG, logger=name)

@@ -70,7 +70,6 @@ def test_real_model_backtest_then_offline_replay(local_server, tmp_path):
     assert all(x.cached and x.latency == 0.0 for x in offline.decisions)
 
 
-@pytest.mark.filterwarnings("ignore:No artists with labels:UserWarning")  # 5-day plots
 def test_evaluate_cli_with_the_local_model(tmp_path):
     try:
         LocalLLMServer(threads=1)  # finds the model, starts nothing
