@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -656,8 +656,8 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         if not console.is_terminal:  # pipes and CI logs: don't squeeze tables into 80 columns
             console = Console(width=180)
     # MLflow announces database migrations and new experiments at INFO; the CLI says what it
-    # logs where itself, so keep MLflow's warnings only
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # logs where itself, so keep MLflow's warnings only (MLflow reads this when imported)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         return args.handler(args, console)
     except (ValueError, KeyError, FileNotFoundError) as exc:
