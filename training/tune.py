@@ -110,9 +110,11 @@ def make_storage(url: str | None, heartbeat_interval: int = 10, grace_period: in
         return JournalStorage(JournalFileBackend(str(Path(url))))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return RDBStorage(_with_driver(url), heartbeat_interval=heartbeat_interval,
-                          grace_period=grace_period,
-                          engine_kwargs={"pool_pre_ping": True})  # fmt: skip
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we use them
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(_with_driver(url), heartbeat_interval=heartbeat_interval,
+                              grace_period=grace_period,
+                              engine_kwargs={"pool_pre_ping": True})  # fmt: skip
     except ImportError as exc:
         raise StorageError(f"storage {_redact(url)} needs a database driver: {exc}") from None
     except Exception as exc:  # sqlalchemy's connection errors, bad URLs
@@ -342,7 +344,9 @@ def finish(study: Any, config: Config, out: Path, run_id: str | None, *,
     importances: dict[str, float] = {}
     if len(complete) >= 2:
         try:
-            importances = optuna.importance.get_param_importances(study)
+            with warnings.catch_warnings():  # with few trials Optuna warns and reports them equal
+                warnings.simplefilter("ignore", UserWarning)
+                importances = optuna.importance.get_param_importances(study)
         except (RuntimeError, ValueError):
             importances = {}
     if config.tuning.retrain:
@@ -376,10 +380,12 @@ def _plots(study: Any, out: Path) -> list[Path]:
 
     paths = []
     for name, fn in (("optimization_history", vis.plot_optimization_history),
-                     ("param_importances", vis.plot_param_importances)):  # fmt: skip
+                     ("param_importances", vis.plot_param_importances),
+                     ("parallel_coordinate", vis.plot_parallel_coordinate)):  # fmt: skip
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)  # few trials: equal importances
                 ax = fn(study)
         except (ValueError, RuntimeError):  # e.g. importances need two complete trials
             continue

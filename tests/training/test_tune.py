@@ -575,7 +575,8 @@ def test_mlflow_study_run_nests_the_trials(resumed):
     assert importances <= {f"importance/{p}" for p in resumed.study.best_params}
     assert sum(logged[k] for k in importances) == pytest.approx(1.0, abs=1e-6)
     artifacts = {a.path for a in client.list_artifacts(study_run.info.run_id)}
-    assert {"best_config.yaml", "optimization_history.png"} <= artifacts
+    plots = {"optimization_history.png", "param_importances.png", "parallel_coordinate.png"}
+    assert {"best_config.yaml", *plots} <= artifacts
     assert study_run.data.params["base.tuning.study"] == "resume"
 
 
