@@ -51,15 +51,7 @@ METRICS = ("sharpe", "sortino", "total_return", "max_drawdown", "volatility", "a
 POLL_DEADLINE_S = 120.0
 # what the ``marketarena`` console script runs
 CLI = "from marketarena.evaluation.cli import main; raise SystemExit(main())"
-
-
-@pytest.fixture(autouse=True)
-def reset_mlflow_uri():
-    """Training calls mlflow.set_tracking_uri, which outlives the test: undo it."""
-    import mlflow
-
-    yield
-    mlflow.set_tracking_uri(None)
+pytestmark = pytest.mark.usefixtures("reset_mlflow_uri")
 
 
 def smoke(*overrides: str) -> Config:

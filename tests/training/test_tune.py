@@ -73,17 +73,9 @@ FAST = (
 NO_MLFLOW = ("mlflow.enabled=false",)
 # what the ``marketarena`` console script runs
 CLI = "from marketarena.evaluation.cli import main; raise SystemExit(main())"
+pytestmark = pytest.mark.usefixtures("reset_mlflow_uri")
 POLL_DEADLINE_S = 180.0
 POSTGRES_ENV = "MARKETARENA_TEST_POSTGRES_URL"
-
-
-@pytest.fixture(autouse=True)
-def reset_mlflow_uri():
-    """Tuning calls mlflow.set_tracking_uri, which outlives the test: undo it."""
-    import mlflow
-
-    yield
-    mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture
