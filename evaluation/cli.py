@@ -27,6 +27,8 @@ from marketarena.envs.data import (
 from marketarena.evaluation.evaluate import ENSEMBLES
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from marketarena.evaluation.store import RunInfo, RunStore
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID_DATA = 0, 1, 2
@@ -311,30 +313,38 @@ def _cmd_positions(args: argparse.Namespace, console: Console) -> int:
 
     store = RunStore(args.store)
     runs = [store.run(args.run)] if args.run else store.runs_of(args.agent)
+    shown = 0
     for info in runs:
+        days = store.days(info.run_id, args.start, args.end)
+        if days.empty:
+            console.print(
+                f"run {info.run_id} has no completed day from {args.start or 'its start'} to "
+                f"{args.end or 'its end'} (its last completed day: {info.last_date or 'none'})",
+                highlight=False,
+            )
+            continue
         out = Path(args.output) / info.run_id if args.output and len(runs) > 1 else args.output
-        _print_positions(store, info, args, out, console)
-    return EXIT_OK
+        _print_positions(store, info, days, args, out, console)
+        shown += 1
+    return EXIT_OK if shown else EXIT_ERROR
 
 
-def _print_positions(store: RunStore, info: RunInfo, args: argparse.Namespace,
+def _print_positions(store: RunStore, info: RunInfo, days: pd.DataFrame, args: argparse.Namespace,
                      output: str | Path | None, console: Console) -> None:  # fmt: skip
     from rich.table import Table
 
     from marketarena.evaluation import backtest
 
-    days = store.days(info.run_id, args.start, args.end)
     fills = store.fills(info.run_id, args.start, args.end, args.symbol)
-    last = days["date"].iloc[-1] if len(days) else "-"
-    held = Table(title=f"holdings of {info.run_id} on {last}", title_justify="left")
+    held = Table(title=f"holdings of {info.run_id} on {days['date'].iloc[-1]}",
+                 title_justify="left")  # fmt: skip
     for col in ("symbol", "shares", "weight"):
         held.add_column(col, justify="left" if col == "symbol" else "right")
-    if len(days):
-        last_weights = days.attrs["weights"][-1]
-        for j, symbol in enumerate(info.symbols):
-            if days[symbol].iloc[-1] and (not args.symbol or symbol == args.symbol):
-                held.add_row(symbol, f"{days[symbol].iloc[-1]:,.4g}", f"{last_weights[j]:.1%}")
-        held.add_row("CASH", f"{days['cash'].iloc[-1]:,.2f}", f"{last_weights[-1]:.1%}")
+    last_weights = days.attrs["weights"][-1]
+    for j, symbol in enumerate(info.symbols):
+        if days[symbol].iloc[-1] and (not args.symbol or symbol == args.symbol):
+            held.add_row(symbol, f"{days[symbol].iloc[-1]:,.4g}", f"{last_weights[j]:.1%}")
+    held.add_row("CASH", f"{days['cash'].iloc[-1]:,.2f}", f"{last_weights[-1]:.1%}")
     console.print(held)
     trades = Table(title=f"fills ({len(fills)})", title_justify="left")
     for col in ("date", "symbol", "side", "shares", "price", "cost"):

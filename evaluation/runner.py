@@ -83,15 +83,18 @@ class BacktestResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per mark: date, nav, return, turnover, costs, benchmark, weights."""
-        frame = pd.DataFrame({"date": pd.to_datetime(self.dates), "nav": self.nav})
-        frame["return"] = np.r_[np.nan, self.returns]
-        frame["turnover"] = np.r_[0.0, self.turnover]
-        frame["costs"] = np.r_[0.0, self.costs]
+        columns: dict[str, Any] = {
+            "date": pd.to_datetime(self.dates),
+            "nav": self.nav,
+            "return": np.r_[np.nan, self.returns],
+            "turnover": np.r_[0.0, self.turnover],
+            "costs": np.r_[0.0, self.costs],
+        }
         if self.benchmark is not None:
-            frame["benchmark"] = self.benchmark
+            columns["benchmark"] = self.benchmark
         for j, name in enumerate([*self.symbols, "cash"]):
-            frame[f"w_{name}"] = self.weights[:, j]
-        return frame
+            columns[f"w_{name}"] = self.weights[:, j]
+        return pd.DataFrame(columns)  # built at once: column by column fragments wide frames
 
     # ------------------------------------------------------------- persistence
     def _meta(self) -> dict[str, Any]:

@@ -182,11 +182,11 @@ class RunStore:
         query, args = _range("SELECT * FROM days WHERE run_id = ?", run_id, start, end)
         with self._lock:
             frame = pd.read_sql_query(query + " ORDER BY step", self._db, params=args)
-        shares = np.array([json.loads(s) for s in frame["shares"]]).reshape(len(frame), -1)
-        out = frame[["step", "date", "nav", "cash", "turnover", "costs"]].copy()
-        for j, symbol in enumerate(info.symbols):
-            out[symbol] = shares[:, j] if len(frame) else []
-        weights = np.array([json.loads(w) for w in frame["weights"]]).reshape(len(frame), -1)
+        n = len(info.symbols)
+        shares = np.array([json.loads(s) for s in frame["shares"]]).reshape(len(frame), n)
+        held = pd.DataFrame(shares, columns=list(info.symbols), index=frame.index)
+        out = pd.concat([frame[["step", "date", "nav", "cash", "turnover", "costs"]], held], axis=1)
+        weights = np.array([json.loads(w) for w in frame["weights"]]).reshape(len(frame), n + 1)
         out.attrs["weights"] = weights
         return out
 

@@ -338,6 +338,9 @@ def test_positions_and_fills_by_run_date_range_and_symbol(two_runs):
     assert days[["date", "AAA", "BBB", "CCC", "cash"]].values.tolist() == [
         ["2025-10-06", 31.0, 65.0, 157.0, 104.0]
     ]
+    none = store.days("ew", start="2025-11-01")  # after the run: no rows, same columns
+    assert none.empty and list(none.columns) == list(days.columns)
+    assert none.attrs["weights"].shape == (0, 4)
 
 
 def test_turnover_and_holding_periods_of_a_stored_run(two_runs):
@@ -415,6 +418,11 @@ def test_cli_positions_prints_holdings_fills_and_turnover(two_runs, tmp_path):
     code, text = run_cli(["positions", "--agent", "random", "--store", store])
     assert code != EXIT_OK
     assert "no run of agent 'random'" in text and "buy_and_hold" in text
+    # a range after the run: said, not an empty table
+    code, text = run_cli(["positions", "--run", "ew", "--store", store, "--start", "2025-11-01"])
+    assert code == EXIT_ERROR
+    assert text.strip() == ("run ew has no completed day from 2025-11-01 to its end "
+                            "(its last completed day: 2025-10-06)")  # fmt: skip
 
 
 def test_cli_leaderboard_ranks_runs_over_the_same_dates(two_runs):

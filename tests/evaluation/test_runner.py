@@ -131,3 +131,17 @@ def test_ready_env_is_used_as_given(market):
     assert np.isnan(res.metrics()["number_of_trades"])
     with pytest.raises(ValueError, match="spec dict"):
         run_backtest(BuyAndHoldAgent(), env, start="2000-03-01")
+
+
+def test_daily_frame_of_a_wide_universe_is_built_without_fragmentation(recwarn):
+    # AI-Trader's NASDAQ-100: more than 100 weight columns used to trigger pandas'
+    # PerformanceWarning once per column
+    wide = gbm_market(n_assets=120, n_periods=40, seed=3)
+    res = run_backtest(EqualWeightAgent(), {"data": wide, "window": 5}, seed=0)
+    frame = res.to_frame()
+    assert not [w for w in recwarn if issubclass(w.category, pd.errors.PerformanceWarning)]
+    assert list(frame.columns[:5]) == ["date", "nav", "return", "turnover", "costs"]
+    assert list(frame.columns[5:]) == [f"w_{s}" for s in wide.symbols] + ["w_cash"]
+    np.testing.assert_array_equal(frame["w_cash"], res.weights[:, -1])
+    np.testing.assert_array_equal(frame["nav"], res.nav)
+    assert np.isnan(frame["return"].iloc[0]) and frame["turnover"].iloc[0] == 0.0
