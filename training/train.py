@@ -146,6 +146,15 @@ def make_model(config: Config, env: Any) -> Any:
     )  # fmt: skip
 
 
+def steps_learn_will_take(model: Any, timesteps: int) -> int:
+    """How many steps ``model.learn(timesteps)`` collects: PPO and A2C collect whole rollouts
+    of ``n_steps`` x ``n_envs``, SAC and TD3 one step of every env at a time."""
+    if timesteps <= 0:
+        return 0
+    chunk = model.n_envs * getattr(model, "n_steps", 1)
+    return -(-timesteps // chunk) * chunk
+
+
 # ---------------------------------------------------------------------------- trainer
 class Trainer:
     """One run: builds everything, owns the callbacks' state, writes the run folder.
@@ -300,9 +309,10 @@ class Trainer:
         self._ckpt_cb = EveryNTimesteps(c.training.checkpoint_every, self.checkpoint,
                                         self.state["next_checkpoint"])  # fmt: skip
         callbacks = [self._eval_cb, self._ckpt_cb]
-        if c.training.progress_bar:
-            callbacks.append(RichProgress(c.algo.total_timesteps, done, f"{c.algo.name} {c.name}"))
         remaining = c.algo.total_timesteps - done
+        if c.training.progress_bar:
+            total = done + steps_learn_will_take(self.model, remaining)
+            callbacks.append(RichProgress(total, done, f"{c.algo.name} {c.name}"))
         if remaining > 0 and not self.state["stopped_early"]:
             self.model.learn(remaining, callback=callbacks, reset_num_timesteps=resume_from is None)
         self.state["num_timesteps"] = int(self.model.num_timesteps)

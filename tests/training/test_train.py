@@ -30,7 +30,16 @@ from marketarena.envs.vector_env import PortfolioVectorEnv
 from marketarena.evaluation.cli import main
 from marketarena.evaluation.runner import run_backtest
 from marketarena.training.config import Config, load_config
-from marketarena.training.train import Trainer, TrainResult, train
+from marketarena.training.train import (
+    Trainer,
+    TrainResult,
+    load_universe,
+    make_model,
+    make_training_env,
+    split_ranges,
+    steps_learn_will_take,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -230,6 +239,26 @@ def test_each_algorithm_trains(algo, request, tmp_path, monkeypatch):
     assert result.run_dir.resolve().parent == tmp_path.resolve() / "runs"
     check_run(result, config)
     assert not (tmp_path / "mlflow.db").exists()  # MLflow off means off
+
+
+@pytest.mark.parametrize(
+    ("algo", "overrides", "asked", "expected"),
+    [
+        ("ppo", ("algo.hyperparameters={n_steps: 16, batch_size: 32}",), 70, 128),  # 2 x 4 x 16
+        ("a2c", ("algo.hyperparameters={n_steps: 5}",), 41, 60),  # 3 rollouts of 4 x 5
+        ("sac", ("algo.hyperparameters={learning_starts: 100}",), 10, 12),  # 3 steps of 4 envs
+    ],
+)
+def test_progress_total_is_what_learn_collects(algo, overrides, asked, expected):
+    """The progress bar's total: SB3 rounds up to whole rollouts (on-policy) or to whole
+    steps of every env (off-policy); pinned against what ``learn`` really does."""
+    config = smoke(*NO_MLFLOW, f"algo.name={algo}", "algo.n_envs=4", *overrides)
+    data = load_universe(config)
+    model = make_model(config, make_training_env(config, data, split_ranges(config, data)["train"]))
+    assert steps_learn_will_take(model, asked) == expected
+    assert steps_learn_will_take(model, 0) == 0
+    model.learn(asked)
+    assert model.num_timesteps == expected
 
 
 def test_checkpoints_keep_the_latest_two(ppo_run):
