@@ -77,7 +77,7 @@ def run_demo(
     llm: dict = {}
     if config.llm_decide_every > 0:
         agents.append("llm:local")
-        llm = {"decide_every": config.llm_decide_every, "server_threads": 2}
+        llm = {"decide_every": config.llm_decide_every}
     evaluation = EvaluationConfig(
         agents=tuple(agents),
         llm=llm,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -50,7 +51,8 @@ class EvaluationConfig:
         llm: :class:`~marketarena.agents.llm_agent.LLMConfig` fields for ``llm:`` agents
             (``base_url``, ``cache_path``, ``decide_every``, ...). With ``llm:local`` and no
             ``base_url``, the bundled local model is served for the evaluation's duration,
-            with ``server_threads`` inference threads (default 1).
+            with ``server_threads`` inference threads (default: 2 when agents run one at a
+            time, ``jobs=1``, since the LLM is then all that computes; else 1).
         jobs: agents backtested in parallel threads (LLM agents wait on their endpoint).
     """
 
@@ -126,6 +128,13 @@ def observation_settings(
     return int(values["window"]), tuple(values["features"]), universe
 
 
+def local_server_threads(config: EvaluationConfig) -> int:
+    """Inference threads of the local model an evaluation serves (see ``EvaluationConfig``)."""
+    if config.llm.get("server_threads"):
+        return int(config.llm["server_threads"])
+    return min(2, os.cpu_count() or 1) if config.jobs == 1 else 1
+
+
 def evaluate(
     config: EvaluationConfig, progress: Callable[[str, int], None] | None = None
 ) -> EvaluationReport:
@@ -134,8 +143,7 @@ def evaluate(
     if "llm:local" in config.agents and not config.llm.get("base_url"):
         from marketarena.agents.llm_server import LocalLLMServer
 
-        threads = config.llm.get("server_threads", 1)
-        with LocalLLMServer(threads=threads) as server:
+        with LocalLLMServer(threads=local_server_threads(config)) as server:
             llm = {**config.llm, "base_url": server.base_url}
             return evaluate(replace(config, llm=llm), progress)
     try:

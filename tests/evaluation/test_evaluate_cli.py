@@ -195,3 +195,16 @@ def test_html_report_renders_its_plots_in_headless_chromium(evaluation_dir, tmp_
     rendered = re.search(r'data-images-rendered="(\d+)/(\d+)"', dom)
     assert rendered, dom[:500]
     assert rendered.group(1) == rendered.group(2) == "8"
+
+
+@pytest.mark.parametrize(
+    ("jobs", "llm", "expected"),
+    [(1, {}, min(2, os.cpu_count() or 1)), (3, {}, 1), (3, {"server_threads": 4}, 4)],
+)
+def test_local_model_threads_follow_the_parallelism(jobs, llm, expected):
+    # one agent at a time: the LLM is all that computes while it answers, so it gets 2 cores;
+    # agents in parallel threads need the other core
+    from marketarena.evaluation.evaluate import EvaluationConfig, local_server_threads
+
+    config = EvaluationConfig(agents=("llm:local",), jobs=jobs, llm=llm)
+    assert local_server_threads(config) == expected
