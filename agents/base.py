@@ -54,4 +54,5 @@ class Resumable:
         return copy.deepcopy({k: v for k, v in vars(self).items() if k not in self._transient})
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        vars(self).update(copy.deepcopy(dict(state)))
+        saved = {k: v for k, v in state.items() if k not in self._transient}
+        vars(self).update(copy.deepcopy(saved))

@@ -226,8 +226,9 @@ class LLMAgent(Resumable):
     """See the module docstring. ``confidence`` holds the last answer's confidence (for
     :class:`~marketarena.evaluation.ensembles.ConfidenceWeightedEnsemble`)."""
 
-    #: the cache connection and the HTTP client are reopened, not saved
-    _transient = ("cache", "_client")
+    #: the cache connection and the HTTP client are reopened, and the config comes from the
+    #: agent's spec (a resumed run may reach its endpoint at another URL), not saved
+    _transient = ("cache", "_client", "config")
 
     def __init__(self, config: LLMConfig = LLMConfig()) -> None:
         self.config = config

@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +112,22 @@ class LocalLLMServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+LOCAL_SPEC = "llm:local"
+
+
+@contextmanager
+def local_model_served(
+    agent_specs: Collection[str], llm: Mapping[str, Any], threads: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """``llm`` options for agents ``agent_specs``: when one is ``llm:local`` and no
+    ``base_url`` is given, the bundled model is served until the block ends and its URL is
+    added; otherwise the options as they are. ``threads`` default: 2 (or the one CPU there
+    is), for when the model is all that computes while it answers."""
+    if LOCAL_SPEC in agent_specs and not llm.get("base_url"):
+        threads = threads or min(2, os.cpu_count() or 1)
+        with LocalLLMServer(threads=threads) as server:
+            yield {**llm, "base_url": server.base_url}
+    else:
+        yield dict(llm)

@@ -12,17 +12,19 @@ run are refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from marketarena.agents.llm_server import local_model_served
 from marketarena.agents.registry import make_agent
 from marketarena.envs.data import MarketData, resolve_data
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.evaluation import metrics
-from marketarena.evaluation.runner import BacktestResult, snapshot_lookback
+from marketarena.evaluation.runner import BacktestResult, agent_diagnostics, snapshot_lookback
 from marketarena.evaluation.store import RunStore
 
 Progress = Callable[[str, float], None]
@@ -31,6 +33,14 @@ Progress = Callable[[str, float], None]
 def _prefix_hash(data: MarketData, end: str) -> str:
     """Hash of the data up to ``end``: what a run's completed days depend on."""
     return data.slice(None, end).content_hash()
+
+
+@contextmanager
+def _served(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """``spec`` with an endpoint for its agent: ``llm:local`` gets the bundled model, served
+    for the block (a new port each time, so the stored spec never holds one)."""
+    with local_model_served((spec["agent"],), spec.get("llm") or {}) as llm:
+        yield {**spec, "llm": llm}
 
 
 def _build(spec: Mapping[str, Any], end: str, data: MarketData | None = None) -> tuple:
@@ -95,20 +105,21 @@ def start_backtest(
         "features": list(features), "universe": list(universe) if universe else None,
         "llm": dict(llm or {}), "tracking_uri": tracking_uri,
     }  # fmt: skip
-    market, built_agent, env = _build(spec, end)
-    spec["end"] = str(market.dates[env.core.last_decision + 1])
-    spec["data_sha256"] = _prefix_hash(market, spec["end"])
-    store.create_run(run_id, spec, market.symbols)
-    observation, info = env.reset(seed=seed)
-    built_agent.reset(seed=seed)
-    _run_days(store, run_id, env, built_agent, observation, info, 0, progress)
-    store.set_status(run_id, "finished")
+    with _served(spec) as served:
+        market, built_agent, env = _build(served, end)
+        spec["end"] = str(market.dates[env.core.last_decision + 1])
+        spec["data_sha256"] = _prefix_hash(market, spec["end"])
+        store.create_run(run_id, spec, market.symbols)
+        observation, info = env.reset(seed=seed)
+        built_agent.reset(seed=seed)
+        _run_days(store, run_id, env, built_agent, observation, info, 0, progress)
+        store.finish(run_id, agent_diagnostics(built_agent))
     return load_result(store, run_id)
 
 
-def _restore(store: RunStore, run_id: str, end: str, data: MarketData | None = None) -> tuple:
-    info = store.run(run_id)
-    spec = info.spec
+def _restore(
+    store: RunStore, run_id: str, spec: Mapping[str, Any], end: str, data: MarketData | None = None
+) -> tuple:
     market, agent, env = _build(spec, end, data)
     observation, env_info = env.reset(seed=spec["seed"])
     agent.reset(seed=spec["seed"])
@@ -128,9 +139,11 @@ def resume_backtest(
     info = store.run(run_id)
     if info.status == "finished":
         return load_result(store, run_id)
-    _, agent, env, observation, env_info, step = _restore(store, run_id, info.spec["end"])
-    _run_days(store, run_id, env, agent, observation, env_info, step, progress)
-    store.set_status(run_id, "finished")
+    with _served(info.spec) as served:
+        _, agent, env, observation, env_info, step = _restore(store, run_id, served,
+                                                              served["end"])  # fmt: skip
+        _run_days(store, run_id, env, agent, observation, env_info, step, progress)
+        store.finish(run_id, agent_diagnostics(agent))
     return load_result(store, run_id)
 
 
@@ -164,12 +177,13 @@ def continue_backtest(
             f"{market.name} differs from the data run {run_id!r} was computed on, up to "
             f"{spec['end']}: continuing would mix histories"
         )
-    _, agent, env, observation, env_info, step = _restore(store, run_id, end, market)
-    new_end = str(market.dates[env.core.last_decision + 1])
-    spec.update(end=new_end, data=str(source), data_sha256=_prefix_hash(market, new_end))
-    store.update_spec(run_id, spec, "running")
-    _run_days(store, run_id, env, agent, observation, env_info, step, progress)
-    store.set_status(run_id, "finished")
+    with _served(spec) as served:
+        _, agent, env, observation, env_info, step = _restore(store, run_id, served, end, market)
+        new_end = str(market.dates[env.core.last_decision + 1])
+        spec.update(end=new_end, data=str(source), data_sha256=_prefix_hash(market, new_end))
+        store.update_spec(run_id, spec, "running")
+        _run_days(store, run_id, env, agent, observation, env_info, step, progress)
+        store.finish(run_id, agent_diagnostics(agent))
     return load_result(store, run_id)
 
 
@@ -194,6 +208,7 @@ def load_result(store: RunStore, run_id: str) -> BacktestResult:
         start_weights[None, :],
         turnover=days["turnover"].to_numpy(), costs=days["costs"].to_numpy(), fills=fills,
         seed=spec["seed"], settings={"run_id": run_id, **spec},
+        diagnostics=store.diagnostics(run_id),
     )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ from marketarena.evaluation.evaluate import ENSEMBLES
 if TYPE_CHECKING:
     import pandas as pd
 
+    from marketarena.evaluation.report import EvaluationReport
     from marketarena.evaluation.store import RunInfo, RunStore
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID_DATA = 0, 1, 2
@@ -54,9 +55,7 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
         highlight=False,
     )
     report = run_demo(config, announce=lambda text: console.print(text, highlight=False))
-    console.print(report.table())
-    for note in report.notes():
-        console.print(note, highlight=False)
+    print_report(report, console)
     if args.output:
         files = report.write(args.output)
         console.print(f"report: {files['html']}", highlight=False)
@@ -96,9 +95,7 @@ def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
             progress.update(task, description=f"{agent} (seed {seed})")
 
         report = evaluate(config, progress=update)
-    console.print(report.table())
-    for note in report.notes():
-        console.print(note, highlight=False)
+    print_report(report, console)
     files = report.write(args.output)
     console.print(
         f"wrote {args.output}: metrics.json, metrics.csv, plots, {files['html'].name}",
@@ -217,7 +214,7 @@ def _cmd_replay(args: argparse.Namespace, console: Console) -> int:
         settings={"data": data.manifest(), "rules": first.settings["rules"],
                   "logs": [str(p) for p in args.log], "benchmark": first.benchmark_name},
     )  # fmt: skip
-    console.print(report.table())
+    print_report(report, console)
     for r in replays:
         status = (f"{len(r.differences)} difference(s) on {len(r.days_with_differences)} day(s)"
                   if r.differences else "matches the simulator on every day")  # fmt: skip
@@ -302,10 +299,17 @@ def _cmd_backtest(args: argparse.Namespace, console: Console) -> int:
     run_id = result.settings["run_id"]
     title = f"run {run_id}: {result.dates[0]} to {result.dates[-1]}"
     report = EvaluationReport(title, [AgentEvaluation(run_id, [result])], settings=result.settings)
-    console.print(report.table())
+    print_report(report, console)
     console.print(f"run {run_id} stored in {store.path} ({len(result.nav) - 1} days)",
                   highlight=False)  # fmt: skip
     return EXIT_OK
+
+
+def print_report(report: EvaluationReport, console: Console) -> None:
+    """The metrics table, then a line per LLM agent (outcomes, tokens, latency)."""
+    console.print(report.table())
+    for note in report.notes():
+        console.print(note, highlight=False)
 
 
 def _cmd_positions(args: argparse.Namespace, console: Console) -> int:
@@ -395,7 +399,7 @@ def _cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
         [AgentEvaluation(r.settings["run_id"], [r]) for r in results],
         settings={"store": str(store.path), "runs": [r.settings["run_id"] for r in results]},
     )  # fmt: skip
-    console.print(report.table())
+    print_report(report, console)
     if args.output:
         report.write(args.output)
         console.print(f"wrote {args.output}", highlight=False)

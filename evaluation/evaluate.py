@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from marketarena.agents.base import Agent
+from marketarena.agents.llm_server import LOCAL_SPEC, local_model_served
 from marketarena.agents.registry import make_agent
 from marketarena.envs.data import BUNDLED, resolve_data
 from marketarena.evaluation import ensembles
@@ -128,11 +128,12 @@ def observation_settings(
     return int(values["window"]), tuple(values["features"]), universe
 
 
-def local_server_threads(config: EvaluationConfig) -> int:
-    """Inference threads of the local model an evaluation serves (see ``EvaluationConfig``)."""
+def local_server_threads(config: EvaluationConfig) -> int | None:
+    """Inference threads of the local model an evaluation serves (see ``EvaluationConfig``;
+    ``None``: :func:`~marketarena.agents.llm_server.local_model_served`'s default)."""
     if config.llm.get("server_threads"):
         return int(config.llm["server_threads"])
-    return min(2, os.cpu_count() or 1) if config.jobs == 1 else 1
+    return None if config.jobs == 1 else 1
 
 
 def evaluate(
@@ -140,11 +141,8 @@ def evaluate(
 ) -> EvaluationReport:
     """Backtest every agent of ``config`` for every seed; return the report."""
     config.validate()
-    if "llm:local" in config.agents and not config.llm.get("base_url"):
-        from marketarena.agents.llm_server import LocalLLMServer
-
-        with LocalLLMServer(threads=local_server_threads(config)) as server:
-            llm = {**config.llm, "base_url": server.base_url}
+    if LOCAL_SPEC in config.agents and not config.llm.get("base_url"):
+        with local_model_served(config.agents, config.llm, local_server_threads(config)) as llm:
             return evaluate(replace(config, llm=llm), progress)
     try:
         data = resolve_data(config.data)

@@ -302,7 +302,7 @@ def run_backtest(
     bench, bench_name = (None, None)
     if benchmark is not None:
         bench, bench_name = align_benchmark(benchmark, date_arr)
-    diagnostics = agent.diagnostics() if callable(getattr(agent, "diagnostics", None)) else {}
+    diagnostics = agent_diagnostics(agent)
     return BacktestResult(
         agent=agent.name,
         data_name=base.data.name,
@@ -321,6 +321,11 @@ def run_backtest(
         settings=_settings(base),
         diagnostics=diagnostics,
     )
+
+
+def agent_diagnostics(agent: Agent) -> dict[str, Any]:
+    """The agent's own account of its run (``diagnostics()``, e.g. an LLM's outcomes), or {}."""
+    return agent.diagnostics() if callable(getattr(agent, "diagnostics", None)) else {}
 
 
 def snapshot_lookback(agent: Agent) -> int | None:

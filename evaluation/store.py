@@ -40,6 +40,7 @@ CREATE INDEX IF NOT EXISTS fills_by_run ON fills (run_id, date);
 CREATE TABLE IF NOT EXISTS checkpoints (
     run_id TEXT PRIMARY KEY, step INTEGER NOT NULL, env_state BLOB NOT NULL,
     agent_state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS diagnostics (run_id TEXT PRIMARY KEY, diagnostics TEXT NOT NULL);
 """
 
 
@@ -121,10 +122,22 @@ class RunStore:
                 (json.dumps(dict(spec)), status, time.time(), run_id),
             )
 
-    def set_status(self, run_id: str, status: str) -> None:
+    def finish(self, run_id: str, diagnostics: Mapping[str, Any]) -> None:
+        """Mark a run finished, with its agent's diagnostics over all its days (an LLM's
+        outcomes, tokens, latency and decisions)."""
+        with self._lock, self._db:
+            self._db.execute("UPDATE runs SET status = 'finished', updated = ? WHERE run_id = ?",
+                             (time.time(), run_id))  # fmt: skip
+            self._db.execute("INSERT OR REPLACE INTO diagnostics VALUES (?, ?)",
+                             (run_id, json.dumps(dict(diagnostics), default=str)))  # fmt: skip
+
+    def diagnostics(self, run_id: str) -> dict[str, Any]:
+        """The agent's diagnostics stored when the run last finished (``{}`` before)."""
         with self._lock:
-            self._db.execute("UPDATE runs SET status = ?, updated = ? WHERE run_id = ?",
-                             (status, time.time(), run_id))  # fmt: skip
+            row = self._db.execute(
+                "SELECT diagnostics FROM diagnostics WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return json.loads(row[0]) if row else {}
 
     # ---------------------------------------------------------------- days
     def record_day(

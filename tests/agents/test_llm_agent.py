@@ -507,6 +507,20 @@ def test_errors_are_cached_and_replayed_as_the_same_fallback(llm_server, tmp_pat
     assert_holds(replay, rec, [1, 2, 3, 4])
 
 
+def test_a_restored_agent_keeps_its_own_endpoint(llm_server, tmp_path):
+    # a persisted run saved while its model was served on one port resumes against the
+    # port it is served on now: the config comes from the new agent, not the checkpoint
+    llm_server.script(then=answer(ALLOCATION))
+    gone = f"http://127.0.0.1:{free_port()}/v1"
+    saved = LLMAgent(make_config(gone, tmp_path, cache_mode="off")).get_state()
+    assert "config" not in saved and "cache" not in saved and "_client" not in saved
+    agent = LLMAgent(make_config(llm_server.base_url, tmp_path, cache_mode="off"))
+    agent.set_state({**saved, "config": make_config(gone, tmp_path)})  # an older checkpoint
+    assert agent.config.base_url == llm_server.base_url
+    backtest(agent)
+    assert outcomes(agent) == ["ok"] * 5 and len(llm_server.requests) == 5
+
+
 # ------------------------------------------------------------------------ accounting
 def test_tokens_cost_and_latency(llm_server, tmp_path):
     llm_server.script(*varied_answers(), then=failure(500))

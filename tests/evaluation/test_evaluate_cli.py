@@ -199,7 +199,7 @@ def test_html_report_renders_its_plots_in_headless_chromium(evaluation_dir, tmp_
 
 @pytest.mark.parametrize(
     ("jobs", "llm", "expected"),
-    [(1, {}, min(2, os.cpu_count() or 1)), (3, {}, 1), (3, {"server_threads": 4}, 4)],
+    [(1, {}, None), (3, {}, 1), (3, {"server_threads": 4}, 4)],
 )
 def test_local_model_threads_follow_the_parallelism(jobs, llm, expected):
     # one agent at a time: the LLM is all that computes while it answers, so it gets 2 cores;
