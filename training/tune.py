@@ -23,6 +23,7 @@ the test split, with the deflated Sharpe ratio computed from the number of trial
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import re
 import statistics
@@ -61,6 +62,23 @@ class TuneResult:
     best_config_path: Path | None
     study_run_id: str | None
     test: dict[str, float] = field(default_factory=dict)
+
+
+class _InterruptWithoutTraceback(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C as failed with the whole traceback; the trial is
+    marked failed either way, and the interruption is the user's own: one line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.msg, record.args, record.exc_info = (
+                "%s",
+                (record.getMessage().split(" because of")[0] + ": interrupted (Ctrl-C)",),
+                None,
+            )
+        return True
+
+
+_INTERRUPT_FILTER = _InterruptWithoutTraceback()
 
 
 def _redact(url: str) -> str:
@@ -291,6 +309,7 @@ def tune(
     out = Path(out_dir).resolve() / study_name
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna.study._optimize").addFilter(_INTERRUPT_FILTER)  # idempotent
     study = optuna.create_study(
         study_name=study_name, storage=storage, direction="maximize",
         sampler=make_sampler(t.sampler, t.sampler_seed), pruner=make_pruner(t.pruner),

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -815,6 +816,9 @@ def test_ctrl_c_exits_130_and_a_rerun_resumes(tmp_path, monkeypatch, no_report):
     assert code == 130, log
     assert "interrupted: the study is saved; run the same command again to resume" in log
     assert log.rstrip().endswith("run the same command again to resume")
+    # the interrupted trial is one line, not Optuna's traceback of the KeyboardInterrupt
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    assert re.search(r"Trial 0 failed with parameters: \{.*\}: interrupted \(Ctrl-C\)", log), log
     assert states(journal_study(tmp_path, "smoke")) == [TrialState.FAIL]
     # the same command again (a shorter budget): the study resumes
     monkeypatch.chdir(tmp_path)
