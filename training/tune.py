@@ -143,13 +143,39 @@ def make_storage(url: str | None, heartbeat_interval: int = 10, grace_period: in
 
 
 def make_sampler(name: str, seed: int) -> Any:
+    """The sampler, its random stream seeded at the first trial it draws (see
+    :func:`trial_seed`)."""
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}; choose tpe or random")
+        base: Any = optuna.samplers.TPESampler
+        kwargs = {"multivariate": True, "n_startup_trials": 5}
+    elif name == "random":
+        base, kwargs = optuna.samplers.RandomSampler, {}
+    else:
+        raise ConfigError(f"unknown sampler {name!r}; choose tpe or random")
+
+    class FirstTrialSeeded(base):  # type: ignore[misc, valid-type]
+        _seeded = False
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            if not self._seeded:
+                self._seeded = True
+                state = trial_seed(seed, trial.number)
+                self._rng.rng.seed(state)  # TPE's own draws, or the random sampler's
+                inner = getattr(self, "_random_sampler", None)  # TPE's start-up trials
+                if inner is not None:
+                    inner._rng.rng.seed(state)
+            super().before_trial(study, trial)
+
+    return FirstTrialSeeded(seed=seed, **kwargs)
+
+
+def trial_seed(seed: int, first_trial: int) -> int:
+    """The seed of a sampler whose first trial is number ``first_trial``. Trial numbers are
+    unique in a study, so workers that join one at the same moment, or a study resumed, never
+    replay another stream's draws; a study run by one worker stays reproducible."""
+    return int(np.random.SeedSequence([seed, first_trial]).generate_state(1)[0])
 
 
 def make_pruner(name: str) -> Any:
@@ -316,9 +342,6 @@ def tune(
         load_if_exists=True,
     )  # fmt: skip
     study.set_user_attr("objective", t.objective)
-    # a resumed study (or a worker joining one) must not replay the random stream that drew
-    # the trials already there: offset the seed by their number
-    study.sampler = make_sampler(t.sampler, t.sampler_seed + len(study.get_trials(deepcopy=False)))
     run_id = _study_run(study, config)
     objective = Objective(config, out, run_id)
     callbacks = [lambda study, trial: on_trial(trial)] if on_trial else []

@@ -272,6 +272,37 @@ def test_unknown_sampler_and_pruner(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "optuna.journal").exists()
 
 
+def draw(trial: optuna.trial.Trial) -> tuple[float, int, str]:
+    return (trial.suggest_float("lr", 1e-5, 1e-2, log=True), trial.suggest_int("n", 0, 1000),
+            trial.suggest_categorical("net", ["tiny", "small", "medium"]))  # fmt: skip
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_samplers_are_reproducible_and_workers_never_share_a_stream(sampler):
+    def join(storage: optuna.storages.BaseStorage, seed: int = 0) -> optuna.Study:
+        """A worker with the same config (and sampler seed) joining study "s"."""
+        return optuna.create_study(
+            storage=storage, study_name="s", load_if_exists=True,
+            sampler=make_sampler(sampler, seed), direction="maximize",
+        )  # fmt: skip
+
+    def lone_run(seed: int) -> list[tuple]:
+        study = join(optuna.storages.InMemoryStorage(), seed)
+        study.optimize(lambda t: draw(t)[1], n_trials=4)
+        return [tuple(t.params.values()) for t in study.trials]
+
+    assert lone_run(0) == lone_run(0) != lone_run(1)  # one worker: reproducible from the seed
+    # two workers join an empty study at the same moment: their first trials differ
+    shared = optuna.storages.InMemoryStorage()
+    first, second = join(shared).ask(), join(shared).ask()
+    assert (first.number, second.number) == (0, 1)
+    drawn = [draw(first), draw(second)]
+    assert drawn[0] != drawn[1]
+    # a worker joining later (or a resumed study) replays neither
+    third = join(shared).ask()
+    assert third.number == 2 and draw(third) not in drawn
+
+
 def test_unreachable_postgres_is_a_storage_error_without_the_password(tmp_path, monkeypatch):
     url = "postgresql://u:secretpw@127.0.0.1:1/db"
     with pytest.raises(StorageError) as info:
