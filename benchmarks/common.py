@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -54,3 +55,35 @@ def time_case(case: Case, *, min_seconds: float = 0.5, repeats: int = 5) -> dict
         "calls": calls,
         "repeats": repeats,
     }
+
+
+def print_rows(rows: Iterable[dict[str, Any]]) -> None:
+    """A section's rows as aligned text (``python benchmarks/<section>.py``)."""
+    rows = list(rows)
+    width = max((len(str(r["case"])) for r in rows), default=0)
+    for r in rows:
+        v = r["value"]
+        if v is None:
+            shown = "n/a"
+        elif isinstance(v, float | int) and not isinstance(v, bool):
+            shown = f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:,.4g}"
+        else:
+            shown = str(v)
+        print(f"{r['case']:{width}s} {shown:>12s} {r.get('unit', ''):14s} {r.get('note', '')}")
+
+
+def section_main(
+    doc: str | None, run: Callable[..., dict], rows: Callable[[dict], list], quick_help: str
+) -> None:
+    """Command line of one section: ``--quick`` (``quick_help``), ``--json``, then its rows."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", action="store_true", help="print the result dict as JSON")
+    args = parser.parse_args()
+    result = run(quick=args.quick)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    print_rows(rows(result))

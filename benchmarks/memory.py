@@ -376,10 +376,9 @@ def _main() -> None:
     result = run(quick=args.quick)
     if args.json:
         print(json.dumps(result, indent=2))
-    for row in rows(result):
-        v = row["value"]
-        shown = f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:,.4g}"
-        print(f"{row['case']:44s} {shown:>12s} {row['unit']:6s} {row['note']}")
+    from common import print_rows
+
+    print_rows(rows(result))
 
 
 if __name__ == "__main__":

@@ -331,22 +331,7 @@ def rows(result: dict) -> list[dict]:
     return out
 
 
-def _main() -> None:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs")
-    parser.add_argument("--json", action="store_true", help="print the result dict as JSON")
-    args = parser.parse_args()
-    result = run(quick=args.quick)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    for row in rows(result):
-        value = row["value"]
-        shown = "n/a" if value is None else f"{value:,.4g}"
-        print(f"{row['case']:44s} {shown:>12s} {row['unit']:12s} {row['note']}")
-
-
 if __name__ == "__main__":
-    _main()
+    from common import section_main
+
+    section_main(__doc__, run, rows, "short runs")

@@ -236,22 +236,7 @@ def rows(result: dict) -> list[dict]:
     return out
 
 
-def _main() -> None:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer points, shorter timing")
-    parser.add_argument("--json", action="store_true", help="print the result dict as JSON")
-    args = parser.parse_args()
-    result = run(quick=args.quick)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    for row in rows(result):
-        v = row["value"]
-        shown = f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:,.4g}"
-        print(f"{row['case']:40s} {shown:>12s} {row['unit']:15s} {row['note']}")
-
-
 if __name__ == "__main__":
-    _main()
+    from common import section_main
+
+    section_main(__doc__, run, rows, "fewer points, shorter timing")

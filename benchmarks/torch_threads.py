@@ -208,22 +208,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _main() -> None:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one repeat, one rollout")
-    parser.add_argument("--json", action="store_true", help="print the result dict as JSON")
-    args = parser.parse_args()
-    result = run(quick=args.quick)
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    for row in rows(result):
-        value = row["value"]
-        shown = f"{value:,.4g}" if isinstance(value, float) else str(value)
-        print(f"{row['case']:36s} {shown:>10s} {row['unit']:12s} {row['note']}")
-
-
 if __name__ == "__main__":
-    _main()
+    from common import section_main
+
+    section_main(__doc__, run, rows, "one repeat, one rollout")
