@@ -681,8 +681,9 @@ def postgres_study(url: str) -> Iterator[tuple[str, optuna.storages.BaseStorage]
 
 def start_worker(folder: Path, log: str, *args: str) -> subprocess.Popen:
     """``marketarena tune`` on the smoke config in its own process, output to ``log``."""
+    # PYTHONFAULTHANDLER: a worker stuck past a deadline can be made to print its stacks
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+           "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}  # fmt: skip
     with open(folder / log, "w") as out:
         return subprocess.Popen(
             [sys.executable, "-c", CLI, "tune", "--config", str(SMOKE), *args],
@@ -840,7 +841,13 @@ def test_ctrl_c_exits_130_and_a_rerun_resumes(tmp_path, monkeypatch, no_report):
 
         wait_for(training, "the first trial to report a validation score")
         worker.send_signal(signal.SIGINT)
-        code = worker.wait(timeout=60)
+        try:
+            code = worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack
+            worker.wait(timeout=30)
+            pytest.fail("the worker did not stop within 60 s of Ctrl-C; its output and stacks:\n"
+                        + (tmp_path / "tune.log").read_text())  # fmt: skip
     finally:
         stop(worker)
     log = (tmp_path / "tune.log").read_text()
