@@ -688,7 +688,15 @@ def start_worker(folder: Path, log: str, *args: str) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-c", CLI, "tune", "--config", str(SMOKE), *args],
             cwd=folder, stdout=out, stderr=subprocess.STDOUT, env=env,
+            preexec_fn=_interruptible,
         )  # fmt: skip
+
+
+def _interruptible() -> None:
+    """In the worker, before Python starts: Ctrl-C (SIGINT) acts as in a terminal. A test
+    run started in the background (``pytest &``, some CI runners) has SIGINT ignored, and a
+    child inherits that: Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def sets(*overrides: str) -> list[str]:
