@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from marketarena.agents.base import Agent
-from marketarena.agents.llm_server import LOCAL_SPEC, local_model_served
+from marketarena.agents.llm_server import local_model_served
 from marketarena.agents.registry import make_agent
 from marketarena.envs.data import BUNDLED, resolve_data
 from marketarena.evaluation import ensembles
@@ -141,9 +141,13 @@ def evaluate(
 ) -> EvaluationReport:
     """Backtest every agent of ``config`` for every seed; return the report."""
     config.validate()
-    if LOCAL_SPEC in config.agents and not config.llm.get("base_url"):
-        with local_model_served(config.agents, config.llm, local_server_threads(config)) as llm:
-            return evaluate(replace(config, llm=llm), progress)
+    with local_model_served(config.agents, config.llm, local_server_threads(config)) as llm:
+        return _evaluate(replace(config, llm=llm), progress)
+
+
+def _evaluate(
+    config: EvaluationConfig, progress: Callable[[str, int], None] | None
+) -> EvaluationReport:
     try:
         data = resolve_data(config.data)
     except ValueError as exc:

@@ -202,8 +202,8 @@ def test_html_report_renders_its_plots_in_headless_chromium(evaluation_dir, tmp_
     [(1, {}, None), (3, {}, 1), (3, {"server_threads": 4}, 4)],
 )
 def test_local_model_threads_follow_the_parallelism(jobs, llm, expected):
-    # one agent at a time: the LLM is all that computes while it answers, so it gets 2 cores;
-    # agents in parallel threads need the other core
+    # one agent at a time: None, the served model's default (2 cores: the LLM is all that
+    # computes while it answers); agents in parallel threads need the other core
     from marketarena.evaluation.evaluate import EvaluationConfig, local_server_threads
 
     config = EvaluationConfig(agents=("llm:local",), jobs=jobs, llm=llm)
