@@ -3,7 +3,11 @@
 A spec is one of:
 
 * a baseline name, optionally with its rebalancing period: ``buy_and_hold``,
-  ``equal_weight`` (monthly, 21 steps), ``equal_weight:5``, ``random``, ``random:21``;
+  ``equal_weight`` (monthly, 21 steps), ``equal_weight:5``, ``random``, ``random:21``,
+  ``cash``;
+* a diagnostic task's rules (:mod:`marketarena.envs.tasks`): ``signal:<Task>`` follows the
+  task's planted signal, ``reference:<Task>`` / ``baseline:<Task>`` are the agents scoring 1
+  and 0 on it (``reference:Momentum``);
 * a path to a saved stable-baselines3 model (``.zip``), optionally prefixed with the algorithm
   (``ppo:runs/x/best/model.zip``), or a model folder written by ``marketarena train``;
 * an MLflow model URI: ``runs:/<run_id>/model`` or ``models:/<name>/<version>``;
@@ -20,10 +24,13 @@ from typing import Any
 
 from marketarena.agents.base import Agent
 from marketarena.agents.baselines import BuyAndHoldAgent, EqualWeightAgent, RandomAgent
+from marketarena.agents.reference import CashAgent, SignalAgent
 from marketarena.agents.sb3_agent import ALGORITHMS, SB3Agent
+from marketarena.envs.tasks import get_task
 
 SPEC_HELP = (
-    "buy_and_hold, equal_weight[:N], random[:N] (N = steps between rebalances), a saved "
+    "buy_and_hold, equal_weight[:N], random[:N] (N = steps between rebalances), cash, "
+    "signal:<Task>, reference:<Task> or baseline:<Task> (a diagnostic task), a saved "
     f"SB3 model ([{'|'.join(ALGORITHMS)}:]path/to/model.zip or a trained model folder), or an "
     "MLflow model (runs:/<run_id>/model, models:/<name>/<version>), or an LLM: llm:<model> "
     "(with --base-url) or llm:local (the bundled local model)"
@@ -60,6 +67,17 @@ def make_agent(
     kind, _, arg = spec.partition(":")
     if kind == "buy_and_hold" and not arg:
         return BuyAndHoldAgent()
+    if kind == "cash" and not arg:
+        return CashAgent()
+    if kind in ("signal", "reference", "baseline"):
+        if not arg:
+            raise ValueError(f"agent {spec!r}: name the task, e.g. {kind}:Momentum")
+        task = get_task(arg)  # an unknown task lists the tasks
+        if kind == "signal":
+            return SignalAgent(task.name)
+        agent = make_agent(task.reference if kind == "reference" else task.baseline)
+        agent.name = f"{kind}:{task.name}"
+        return agent
     if kind in ("equal_weight", "random"):
         every = _positive_int(arg, spec) if arg else (21 if kind == "equal_weight" else 1)
         name = spec if arg else kind

@@ -7,7 +7,11 @@ Importing this package registers the environment ids:
 * ``marketarena/PortfolioOHLCV-v0``: the same on the bundled 30-stock OHLCV sample
   (``sp500_ohlcv_30``), next-open fills.
 
-Both have a ``vector_entry_point``: ``gymnasium.make_vec(id, num_envs=N,
+* ``marketarena/<Task>-v0``: the diagnostic tasks of :mod:`marketarena.envs.tasks`
+  (``Momentum``, ``MeanReversion``, ``VolTiming``, ``LeadLag``, ``CostAware``, ``Noise``,
+  ``SP500``) over their train splits.
+
+All have a ``vector_entry_point``: ``gymnasium.make_vec(id, num_envs=N,
 vectorization_mode="vector_entry_point")`` returns a :class:`PortfolioVectorEnv`.
 """
 
@@ -46,9 +50,11 @@ from marketarena.envs.splits import (
     walk_forward,
 )
 from marketarena.envs.synthetic import gbm_market, regime_switching_market
+from marketarena.envs.tasks import TASKS, Task, get_task, register_tasks, task_env_kwargs
 from marketarena.envs.vector_env import PortfolioVectorEnv
 
-ENV_IDS = ("marketarena/Portfolio-v0", "marketarena/PortfolioOHLCV-v0")
+TASK_IDS = tuple(t.env_id for t in TASKS.values())
+ENV_IDS = ("marketarena/Portfolio-v0", "marketarena/PortfolioOHLCV-v0", *TASK_IDS)
 
 if "marketarena/Portfolio-v0" not in registry:
     register(
@@ -63,10 +69,13 @@ if "marketarena/Portfolio-v0" not in registry:
         vector_entry_point="marketarena.envs.vector_env:PortfolioVectorEnv",
         kwargs={"data": "sp500_ohlcv_30", "episode_length": 64},
     )
+register_tasks()
 
 __all__ = [
     "BUNDLED",
     "ENV_IDS",
+    "TASKS",
+    "TASK_IDS",
     "DataValidationError",
     "DataWarning",
     "DateRange",
@@ -81,12 +90,14 @@ __all__ = [
     "RewardFunction",
     "Simulator",
     "StepResult",
+    "Task",
     "TradingRules",
     "available_features",
     "compute_features",
     "from_long_frame",
     "from_wide_frame",
     "gbm_market",
+    "get_task",
     "load_csv",
     "load_dataset",
     "load_file",
@@ -95,8 +106,10 @@ __all__ = [
     "project_weights",
     "regime_switching_market",
     "register_feature",
+    "register_tasks",
     "resolve_data",
     "split_by_dates",
     "split_by_fractions",
+    "task_env_kwargs",
     "walk_forward",
 ]

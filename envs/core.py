@@ -37,6 +37,11 @@ class ActionSpec:
     * ``discrete``: ``MultiDiscrete([discrete_levels] * (N + 1))``; integer levels, then as
       ``normalize`` (e.g. 3 levels: out, half, full).
 
+    ``rebalance_band`` (default 0: off) is a no-trade band that makes holding free: an asset
+    whose target weight is within the band of its current weight keeps its current weight
+    (no order, no cost); the others move to their targets, scaled down together if they
+    would need more than the cash the held assets leave (see :meth:`apply_band`).
+
     Agents trained on one mapping keep it (an SB3 agent converts its raw actions to weights
     with the spec it was trained with), so every agent can be evaluated in one env.
     """
@@ -45,6 +50,7 @@ class ActionSpec:
     softmax_scale: float = 5.0
     discrete_levels: int = 3
     max_gross_leverage: float = 1.0
+    rebalance_band: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mapping not in ACTION_MAPPINGS:
@@ -53,6 +59,8 @@ class ActionSpec:
             )
         if self.discrete_levels < 2:
             raise ValueError(f"discrete_levels must be >= 2, got {self.discrete_levels}")
+        if not 0.0 <= self.rebalance_band < 1.0:
+            raise ValueError(f"rebalance_band must be in [0, 1), got {self.rebalance_band}")
 
     def space(self, n_assets: int) -> spaces.Space:
         if self.mapping == "discrete":
@@ -78,6 +86,19 @@ class ActionSpec:
         clipped = np.clip(a, -1.0, 1.0)
         gross = np.maximum(np.abs(clipped).sum(axis=1, keepdims=True), 1.0)
         return clipped[:, :n] * (self.max_gross_leverage / gross)
+
+    def apply_band(self, target: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """Asset weights ``(n, N)`` after the no-trade band; ``current`` ``(n, N)`` are the
+        weights held now. Without a band (or with shorting) ``target`` is returned as is."""
+        if self.rebalance_band <= 0.0 or self.mapping == "signed":
+            return target
+        move = np.abs(target - current) > self.rebalance_band
+        kept = np.where(move, 0.0, current)
+        moved = np.where(move, target, 0.0)
+        room = np.maximum(1.0 - kept.sum(axis=1, keepdims=True), 0.0)
+        need = moved.sum(axis=1, keepdims=True)
+        scale = np.where(need > room, room / np.maximum(need, 1e-300), 1.0)
+        return kept + moved * scale
 
 
 _ZERO = np.array(0.0)
@@ -127,6 +148,7 @@ class PortfolioCore:
         action_mapping: ActionMapping = "normalize",
         softmax_scale: float = 5.0,
         discrete_levels: int = 3,
+        rebalance_band: float = 0.0,
         record: bool = False,
         price_dtype: type = np.float64,
     ) -> None:
@@ -153,7 +175,7 @@ class PortfolioCore:
         self.reward_fn = make_reward(reward, **dict(reward_kwargs or {}))
         self.action_spec = ActionSpec(
             action_mapping, float(softmax_scale), int(discrete_levels),
-            self.rules.max_gross_leverage,
+            self.rules.max_gross_leverage, float(rebalance_band),
         )  # fmt: skip
         if action_mapping == "signed" and not self.rules.allow_short:
             raise ValueError("action_mapping='signed' needs rules.allow_short=True")
@@ -255,6 +277,8 @@ class PortfolioCore:
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Advance every env: rewards, terminated and truncated, each ``(n_envs,)``."""
         weights = self.actions_to_weights(actions)
+        if self.action_spec.rebalance_band > 0.0:
+            weights = self.action_spec.apply_band(weights, self.sim.weight[:, :-1])
         result = self.sim.step_weights(weights, projected=not self._needs_projection)
         reward = self.reward_fn(result)
         terminated = self.sim.breached()

@@ -766,11 +766,16 @@ def load_dataset(name: str) -> MarketData:
 
 
 def resolve_data(source: str | Path | MarketData) -> MarketData:
-    """A :class:`MarketData` from itself, a bundled dataset name, or a file path."""
+    """A :class:`MarketData` from itself, a bundled dataset name, a diagnostic task id
+    (``marketarena/Momentum-v0``, see :mod:`marketarena.envs.tasks`), or a file path."""
     if isinstance(source, MarketData):
         return source
     if isinstance(source, str) and source in BUNDLED:
         return load_dataset(source)
+    if isinstance(source, str) and source.startswith("marketarena/"):
+        from marketarena.envs.tasks import get_task  # tasks build on this module
+
+        return get_task(source).market()  # an unknown id lists the tasks
     path = Path(source)
     if path.exists():
         from marketarena.envs.aitrader import is_aitrader_file, load_aitrader

@@ -102,6 +102,91 @@ def volatility_20(data: MarketData) -> np.ndarray:
     return out
 
 
+#: bars of one-bar returns that seed the trailing volatility, and its EWMA half-life in bars
+_VOL_SEED_BARS = 20
+_VOL_HALF_LIFE = 20.0
+#: smallest variance a z-score divides by: a flat stretch gives 0 (or +-5), never NaN or inf
+_MIN_VARIANCE = 1e-20
+_Z_CLIP = 5.0
+
+
+def _trailing_variance(r: np.ndarray) -> np.ndarray:
+    """EWMA variance of one-bar log returns ``r`` (row 0 NaN), using rows ``<= t`` at row ``t``.
+
+    Seeded at the 20th return (row 20) with the sample variance (``ddof=1``) of returns 1..20,
+    then ``v_t = lam * v_{t-1} + (1 - lam) * r_t**2`` with ``lam = 0.5 ** (1 / 20)`` (half-life
+    20 bars; squared returns, no mean: daily means are noise next to daily volatility). NaN
+    before row 20.
+    """
+    out = np.full(r.shape, np.nan)
+    n = _VOL_SEED_BARS
+    if r.shape[0] <= n:
+        return out
+    out[n] = np.var(r[1 : n + 1], axis=0, ddof=1)
+    lam = 0.5 ** (1.0 / _VOL_HALF_LIFE)
+    r2 = r * r
+    # a loop over dates, vectorised over symbols: the recursion is sequential in time
+    for t in range(n + 1, r.shape[0]):
+        out[t] = lam * out[t - 1] + (1.0 - lam) * r2[t]
+    return out
+
+
+def _previous_bar_volatility(r: np.ndarray) -> np.ndarray:
+    """Trailing one-bar volatility known before bar ``t`` (returns up to ``t-1``) at row ``t``."""
+    var = np.full(r.shape, np.nan)
+    var[1:] = _trailing_variance(r)[:-1]
+    return np.sqrt(np.maximum(var, _MIN_VARIANCE))  # NaN stays NaN
+
+
+def _trailing_rms(r: np.ndarray, window: int) -> np.ndarray:
+    """Root mean square of rows ``t-window+1..t`` of ``r`` (NaN until ``window`` returns)."""
+    out = np.sqrt(np.clip(_trailing_mean(np.nan_to_num(r) ** 2, window), 0.0, None))
+    out[:window] = np.nan  # the first full window would include the undefined first return
+    return out
+
+
+@register_feature("log_return_z")
+def log_return_z(data: MarketData) -> np.ndarray:
+    """One-bar log return over the trailing volatility before it, clipped to ``[-5, 5]``.
+
+    ``r_t / sigma_{t-1}`` with ``sigma`` the EWMA volatility of one-bar log returns (half-life
+    20 bars, seeded with the sample variance of the first 20 returns) using returns up to
+    ``t-1`` only, so a shock is measured against the regime before it. Unitless, so symbols with
+    different volatilities share a scale. Defined from row 21.
+    """
+    r = _lagged_log_ratio(data.close)
+    return np.clip(r / _previous_bar_volatility(r), -_Z_CLIP, _Z_CLIP)
+
+
+@register_feature("momentum_z_20")
+def momentum_z_20(data: MarketData) -> np.ndarray:
+    """20-bar log return over ``sqrt(20)`` times the trailing one-bar volatility, in ``[-5, 5]``.
+
+    The volatility is that of ``log_return_z`` (returns up to ``t-1``): the momentum in units of
+    its own typical 20-bar move. Defined from row 21.
+    """
+    r = _lagged_log_ratio(data.close)
+    sigma_20 = _previous_bar_volatility(r) * np.sqrt(20.0)
+    return np.clip(_lagged_log_ratio(data.close, 20) / sigma_20, -_Z_CLIP, _Z_CLIP)
+
+
+@register_feature("volatility_ratio")
+def volatility_ratio(data: MarketData) -> np.ndarray:
+    """10-bar over 60-bar realised volatility, minus 1, clipped to ``[-1, 5]``: a regime feature.
+
+    Realised volatility is the root mean square of the one-bar log returns in the window
+    (rows ``t-k+1..t``). Positive when the recent bars move more than the longer window; 0 when
+    the longer window is flat (no move, no regime change). The 10 bars lie inside the 60, so the
+    value never exceeds ``sqrt(6) - 1`` (about 1.45); the upper clip is only a guard. Defined
+    from row 60.
+    """
+    r = _lagged_log_ratio(data.close)
+    short, long = _trailing_rms(r, 10), _trailing_rms(r, 60)
+    ratio = np.where(long > 0, short / np.where(long > 0, long, 1.0), 1.0)
+    ratio[np.isnan(long)] = np.nan
+    return np.clip(ratio - 1.0, -1.0, 5.0)
+
+
 @register_feature("high_low_range")
 def high_low_range(data: MarketData) -> np.ndarray:
     """``log(high_t / low_t)``: the bar's range."""

@@ -91,7 +91,9 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Rewards
 
-    ``"log_return"`` (default) ``log(NAV_{t+1}/NAV_t)``; ``"differential_sharpe"``;
+    ``"log_return"`` (default) ``log(NAV_{t+1}/NAV_t)``; ``"differential_sharpe"`` (Moody &
+    Saffell; the first ``warmup=20`` steps return 0 while its moments are estimated, so no
+    step dominates an episode; ``reward_kwargs``: ``eta``, ``warmup``, ``var_floor``);
     ``"drawdown_penalized"``; or any callable on the step result. All after costs.
 
     ## Starting State
@@ -124,6 +126,8 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``reward``, ``reward_kwargs``: see Rewards.
     * ``rules``: :class:`TradingRules`, a dict of its fields, or a preset name (``"aitrader"``).
     * ``episode_length``: steps per episode, or ``None`` to run to ``end``.
+    * ``rebalance_band``: a no-trade band (default 0, off): an asset whose target is within
+      the band of its current weight is not traded (see ``ActionSpec``), so holding is free.
     * ``random_start``, ``action_mapping``, ``softmax_scale``, ``discrete_levels``,
       ``render_mode``, ``snapshot_lookback``
       (``"ansi"``, ``"rgb_array"``), ``record`` (keep fills and snapshots).
@@ -151,6 +155,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         action_mapping: ActionMapping = "normalize",
         softmax_scale: float = 5.0,
         discrete_levels: int = 3,
+        rebalance_band: float = 0.0,
         render_mode: str | None = None,
         record: bool = False,
         snapshot_lookback: int | None = None,
@@ -163,7 +168,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
             data, 1, start=start, end=end, window=window, features=features, reward=reward,
             reward_kwargs=reward_kwargs, rules=rules, episode_length=episode_length,
             action_mapping=action_mapping, softmax_scale=softmax_scale,
-            discrete_levels=discrete_levels, record=record,
+            discrete_levels=discrete_levels, rebalance_band=rebalance_band, record=record,
         )  # fmt: skip
         self.data = self.core.data
         self.sim = self.core.sim

@@ -67,39 +67,62 @@ class DrawdownPenalizedReward:
 class DifferentialSharpeReward:
     """Moody & Saffell's differential Sharpe ratio of simple returns (adaptation rate ``eta``).
 
-    With exponential moving estimates ``A`` (first moment) and ``B`` (second moment) of the
-    per-step return ``R``::
+    With moment estimates ``A`` (first) and ``B`` (second) of the per-step return ``R``::
 
-        D = (B * (R - A) - 0.5 * A * (R**2 - B)) / (B - A**2) ** 1.5
+        D = (B * (R - A) - 0.5 * A * (R**2 - B)) / max(B - A**2, var_floor) ** 1.5
 
-    then ``A += eta * (R - A)`` and ``B += eta * (R**2 - B)``. ``D`` is 0 until the variance
-    estimate is positive.
+    then ``A += eta * (R - A)`` and ``B += eta * (R**2 - B)``.
+
+    The first ``warmup`` steps of each episode only estimate the moments: their reward is 0 and
+    ``A``, ``B`` are the plain means of ``R`` and ``R**2`` over the steps so far, so the first
+    rewarded step sees unbiased estimates instead of an average pulled towards zero (which made
+    the first steps' ``|D|`` hundreds of times the later ones). The EMA with ``eta`` then
+    continues from those means. ``var_floor`` (default ``1e-8``, a 0.01% per-step standard
+    deviation) bounds ``D`` when the returns so far are flat, e.g. an all-cash warm-up. Use a
+    warm-up of many steps: after one, ``B - A**2`` is exactly 0 and the floor alone sets the
+    scale.
+
+    ``warmup=0`` is the original, EMA-from-zero reward (``D`` is 0 on the first step, where
+    ``A = B = 0``), except that the old one gave 0 wherever ``B - A**2 <= 1e-12`` while this one
+    divides by the floor.
     """
 
-    def __init__(self, eta: float = 0.01) -> None:
+    def __init__(self, eta: float = 0.01, warmup: int = 20, var_floor: float = 1e-8) -> None:
         if not 0 < eta <= 1:
             raise ValueError(f"eta must be in (0, 1], got {eta}")
+        if not (warmup >= 0 and int(warmup) == warmup):
+            raise ValueError(f"warmup must be a whole number >= 0, got {warmup}")
+        if not var_floor > 0:
+            raise ValueError(f"var_floor must be > 0, got {var_floor}")
         self.eta = eta
+        self.warmup = int(warmup)
+        self.var_floor = var_floor
         self._a = np.zeros(1)
         self._b = np.zeros(1)
+        self._n = np.zeros(1, dtype=np.int64)  # steps taken in the current episode
 
     def reset(self, n_envs: int, env_ids: np.ndarray | None = None) -> None:
-        if self._a.shape != (n_envs,):
+        if self._a.shape != (n_envs,) or self._n.shape != (n_envs,):
             self._a = np.zeros(n_envs)
             self._b = np.zeros(n_envs)
+            self._n = np.zeros(n_envs, dtype=np.int64)
         ids = slice(None) if env_ids is None else env_ids
         self._a[ids] = 0.0
         self._b[ids] = 0.0
+        self._n[ids] = 0
 
     def __call__(self, result: StepResult) -> np.ndarray:
         r = result.nav / result.nav_before - 1.0
-        a, b = self._a, self._b
-        var = b - a * a
+        a, b, n = self._a, self._b, self._n
+        warming = n < self.warmup
+        var = np.maximum(b - a * a, self.var_floor)
         d_a, d_b = r - a, r * r - b
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.where(var > _TINY, (b * d_a - 0.5 * a * d_b) / np.abs(var) ** 1.5, 0.0)
-        a += self.eta * d_a
-        b += self.eta * d_b
+        out = np.where(warming, 0.0, (b * d_a - 0.5 * a * d_b) / var**1.5)
+        # a step of 1/(n+1) keeps the running mean of the n+1 returns so far; eta after that
+        rate = np.where(warming, 1.0 / (n + 1), self.eta)
+        a += rate * d_a
+        b += rate * d_b
+        n += 1
         return out
 
 

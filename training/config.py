@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from marketarena.envs.core import build_rules
+from marketarena.envs.tasks import get_task, is_task_id
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3")
 ON_POLICY = ("ppo", "a2c")
@@ -74,8 +75,31 @@ class EnvConfig(_Strict):
     reward_kwargs: dict[str, float] = Field(default_factory=dict)
     action_mapping: Literal["normalize", "softmax", "signed", "discrete"] = "softmax"
     discrete_levels: int = Field(3, ge=2)
+    softmax_scale: float = Field(5.0, gt=0)
+    rebalance_band: float = Field(0.0, ge=0, lt=1)
     episode_length: int | None = Field(252, ge=2)
     rules: dict[str, Any] = Field(default_factory=dict)  # may hold ``preset: aitrader``
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_splits(cls, values: Any) -> Any:
+        """A diagnostic task has fixed splits (so nobody tunes on its test split): they are
+        filled in, and splits that differ from them are an error."""
+        data = values.get("data") if isinstance(values, dict) else None
+        if not (isinstance(data, str) and is_task_id(data)):
+            return values
+        task = get_task(data)  # an unknown id lists the tasks
+        validation_start, test_start = task.split_starts()
+        fixed = {"validation_start": validation_start, "test_start": test_start}
+        given = values.get("splits")
+        if given is not None:
+            given = given.model_dump() if isinstance(given, BaseModel) else dict(given)
+            given = {k: v for k, v in given.items() if v is not None}
+            if given != fixed:
+                raise ValueError(
+                    f"{task.env_id} has fixed splits {fixed}; remove env.splits ({given})"
+                )
+        return {**values, "splits": fixed}
 
     @field_validator("rules")
     @classmethod
@@ -98,7 +122,8 @@ class AlgoConfig(_Strict):
     name: Literal["ppo", "a2c", "sac", "td3"] = "ppo"
     total_timesteps: int = Field(100_000, ge=1)
     n_envs: int = Field(8, ge=1)
-    policy: str = "MlpPolicy"
+    policy: str = "MlpPolicy"  # or AssetwisePolicy (ppo, a2c): one network for every asset
+    policy_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. log_std_init
     net_arch: tuple[int, ...] = (64, 64)
     activation: Literal["tanh", "relu"] = "tanh"
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
@@ -128,6 +153,14 @@ class AlgoConfig(_Strict):
                 f"{sorted(accepted - reserved - {'self', 'kwargs'})}"
             )
         return hyperparameters
+
+    @model_validator(mode="after")
+    def _policy_fits(self) -> AlgoConfig:
+        from marketarena.agents.policies import POLICIES
+
+        if self.policy in POLICIES and self.name not in ON_POLICY:
+            raise ValueError(f"policy {self.policy} needs algo.name ppo or a2c, not {self.name}")
+        return self
 
 
 class TrainingConfig(_Strict):

@@ -104,14 +104,17 @@ def env_kwargs(config: Config, data: MarketData, split: tuple[str, str]) -> dict
         "data": data, "start": split[0], "end": split[1], "window": e.window,
         "features": e.features, "reward": e.reward, "reward_kwargs": e.reward_kwargs,
         "rules": e.rules, "action_mapping": e.action_mapping,
-        "discrete_levels": e.discrete_levels,
+        "discrete_levels": e.discrete_levels, "softmax_scale": e.softmax_scale,
+        "rebalance_band": e.rebalance_band,
     }  # fmt: skip
 
 
 def action_spec(config: Config) -> ActionSpec:
     e = config.env
     leverage = float(e.rules.get("max_gross_leverage", 1.0))
-    return ActionSpec(e.action_mapping, 5.0, e.discrete_levels, leverage)
+    return ActionSpec(
+        e.action_mapping, e.softmax_scale, e.discrete_levels, leverage, e.rebalance_band
+    )
 
 
 def make_training_env(config: Config, data: MarketData, split: tuple[str, str]) -> Any:
@@ -137,11 +140,18 @@ def make_training_env(config: Config, data: MarketData, split: tuple[str, str]) 
 def make_model(config: Config, env: Any) -> Any:
     import torch
 
+    from marketarena.agents.policies import POLICIES
+
     algo = config.algo
     activation = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[algo.activation]
     policy_kwargs = {"net_arch": list(algo.net_arch), "activation_fn": activation}
+    policy: Any = algo.policy
+    if policy in POLICIES:
+        policy = POLICIES[policy]
+        policy_kwargs["n_features"] = len(config.env.features)
+    policy_kwargs.update(algo.policy_kwargs)
     return algorithm_class(algo.name)(
-        algo.policy, env, seed=config.seed, device=algo.device, verbose=0,
+        policy, env, seed=config.seed, device=algo.device, verbose=0,
         policy_kwargs=policy_kwargs, **algo.hyperparameters,
     )  # fmt: skip
 
@@ -225,6 +235,7 @@ class Trainer:
     def validation_backtest(self, agent: Any) -> BacktestResult:
         spec = env_kwargs(self.config, self.data, self.ranges["validation"])
         spec["action_mapping"] = "normalize"  # agents return target weights
+        spec["rebalance_band"] = 0.0  # the agent applies its own band to its targets
         # no seed: SB3Agent.reset(seed) calls model.set_random_seed, which would reseed the
         # global RNGs, the action space and the training env in the middle of training (the
         # backtest env and the deterministic policy need no seed)

@@ -14,9 +14,12 @@ from marketarena.envs.features import (
     available_features,
     compute_features,
     log_return,
+    log_return_z,
+    momentum_z_20,
     price_to_sma_20,
     register_feature,
     volatility_20,
+    volatility_ratio,
 )
 from marketarena.envs.synthetic import gbm_market
 
@@ -29,7 +32,11 @@ BUILTIN_FIRST_VALID = {
     "high_low_range": 0,
     "close_to_open": 0,
     "log_volume_change": 1,
+    "log_return_z": 21,
+    "momentum_z_20": 21,
+    "volatility_ratio": 60,
 }
+NORMALISED = ("log_return_z", "momentum_z_20", "volatility_ratio")
 OHLC_ONLY = ("high_low_range", "close_to_open", "log_volume_change")
 
 
@@ -156,6 +163,125 @@ def test_volatility_20_by_hand_on_alternating_returns():
     data = MarketData(dates=days(30), symbols=("A",), close=close)
     values = volatility_20(data)
     np.testing.assert_allclose(values[20:, 0], a, rtol=1e-9)
+
+
+# ------------------------------------------------------- per-asset normalised features
+LAM = 0.5 ** (1 / 20)  # the EWMA weight of a half-life of 20 bars
+
+
+def from_log_returns(r: np.ndarray) -> MarketData:
+    """A panel whose one-bar log returns are the columns of ``r`` (row 0 has no return)."""
+    r = np.asarray(r, dtype=np.float64)
+    r = r[:, None] if r.ndim == 1 else r
+    close = 100.0 * np.exp(np.vstack([np.zeros((1, r.shape[1])), np.cumsum(r, axis=0)]))
+    return MarketData(dates=days(len(close)), symbols=tuple("ABCDEFGH"[: r.shape[1]]), close=close)
+
+
+def test_log_return_z_by_hand():
+    # returns 1..20 alternate +a, -a (mean 0): sample variance (ddof=1) 20 a**2 / 19
+    a = 0.01
+    data = from_log_returns([*np.tile([a, -a], 10), 2 * a, -a])
+    z = log_return_z(data)[:, 0]
+    assert np.isnan(z[:21]).all()  # the volatility before row t needs 20 returns up to t-1
+    v20 = 20 * a**2 / 19
+    assert z[21] == pytest.approx(2 * a / math.sqrt(v20), rel=1e-9)  # = 2 sqrt(19/20)
+    v21 = LAM * v20 + (1 - LAM) * (2 * a) ** 2  # r_21 enters the estimate used at row 22
+    assert z[22] == pytest.approx(-a / math.sqrt(v21), rel=1e-9)
+
+
+def test_trailing_variance_matches_a_pandas_ewm_from_the_seed():
+    data = gbm_market(3, 200, seed=7)
+    r = np.log(pd.DataFrame(data.close)).diff()
+    seed = r.iloc[1:21].var(ddof=1)
+    series = pd.concat([seed.to_frame().T, r.iloc[21:] ** 2], ignore_index=True)
+    reference = series.ewm(alpha=1 - LAM, adjust=False).mean().to_numpy()  # rows 20..199
+    sigma = reference[:-1] ** 0.5  # the estimate through t-1, used at row t = 21..199
+    expected = np.clip(r.iloc[21:].to_numpy() / sigma, -5, 5)
+    np.testing.assert_allclose(log_return_z(data)[21:], expected, rtol=1e-9)
+    m20 = np.log(pd.DataFrame(data.close)).diff(20).iloc[21:].to_numpy()
+    expected_m = np.clip(m20 / (sigma * math.sqrt(20)), -5, 5)
+    np.testing.assert_allclose(momentum_z_20(data)[21:], expected_m, rtol=1e-9)
+
+
+def test_momentum_z_20_by_hand():
+    a = 0.01
+    data = from_log_returns([*np.tile([a, -a], 10), 2 * a])
+    m = momentum_z_20(data)[:, 0]
+    assert np.isnan(m[:21]).all()
+    # log(c_21 / c_1) = r_2 + ... + r_21 = (10 * -a + 9 * a) + 2a = a, over sqrt(20 a**2/19 * 20)
+    assert m[21] == pytest.approx(math.sqrt(19) / 20, rel=1e-9)
+
+
+def test_volatility_ratio_by_hand():
+    # 60 returns of size a, then 10 of size 2a (signs alternate: the mean plays no part)
+    a = 0.01
+    signs = np.tile([1.0, -1.0], 35)
+    data = from_log_returns(signs * np.r_[np.full(60, a), np.full(10, 2 * a)])
+    v = volatility_ratio(data)[:, 0]
+    assert np.isnan(v[:60]).all()
+    assert v[60] == pytest.approx(0.0, abs=1e-12)  # rms a over both windows
+    # row 65: 10 bars = 5 of a, 5 of 2a; 60 bars = 55 of a, 5 of 2a
+    assert v[65] == pytest.approx(math.sqrt(2.5) / math.sqrt(75 / 60) - 1, rel=1e-9)
+    # row 70: 10 bars of 2a; 60 bars = 50 of a, 10 of 2a
+    assert v[70] == pytest.approx(2 / math.sqrt(90 / 60) - 1, rel=1e-9)
+
+
+def test_normalised_features_are_clipped_and_survive_flat_prices():
+    a = 0.01
+    r = np.r_[np.tile([a, -a], 35), 1.0, np.zeros(70)]  # a 100-sigma jump, then no moves at all
+    data = from_log_returns(r)
+    z, m, v = log_return_z(data)[:, 0], momentum_z_20(data)[:, 0], volatility_ratio(data)[:, 0]
+    assert z[71] == 5.0 and m[71] == 5.0
+    # the 10 bars are inside the 60: the ratio is at most sqrt(60 / 10), the jump comes close
+    assert v[71] == pytest.approx(math.sqrt((1 + 9 * a**2) / 10 / ((1 + 59 * a**2) / 60)) - 1)
+    assert np.nanmax(v) <= math.sqrt(6) - 1
+    assert np.isfinite(z[21:]).all() and np.isfinite(m[21:]).all() and np.isfinite(v[60:]).all()
+    assert np.all(z[72:] == 0.0)  # no move is 0 sigma, even once the volatility decays
+    assert np.all(v[81:131] == -1.0)  # 10 flat bars inside a 60-bar window that still moved
+    assert np.all(v[131:] == 0.0)  # a flat 60-bar window: no regime to compare, 0
+    x, first_valid = compute_features(data, NORMALISED)  # no undefined value mid-panel
+    assert first_valid == 60 and np.isfinite(x).all()
+
+
+@pytest.mark.parametrize("fn", [log_return_z, momentum_z_20, volatility_ratio])
+def test_normalised_features_are_scale_invariant_per_asset(fn):
+    base = np.log(gbm_market(3, 150, seed=5).close)
+    r = np.diff(base, axis=0)
+    scaled = r * np.array([1.0, 7.0, 0.2])  # one asset 7x as volatile, one a fifth
+    v_base, v_scaled = fn(from_log_returns(r)), fn(from_log_returns(scaled))
+    np.testing.assert_array_equal(np.isnan(v_base), np.isnan(v_scaled))
+    np.testing.assert_allclose(v_scaled, v_base, rtol=1e-9, atol=1e-12)
+    # and the unnormalised return is not: the test can tell
+    assert not np.allclose(
+        log_return(from_log_returns(scaled))[1:], log_return(from_log_returns(r))[1:]
+    )
+
+
+@pytest.mark.parametrize("name", NORMALISED)
+@pytest.mark.parametrize("t", [19, 20, 21, 22, 59, 60, 61, 120])
+def test_normalised_features_do_not_look_ahead(name, t):
+    fn = features_module._REGISTRY[name]
+    base = gbm_market(3, 200, seed=1, sigma=0.3)
+    alt = spliced(base, gbm_market(3, 200, seed=2, sigma=0.3), t)
+    assert changed_rows_up_to(fn, base, alt, t).size == 0
+    # the change is real: the next row sees it, or the first row where the feature is defined
+    reached = max(t + 1, BUILTIN_FIRST_VALID[name])
+    np.testing.assert_array_equal(changed_rows_up_to(fn, base, alt, reached), [reached])
+
+
+def test_normalised_features_on_sp500_20():
+    from marketarena.envs.data import load_dataset
+
+    data = load_dataset("sp500_20")
+    x, first_valid = compute_features(data, NORMALISED)
+    assert first_valid == 60
+    values = x[first_valid:]
+    assert np.isfinite(values).all()
+    assert values[..., :2].min() >= -5 and values[..., :2].max() <= 5
+    assert values[..., 2].min() >= -1 and values[..., 2].max() <= 5
+    # per asset the z-score has about unit scale, whatever the asset's own volatility
+    spread = values[..., 0].std(axis=0)
+    assert np.all((spread > 0.8) & (spread < 1.25)), spread
 
 
 # ------------------------------------------------------------------- point in time
