@@ -4,7 +4,7 @@ The trading analogue of bsuite. Each task is a market generator with a fixed see
 train / validation / test splits (by row: 3,000 / 500 / 1,500 business days), and two named
 agent specs whose scores on the test split define the normalised score: the *baseline*
 scores 0 and the *reference* scores 1, both after costs (see
-:mod:`marketarena.evaluation.tasks`). The reference is computed by running it, never assumed.
+:mod:`marketarena.evaluation.task_scores`). The reference is computed by running it, never assumed.
 
 =============  ===================================================  ============  ===========
 task           planted structure                                    reference     baseline
