@@ -275,7 +275,9 @@ def test_log_return_reward_sums_to_log_growth_after_costs(market):
 
 def test_differential_sharpe_matches_a_plain_loop(market):
     actions = np.random.default_rng(2).dirichlet(np.ones(5), size=25)
-    rewards, navs = run_rewards(market, "differential_sharpe", actions, reward_kwargs={"eta": 0.1, "warmup": 0})
+    rewards, navs = run_rewards(
+        market, "differential_sharpe", actions, reward_kwargs={"eta": 0.1, "warmup": 0}
+    )
     a = b = 0.0
     expected = []
     for r in navs[1:] / navs[:-1] - 1.0:
