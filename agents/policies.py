@@ -74,19 +74,26 @@ class AssetwiseExtractor(nn.Module):
         codes = self.encoder(torch.cat([feats.reshape(batch, n, w * f), weights], dim=-1))
         return codes, codes.mean(dim=1), cash
 
-    def forward_actor(self, obs: torch.Tensor) -> torch.Tensor:
-        codes, context, cash = self._encode(obs)
+    def _actor(self, codes: torch.Tensor, context: torch.Tensor, cash: torch.Tensor):
         expanded = context.unsqueeze(1).expand_as(codes)
         asset_scores = self.asset_head(torch.cat([codes, expanded], dim=-1)).squeeze(-1)
         cash_score = self.cash_head(torch.cat([context, cash], dim=-1))
         return torch.cat([asset_scores, cash_score], dim=-1)
 
-    def forward_critic(self, obs: torch.Tensor) -> torch.Tensor:
-        _, context, cash = self._encode(obs)
+    def _critic(self, context: torch.Tensor, cash: torch.Tensor) -> torch.Tensor:
         return self.value_body(torch.cat([context, cash], dim=-1))
 
+    def forward_actor(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._actor(*self._encode(obs))
+
+    def forward_critic(self, obs: torch.Tensor) -> torch.Tensor:
+        _, context, cash = self._encode(obs)
+        return self._critic(context, cash)
+
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.forward_actor(obs), self.forward_critic(obs)
+        # one encoding for both heads: the encoder is most of the policy's cost
+        codes, context, cash = self._encode(obs)
+        return self._actor(codes, context, cash), self._critic(context, cash)
 
 
 class AssetwisePolicy(ActorCriticPolicy):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from marketarena.agents.base import Resumable, hold
+from marketarena.agents.base import Resumable
 from marketarena.envs.core import ActionSpec
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3")
@@ -148,11 +148,14 @@ class SB3Agent(Resumable):
         action, _ = self.model.predict(obs, deterministic=self.deterministic)
         if self.action_spec is None:
             return np.asarray(action, dtype=np.float64)
-        weights = self.action_spec.to_weights(np.asarray(action)[None, :])
-        current = np.asarray(info["weights"], dtype=np.float64)[None, :-1]
-        weights = self.action_spec.apply_band(weights, current)[0]
-        if self.action_spec.rebalance_band > 0.0 and np.array_equal(weights, current[0]):
-            return hold(info)
+        weights = self.action_spec.to_weights(np.asarray(action)[None, :])[0]
+        if self.action_spec.rebalance_band > 0.0:
+            # the weights held now: from info, else the observation's tail (assets, cash)
+            held = info.get("weights", observation[-len(weights) - 1 :])
+            current = np.asarray(held, dtype=np.float64)[:-1]
+            weights = self.action_spec.apply_band(weights[None, :], current[None, :])[0]
+            if np.array_equal(weights, current):
+                return np.asarray(held, dtype=np.float64)  # hold: no order at all
         return np.append(weights, 1.0 - weights.sum())
 
 

@@ -187,6 +187,14 @@ def volatility_ratio(data: MarketData) -> np.ndarray:
     return np.clip(ratio - 1.0, -1.0, 5.0)
 
 
+@register_feature("log_volatility_20")
+def log_volatility_20(data: MarketData) -> np.ndarray:
+    """``log`` of the 20-bar realised volatility, annualised (``sqrt(252)``): the volatility
+    level on a scale that reads the same for any asset (-2.3 at 10% a year, -0.5 at 60%)."""
+    vol = volatility_20(data) * np.sqrt(252.0)
+    return np.log(np.maximum(vol, 1e-4))  # a flat window is a very calm one, not undefined
+
+
 @register_feature("high_low_range")
 def high_low_range(data: MarketData) -> np.ndarray:
     """``log(high_t / low_t)``: the bar's range."""

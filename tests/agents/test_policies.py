@@ -97,3 +97,16 @@ def test_a_bad_layout_is_a_clear_error():
         AssetwiseExtractor(
             obs_dim=50, n_assets=5, n_features=2, hidden=[8], activation=torch.nn.Tanh
         )
+
+
+def test_a_model_trained_with_a_band_holds_inside_it(trained):
+    from marketarena.envs.core import ActionSpec
+
+    agent = SB3Agent(trained, "ppo", action_spec=ActionSpec("softmax", rebalance_band=0.9))
+    obs = np.zeros(trained.policy.observation_space.shape, dtype=np.float32)
+    held = np.array([0.1, 0.2, 0.1, 0.2, 0.1, 0.3])
+    np.testing.assert_array_equal(agent.act(obs, {"weights": held}), held)  # nothing moves 0.9
+    obs[-6:] = held  # without info (an MLflow pyfunc call), the observation's tail is read
+    np.testing.assert_allclose(agent.act(obs, {}), held, rtol=1e-6)  # float32 observation
+    no_band = SB3Agent(trained, "ppo", action_spec=ActionSpec("softmax"))
+    assert not np.array_equal(no_band.act(obs, {"weights": held}), held)

@@ -35,6 +35,7 @@ BUILTIN_FIRST_VALID = {
     "log_return_z": 21,
     "momentum_z_20": 21,
     "volatility_ratio": 60,
+    "log_volatility_20": 20,
 }
 NORMALISED = ("log_return_z", "momentum_z_20", "volatility_ratio")
 OHLC_ONLY = ("high_low_range", "close_to_open", "log_volume_change")
