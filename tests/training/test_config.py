@@ -244,3 +244,53 @@ def test_malformed_override(item):
 def test_override_into_a_non_section():
     with pytest.raises(ConfigError, match="seed is not a section"):
         load_config(SMOKE, ["seed.x=1"])
+
+
+# ------------------------------------------------------------------ diagnostic tasks
+BENCH_PPO = ROOT / "configs" / "bench" / "ppo.yaml"
+
+
+def test_a_task_id_as_data_brings_the_tasks_fixed_splits():
+    from marketarena.envs import get_task
+    from marketarena.training.train import load_universe, split_ranges
+
+    config = load_config(BENCH_PPO, ["env.data=marketarena/LeadLag-v0"])
+    task = get_task("LeadLag")
+    assert (config.env.splits.validation_start, config.env.splits.test_start) == (
+        task.split_starts()
+    )
+    ranges = split_ranges(config, load_universe(config))
+    assert ranges == task.splits()
+
+
+def test_splits_that_differ_from_a_tasks_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"env: marketarena/Momentum-v0 has fixed splits"):
+        load_config(SMOKE, ["env.data=marketarena/Momentum-v0", "env.universe=null"])
+    # giving the task's own splits is fine
+    config = load_config(BENCH_PPO, ["env.data=marketarena/Momentum-v0"])
+    again = config.to_dict()
+    assert load_config(write(tmp_path, again)).env.splits == config.env.splits
+
+
+def test_an_unknown_task_id_lists_the_tasks():
+    with pytest.raises(ConfigError, match=r"unknown task .*marketarena/Noise-v0"):
+        load_config(BENCH_PPO, ["env.data=marketarena/Nosie-v0"])
+
+
+def test_tuning_folds_on_a_task_end_before_its_test_split():
+    from marketarena.envs import get_task
+    from marketarena.training.tune import fold_splits
+
+    config = load_config(
+        BENCH_PPO, ["env.data=marketarena/Noise-v0", "tuning.folds=3", "tuning.objective=sharpe"]
+    )
+    folds = fold_splits(config)
+    assert len(folds) == 3
+    test_start = get_task("Noise").split_starts()[1]
+    assert all(f["end"] <= test_start for f in folds)
+
+
+def test_the_assetwise_policy_is_for_on_policy_algorithms():
+    with pytest.raises(ConfigError, match=r"AssetwisePolicy needs algo\.name ppo or a2c"):
+        load_config(BENCH_PPO, ["env.data=marketarena/Noise-v0", "algo.name=sac",
+                                "algo.hyperparameters={}"])  # fmt: skip
