@@ -40,7 +40,11 @@ class ActionSpec:
     ``rebalance_band`` (default 0: off) is a no-trade band that makes holding free: an asset
     whose target weight is within the band of its current weight keeps its current weight
     (no order, no cost); the others move to their targets, scaled down together if they
-    would need more than the cash the held assets leave (see :meth:`apply_band`).
+    would need more than the cash the held assets leave (see :meth:`apply_band`). With
+    ``relative_band`` > 0 an asset's band is the smaller of ``rebalance_band`` and
+    ``relative_band`` times its larger weight (target or current): the "5/25 rule" of
+    rebalancing practice, which keeps small positions tradable in wide universes (an equal
+    weight of 1/21 is inside an absolute 5% band of cash, but not inside 25% of itself).
 
     Agents trained on one mapping keep it (an SB3 agent converts its raw actions to weights
     with the spec it was trained with), so every agent can be evaluated in one env.
@@ -51,6 +55,7 @@ class ActionSpec:
     discrete_levels: int = 3
     max_gross_leverage: float = 1.0
     rebalance_band: float = 0.0
+    relative_band: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mapping not in ACTION_MAPPINGS:
@@ -61,6 +66,8 @@ class ActionSpec:
             raise ValueError(f"discrete_levels must be >= 2, got {self.discrete_levels}")
         if not 0.0 <= self.rebalance_band < 1.0:
             raise ValueError(f"rebalance_band must be in [0, 1), got {self.rebalance_band}")
+        if not 0.0 <= self.relative_band < 1.0:
+            raise ValueError(f"relative_band must be in [0, 1), got {self.relative_band}")
 
     def space(self, n_assets: int) -> spaces.Space:
         if self.mapping == "discrete":
@@ -92,7 +99,10 @@ class ActionSpec:
         weights held now. Without a band (or with shorting) ``target`` is returned as is."""
         if self.rebalance_band <= 0.0 or self.mapping == "signed":
             return target
-        move = np.abs(target - current) > self.rebalance_band
+        band = self.rebalance_band
+        if self.relative_band > 0.0:
+            band = np.minimum(band, self.relative_band * np.maximum(target, current))
+        move = np.abs(target - current) > band
         kept = np.where(move, 0.0, current)
         moved = np.where(move, target, 0.0)
         room = np.maximum(1.0 - kept.sum(axis=1, keepdims=True), 0.0)
@@ -149,6 +159,7 @@ class PortfolioCore:
         softmax_scale: float = 5.0,
         discrete_levels: int = 3,
         rebalance_band: float = 0.0,
+        relative_band: float = 0.0,
         record: bool = False,
         price_dtype: type = np.float64,
     ) -> None:
@@ -175,7 +186,7 @@ class PortfolioCore:
         self.reward_fn = make_reward(reward, **dict(reward_kwargs or {}))
         self.action_spec = ActionSpec(
             action_mapping, float(softmax_scale), int(discrete_levels),
-            self.rules.max_gross_leverage, float(rebalance_band),
+            self.rules.max_gross_leverage, float(rebalance_band), float(relative_band),
         )  # fmt: skip
         if action_mapping == "signed" and not self.rules.allow_short:
             raise ValueError("action_mapping='signed' needs rules.allow_short=True")

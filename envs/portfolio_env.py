@@ -126,8 +126,9 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``reward``, ``reward_kwargs``: see Rewards.
     * ``rules``: :class:`TradingRules`, a dict of its fields, or a preset name (``"aitrader"``).
     * ``episode_length``: steps per episode, or ``None`` to run to ``end``.
-    * ``rebalance_band``: a no-trade band (default 0, off): an asset whose target is within
-      the band of its current weight is not traded (see ``ActionSpec``), so holding is free.
+    * ``rebalance_band``, ``relative_band``: a no-trade band (default 0, off): an asset whose
+      target is within the band of its current weight is not traded, so holding is free;
+      with ``relative_band`` the band shrinks for small weights (see ``ActionSpec``).
     * ``random_start``, ``action_mapping``, ``softmax_scale``, ``discrete_levels``,
       ``render_mode``, ``snapshot_lookback``
       (``"ansi"``, ``"rgb_array"``), ``record`` (keep fills and snapshots).
@@ -156,6 +157,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         softmax_scale: float = 5.0,
         discrete_levels: int = 3,
         rebalance_band: float = 0.0,
+        relative_band: float = 0.0,
         render_mode: str | None = None,
         record: bool = False,
         snapshot_lookback: int | None = None,
@@ -168,7 +170,8 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
             data, 1, start=start, end=end, window=window, features=features, reward=reward,
             reward_kwargs=reward_kwargs, rules=rules, episode_length=episode_length,
             action_mapping=action_mapping, softmax_scale=softmax_scale,
-            discrete_levels=discrete_levels, rebalance_band=rebalance_band, record=record,
+            discrete_levels=discrete_levels, rebalance_band=rebalance_band,
+            relative_band=relative_band, record=record,
         )  # fmt: skip
         self.data = self.core.data
         self.sim = self.core.sim

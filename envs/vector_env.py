@@ -43,7 +43,8 @@ class PortfolioVectorEnv(VectorEnv):
     Args:
         num_envs: number of portfolios.
         data, start, end, window, features, reward, reward_kwargs, rules, episode_length,
-        random_start, action_mapping, softmax_scale, discrete_levels, rebalance_band: as for
+        random_start, action_mapping, softmax_scale, discrete_levels, rebalance_band,
+        relative_band: as for
             ``PortfolioEnv``.
         copy: return a copy of the observation buffer (default) or the buffer itself.
         price_dtype: ``np.float64`` (default, exact) or ``np.float32``.
@@ -69,6 +70,7 @@ class PortfolioVectorEnv(VectorEnv):
         softmax_scale: float = 5.0,
         discrete_levels: int = 3,
         rebalance_band: float = 0.0,
+        relative_band: float = 0.0,
         copy: bool = True,
         price_dtype: type = np.float64,
     ) -> None:
@@ -79,7 +81,7 @@ class PortfolioVectorEnv(VectorEnv):
             reward=reward, reward_kwargs=reward_kwargs, rules=rules,
             episode_length=episode_length, action_mapping=action_mapping,
             softmax_scale=softmax_scale, discrete_levels=discrete_levels,
-            rebalance_band=rebalance_band, price_dtype=price_dtype,
+            rebalance_band=rebalance_band, relative_band=relative_band, price_dtype=price_dtype,
         )  # fmt: skip
         self.num_envs = num_envs
         self.data = self.core.data

@@ -76,7 +76,8 @@ class EnvConfig(_Strict):
     action_mapping: Literal["normalize", "softmax", "signed", "discrete"] = "softmax"
     discrete_levels: int = Field(3, ge=2)
     softmax_scale: float = Field(5.0, gt=0)
-    rebalance_band: float = Field(0.0, ge=0, lt=1)
+    rebalance_band: float = Field(0.0, ge=0, lt=1)  # no-trade band, see ActionSpec
+    relative_band: float = Field(0.0, ge=0, lt=1)
     episode_length: int | None = Field(252, ge=2)
     rules: dict[str, Any] = Field(default_factory=dict)  # may hold ``preset: aitrader``
 

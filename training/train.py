@@ -105,7 +105,7 @@ def env_kwargs(config: Config, data: MarketData, split: tuple[str, str]) -> dict
         "features": e.features, "reward": e.reward, "reward_kwargs": e.reward_kwargs,
         "rules": e.rules, "action_mapping": e.action_mapping,
         "discrete_levels": e.discrete_levels, "softmax_scale": e.softmax_scale,
-        "rebalance_band": e.rebalance_band,
+        "rebalance_band": e.rebalance_band, "relative_band": e.relative_band,
     }  # fmt: skip
 
 
@@ -113,7 +113,12 @@ def action_spec(config: Config) -> ActionSpec:
     e = config.env
     leverage = float(e.rules.get("max_gross_leverage", 1.0))
     return ActionSpec(
-        e.action_mapping, e.softmax_scale, e.discrete_levels, leverage, e.rebalance_band
+        e.action_mapping,
+        e.softmax_scale,
+        e.discrete_levels,
+        leverage,
+        e.rebalance_band,
+        e.relative_band,
     )
 
 
@@ -236,6 +241,7 @@ class Trainer:
         spec = env_kwargs(self.config, self.data, self.ranges["validation"])
         spec["action_mapping"] = "normalize"  # agents return target weights
         spec["rebalance_band"] = 0.0  # the agent applies its own band to its targets
+        spec["relative_band"] = 0.0
         # no seed: SB3Agent.reset(seed) calls model.set_random_seed, which would reseed the
         # global RNGs, the action space and the training env in the middle of training (the
         # backtest env and the deterministic policy need no seed)

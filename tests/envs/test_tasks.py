@@ -179,6 +179,21 @@ def test_band_by_hand():
     assert ActionSpec("softmax").apply_band(target, current) is target
 
 
+def test_relative_band_by_hand():
+    # the 5/25 rule: band = min(0.05, 0.25 * max(target, current))
+    spec = ActionSpec("softmax", rebalance_band=0.05, relative_band=0.25)
+    current = np.array([[0.0, 0.40, 0.04, 0.20]])
+    target = np.array([[0.047, 0.44, 0.05, 0.22]])
+    # asset 0: 0.047 > min(0.05, 0.0118) -> buys (an absolute 5% band alone would not)
+    # asset 1: 0.04 <= min(0.05, 0.11) -> held; asset 2: 0.01 <= min(0.05, 0.0125) -> held
+    # asset 3: 0.02 <= min(0.05, 0.055) -> held
+    np.testing.assert_allclose(spec.apply_band(target, current), [[0.047, 0.40, 0.04, 0.20]])
+    absolute = ActionSpec("softmax", rebalance_band=0.05)
+    np.testing.assert_allclose(absolute.apply_band(target, current), current)
+    with pytest.raises(ValueError, match="relative_band"):
+        ActionSpec("softmax", relative_band=1.5)
+
+
 def test_band_makes_small_moves_free_in_the_env():
     kwargs = task_env_kwargs("Noise", "validation", action_mapping="softmax", rebalance_band=0.1)
     env = PortfolioEnv(**kwargs, episode_length=20, random_start=False)
