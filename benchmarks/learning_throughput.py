@@ -30,23 +30,21 @@ medians measured in the same run (per-repeat ratios are in the JSON).
 torch threads; 128 envs x 32 steps and 256 envs x 16 steps (the same 4,096-step rollout, so
 the same number and size of updates; what changes is GAE's truncation at the rollout's end:
 with gamma * gae_lambda = 0.81, the share of the advantage's weight replaced by the critic's
-bootstrap, averaged over a rollout, is 7% at 64 steps, 13% at 32, 26% at 16); and, as a code
-change rather than a config knob, ``AssetwiseExtractor.forward`` computing the per-asset
-encoding once for actor and critic (it calls ``_encode`` twice today; same outputs; patched
-in for that run only), alone and with 256 envs x 16 steps.
+bootstrap, averaged over a rollout, is 7% at 64 steps, 13% at 32, 26% at 16).
 A cProfile of one ``learn`` call of (a) (top 15 by cumulative time) is recorded when (a) misses
 the target, or with ``--profile``.
 
 Targets (from the issue): (a) >= 15,000 env-steps/s on a 2-core machine, and >= 5x (b).
 
-Run: ``python benchmarks/learning_throughput.py [--quick] [--knobs] [--profile] [--markdown]``
-(full: ~3 min, ~6 with ``--knobs``; writes ``benchmarks/results/learning_throughput.json``).
+A section of the suite (``python benchmarks/run.py --only learning_throughput``; the full suite
+runs it with the knobs, ``--quick`` without). Alone:
+``python benchmarks/learning_throughput.py [--quick] [--knobs] [--profile] [--markdown]``
+(full: ~3 min, ~4 with ``--knobs``; writes ``benchmarks/results/learning_throughput.json``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import io
 import json
@@ -55,7 +53,7 @@ import pstats
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,14 +81,12 @@ QUICK = {
 COMMON = [f"env.data={TASK}", "mlflow.enabled=false"]
 ENVS_128 = ["algo.n_envs=128", "algo.hyperparameters.n_steps=32"]
 ENVS_256 = ["algo.n_envs=256", "algo.hyperparameters.n_steps=16"]
-#: variants of (a): label -> (overrides, encode once, budget key); two threads on a busy
-#: 2-core machine can be 10-20x slower, hence its shorter run
-KNOBS: dict[str, tuple[list[str], bool, str]] = {
-    "(a) torch_threads=2": (["algo.torch_threads=2"], False, "knob_slow"),
-    "(a) n_envs=128, n_steps=32": (ENVS_128, False, "knob"),
-    "(a) n_envs=256, n_steps=16": (ENVS_256, False, "knob"),
-    "(a) encode once (code change)": ([], True, "knob"),
-    "(a) n_envs=256, n_steps=16 + encode once": (ENVS_256, True, "knob"),
+#: variants of (a): label -> (overrides, budget key); two threads on a busy 2-core machine
+#: can be 10-20x slower, hence its shorter run
+KNOBS: dict[str, tuple[list[str], str]] = {
+    "(a) torch_threads=2": (["algo.torch_threads=2"], "knob_slow"),
+    "(a) n_envs=128, n_steps=32": (ENVS_128, "knob"),
+    "(a) n_envs=256, n_steps=16": (ENVS_256, "knob"),
 }
 
 
@@ -138,31 +134,6 @@ def _build_old() -> tuple[Any, int]:
     return make_model(config, _train_env(config)), config.algo.torch_threads
 
 
-def _forward_encoding_once(self: Any, obs: Any) -> tuple[Any, Any]:
-    """``AssetwiseExtractor.forward`` with one ``_encode`` shared by actor and critic."""
-    import torch
-
-    codes, context, cash = self._encode(obs)
-    expanded = context.unsqueeze(1).expand_as(codes)
-    asset_scores = self.asset_head(torch.cat([codes, expanded], dim=-1)).squeeze(-1)
-    context_cash = torch.cat([context, cash], dim=-1)
-    actor = torch.cat([asset_scores, self.cash_head(context_cash)], dim=-1)
-    return actor, self.value_body(context_cash)
-
-
-@contextlib.contextmanager
-def _encode_once(enabled: bool) -> Iterator[None]:
-    from marketarena.agents.policies import AssetwiseExtractor
-
-    original = AssetwiseExtractor.forward
-    if enabled:
-        AssetwiseExtractor.forward = _forward_encoding_once
-    try:
-        yield
-    finally:
-        AssetwiseExtractor.forward = original
-
-
 # ------------------------------------------------------------------------------- timing
 class PhaseTimer:
     """Wall seconds in a model's ``collect_rollouts`` and ``train`` (wrapped on the instance)."""
@@ -194,6 +165,8 @@ def _describe(model: Any) -> dict[str, Any]:
         "n_steps": int(model.n_steps),
         "batch_size": int(model.batch_size),
         "n_epochs": int(model.n_epochs),
+        "gamma": float(model.gamma),
+        "gae_lambda": float(model.gae_lambda),
         "vec_normalize": type(model.get_env()).__name__ == "VecNormalize",
     }
 
@@ -253,7 +226,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return float(statistics.median(r[key] for r in runs))
 
     first = runs[0]
-    keys = ("policy", "n_envs", "n_steps", "batch_size", "n_epochs", "vec_normalize")
+    keys = ("policy", "n_envs", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda")
+    keys += ("vec_normalize",)
     fps = [r["fps"] for r in runs]
     return {
         **{k: first[k] for k in keys},
@@ -280,25 +254,24 @@ def run(quick: bool = False, knobs: bool = False, profile: bool = False) -> dict
     started = time.perf_counter()
     load_before = os.getloadavg()
     threads_before = torch.get_num_threads()
-    #: key -> (label, build, timesteps, encode once)
-    cases: dict[str, tuple[str, Callable[[], tuple[Any, int]], int, bool]] = {
-        "a": (f"(a) {BENCH_CONFIG}", _build_bench, budget["a"], False),
-        "b": ("(b) SB3 default PPO, 1 env", _build_sb3_default, budget["b"], False),
-        "c": (f"(c) old {OLD_CONFIG}", _build_old, budget["c"], False),
+    #: key -> (label, build, timesteps)
+    cases: dict[str, tuple[str, Callable[[], tuple[Any, int]], int]] = {
+        "a": (f"(a) {BENCH_CONFIG}", _build_bench, budget["a"]),
+        "b": ("(b) SB3 default PPO, 1 env", _build_sb3_default, budget["b"]),
+        "c": (f"(c) old {OLD_CONFIG}", _build_old, budget["c"]),
     }
     if knobs:
-        for i, (label, (overrides, once, steps)) in enumerate(KNOBS.items()):
+        for i, (label, (overrides, steps)) in enumerate(KNOBS.items()):
 
             def build(o: list[str] = overrides) -> tuple[Any, int]:
                 return _build_bench(o)
 
-            cases[f"knob{i}"] = (label, build, budget[steps], once)
+            cases[f"knob{i}"] = (label, build, budget[steps])
     samples: dict[str, list[dict[str, Any]]] = {key: [] for key in cases}
     try:
         for _ in range(budget["repeats"]):
-            for key, (_label, build, timesteps, once) in cases.items():
-                with _encode_once(once):
-                    samples[key].append(_time_learn(build, timesteps))
+            for key, (_label, build, timesteps) in cases.items():
+                samples[key].append(_time_learn(build, timesteps))
         summaries = {key: {"name": cases[key][0], **_summary(s)} for key, s in samples.items()}
         a, b, c = summaries["a"], summaries["b"], summaries["c"]
         per_repeat_ab = [
@@ -416,7 +389,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The cases as a markdown table (for docs/BENCHMARKS.md)."""
+    """The cases and the ratios as markdown tables."""
     lines = [
         "| case | setting | env-steps/s (median) | range | per CPU s | CPU s / wall s "
         "| rollouts / updates |",
@@ -451,6 +424,89 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def bootstrap_share(gamma: float, gae_lambda: float, n_steps: int) -> float:
+    """GAE truncated at the end of an ``n_steps`` rollout: the share of each advantage's
+    weight (``(gamma * gae_lambda)**k`` on the k-th TD error) that the critic's bootstrap
+    stands in for, averaged over the rollout's steps."""
+    c = gamma * gae_lambda
+    if c >= 1.0:
+        return 1.0
+    return c * (1.0 - c**n_steps) / (n_steps * (1.0 - c))
+
+
+def notes(result: dict[str, Any]) -> list[str]:
+    """What the run shows, in its own figures (bullets under the tables)."""
+    cfg, t, r = result["config"], result["targets"], result["ratios"]
+    a = result["cases"]["a"]
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "**missed**"
+
+    out = [
+        f"(a) trains at {a['fps']:,.0f} env-steps/s end to end (target {t['fps']:,}: "
+        f"{verdict(t['fps_met'])}), {r['a_over_b']:.1f}x stable-baselines3's default PPO on one "
+        f"env (target {t['a_over_b']:g}x: {verdict(t['a_over_b_met'])}) and "
+        f"{r['a_over_c']:.2f}x the old `{OLD_CONFIG}`.",
+        f"(a)'s repeats spanned {a['fps_min']:,.0f}..{a['fps_max']:,.0f} env-steps/s; the "
+        f"process got {a['cpu_per_wall']:.2f} CPU s per wall second (below 1: it waited for a "
+        "CPU), so on a shared machine steps per CPU second "
+        f"({a['steps_per_cpu_s']:,.0f}) is the steadier figure. "
+        f"{100 * a['train_share']:.0f}% of (a)'s time is the gradient updates, "
+        f"{100 * a['rollout_share']:.0f}% rollout collection.",
+    ]
+    base = bootstrap_share(a["gamma"], a["gae_lambda"], a["n_steps"])
+    for s in result["cases"].values():
+        if "over_a" not in s:
+            continue
+        if s["torch_threads"] != a["torch_threads"]:
+            out.append(
+                f"{s['name']}: {s['over_a']:.2f}x (a) on the wall clock, using "
+                f"{s['cpu_per_wall']:.2f} CPU s per wall second ({s['over_a_per_cpu_s']:.2f}x "
+                f"(a) per CPU second), with {len(cfg['affinity'])} CPU(s) available to the "
+                f"process; the bench config uses {a['torch_threads']} thread(s)."
+            )
+        elif s["n_steps"] != a["n_steps"]:
+            share = bootstrap_share(s["gamma"], s["gae_lambda"], s["n_steps"])
+            out.append(
+                f"{s['name']}: {s['over_a']:.2f}x (a). The same "
+                f"{s['n_envs'] * s['n_steps']:,}-step rollout and updates, but GAE is truncated "
+                f"more often: the critic's bootstrap carries {share:.0%} of the advantage "
+                f"weight, averaged over a rollout, against {base:.0%} at {a['n_steps']} steps "
+                f"(gamma x gae_lambda = {a['gamma'] * a['gae_lambda']:.2f})."
+            )
+    if result.get("profile_top15_cumtime"):
+        out.append(
+            "A cProfile of one `learn()` of (a), top 15 by cumulative time, is in the JSON "
+            "(`profile_top15_cumtime`)."
+        )
+    return out
+
+
+def docs(result: dict[str, Any]) -> list[str]:
+    """The section of docs/BENCHMARKS.md below its heading: setup, tables, notes."""
+    cfg = result["config"]
+    load = " / ".join(f"{x:.2f}" for x in cfg["loadavg_before"])
+    load_after = " / ".join(f"{x:.2f}" for x in cfg["loadavg_after"])
+    intro = (
+        "End-to-end PPO training speed: env steps per second of `model.learn` (rollout "
+        "collection plus gradient updates) on the train split of "
+        f"`{cfg['task']}`, on the CPU ([learning_throughput.py](../benchmarks/"
+        f"learning_throughput.py)). (a) is `{BENCH_CONFIG}` built as `marketarena train` "
+        'builds it; (b) is stable-baselines3\'s default `PPO("MlpPolicy", env)` on one env of '
+        f"the same task env; (c) is the old `{OLD_CONFIG}` on the task. Every run builds a "
+        "fresh model (seed 0), learns one rollout untimed, then times `learn()` over the step "
+        "counts shown (whole rollouts); the cases are interleaved within each of "
+        f"{cfg['repeats']} repeat(s) and the figures are medians. One torch thread unless "
+        f"noted. Measured on {cfg['date']}: {cfg['logical_cpus']} logical CPUs, affinity "
+        f"{cfg['affinity']}, torch {cfg['torch']}, stable-baselines3 "
+        f"{cfg['stable_baselines3']}; load average {load} (1 / 5 / 15 min) before, "
+        f"{load_after} after; took {result['seconds']:.0f} s"
+        + (" (quick: short runs)" if cfg["quick"] else "")
+        + ". Alone: `python benchmarks/learning_throughput.py --knobs --markdown`."
+    )
+    return [intro, "", markdown(result), "", *(f"- {n}" for n in notes(result))]
+
+
 def main() -> None:
     from common import print_rows
 
@@ -458,7 +514,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, one repeat")
     parser.add_argument("--knobs", action="store_true", help="also time variants of (a)")
     parser.add_argument("--profile", action="store_true", help="cProfile (a) even if it meets")
-    parser.add_argument("--markdown", action="store_true", help="also print markdown tables")
+    parser.add_argument(
+        "--markdown", action="store_true", help="also print the docs section (markdown)"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -477,7 +535,7 @@ def main() -> None:
         print(result["profile_top15_cumtime"])
     if args.markdown:
         print()
-        print(markdown(result))
+        print("\n".join(docs(result)))
     if out is not None:
         print(f"\nwrote {out}")
 

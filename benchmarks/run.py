@@ -1,12 +1,17 @@
 """Run the benchmark suite; print, save JSON and a PNG, and rewrite docs/BENCHMARKS.md.
 
-    bash benchmarks/run.sh            # full suite, one CPU core, the benchmark venv (~10 min)
-    bash benchmarks/run.sh --quick    # a smoke run (~2 min)
+    bash benchmarks/run.sh            # full suite, one CPU core, the benchmark venv (~15 min)
+    bash benchmarks/run.sh --quick    # a smoke run (~3 min)
+    python benchmarks/run.py --only learning_throughput   # one section (or several)
 
 Sections: throughput (ours, the bare-numpy reference, peers), SB3 PPO throughput and the env's
 share of training time, memory against the number of envs, cost growth in data length /
-assets / envs, float32 precision, and a profile of the single-env step. Every ratio is
-measured in the same run; nothing in the report is typed in by hand.
+assets / envs, float32 precision, a profile of the single-env step, PPO fps with 1 and 2 torch
+threads, a short PPO run against the baselines, and PPO's end-to-end learning throughput on a
+diagnostic task. Every ratio is measured in the same run; nothing in the report is typed in by
+hand. ``--only`` reruns some sections: when the saved ``latest.json`` is of the same mode
+(full or quick), their results replace those sections' there, the other sections keep theirs,
+the rerun is recorded (``reruns``) and the docs page is rewritten from the merged report.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ sys.path.insert(0, str(HERE))
 ROOT = HERE.parent
 SECTIONS = (
     "throughput", "ppo_share", "memory", "scaling", "precision", "profile_step",
-    "torch_threads", "ppo_quality",
+    "torch_threads", "ppo_quality", "learning_throughput",
 )  # fmt: skip
 
 
@@ -107,7 +112,10 @@ def targets_markdown(targets: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["| target | measured | goal | met |", "|---|---:|---:|---|"]
     for name, t in targets.items():
         value = t["value"]
-        shown = f"{value:,.3g}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):
+            shown = f"{value:,.0f}" if abs(value) >= 1e3 else f"{value:,.3g}"
+        else:
+            shown = str(value)
         met = "yes" if t["met"] else "**no**"
         lines.append(f"| {name.replace('_', ' ')} | {shown} | {t['target']} | {met} |")
     return lines
@@ -155,6 +163,7 @@ def write_docs(report: dict[str, Any], command: str, path: Path) -> None:
         f"torch {m['versions']['torch']}; marketarena at `{m['git_sha']}`. "
         f"Mode: {'quick' if report['quick'] else 'full'}; took {report['seconds']:.0f} s.",
         "",
+        *_rerun_lines(report),
         "![throughput](../benchmarks/results/throughput.png)",
         "",
     ]
@@ -190,13 +199,54 @@ def write_docs(report: dict[str, Any], command: str, path: Path) -> None:
         ("profile_step", "Profile of the single-env step"),
         ("torch_threads", "PPO fps with 1 and 2 torch threads (why algo.torch_threads is 1)"),
         ("ppo_quality", "A short PPO run against random weights and the baselines"),
+        ("learning_throughput", "PPO learning throughput on the diagnostic tasks"),
     ):
-        if key in s:
-            lines += [f"## {title}", "", *rows_markdown(s[key]["rows"]), ""]
-            extra = s[key].get("notes")
-            if extra:
-                lines += [*(f"- {n}" for n in extra), ""]
+        if key not in s:
+            continue
+        lines += [f"## {title}", ""]
+        if key == "learning_throughput":  # its own tables: cases x settings, ratios, variants
+            import learning_throughput
+
+            lines += [*learning_throughput.docs(s[key]), ""]
+            continue
+        lines += [*rows_markdown(s[key]["rows"]), ""]
+        extra = s[key].get("notes")
+        if extra:
+            lines += [*(f"- {n}" for n in extra), ""]
     path.write_text("\n".join(lines))
+
+
+def _rerun_lines(report: dict[str, Any]) -> list[str]:
+    """Sections rerun alone (``--only``) since the run the header describes."""
+    lines = []
+    for rerun in report.get("reruns", []):
+        m = rerun["machine"]
+        names = ", ".join(f"`{n}`" for n in rerun["sections"])
+        lines += [
+            f"Rerun alone since (`python benchmarks/run.py --only ...`): {names} on {m['date']}, "
+            f"{m['logical_cpus']} logical CPUs, pinned to CPU(s) {m['pinned_to_cpus']}; "
+            f"marketarena at `{m['git_sha']}`; took {rerun['seconds']:.0f} s.",
+            "",
+        ]
+    return lines
+
+
+def merge_into_saved(report: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with ``report``'s sections replacing its own and the rerun recorded."""
+    rerun = {
+        "sections": list(report["sections"]),
+        "machine": report["machine"],
+        "seconds": report["seconds"],
+    }
+    earlier = [
+        {**r, "sections": [n for n in r["sections"] if n not in report["sections"]]}
+        for r in saved.get("reruns", [])
+    ]
+    return {
+        **saved,
+        "sections": {**saved["sections"], **report["sections"]},
+        "reruns": [*(r for r in earlier if r["sections"]), rerun],
+    }
 
 
 def collect_targets(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -249,6 +299,20 @@ def collect_targets(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "target": "linear or better (<= 1.2)",
                 "met": slope <= 1.2,
             }
+    learning = sections.get("learning_throughput")
+    if learning:
+        fps, t = learning["cases"]["a"]["fps"], learning["targets"]
+        out["PPO (bench config) env-steps/s end to end"] = {
+            "value": fps,
+            "target": f">= {t['fps']:,}",
+            "met": fps >= t["fps"],
+        }
+        ratio = learning["ratios"]["a_over_b"]
+        out["bench config / SB3 default PPO"] = {
+            "value": ratio,
+            "target": f">= {t['a_over_b']:g}x",
+            "met": ratio >= t["a_over_b"],
+        }
     return out
 
 
@@ -290,7 +354,10 @@ def _target_notes(report: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short timings, fewer cases")
-    parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    parser.add_argument(
+        "--only", nargs="*", choices=SECTIONS,
+        help="run only these sections, merged into the saved latest.json of the same mode",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=HERE / "results")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite the docs page")
@@ -321,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         if name == "profile_step":
             result = module.run(quick=args.quick, output=args.output)
+        elif name == "learning_throughput":  # the variants of the bench config too, when full
+            result = module.run(quick=args.quick, knobs=not args.quick)
         else:
             result = module.run(quick=args.quick)
         if name != "throughput":
@@ -342,17 +411,26 @@ def main(argv: list[str] | None = None) -> int:
                 shown = f"{v:,.4g}" if isinstance(v, float) else str(v)
                 table.add_row(str(r["case"]), shown, r.get("unit", ""))
         console.print(table)
-    report["targets"] = collect_targets(report["sections"])
     report["seconds"] = time.perf_counter() - started
+    measured = list(report["sections"])
+    saved_path = args.output / "latest.json"
+    merged = False
+    if args.only and saved_path.exists():
+        saved = json.loads(saved_path.read_text())
+        if saved.get("quick") == args.quick and saved.get("sections"):
+            report, merged = merge_into_saved(report, saved), True
+            console.print(f"merged {', '.join(measured)} into the saved {saved_path}")
+    report["targets"] = collect_targets(report["sections"])
 
-    (args.output / "latest.json").write_text(json.dumps(report, indent=2, default=str))
-    if "throughput" in report["sections"]:
+    saved_path.write_text(json.dumps(report, indent=2, default=str))
+    if "throughput" in measured:
         write_chart(report["sections"]["throughput"], args.output / "throughput.png")
-    if not args.no_docs and not args.only:
-        command = "bash benchmarks/run.sh" + (" --quick" if args.quick else "")
+    if not args.no_docs and (not args.only or merged):
+        command = "bash benchmarks/run.sh" + (" --quick" if report["quick"] else "")
         write_docs(report, command, args.docs)
         console.print(f"wrote {args.docs}")
-    console.print(f"wrote {args.output / 'latest.json'} in {report['seconds']:.0f} s")
+    took = time.perf_counter() - started
+    console.print(f"wrote {saved_path} in {took:.0f} s")
     return 0
 
 

@@ -47,3 +47,109 @@ def test_time_case_counts_env_steps():
     )
     assert 500 < stats["steps_per_second"] <= 2_000
     assert stats["min"] <= stats["steps_per_second"] <= stats["max"]
+
+
+def _learning_case(name: str, fps: float, **setting) -> dict:
+    base = {
+        "policy": "AssetwisePolicy", "n_envs": 64, "n_steps": 64, "batch_size": 1024,
+        "n_epochs": 4, "gamma": 0.9, "gae_lambda": 0.9, "vec_normalize": True,
+        "torch_threads": 1, "timesteps": 4_096,
+    }  # fmt: skip
+    return {
+        **base, **setting, "name": name, "fps": fps, "fps_min": fps, "fps_max": fps,
+        "wall_s": 4_096 / fps, "cpu_per_wall": 1.0, "steps_per_cpu_s": fps,
+        "rollout_share": 0.4, "train_share": 0.6, "per_repeat": [],
+    }  # fmt: skip
+
+
+def _learning_result(a_fps: float = 16_000.0) -> dict:
+    """A learning_throughput result of the shape ``run()`` returns, without training."""
+    cases = {
+        "a": _learning_case("(a) configs/bench/ppo.yaml", a_fps),
+        "b": _learning_case("(b) SB3 default PPO, 1 env", 1_000.0, n_envs=1, n_steps=2048),
+        "c": _learning_case("(c) old configs/ppo.yaml", 5_000.0, n_envs=16, n_steps=256),
+        "knob0": _learning_case("(a) torch_threads=2", a_fps / 4, torch_threads=2),
+        "knob1": _learning_case("(a) n_envs=256, n_steps=16", a_fps * 1.1, n_envs=256, n_steps=16),
+    }
+    for key in ("knob0", "knob1"):
+        cases[key]["over_a"] = cases[key]["over_a_per_cpu_s"] = cases[key]["fps"] / a_fps
+    return {
+        "config": {
+            "task": "marketarena/Momentum-v0",
+            "split": "train",
+            "repeats": 1,
+            "quick": True,
+            "knobs": True,
+            "logical_cpus": 2,
+            "affinity": [0, 1],
+            "loadavg_before": [0.1, 0.2, 0.3],
+            "loadavg_after": [1.0, 0.5, 0.4],
+            "torch": "x",
+            "stable_baselines3": "y",
+            "date": "2026-01-01 00:00 UTC",
+        },
+        "targets": {
+            "fps": 15_000,
+            "fps_met": a_fps >= 15_000,
+            "a_over_b": 5.0,
+            "a_over_b_met": a_fps / 1_000 >= 5.0,
+        },
+        "cases": cases,
+        "ratios": {
+            "a_over_b": a_fps / 1_000,
+            "a_over_c": a_fps / 5_000,
+            "a_over_b_per_repeat": [a_fps / 1_000],
+            "a_over_c_per_repeat": [a_fps / 5_000],
+            "a_over_b_per_cpu_s": a_fps / 1_000,
+            "a_over_c_per_cpu_s": a_fps / 5_000,
+        },
+        "profile_top15_cumtime": None,
+        "seconds": 12.0,
+    }
+
+
+def test_gae_bootstrap_share_of_the_learning_throughput_knobs():
+    from learning_throughput import bootstrap_share
+
+    shares = [bootstrap_share(0.9, 0.9, n) for n in (64, 32, 16)]
+    assert [round(100 * x) for x in shares] == [7, 13, 26]
+    assert bootstrap_share(0.9, 0.9, 1) == pytest.approx(0.81)
+
+
+def test_learning_throughput_section_in_the_suite(tmp_path):
+    import learning_throughput
+    import run
+
+    assert "learning_throughput" in run.SECTIONS
+    result = _learning_result()
+    result["rows"] = learning_throughput.rows(result)
+    assert {r["section"] for r in result["rows"]} == {"learning_throughput"}
+    targets = run.collect_targets({"learning_throughput": result})
+    fps = targets["PPO (bench config) env-steps/s end to end"]
+    ratio = targets["bench config / SB3 default PPO"]
+    assert (fps["value"], fps["target"], fps["met"]) == (16_000.0, ">= 15,000", True)
+    assert (ratio["value"], ratio["target"], ratio["met"]) == (16.0, ">= 5x", True)
+    missed = run.collect_targets({"learning_throughput": _learning_result(4_000.0)})
+    assert not any(t["met"] for t in missed.values())
+
+    # a rerun of one section replaces it in the saved report and keeps the others
+    saved = {
+        "machine": run.machine(), "quick": True, "seconds": 100.0,
+        "sections": {"precision": {"rows": [{"case": "x", "value": 1.0, "unit": "u"}]}},
+    }  # fmt: skip
+    partial = {
+        "machine": run.machine(), "quick": True, "seconds": 12.0,
+        "sections": {"learning_throughput": result},
+    }  # fmt: skip
+    report = run.merge_into_saved(partial, run.merge_into_saved(partial, saved))
+    assert list(report["sections"]) == ["precision", "learning_throughput"]
+    assert [r["sections"] for r in report["reruns"]] == [["learning_throughput"]]
+    report["targets"] = run.collect_targets(report["sections"])
+    docs = tmp_path / "BENCHMARKS.md"
+    run.write_docs(report, "bash benchmarks/run.sh --quick", docs)
+    text = docs.read_text()
+    assert "## PPO learning throughput on the diagnostic tasks" in text
+    assert "## float32 prices" in text
+    assert "| (a) configs/bench/ppo.yaml |" in text
+    assert "| (a) / (b) | 16.0x |" in text
+    assert "Rerun alone since" in text
