@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from marketarena.envs.data import MarketData
+from marketarena.envs.synthetic import _correlated_normals
 
 _DT = 1.0 / 252.0
 CALENDAR_START = "2000-01-03"
@@ -135,9 +136,7 @@ def volatility_regime_market(
         if leave[t] < 1.0 / mean_duration[state]:
             state = 1 - state
     mu, sig = np.asarray(drift)[regime, None], np.asarray(sigma)[regime, None]
-    z = np.sqrt(correlation) * rng.standard_normal((n_periods, 1)) + np.sqrt(
-        1 - correlation
-    ) * rng.standard_normal((n_periods, n_assets))
+    z = _correlated_normals(rng, n_periods, n_assets, correlation)
     r = (mu - 0.5 * sig**2) * _DT + sig * np.sqrt(_DT) * z
     return _close_only(r, name, _symbols("VOL", n_assets))
 
@@ -176,9 +175,7 @@ def noise_market(
 ) -> MarketData:
     """Correlated Gaussian log returns with zero mean: no policy beats holding on average."""
     rng = np.random.default_rng(seed)
-    z = np.sqrt(correlation) * rng.standard_normal((n_periods, 1)) + np.sqrt(
-        1 - correlation
-    ) * rng.standard_normal((n_periods, n_assets))
+    z = _correlated_normals(rng, n_periods, n_assets, correlation)
     return _close_only(sigma * np.sqrt(_DT) * z, name, _symbols("NOISE", n_assets))
 
 
