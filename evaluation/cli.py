@@ -216,6 +216,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         reps=args.reps,
         experiment=args.experiment,
         llm=_llm_options(args),
+        split=args.split,
     )
     config.validate()  # bad input is one line, before any progress bar
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -228,8 +229,8 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
 
         report = run_bench(config, progress=update)
     rows = report.table()
-    table = Table(title="normalised score on the test split (0 = baseline, 1 = reference), "
-                  "after costs", title_justify="left")  # fmt: skip
+    table = Table(title=f"normalised score on the {args.split} split (0 = baseline, "
+                  "1 = reference), after costs", title_justify="left")  # fmt: skip
     for col in rows[0]:
         table.add_column(col, justify="left" if col in ("agent", "task") else "right")
     for row in rows:
@@ -659,6 +660,14 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--seeds", type=int, default=5, help="seeds per agent and task (0..N-1)")
     be.add_argument("--timesteps", type=int, help="training steps (default: each config's)")
     be.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    be.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="where jobs are scored: test (default; nothing tunes on it) or validation (to "
+        "compare settings without looking at the test split; optimistic for RL agents, whose "
+        "model is selected there)",
+    )
     _add_llm_options(be)
     be.add_argument("--output", default="reports/bench", help="report and training runs folder")
     be.add_argument("--mlflow", action="store_true", help="a parent run, a nested run per job")

@@ -10,6 +10,10 @@ learning. Any other agent spec (baselines, ``signal:<Task>``, saved models, ``ll
 backtested on the test split as it is. The task's reference and baseline are always scored too,
 as the agents ``reference`` and ``baseline``.
 
+``split="validation"`` (``--split validation``) scores on the validation split instead: that is
+the bench to compare settings with (a config, a reward, a curriculum) without looking at the
+test split. Its scores are optimistic for RL agents, whose model was also selected there.
+
 The score is the normalised growth of :mod:`marketarena.evaluation.task_scores` (0 = the
 task's baseline, 1 = its reference, after costs). Aggregates over the planted tasks (those
 with a known optimum) follow rliable: IQM, median, mean and optimality gap with
@@ -48,9 +52,10 @@ from marketarena.evaluation.metrics import PERIODS_PER_YEAR
 from marketarena.evaluation.report import format_value, slugify
 from marketarena.evaluation.runner import BacktestResult
 from marketarena.evaluation.task_scores import (
+    check_split,
     growth,
     normalised_score,
-    run_on_test,
+    run_on_split,
     scoring_env_kwargs,
     task_anchor_scores,
 )
@@ -98,6 +103,8 @@ class BenchConfig:
         reps: bootstrap resamples of the intervals; ``confidence``: their coverage.
         experiment: the MLflow experiment.
         llm: :class:`~marketarena.agents.llm_agent.LLMConfig` fields for ``llm:`` agents.
+        split: where jobs are scored: ``"test"`` (the default; nothing tunes on it) or
+            ``"validation"`` (for choosing settings; see the module docstring).
     """
 
     agents: tuple[str, ...] = ("ppo",)
@@ -110,6 +117,7 @@ class BenchConfig:
     confidence: float = 0.95
     experiment: str = "marketarena-bench"
     llm: Mapping[str, Any] = field(default_factory=dict)
+    split: str = "test"
 
     def task_names(self) -> tuple[str, ...]:
         """Canonical task names; an unknown task lists the tasks."""
@@ -139,6 +147,7 @@ class BenchConfig:
         since they need their endpoint)."""
         self.task_names()
         self.seed_list()
+        check_split(self.split)
         if not self.agents:
             raise ValueError("no agents: give at least one agent")
         if self.timesteps is not None and self.timesteps < 1:
@@ -310,7 +319,8 @@ def _untrained_agent(config: Config, name: str) -> SB3Agent:
 
 
 def run_job(job: Job, config: BenchConfig, parent_run_id: str | None = None) -> dict[str, Any]:
-    """Build or train the job's agent, backtest it on the task's test split, score it."""
+    """Build or train the job's agent, backtest it on the bench's split (test by default),
+    score it."""
     agent, task, seed = job.agent, job.task, job.seed
     started = time.perf_counter()
     row: dict[str, Any] = {"agent": agent.name, "kind": agent.kind, "task": task, "seed": seed,
@@ -336,22 +346,23 @@ def run_job(job: Job, config: BenchConfig, parent_run_id: str | None = None) -> 
         actor.name = agent.name
         observation = getattr(actor, "observation", None) or {}
         overrides = {k: v for k, v in observation.items() if k in ("window", "features")}
-    result = run_on_test(actor, task, seed, **overrides)
-    row.update(score_result(result, task))
+    result = run_on_split(actor, task, seed, config.split, **overrides)
+    row.update(score_result(result, task, config.split))
     row.update(timesteps=timesteps, seconds=time.perf_counter() - started)
     return row
 
 
-def score_result(result: BacktestResult, task: str) -> dict[str, float]:
-    """Growth, normalised score, Sharpe, turnover, costs and drawdown of a test-split run."""
-    data = scoring_env_kwargs(task)["data"]
-    start, end = get_task(task).splits()["test"]
+def score_result(result: BacktestResult, task: str, split: str = "test") -> dict[str, float]:
+    """Growth, normalised score, Sharpe, turnover, costs and drawdown of a run over the
+    task's ``split``."""
+    data = scoring_env_kwargs(task, split)["data"]
+    start, end = get_task(task).splits()[split]
     steps = data.index_of(end) - data.index_of(start)
     g = growth(result, steps=steps)  # a run stopped early holds its last NAV to the end
     table = result.metrics()
     return {
         "growth": g,
-        "score": normalised_score(task, g),
+        "score": normalised_score(task, g, split),
         "sharpe": table["sharpe"],
         "annual_turnover": table["annual_turnover"],
         # costs per year as a fraction of the initial cash
@@ -531,7 +542,8 @@ pre {{ background: #f5f5f5; padding: 1rem; font-size: 0.75rem; }}
 </style></head>
 <body>
 <h1>{title}</h1>
-<p>Normalised score on each task's test split, after costs: 0 = the task's baseline, 1 = its
+<p>Normalised score on each task's {html.escape(self.settings["config"].get("split", "test"))}
+split, after costs: 0 = the task's baseline, 1 = its
 reference. Aggregates are over {html.escape(", ".join(self.scored_tasks))} with
 {html.escape(level)} stratified-bootstrap intervals ({self.settings["config"]["reps"]}
 resamples). Turnover is per year; costs are per year as a fraction of the initial cash.</p>
@@ -590,7 +602,7 @@ def summarise(
     if not planted:
         notes.append("no task with a known optimum: the aggregates are over all tasks")
     scored = planted or tasks
-    anchors = {t: task_anchor_scores(t) for t in tasks}
+    anchors = {t: task_anchor_scores(t, config.split) for t in tasks}
     report = BenchReport(rows, {}, {}, [], anchors, settings, scored, notes)
     kw = {"reps": config.reps, "confidence": config.confidence, "seed": 0}
     finite: dict[str, np.ndarray] = {}
@@ -649,7 +661,7 @@ def _run_bench(config: BenchConfig, progress: Progress | None) -> BenchReport:
     agents = resolve_agents(config)
     tasks, seeds = config.task_names(), config.seed_list()
     for task in tasks:  # the anchors first: a job's score needs them
-        task_anchor_scores(task)
+        task_anchor_scores(task, config.split)
     jobs = [Job(a, t, s) for t in tasks for a in agents for s in seeds]
     settings = {
         "config": config.as_dict(),

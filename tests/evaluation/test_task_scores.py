@@ -14,7 +14,7 @@ from marketarena.evaluation.task_scores import (
     ANCHOR_SEED,
     growth,
     normalised_score,
-    run_on_test,
+    run_on_split,
     task_anchor_scores,
 )
 
@@ -45,7 +45,7 @@ def test_anchors_score_exactly_one_and_zero(name):
     """The reference and the baseline, run again through the same path as any agent (a
     fresh agent from its spec, the test split, the anchor seed), score exactly 1 and 0."""
     for kind, expected in (("reference", 1.0), ("baseline", 0.0)):
-        result = run_on_test(f"{kind}:{name}", name, ANCHOR_SEED)
+        result = run_on_split(f"{kind}:{name}", name, ANCHOR_SEED)
         assert normalised_score(name, growth(result)) == expected, kind
 
 
@@ -55,7 +55,7 @@ def test_anchor_scores_are_test_split_runs():
     assert anchors["task"] == "Momentum" and anchors["seed"] == ANCHOR_SEED
     assert anchors["reference"]["spec"] == task.reference == "signal:Momentum"
     assert anchors["baseline"]["spec"] == task.baseline == "buy_and_hold"
-    result = run_on_test("reference:Momentum", "Momentum", ANCHOR_SEED)
+    result = run_on_split("reference:Momentum", "Momentum", ANCHOR_SEED)
     assert (str(result.dates[0]), str(result.dates[-1])) == task.splits()["test"]
     metrics = result.metrics()
     assert anchors["reference"]["growth"] == growth(result)
@@ -88,3 +88,24 @@ def test_unknown_task_lists_the_tasks(call):
         call("Nope")
     for task in TASKS.values():
         assert task.env_id in str(info.value)
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_validation_split_anchors_score_one_and_zero_there(name):
+    """``split="validation"`` scores against anchors run over the validation split, not the
+    test split's: the reference there scores exactly 1, the baseline 0."""
+    anchors = task_anchor_scores(name, "validation")
+    assert anchors["split"] == "validation"
+    assert anchors["reference"]["growth"] != task_anchor_scores(name)["reference"]["growth"]
+    for kind, expected in (("reference", 1.0), ("baseline", 0.0)):
+        result = run_on_split(f"{kind}:{name}", name, ANCHOR_SEED, "validation")
+        assert (str(result.dates[0]), str(result.dates[-1])) == get_task(name).splits()[
+            "validation"
+        ]
+        assert normalised_score(name, growth(result), "validation") == expected, kind
+
+
+@pytest.mark.parametrize("split", ["train", "Test", ""])
+def test_only_test_and_validation_are_scored(split):
+    with pytest.raises(ValueError, match="split must be one of"):
+        task_anchor_scores("Momentum", split)

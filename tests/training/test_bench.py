@@ -19,7 +19,7 @@ from rich.console import Console
 
 from marketarena.envs.tasks import get_task
 from marketarena.evaluation.cli import main
-from marketarena.evaluation.task_scores import growth, normalised_score, run_on_test
+from marketarena.evaluation.task_scores import growth, normalised_score, run_on_split
 from marketarena.training import bench
 from marketarena.training.bench import PLANTED, BenchConfig, run_bench
 from marketarena.training.config import load_config
@@ -117,7 +117,7 @@ def test_anchors_score_one_and_zero(tiny_bench):
     # the same numbers as a fresh backtest of the spec on the test split
     random_rows = [r for r in rows if r["agent"] == "random"]
     for row in random_rows:
-        fresh = growth(run_on_test("random", "Momentum", row["seed"]))
+        fresh = growth(run_on_split("random", "Momentum", row["seed"]))
         assert row["growth"] == pytest.approx(fresh, rel=1e-12)
         assert row["score"] == pytest.approx(normalised_score("Momentum", fresh), rel=1e-12)
     assert random_rows[0]["growth"] != random_rows[1]["growth"]  # the seed reaches the agent
@@ -297,3 +297,32 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path, monkeypatch):
     lines = text.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], text
     assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_validation_split_scores_against_validation_anchors(tmp_path, monkeypatch):
+    """``--split validation``: every job runs over the validation split and is scored
+    against the anchors there, so settings can be compared without touching the test split."""
+    monkeypatch.chdir(tmp_path)
+    args = ("--agent", "equal_weight", "--task", "Momentum", "--seeds", "1", "--reps", "50")
+    code, text = run_cli("bench", *args, "--split", "validation", "--output", "out")
+    assert code == 0, text
+    assert "normalised score on the validation split" in text
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["settings"]["config"]["split"] == "validation"
+    assert results["anchors"]["Momentum"]["split"] == "validation"
+    rows = {r["agent"]: r for r in results["rows"]}
+    assert rows["reference"]["score"] == 1.0 and rows["baseline"]["score"] == 0.0
+    fresh = growth(run_on_split("equal_weight", "Momentum", 0, "validation"))
+    assert rows["equal_weight"]["growth"] == pytest.approx(fresh, rel=1e-12)
+    assert fresh != growth(run_on_split("equal_weight", "Momentum", 0))  # not the test split
+    assert "validation" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_an_unknown_split_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        run_cli("bench", "--split", "train", "--output", "out")
+    assert info.value.code == 2 and "invalid choice: 'train'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="split must be one of"):
+        BenchConfig(split="train").validate()
