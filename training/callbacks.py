@@ -55,7 +55,8 @@ class EveryNTimesteps(BaseCallback):
 
 
 class RichProgress(BaseCallback):
-    """A rich progress bar over the run's total timesteps."""
+    """A rich progress bar over the run's total timesteps, across every ``learn`` call of
+    the run (one per curriculum stage); :meth:`close` ends it."""
 
     def __init__(self, total: int, start: int = 0, description: str = "training") -> None:
         super().__init__()
@@ -64,6 +65,8 @@ class RichProgress(BaseCallback):
         self._task: Any = None
 
     def _on_training_start(self) -> None:
+        if self._progress is not None:  # the next stage of the same run
+            return
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -87,4 +90,8 @@ class RichProgress(BaseCallback):
     def _on_training_end(self) -> None:
         if self._progress is not None:
             self._progress.update(self._task, completed=self.num_timesteps)
+
+    def close(self) -> None:
+        if self._progress is not None:
             self._progress.stop()
+            self._progress = None

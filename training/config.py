@@ -164,8 +164,32 @@ class AlgoConfig(_Strict):
         return self
 
 
+#: what a curriculum stage may not change: the observation and the action the model is built for
+STAGE_FIXED = ("window", "features", "universe", "action_mapping", "discrete_levels")
+
+
+class CurriculumStage(_Strict):
+    """``steps`` training steps on the run's env with ``env`` merged over it (e.g. lower
+    costs, shorter episodes, another task with as many assets). See :class:`TrainingConfig`."""
+
+    steps: int = Field(ge=1)
+    env: dict[str, Any] = Field(default_factory=dict)
+
+
 class TrainingConfig(_Strict):
-    """Evaluation on the validation split, checkpoints, early stopping, output."""
+    """Evaluation on the validation split, checkpoints, early stopping, output.
+
+    ``curriculum``: stages trained in order before the run's own env, each for its ``steps``
+    (rounded up to whole rollouts), e.g. from no costs towards the real ones::
+
+        curriculum:
+          - {steps: 100000, env: {rules: {commission_bps: 0, slippage_bps: 0}}}
+          - {steps: 100000, env: {rules: {commission_bps: 2.5, slippage_bps: 2.5}}}
+
+    A stage may change the data (with as many assets), rules, reward and episode length, not
+    the observation or the action (:data:`STAGE_FIXED`). Validation, model selection and early
+    stopping always use the run's own env, so a stage's model competes on the real task.
+    """
 
     eval_every: int = Field(10_000, ge=1)
     checkpoint_every: int = Field(20_000, ge=1)
@@ -174,6 +198,7 @@ class TrainingConfig(_Strict):
     selection_metric: Literal["sharpe", "sortino", "calmar", "total_return"] = "sharpe"
     output_dir: str = "runs"
     progress_bar: bool = True
+    curriculum: tuple[CurriculumStage, ...] = ()
 
 
 class SearchParam(_Strict):
@@ -248,7 +273,37 @@ class Config(_Strict):
                 f"env.action_mapping 'discrete' needs algo.name ppo or a2c; {self.algo.name} "
                 "needs continuous actions"
             )
+        stages = self.training.curriculum
+        staged = sum(stage.steps for stage in stages)
+        if stages and staged >= self.algo.total_timesteps:
+            raise ValueError(
+                f"training.curriculum: its stages take {staged:,} steps, not fewer than "
+                f"algo.total_timesteps ({self.algo.total_timesteps:,}); the run's own env "
+                "needs some"
+            )
+        for i in range(len(stages)):
+            self.stage_env(i)
         return self
+
+    def stage_env(self, index: int) -> EnvConfig:
+        """The env of curriculum stage ``index``: the run's env with the stage's merged in."""
+        stage = self.training.curriculum[index]
+        where = f"training.curriculum.{index}.env"
+        try:
+            env = EnvConfig.model_validate(merge(self.env.model_dump(), stage.env))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+            raise ValueError(f"{where}.{key}: {msg}" if key else f"{where}: {msg}") from None
+        changed = [k for k in STAGE_FIXED if getattr(env, k) != getattr(self.env, k)]
+        if changed:
+            raise ValueError(
+                f"{where} changes {', '.join(changed)}: a stage may change the data (with as "
+                "many assets), rules, reward and episode length, not the observation or the "
+                "action the model is built for"
+            )
+        return env
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -19,6 +19,7 @@ A run lives in ``{output_dir}/{name}__{algo}__{seed}__{time}/``::
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import os
@@ -306,32 +307,50 @@ class Trainer:
 
         c = self.config
         torch.set_num_threads(c.algo.torch_threads)
-        self.env = make_training_env(c, self.data, self.ranges["train"])
+        done = self.state["num_timesteps"]
         if resume_from is None:
+            self.env = self.stage_training_env(0)
             self.model = make_model(c, self.env)
+            stage = 0
         else:
+            self.model = algorithm_class(c.algo.name).load(
+                resume_from / "model.zip", device=c.algo.device
+            )
+            stage = self.stage_at(done)
+            self.env = self.stage_training_env(stage)
             if isinstance(self.env, VecNormalize):
                 self.env = VecNormalize.load(str(resume_from / "vecnormalize.pkl"),
                                              self.env.venv)  # fmt: skip
-            self.model = algorithm_class(c.algo.name).load(
-                resume_from / "model.zip", env=self.env, device=c.algo.device
-            )
+            self.model.set_env(self.env)
             if c.algo.name not in ON_POLICY:
                 self.model.load_replay_buffer(resume_from / "replay_buffer.pkl")
         if c.mlflow.enabled:
             self.model.set_logger(Logger(folder=None, output_formats=[MlflowOutputFormat()]))
-        done = self.state["num_timesteps"]
         self._eval_cb = EveryNTimesteps(c.training.eval_every, self.validate,
                                         self.state["next_eval"])  # fmt: skip
         self._ckpt_cb = EveryNTimesteps(c.training.checkpoint_every, self.checkpoint,
                                         self.state["next_checkpoint"])  # fmt: skip
-        callbacks = [self._eval_cb, self._ckpt_cb]
-        remaining = c.algo.total_timesteps - done
+        callbacks: list[Any] = [self._eval_cb, self._ckpt_cb]
+        ends = self.stage_ends()
+        progress = None
         if c.training.progress_bar:
-            total = done + steps_learn_will_take(self.model, remaining)
-            callbacks.append(RichProgress(total, done, f"{c.algo.name} {c.name}"))
-        if remaining > 0 and not self.state["stopped_early"]:
-            self.model.learn(remaining, callback=callbacks, reset_num_timesteps=resume_from is None)
+            total = max(done, ends[-1])
+            progress = RichProgress(total, done, f"{c.algo.name} {c.name}")
+            callbacks.append(progress)
+        fresh = resume_from is None
+        try:
+            for i in range(stage, len(ends)):
+                if self.state["stopped_early"]:
+                    break
+                if i != stage:
+                    self.switch_stage(i)
+                remaining = ends[i] - (0 if fresh else int(self.model.num_timesteps))
+                if remaining > 0:
+                    self.model.learn(remaining, callback=callbacks, reset_num_timesteps=fresh)
+                    fresh = False
+        finally:
+            if progress is not None:
+                progress.close()
         self.state["num_timesteps"] = int(self.model.num_timesteps)
         final = self.save_model(self.run_dir / "model")
         evaluated = [e["step"] for e in self.state["evaluations"]]
@@ -355,6 +374,55 @@ class Trainer:
             timesteps=self.state["num_timesteps"], stopped_early=self.state["stopped_early"],
             evaluations=self.state["evaluations"],
         )  # fmt: skip
+
+    # ---------------------------------------------------------------- curriculum
+    def stage_ends(self) -> list[int]:
+        """The step at which each curriculum stage ends, then the run's own env's end
+        (``total_timesteps``): every stage is whole rollouts, so a resume lands in the same
+        stage as the uninterrupted run."""
+        ends, at = [], 0
+        for stage in self.config.training.curriculum:
+            at += steps_learn_will_take(self.model, stage.steps)
+            ends.append(at)
+        total = at + steps_learn_will_take(self.model, self.config.algo.total_timesteps - at)
+        return [*ends, total]
+
+    def stage_at(self, step: int) -> int:
+        """The stage (``len(curriculum)``: the run's own env) that trains at ``step``."""
+        ends = self.stage_ends()
+        return next((i for i, end in enumerate(ends) if step < end), len(ends) - 1)
+
+    def stage_training_env(self, index: int) -> Any:
+        """The training env of stage ``index`` (the last index: the run's own env), seeded
+        ``seed + index`` so that each stage sees its own episode starts."""
+        c = self.config
+        if index >= len(c.training.curriculum):
+            return make_training_env(c, self.data, self.ranges["train"])
+        staged = c.model_copy(update={"env": c.stage_env(index)})
+        data = load_universe(staged)
+        env = make_training_env(staged, data, split_ranges(staged, data)["train"])
+        if data.n_assets != self.data.n_assets:
+            raise ConfigError(
+                f"training.curriculum.{index}.env: {data.name} has {data.n_assets} assets, the "
+                f"run's data {self.data.name} {self.data.n_assets}; a stage keeps the universe "
+                "size"
+            )
+        if index > 0:
+            env.seed(c.seed + index)
+        return env
+
+    def switch_stage(self, index: int) -> None:
+        """Train on stage ``index``'s env from here on, keeping the normalisation statistics
+        (observation and return running moments) learned so far."""
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        env = self.stage_training_env(index)
+        if isinstance(env, VecNormalize) and isinstance(self.env, VecNormalize):
+            env.obs_rms = copy.deepcopy(self.env.obs_rms)
+            env.ret_rms = copy.deepcopy(self.env.ret_rms)
+        self.env.close()
+        self.env = env
+        self.model.set_env(env)  # the next learn() resets it
 
     def validation_report(self, model_path: Path) -> Path:
         """The best model against the baselines over the validation split, written out."""
