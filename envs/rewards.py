@@ -5,6 +5,10 @@ A reward maps a :class:`~marketarena.envs.simulator.StepResult` (arrays over env
 the reward. Stateful rewards keep per-env state and reset it for the envs that start a new
 episode.
 
+Any named reward takes ``turnover_penalty=k`` too: ``k * turnover`` (traded value over the NAV
+before the step) is subtracted every step (:class:`TurnoverPenalty`), a shaping term on top of
+the real costs the NAV already pays, for agents that should learn to trade less.
+
 Use your own with any callable ``f(result) -> array`` (wrapped in :class:`CallableReward`) or a
 class following :class:`RewardFunction`.
 """
@@ -139,6 +143,27 @@ class CallableReward:
         return np.asarray(self.fn(result), dtype=np.float64)
 
 
+class TurnoverPenalty:
+    """``inner(result) - penalty * turnover``: any reward with a price on trading.
+
+    ``turnover`` is the step's traded value over the NAV before it (a full switch from one
+    asset to another is 2). The real costs already lower the NAV; this term is extra
+    shaping, so the reward no longer sums to the log growth.
+    """
+
+    def __init__(self, inner: RewardFunction, penalty: float) -> None:
+        if not penalty >= 0:
+            raise ValueError(f"turnover_penalty must be >= 0, got {penalty}")
+        self.inner = inner
+        self.penalty = float(penalty)
+
+    def reset(self, n_envs: int, env_ids: np.ndarray | None = None) -> None:
+        self.inner.reset(n_envs, env_ids)
+
+    def __call__(self, result: StepResult) -> np.ndarray:
+        return self.inner(result) - self.penalty * result.turnover
+
+
 REWARDS: dict[str, type] = {
     "log_return": LogReturnReward,
     "differential_sharpe": DifferentialSharpeReward,
@@ -150,11 +175,21 @@ def make_reward(
     spec: str | RewardFunction | Callable[[StepResult], np.ndarray],
     **kwargs: float,
 ) -> RewardFunction:
-    """A reward from a name in :data:`REWARDS`, a :class:`RewardFunction`, or a callable."""
+    """A reward from a name in :data:`REWARDS`, a :class:`RewardFunction`, or a callable.
+
+    ``turnover_penalty`` (with a name) wraps the reward in :class:`TurnoverPenalty`."""
     if isinstance(spec, str):
         if spec not in REWARDS:
             raise ValueError(f"unknown reward {spec!r}; available: {sorted(REWARDS)}")
-        return REWARDS[spec](**kwargs)
+        penalty = kwargs.pop("turnover_penalty", 0.0)
+        try:
+            reward = REWARDS[spec](**kwargs)
+        except TypeError:
+            takes = ", ".join([*_parameters(REWARDS[spec]), "turnover_penalty"])
+            raise ValueError(
+                f"reward {spec!r}: unknown argument(s) {sorted(kwargs)}; it takes {takes}"
+            ) from None
+        return TurnoverPenalty(reward, penalty) if penalty else reward
     if kwargs:
         raise ValueError("reward keyword arguments apply only to a reward given by name")
     if isinstance(spec, RewardFunction):
@@ -162,3 +197,9 @@ def make_reward(
     if callable(spec):
         return CallableReward(spec)
     raise TypeError(f"reward must be a name, a RewardFunction or a callable, got {type(spec)}")
+
+
+def _parameters(cls: type) -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(cls).parameters if p != "self"]

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from marketarena.envs.core import build_rules
+from marketarena.envs.rewards import make_reward
 from marketarena.envs.tasks import get_task, is_task_id
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3")
@@ -107,6 +108,11 @@ class EnvConfig(_Strict):
     def _known_rules(cls, rules: dict[str, Any]) -> dict[str, Any]:
         build_rules(rules)  # unknown fields and bad values raise, naming the field
         return rules
+
+    @model_validator(mode="after")
+    def _known_reward(self) -> EnvConfig:
+        make_reward(self.reward, **self.reward_kwargs)  # names the reward and the argument
+        return self
 
 
 class NormalizeConfig(_Strict):

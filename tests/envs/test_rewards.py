@@ -228,3 +228,50 @@ def test_no_single_step_dominates_an_episode():
 def test_the_dominance_check_fails_without_a_warmup():
     ratio, share = dominance(episode_rewards(warmup=0), warmup=0)
     assert ratio > 5.0 and share > 0.2, (ratio, share)
+
+
+# ------------------------------------------------------------------- turnover penalty
+def test_turnover_penalty_subtracts_k_times_turnover():
+    """By hand: NAV 1 -> 1.02 with turnover 0.5 and k = 0.1 gives log(1.02) - 0.05."""
+    result = step_result([0.02, -0.01])
+    result.turnover = np.array([0.5, 0.0])
+    reward = make_reward("log_return", turnover_penalty=0.1)
+    got = reward(result)
+    assert got[0] == pytest.approx(math.log(1.02) - 0.05, rel=1e-12)
+    assert got[1] == pytest.approx(math.log(0.99), rel=1e-12)  # no trade, no penalty
+    assert type(make_reward("log_return", turnover_penalty=0.0)).__name__ == "LogReturnReward"
+
+
+def test_turnover_penalty_wraps_a_stateful_reward_and_resets_it():
+    plain = make_reward("differential_sharpe", warmup=0)
+    penalised = make_reward("differential_sharpe", warmup=0, turnover_penalty=0.2)
+    plain.reset(3)
+    penalised.reset(3)
+    rng = np.random.default_rng(0)
+    for returns in rng.normal(0, 0.01, size=(30, 3)):
+        result = step_result(returns)
+        result.turnover = rng.uniform(0, 1, size=3)
+        a, b = plain(result).copy(), penalised(result)
+        np.testing.assert_allclose(b, a - 0.2 * result.turnover, rtol=0, atol=1e-15)
+    penalised.reset(3, np.array([1]))
+    plain.reset(3, np.array([1]))
+    result = step_result([0.01, 0.02, 0.03])
+    np.testing.assert_allclose(penalised(result), plain(result), atol=1e-15)  # turnover 0
+
+
+def test_turnover_penalty_in_the_env_equals_the_traded_value():
+    """In a real env the penalty is ``k * info['turnover']`` on top of the costs."""
+    kw = {"window": 4, "episode_length": 20, "features": ("log_return",)}
+    plain = PortfolioEnv("sp500_20", **kw)
+    penalised = PortfolioEnv("sp500_20", reward_kwargs={"turnover_penalty": 0.5}, **kw)
+    plain.reset(seed=3)
+    penalised.reset(seed=3)
+    rng = np.random.default_rng(1)
+    traded = 0
+    for _ in range(15):
+        action = rng.dirichlet(np.ones(plain.action_space.shape[0]))
+        _, r0, *_, info = plain.step(action)
+        _, r1, *_ = penalised.step(action)
+        assert r1 == pytest.approx(r0 - 0.5 * info["turnover"], abs=1e-12)
+        traded += info["turnover"] > 0
+    assert traded > 10

@@ -142,14 +142,15 @@ def test_every_shipped_config_loads(path):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_to_yaml_round_trips(tmp_path, path):
-    config = load_config(path, ["env.rules.commission_bps=2.5", "env.reward_kwargs={scale: 2}"])
+    penalty = "env.reward_kwargs={turnover_penalty: 2}"
+    config = load_config(path, ["env.rules.commission_bps=2.5", penalty])
     dumped = write(tmp_path, config.to_yaml(), "dumped.yaml")
     again = load_config(dumped)
     assert again == config
     assert again.to_yaml() == config.to_yaml()
     # and it is a real change from the defaults, not two default configs compared
     assert again.env.rules["commission_bps"] == 2.5
-    assert again.env.reward_kwargs == {"scale": 2.0}
+    assert again.env.reward_kwargs == {"turnover_penalty": 2.0}
     assert again != Config()
 
 
@@ -294,3 +295,19 @@ def test_the_assetwise_policy_is_for_on_policy_algorithms():
     with pytest.raises(ConfigError, match=r"AssetwisePolicy needs algo\.name ppo or a2c"):
         load_config(BENCH_PPO, ["env.data=marketarena/Noise-v0", "algo.name=sac",
                                 "algo.hyperparameters={}"])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["env.reward_kwargs={scale: 2}"], "reward 'log_return': unknown argument(s) ['scale']"),
+        (["env.reward=differential_sharpe", "env.reward_kwargs={etta: 0.1}"],
+         "it takes eta, warmup, var_floor, turnover_penalty"),
+        (["env.reward_kwargs={turnover_penalty: -1}"], "turnover_penalty must be >= 0"),
+        (["env.reward=sharpe"], "unknown reward 'sharpe'"),
+    ],
+)  # fmt: skip
+def test_reward_and_its_arguments_are_checked_on_load(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS[0], overrides)
+    assert "env" in str(info.value) and message in str(info.value)
