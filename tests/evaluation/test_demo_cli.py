@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +79,23 @@ def test_demo_trains_ppo_and_evaluates_it_on_unseen_dates(tmp_path, monkeypatch)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["splits"]["train"]["end"] < manifest["splits"]["validation"]["start"]
     assert manifest["splits"]["validation"]["end"] < "2018-01-02"
+
+
+def test_demo_ppo_uses_the_bench_settings():
+    """The demo's PPO trains with the shipped defaults measured on the diagnostic tasks
+    (configs/bench/ppo.yaml), on the demo's own data, splits, costs and budget."""
+    from marketarena.evaluation.demo import ppo_config
+    from marketarena.training.config import build_config, load_config
+
+    root = Path(__file__).resolve().parents[2]
+    bench = load_config(root / "configs" / "bench" / "ppo.yaml")
+    demo = build_config(ppo_config(DemoConfig()), "the demo's PPO config")
+    own = ("data", "splits", "rules")
+    assert demo.env.model_dump(exclude=set(own)) == bench.env.model_dump(exclude=set(own))
+    assert demo.algo.model_dump(exclude={"total_timesteps"}) == bench.algo.model_dump(
+        exclude={"total_timesteps"}
+    )
+    assert demo.env.data == "sp500_20" and demo.env.rules == {
+        "commission_bps": 5.0, "slippage_bps": 5.0,
+    }  # fmt: skip
+    assert demo.algo.total_timesteps == DemoConfig().ppo_timesteps
