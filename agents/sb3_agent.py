@@ -1,10 +1,13 @@
-"""Stable-baselines3 models as agents: PPO, A2C, SAC and TD3, loaded from a saved ``.zip``.
+"""Stable-baselines3 models as agents: PPO, A2C, SAC, TD3 and sb3-contrib's recurrent PPO,
+loaded from a saved ``.zip``.
 
 A model folder written by ``marketarena train`` holds ``model.zip``, ``vecnormalize.pkl``
 (observation statistics) and ``agent.json`` (the action mapping, window and features it was
 trained with). The agent converts the model's raw actions to target weights with that
 mapping, so a model trained with any mapping is evaluated in the same env as every other
-agent. A bare SB3 zip without ``agent.json`` acts with its raw actions.
+agent. A bare SB3 zip without ``agent.json`` acts with its raw actions. A recurrent policy's
+LSTM state is the agent's episode state: carried from one ``act`` to the next, cleared by
+``reset`` and saved with the agent's state, so a resumed backtest continues it exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 from marketarena.agents.base import Resumable
 from marketarena.envs.core import ActionSpec
 
-ALGORITHMS = ("ppo", "a2c", "sac", "td3")
+ALGORITHMS = ("ppo", "a2c", "sac", "td3", "recurrent_ppo")
 
 
 def detect_algorithm(path: str | Path) -> str:
@@ -30,6 +33,9 @@ def detect_algorithm(path: str | Path) -> str:
             data = json.loads(z.read("data"))
     except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise ValueError(f"{path} is not a saved stable-baselines3 model: {exc}") from exc
+    # RecurrentPPO saves the same hyperparameters as PPO: only its policy tells them apart
+    if _saved_recurrent_policy(data):
+        return "recurrent_ppo"
     if "clip_range" in data:
         return "ppo"
     if "policy_delay" in data:
@@ -41,7 +47,25 @@ def detect_algorithm(path: str | Path) -> str:
     raise ValueError(f"cannot tell which SB3 algorithm saved {path}; pass it explicitly")
 
 
+def _saved_recurrent_policy(data: Mapping[str, Any]) -> bool:
+    """Whether a zip's ``data`` holds a recurrent (LSTM) policy: its policy class comes from
+    sb3-contrib's recurrent module, or its policy kwargs configure an LSTM."""
+    policy = data.get("policy_class")
+    module = policy.get("__module__", "") if isinstance(policy, Mapping) else ""
+    kwargs = data.get("policy_kwargs")
+    lstm_keys = isinstance(kwargs, Mapping) and any("lstm" in str(k) for k in kwargs)
+    return module.startswith("sb3_contrib.common.recurrent") or lstm_keys
+
+
 def algorithm_class(name: str) -> Any:
+    if name.lower() == "recurrent_ppo":
+        try:
+            from sb3_contrib import RecurrentPPO
+        except ImportError:
+            raise ImportError(
+                "recurrent_ppo needs sb3-contrib: pip install 'sb3-contrib>=2.4,<3'"
+            ) from None
+        return RecurrentPPO
     import stable_baselines3 as sb3
 
     classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3}
@@ -63,7 +87,8 @@ class SB3Agent(Resumable):
             observations sees them the same way here.
     """
 
-    #: rebuilt from the model file on resume; a deterministic policy has no other state
+    #: rebuilt from the model file on resume; a recurrent policy's ``lstm_state`` is not among
+    #: them: it is the episode state a resumed run must continue from
     _transient = ("model", "obs_normalizer", "action_spec")
 
     def __init__(
@@ -83,6 +108,14 @@ class SB3Agent(Resumable):
         self.action_spec = action_spec
         #: what the model was trained on: ``window``, ``features``, ``symbols`` (agent.json)
         self.observation = dict(observation or {})
+        #: a recurrent policy's LSTM (hidden, cell) states after the last ``act``; ``None``
+        #: before the first ``act`` of an episode
+        self.lstm_state: tuple[np.ndarray, ...] | None = None
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the policy is recurrent (sb3-contrib's LSTM policies): it needs its state."""
+        return hasattr(getattr(self.model, "policy", None), "lstm_hidden_state_shape")
 
     @classmethod
     def from_file(
@@ -134,6 +167,7 @@ class SB3Agent(Resumable):
         )
 
     def reset(self, *, seed: int | None = None) -> None:
+        self.lstm_state = None
         if seed is not None:
             self.model.set_random_seed(seed)
 
@@ -145,7 +179,14 @@ class SB3Agent(Resumable):
                 f"{observation.shape}: use the same universe, window and features as in training"
             )
         obs = self.obs_normalizer(observation) if self.obs_normalizer else observation
-        action, _ = self.model.predict(obs, deterministic=self.deterministic)
+        if self.recurrent:
+            # episode_start zeroes the LSTM state on the first act after reset
+            action, self.lstm_state = self.model.predict(
+                obs, state=self.lstm_state, episode_start=np.array([self.lstm_state is None]),
+                deterministic=self.deterministic,
+            )  # fmt: skip
+        else:
+            action, _ = self.model.predict(obs, deterministic=self.deterministic)
         if self.action_spec is None:
             return np.asarray(action, dtype=np.float64)
         weights = self.action_spec.to_weights(np.asarray(action)[None, :])[0]

@@ -32,8 +32,10 @@ from marketarena.envs.core import build_rules
 from marketarena.envs.rewards import make_reward
 from marketarena.envs.tasks import get_task, is_task_id
 
-ALGORITHMS = ("ppo", "a2c", "sac", "td3")
-ON_POLICY = ("ppo", "a2c")
+ALGORITHMS = ("ppo", "a2c", "sac", "td3", "recurrent_ppo")
+ON_POLICY = ("ppo", "a2c", "recurrent_ppo")
+#: recurrent_ppo's policy (sb3-contrib's LSTM actor-critic for flat observations)
+LSTM_POLICY = "MlpLstmPolicy"
 
 
 class ConfigError(ValueError):
@@ -126,10 +128,12 @@ class NormalizeConfig(_Strict):
 class AlgoConfig(_Strict):
     """The SB3 algorithm. ``hyperparameters`` go to its constructor as keyword arguments."""
 
-    name: Literal["ppo", "a2c", "sac", "td3"] = "ppo"
+    name: Literal["ppo", "a2c", "sac", "td3", "recurrent_ppo"] = "ppo"
     total_timesteps: int = Field(100_000, ge=1)
     n_envs: int = Field(8, ge=1)
-    policy: str = "MlpPolicy"  # or AssetwisePolicy (ppo, a2c): one network for every asset
+    # or AssetwisePolicy (ppo, a2c): one network for every asset; recurrent_ppo defaults to
+    # MlpLstmPolicy (policy_kwargs: lstm_hidden_size, n_lstm_layers, shared_lstm, ...)
+    policy: str = "MlpPolicy"
     policy_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. log_std_init
     net_arch: tuple[int, ...] = (64, 64)
     activation: Literal["tanh", "relu"] = "tanh"
@@ -161,10 +165,32 @@ class AlgoConfig(_Strict):
             )
         return hyperparameters
 
+    @model_validator(mode="before")
+    @classmethod
+    def _recurrent_default_policy(cls, values: Any) -> Any:
+        """recurrent_ppo without a policy gets its LSTM policy, not MlpPolicy."""
+        recurrent = isinstance(values, dict) and values.get("name") == "recurrent_ppo"
+        if recurrent and "policy" not in values:
+            return {**values, "policy": LSTM_POLICY}
+        return values
+
     @model_validator(mode="after")
     def _policy_fits(self) -> AlgoConfig:
         from marketarena.agents.policies import POLICIES
 
+        recurrent = self.name == "recurrent_ppo"
+        if recurrent and self.policy in POLICIES:
+            raise ValueError(
+                f"policy {self.policy} does not support recurrent_ppo (it has no LSTM): use "
+                f"{LSTM_POLICY} (the default), or {self.policy} with algo.name ppo or a2c"
+            )
+        if recurrent and self.policy != LSTM_POLICY:
+            raise ValueError(
+                f"recurrent_ppo needs policy {LSTM_POLICY} (the default when algo.policy is not "
+                f"given), not {self.policy}"
+            )
+        if not recurrent and "Lstm" in self.policy:
+            raise ValueError(f"policy {self.policy} needs algo.name recurrent_ppo, not {self.name}")
         if self.policy in POLICIES and self.name not in ON_POLICY:
             raise ValueError(f"policy {self.policy} needs algo.name ppo or a2c, not {self.name}")
         return self
@@ -276,8 +302,8 @@ class Config(_Strict):
     def _compatible(self) -> Config:
         if self.env.action_mapping == "discrete" and self.algo.name not in ON_POLICY:
             raise ValueError(
-                f"env.action_mapping 'discrete' needs algo.name ppo or a2c; {self.algo.name} "
-                "needs continuous actions"
+                f"env.action_mapping 'discrete' needs algo.name ppo, a2c or recurrent_ppo; "
+                f"{self.algo.name} needs continuous actions"
             )
         stages = self.training.curriculum
         staged = sum(stage.steps for stage in stages)

@@ -2,7 +2,9 @@
 
 Logged as "models from code" (this file), with the model folder (``model.zip``,
 ``vecnormalize.pkl``, ``agent.json``) as an artifact. ``predict`` maps observations
-``(n, D)`` (rows of floats) to target weights ``(n, N + 1)`` (assets, then cash).
+``(n, D)`` (rows of floats) to target weights ``(n, N + 1)`` (assets, then cash); the rows are
+the steps of one episode, from its start (a recurrent policy carries its state across them,
+from zero at the first row of every call).
 ``marketarena evaluate --agent runs:/<run_id>/model`` (or ``models:/<name>/<version>``)
 downloads the same folder and loads it as an agent.
 """
@@ -24,6 +26,7 @@ class SB3PortfolioModel(mlflow.pyfunc.PythonModel):
         obs = np.asarray(model_input, dtype=np.float32)
         if obs.ndim == 1:
             obs = obs[None, :]
+        self.agent.reset()
         return [self.agent.act(row, {}).tolist() for row in obs]
 
 

@@ -49,17 +49,20 @@ _COMMON: dict[str, Distribution] = {
     "net_arch": Categorical(tuple(NET_ARCH)),
     "activation": Categorical(("tanh", "relu")),
 }
+_PPO: dict[str, Distribution] = {
+    **_COMMON,
+    "n_steps_exp": Int(5, 10),
+    "batch_size_exp": Int(5, 9),
+    "n_epochs": Categorical((1, 5, 10, 20)),
+    "ent_coef": Float(1e-8, 0.1, log=True),
+    "gae_lambda": Categorical((0.8, 0.9, 0.95, 0.98, 1.0)),
+    "clip_range": Categorical((0.1, 0.2, 0.3)),
+    **ENV_SPACE,
+}
 SPACES: dict[str, dict[str, Distribution]] = {
-    "ppo": {
-        **_COMMON,
-        "n_steps_exp": Int(5, 10),
-        "batch_size_exp": Int(5, 9),
-        "n_epochs": Categorical((1, 5, 10, 20)),
-        "ent_coef": Float(1e-8, 0.1, log=True),
-        "gae_lambda": Categorical((0.8, 0.9, 0.95, 0.98, 1.0)),
-        "clip_range": Categorical((0.1, 0.2, 0.3)),
-        **ENV_SPACE,
-    },
+    "ppo": dict(_PPO),
+    # PPO's hyperparameters; its batch_size counts steps, taken as whole LSTM sequences
+    "recurrent_ppo": dict(_PPO),
     "a2c": {
         **_COMMON,
         "n_steps_exp": Int(3, 8),
@@ -156,7 +159,7 @@ def to_overrides(algorithm: str, params: Mapping[str, Any], n_envs: int) -> dict
         hp["n_steps"] = 2 ** int(p["n_steps_exp"])
     if "batch_size_exp" in p:
         batch = 2 ** int(p["batch_size_exp"])
-        if algorithm == "ppo":  # a minibatch cannot exceed the rollout
+        if algorithm in ("ppo", "recurrent_ppo"):  # a minibatch cannot exceed the rollout
             batch = min(batch, hp.get("n_steps", 2048) * n_envs)
         hp["batch_size"] = batch
     algo: dict[str, Any] = {"hyperparameters": hp}

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from marketarena.cli import main
 from marketarena.envs.tasks import get_task
-from marketarena.evaluation.cli import main
 from marketarena.evaluation.task_scores import growth, normalised_score, run_on_split
 from marketarena.training import bench
 from marketarena.training.bench import PLANTED, BenchConfig, run_bench
@@ -283,7 +283,7 @@ def test_missing_bench_config_names_the_files(monkeypatch, tmp_path):
     [
         (("--task", "Nope"), "unknown task 'Nope'; the tasks are: marketarena/Momentum-v0"),
         (("--seeds", "0"), "seeds must be >= 1, got 0"),
-        (("--agent", "nope"), "unknown agent 'nope'; use ppo, a2c, sac, td3, <algo>:path/to"),
+        (("--agent", "nope"), "unknown agent 'nope'; use ppo, a2c, sac, td3, recurrent_ppo, "),
         (("--agent", "ppo:missing.yaml"), "config file not found: missing.yaml"),
         (("--agent", "untrained:dqn"), "expected untrained:<algo>"),
         (("--agent", "signal:Momentum", "--task", "LeadLag"), "belongs to task Momentum"),
