@@ -418,7 +418,8 @@ class Trainer:
 
         env = self.stage_training_env(index)
         if isinstance(env, VecNormalize) and isinstance(self.env, VecNormalize):
-            env.obs_rms = copy.deepcopy(self.env.obs_rms)
+            if env.norm_obs:  # (without it VecNormalize has no observation moments)
+                env.obs_rms = copy.deepcopy(self.env.obs_rms)
             env.ret_rms = copy.deepcopy(self.env.ret_rms)
         self.env.close()
         self.env = env

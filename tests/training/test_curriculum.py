@@ -99,22 +99,30 @@ def test_curriculum_is_deterministic_and_changes_training(tmp_path, monkeypatch,
     assert not all(torch.equal(pa[k], pp[k]) for k in pa)
 
 
-def test_normalisation_statistics_carry_across_stages(tmp_path, monkeypatch, no_report):
+@pytest.mark.parametrize("observations", [True, False])
+def test_normalisation_statistics_carry_across_stages(observations, tmp_path, monkeypatch,
+                                                      no_report):  # fmt: skip
+    """Observation moments (when normalised) and return moments continue across stages."""
     monkeypatch.chdir(tmp_path)
     counts = []
     switch = Trainer.switch_stage
 
+    def moments(env):
+        return (env.obs_rms.count if observations else None), env.ret_rms.count
+
     def recording(self, index):
-        before = self.env.obs_rms.count
+        before = moments(self.env)
         switch(self, index)
-        counts.append((before, self.env.obs_rms.count))
+        counts.append((before, moments(self.env)))
 
     monkeypatch.setattr(Trainer, "switch_stage", recording)
-    train(smoke(STAGES, "algo.total_timesteps=1024", "training.checkpoint_every=1000000"))
+    norm = f"algo.normalize={{observations: {str(observations).lower()}, rewards: true}}"
+    train(smoke(STAGES, norm, "algo.total_timesteps=1024", "training.checkpoint_every=1000000"))
     assert len(counts) == 2
     for before, after in counts:
-        assert before > 256 and after == before  # continued, not restarted at 1e-4
-    assert counts[1][0] > counts[0][0]
+        assert after == before  # continued, not restarted
+        assert before[1] > 256 and (before[0] is None or before[0] > 256)
+    assert counts[1][0][1] > counts[0][0][1]
 
 
 @pytest.mark.slow
