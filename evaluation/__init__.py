@@ -1,1 +1,1 @@
-"""Evaluation: metrics, the backtest runner and the command-line interface."""
+"""Evaluation: metrics, the backtest runner, persisted runs, replay, ensembles and reports."""

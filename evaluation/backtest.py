@@ -8,12 +8,17 @@ identical to an uninterrupted run (an LLM agent's answers come from its cache). 
 grows, ``continue_backtest`` extends a finished run to a later end date without recomputing
 the days it has; the data for those days must be unchanged, and ranges that do not extend the
 run are refused.
+
+``leaderboard`` ranks finished runs over the same dates; ``load_positions`` reads a run's
+holdings, fills, holding periods and turnover back from the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,8 +29,14 @@ from marketarena.agents.registry import make_agent
 from marketarena.envs.data import MarketData, resolve_data
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.evaluation import metrics
-from marketarena.evaluation.runner import BacktestResult, agent_diagnostics, snapshot_lookback
-from marketarena.evaluation.store import RunStore
+from marketarena.evaluation.report import EvaluationReport
+from marketarena.evaluation.runner import (
+    AgentEvaluation,
+    BacktestResult,
+    agent_diagnostics,
+    snapshot_lookback,
+)
+from marketarena.evaluation.store import RunInfo, RunStore
 
 Progress = Callable[[str, float], None]
 
@@ -251,3 +262,111 @@ def turnover_summary(days: pd.DataFrame) -> dict[str, float]:
     return {"mean_daily_turnover": float(turnover.mean()) if len(turnover) else float("nan"),
             "annual_turnover": float(metrics.turnover(turnover)) if len(turnover) else float("nan"),
             "total_costs": float(days["costs"].sum())}  # fmt: skip
+
+
+def run_report(result: BacktestResult) -> EvaluationReport:
+    """The metrics report of one stored run (as ``load_result`` or a backtest returns it)."""
+    run_id = result.settings["run_id"]
+    title = f"run {run_id}: {result.dates[0]} to {result.dates[-1]}"
+    return EvaluationReport(title, [AgentEvaluation(run_id, [result])], settings=result.settings)
+
+
+def leaderboard(store: RunStore, run_ids: Sequence[str] = ()) -> EvaluationReport:
+    """The finished runs among ``run_ids`` (default: every run in ``store``), best final NAV
+    first; they must cover the same dates of the same data."""
+    runs = [store.run(r) for r in run_ids] if run_ids else store.runs()
+    runs = [r for r in runs if r.status == "finished"]
+    if not runs:
+        raise ValueError(f"no finished runs in {store.path}")
+    results = [load_result(store, r.run_id) for r in runs]
+    spans = {(str(r.dates[0]), str(r.dates[-1]), r.settings["data_sha256"]) for r in results}
+    if len(spans) > 1:
+        raise ValueError(
+            "a leaderboard compares runs over the same dates and data; these differ: "
+            + "; ".join(f"{r.settings['run_id']} {r.dates[0]}..{r.dates[-1]}" for r in results)
+        )
+    results.sort(key=lambda r: -r.nav[-1])
+    return EvaluationReport(
+        f"leaderboard: {results[0].dates[0]} to {results[0].dates[-1]}",
+        [AgentEvaluation(r.settings["run_id"], [r]) for r in results],
+        settings={"store": str(store.path), "runs": [r.settings["run_id"] for r in results]},
+    )
+
+
+@dataclass(frozen=True)
+class Positions:
+    """A run's positions over a date range, as the store recorded them.
+
+    ``days`` has a row per completed day (date, NAV, cash, turnover, costs, shares per symbol;
+    the weights in ``days.attrs["weights"]``); ``fills`` a row per fill. With ``symbol`` set,
+    fills, holdings and holding periods are that symbol's only.
+    """
+
+    info: RunInfo
+    days: pd.DataFrame
+    fills: pd.DataFrame
+    symbol: str | None = None
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return (self.symbol,) if self.symbol else self.info.symbols
+
+    @property
+    def last_date(self) -> str:
+        return str(self.days["date"].iloc[-1])
+
+    def holdings(self) -> pd.DataFrame:
+        """The last day's non-zero holdings: symbol, shares, weight (cash apart: ``cash``)."""
+        last_weights = self.days.attrs["weights"][-1]
+        rows = [
+            {"symbol": symbol, "shares": self.days[symbol].iloc[-1], "weight": last_weights[j]}
+            for j, symbol in enumerate(self.info.symbols)
+            if self.days[symbol].iloc[-1] and (not self.symbol or symbol == self.symbol)
+        ]
+        return pd.DataFrame(rows, columns=["symbol", "shares", "weight"])
+
+    @property
+    def cash(self) -> float:
+        return float(self.days["cash"].iloc[-1])
+
+    @property
+    def cash_weight(self) -> float:
+        return float(self.days.attrs["weights"][-1][-1])
+
+    def holding_periods(self) -> pd.DataFrame:
+        return holding_periods(self.days, self.symbols)
+
+    def summary(self) -> str:
+        """Turnover, costs and the mean holding period, in one line."""
+        periods = self.holding_periods()
+        turnover = turnover_summary(self.days)
+        held = periods["mean_days_held"].mean() if len(periods) else float("nan")
+        return (
+            f"turnover: {turnover['mean_daily_turnover']:.3f} a day "
+            f"({turnover['annual_turnover']:.1f} a year), costs {turnover['total_costs']:,.2f}; "
+            f"mean holding period {held:.1f} days over {len(periods)} "
+            f"symbol{'' if len(periods) == 1 else 's'}"
+        )
+
+    def write(self, output: str | Path) -> Path:
+        """``holdings.csv`` (the days), ``fills.csv`` and ``holding_periods.csv`` in ``output``."""
+        out = Path(output)
+        out.mkdir(parents=True, exist_ok=True)
+        self.days.to_csv(out / "holdings.csv", index=False)
+        self.fills.to_csv(out / "fills.csv", index=False)
+        self.holding_periods().to_csv(out / "holding_periods.csv", index=False)
+        return out
+
+
+def load_positions(
+    store: RunStore,
+    run_id: str,
+    start: str | None = None,
+    end: str | None = None,
+    symbol: str | None = None,
+) -> Positions:
+    """Run ``run_id``'s days and fills from ``start`` to ``end`` (``days`` is empty when it
+    completed none there)."""
+    info = store.run(run_id)
+    days = store.days(run_id, start, end)
+    return Positions(info, days, store.fills(run_id, start, end, symbol), symbol)

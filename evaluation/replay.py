@@ -12,6 +12,9 @@ The log's own bookkeeping is checked against the simulator's every day: a share 
 cash balance that differs, an order the simulator could not fill in full (selling shares
 that are not held, buying without the cash), a symbol the price data lacks. Each difference
 is reported with its date; none is absorbed silently.
+
+``replay_logs`` replays several logs and ranks them by final NAV, as AI-Trader's leaderboard
+does; ``replay_report`` turns them into a metrics report with the benchmark alongside.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +33,8 @@ import pandas as pd
 from marketarena.envs.core import build_rules
 from marketarena.envs.data import MarketData
 from marketarena.envs.simulator import Simulator, TradingRules
-from marketarena.evaluation.runner import BacktestResult, align_benchmark
+from marketarena.evaluation.report import EvaluationReport
+from marketarena.evaluation.runner import AgentEvaluation, BacktestResult, align_benchmark
 
 ACTIONS = ("buy", "sell", "no_trade")
 
@@ -75,6 +80,16 @@ class ReplayResult:
     @property
     def days_with_differences(self) -> list[str]:
         return sorted({d.date for d in self.differences})
+
+    @property
+    def summary(self) -> str:
+        """Trades, and where the log and the simulator disagree, in one line."""
+        if not self.differences:
+            return f"{self.actions} trades; matches the simulator on every day"
+        return (
+            f"{self.actions} trades; {len(self.differences)} difference(s) on "
+            f"{len(self.days_with_differences)} day(s)"
+        )
 
 
 def read_trade_log(path: str | Path) -> list[LogEntry]:
@@ -226,4 +241,35 @@ def benchmark_run(result: BacktestResult) -> BacktestResult:
         nav=result.nav[0] * levels / levels[0], weights=weights, turnover=np.zeros(n - 1),
         costs=np.zeros(n - 1), benchmark=levels, benchmark_name=result.benchmark_name,
         fills_recorded=False,
+    )  # fmt: skip
+
+
+def replay_logs(
+    logs: Sequence[str | Path],
+    data: MarketData,
+    *,
+    rules: TradingRules | str | dict | None = "aitrader",
+    benchmark: Any = None,
+) -> list[ReplayResult]:
+    """Replay every log over ``data``; the best final NAV first, as AI-Trader ranks."""
+    replays = [replay(log, data, rules=rules, benchmark=benchmark) for log in logs]
+    replays.sort(key=lambda r: -r.result.nav[-1])
+    return replays
+
+
+def replay_report(
+    replays: Sequence[ReplayResult], data: MarketData, logs: Sequence[str | Path] = ()
+) -> EvaluationReport:
+    """The leaderboard of ``replays`` in their order, then the benchmark's buy-and-hold when
+    the replays have a benchmark; ``logs`` are recorded in the settings."""
+    first = replays[0].result
+    evaluations = [AgentEvaluation(r.name, [r.result]) for r in replays]
+    if first.benchmark is not None:
+        bench = benchmark_run(first)
+        evaluations.append(AgentEvaluation(bench.agent, [bench]))
+    return EvaluationReport(
+        title=f"AI-Trader replay: {data.name}, {first.dates[0]} to {first.dates[-1]}",
+        evaluations=evaluations,
+        settings={"data": data.manifest(), "rules": first.settings["rules"],
+                  "logs": [str(p) for p in logs], "benchmark": first.benchmark_name},
     )  # fmt: skip

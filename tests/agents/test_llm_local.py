@@ -17,9 +17,9 @@ from rich.console import Console
 
 from marketarena.agents.llm_agent import LLMAgent, LLMConfig
 from marketarena.agents.llm_server import LocalLLMServer, LocalLLMUnavailable, free_port
+from marketarena.cli import main
 from marketarena.envs.data import load_dataset
 from marketarena.evaluation.backtest import load_result
-from marketarena.evaluation.cli import main
 from marketarena.evaluation.runner import run_backtest
 from marketarena.evaluation.store import RunStore
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from marketarena.cli import EXIT_ERROR, EXIT_OK, main
 from marketarena.evaluation.backtest import (
     continue_backtest,
     holding_periods,
@@ -24,7 +25,6 @@ from marketarena.evaluation.backtest import (
     start_backtest,
     turnover_summary,
 )
-from marketarena.evaluation.cli import EXIT_ERROR, EXIT_OK, main
 from marketarena.evaluation.store import RunStore
 
 AITRADER = {"preset": "aitrader"}
@@ -78,7 +78,7 @@ def marketarena() -> list[str]:
     script = Path(sys.executable).with_name("marketarena")
     if script.exists():
         return [str(script)]
-    code = "import sys; from marketarena.evaluation.cli import main; sys.exit(main())"
+    code = "import sys; from marketarena.cli import main; sys.exit(main())"
     return [sys.executable, "-c", code]
 
 

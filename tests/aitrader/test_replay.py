@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from marketarena.cli import EXIT_ERROR, EXIT_OK, main
 from marketarena.envs.aitrader import load_aitrader
 from marketarena.envs.data import DataWarning
-from marketarena.evaluation.cli import EXIT_ERROR, EXIT_OK, main
 from marketarena.evaluation.replay import (
     Difference,
     TradeLogError,

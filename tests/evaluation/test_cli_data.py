@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from marketarena.cli import EXIT_INVALID_DATA, EXIT_OK, main
 from marketarena.envs.data import DataWarning
-from marketarena.evaluation.cli import EXIT_INVALID_DATA, EXIT_OK, main
 
 COLS = ["date", "symbol", "open", "high", "low", "close", "volume"]
 VALID = [

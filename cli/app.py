@@ -1,0 +1,52 @@
+"""``marketarena``: the parser of every command, and ``main``, which runs one.
+
+``main(argv)`` returns the exit code, so tests drive it in-process. (The module is not called
+``main``: the package re-exports the function ``main``, which would hide a module of that name.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+from marketarena.cli import bench, data, demo, evaluate, llm, replay, runs, training
+from marketarena.cli.common import EXIT_ERROR, EXIT_INVALID_DATA, EXIT_OK
+
+__all__ = ["EXIT_ERROR", "EXIT_INVALID_DATA", "EXIT_OK", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marketarena",
+        description="LLM and RL agents trading the same simulated portfolio.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for group in (demo, evaluate, training, bench, replay, runs, llm, data):
+        group.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # pipes and CI logs: don't squeeze tables into 80 columns
+            console = Console(width=180)
+    # MLflow announces database migrations and new experiments at INFO; the CLI says what it
+    # logs where itself, so keep MLflow's warnings only (MLflow reads this when imported)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    try:
+        return args.handler(args, console)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""What several commands share: exit codes, ``key=value`` options, the LLM options, the report."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from marketarena.evaluation.report import EvaluationReport
+
+EXIT_OK, EXIT_ERROR, EXIT_INVALID_DATA = 0, 1, 2
+
+
+def print_report(report: EvaluationReport, console: Console) -> None:
+    """The metrics table, then a line per LLM agent (outcomes, tokens, latency)."""
+    console.print(report.table())
+    for note in report.notes():
+        console.print(note, highlight=False)
+
+
+def parse_assignments(items: Sequence[str] | None) -> dict[str, object]:
+    """``key=value`` pairs; values parsed as YAML scalars (numbers, true/false, null)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def add_llm_options(parser: argparse.ArgumentParser) -> None:
+    llm = parser.add_argument_group("LLM agents (--agent llm:<model> or llm:local)")
+    llm.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL)")
+    llm.add_argument("--llm-cache", help="SQLite cache of requests/responses (default "
+                     "llm_cache.sqlite; '' for none)")  # fmt: skip
+    llm.add_argument("--llm-cache-mode", choices=["read_write", "read_only", "off"])
+    llm.add_argument("--llm-decide-every", type=int, help="ask every N sessions, hold between")
+    llm.add_argument("--llm-output", choices=["json_schema", "tool"])
+    llm.add_argument("--llm-anonymize", action="store_true", help="aliases instead of tickers")
+    llm.add_argument("--llm-dates", choices=["real", "hidden", "shifted"])
+    llm.add_argument("--llm-lookback", type=int, help="sessions of prices in the prompt")
+
+
+def llm_options(args: argparse.Namespace) -> dict[str, object]:
+    """``LLMConfig`` fields from the ``--llm-*`` and ``--base-url`` flags that were given."""
+    llm = {
+        key: value
+        for key, value in (
+            ("base_url", args.base_url), ("cache_path", args.llm_cache or None),
+            ("cache_mode", args.llm_cache_mode), ("decide_every", args.llm_decide_every),
+            ("output", args.llm_output), ("anonymize_tickers", args.llm_anonymize or None),
+            ("dates", args.llm_dates), ("lookback", args.llm_lookback),
+        )
+        if value is not None
+    }  # fmt: skip
+    if args.llm_cache == "":
+        llm["cache_path"] = None
+    return llm

@@ -1,0 +1,115 @@
+"""``marketarena evaluate``: compare agents over one date range."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from marketarena.agents.registry import SPEC_HELP
+from marketarena.cli.common import (
+    EXIT_OK,
+    add_llm_options,
+    llm_options,
+    parse_assignments,
+    print_report,
+)
+from marketarena.envs.data import BUNDLED
+from marketarena.evaluation.evaluate import ENSEMBLES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    ev = subparsers.add_parser(
+        "evaluate",
+        help="compare agents over one date range",
+        description="Backtest agents (with buy-and-hold and equal weight alongside) and "
+        "write a metrics table, plots and an HTML report.",
+    )
+    ev.add_argument("--agent", action="append", metavar="SPEC", help=f"repeatable: {SPEC_HELP}")
+    ev.add_argument(
+        "--ensemble",
+        action="append",
+        choices=sorted(ENSEMBLES),
+        help="repeatable: an ensemble over all --agent members",
+    )
+    ev.add_argument(
+        "--data", default="sp500_20", help=f"bundled name {sorted(BUNDLED)} or a CSV/Parquet path"
+    )
+    ev.add_argument("--start", help="first date (default: the data's first usable date)")
+    ev.add_argument("--end", help="last date (default: the data's last)")
+    ev.add_argument("--seeds", type=int, default=1, help="seeds per agent (0..N-1)")
+    ev.add_argument(
+        "--benchmark",
+        default="auto",
+        help="bundled name or path of a one-column series; 'auto' or 'none'",
+    )
+    ev.add_argument(
+        "--rule",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a trading rule, e.g. --rule commission_bps=2 --rule lot_size=1",
+    )
+    ev.add_argument(
+        "--window",
+        type=int,
+        help="observation window (default: what the trained models expect, else 32)",
+    )
+    ev.add_argument("--periods-per-year", type=int, default=252)
+    ev.add_argument("--risk-free", type=float, default=0.0, help="annual risk-free rate")
+    ev.add_argument(
+        "--no-baselines", action="store_true", help="do not add buy-and-hold and equal weight"
+    )
+    ev.add_argument("--jobs", type=int, default=1, help="agents backtested in parallel threads")
+    add_llm_options(ev)
+    ev.add_argument("--output", default="reports/evaluation", help="report folder")
+    ev.add_argument("--mlflow", action="store_true", help="log the evaluation as an MLflow run")
+    ev.add_argument("--experiment", default="marketarena-evaluation")
+    ev.set_defaults(handler=handle_evaluate)
+
+
+def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
+    from marketarena.evaluation.tracking import tracking_uri
+
+    rules = parse_assignments(args.rule)
+    config = EvaluationConfig(
+        tracking_uri=tracking_uri(),
+        llm=llm_options(args),
+        jobs=args.jobs,
+        agents=tuple(args.agent or ()),
+        data=args.data,
+        start=args.start,
+        end=args.end,
+        seeds=args.seeds,
+        benchmark=None if args.benchmark == "none" else args.benchmark,
+        ensembles=tuple(args.ensemble or ()),
+        include_baselines=not args.no_baselines,
+        rules=rules,
+        window=args.window,
+        periods_per_year=args.periods_per_year,
+        risk_free=args.risk_free,
+    )
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("backtests", total=None)
+
+        def update(agent: str, seed: int) -> None:
+            progress.update(task, description=f"{agent} (seed {seed})")
+
+        report = evaluate(config, progress=update)
+    print_report(report, console)
+    files = report.write(args.output)
+    console.print(
+        f"wrote {args.output}: metrics.json, metrics.csv, plots, {files['html'].name}",
+        highlight=False,
+    )
+    if args.mlflow:
+        from marketarena.evaluation.tracking import log_evaluation, ui_command
+
+        run_id = log_evaluation(report, Path(args.output), experiment=args.experiment)
+        console.print(
+            f"MLflow run {run_id} in {tracking_uri()}; view it: {ui_command()}", highlight=False
+        )
+    return EXIT_OK

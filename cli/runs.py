@@ -1,0 +1,170 @@
+"""``marketarena backtest``, ``positions`` and ``leaderboard``: persisted runs in SQLite."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from marketarena.agents.registry import SPEC_HELP
+from marketarena.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    add_llm_options,
+    llm_options,
+    parse_assignments,
+    print_report,
+)
+
+if TYPE_CHECKING:
+    from marketarena.evaluation.backtest import Positions
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    bt = subparsers.add_parser(
+        "backtest",
+        help="a persisted backtest: start, --resume after a crash, --continue with new data",
+        description="Backtest one agent, recording every completed day in SQLite; --resume "
+        "continues an interrupted run from its last completed day with identical results; "
+        "--continue extends a finished run to a later --end without recomputing its days.",
+    )
+    bt.add_argument("--agent", metavar="SPEC", help=f"a new run's agent: {SPEC_HELP}")
+    bt.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    bt.add_argument("--continue", dest="continue_run", metavar="RUN",
+                    help="extend a finished run to --end")  # fmt: skip
+    bt.add_argument("--run", help="name of a new run (default: AGENT@START)")
+    bt.add_argument("--data", help="bundled name or path (default sp500_20; with --continue: "
+                    "newer data whose earlier dates are unchanged)")  # fmt: skip
+    bt.add_argument("--start")
+    bt.add_argument("--end")
+    bt.add_argument("--seed", type=int, default=0)
+    bt.add_argument("--rule", action="append", metavar="KEY=VALUE",
+                    help="trading rule, e.g. --rule preset=aitrader")  # fmt: skip
+    bt.add_argument("--window", type=int, default=32)
+    bt.add_argument("--store", default="runs.sqlite", help="the runs database")
+    add_llm_options(bt)
+    bt.set_defaults(handler=handle_backtest)
+
+    pos = subparsers.add_parser(
+        "positions", help="fills, holdings, turnover and holding periods of a run or an agent"
+    )
+    which = pos.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="one run")
+    which.add_argument("--agent", metavar="SPEC", help="every run of this agent spec")
+    pos.add_argument("--store", default="runs.sqlite")
+    pos.add_argument("--start")
+    pos.add_argument("--end")
+    pos.add_argument("--symbol")
+    pos.add_argument("--limit", type=int, default=20, help="latest fills to print")
+    pos.add_argument("--output", help="folder for holdings.csv, fills.csv, holding_periods.csv")
+    pos.set_defaults(handler=handle_positions)
+
+    lb = subparsers.add_parser("leaderboard", help="finished runs over the same dates, ranked")
+    lb.add_argument("runs", nargs="*", help="run names (default: every finished run)")
+    lb.add_argument("--store", default="runs.sqlite")
+    lb.add_argument("--output", help="folder for the report")
+    lb.set_defaults(handler=handle_leaderboard)
+
+
+def handle_backtest(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from marketarena.evaluation import backtest
+    from marketarena.evaluation.store import RunStore
+    from marketarena.evaluation.tracking import tracking_uri
+
+    store = RunStore(args.store)
+    modes = [bool(args.resume), bool(args.continue_run), bool(args.agent)]
+    if sum(modes) != 1:
+        raise ValueError("give one of --agent (a new run), --resume RUN or --continue RUN")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("backtest", total=1.0)
+
+        def update(date: str, fraction: float) -> None:
+            progress.update(task, completed=min(fraction, 1.0), description=date)
+
+        if args.resume:
+            result = backtest.resume_backtest(store, args.resume, progress=update)
+        elif args.continue_run:
+            if not args.end:
+                raise ValueError("--continue needs --end NEW_DATE")
+            result = backtest.continue_backtest(store, args.continue_run, args.end,
+                                                data=args.data, progress=update)  # fmt: skip
+        else:
+            if not (args.start and args.end):
+                raise ValueError("a new run needs --start and --end")
+            run_id = args.run or f"{args.agent}@{args.start}"
+            rules = parse_assignments(args.rule)
+            result = backtest.start_backtest(
+                store, run_id, args.agent, args.data or "sp500_20", args.start, args.end,
+                seed=args.seed, rules=rules, window=args.window, llm=llm_options(args),
+                tracking_uri=tracking_uri(), progress=update,
+            )  # fmt: skip
+    print_report(backtest.run_report(result), console)
+    console.print(f"run {result.settings['run_id']} stored in {store.path} "
+                  f"({len(result.nav) - 1} days)", highlight=False)  # fmt: skip
+    return EXIT_OK
+
+
+def handle_positions(args: argparse.Namespace, console: Console) -> int:
+    from marketarena.evaluation.backtest import load_positions
+    from marketarena.evaluation.store import RunStore
+
+    store = RunStore(args.store)
+    runs = [store.run(args.run)] if args.run else store.runs_of(args.agent)
+    shown = 0
+    for info in runs:
+        positions = load_positions(store, info.run_id, args.start, args.end, args.symbol)
+        if positions.days.empty:
+            console.print(
+                f"run {info.run_id} has no completed day from {args.start or 'its start'} to "
+                f"{args.end or 'its end'} (its last completed day: {info.last_date or 'none'})",
+                highlight=False,
+            )
+            continue
+        out = Path(args.output) / info.run_id if args.output and len(runs) > 1 else args.output
+        _print_positions(positions, args.limit, out, console)
+        shown += 1
+    return EXIT_OK if shown else EXIT_ERROR
+
+
+def _print_positions(positions: Positions, limit: int, output: str | Path | None,
+                     console: Console) -> None:  # fmt: skip
+    from rich.table import Table
+
+    held = Table(title=f"holdings of {positions.info.run_id} on {positions.last_date}",
+                 title_justify="left")  # fmt: skip
+    for col in ("symbol", "shares", "weight"):
+        held.add_column(col, justify="left" if col == "symbol" else "right")
+    for row in positions.holdings().itertuples():
+        held.add_row(row.symbol, f"{row.shares:,.4g}", f"{row.weight:.1%}")
+    held.add_row("CASH", f"{positions.cash:,.2f}", f"{positions.cash_weight:.1%}")
+    console.print(held)
+    fills = positions.fills
+    trades = Table(title=f"fills ({len(fills)})", title_justify="left")
+    for col in ("date", "symbol", "side", "shares", "price", "cost"):
+        trades.add_column(col, justify="left" if col in ("date", "symbol", "side") else "right")
+    for row in fills.tail(limit).itertuples():
+        trades.add_row(row.date, row.symbol, row.side, f"{row.shares:,.4g}", f"{row.price:,.2f}",
+                       f"{row.cost:,.2f}")  # fmt: skip
+    console.print(trades)
+    console.print(positions.summary(), highlight=False)
+    if output:
+        out = positions.write(output)
+        console.print(f"wrote {out}: holdings.csv, fills.csv, holding_periods.csv",
+                      highlight=False)  # fmt: skip
+
+
+def handle_leaderboard(args: argparse.Namespace, console: Console) -> int:
+    from marketarena.evaluation.backtest import leaderboard
+    from marketarena.evaluation.store import RunStore
+
+    store = RunStore(args.store)
+    report = leaderboard(store, args.runs)
+    print_report(report, console)
+    if args.output:
+        report.write(args.output)
+        console.print(f"wrote {args.output}", highlight=False)
+    return EXIT_OK

@@ -1,0 +1,132 @@
+"""``marketarena train`` and ``tune``: SB3 training from a YAML config, Optuna studies."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.markup import escape
+
+from marketarena.cli.common import EXIT_ERROR, EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    tr = subparsers.add_parser(
+        "train",
+        help="train an SB3 agent from a YAML config",
+        description="Train PPO, A2C, SAC or TD3 on PortfolioVectorEnv; evaluates on the "
+        "validation split, checkpoints, logs to MLflow.",
+    )
+    tr.add_argument("--config", help="YAML config (see configs/)")
+    tr.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override, e.g. --set algo.total_timesteps=5000 --set seed=1",
+    )
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    tr.set_defaults(handler=handle_train)
+
+    tu = subparsers.add_parser(
+        "tune",
+        help="tune hyperparameters with Optuna",
+        description="Optuna search on validation data only; trials share a study in a local "
+        "journal file or an RDB (PostgreSQL) storage, so many workers can join.",
+    )
+    tu.add_argument("--config", required=True, help="base YAML config (with a tuning section)")
+    tu.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
+    tu.add_argument("--n-trials", type=int, help="trials for this worker to run")
+    tu.add_argument("--timeout", type=float, help="seconds for this worker")
+    tu.add_argument("--n-jobs", type=int, help="trials in parallel threads")
+    tu.add_argument("--storage", help="default optuna.journal; or postgresql://..., sqlite:///...")
+    tu.add_argument("--study", help="study name (default: the config's name)")
+    tu.add_argument("--sampler", choices=["tpe", "random"])
+    tu.add_argument("--pruner", choices=["median", "halving", "none"])
+    tu.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain the best config and evaluate it once on the test split",
+    )
+    tu.add_argument("--output", default="tuning", help="folder for trials and results")
+    tu.set_defaults(handler=handle_tune)
+
+
+def handle_train(args: argparse.Namespace, console: Console) -> int:
+    from marketarena.evaluation.tracking import tracking_uri, ui_command
+    from marketarena.training.config import load_config
+    from marketarena.training.train import train
+
+    if args.resume:
+        if args.config or args.set:
+            raise ValueError("--resume continues a run as it was configured: no --config/--set")
+        result = train(resume=args.resume)
+    else:
+        if not args.config and not args.set:
+            raise ValueError("give --config FILE (see configs/) and/or --set key=value")
+        result = train(load_config(args.config, args.set or ()))
+    best = result.best_validation
+    console.print(
+        f"[bold]trained[/bold] {result.timesteps:,} timesteps"
+        + (" (stopped early)" if result.stopped_early else ""),
+        highlight=False,
+    )
+    if best:
+        console.print(
+            "best on validation (step {step:,}): Sharpe {sharpe:.2f}, return {total_return:+.2%}, "
+            "max drawdown {max_drawdown:+.2%}".format(**best),
+            highlight=False,
+        )
+    console.print(f"model: {result.best_model_path or result.model_path}", highlight=False)
+    console.print(f"run folder: {result.run_dir}", highlight=False)
+    if result.run_id:
+        console.print(
+            f"MLflow run {result.run_id} in {tracking_uri()}; view it: {ui_command()}",
+            highlight=False,
+        )
+    return EXIT_OK
+
+
+def handle_tune(args: argparse.Namespace, console: Console) -> int:
+    from marketarena.training.config import load_config
+    from marketarena.training.tune import StorageError, tune
+
+    overrides = list(args.set or ())
+    for flag, key in (("n_trials", "n_trials"), ("timeout", "timeout"), ("n_jobs", "n_jobs"),
+                      ("storage", "storage"), ("study", "study"), ("sampler", "sampler"),
+                      ("pruner", "pruner")):  # fmt: skip
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"tuning.{key}={value}")
+    if args.retrain:
+        overrides.append("tuning.retrain=true")
+    config = load_config(args.config, overrides)
+
+    def on_trial(trial) -> None:
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        console.print(f"trial {trial.number}: {trial.state.name.lower()} {value}", highlight=False)
+
+    try:
+        result = tune(config, out_dir=args.output, on_trial=on_trial)
+    except KeyboardInterrupt:
+        console.print("interrupted: the study is saved; run the same command again to resume",
+                      highlight=False)  # fmt: skip
+        return 130
+    except StorageError as exc:  # the message names the storage without its password
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return EXIT_ERROR
+    console.print(
+        f"study {result.study_name} in {result.storage}: {result.n_trials} trials "
+        f"({result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed)",
+        highlight=False,
+    )
+    if result.best_value is not None:
+        console.print(f"best {config.tuning.objective}: {result.best_value:.4f} with "
+                      f"{result.best_params}", highlight=False)  # fmt: skip
+        console.print(f"best config: {result.best_config_path}  (marketarena train --config "
+                      f"{result.best_config_path})", highlight=False)  # fmt: skip
+    if result.test:
+        t = result.test
+        console.print(f"test split, once: Sharpe {t['sharpe']:.2f}, deflated Sharpe "
+                      f"{t['deflated_sharpe']:.2f} over {int(t['n_trials'])} trials",
+                      highlight=False)  # fmt: skip
+    return EXIT_OK
