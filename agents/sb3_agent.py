@@ -22,6 +22,7 @@ import numpy as np
 
 from marketarena.agents.base import Resumable
 from marketarena.envs.core import ActionSpec
+from marketarena.envs.settings import OBSERVATION_SETTINGS
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3", "recurrent_ppo")
 
@@ -156,7 +157,7 @@ class SB3Agent(Resumable):
             raise FileNotFoundError(f"no VecNormalize statistics at {vec_normalize}")
         spec = ActionSpec(**meta["action_spec"]) if "action_spec" in meta else None
         default_name = f"{algo}:{meta.get('name') or path.stem}"
-        observation = {k: meta[k] for k in ("window", "features", "symbols") if k in meta}
+        observation = {k: meta[k] for k in (*OBSERVATION_SETTINGS, "symbols") if k in meta}
         return cls(
             model,
             name or default_name,

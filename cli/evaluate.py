@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--window",
         type=int,
-        help="observation window (default: what the trained models expect, else 32)",
+        help="observation window (default: what the trained models expect, else the env's default)",
     )
     ev.add_argument("--periods-per-year", type=int, default=252)
     ev.add_argument("--risk-free", type=float, default=0.0, help="annual risk-free rate")

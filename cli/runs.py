@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bt.add_argument("--seed", type=int, default=0)
     bt.add_argument("--rule", action="append", metavar="KEY=VALUE",
                     help="trading rule, e.g. --rule preset=aitrader")  # fmt: skip
-    bt.add_argument("--window", type=int, default=32)
+    bt.add_argument("--window", type=int, help="observation window (default: the env's)")
     bt.add_argument("--store", default="runs.sqlite", help="the runs database")
     add_llm_options(bt)
     bt.set_defaults(handler=handle_backtest)
@@ -97,10 +97,11 @@ def handle_backtest(args: argparse.Namespace, console: Console) -> int:
                 raise ValueError("a new run needs --start and --end")
             run_id = args.run or f"{args.agent}@{args.start}"
             rules = parse_assignments(args.rule)
+            window = {} if args.window is None else {"window": args.window}
             result = backtest.start_backtest(
                 store, run_id, args.agent, args.data or "sp500_20", args.start, args.end,
-                seed=args.seed, rules=rules, window=args.window, llm=llm_options(args),
-                tracking_uri=tracking_uri(), progress=update,
+                seed=args.seed, rules=rules, llm=llm_options(args),
+                tracking_uri=tracking_uri(), progress=update, **window,
             )  # fmt: skip
     print_report(backtest.run_report(result), console)
     console.print(f"run {result.settings['run_id']} stored in {store.path} "

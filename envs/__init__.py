@@ -41,6 +41,7 @@ from marketarena.envs.rewards import (
     RewardFunction,
     make_reward,
 )
+from marketarena.envs.settings import EnvSettings
 from marketarena.envs.simulator import Simulator, StepResult, TradingRules, project_weights
 from marketarena.envs.splits import (
     DateRange,
@@ -82,6 +83,7 @@ __all__ = [
     "DateSplits",
     "DifferentialSharpeReward",
     "DrawdownPenalizedReward",
+    "EnvSettings",
     "LogReturnReward",
     "MarketData",
     "MarketSnapshot",

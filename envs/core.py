@@ -9,20 +9,26 @@ bounds, rewards, termination and the observation — lives here once and works o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
 from marketarena.envs.data import MarketData, resolve_data
 from marketarena.envs.features import compute_features
-from marketarena.envs.rewards import RewardFunction, make_reward
-from marketarena.envs.simulator import RULE_PRESETS, Simulator, StepResult, TradingRules
+from marketarena.envs.rewards import make_reward
+from marketarena.envs.settings import (
+    ACTION_MAPPINGS,
+    ActionMapping,
+    EnvSettings,
+    build_rules,
+    check_settings,
+)
+from marketarena.envs.simulator import Simulator
 
-ActionMapping = Literal["normalize", "softmax", "signed", "discrete"]
-ACTION_MAPPINGS: tuple[str, ...] = ("normalize", "softmax", "signed", "discrete")
+__all__ = ["ACTION_MAPPINGS", "ActionMapping", "ActionSpec", "PortfolioCore", "build_rules"]
+_DEFAULTS = EnvSettings()
 
 
 @dataclass(frozen=True)
@@ -50,24 +56,27 @@ class ActionSpec:
     with the spec it was trained with), so every agent can be evaluated in one env.
     """
 
-    mapping: ActionMapping = "normalize"
-    softmax_scale: float = 5.0
-    discrete_levels: int = 3
-    max_gross_leverage: float = 1.0
-    rebalance_band: float = 0.0
-    relative_band: float = 0.0
+    mapping: ActionMapping = _DEFAULTS.action_mapping
+    softmax_scale: float = _DEFAULTS.softmax_scale
+    discrete_levels: int = _DEFAULTS.discrete_levels
+    max_gross_leverage: float = _DEFAULTS.rules.max_gross_leverage
+    rebalance_band: float = _DEFAULTS.rebalance_band
+    relative_band: float = _DEFAULTS.relative_band
 
     def __post_init__(self) -> None:
-        if self.mapping not in ACTION_MAPPINGS:
-            raise ValueError(
-                f"action_mapping={self.mapping!r}: choose one of {list(ACTION_MAPPINGS)}"
-            )
-        if self.discrete_levels < 2:
-            raise ValueError(f"discrete_levels must be >= 2, got {self.discrete_levels}")
-        if not 0.0 <= self.rebalance_band < 1.0:
-            raise ValueError(f"rebalance_band must be in [0, 1), got {self.rebalance_band}")
-        if not 0.0 <= self.relative_band < 1.0:
-            raise ValueError(f"relative_band must be in [0, 1), got {self.relative_band}")
+        check_settings(
+            action_mapping=self.mapping, softmax_scale=self.softmax_scale,
+            discrete_levels=self.discrete_levels, rebalance_band=self.rebalance_band,
+            relative_band=self.relative_band,
+        )  # fmt: skip
+
+    @classmethod
+    def from_settings(cls, settings: EnvSettings) -> ActionSpec:
+        """The action interface of an env with ``settings``."""
+        return cls(
+            settings.action_mapping, settings.softmax_scale, settings.discrete_levels,
+            settings.rules.max_gross_leverage, settings.rebalance_band, settings.relative_band,
+        )  # fmt: skip
 
     def space(self, n_assets: int) -> spaces.Space:
         if self.mapping == "discrete":
@@ -114,28 +123,11 @@ class ActionSpec:
 _ZERO = np.array(0.0)
 
 
-def build_rules(rules: TradingRules | Mapping[str, Any] | str | None) -> TradingRules | None:
-    """Rules from a :class:`TradingRules`, a preset name (:data:`RULE_PRESETS`), a dict of
-    fields (optionally with ``preset``: its fields override the preset's), or None."""
-    if rules is None or isinstance(rules, TradingRules):
-        return rules
-    if isinstance(rules, str):
-        rules = {"preset": rules}
-    fields = TradingRules.__dataclass_fields__
-    values = dict(rules)
-    preset = values.pop("preset", None)
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown trading rule(s) {unknown}; valid: {sorted(fields)}")
-    if preset is None:
-        return TradingRules(**values)
-    if preset not in RULE_PRESETS:
-        raise ValueError(f"unknown rules preset {preset!r}; available: {sorted(RULE_PRESETS)}")
-    return replace(RULE_PRESETS[preset], **values)
-
-
 class PortfolioCore:
     """Batched env logic over one :class:`Simulator`; see :class:`PortfolioEnv` for the spec.
+
+    ``settings`` (:class:`EnvSettings`; default: the defaults) with keyword ``overrides`` of
+    its fields are resolved into ``self.settings``; ``record`` keeps fills and snapshots.
 
     Observations are written into ``obs`` ``(n_envs, D)`` float32 in place: the feature
     window comes from a strided view in which row ``r`` is the contiguous block
@@ -146,31 +138,19 @@ class PortfolioCore:
         self,
         data: MarketData | str,
         n_envs: int = 1,
+        settings: EnvSettings | None = None,
         *,
-        start: str | None = None,
-        end: str | None = None,
-        window: int = 32,
-        features: Sequence[str] = ("log_return",),
-        reward: str | RewardFunction | Callable[[StepResult], np.ndarray] = "log_return",
-        reward_kwargs: Mapping[str, float] | None = None,
-        rules: TradingRules | Mapping[str, Any] | str | None = None,
-        episode_length: int | None = 252,
-        action_mapping: ActionMapping = "normalize",
-        softmax_scale: float = 5.0,
-        discrete_levels: int = 3,
-        rebalance_band: float = 0.0,
-        relative_band: float = 0.0,
         record: bool = False,
-        price_dtype: type = np.float64,
+        **overrides: Any,
     ) -> None:
+        self.settings = s = EnvSettings.resolve(settings, overrides)
         self.data = data = resolve_data(data)
         self.n_envs = n_envs
-        self.sim = Simulator(data, build_rules(rules), n_envs, record=record, dtype=price_dtype)
+        dtype = np.dtype(s.price_dtype).type
+        self.sim = Simulator(data, s.rules, n_envs, record=record, dtype=dtype)
         self.rules = self.sim.rules
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        self.window = int(window)
-        self.feature_names = tuple(features)
+        self.window = s.window
+        self.feature_names = s.features
         feats, first_valid = compute_features(data, self.feature_names)
         self.features = feats
         self.feature_rows = feats.reshape(data.n_periods, -1)  # row t: every feature at t
@@ -183,18 +163,13 @@ class PortfolioCore:
             strides=(feats.strides[0], feats.itemsize),
             writeable=False,
         )
-        self.reward_fn = make_reward(reward, **dict(reward_kwargs or {}))
-        self.action_spec = ActionSpec(
-            action_mapping, float(softmax_scale), int(discrete_levels),
-            self.rules.max_gross_leverage, float(rebalance_band), float(relative_band),
-        )  # fmt: skip
-        if action_mapping == "signed" and not self.rules.allow_short:
-            raise ValueError("action_mapping='signed' needs rules.allow_short=True")
-        self.action_mapping = action_mapping
+        self.reward_fn = make_reward(s.reward, **s.reward_kwargs)
+        self.action_spec = ActionSpec.from_settings(s)
+        self.action_mapping = s.action_mapping
         # mappings whose output already satisfies the rules skip the projection
-        self._needs_projection = action_mapping == "signed" or self.rules.max_weight is not None
+        self._needs_projection = s.action_mapping == "signed" or self.rules.max_weight is not None
 
-        start_idx, end_idx = data.date_range_indices(start, end)
+        start_idx, end_idx = data.date_range_indices(s.start, s.end)
         self.first_decision = max(start_idx, first_valid + self.window - 1)
         self.last_decision = end_idx - 1
         available = self.last_decision - self.first_decision + 1
@@ -205,14 +180,12 @@ class PortfolioCore:
                 f"leaves no decision date after the {self.window}-row observation window "
                 f"(first usable date {usable})"
             )
-        if episode_length is not None:
-            if episode_length < 1:
-                raise ValueError(f"episode_length must be >= 1 or None, got {episode_length}")
-            if episode_length > available:
-                raise ValueError(
-                    f"episode_length={episode_length} exceeds the {available} decision dates "
-                    f"in {data.dates[self.first_decision]}..{data.dates[end_idx]}"
-                )
+        episode_length = s.episode_length
+        if episode_length is not None and episode_length > available:
+            raise ValueError(
+                f"episode_length={episode_length} exceeds the {available} decision dates "
+                f"in {data.dates[self.first_decision]}..{data.dates[end_idx]}"
+            )
         self.episode_length = episode_length
         self.latest_start = self.last_decision - (episode_length - 1 if episode_length else 0)
         self.episode_start = np.zeros(n_envs, dtype=np.int64)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from marketarena.envs.data import MarketData
+from marketarena.envs.settings import EnvSettings
 
 FeatureFunction = Callable[[MarketData], np.ndarray]
 
@@ -216,14 +217,17 @@ def log_volume_change(data: MarketData) -> np.ndarray:
 
 
 def compute_features(
-    data: MarketData, names: Sequence[str] = ("log_return",)
+    data: MarketData, names: Sequence[str] | None = None
 ) -> tuple[np.ndarray, int]:
-    """Stack features into a C-contiguous ``(T, N, F)`` float32 array.
+    """Stack features into a C-contiguous ``(T, N, F)`` float32 array (``names``: the env's
+    default features when None).
 
     Returns the array and the first row at which every feature is defined for every symbol.
     Undefined entries before that row are zero; after it, a NaN or inf is an error naming the
     feature, symbol and date (a feature must never go undefined mid-panel).
     """
+    if names is None:
+        names = EnvSettings().features
     if not names:
         raise ValueError("at least one feature is required")
     unknown = [n for n in names if n not in _REGISTRY and n not in data.feature_names]

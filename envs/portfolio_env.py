@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -11,10 +11,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from marketarena.envs.core import ActionMapping, PortfolioCore
+from marketarena.envs.core import PortfolioCore
 from marketarena.envs.data import MarketData
-from marketarena.envs.rewards import RewardFunction
-from marketarena.envs.simulator import StepResult, TradingRules
+from marketarena.envs.settings import EnvSettings
+from marketarena.envs.simulator import StepResult
 
 
 @dataclass(frozen=True)
@@ -119,19 +119,16 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Arguments
 
     * ``data``: :class:`MarketData`, a bundled dataset name (``"sp500_20"``), or a file path.
-    * ``start``, ``end``: inclusive date range of the episode (e.g. a split); earlier rows
-      still feed the observation window.
-    * ``window``: rows of features in the observation (default 32).
-    * ``features``: feature names (default ``("log_return",)``).
-    * ``reward``, ``reward_kwargs``: see Rewards.
-    * ``rules``: :class:`TradingRules`, a dict of its fields, or a preset name (``"aitrader"``).
-    * ``episode_length``: steps per episode, or ``None`` to run to ``end``.
-    * ``rebalance_band``, ``relative_band``: a no-trade band (default 0, off): an asset whose
-      target is within the band of its current weight is not traded, so holding is free;
-      with ``relative_band`` the band shrinks for small weights (see ``ActionSpec``).
-    * ``random_start``, ``action_mapping``, ``softmax_scale``, ``discrete_levels``,
-      ``render_mode``, ``snapshot_lookback``
-      (``"ansi"``, ``"rgb_array"``), ``record`` (keep fills and snapshots).
+    * ``settings``: an :class:`~marketarena.envs.settings.EnvSettings` (default: its
+      defaults), and any of its fields as a keyword overriding it: ``start``, ``end`` (the
+      episode's date range), ``window``, ``features``, ``reward``, ``reward_kwargs``,
+      ``rules``, ``episode_length``, ``random_start``, ``action_mapping``, ``softmax_scale``,
+      ``discrete_levels``, ``rebalance_band``, ``relative_band``, ``price_dtype``. Each
+      setting's meaning and its default are documented in ``EnvSettings``; ``env.settings``
+      holds the resolved ones.
+    * ``render_mode``: ``"ansi"`` or ``"rgb_array"``.
+    * ``record``: keep fills and snapshots.
+    * ``snapshot_lookback``: bars in ``info["snapshot"]`` (see Info).
 
     ## Version History
 
@@ -143,46 +140,29 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     def __init__(
         self,
         data: MarketData | str = "sp500_20",
+        settings: EnvSettings | None = None,
         *,
-        start: str | None = None,
-        end: str | None = None,
-        window: int = 32,
-        features: Sequence[str] = ("log_return",),
-        reward: str | RewardFunction | Callable[[StepResult], np.ndarray] = "log_return",
-        reward_kwargs: Mapping[str, float] | None = None,
-        rules: TradingRules | Mapping[str, Any] | str | None = None,
-        episode_length: int | None = 252,
-        random_start: bool = True,
-        action_mapping: ActionMapping = "normalize",
-        softmax_scale: float = 5.0,
-        discrete_levels: int = 3,
-        rebalance_band: float = 0.0,
-        relative_band: float = 0.0,
         render_mode: str | None = None,
         record: bool = False,
         snapshot_lookback: int | None = None,
+        **overrides: Any,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']}"
             )
-        self.core = PortfolioCore(
-            data, 1, start=start, end=end, window=window, features=features, reward=reward,
-            reward_kwargs=reward_kwargs, rules=rules, episode_length=episode_length,
-            action_mapping=action_mapping, softmax_scale=softmax_scale,
-            discrete_levels=discrete_levels, rebalance_band=rebalance_band,
-            relative_band=relative_band, record=record,
-        )  # fmt: skip
+        self.core = PortfolioCore(data, 1, settings, record=record, **overrides)
+        self.settings = self.core.settings
         self.data = self.core.data
         self.sim = self.core.sim
         self.rules = self.core.rules
         self.window = self.core.window
         self.n_assets = self.core.n_assets
         self.feature_names = self.core.feature_names
-        self.episode_length = episode_length
-        self.action_mapping = action_mapping
+        self.episode_length = self.settings.episode_length
+        self.action_mapping = self.settings.action_mapping
         self.render_mode = render_mode
-        self.random_start = random_start
+        self.random_start = self.settings.random_start
         if snapshot_lookback is not None and snapshot_lookback < 1:
             raise ValueError(f"snapshot_lookback must be >= 1 or None, got {snapshot_lookback}")
         self.snapshot_lookback = snapshot_lookback
@@ -350,25 +330,22 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         )
 
     def _render_equity_curve(self) -> np.ndarray:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
+        try:  # a Figure outside pyplot: the caller's backend and open figures stay as they are
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
         except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
             raise gym.error.DependencyNotInstalled(
                 'rgb_array rendering needs matplotlib: pip install "matplotlib>=3.8"'
             ) from exc
-        fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
-        try:
-            ax.plot(np.array(self._date_history), self._nav_history, lw=1.2)
-            ax.set_title(f"{self.data.name}: NAV")
-            ax.grid(alpha=0.3)
-            fig.autofmt_xdate()
-            fig.canvas.draw()
-            return np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
-        finally:
-            plt.close(fig)
+        fig = Figure(figsize=(6, 3), dpi=80)
+        canvas = FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        ax.plot(np.array(self._date_history), self._nav_history, lw=1.2)
+        ax.set_title(f"{self.data.name}: NAV")
+        ax.grid(alpha=0.3)
+        fig.autofmt_xdate()
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
 
     # --------------------------------------------------------------- history
     @property

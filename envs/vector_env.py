@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,10 +11,9 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from marketarena.envs.core import ActionMapping, PortfolioCore
+from marketarena.envs.core import PortfolioCore
 from marketarena.envs.data import MarketData
-from marketarena.envs.rewards import RewardFunction
-from marketarena.envs.simulator import StepResult, TradingRules
+from marketarena.envs.settings import EnvSettings
 
 
 class PortfolioVectorEnv(VectorEnv):
@@ -42,12 +41,10 @@ class PortfolioVectorEnv(VectorEnv):
 
     Args:
         num_envs: number of portfolios.
-        data, start, end, window, features, reward, reward_kwargs, rules, episode_length,
-        random_start, action_mapping, softmax_scale, discrete_levels, rebalance_band,
-        relative_band: as for
-            ``PortfolioEnv``.
+        data, settings, overrides: as for ``PortfolioEnv``: the market, an
+            :class:`~marketarena.envs.settings.EnvSettings` and any of its fields as keywords
+            (``price_dtype`` among them).
         copy: return a copy of the observation buffer (default) or the buffer itself.
-        price_dtype: ``np.float64`` (default, exact) or ``np.float32``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}
@@ -56,38 +53,20 @@ class PortfolioVectorEnv(VectorEnv):
         self,
         num_envs: int = 8,
         data: MarketData | str = "sp500_20",
+        settings: EnvSettings | None = None,
         *,
-        start: str | None = None,
-        end: str | None = None,
-        window: int = 32,
-        features: Sequence[str] = ("log_return",),
-        reward: str | RewardFunction | Callable[[StepResult], np.ndarray] = "log_return",
-        reward_kwargs: Mapping[str, float] | None = None,
-        rules: TradingRules | Mapping[str, Any] | str | None = None,
-        episode_length: int | None = 252,
-        random_start: bool = True,
-        action_mapping: ActionMapping = "normalize",
-        softmax_scale: float = 5.0,
-        discrete_levels: int = 3,
-        rebalance_band: float = 0.0,
-        relative_band: float = 0.0,
         copy: bool = True,
-        price_dtype: type = np.float64,
+        **overrides: Any,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.core = PortfolioCore(
-            data, num_envs, start=start, end=end, window=window, features=features,
-            reward=reward, reward_kwargs=reward_kwargs, rules=rules,
-            episode_length=episode_length, action_mapping=action_mapping,
-            softmax_scale=softmax_scale, discrete_levels=discrete_levels,
-            rebalance_band=rebalance_band, relative_band=relative_band, price_dtype=price_dtype,
-        )  # fmt: skip
+        self.core = PortfolioCore(data, num_envs, settings, **overrides)
+        self.settings = self.core.settings
         self.num_envs = num_envs
         self.data = self.core.data
         self.sim = self.core.sim
         self.rules = self.core.rules
-        self.random_start = random_start
+        self.random_start = self.settings.random_start
         self.copy = copy
         self.single_observation_space = spaces.Box(
             -np.inf, np.inf, shape=(self.core.obs_dim,), dtype=np.float32

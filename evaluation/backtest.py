@@ -28,12 +28,15 @@ from marketarena.agents.llm_server import local_model_served
 from marketarena.agents.registry import make_agent
 from marketarena.envs.data import MarketData, resolve_data
 from marketarena.envs.portfolio_env import PortfolioEnv
+from marketarena.envs.settings import EnvSettings, build_rules, setting_names
+from marketarena.envs.simulator import TradingRules
 from marketarena.evaluation import metrics
 from marketarena.evaluation.report import EvaluationReport
 from marketarena.evaluation.runner import (
     AgentEvaluation,
     BacktestResult,
     agent_diagnostics,
+    make_backtest_env,
     snapshot_lookback,
 )
 from marketarena.evaluation.store import RunInfo, RunStore
@@ -64,11 +67,10 @@ def _build(spec: Mapping[str, Any], end: str, data: MarketData | None = None) ->
             f"agent {spec['agent']!r} cannot be persisted: it has no get_state/set_state "
             "(see marketarena.agents.Resumable)"
         )
-    env = PortfolioEnv(
-        data, start=spec["start"], end=end, window=spec["window"],
-        features=tuple(spec["features"]), rules=spec["rules"], episode_length=None,
-        random_start=False, record=True, snapshot_lookback=snapshot_lookback(agent),
-    )  # fmt: skip
+    # the spec holds the env's settings (older runs: rules, window and features only)
+    settings = EnvSettings.from_dict({k: v for k, v in spec.items() if k in setting_names()})
+    env = make_backtest_env({"data": data, "settings": settings,
+                             "snapshot_lookback": snapshot_lookback(agent)}, end=end)  # fmt: skip
     return data, agent, env
 
 
@@ -101,23 +103,28 @@ def start_backtest(
     end: str,
     *,
     seed: int = 0,
-    rules: Mapping[str, Any] | str | None = None,
-    window: int = 32,
-    features: tuple[str, ...] = ("log_return",),
     universe: tuple[str, ...] | None = None,
     llm: Mapping[str, Any] | None = None,
     tracking_uri: str | None = None,
     progress: Progress | None = None,
+    settings: EnvSettings | None = None,
+    **overrides: Any,
 ) -> BacktestResult:
-    """A new persisted run of ``agent`` (a spec) over ``data`` from ``start`` to ``end``."""
+    """A new persisted run of ``agent`` (a spec) over ``data`` from ``start`` to ``end``.
+
+    The env: ``settings`` (default: the defaults) with keyword ``overrides`` of its fields
+    (``rules``, ``window``, ``features``, ...), run once over the range; the run's spec stores
+    every setting, so a resumed or continued run rebuilds the same env.
+    """
+    chosen = EnvSettings.resolve(settings, overrides).replace(start=start, end=end)
     spec: dict[str, Any] = {
-        "agent": agent, "data": str(data), "start": start, "end": end, "seed": seed,
-        "rules": rules if rules is not None else {}, "window": window,
-        "features": list(features), "universe": list(universe) if universe else None,
-        "llm": dict(llm or {}), "tracking_uri": tracking_uri,
+        "agent": agent, "data": str(data), "seed": seed,
+        "universe": list(universe) if universe else None, "llm": dict(llm or {}),
+        "tracking_uri": tracking_uri, **chosen.to_dict(),
     }  # fmt: skip
     with _served(spec) as served:
         market, built_agent, env = _build(served, end)
+        spec.update(env.settings.to_dict())  # as run: one episode over the whole range
         spec["end"] = str(market.dates[env.core.last_decision + 1])
         spec["data_sha256"] = _prefix_hash(market, spec["end"])
         store.create_run(run_id, spec, market.symbols)
@@ -224,10 +231,7 @@ def load_result(store: RunStore, run_id: str) -> BacktestResult:
 
 
 def _initial_cash(spec: Mapping[str, Any]) -> float:
-    from marketarena.envs.core import build_rules
-    from marketarena.envs.simulator import TradingRules
-
-    return (build_rules(spec["rules"]) or TradingRules()).initial_cash
+    return (build_rules(spec.get("rules")) or TradingRules()).initial_cash
 
 
 def _first_date(spec: Mapping[str, Any], checkpoint: tuple | None) -> str:

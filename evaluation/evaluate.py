@@ -11,6 +11,7 @@ from marketarena.agents.base import Agent
 from marketarena.agents.llm_server import local_model_served
 from marketarena.agents.registry import make_agent
 from marketarena.envs.data import BUNDLED, resolve_data
+from marketarena.envs.settings import EnvSettings
 from marketarena.evaluation import ensembles
 from marketarena.evaluation.report import EvaluationReport
 from marketarena.evaluation.runner import evaluate_agents
@@ -44,7 +45,8 @@ class EvaluationConfig:
         include_baselines: add buy-and-hold and equal weight when not already listed.
         rules: :class:`~marketarena.envs.TradingRules` fields.
         window, features: the observation; ``None`` takes them from the trained models
-            among the agents (which must agree), else 32 rows of ``log_return``.
+            among the agents (which must agree), else the env's defaults
+            (:class:`~marketarena.envs.settings.EnvSettings`).
         universe: symbols to trade (default: all of the data's).
         periods_per_year, risk_free: for the metrics (``risk_free`` annual).
         tracking_uri: the MLflow store ``runs:/`` and ``models:/`` agents come from.
@@ -108,10 +110,11 @@ def observation_settings(
     """Window, features and universe: explicit in ``config``, else what the trained models
     among ``agents`` were trained on (they must agree), else the defaults."""
     trained = [a.observation for a in agents if getattr(a, "observation", None)]
+    defaults = EnvSettings()
     values = {}
     for key, given, default in (
-        ("window", config.window, 32),
-        ("features", config.features, ("log_return",)),
+        ("window", config.window, defaults.window),
+        ("features", config.features, defaults.features),
         ("symbols", config.universe, None),
     ):
         if given is not None:
@@ -159,7 +162,8 @@ def _evaluate(
     window, features, universe = observation_settings(config, agents)
     if universe:
         data = data.select(universe)
-    spec = {"data": data, "window": window, "features": features, "rules": dict(config.rules)}
+    settings = EnvSettings(window=window, features=features, rules=config.rules)
+    spec = {"data": data, "settings": settings}
     seeds = list(range(config.seeds))
     evaluations = evaluate_agents(
         agents, spec, config.start, config.end, seeds, benchmark=benchmark, progress=progress,
@@ -177,9 +181,8 @@ def _evaluate(
         "agents": [a.name for a in agents],
         "agent_specs": list(config.agents),
         "ensembles": list(config.ensembles),
-        "rules": first.settings["rules"],
-        "window": window,
-        "features": list(features),
+        # the env's settings (rules as resolved for the data); the dates are above
+        **{k: v for k, v in first.settings.items() if k not in ("data", "start", "end")},
     }
     title = config.title or f"{data.name}: {settings['start']} to {settings['end']}"
     return EvaluationReport(

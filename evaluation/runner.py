@@ -33,7 +33,9 @@ class BacktestResult:
     ``dates``, ``nav`` and ``weights`` (``N + 1`` columns: assets, then cash) have one entry
     per mark: the start date (all cash) and the close after every step. ``turnover`` and
     ``costs`` have one entry per step. ``benchmark`` (when given) is the benchmark's level on
-    each of ``dates``.
+    each of ``dates``. ``settings`` describe the run: for a backtest, the data's manifest and
+    the env's settings (:meth:`~marketarena.envs.settings.EnvSettings.to_dict`); for a
+    persisted run, its stored spec.
     """
 
     agent: str
@@ -228,6 +230,8 @@ def align_benchmark(
 
 # ------------------------------------------------------------------------------ runs
 EnvSpec = PortfolioEnv | Mapping[str, Any]
+#: what makes an env a backtest: one episode over the whole date range, from its first date
+BACKTEST_SETTINGS = {"episode_length": None, "random_start": False}
 
 
 def make_backtest_env(
@@ -236,20 +240,20 @@ def make_backtest_env(
     """A recording :class:`PortfolioEnv` that runs once from ``start`` to ``end``.
 
     ``spec`` is a ready env (used as it is; ``start``/``end`` then must be None) or the keyword
-    arguments of :class:`PortfolioEnv` (``data``, ``window``, ``rules``, ...).
+    arguments of :class:`PortfolioEnv`: ``data``, ``settings`` (an
+    :class:`~marketarena.envs.settings.EnvSettings`) and any setting as a keyword
+    (``window``, ``rules``, ...). The env runs :data:`BACKTEST_SETTINGS` unless the spec gives
+    ``episode_length`` or ``random_start`` as keywords.
     """
     if isinstance(spec, PortfolioEnv):
         if start is not None or end is not None:
             raise ValueError("pass start/end in the env's own arguments, or pass a spec dict")
         return spec
-    kwargs = dict(spec)
+    kwargs = {**BACKTEST_SETTINGS, **spec, "record": True}
     if start is not None:
         kwargs["start"] = start
     if end is not None:
         kwargs["end"] = end
-    kwargs.setdefault("episode_length", None)
-    kwargs.setdefault("random_start", False)
-    kwargs["record"] = True
     return PortfolioEnv(**kwargs)
 
 
@@ -267,7 +271,8 @@ def run_backtest(
     Args:
         agent: anything following the :class:`~marketarena.agents.Agent` protocol.
         env_or_spec: a :class:`PortfolioEnv` (run as configured; with ``record=True`` the
-            fills are kept) or a dict of its arguments (see :func:`make_backtest_env`).
+            fills are kept) or a dict of its arguments, e.g. ``{"data": data, "settings":
+            settings}`` (see :func:`make_backtest_env`).
         start, end: the date range, with a spec dict.
         seed: seeds the env's reset and the agent.
         benchmark: a series to align with the result (see :func:`align_benchmark`).
@@ -337,13 +342,9 @@ def snapshot_lookback(agent: Agent) -> int | None:
 
 
 def _settings(env: PortfolioEnv) -> dict[str, Any]:
-    return {
-        "data": env.data.manifest(),
-        "rules": env.rules.to_dict(),
-        "window": env.window,
-        "features": list(env.feature_names),
-        "action_mapping": env.action_mapping,
-    }
+    """The data's manifest and the env's settings (:meth:`EnvSettings.to_dict`), with the
+    rules as the env resolved them for the data (``execution`` filled in)."""
+    return {"data": env.data.manifest(), **env.settings.to_dict(), "rules": env.rules.to_dict()}
 
 
 # ----------------------------------------------------------------------- many seeds

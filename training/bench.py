@@ -46,6 +46,7 @@ import numpy as np
 
 from marketarena.agents.registry import SPEC_HELP, make_agent
 from marketarena.agents.sb3_agent import SB3Agent
+from marketarena.envs.settings import OBSERVATION_SETTINGS
 from marketarena.envs.tasks import TASKS, get_task
 from marketarena.evaluation import bench_stats, tracking
 from marketarena.evaluation.metrics import PERIODS_PER_YEAR
@@ -299,7 +300,7 @@ class Job:
 
 def _observation(config: Config, task: str) -> dict[str, Any]:
     """Test-split env arguments for a model trained with ``config``: its observation."""
-    out: dict[str, Any] = {"window": config.env.window, "features": tuple(config.env.features)}
+    out: dict[str, Any] = config.env.to_settings().observation()
     if config.env.universe:
         out["data"] = get_task(task).market().select(config.env.universe)
     return out
@@ -345,7 +346,7 @@ def run_job(job: Job, config: BenchConfig, parent_run_id: str | None = None) -> 
         actor = make_agent(spec, tracking.tracking_uri(), config.llm)
         actor.name = agent.name
         observation = getattr(actor, "observation", None) or {}
-        overrides = {k: v for k, v in observation.items() if k in ("window", "features")}
+        overrides = {k: v for k, v in observation.items() if k in OBSERVATION_SETTINGS}
     result = run_on_split(actor, task, seed, config.split, **overrides)
     row.update(score_result(result, task, config.split))
     row.update(timesteps=timesteps, seconds=time.perf_counter() - started)

@@ -24,12 +24,12 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from marketarena.envs.core import build_rules
-from marketarena.envs.rewards import make_reward
+from marketarena.envs.settings import EnvSettings, check_settings, file_fields
 from marketarena.envs.tasks import get_task, is_task_id
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3", "recurrent_ppo")
@@ -66,23 +66,37 @@ class SplitConfig(_Strict):
         return self
 
 
-class EnvConfig(_Strict):
-    """The environment every split is built from (see ``PortfolioEnv``)."""
+#: settings a config's ``env`` leaves to each split: the split's dates
+SPLIT_SETTINGS = ("start", "end")
+#: the env settings a config's ``env`` holds: every :class:`EnvSettings` field but the dates
+ENV_SETTINGS = tuple(f.name for f in file_fields() if f.name not in SPLIT_SETTINGS)
 
+
+class _EnvSource(_Strict):
     data: str = "sp500_20"
     universe: tuple[str, ...] | None = None
     splits: SplitConfig = SplitConfig()
-    window: int = Field(32, ge=1)
-    features: tuple[str, ...] = ("log_return",)
-    reward: str = "log_return"
-    reward_kwargs: dict[str, float] = Field(default_factory=dict)
-    action_mapping: Literal["normalize", "softmax", "signed", "discrete"] = "softmax"
-    discrete_levels: int = Field(3, ge=2)
-    softmax_scale: float = Field(5.0, gt=0)
-    rebalance_band: float = Field(0.0, ge=0, lt=1)  # no-trade band, see ActionSpec
-    relative_band: float = Field(0.0, ge=0, lt=1)
-    episode_length: int | None = Field(252, ge=2)
-    rules: dict[str, Any] = Field(default_factory=dict)  # may hold ``preset: aitrader``
+
+
+def _setting_field(name: str) -> tuple[Any, Any]:
+    f = next(f for f in file_fields() if f.name == name)
+    if f.default_factory is not None:
+        return f.type, Field(default_factory=f.default_factory, **f.bounds)
+    return f.type, Field(f.default, **f.bounds)
+
+
+# the settings' fields, with their types, defaults and bounds, after data, universe and splits
+_EnvFields = create_model(
+    "_EnvFields", __base__=_EnvSource, **{name: _setting_field(name) for name in ENV_SETTINGS}
+)
+
+
+class EnvConfig(_EnvFields):
+    """The environment every split is built from: ``data`` (a dataset name, path or task id),
+    ``universe`` (symbols to keep), ``splits``, and every env setting but the dates — each
+    field of :class:`~marketarena.envs.settings.EnvSettings`, with its default and bounds
+    (``reward`` by name; ``rules`` as a dict of :class:`TradingRules` fields, optionally with
+    ``preset``). :meth:`to_settings` gives the env's settings; each split adds its dates."""
 
     @model_validator(mode="before")
     @classmethod
@@ -105,16 +119,20 @@ class EnvConfig(_Strict):
                 )
         return {**values, "splits": fixed}
 
-    @field_validator("rules")
+    @field_validator(*ENV_SETTINGS)
     @classmethod
-    def _known_rules(cls, rules: dict[str, Any]) -> dict[str, Any]:
-        build_rules(rules)  # unknown fields and bad values raise, naming the field
-        return rules
+    def _setting_is_valid(cls, value: Any, info: ValidationInfo) -> Any:
+        check_settings(**{info.field_name: value})  # e.g. unknown trading rules, naming them
+        return value
 
     @model_validator(mode="after")
-    def _known_reward(self) -> EnvConfig:
-        make_reward(self.reward, **self.reward_kwargs)  # names the reward and the argument
+    def _settings_agree(self) -> EnvConfig:
+        self.to_settings()  # the checks between settings: a reward and its arguments, ...
         return self
+
+    def to_settings(self) -> EnvSettings:
+        """The env's settings; ``start`` and ``end`` are left to each split."""
+        return EnvSettings(**{name: getattr(self, name) for name in ENV_SETTINGS})
 
 
 class NormalizeConfig(_Strict):

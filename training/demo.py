@@ -102,7 +102,6 @@ def run_demo(
         end=config.end,
         seeds=config.seed_count,
         rules={"commission_bps": config.commission_bps, "slippage_bps": config.slippage_bps},
-        window=32,
         title=f"marketarena demo: {config.data}, {config.start} to {config.end}",
     )
     evaluation.validate()  # bad dates fail here, before any training

@@ -99,41 +99,23 @@ def split_ranges(config: Config, data: MarketData) -> dict[str, tuple[str, str]]
     }
 
 
-def env_kwargs(config: Config, data: MarketData, split: tuple[str, str]) -> dict[str, Any]:
-    e = config.env
-    return {
-        "data": data, "start": split[0], "end": split[1], "window": e.window,
-        "features": e.features, "reward": e.reward, "reward_kwargs": e.reward_kwargs,
-        "rules": e.rules, "action_mapping": e.action_mapping,
-        "discrete_levels": e.discrete_levels, "softmax_scale": e.softmax_scale,
-        "rebalance_band": e.rebalance_band, "relative_band": e.relative_band,
-    }  # fmt: skip
-
-
 def action_spec(config: Config) -> ActionSpec:
-    e = config.env
-    leverage = float(e.rules.get("max_gross_leverage", 1.0))
-    return ActionSpec(
-        e.action_mapping,
-        e.softmax_scale,
-        e.discrete_levels,
-        leverage,
-        e.rebalance_band,
-        e.relative_band,
-    )
+    """The action interface the config's env gives its model."""
+    return ActionSpec.from_settings(config.env.to_settings())
 
 
 def make_training_env(config: Config, data: MarketData, split: tuple[str, str]) -> Any:
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
-    kwargs = env_kwargs(config, data, split)
-    length = config.env.episode_length
-    available = data.index_of(split[1], "right") - data.index_of(split[0]) - config.env.window
+    settings = config.env.to_settings()
+    length = settings.episode_length
+    available = data.index_of(split[1], "right") - data.index_of(split[0]) - settings.window
     if length is not None and length > available:
         raise ConfigError(
             f"env.episode_length={length} does not fit the train split {split[0]}..{split[1]}"
         )
-    venv = PortfolioVectorEnv(config.algo.n_envs, episode_length=length, copy=False, **kwargs)
+    venv = PortfolioVectorEnv(config.algo.n_envs, data, settings, start=split[0], end=split[1],
+                              copy=False)  # fmt: skip
     env = VecMonitor(SB3PortfolioVecEnv(venv))
     norm = config.algo.normalize
     if norm.observations or norm.rewards:
@@ -225,8 +207,8 @@ class Trainer:
             self.env.save(str(folder / "vecnormalize.pkl"))
         write_agent_metadata(
             folder, algorithm=self.config.algo.name, name=self.config.name,
-            action_spec=self.spec.__dict__, window=self.config.env.window,
-            features=list(self.config.env.features), symbols=list(self.data.symbols),
+            action_spec=self.spec.__dict__, symbols=list(self.data.symbols),
+            **self.config.env.to_settings().observation(),
         )  # fmt: skip
         return folder / "model.zip"
 
@@ -239,14 +221,15 @@ class Trainer:
                         obs_normalizer=normalizer, action_spec=self.spec)  # fmt: skip
 
     def validation_backtest(self, agent: Any) -> BacktestResult:
-        spec = env_kwargs(self.config, self.data, self.ranges["validation"])
-        spec["action_mapping"] = "normalize"  # agents return target weights
-        spec["rebalance_band"] = 0.0  # the agent applies its own band to its targets
-        spec["relative_band"] = 0.0
+        # agents return target weights, and apply their own band to them
+        settings = self.config.env.to_settings().replace(
+            action_mapping="normalize", rebalance_band=0.0, relative_band=0.0
+        )
         # no seed: SB3Agent.reset(seed) calls model.set_random_seed, which would reseed the
         # global RNGs, the action space and the training env in the middle of training (the
         # backtest env and the deterministic policy need no seed)
-        return run_backtest(agent, spec, seed=None)
+        start, end = self.ranges["validation"]
+        return run_backtest(agent, {"data": self.data, "settings": settings}, start, end)
 
     def validate(self, step: int) -> bool:
         import mlflow
@@ -300,13 +283,23 @@ class Trainer:
 
     # ----------------------------------------------------------------------- run
     def run(self, resume_from: Path | None = None) -> TrainResult:
-        import mlflow
+        """Train (from ``resume_from``'s checkpoint if given) with ``algo.torch_threads``
+        torch threads; the caller's thread count is restored afterwards."""
         import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.config.algo.torch_threads)
+        try:
+            return self._run(resume_from)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, resume_from: Path | None) -> TrainResult:
+        import mlflow
         from stable_baselines3.common.logger import Logger
         from stable_baselines3.common.vec_env import VecNormalize
 
         c = self.config
-        torch.set_num_threads(c.algo.torch_threads)
         done = self.state["num_timesteps"]
         if resume_from is None:
             self.env = self.stage_training_env(0)

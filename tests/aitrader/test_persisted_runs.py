@@ -17,6 +17,7 @@ import pytest
 from rich.console import Console
 
 from marketarena.cli import EXIT_ERROR, EXIT_OK, main
+from marketarena.envs.settings import EnvSettings, setting_names
 from marketarena.evaluation.backtest import (
     continue_backtest,
     holding_periods,
@@ -210,6 +211,23 @@ def test_continue_extends_a_run_without_recomputing_its_days(store, market):
     start(store, "long", market, data="v2", end=59)
     assert_same_run(store, "short", store, "long")
     np.testing.assert_array_equal(result.nav, load_result(store, "long").nav)
+
+
+def test_the_spec_stores_the_env_settings_and_older_specs_still_continue(store, market):
+    d = market["dates"]
+    start(store, "new", market)
+    spec = store.run("new").spec
+    settings = EnvSettings.from_dict({k: spec[k] for k in setting_names()})
+    assert settings == EnvSettings(start=d[5], end=d[39], window=5, rules=AITRADER,
+                                   episode_length=None, random_start=False)  # fmt: skip
+    # a run stored before the spec held every setting: rules, window and features only
+    start(store, "old", market)
+    legacy = {k: v for k, v in spec.items() if k not in setting_names()}
+    legacy.update(start=d[5], end=d[39], rules=AITRADER, window=5, features=["log_return"])
+    store.update_spec("old", legacy, "finished")
+    for run in ("new", "old"):
+        continue_backtest(store, run, d[59], data=market["v2"])
+    assert_same_run(store, "old", store, "new")
 
 
 def test_continue_refuses_ranges_that_do_not_extend_the_run(store, market):

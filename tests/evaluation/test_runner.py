@@ -8,6 +8,7 @@ import pytest
 
 from marketarena.agents import BuyAndHoldAgent, EqualWeightAgent, RandomAgent
 from marketarena.envs import MarketData, PortfolioEnv
+from marketarena.envs.settings import EnvSettings, setting_names
 from marketarena.envs.synthetic import gbm_market
 from marketarena.evaluation import metrics
 from marketarena.evaluation.runner import (
@@ -42,6 +43,28 @@ def test_spec_run_covers_the_range_and_records_fills(market, spec):
     np.testing.assert_allclose(res.fills["cost"].sum(), res.costs.sum())
     assert res.settings["rules"]["commission_bps"] == 10.0
     assert res.settings["data"]["sha256"] == market.content_hash()
+
+
+def test_a_result_stores_the_env_settings_and_they_rebuild_the_run(market, spec, tmp_path):
+    start, end = str(market.dates[50]), str(market.dates[120])
+    res = run_backtest(EqualWeightAgent(rebalance_every=10), spec, start, end, seed=0)
+    # every setting, as the backtest ran it: one episode over the range, from its start
+    stored = {k: res.settings[k] for k in setting_names()}
+    assert (stored["start"], stored["end"], stored["window"]) == (start, end, 5)
+    assert stored["episode_length"] is None and stored["random_start"] is False
+    again = BacktestResult.load(res.save(tmp_path / "res.json"))
+    settings = EnvSettings.from_dict({k: again.settings[k] for k in setting_names()})
+    rerun = run_backtest(EqualWeightAgent(rebalance_every=10),
+                         {"data": market, "settings": settings}, seed=0)  # fmt: skip
+    np.testing.assert_array_equal(rerun.nav, res.nav)
+
+
+def test_a_spec_with_settings_runs_as_a_backtest(market):
+    # the settings' episode shape is replaced by one episode over the whole range
+    settings = EnvSettings(window=5, episode_length=20, random_start=True)
+    res = run_backtest(BuyAndHoldAgent(), {"data": market, "settings": settings}, seed=0)
+    assert len(res.turnover) == market.n_periods - 1 - 5
+    assert res.settings["episode_length"] is None and res.settings["window"] == 5
 
 
 def test_metrics_are_the_summary_of_the_navs(spec):

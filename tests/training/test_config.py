@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from marketarena.training.config import Config, ConfigError, load_config, merge
+from marketarena.envs.settings import EnvSettings, setting_names
+from marketarena.envs.simulator import RULE_PRESETS
+from marketarena.training.config import Config, ConfigError, EnvConfig, load_config, merge
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -311,3 +313,34 @@ def test_reward_and_its_arguments_are_checked_on_load(overrides, message):
     with pytest.raises(ConfigError) as info:
         load_config(CONFIGS[0], overrides)
     assert "env" in str(info.value) and message in str(info.value)
+
+
+# ---------------------------------------------------------------------- env settings
+def test_the_env_section_is_the_env_settings():
+    """Every env setting but the dates (each split gives them) is a key of ``env``, with the
+    settings' own default; data, universe and splits are the config's."""
+    dates = {"start", "end"}
+    assert set(EnvConfig.model_fields) == {"data", "universe", "splits"} | (
+        set(setting_names()) - dates
+    )
+    assert EnvConfig().to_settings() == EnvSettings()
+    config = load_config(SMOKE, ["env.rules={preset: aitrader}", "env.rebalance_band=0.05"])
+    settings = config.env.to_settings()
+    assert (settings.window, settings.episode_length) == (config.env.window, 64)
+    assert settings.rules == RULE_PRESETS["aitrader"] and settings.rebalance_band == 0.05
+    assert (settings.start, settings.end) == (None, None)
+
+
+def test_every_shipped_config_names_its_action_mapping():
+    # the env's default mapping is normalize; the shipped RL configs train with softmax (or
+    # discrete) and say so, so no run depends on which default a mapping falls back to
+    for path in [*CONFIGS, *sorted((ROOT / "configs" / "bench").glob("*.yaml"))]:
+        raw = yaml.safe_load(path.read_text())
+        assert "action_mapping" in raw["env"], path
+
+
+def test_checks_between_settings_run_on_load():
+    with pytest.raises(ConfigError, match=r"env: action_mapping='signed' needs rules\.allow_short"):
+        load_config(SMOKE, ["env.action_mapping=signed"])
+    config = load_config(SMOKE, ["env.action_mapping=signed", "env.rules={allow_short: true}"])
+    assert config.env.to_settings().rules.allow_short

@@ -340,6 +340,26 @@ def test_patience_without_a_stall_trains_to_the_end(tmp_path, monkeypatch, no_re
     assert result.best_validation == result.evaluations[-1]
 
 
+def test_training_restores_the_callers_torch_threads(tmp_path, monkeypatch, no_report):
+    import torch
+    from stable_baselines3 import PPO
+
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    asked = 2 if before != 2 else 1
+    seen = []
+    learn = PPO.learn
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return learn(self, *args, **kwargs)
+
+    monkeypatch.setattr(PPO, "learn", spy)
+    train(smoke(*NO_MLFLOW, "algo.total_timesteps=128", f"algo.torch_threads={asked}"))
+    assert seen == [asked]  # training ran with the config's threads
+    assert torch.get_num_threads() == before  # and the caller has its own back
+
+
 # ------------------------------------------------------------------ resume after a kill
 @pytest.mark.slow
 def test_resume_after_kill(tmp_path, monkeypatch, mlflow_db):

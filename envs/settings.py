@@ -1,0 +1,274 @@
+"""`EnvSettings`: every parameter of the portfolio envs, each with its one default.
+
+:class:`~marketarena.envs.PortfolioEnv`, :class:`~marketarena.envs.PortfolioVectorEnv` and
+:class:`~marketarena.envs.core.PortfolioCore` take an ``EnvSettings`` plus keyword overrides of
+its fields. A training config's ``env`` section
+(:class:`~marketarena.training.config.EnvConfig`) takes its env fields, their defaults and
+bounds from here; backtest results and persisted runs store :meth:`EnvSettings.to_dict`. The
+market (``data``) is not a setting: it is the env's first argument.
+
+To add an env parameter, declare it in :class:`EnvSettings` (type, default, bounds or
+conversion, a line in the docstring) and read ``settings.<name>`` where it acts: constructors,
+configs, saved runs and results carry it with no other change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from functools import cache
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import numpy as np
+
+from marketarena.envs.rewards import RewardFunction, make_reward
+from marketarena.envs.simulator import RULE_PRESETS, StepResult, TradingRules
+
+ActionMapping = Literal["normalize", "softmax", "signed", "discrete"]
+ACTION_MAPPINGS: tuple[str, ...] = get_args(ActionMapping)
+PriceDtype = Literal["float64", "float32"]
+Reward = str | RewardFunction | Callable[[StepResult], np.ndarray]
+#: the settings a trained model depends on: what it observes
+OBSERVATION_SETTINGS = ("window", "features")
+_BOUNDS = {"ge": ">=", "gt": ">", "lt": "<"}
+
+
+def build_rules(rules: TradingRules | Mapping[str, Any] | str | None) -> TradingRules | None:
+    """Rules from a :class:`TradingRules`, a preset name (:data:`RULE_PRESETS`), a dict of
+    fields (optionally with ``preset``: its fields override the preset's), or None."""
+    if rules is None or isinstance(rules, TradingRules):
+        return rules
+    if isinstance(rules, str):
+        rules = {"preset": rules}
+    known = TradingRules.__dataclass_fields__
+    values = dict(rules)
+    preset = values.pop("preset", None)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown trading rule(s) {unknown}; valid: {sorted(known)}")
+    if preset is None:
+        return TradingRules(**values)
+    if preset not in RULE_PRESETS:
+        raise ValueError(f"unknown rules preset {preset!r}; available: {sorted(RULE_PRESETS)}")
+    return dataclasses.replace(RULE_PRESETS[preset], **values)
+
+
+def _rules(rules: TradingRules | Mapping[str, Any] | str | None) -> TradingRules:
+    return build_rules(rules) or TradingRules()
+
+
+def _names(features: str | Any) -> tuple[str, ...]:
+    return (features,) if isinstance(features, str) else tuple(features)
+
+
+def _kwargs(kwargs: Mapping[str, float] | None) -> dict[str, float]:
+    return dict(kwargs or {})
+
+
+def _dtype_name(dtype: Any) -> str:
+    return np.dtype(dtype).name
+
+
+def _meta(
+    *,
+    convert: Callable[[Any], Any] | None = None,
+    file_type: Any = None,
+    file_default: Callable[[], Any] | None = None,
+    **bounds: float,
+) -> dict[str, Any]:
+    """The metadata of a field of :class:`EnvSettings`.
+
+    Args:
+        convert: turns an accepted value into the stored one (e.g. a preset name into
+            :class:`TradingRules`); None is stored as it is where the type allows None.
+        file_type, file_default: how a config file holds the setting when that differs from
+            the stored type (a reward by name; rules as a dict of fields, empty by default).
+        bounds: ``ge``, ``gt``, ``lt`` limits, checked here and by configs.
+    """
+    return {"convert": convert, "bounds": bounds, "file_type": file_type,
+            "file_default": file_default}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """Every parameter of the portfolio envs and its default; see
+    :class:`~marketarena.envs.PortfolioEnv` for what the env does with them (Timing, Action
+    Space, Rewards, Starting State, Episode End).
+
+    Attributes:
+        start, end: inclusive date range of the episodes (e.g. a split; ``None``: the data's
+            ends); earlier rows still feed the observation window.
+        window: rows of features in the observation.
+        features: feature names (:mod:`marketarena.envs.features`, or the data's own columns).
+        reward, reward_kwargs: a reward name (``"log_return"``, ``"differential_sharpe"``,
+            ``"drawdown_penalized"``) and its arguments (any named reward also takes
+            ``turnover_penalty``), a :class:`RewardFunction`, or a callable on the step result.
+        rules: :class:`TradingRules`; also accepted as a dict of its fields (with an optional
+            ``preset``), a preset name (``"aitrader"``) or None (the defaults).
+        episode_length: steps per episode, or ``None`` to run to ``end``.
+        random_start: draw each episode's start (else the first eligible date).
+        action_mapping: how actions become target weights: ``"normalize"``, ``"softmax"``,
+            ``"signed"`` (needs ``rules.allow_short``) or ``"discrete"``.
+        softmax_scale: the temperature's inverse of the ``"softmax"`` mapping.
+        discrete_levels: levels per entry of the ``"discrete"`` mapping.
+        rebalance_band, relative_band: a no-trade band (0: off): an asset whose target is
+            within the band of its current weight is not traded, so holding is free; with
+            ``relative_band`` the band shrinks for small weights (see ``ActionSpec``).
+        price_dtype: ``"float64"`` (exact) or ``"float32"`` (half the memory of the price
+            tables; also accepted as a numpy type).
+
+    Values are converted and checked on construction (a bad one is a ``ValueError`` naming
+    it); checks that need the data (a window or episode too long for the date range, unknown
+    features) happen when an env is built.
+    """
+
+    start: str | None = field(default=None, metadata=_meta())
+    end: str | None = field(default=None, metadata=_meta())
+    window: int = field(default=32, metadata=_meta(convert=int, ge=1))
+    features: tuple[str, ...] = field(default=("log_return",), metadata=_meta(convert=_names))
+    reward: Reward = field(default="log_return", metadata=_meta(file_type=str))
+    reward_kwargs: dict[str, float] = field(default_factory=dict, metadata=_meta(convert=_kwargs))
+    rules: TradingRules = field(
+        default_factory=TradingRules,
+        metadata=_meta(convert=_rules, file_type=dict[str, Any], file_default=dict),
+    )
+    episode_length: int | None = field(default=252, metadata=_meta(convert=int, ge=1))
+    random_start: bool = field(default=True, metadata=_meta())
+    action_mapping: ActionMapping = field(default="normalize", metadata=_meta())
+    softmax_scale: float = field(default=5.0, metadata=_meta(convert=float, gt=0))
+    discrete_levels: int = field(default=3, metadata=_meta(convert=int, ge=2))
+    rebalance_band: float = field(default=0.0, metadata=_meta(convert=float, ge=0, lt=1))
+    relative_band: float = field(default=0.0, metadata=_meta(convert=float, ge=0, lt=1))
+    price_dtype: PriceDtype = field(default="float64", metadata=_meta(convert=_dtype_name))
+
+    def __post_init__(self) -> None:
+        given = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in check_settings(**given).items():
+            object.__setattr__(self, name, value)
+        if self.action_mapping == "signed" and not self.rules.allow_short:
+            raise ValueError("action_mapping='signed' needs rules.allow_short=True")
+        make_reward(self.reward, **self.reward_kwargs)  # names the reward and the argument
+
+    @classmethod
+    def resolve(
+        cls, settings: EnvSettings | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> EnvSettings:
+        """``settings`` (default: the defaults) with ``overrides`` of its fields."""
+        if settings is None:
+            return cls.from_dict(overrides or {})
+        if not isinstance(settings, EnvSettings):
+            raise TypeError(f"settings must be an EnvSettings, got {type(settings).__name__}")
+        return settings.replace(**overrides) if overrides else settings
+
+    def replace(self, **overrides: Any) -> EnvSettings:
+        """A copy with ``overrides``; an unknown name is an error listing the valid ones."""
+        _known(overrides)
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting, JSON-safe: rules as a dict of all their fields, features as a list,
+        a reward given as a function by its qualified name (which :meth:`from_dict` cannot
+        rebuild)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, TradingRules):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, dict):
+                value = dict(value)
+            elif callable(value) or isinstance(value, RewardFunction):
+                named = value if hasattr(value, "__qualname__") else type(value)
+                value = f"{named.__module__}.{named.__qualname__}"
+            elif value is not None and not isinstance(value, str | int | float | bool):
+                value = str(value)  # dates given as numpy or pandas values
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> EnvSettings:
+        """Settings from :meth:`to_dict` (or any subset of it: the rest are the defaults)."""
+        _known(values)
+        return cls(**values)
+
+    def observation(self) -> dict[str, Any]:
+        """The settings that shape the observation (:data:`OBSERVATION_SETTINGS`)."""
+        return {name: getattr(self, name) for name in OBSERVATION_SETTINGS}
+
+
+def setting_names() -> tuple[str, ...]:
+    """The names of every setting, in declaration order."""
+    return tuple(f.name for f in fields(EnvSettings))
+
+
+def _known(values: Mapping[str, Any]) -> None:
+    unknown = sorted(set(values) - set(setting_names()))
+    if unknown:
+        raise ValueError(f"unknown env setting(s) {unknown}; valid: {list(setting_names())}")
+
+
+@cache
+def _types() -> dict[str, Any]:
+    return get_type_hints(EnvSettings)
+
+
+def _allows_none(kind: Any) -> bool:
+    return type(None) in get_args(kind)
+
+
+def check_settings(**values: Any) -> dict[str, Any]:
+    """``values`` of the named settings, each converted and checked on its own (the checks
+    between settings happen in :class:`EnvSettings`); a bad value is a ``ValueError`` naming
+    the setting."""
+    _known(values)
+    spec = {f.name: f for f in fields(EnvSettings)}
+    out = {}
+    for name, value in values.items():
+        meta, kind = spec[name].metadata, _types()[name]
+        if value is None and _allows_none(kind):
+            out[name] = None
+            continue
+        if meta["convert"] is not None:
+            try:
+                value = meta["convert"](value)
+            except (TypeError, ValueError) as exc:
+                if isinstance(exc, ValueError) and meta["convert"] not in (int, float):
+                    raise  # the converter's own message (e.g. an unknown trading rule)
+                raise ValueError(f"{name}={value!r}: {exc}") from None
+        if get_origin(kind) is Literal and value not in get_args(kind):
+            raise ValueError(f"{name}={value!r}: choose one of {list(get_args(kind))}")
+        for bound, limit in meta["bounds"].items():
+            ok = {"ge": value >= limit, "gt": value > limit, "lt": value < limit}[bound]
+            if not ok:
+                none = " or None" if _allows_none(kind) else ""
+                raise ValueError(f"{name} must be {_BOUNDS[bound]} {limit}{none}, got {value}")
+        out[name] = value
+    return out
+
+
+@dataclass(frozen=True)
+class FileField:
+    """One setting as a config file holds it (see ``EnvConfig``): its type, its default
+    (``default_factory`` for a mutable one) and its bounds (``ge``, ``gt``, ``lt``)."""
+
+    name: str
+    type: Any
+    default: Any
+    default_factory: Callable[[], Any] | None
+    bounds: Mapping[str, float]
+
+
+def file_fields() -> tuple[FileField, ...]:
+    """Every setting as a config file holds it, in declaration order."""
+    out = []
+    for f in fields(EnvSettings):
+        meta = f.metadata
+        factory = meta["file_default"] or (
+            None if f.default_factory is MISSING else f.default_factory
+        )
+        default = MISSING if factory is not None else f.default
+        out.append(FileField(f.name, meta["file_type"] or _types()[f.name], default, factory,
+                             dict(meta["bounds"])))  # fmt: skip
+    return tuple(out)
