@@ -122,16 +122,16 @@ def targets_markdown(targets: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def write_chart(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     rows = result["rows"]
     labels = [f"{r['case']} (n={r['envs']}, {r['assets']} assets)" for r in rows]
     values = [r["steps_per_second"] for r in rows]
     colors = {"ours": "tab:blue", "reference": "tab:gray", "peer": "tab:orange"}
-    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.5), dpi=110)
+    fig = Figure(figsize=(10, 0.35 * len(rows) + 1.5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     ax.barh(labels, values, color=[colors.get(r["group"], "tab:green") for r in rows])
     ax.set_xscale("log")
     ax.invert_yaxis()
@@ -141,7 +141,6 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
     ax.set_title("marketarena throughput vs the bare-numpy reference and peers")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def write_docs(report: dict[str, Any], command: str, path: Path) -> None:

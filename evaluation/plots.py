@@ -1,7 +1,8 @@
 """PNG plots of backtest results: equity curves, drawdowns, rolling Sharpe, weights.
 
-matplotlib is imported lazily with the Agg backend, so nothing here needs a display. Each
-function writes one PNG and returns its path.
+Figures are built with matplotlib's object-oriented API (``Figure``, rendered by Agg), never
+through pyplot: nothing here needs a display or changes the caller's backend or open figures.
+matplotlib is imported lazily. Each function writes one PNG and returns its path.
 """
 
 from __future__ import annotations
@@ -18,27 +19,26 @@ from marketarena.evaluation.runner import BacktestResult
 ROLLING_WINDOW = 63  # about a quarter of daily bars
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _figure(figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """A figure and its one axes, outside pyplot (so never shown, and no need to close it)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
 
 
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path)
-    _pyplot().close(fig)
     return path
 
 
 def equity_curves(results: Sequence[BacktestResult], path: Path) -> Path:
     """Growth of 1 for every result (and the benchmark of the first that has one)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    fig, ax = _figure((10, 4.5))
     for res in results:
         ax.plot(res.dates, res.nav / res.nav[0], lw=1.2, label=res.agent)
     bench = next((r for r in results if r.benchmark is not None), None)
@@ -54,8 +54,7 @@ def equity_curves(results: Sequence[BacktestResult], path: Path) -> Path:
 
 
 def drawdowns(results: Sequence[BacktestResult], path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 3.5), dpi=100)
+    fig, ax = _figure((10, 3.5))
     for res in results:
         dd = np.r_[0.0, metrics.drawdown_series(res.returns)]
         ax.plot(res.dates, dd * 100, lw=1.0, label=res.agent)
@@ -72,8 +71,7 @@ def rolling_sharpe(
     periods_per_year: int = metrics.PERIODS_PER_YEAR,
 ) -> Path:  # fmt: skip
     """Annualised Sharpe over a trailing window of ``window`` periods."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 3.5), dpi=100)
+    fig, ax = _figure((10, 3.5))
     for res in results:
         r = res.returns
         if len(r) < window:
@@ -96,7 +94,6 @@ def rolling_sharpe(
 
 def weights(result: BacktestResult, path: Path, top: int = 8) -> Path:
     """Stacked weights: the ``top`` assets by average weight, the rest together, and cash."""
-    plt = _pyplot()
     w = result.weights
     assets = w[:, :-1]
     order = np.argsort(assets.mean(axis=0))[::-1]
@@ -108,7 +105,7 @@ def weights(result: BacktestResult, path: Path, top: int = 8) -> Path:
         labels.append("others")
     layers.append(w[:, -1])
     labels.append("cash")
-    fig, ax = plt.subplots(figsize=(10, 3.5), dpi=100)
+    fig, ax = _figure((10, 3.5))
     ax.stackplot(result.dates, np.clip(np.vstack(layers), 0, None), labels=labels, lw=0)
     ax.set_ylim(0, max(1.0, float(np.clip(w, 0, None).sum(axis=1).max())))
     ax.set_ylabel("weight")

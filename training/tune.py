@@ -22,13 +22,14 @@ the test split, with the deflated Sharpe ratio computed from the number of trial
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import re
 import statistics
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,25 @@ class _InterruptWithoutTraceback(logging.Filter):
 _INTERRUPT_FILTER = _InterruptWithoutTraceback()
 
 
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's logging at WARNING, and a trial stopped by Ctrl-C in one line, for the call
+    only: the caller's verbosity and logging filters are restored afterwards."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optimize_log = logging.getLogger("optuna.study._optimize")
+    added = _INTERRUPT_FILTER not in optimize_log.filters  # a nested call leaves it in place
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optimize_log.addFilter(_INTERRUPT_FILTER)
+    try:
+        yield
+    finally:
+        if added:
+            optimize_log.removeFilter(_INTERRUPT_FILTER)
+        optuna.logging.set_verbosity(verbosity)
+
+
 def _redact(url: str) -> str:
     """A storage URL without its password."""
     if "://" in url and "@" in url:
@@ -126,9 +146,9 @@ def make_storage(url: str | None, heartbeat_interval: int = 10, grace_period: in
     url = url or DEFAULT_STORAGE
     if "://" not in url:
         return JournalStorage(JournalFileBackend(str(Path(url))))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we use them
+        # heartbeats are "experimental" in Optuna; we use them
+        with _quiet_optuna(), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(_with_driver(url), heartbeat_interval=heartbeat_interval,
                               grace_period=grace_period,
@@ -334,20 +354,19 @@ def tune(
     storage = make_storage(t.storage, t.heartbeat_interval, t.grace_period)
     out = Path(out_dir).resolve() / study_name
     out.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna.study._optimize").addFilter(_INTERRUPT_FILTER)  # idempotent
-    study = optuna.create_study(
-        study_name=study_name, storage=storage, direction="maximize",
-        sampler=make_sampler(t.sampler, t.sampler_seed), pruner=make_pruner(t.pruner),
-        load_if_exists=True,
-    )  # fmt: skip
-    study.set_user_attr("objective", t.objective)
-    run_id = _study_run(study, config)
-    objective = Objective(config, out, run_id)
-    callbacks = [lambda study, trial: on_trial(trial)] if on_trial else []
-    study.optimize(objective, n_trials=t.n_trials, timeout=t.timeout, n_jobs=t.n_jobs,
-                   callbacks=callbacks, catch=())  # fmt: skip
-    return finish(study, config, out, run_id, storage_url=t.storage or DEFAULT_STORAGE)
+    with _quiet_optuna():
+        study = optuna.create_study(
+            study_name=study_name, storage=storage, direction="maximize",
+            sampler=make_sampler(t.sampler, t.sampler_seed), pruner=make_pruner(t.pruner),
+            load_if_exists=True,
+        )  # fmt: skip
+        study.set_user_attr("objective", t.objective)
+        run_id = _study_run(study, config)
+        objective = Objective(config, out, run_id)
+        callbacks = [lambda study, trial: on_trial(trial)] if on_trial else []
+        study.optimize(objective, n_trials=t.n_trials, timeout=t.timeout, n_jobs=t.n_jobs,
+                       callbacks=callbacks, catch=())  # fmt: skip
+        return finish(study, config, out, run_id, storage_url=t.storage or DEFAULT_STORAGE)
 
 
 def finish(study: Any, config: Config, out: Path, run_id: str | None, *,
@@ -413,29 +432,33 @@ def finish(study: Any, config: Config, out: Path, run_id: str | None, *,
 
 
 def _plots(study: Any, out: Path) -> list[Path]:
-    import matplotlib
-    import optuna
-
-    matplotlib.use("Agg")
+    """Optuna's plots as PNGs. Optuna draws through pyplot on the caller's backend (it is
+    never changed here), and every figure it opens is closed again."""
     import matplotlib.pyplot as plt
+    import optuna
     from optuna.visualization import matplotlib as vis
 
     paths = []
     for name, fn in (("optimization_history", vis.plot_optimization_history),
                      ("param_importances", vis.plot_param_importances),
                      ("parallel_coordinate", vis.plot_parallel_coordinate)):  # fmt: skip
+        open_before = set(plt.get_fignums())
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 warnings.simplefilter("ignore", UserWarning)  # few trials: equal importances
                 ax = fn(study)
-        except (ValueError, RuntimeError):  # e.g. importances need two complete trials
-            continue
-        fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
+            fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+            path = out / f"{name}.png"
+            fig.savefig(path, dpi=90, bbox_inches="tight")
+            paths.append(path)
+        # importances need two complete trials, and Optuna asserts that their labels are
+        # drawn on an Agg-based backend (a vector one such as svg leaves that plot out)
+        except (ValueError, RuntimeError, AssertionError):
+            pass
+        finally:
+            for number in set(plt.get_fignums()) - open_before:
+                plt.close(number)
     return paths
 
 

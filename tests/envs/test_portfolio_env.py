@@ -338,6 +338,24 @@ def test_render_modes(market):
         make_env(market, render_mode="human")
 
 
+def test_rgb_render_leaves_the_backend_and_pyplot_alone(market):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")  # what a notebook or a GUI would have chosen
+    try:
+        open_figures = plt.get_fignums()
+        env = make_env(market, render_mode="rgb_array")
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        assert env.render().ndim == 3
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == open_figures
+    finally:
+        matplotlib.use(previous)
+
+
 def test_rules_object_and_execution_reported(market):
     env = make_env(market, rules=TradingRules(execution="next_close", commission_bps=1.0))
     assert env.rules.execution == "next_close"
