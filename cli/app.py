@@ -2,6 +2,10 @@
 
 ``main(argv)`` returns the exit code, so tests drive it in-process. (The module is not called
 ``main``: the package re-exports the function ``main``, which would hide a module of that name.)
+
+A user's mistake (:class:`~marketarena.envs.errors.MarketArenaError`: a bad option, config,
+file, date range or agent spec) is one line, ``error: ...``, and exit code 1; Ctrl-C is one
+line and exit code 130; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from marketarena.cli import bench, data, demo, evaluate, llm, replay, runs, training
-from marketarena.cli.common import EXIT_ERROR, EXIT_INVALID_DATA, EXIT_OK
+from marketarena.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID_DATA, EXIT_OK
+from marketarena.envs.errors import MarketArenaError
 
-__all__ = ["EXIT_ERROR", "EXIT_INVALID_DATA", "EXIT_OK", "build_parser", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_INVALID_DATA", "EXIT_OK", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,9 +48,13 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         return args.handler(args, console)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+    except MarketArenaError as exc:
+        # soft wrap: a long message stays one line in a log (the terminal folds it)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        console.print("interrupted", highlight=False)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -8,10 +8,14 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from marketarena.envs.errors import ConfigError
+
 if TYPE_CHECKING:
     from marketarena.evaluation.report import EvaluationReport
 
-EXIT_OK, EXIT_ERROR, EXIT_INVALID_DATA = 0, 1, 2
+#: success; a user's mistake (one ``error:`` line); invalid market data (``data validate``);
+#: Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_OK, EXIT_ERROR, EXIT_INVALID_DATA, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def print_report(report: EvaluationReport, console: Console) -> None:
@@ -29,7 +33,7 @@ def parse_assignments(items: Sequence[str] | None) -> dict[str, object]:
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"expected key=value, got {item!r}")
+            raise ConfigError(f"expected key=value, got {item!r}")
         out[key.strip()] = yaml.safe_load(value)
     return out
 

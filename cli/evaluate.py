@@ -16,7 +16,7 @@ from marketarena.cli.common import (
     print_report,
 )
 from marketarena.envs.data import BUNDLED
-from marketarena.evaluation.evaluate import ENSEMBLES
+from marketarena.evaluation.ensembles import ENSEMBLE_KINDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--ensemble",
         action="append",
-        choices=sorted(ENSEMBLES),
+        choices=list(ENSEMBLE_KINDS),
         help="repeatable: an ensemble over all --agent members",
     )
     ev.add_argument(

@@ -33,7 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handle_replay(args: argparse.Namespace, console: Console) -> int:
     from marketarena.envs.aitrader import load_aitrader, load_benchmark_series
-    from marketarena.evaluation.replay import differences_frame, replay_logs, replay_report
+    from marketarena.evaluation.saved_runs.replay import (
+        differences_frame,
+        replay_logs,
+        replay_report,
+    )
 
     data = load_aitrader(args.prices)
     benchmark = load_benchmark_series(args.benchmark) if args.benchmark else None

@@ -17,9 +17,10 @@ from marketarena.cli.common import (
     parse_assignments,
     print_report,
 )
+from marketarena.envs.errors import ConfigError
 
 if TYPE_CHECKING:
-    from marketarena.evaluation.backtest import Positions
+    from marketarena.evaluation.saved_runs.persisted import Positions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,14 +72,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def handle_backtest(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import Progress
 
-    from marketarena.evaluation import backtest
-    from marketarena.evaluation.store import RunStore
+    from marketarena.evaluation.saved_runs import persisted
+    from marketarena.evaluation.saved_runs.store import RunStore
     from marketarena.evaluation.tracking import tracking_uri
 
     store = RunStore(args.store)
     modes = [bool(args.resume), bool(args.continue_run), bool(args.agent)]
     if sum(modes) != 1:
-        raise ValueError("give one of --agent (a new run), --resume RUN or --continue RUN")
+        raise ConfigError("give one of --agent (a new run), --resume RUN or --continue RUN")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("backtest", total=1.0)
 
@@ -86,32 +87,32 @@ def handle_backtest(args: argparse.Namespace, console: Console) -> int:
             progress.update(task, completed=min(fraction, 1.0), description=date)
 
         if args.resume:
-            result = backtest.resume_backtest(store, args.resume, progress=update)
+            result = persisted.resume_backtest(store, args.resume, progress=update)
         elif args.continue_run:
             if not args.end:
-                raise ValueError("--continue needs --end NEW_DATE")
-            result = backtest.continue_backtest(store, args.continue_run, args.end,
+                raise ConfigError("--continue needs --end NEW_DATE")
+            result = persisted.continue_backtest(store, args.continue_run, args.end,
                                                 data=args.data, progress=update)  # fmt: skip
         else:
             if not (args.start and args.end):
-                raise ValueError("a new run needs --start and --end")
+                raise ConfigError("a new run needs --start and --end")
             run_id = args.run or f"{args.agent}@{args.start}"
             rules = parse_assignments(args.rule)
             window = {} if args.window is None else {"window": args.window}
-            result = backtest.start_backtest(
+            result = persisted.start_backtest(
                 store, run_id, args.agent, args.data or "sp500_20", args.start, args.end,
                 seed=args.seed, rules=rules, llm=llm_options(args),
                 tracking_uri=tracking_uri(), progress=update, **window,
             )  # fmt: skip
-    print_report(backtest.run_report(result), console)
+    print_report(persisted.run_report(result), console)
     console.print(f"run {result.settings['run_id']} stored in {store.path} "
                   f"({len(result.nav) - 1} days)", highlight=False)  # fmt: skip
     return EXIT_OK
 
 
 def handle_positions(args: argparse.Namespace, console: Console) -> int:
-    from marketarena.evaluation.backtest import load_positions
-    from marketarena.evaluation.store import RunStore
+    from marketarena.evaluation.saved_runs.persisted import load_positions
+    from marketarena.evaluation.saved_runs.store import RunStore
 
     store = RunStore(args.store)
     runs = [store.run(args.run)] if args.run else store.runs_of(args.agent)
@@ -159,8 +160,8 @@ def _print_positions(positions: Positions, limit: int, output: str | Path | None
 
 
 def handle_leaderboard(args: argparse.Namespace, console: Console) -> int:
-    from marketarena.evaluation.backtest import leaderboard
-    from marketarena.evaluation.store import RunStore
+    from marketarena.evaluation.saved_runs.persisted import leaderboard
+    from marketarena.evaluation.saved_runs.store import RunStore
 
     store = RunStore(args.store)
     report = leaderboard(store, args.runs)

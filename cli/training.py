@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
-from rich.markup import escape
 
-from marketarena.cli.common import EXIT_ERROR, EXIT_OK
+from marketarena.cli.common import EXIT_INTERRUPTED, EXIT_OK
+from marketarena.envs.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,11 +58,11 @@ def handle_train(args: argparse.Namespace, console: Console) -> int:
 
     if args.resume:
         if args.config or args.set:
-            raise ValueError("--resume continues a run as it was configured: no --config/--set")
+            raise ConfigError("--resume continues a run as it was configured: no --config/--set")
         result = train(resume=args.resume)
     else:
         if not args.config and not args.set:
-            raise ValueError("give --config FILE (see configs/) and/or --set key=value")
+            raise ConfigError("give --config FILE (see configs/) and/or --set key=value")
         result = train(load_config(args.config, args.set or ()))
     best = result.best_validation
     console.print(
@@ -88,7 +88,7 @@ def handle_train(args: argparse.Namespace, console: Console) -> int:
 
 def handle_tune(args: argparse.Namespace, console: Console) -> int:
     from marketarena.training.config import load_config
-    from marketarena.training.tune import StorageError, tune
+    from marketarena.training.tune import tune
 
     overrides = list(args.set or ())
     for flag, key in (("n_trials", "n_trials"), ("timeout", "timeout"), ("n_jobs", "n_jobs"),
@@ -110,10 +110,7 @@ def handle_tune(args: argparse.Namespace, console: Console) -> int:
     except KeyboardInterrupt:
         console.print("interrupted: the study is saved; run the same command again to resume",
                       highlight=False)  # fmt: skip
-        return 130
-    except StorageError as exc:  # the message names the storage without its password
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        return EXIT_ERROR
+        return EXIT_INTERRUPTED
     console.print(
         f"study {result.study_name} in {result.storage}: {result.n_trials} trials "
         f"({result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed)",

@@ -32,6 +32,13 @@ from marketarena.envs.data import (
     load_parquet,
     resolve_data,
 )
+from marketarena.envs.errors import (
+    ConfigError,
+    DataError,
+    MarketArenaError,
+    MissingFileError,
+    UnknownNameError,
+)
 from marketarena.envs.features import available_features, compute_features, register_feature
 from marketarena.envs.portfolio_env import MarketSnapshot, PortfolioEnv
 from marketarena.envs.rewards import (
@@ -77,6 +84,8 @@ __all__ = [
     "ENV_IDS",
     "TASKS",
     "TASK_IDS",
+    "ConfigError",
+    "DataError",
     "DataValidationError",
     "DataWarning",
     "DateRange",
@@ -85,8 +94,10 @@ __all__ = [
     "DrawdownPenalizedReward",
     "EnvSettings",
     "LogReturnReward",
+    "MarketArenaError",
     "MarketData",
     "MarketSnapshot",
+    "MissingFileError",
     "PortfolioEnv",
     "PortfolioVectorEnv",
     "RewardFunction",
@@ -94,6 +105,7 @@ __all__ = [
     "StepResult",
     "Task",
     "TradingRules",
+    "UnknownNameError",
     "available_features",
     "compute_features",
     "from_long_frame",

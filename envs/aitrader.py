@@ -33,6 +33,7 @@ from marketarena.envs.data import (
     MissingPolicy,
     from_long_frame,
 )
+from marketarena.envs.errors import ConfigError, MissingFileError
 
 KEYS = {
     "1. buy price": "open", "1. open": "open", "2. high": "high", "3. low": "low",
@@ -74,7 +75,7 @@ def read_documents(path: str | Path | Iterable[str | Path]) -> list[tuple[str, d
         return [(str(p), json.loads(Path(p).read_text())) for p in path]
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"AI-Trader price data not found: {path}")
+        raise MissingFileError(f"AI-Trader price data not found: {path}")
     if path.is_dir():
         files = sorted(path.glob("daily_prices_*.json"))
         if not files:
@@ -137,7 +138,7 @@ def load_aitrader(
             frame.loc[row & frame["volume"].isna(), "volume"] = 0.0
             notes.append(f"{last} has opens only: its close, high and low are set to the open")
         else:
-            raise ValueError(f"last_open_only={last_open_only!r}: choose mark_at_open or drop")
+            raise ConfigError(f"last_open_only={last_open_only!r}: choose mark_at_open or drop")
     for note in notes:
         warnings.warn(f"{label}: {note}", DataWarning, stacklevel=2)
     data = from_long_frame(frame, name=label, missing=missing)

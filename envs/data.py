@@ -32,6 +32,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from marketarena.envs.errors import ConfigError, DataError, MissingFileError, UnknownNameError
+
 MissingPolicy = Literal["error", "drop_symbol", "ffill"]
 PRICE_FIELDS = ("open", "high", "low", "close")
 OHLCV_FIELDS = (*PRICE_FIELDS, "volume")
@@ -59,7 +61,7 @@ COLUMN_ALIASES: Mapping[str, str] = {
 _MAX_LISTED_PROBLEMS = 20
 
 
-class DataValidationError(ValueError):
+class DataValidationError(DataError):
     """Market data failed validation. ``problems`` lists each finding in words."""
 
     def __init__(self, source: str, problems: Sequence[str]):
@@ -160,19 +162,20 @@ class MarketData:
         """Position of ``date`` in :attr:`dates`.
 
         ``side="left"`` gives the first trading date on or after ``date``; ``"right"`` the last
-        on or before it. Raises ``ValueError`` when no such date exists.
+        on or before it. Raises :class:`~marketarena.envs.errors.DataError` (a ``ValueError``)
+        when no such date exists.
         """
         d = np.datetime64(pd.Timestamp(date).date(), "D")
         if side == "left":
             i = int(np.searchsorted(self.dates, d, side="left"))
             if i >= self.n_periods:
-                raise ValueError(
+                raise DataError(
                     f"{self.name}: no trading date on or after {d} (data ends {self.dates[-1]})"
                 )
             return i
         i = int(np.searchsorted(self.dates, d, side="right")) - 1
         if i < 0:
-            raise ValueError(
+            raise DataError(
                 f"{self.name}: no trading date on or before {d} (data starts {self.dates[0]})"
             )
         return i
@@ -184,7 +187,7 @@ class MarketData:
         lo = 0 if start is None else self.index_of(start, "left")
         hi = self.n_periods - 1 if end is None else self.index_of(end, "right")
         if hi < lo:
-            raise ValueError(
+            raise DataError(
                 f"{self.name}: no trading dates between {start} and {end} "
                 f"(data covers {self.dates[0]}..{self.dates[-1]})"
             )
@@ -201,7 +204,7 @@ class MarketData:
         wanted = list(symbols)
         unknown = [s for s in wanted if s not in self.symbols]
         if unknown:
-            raise KeyError(
+            raise UnknownNameError(
                 f"{self.name}: unknown symbol(s) {unknown}; available: {list(self.symbols)}"
             )
         cols = [self.symbols.index(s) for s in wanted]
@@ -400,7 +403,7 @@ def _apply_missing_policy(
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Resolve ragged coverage. ``panels`` maps field -> wide frame (dates x symbols)."""
     if policy not in ("error", "drop_symbol", "ffill"):
-        raise ValueError(f"missing={policy!r}: choose 'error', 'drop_symbol' or 'ffill'")
+        raise ConfigError(f"missing={policy!r}: choose 'error', 'drop_symbol' or 'ffill'")
     close = panels["close"]
     missing = close.isna()
     if not missing.to_numpy().any():
@@ -643,7 +646,7 @@ def from_wide_frame(
 
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
-        raise FileNotFoundError(f"market data file not found: {path}")
+        raise MissingFileError(f"market data file not found: {path}")
     suffixes = "".join(path.suffixes).lower()
     try:
         if ".parquet" in suffixes or ".pq" in suffixes:
@@ -679,10 +682,10 @@ def load_file(
     if layout == "long":
         return from_long_frame(frame, name=label, missing=missing, feature_columns=feature_columns)
     if feature_columns:
-        raise ValueError("feature_columns needs long-format data (a symbol column)")
+        raise ConfigError("feature_columns needs long-format data (a symbol column)")
     if layout == "wide":
         return from_wide_frame(frame, name=label, missing=missing)
-    raise ValueError(f"layout={layout!r}: choose 'auto', 'long' or 'wide'")
+    raise ConfigError(f"layout={layout!r}: choose 'auto', 'long' or 'wide'")
 
 
 def load_csv(path: str | Path, **kwargs: object) -> MarketData:
@@ -751,7 +754,9 @@ def _bundled_spec(name: str) -> BundledDataset:
     try:
         return BUNDLED[name]
     except KeyError:
-        raise KeyError(f"unknown bundled dataset {name!r}; available: {sorted(BUNDLED)}") from None
+        raise UnknownNameError(
+            f"unknown bundled dataset {name!r}; available: {sorted(BUNDLED)}"
+        ) from None
 
 
 _CACHE: dict[str, MarketData] = {}
@@ -783,7 +788,7 @@ def resolve_data(source: str | Path | MarketData) -> MarketData:
         if is_aitrader_file(path):
             return load_aitrader(path)
         return load_file(path)
-    raise ValueError(
+    raise DataError(
         f"unknown data {str(source)!r}: not a bundled dataset ({sorted(BUNDLED)}) and no such file"
     )
 

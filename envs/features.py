@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from marketarena.envs.data import MarketData
+from marketarena.envs.errors import ConfigError, DataError, UnknownNameError
 from marketarena.envs.settings import EnvSettings
 
 FeatureFunction = Callable[[MarketData], np.ndarray]
@@ -66,7 +67,7 @@ def _trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
 def _require(data: MarketData, field: str, feature: str) -> np.ndarray:
     values = getattr(data, field)
     if values is None:
-        raise ValueError(
+        raise ConfigError(
             f"feature {feature!r} needs {field} prices, but {data.name} is close-only; "
             "use features that need close only (e.g. 'log_return')"
         )
@@ -229,10 +230,10 @@ def compute_features(
     if names is None:
         names = EnvSettings().features
     if not names:
-        raise ValueError("at least one feature is required")
+        raise ConfigError("at least one feature is required")
     unknown = [n for n in names if n not in _REGISTRY and n not in data.feature_names]
     if unknown:
-        raise KeyError(
+        raise UnknownNameError(
             f"unknown feature(s) {unknown}; registered: {available_features()}; "
             f"in {data.name}: {list(data.feature_names)}"
         )
@@ -254,7 +255,7 @@ def compute_features(
         bad_after = ~np.isfinite(values[start:])
         if bad_after.any():
             t, j = np.argwhere(bad_after)[0]
-            raise ValueError(
+            raise DataError(
                 f"feature {name!r} is undefined for {data.symbols[j]} on "
                 f"{data.dates[start + t]} after being defined earlier"
             )

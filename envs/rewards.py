@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from marketarena.envs.errors import ConfigError
 from marketarena.envs.simulator import StepResult
 
 _TINY = 1e-12
@@ -57,7 +58,7 @@ class DrawdownPenalizedReward:
 
     def __init__(self, penalty: float = 0.1) -> None:
         if not penalty >= 0:
-            raise ValueError(f"penalty must be >= 0, got {penalty}")
+            raise ConfigError(f"penalty must be >= 0, got {penalty}")
         self.penalty = penalty
 
     def reset(self, n_envs: int, env_ids: np.ndarray | None = None) -> None:
@@ -93,11 +94,11 @@ class DifferentialSharpeReward:
 
     def __init__(self, eta: float = 0.01, warmup: int = 20, var_floor: float = 1e-8) -> None:
         if not 0 < eta <= 1:
-            raise ValueError(f"eta must be in (0, 1], got {eta}")
+            raise ConfigError(f"eta must be in (0, 1], got {eta}")
         if not (warmup >= 0 and int(warmup) == warmup):
-            raise ValueError(f"warmup must be a whole number >= 0, got {warmup}")
+            raise ConfigError(f"warmup must be a whole number >= 0, got {warmup}")
         if not var_floor > 0:
-            raise ValueError(f"var_floor must be > 0, got {var_floor}")
+            raise ConfigError(f"var_floor must be > 0, got {var_floor}")
         self.eta = eta
         self.warmup = int(warmup)
         self.var_floor = var_floor
@@ -153,7 +154,7 @@ class TurnoverPenalty:
 
     def __init__(self, inner: RewardFunction, penalty: float) -> None:
         if not penalty >= 0:
-            raise ValueError(f"turnover_penalty must be >= 0, got {penalty}")
+            raise ConfigError(f"turnover_penalty must be >= 0, got {penalty}")
         self.inner = inner
         self.penalty = float(penalty)
 
@@ -180,18 +181,18 @@ def make_reward(
     ``turnover_penalty`` (with a name) wraps the reward in :class:`TurnoverPenalty`."""
     if isinstance(spec, str):
         if spec not in REWARDS:
-            raise ValueError(f"unknown reward {spec!r}; available: {sorted(REWARDS)}")
+            raise ConfigError(f"unknown reward {spec!r}; available: {sorted(REWARDS)}")
         penalty = kwargs.pop("turnover_penalty", 0.0)
         try:
             reward = REWARDS[spec](**kwargs)
         except TypeError:
             takes = ", ".join([*_parameters(REWARDS[spec]), "turnover_penalty"])
-            raise ValueError(
+            raise ConfigError(
                 f"reward {spec!r}: unknown argument(s) {sorted(kwargs)}; it takes {takes}"
             ) from None
         return TurnoverPenalty(reward, penalty) if penalty else reward
     if kwargs:
-        raise ValueError("reward keyword arguments apply only to a reward given by name")
+        raise ConfigError("reward keyword arguments apply only to a reward given by name")
     if isinstance(spec, RewardFunction):
         return spec
     if callable(spec):

@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 
+from marketarena.envs.errors import ConfigError, MarketArenaError
 from marketarena.envs.rewards import RewardFunction, make_reward
 from marketarena.envs.simulator import RULE_PRESETS, StepResult, TradingRules
 
@@ -46,12 +47,19 @@ def build_rules(rules: TradingRules | Mapping[str, Any] | str | None) -> Trading
     preset = values.pop("preset", None)
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"unknown trading rule(s) {unknown}; valid: {sorted(known)}")
-    if preset is None:
-        return TradingRules(**values)
-    if preset not in RULE_PRESETS:
-        raise ValueError(f"unknown rules preset {preset!r}; available: {sorted(RULE_PRESETS)}")
-    return dataclasses.replace(RULE_PRESETS[preset], **values)
+        raise ConfigError(f"unknown trading rule(s) {unknown}; valid: {sorted(known)}")
+    if preset is not None and preset not in RULE_PRESETS:
+        raise ConfigError(f"unknown rules preset {preset!r}; available: {sorted(RULE_PRESETS)}")
+    try:
+        if preset is None:
+            return TradingRules(**values)
+        return dataclasses.replace(RULE_PRESETS[preset], **values)
+    except ValueError as exc:  # TradingRules names the field and the bound
+        if isinstance(exc, MarketArenaError):
+            raise
+        raise ConfigError(str(exc)) from None
+    except TypeError as exc:  # a value of the wrong type, e.g. a word for a number
+        raise ConfigError(f"trading rules {values}: {exc}") from None
 
 
 def _rules(rules: TradingRules | Mapping[str, Any] | str | None) -> TradingRules:
@@ -118,9 +126,10 @@ class EnvSettings:
         price_dtype: ``"float64"`` (exact) or ``"float32"`` (half the memory of the price
             tables; also accepted as a numpy type).
 
-    Values are converted and checked on construction (a bad one is a ``ValueError`` naming
-    it); checks that need the data (a window or episode too long for the date range, unknown
-    features) happen when an env is built.
+    Values are converted and checked on construction (a bad one is a
+    :class:`~marketarena.envs.errors.ConfigError`, a ``ValueError``, naming it); checks that
+    need the data (a window or episode too long for the date range, unknown features) happen
+    when an env is built.
     """
 
     start: str | None = field(default=None, metadata=_meta())
@@ -147,7 +156,7 @@ class EnvSettings:
         for name, value in check_settings(**given).items():
             object.__setattr__(self, name, value)
         if self.action_mapping == "signed" and not self.rules.allow_short:
-            raise ValueError("action_mapping='signed' needs rules.allow_short=True")
+            raise ConfigError("action_mapping='signed' needs rules.allow_short=True")
         make_reward(self.reward, **self.reward_kwargs)  # names the reward and the argument
 
     @classmethod
@@ -206,7 +215,7 @@ def setting_names() -> tuple[str, ...]:
 def _known(values: Mapping[str, Any]) -> None:
     unknown = sorted(set(values) - set(setting_names()))
     if unknown:
-        raise ValueError(f"unknown env setting(s) {unknown}; valid: {list(setting_names())}")
+        raise ConfigError(f"unknown env setting(s) {unknown}; valid: {list(setting_names())}")
 
 
 @cache
@@ -220,8 +229,8 @@ def _allows_none(kind: Any) -> bool:
 
 def check_settings(**values: Any) -> dict[str, Any]:
     """``values`` of the named settings, each converted and checked on its own (the checks
-    between settings happen in :class:`EnvSettings`); a bad value is a ``ValueError`` naming
-    the setting."""
+    between settings happen in :class:`EnvSettings`); a bad value is a
+    :class:`~marketarena.envs.errors.ConfigError` (a ``ValueError``) naming the setting."""
     _known(values)
     spec = {f.name: f for f in fields(EnvSettings)}
     out = {}
@@ -236,14 +245,14 @@ def check_settings(**values: Any) -> dict[str, Any]:
             except (TypeError, ValueError) as exc:
                 if isinstance(exc, ValueError) and meta["convert"] not in (int, float):
                     raise  # the converter's own message (e.g. an unknown trading rule)
-                raise ValueError(f"{name}={value!r}: {exc}") from None
+                raise ConfigError(f"{name}={value!r}: {exc}") from None
         if get_origin(kind) is Literal and value not in get_args(kind):
-            raise ValueError(f"{name}={value!r}: choose one of {list(get_args(kind))}")
+            raise ConfigError(f"{name}={value!r}: choose one of {list(get_args(kind))}")
         for bound, limit in meta["bounds"].items():
             ok = {"ge": value >= limit, "gt": value > limit, "lt": value < limit}[bound]
             if not ok:
                 none = " or None" if _allows_none(kind) else ""
-                raise ValueError(f"{name} must be {_BOUNDS[bound]} {limit}{none}, got {value}")
+                raise ConfigError(f"{name} must be {_BOUNDS[bound]} {limit}{none}, got {value}")
         out[name] = value
     return out
 

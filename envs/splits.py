@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from marketarena.envs.data import MarketData
+from marketarena.envs.errors import ConfigError, DataError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class DateRange:
 
     def __post_init__(self) -> None:
         if np.datetime64(self.end) < np.datetime64(self.start):
-            raise ValueError(f"DateRange end {self.end} is before start {self.start}")
+            raise ConfigError(f"DateRange end {self.end} is before start {self.start}")
 
     def as_kwargs(self) -> dict[str, str]:
         """``{"start": ..., "end": ...}`` for :class:`~marketarena.envs.PortfolioEnv`."""
@@ -37,7 +38,7 @@ class DateSplits:
 
     def __getitem__(self, name: str) -> DateRange:
         if name not in ("train", "validation", "test"):
-            raise KeyError(f"unknown split {name!r}; choose train, validation or test")
+            raise UnknownNameError(f"unknown split {name!r}; choose train, validation or test")
         return getattr(self, name)
 
 
@@ -50,7 +51,7 @@ def split_by_dates(data: MarketData, validation_start: str, test_start: str) -> 
     v = data.index_of(validation_start, "left")
     s = data.index_of(test_start, "left")
     if not 0 < v < s < data.n_periods:
-        raise ValueError(
+        raise ConfigError(
             f"{data.name}: need data start < validation_start ({validation_start}) < "
             f"test_start ({test_start}) <= data end ({data.dates[-1]})"
         )
@@ -66,12 +67,12 @@ def split_by_fractions(
 ) -> DateSplits:
     """Chronological split by fractions of the dates; the test range gets the rest."""
     if not (train > 0 and validation > 0 and train + validation < 1):
-        raise ValueError(f"fractions train={train}, validation={validation} must be > 0, sum < 1")
+        raise ConfigError(f"fractions train={train}, validation={validation} must be > 0, sum < 1")
     n = data.n_periods
     v = round(n * train)
     s = round(n * (train + validation))
     if not 0 < v < s < n:
-        raise ValueError(f"{data.name}: {n} dates are too few for these fractions")
+        raise DataError(f"{data.name}: {n} dates are too few for these fractions")
     return split_by_dates(data, str(data.dates[v]), str(data.dates[s]))
 
 
@@ -94,9 +95,9 @@ def walk_forward(
     kept when more fit).
     """
     if train_periods < 2 or validation_periods < 2:
-        raise ValueError("train_periods and validation_periods must be >= 2")
+        raise ConfigError("train_periods and validation_periods must be >= 2")
     if step is not None and step < 1:
-        raise ValueError(f"step must be >= 1, got {step}")
+        raise ConfigError(f"step must be >= 1, got {step}")
     step = step or validation_periods
     lo, hi = data.date_range_indices(start, end)
     folds = []
@@ -112,12 +113,12 @@ def walk_forward(
         )  # fmt: skip
         train_start += step
     if not folds:
-        raise ValueError(
+        raise DataError(
             f"{data.name}: {hi - lo + 1} dates cannot hold one fold of {train_periods} training "
             f"and {validation_periods} validation dates"
         )
     if n_folds is not None:
         if n_folds < 1:
-            raise ValueError("n_folds must be >= 1")
+            raise ConfigError("n_folds must be >= 1")
         folds = folds[-n_folds:]
     return folds

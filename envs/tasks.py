@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from marketarena.envs.data import MarketData
+from marketarena.envs.errors import ConfigError
 from marketarena.envs.synthetic import _correlated_normals
 
 _DT = 1.0 / 252.0
@@ -294,7 +295,7 @@ class Task:
     def signal_weights(self) -> np.ndarray:
         """The planted rule's point-in-time target weights ``(T, N)`` on this task's data."""
         if self.rule is None:
-            raise ValueError(f"task {self.name} has no planted signal rule")
+            raise ConfigError(f"task {self.name} has no planted signal rule")
         return self.rule(np.asarray(self.market().close))
 
 
@@ -362,7 +363,7 @@ def get_task(name: str) -> Task:
     key = name.strip().removeprefix("marketarena/").removesuffix("-v0")
     if key not in TASKS:
         ids = ", ".join(t.env_id for t in TASKS.values())
-        raise ValueError(f"unknown task {name!r}; the tasks are: {ids}")
+        raise ConfigError(f"unknown task {name!r}; the tasks are: {ids}")
     return TASKS[key]
 
 
@@ -384,7 +385,7 @@ def _task_market(name: str) -> MarketData:
 def task_env_kwargs(name: str, split: str = "train", **overrides: Any) -> dict[str, Any]:
     """Keyword arguments of :class:`PortfolioEnv` / :class:`PortfolioVectorEnv` for a split."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     task = get_task(name)
     start, end = task.splits()[split]
     return {"data": task.market(), "start": start, "end": end, **task.env_kwargs, **overrides}

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
+from marketarena.envs.errors import ConfigError
+
 __all__ = [
     "aggregate",
     "iqm",
@@ -54,9 +56,9 @@ def _check_all(scores: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
 
 def _check_bootstrap(reps: int, confidence: float) -> None:
     if reps < 1:
-        raise ValueError(f"reps must be at least 1, got {reps}")
+        raise ConfigError(f"reps must be at least 1, got {reps}")
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence}")
 
 
 def _iqm_rows(x: np.ndarray) -> np.ndarray:

@@ -7,6 +7,10 @@
 * :class:`SelectionEnsemble` — the FinRL ensemble strategy: follow the member with the best
   validation Sharpe, re-chosen on a schedule.
 
+:func:`make_ensemble` builds any of them by kind (:data:`ENSEMBLE_KINDS`): ``"mean"``,
+``"confidence"``, ``"majority"``, ``"weighted_vote"``, ``"rank"``, ``"performance"``,
+``"selection"``; it is how the evaluation (``marketarena evaluate --ensemble``) builds them.
+
 They live in ``evaluation/`` rather than ``agents/`` because the adaptive ones score their
 members with the evaluation metrics (:func:`~marketarena.evaluation.metrics.sharpe_ratio`),
 and imports flow ``envs -> agents -> evaluation``, never back.
@@ -44,6 +48,7 @@ turnover is similar; it is not a substitute for each member's own backtest (use
 from __future__ import annotations
 
 import copy
+import inspect
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -51,7 +56,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from marketarena.agents.base import Agent
+from marketarena.agents.base import Agent, Confident, Resumable
+from marketarena.envs.errors import ConfigError
 from marketarena.evaluation.metrics import PERIODS_PER_YEAR, sharpe_ratio
 
 VotingMethod = Literal["majority", "weighted", "rank"]
@@ -89,19 +95,19 @@ def _member_weights(weights: Sequence[float] | np.ndarray, n_members: int, what:
     """Validate non-negative weights, one per member, not all zero; return them summing to 1."""
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (n_members,):
-        raise ValueError(
+        raise ConfigError(
             f"{what} must have one entry per member ({n_members}), got shape {w.shape}"
         )
     if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError(f"{what} must be finite and non-negative, got {w.tolist()}")
+        raise ConfigError(f"{what} must be finite and non-negative, got {w.tolist()}")
     if w.sum() <= 0:
-        raise ValueError(f"{what} must not all be zero")
+        raise ConfigError(f"{what} must not all be zero")
     return w / w.sum()
 
 
 def _positive_int(value: int, what: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -116,7 +122,7 @@ class _Ensemble:
     def __init__(self, members: Sequence[Agent], name: str) -> None:
         members = tuple(members)
         if not members:
-            raise ValueError(f"{type(self).__name__} needs at least one member agent, got none")
+            raise ConfigError(f"{type(self).__name__} needs at least one member agent, got none")
         for k, member in enumerate(members):
             if not isinstance(member, Agent):
                 raise TypeError(
@@ -136,7 +142,7 @@ class _Ensemble:
 
     def get_state(self) -> dict[str, Any]:
         """The ensemble's own state and each member's (members must be resumable)."""
-        missing = [m.name for m in self.members if not callable(getattr(m, "get_state", None))]
+        missing = [m.name for m in self.members if not isinstance(m, Resumable)]
         if missing:
             raise TypeError(f"ensemble {self.name!r} cannot be saved: {missing} have no get_state")
         own = {k: v for k, v in vars(self).items() if k != "members"}
@@ -230,7 +236,8 @@ class ConfidenceWeightedEnsemble(_Ensemble):
         self.member_weights: np.ndarray | None = None
 
     def _confidence(self, k: int) -> float:
-        value = getattr(self.members[k], "confidence", None)
+        member = self.members[k]
+        value = member.confidence if isinstance(member, Confident) else None
         if value is None:
             return 1.0
         try:
@@ -293,16 +300,16 @@ class VotingEnsemble(_Ensemble):
     ) -> None:
         super().__init__(members, name or f"{method}_vote")
         if method not in VOTING_METHODS:
-            raise ValueError(f"method={method!r}: choose one of {list(VOTING_METHODS)}")
+            raise ConfigError(f"method={method!r}: choose one of {list(VOTING_METHODS)}")
         if member_weights is not None and method == "majority":
-            raise ValueError(
+            raise ConfigError(
                 "member_weights apply to method='weighted' or 'rank', not 'majority' "
                 "(one member, one vote)"
             )
         if top_k is not None and method != "rank":
-            raise ValueError(f"top_k applies to method='rank' only, got method={method!r}")
+            raise ConfigError(f"top_k applies to method='rank' only, got method={method!r}")
         if not (np.isfinite(threshold) and threshold >= 0):
-            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+            raise ConfigError(f"threshold must be a finite number >= 0, got {threshold!r}")
         n = len(self.members)
         self.method = method
         self.member_weights = _member_weights(
@@ -331,7 +338,7 @@ class VotingEnsemble(_Ensemble):
         else:
             k = max(1, n // 2) if self.top_k is None else self.top_k
             if k > n:
-                raise ValueError(f"top_k={k} exceeds the number of assets ({n})")
+                raise ConfigError(f"top_k={k} exceeds the number of assets ({n})")
             # weights scaled to average 1, so that equal weights give plain Borda totals
             positions = np.where(votes, assets, 0.0)  # below the threshold is no position
             scores = (len(self.members) * self.member_weights) @ _borda_points(positions)
@@ -433,9 +440,9 @@ class PerformanceWeightedEnsemble(_Ensemble):
         self.window = _positive_int(window, "window", minimum=2)
         self.min_periods = _positive_int(min_periods, "min_periods", minimum=2)
         if self.min_periods > self.window:
-            raise ValueError(f"min_periods ({min_periods}) must not exceed window ({window})")
+            raise ConfigError(f"min_periods ({min_periods}) must not exceed window ({window})")
         if not (np.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+            raise ConfigError(f"temperature must be a finite number > 0, got {temperature!r}")
         self.temperature = float(temperature)
         self.periods_per_year = _positive_int(periods_per_year, "periods_per_year")
         self._shadow = _ShadowReturns(self.window)
@@ -553,7 +560,51 @@ class SelectionEnsemble(_Ensemble):
         }
 
 
+# --------------------------------------------------------------------------- the factory
+#: every ensemble kind: its class and the arguments the kind fixes
+ENSEMBLE_KINDS: dict[str, tuple[type[_Ensemble], dict[str, Any]]] = {
+    "mean": (WeightedAverageEnsemble, {}),
+    "confidence": (ConfidenceWeightedEnsemble, {}),
+    "majority": (VotingEnsemble, {"method": "majority"}),
+    "weighted_vote": (VotingEnsemble, {"method": "weighted"}),
+    "rank": (VotingEnsemble, {"method": "rank"}),
+    "performance": (PerformanceWeightedEnsemble, {}),
+    "selection": (SelectionEnsemble, {}),
+}
+
+
+def make_ensemble(
+    kind: str, members: Sequence[Agent], *, name: str | None = None, **options: Any
+) -> Agent:
+    """An ensemble of ``kind`` (:data:`ENSEMBLE_KINDS`) over ``members``.
+
+    Args:
+        kind: ``"mean"`` (:class:`WeightedAverageEnsemble`, optionally with ``weights``),
+            ``"confidence"`` (:class:`ConfidenceWeightedEnsemble`), ``"majority"``,
+            ``"weighted_vote"`` (with ``member_weights``; equal weights are a majority vote)
+            or ``"rank"`` (:class:`VotingEnsemble`), ``"performance"``
+            (:class:`PerformanceWeightedEnsemble`) or ``"selection"``
+            (:class:`SelectionEnsemble`).
+        members: the agents to combine (fresh ones: members must not share state with
+            agents run on their own).
+        name: the ensemble's name in results (default ``ensemble:<kind>``).
+        options: the class's other arguments (``weights``, ``window``, ``top_k``, ...).
+
+    An unknown kind, or an option the kind does not take, is a
+    :class:`~marketarena.envs.errors.ConfigError` naming the valid ones.
+    """
+    if kind not in ENSEMBLE_KINDS:
+        raise ConfigError(f"unknown ensemble kind {kind!r}; the kinds are: {list(ENSEMBLE_KINDS)}")
+    cls, fixed = ENSEMBLE_KINDS[kind]
+    takes = [p for p in inspect.signature(cls).parameters if p not in ("members", "name", *fixed)]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise ConfigError(f"ensemble {kind!r}: unknown option(s) {unknown}; it takes {takes}")
+    return cls(members, name=name or f"ensemble:{kind}", **fixed, **options)
+
+
 __all__ = [
+    "ENSEMBLE_KINDS",
     "VOTING_METHODS",
     "ConfidenceWeightedEnsemble",
     "PerformanceWeightedEnsemble",
@@ -562,5 +613,6 @@ __all__ = [
     "VotingEnsemble",
     "VotingMethod",
     "WeightedAverageEnsemble",
+    "make_ensemble",
     "normalize_target",
 ]

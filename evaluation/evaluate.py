@@ -7,24 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from marketarena.agents.base import Agent
+from marketarena.agents.base import Agent, ExpectsObservation
 from marketarena.agents.llm_server import local_model_served
 from marketarena.agents.registry import make_agent
-from marketarena.envs.data import BUNDLED, resolve_data
+from marketarena.envs.data import resolve_data
+from marketarena.envs.errors import ConfigError
 from marketarena.envs.settings import EnvSettings
-from marketarena.evaluation import ensembles
+from marketarena.evaluation.ensembles import ENSEMBLE_KINDS, make_ensemble
 from marketarena.evaluation.report import EvaluationReport
 from marketarena.evaluation.runner import evaluate_agents
 
-#: ensemble kinds for ``--ensemble``: each combines all the ``--agent`` members
-ENSEMBLES: dict[str, Callable[[list[Agent]], Agent]] = {
-    "mean": lambda m: ensembles.WeightedAverageEnsemble(m, name="ensemble:mean"),
-    "confidence": lambda m: ensembles.ConfidenceWeightedEnsemble(m, name="ensemble:confidence"),
-    "majority": lambda m: ensembles.VotingEnsemble(m, "majority", name="ensemble:majority"),
-    "rank": lambda m: ensembles.VotingEnsemble(m, "rank", name="ensemble:rank"),
-    "performance": lambda m: ensembles.PerformanceWeightedEnsemble(m, name="ensemble:performance"),
-    "selection": lambda m: ensembles.SelectionEnsemble(m, name="ensemble:selection"),
-}
 #: the benchmark used when ``benchmark="auto"``
 DEFAULT_BENCHMARKS = {"sp500_20": "sp500_index"}
 BASELINES = ("buy_and_hold", "equal_weight")
@@ -41,7 +33,9 @@ class EvaluationConfig:
         seeds: number of seeds (0, 1, ..., seeds - 1) per agent.
         benchmark: a bundled name or path of a one-column series, ``"auto"`` (the data's
             usual benchmark, if it has one) or ``None``.
-        ensembles: ensemble kinds (:data:`ENSEMBLES`) built over all ``agents``.
+        ensembles: ensemble kinds
+            (:data:`~marketarena.evaluation.ensembles.ENSEMBLE_KINDS`), each built with
+            :func:`~marketarena.evaluation.ensembles.make_ensemble` over all ``agents``.
         include_baselines: add buy-and-hold and equal weight when not already listed.
         rules: :class:`~marketarena.envs.TradingRules` fields.
         window, features: the observation; ``None`` takes them from the trained models
@@ -79,16 +73,18 @@ class EvaluationConfig:
 
     def validate(self) -> None:
         if not self.agents and not self.include_baselines:
-            raise ValueError("no agents to evaluate: give at least one agent")
+            raise ConfigError("no agents to evaluate: give at least one agent")
         if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
-        unknown = [e for e in self.ensembles if e not in ENSEMBLES]
+            raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
+        unknown = [e for e in self.ensembles if e not in ENSEMBLE_KINDS]
         if unknown:
-            raise ValueError(f"unknown ensemble(s) {unknown}; available: {sorted(ENSEMBLES)}")
+            raise ConfigError(
+                f"unknown ensemble(s) {unknown}; the kinds are: {list(ENSEMBLE_KINDS)}"
+            )
         if self.ensembles and len(self.agents) < 2:
-            raise ValueError("an ensemble needs at least two --agent members")
+            raise ConfigError("an ensemble needs at least two --agent members")
         if self.start and self.end and self.start > self.end:
-            raise ValueError(f"empty date range: start {self.start} is after end {self.end}")
+            raise ConfigError(f"empty date range: start {self.start} is after end {self.end}")
 
 
 def build_agents(config: EvaluationConfig) -> list[Agent]:
@@ -100,7 +96,7 @@ def build_agents(config: EvaluationConfig) -> list[Agent]:
     agents = [make_agent(spec, uri, llm) for spec in specs]
     for kind in config.ensembles:
         # fresh members: an ensemble's members must not share state with the single agents
-        agents.append(ENSEMBLES[kind]([make_agent(spec, uri, llm) for spec in config.agents]))
+        agents.append(make_ensemble(kind, [make_agent(spec, uri, llm) for spec in config.agents]))
     return agents
 
 
@@ -109,7 +105,7 @@ def observation_settings(
 ) -> tuple[int, tuple[str, ...], tuple[str, ...] | None]:
     """Window, features and universe: explicit in ``config``, else what the trained models
     among ``agents`` were trained on (they must agree), else the defaults."""
-    trained = [a.observation for a in agents if getattr(a, "observation", None)]
+    trained = [a.observation for a in agents if isinstance(a, ExpectsObservation) and a.observation]
     defaults = EnvSettings()
     values = {}
     for key, given, default in (
@@ -122,7 +118,7 @@ def observation_settings(
             continue
         wanted = {json.dumps(t[key]) for t in trained if key in t}
         if len(wanted) > 1:
-            raise ValueError(
+            raise ConfigError(
                 f"the trained models expect different {key} {sorted(wanted)}: evaluate them "
                 "separately"
             )
@@ -151,10 +147,7 @@ def evaluate(
 def _evaluate(
     config: EvaluationConfig, progress: Callable[[str, int], None] | None
 ) -> EvaluationReport:
-    try:
-        data = resolve_data(config.data)
-    except ValueError as exc:
-        raise ValueError(f"{exc}; bundled datasets: {sorted(BUNDLED)}") from None
+    data = resolve_data(config.data)  # an unknown name lists the bundled datasets
     benchmark = config.benchmark
     if benchmark == "auto":
         benchmark = DEFAULT_BENCHMARKS.get(data.name)

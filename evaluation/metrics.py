@@ -69,6 +69,7 @@ __all__ = [
     "deflated_sharpe_ratio",
     "drawdown_periods",
     "drawdown_series",
+    "holding_spells",
     "information_ratio",
     "kurtosis",
     "max_drawdown",
@@ -663,8 +664,38 @@ def turnover(
     return _turnover(turnover_per_period, periods_per_year)
 
 
+def holding_spells(positions: ArrayLike, min_position: float = 1e-9) -> list[np.ndarray]:
+    """The one definition of a holding period: per asset, the lengths of its holding spells.
+
+    A *holding spell* is a maximal run of consecutive periods in which the asset is held,
+    that is ``|position| > min_position`` (long or short; NaN counts as not held). Its length
+    is its number of periods. A spell cut off by the start or end of the series counts with
+    the length seen. :func:`average_holding_period` is the mean over every spell of every
+    asset; a persisted run's holding-periods table
+    (:func:`~marketarena.evaluation.saved_runs.persisted.holding_periods`) lists them per
+    symbol.
+
+    Args:
+        positions: ``(T, N)`` per period and asset (or ``(T,)`` for one asset), in any unit
+            whose zero means "not held": weights (without the cash column) or shares.
+        min_position: the largest ``|position|`` that still counts as not held.
+
+    Returns:
+        ``N`` integer arrays of spell lengths, in time order (empty for an asset never held).
+    """
+    p, _ = _as_2d(positions, "positions")
+    held = np.abs(np.nan_to_num(p, nan=0.0)) > min_position
+    pad = np.zeros((1, p.shape[1]), dtype=np.int8)
+    edges = np.diff(np.vstack([pad, held.astype(np.int8), pad]), axis=0)
+    spells = []
+    for j in range(p.shape[1]):
+        starts, ends = np.flatnonzero(edges[:, j] == 1), np.flatnonzero(edges[:, j] == -1)
+        spells.append(ends - starts)
+    return spells
+
+
 def average_holding_period(weights: ArrayLike, min_weight: float = 1e-9) -> float:
-    """Mean length, in periods, of the runs in which an asset is held.
+    """Mean length, in periods, of the holding spells of every asset (:func:`holding_spells`).
 
     Args:
         weights: ``(T, N)`` asset weights per period (or ``(T,)`` for one asset), without
@@ -673,16 +704,13 @@ def average_holding_period(weights: ArrayLike, min_weight: float = 1e-9) -> floa
             missing (NaN) weights count as not held.
 
     Returns:
-        The mean over every run of every asset, NaN when nothing is ever held. A run cut off
-        by the start or end of the series counts with the length seen, so this is a lower
-        bound for positions open at either edge.
+        The mean over every spell of every asset (so an asset held in more spells weighs
+        more), NaN when nothing is ever held. A spell cut off by the start or end of the
+        series counts with the length seen, so this is a lower bound for positions open at
+        either edge.
     """
-    w, _ = _as_2d(weights, "weights")
-    held = np.abs(np.nan_to_num(w, nan=0.0)) > min_weight
-    pad = np.zeros((1, w.shape[1]), dtype=np.int8)
-    edges = np.diff(np.vstack([pad, held.astype(np.int8), pad]), axis=0)
-    runs = int(np.sum(edges == 1))
-    return float(np.sum(held)) / runs if runs else math.nan
+    lengths = np.concatenate([np.zeros(0, dtype=np.int64), *holding_spells(weights, min_weight)])
+    return float(lengths.mean()) if lengths.size else math.nan
 
 
 def number_of_trades(trades: ArrayLike) -> int:

@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from marketarena.envs.data import SymbolCoverage
+from marketarena.envs.errors import MissingFileError
 from marketarena.evaluation import metrics, plots
 from marketarena.evaluation.runner import AgentEvaluation, BacktestResult
 
@@ -336,7 +337,7 @@ def load_report(output: str | Path) -> EvaluationReport:
     out = Path(output)
     meta_path = out / "report.json"
     if not meta_path.exists():
-        raise FileNotFoundError(f"no saved report at {out} (missing report.json)")
+        raise MissingFileError(f"no saved report at {out} (missing report.json)")
     meta = json.loads(meta_path.read_text())
     evaluations = [
         AgentEvaluation(agent, [BacktestResult.load(out / p) for p in paths])

@@ -4,6 +4,10 @@ One path for every agent kind (baselines, SB3 models, LLMs, ensembles): the agen
 result holds everything reports need — daily dates, NAV, weights, fills, costs, turnover and
 the agent's own diagnostics — and saves to Parquet + JSON (or one JSON file) so that reports
 can be regenerated without rerunning.
+
+One episode loop, :func:`run_episode`, steps every backtest: :func:`run_backtest`'s, and a
+persisted run's (:mod:`marketarena.evaluation.saved_runs.persisted`), which records and
+checkpoints each day through the loop's step hook.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from marketarena.agents.base import Agent
+from marketarena.agents.base import Agent, Composite, Diagnosable, ReadsSnapshot
 from marketarena.envs.data import MarketData, resolve_data
+from marketarena.envs.errors import ConfigError, DataError, MissingFileError
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.evaluation import metrics
 
@@ -136,7 +141,7 @@ class BacktestResult:
         """Load what :meth:`save` wrote."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"no saved backtest result at {path}")
+            raise MissingFileError(f"no saved backtest result at {path}")
         if path.suffix == ".json":
             meta = json.loads(path.read_text())
             daily, fills = pd.DataFrame(meta["daily"]), pd.DataFrame(meta["fills"])
@@ -145,7 +150,7 @@ class BacktestResult:
             daily = pd.read_parquet(path / "daily.parquet")
             fills = pd.read_parquet(path / "fills.parquet")
         if meta.get("format") != "marketarena.BacktestResult/1":
-            raise ValueError(f"{path} is not a saved marketarena BacktestResult")
+            raise DataError(f"{path} is not a saved marketarena BacktestResult")
         symbols = tuple(meta["symbols"])
         weight_cols = [f"w_{s}" for s in [*symbols, "cash"]]
         if len(fills):
@@ -208,20 +213,20 @@ def align_benchmark(
     else:
         data = resolve_data(benchmark)
         if data.n_assets != 1:
-            raise ValueError(
+            raise DataError(
                 f"benchmark {data.name} has {data.n_assets} columns; give a single series"
             )
         name, index, values = data.symbols[0], data.dates, data.close[:, 0]
     if not np.isfinite(values).all() or (values <= 0).any():
-        raise ValueError(f"benchmark {name} has non-positive or missing levels")
+        raise DataError(f"benchmark {name} has non-positive or missing levels")
     pos = np.searchsorted(index, dates, side="right") - 1
     if pos[0] < 0:
-        raise ValueError(
+        raise DataError(
             f"benchmark {name} starts on {index[0]}, after the backtest's first date {dates[0]}"
         )
     stale = dates[-1] - index[pos[-1]]
     if stale > np.timedelta64(7, "D"):
-        raise ValueError(
+        raise DataError(
             f"benchmark {name} ends on {index[-1]}, more than a week before the backtest's "
             f"last date {dates[-1]}"
         )
@@ -257,6 +262,64 @@ def make_backtest_env(
     return PortfolioEnv(**kwargs)
 
 
+#: called after every step of :func:`run_episode` with the number of steps done in the
+#: episode (1 after the first) and the step's info; it may record or checkpoint the step
+StepHook = Callable[[int, Mapping[str, Any]], None]
+
+
+@dataclass
+class Episode:
+    """What :func:`run_episode` collected: one mark per entry of ``dates``, ``nav`` and
+    ``weights`` (the mark it started from, then one per step), one per step of ``turnover``
+    and ``costs``."""
+
+    dates: list[Any]
+    nav: list[float]
+    weights: list[np.ndarray]
+    turnover: list[float] = field(default_factory=list)
+    costs: list[float] = field(default_factory=list)
+    terminated: bool = False
+
+
+def run_episode(
+    agent: Agent,
+    env: PortfolioEnv,
+    observation: np.ndarray,
+    info: Mapping[str, Any],
+    *,
+    step: int = 0,
+    on_step: StepHook | None = None,
+) -> Episode:
+    """The episode loop: ``agent`` acts on ``env`` from ``observation``/``info`` until the
+    episode ends; every backtest, persisted or not, runs through it.
+
+    The env and the agent are used as they are: reset them (or restore a saved state) first.
+    ``step`` counts the steps already done (a resumed run's), so ``on_step`` sees the
+    episode's own step numbers. A restored env already past its last decision date takes no
+    step.
+    """
+    episode = Episode([info["date"]], [info["nav"]], [info["weights"]])
+    done = _past_end(env)
+    while not done:
+        action = agent.act(observation, info)
+        observation, _, terminated, truncated, info = env.step(action)
+        step += 1
+        episode.dates.append(info["date"])
+        episode.nav.append(info["nav"])
+        episode.weights.append(info["weights"])
+        episode.turnover.append(info["turnover"])
+        episode.costs.append(info["costs"])
+        episode.terminated = bool(terminated)
+        if on_step is not None:
+            on_step(step, info)
+        done = terminated or truncated or _past_end(env)
+    return episode
+
+
+def _past_end(env: PortfolioEnv) -> bool:
+    return bool(env.sim.t[0] > env.core.episode_end[0])
+
+
 def run_backtest(
     agent: Agent,
     env_or_spec: EnvSpec,
@@ -265,6 +328,7 @@ def run_backtest(
     seed: int | None = None,
     *,
     benchmark: MarketData | pd.Series | str | None = None,
+    on_step: StepHook | None = None,
 ) -> BacktestResult:
     """Run ``agent`` for one episode and collect the result.
 
@@ -276,67 +340,58 @@ def run_backtest(
         start, end: the date range, with a spec dict.
         seed: seeds the env's reset and the agent.
         benchmark: a series to align with the result (see :func:`align_benchmark`).
+        on_step: called after every step (see :data:`StepHook` and :func:`run_episode`).
     """
     if not isinstance(env_or_spec, PortfolioEnv):
         lookback = snapshot_lookback(agent)
         if lookback:
             env_or_spec = {**env_or_spec, "snapshot_lookback": lookback}
     env = make_backtest_env(env_or_spec, start, end)
-    base = env.unwrapped
-    if not isinstance(base, PortfolioEnv):
-        raise TypeError(f"run_backtest needs a PortfolioEnv, got {type(base).__name__}")
+    if not isinstance(env, PortfolioEnv):
+        raise TypeError(f"run_backtest needs a PortfolioEnv, got {type(env).__name__}")
     observation, info = env.reset(seed=seed)
     agent.reset(seed=seed)
-    dates, navs, weights = [info["date"]], [info["nav"]], [info["weights"]]
-    turnover, costs = [], []
-    terminated = truncated = False
-    while not (terminated or truncated):
-        action = agent.act(observation, info)
-        observation, _, terminated, truncated, info = env.step(action)
-        dates.append(info["date"])
-        navs.append(info["nav"])
-        weights.append(info["weights"])
-        turnover.append(info["turnover"])
-        costs.append(info["costs"])
-    date_arr = np.asarray(dates, dtype="datetime64[D]")
+    episode = run_episode(agent, env, observation, info, on_step=on_step)
+    date_arr = np.asarray(episode.dates, dtype="datetime64[D]")
     fills = (
-        base.sim.history(0).fills_frame()
-        if base.sim.record
+        env.sim.history(0).fills_frame()
+        if env.sim.record
         else pd.DataFrame(columns=list(FILL_COLUMNS))
     )
     bench, bench_name = (None, None)
     if benchmark is not None:
         bench, bench_name = align_benchmark(benchmark, date_arr)
-    diagnostics = agent_diagnostics(agent)
     return BacktestResult(
         agent=agent.name,
-        data_name=base.data.name,
-        symbols=base.data.symbols,
+        data_name=env.data.name,
+        symbols=env.data.symbols,
         dates=date_arr,
-        nav=np.asarray(navs),
-        weights=np.vstack(weights),
-        turnover=np.asarray(turnover),
-        costs=np.asarray(costs),
+        nav=np.asarray(episode.nav),
+        weights=np.vstack(episode.weights),
+        turnover=np.asarray(episode.turnover),
+        costs=np.asarray(episode.costs),
         fills=fills,
         seed=seed,
-        fills_recorded=base.sim.record,
-        terminated=bool(terminated),
+        fills_recorded=env.sim.record,
+        terminated=episode.terminated,
         benchmark=bench,
         benchmark_name=bench_name,
-        settings=_settings(base),
-        diagnostics=diagnostics,
+        settings=_settings(env),
+        diagnostics=agent_diagnostics(agent),
     )
 
 
 def agent_diagnostics(agent: Agent) -> dict[str, Any]:
-    """The agent's own account of its run (``diagnostics()``, e.g. an LLM's outcomes), or {}."""
-    return agent.diagnostics() if callable(getattr(agent, "diagnostics", None)) else {}
+    """The agent's own account of its run (:class:`~marketarena.agents.base.Diagnosable`,
+    e.g. an LLM's outcomes), or {}."""
+    return agent.diagnostics() if isinstance(agent, Diagnosable) else {}
 
 
 def snapshot_lookback(agent: Agent) -> int | None:
     """The market-snapshot lookback an agent (or any member of an ensemble) asks for."""
-    wanted = [getattr(agent, "snapshot_lookback", None)]
-    wanted += [snapshot_lookback(m) for m in getattr(agent, "members", ())]
+    wanted = [agent.snapshot_lookback] if isinstance(agent, ReadsSnapshot) else []
+    if isinstance(agent, Composite):
+        wanted += [snapshot_lookback(m) for m in agent.members]
     wanted = [w for w in wanted if w]
     return max(wanted) if wanted else None
 
@@ -402,7 +457,7 @@ def evaluate_agents(
     names = [a.name for a in agents]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"agent names must be unique; repeated: {duplicates}")
+        raise ConfigError(f"agent names must be unique; repeated: {duplicates}")
 
     def run_agent(agent: Agent) -> AgentEvaluation:
         results = []

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from marketarena.agents.registry import make_agent
+from marketarena.envs.errors import ConfigError
 from marketarena.envs.tasks import get_task, task_env_kwargs
 from marketarena.evaluation.metrics import PERIODS_PER_YEAR
 from marketarena.evaluation.runner import BacktestResult, run_backtest
@@ -52,7 +53,7 @@ def growth(
 
 def check_split(split: str) -> str:
     if split not in SCORED_SPLITS:
-        raise ValueError(f"split must be one of {SCORED_SPLITS}, got {split!r}")
+        raise ConfigError(f"split must be one of {SCORED_SPLITS}, got {split!r}")
     return split
 
 

@@ -44,8 +44,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from marketarena.agents.base import ExpectsObservation
 from marketarena.agents.registry import SPEC_HELP, make_agent
 from marketarena.agents.sb3_agent import SB3Agent
+from marketarena.envs.errors import ConfigError, MissingFileError
 from marketarena.envs.settings import OBSERVATION_SETTINGS
 from marketarena.envs.tasks import TASKS, get_task
 from marketarena.evaluation import bench_stats, tracking
@@ -124,39 +126,40 @@ class BenchConfig:
         """Canonical task names; an unknown task lists the tasks."""
         names = (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks)
         if not names:
-            raise ValueError("no tasks: give at least one task, 'planted' or 'all'")
+            raise ConfigError("no tasks: give at least one task, 'planted' or 'all'")
         groups = {"planted": PLANTED, "all": tuple(TASKS)}
         out = [t for n in names for t in (groups[n] if n in groups else (get_task(n).name,))]
         repeated = sorted({n for n in out if out.count(n) > 1})
         if repeated:
-            raise ValueError(f"tasks listed more than once: {repeated}")
+            raise ConfigError(f"tasks listed more than once: {repeated}")
         return tuple(out)
 
     def seed_list(self) -> tuple[int, ...]:
         if isinstance(self.seeds, int):
             if self.seeds < 1:
-                raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+                raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
             return tuple(range(self.seeds))
         seeds = tuple(int(s) for s in self.seeds)
         if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be distinct and at least one, got {list(self.seeds)}")
+            raise ConfigError(f"seeds must be distinct and at least one, got {list(self.seeds)}")
         return seeds
 
     def validate(self) -> None:
-        """Raise ``ValueError`` / ``FileNotFoundError`` naming the first bad setting: tasks,
+        """Raise :class:`~marketarena.envs.errors.ConfigError` /
+        :class:`~marketarena.envs.errors.MissingFileError` naming the first bad setting: tasks,
         seeds, budgets, then the agents (``llm:`` agents are checked when the bench starts,
         since they need their endpoint)."""
         self.task_names()
         self.seed_list()
         check_split(self.split)
         if not self.agents:
-            raise ValueError("no agents: give at least one agent")
+            raise ConfigError("no agents: give at least one agent")
         if self.timesteps is not None and self.timesteps < 1:
-            raise ValueError(f"timesteps must be >= 1, got {self.timesteps}")
+            raise ConfigError(f"timesteps must be >= 1, got {self.timesteps}")
         if self.reps < 1:
-            raise ValueError(f"reps must be >= 1, got {self.reps}")
+            raise ConfigError(f"reps must be >= 1, got {self.reps}")
         if not 0 < self.confidence < 1:
-            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+            raise ConfigError(f"confidence must be in (0, 1), got {self.confidence}")
         resolve_agents(self, skip_llm=True)
 
     def as_dict(self) -> dict[str, Any]:
@@ -192,7 +195,7 @@ def bench_config_path(algo: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"no bench config for {algo}: neither {candidates[0]} nor {candidates[1]} exists; "
         f"run from the repository, or give {algo}:path/to/config.yaml"
     )
@@ -201,7 +204,7 @@ def bench_config_path(algo: str) -> Path:
 def _config_file(path: str, spec: str) -> Path:
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"agent {spec!r}: config file not found: {file}")
+        raise MissingFileError(f"agent {spec!r}: config file not found: {file}")
     return file
 
 
@@ -218,7 +221,7 @@ def resolve_agent(
     # ``ppo:model.zip`` is a saved model (an agent spec), ``ppo:config.yaml`` a training config
     if untrained or (algo in ALGORITHMS and (not path or is_config)):
         if algo not in ALGORITHMS or (path and not is_config):
-            raise ValueError(
+            raise ConfigError(
                 f"agent {spec!r}: expected untrained:<algo>[:config.yaml] with algo one of "
                 f"{ALGORITHMS}"
             )
@@ -231,7 +234,7 @@ def resolve_agent(
         agent = make_agent(spec, tracking_uri, llm)
     except ValueError as exc:
         if str(exc).startswith("unknown agent"):
-            raise ValueError(
+            raise ConfigError(
                 f"unknown agent {spec!r}; use {', '.join(ALGORITHMS)}, <algo>:path/to/config.yaml,"
                 " untrained:<algo>, reference, baseline, or an agent spec (marketarena bench "
                 "--help lists them)"
@@ -252,11 +255,11 @@ def resolve_agents(config: BenchConfig, skip_llm: bool = False) -> list[BenchAge
     names = [a.name for a in agents]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"bench agents must have distinct names; repeated: {repeated}")
+        raise ConfigError(f"bench agents must have distinct names; repeated: {repeated}")
     tasks = config.task_names()
     for agent in agents:
         if agent.task is not None and set(tasks) != {agent.task}:
-            raise ValueError(
+            raise ConfigError(
                 f"agent {agent.spec!r} belongs to task {agent.task}; bench it on that task "
                 f"alone, or use 'reference' / 'baseline' for each task's own"
             )
@@ -281,7 +284,7 @@ def training_config(agent: BenchAgent, task: str, seed: int, config: BenchConfig
         extra["algo"] = {"total_timesteps": config.timesteps}
     out = load_config(agent.config_path, extra=extra)
     if out.algo.name != agent.algo:
-        raise ValueError(
+        raise ConfigError(
             f"agent {agent.spec!r}: {agent.config_path} trains {out.algo.name}, not {agent.algo}"
         )
     return out
@@ -345,7 +348,7 @@ def run_job(job: Job, config: BenchConfig, parent_run_id: str | None = None) -> 
         row["spec"] = spec
         actor = make_agent(spec, tracking.tracking_uri(), config.llm)
         actor.name = agent.name
-        observation = getattr(actor, "observation", None) or {}
+        observation = actor.observation if isinstance(actor, ExpectsObservation) else {}
         overrides = {k: v for k, v in observation.items() if k in OBSERVATION_SETTINGS}
     result = run_on_split(actor, task, seed, config.split, **overrides)
     row.update(score_result(result, task, config.split))

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from marketarena.envs.errors import ConfigError, MissingFileError
 from marketarena.envs.settings import EnvSettings, check_settings, file_fields
 from marketarena.envs.tasks import get_task, is_task_id
 
@@ -36,10 +37,6 @@ ALGORITHMS = ("ppo", "a2c", "sac", "td3", "recurrent_ppo")
 ON_POLICY = ("ppo", "a2c", "recurrent_ppo")
 #: recurrent_ppo's policy (sb3-contrib's LSTM actor-critic for flat observations)
 LSTM_POLICY = "MlpLstmPolicy"
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key and the source."""
 
 
 class _Strict(BaseModel):
@@ -433,7 +430,7 @@ def load_config(
     if path is not None:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"config file not found: {path}")
+            raise MissingFileError(f"config file not found: {path}")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

@@ -17,9 +17,10 @@ from typing import Any
 import yaml
 
 from marketarena.envs.data import resolve_data
+from marketarena.envs.errors import ConfigError, MissingFileError
 from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
 from marketarena.evaluation.report import EvaluationReport
-from marketarena.training.config import ConfigError, build_config, merge
+from marketarena.training.config import build_config, merge
 from marketarena.training.train import train
 
 #: where the demo's PPO config is looked for, relative to the working directory and to the
@@ -52,7 +53,7 @@ def demo_ppo_config_path() -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"no demo PPO config: neither {candidates[0]} nor {candidates[1]} exists; "
         "run from the repository, or give --ppo-timesteps 0"
     )

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from marketarena.envs.errors import ConfigError
+
 NET_ARCH = {"tiny": [32], "small": [64, 64], "medium": [256, 256]}
 
 
@@ -94,7 +96,7 @@ def space_for(algorithm: str, search: Mapping[str, Any]) -> dict[str, Distributi
     base = dict(SPACES[algorithm])
     unknown = sorted(set(search) - set(base))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"tuning.search names unknown parameter(s) {unknown} for {algorithm}; "
             f"the space has {sorted(base)}"
         )
@@ -110,7 +112,7 @@ def space_for(algorithm: str, search: Mapping[str, Any]) -> dict[str, Distributi
             if isinstance(original, Categorical):  # a range of numbers of the same kind
                 numbers = [c for c in original.choices if type(c) in (int, float)]
                 if len(numbers) != len(original.choices):
-                    raise ValueError(
+                    raise ConfigError(
                         f"tuning.search.{name}: {name} takes one of {list(original.choices)}; "
                         "narrow it with choices, not low/high"
                     )
@@ -119,7 +121,7 @@ def space_for(algorithm: str, search: Mapping[str, Any]) -> dict[str, Distributi
             low, high = narrowed.low, narrowed.high
             base[name] = kind(int(low), int(high), log) if kind is Int else kind(low, high, log)
     if not any(isinstance(d, Float | Int | Categorical) for d in base.values()):
-        raise ValueError(f"the search space for {algorithm} is empty: every parameter is fixed")
+        raise ConfigError(f"the search space for {algorithm} is empty: every parameter is fixed")
     return base
 
 

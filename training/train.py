@@ -35,13 +35,14 @@ import numpy as np
 from marketarena.agents.sb3_agent import SB3Agent, algorithm_class, write_agent_metadata
 from marketarena.envs.core import ActionSpec
 from marketarena.envs.data import MarketData, resolve_data
+from marketarena.envs.errors import ConfigError, MissingFileError
 from marketarena.envs.sb3_vec_env import SB3PortfolioVecEnv
 from marketarena.envs.vector_env import PortfolioVectorEnv
 from marketarena.evaluation import tracking
 from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
 from marketarena.evaluation.runner import BacktestResult, run_backtest
 from marketarena.training.callbacks import EveryNTimesteps, MlflowOutputFormat, RichProgress
-from marketarena.training.config import ON_POLICY, Config, ConfigError, load_config
+from marketarena.training.config import ON_POLICY, Config, load_config
 
 CHECKPOINTS_KEPT = 2
 
@@ -486,12 +487,12 @@ def train(
     from stable_baselines3.common.utils import set_random_seed
 
     if (config is None) == (resume is None):
-        raise ValueError("give either a config or a run folder to resume")
+        raise ConfigError("give either a config or a run folder to resume")
     state, ckpt = None, None
     if resume is not None:
         run_dir = Path(resume).resolve()
         if not (run_dir / "config.yaml").exists():
-            raise FileNotFoundError(f"{run_dir} is not a training run folder (no config.yaml)")
+            raise MissingFileError(f"{run_dir} is not a training run folder (no config.yaml)")
         config = load_config(run_dir / "config.yaml")
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:

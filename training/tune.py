@@ -37,17 +37,19 @@ from typing import Any
 import numpy as np
 import yaml
 
+from marketarena.envs.errors import ConfigError, MarketArenaError
 from marketarena.evaluation import metrics, tracking
 from marketarena.training import search_spaces
-from marketarena.training.config import Config, ConfigError, build_config, merge
+from marketarena.training.config import Config, build_config, merge
 from marketarena.training.train import load_universe, split_ranges, train
 
 DEFAULT_STORAGE = "optuna.journal"
 STUDY_RUN_ATTR = "mlflow_parent_run_id"
 
 
-class StorageError(RuntimeError):
-    """The Optuna storage cannot be reached or opened."""
+class StorageError(MarketArenaError, RuntimeError):
+    """The Optuna storage cannot be reached or opened (the message names it without its
+    password)."""
 
 
 @dataclass

@@ -19,9 +19,9 @@ from marketarena.agents.llm_agent import LLMAgent, LLMConfig
 from marketarena.agents.llm_server import LocalLLMServer, LocalLLMUnavailable, free_port
 from marketarena.cli import main
 from marketarena.envs.data import load_dataset
-from marketarena.evaluation.backtest import load_result
 from marketarena.evaluation.runner import run_backtest
-from marketarena.evaluation.store import RunStore
+from marketarena.evaluation.saved_runs.persisted import load_result
+from marketarena.evaluation.saved_runs.store import RunStore
 
 pytestmark = pytest.mark.slow
 

@@ -23,9 +23,9 @@ from marketarena.envs.core import ActionSpec
 from marketarena.envs.data import resolve_data
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.envs.sb3_vec_env import SB3PortfolioVecEnv
-from marketarena.evaluation.backtest import load_result, resume_backtest, start_backtest
 from marketarena.evaluation.runner import run_backtest
-from marketarena.evaluation.store import RunStore
+from marketarena.evaluation.saved_runs.persisted import load_result, resume_backtest, start_backtest
+from marketarena.evaluation.saved_runs.store import RunStore
 
 UNIVERSE = ("AAPL", "JNJ", "JPM", "XOM", "KO")
 WINDOW, FEATURES = 8, ("log_return",)

@@ -18,15 +18,18 @@ from rich.console import Console
 
 from marketarena.cli import EXIT_ERROR, EXIT_OK, main
 from marketarena.envs.settings import EnvSettings, setting_names
-from marketarena.evaluation.backtest import (
+from marketarena.evaluation import metrics
+from marketarena.evaluation.saved_runs.persisted import (
+    Positions,
     continue_backtest,
     holding_periods,
     load_result,
+    mean_holding_period,
     resume_backtest,
     start_backtest,
     turnover_summary,
 )
-from marketarena.evaluation.store import RunStore
+from marketarena.evaluation.saved_runs.store import RunInfo, RunStore
 
 AITRADER = {"preset": "aitrader"}
 
@@ -385,6 +388,29 @@ def test_holding_periods_count_separate_spells():
     # mean turnover 1.75 / 7 = 0.25 a day, 63 a year (252 sessions); costs 1.75
     assert turnover_summary(days) == {"mean_daily_turnover": 0.25, "annual_turnover": 63.0,
                                       "total_costs": 1.75}  # fmt: skip
+
+
+def test_one_holding_period_definition_seen_per_symbol_and_as_the_metric():
+    # by hand: AAA held on days 2-3 and 5-7 (spells of 2 and 3 days), BBB on days 1, 3 and 5
+    # (three of 1), CCC short on days 1-4 (one of 4): 12 days held in 6 spells, 2.0 on average
+    shares = {"AAA": [0, 5, 5, 0, 3, 3, 3], "BBB": [1, 0, 1, 0, 1, 0, 0],
+              "CCC": [-2, -2, -1, -1, 0, 0, 0]}  # fmt: skip
+    symbols = tuple(shares)
+    days = pd.DataFrame({**shares, "turnover": [0.0] * 7, "costs": [0.0] * 7, "cash": 1.0})
+    spells = metrics.holding_spells(days[list(symbols)].to_numpy(dtype=float))
+    assert [s.tolist() for s in spells] == [[2, 3], [1, 1, 1], [4]]
+    # the positions view: a row per symbol, and their spell-weighted mean
+    periods = holding_periods(days, symbols)
+    assert periods.values.tolist() == [["AAA", 2, 2.5, 5], ["BBB", 3, 1.0, 3],
+                                       ["CCC", 1, 4.0, 4]]  # fmt: skip
+    assert mean_holding_period(periods) == 2.0
+    # the metric's view, on weights with the same positions (1e-12 counts as not held)
+    held = days[list(symbols)].to_numpy(dtype=float)
+    weights = np.where(held != 0, 0.3 * np.sign(held), 1e-12)
+    assert metrics.average_holding_period(weights) == 2.0
+    positions = Positions(RunInfo("r", {}, symbols, "finished", None, 7), days, pd.DataFrame())
+    assert "mean holding period 2.0 days over 3 symbols" in positions.summary()
+    assert np.isnan(mean_holding_period(holding_periods(days.iloc[:0], symbols)))  # none held
 
 
 def table_rows(text: str) -> list[list[str]]:

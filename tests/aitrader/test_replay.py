@@ -10,7 +10,7 @@ from rich.console import Console
 from marketarena.cli import EXIT_ERROR, EXIT_OK, main
 from marketarena.envs.aitrader import load_aitrader
 from marketarena.envs.data import DataWarning
-from marketarena.evaluation.replay import (
+from marketarena.evaluation.saved_runs.replay import (
     Difference,
     TradeLogError,
     differences_frame,

@@ -10,15 +10,18 @@ import numpy as np
 import pytest
 
 from marketarena.agents import Agent, EqualWeightAgent, RandomAgent
-from marketarena.envs import MarketData, PortfolioEnv
+from marketarena.envs import ConfigError, MarketData, PortfolioEnv
 from marketarena.envs.synthetic import gbm_market
 from marketarena.evaluation.ensembles import (
+    ENSEMBLE_KINDS,
     ConfidenceWeightedEnsemble,
     PerformanceWeightedEnsemble,
     SelectionEnsemble,
     VotingEnsemble,
     WeightedAverageEnsemble,
+    make_ensemble,
 )
+from marketarena.evaluation.evaluate import EvaluationConfig
 from marketarena.evaluation.runner import run_backtest
 
 FREE = {"commission_bps": 0.0, "slippage_bps": 0.0}
@@ -292,18 +295,65 @@ def test_selection_annualises_with_periods_per_year(make_market):
 
 
 # -------------------------------------------------------------- protocol and seeding
+#: every kind, built as the evaluation builds them: through the factory
 ENSEMBLES: dict[str, Callable[[Sequence[Agent]], Any]] = {
-    "weighted_average": lambda m: WeightedAverageEnsemble(m, weights=[1, 2, 1]),
-    "confidence": ConfidenceWeightedEnsemble,
+    "mean": lambda m: make_ensemble("mean", m, weights=[1, 2, 1]),
+    "confidence": lambda m: make_ensemble("confidence", m),
     # random Dirichlet members put about 0.2 on each asset: a 0.2 threshold makes votes vary
-    "majority": lambda m: VotingEnsemble(m, method="majority", threshold=0.2),
-    "weighted_vote": lambda m: VotingEnsemble(
-        m, method="weighted", member_weights=[3, 1, 1], threshold=0.2
+    "majority": lambda m: make_ensemble("majority", m, threshold=0.2),
+    "weighted_vote": lambda m: make_ensemble(
+        "weighted_vote", m, member_weights=[3, 1, 1], threshold=0.2
     ),
-    "rank": lambda m: VotingEnsemble(m, method="rank", top_k=2),
-    "performance": lambda m: PerformanceWeightedEnsemble(m, window=20, min_periods=5),
-    "selection": lambda m: SelectionEnsemble(m, rebalance_every=10, validation_window=10),
+    "rank": lambda m: make_ensemble("rank", m, top_k=2),
+    "performance": lambda m: make_ensemble("performance", m, window=20, min_periods=5),
+    "selection": lambda m: make_ensemble("selection", m, rebalance_every=10, validation_window=10),
 }
+
+
+def test_every_kind_is_tested():
+    assert list(ENSEMBLES) == list(ENSEMBLE_KINDS)
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls", "method"),
+    [
+        ("mean", WeightedAverageEnsemble, None),
+        ("confidence", ConfidenceWeightedEnsemble, None),
+        ("majority", VotingEnsemble, "majority"),
+        ("weighted_vote", VotingEnsemble, "weighted"),
+        ("rank", VotingEnsemble, "rank"),
+        ("performance", PerformanceWeightedEnsemble, None),
+        ("selection", SelectionEnsemble, None),
+    ],
+)
+def test_the_factory_builds_each_kind_named_for_it(kind, cls, method):
+    members = [FixedAgent(A, "a"), FixedAgent(B, "b")]
+    ens = make_ensemble(kind, members)
+    assert type(ens) is cls and ens.name == f"ensemble:{kind}" and ens.members == tuple(members)
+    assert getattr(ens, "method", None) == method
+    assert make_ensemble(kind, members, name="mine").name == "mine"
+
+
+def test_the_factory_names_the_valid_kinds_and_options():
+    members = [FixedAgent(A, "a"), FixedAgent(B, "b")]
+    kinds = r"\['mean', 'confidence', 'majority', 'weighted_vote', 'rank', 'performance', "
+    with pytest.raises(
+        ConfigError, match=rf"unknown ensemble kind 'plurality'; the kinds are: {kinds}"
+    ):
+        make_ensemble("plurality", members)
+    options = r"ensemble 'mean': unknown option\(s\) \['top_k'\]; it takes \['weights'\]"
+    with pytest.raises(ValueError, match=options):  # a ConfigError is a ValueError
+        make_ensemble("mean", members, top_k=1)
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['method'\]"):  # the kind fixes it
+        make_ensemble("rank", members, method="majority")
+    # the kind's own checks still apply
+    with pytest.raises(ConfigError, match="top_k"):
+        make_ensemble("rank", members, top_k=0)
+    # the evaluation offers the same kinds, and names them when one is wrong
+    with pytest.raises(
+        ConfigError, match=rf"unknown ensemble\(s\) \['vote'\]; the kinds are: {kinds}"
+    ):
+        EvaluationConfig(agents=("a", "b"), ensembles=("vote",)).validate()
 
 
 @pytest.fixture(scope="module")

@@ -378,6 +378,10 @@ def test_trading_metrics():
     assert m.average_holding_period(weights) == pytest.approx(7 / 3)
     assert m.average_holding_period(weights[:, 0]) == pytest.approx(2.5)
     assert _nan(m.average_holding_period(np.zeros((4, 3))))
+    # the spells behind it: A 2 and 3 periods, B (short) 2; (2 + 3 + 2) / 3 = 7 / 3
+    assert [s.tolist() for s in m.holding_spells(weights)] == [[2, 3], [2]]
+    assert [s.tolist() for s in m.holding_spells(np.array([np.nan, 1.0, 1.0]))] == [[2]]
+    assert [s.tolist() for s in m.holding_spells(np.zeros((0, 2)))] == [[], []]
     traded_shares = np.array([[10.0, 0.0], [0.0, -5.0], [0.0, 0.0], [3.0, np.nan]])
     assert m.number_of_trades(traded_shares) == 3
     assert m.number_of_trades(np.array([10.0, -5.0, 3.0])) == 3  # one entry per fill

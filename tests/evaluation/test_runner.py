@@ -7,17 +7,23 @@ import pandas as pd
 import pytest
 
 from marketarena.agents import BuyAndHoldAgent, EqualWeightAgent, RandomAgent
+from marketarena.agents.base import Composite, Diagnosable, ReadsSnapshot, Resumable
 from marketarena.envs import MarketData, PortfolioEnv
 from marketarena.envs.settings import EnvSettings, setting_names
 from marketarena.envs.synthetic import gbm_market
 from marketarena.evaluation import metrics
+from marketarena.evaluation.ensembles import make_ensemble
 from marketarena.evaluation.runner import (
     AgentEvaluation,
     BacktestResult,
+    agent_diagnostics,
     align_benchmark,
     evaluate_agents,
     interquartile_mean,
+    make_backtest_env,
     run_backtest,
+    run_episode,
+    snapshot_lookback,
 )
 
 
@@ -168,3 +174,73 @@ def test_daily_frame_of_a_wide_universe_is_built_without_fragmentation(recwarn):
     np.testing.assert_array_equal(frame["w_cash"], res.weights[:, -1])
     np.testing.assert_array_equal(frame["nav"], res.nav)
     assert np.isnan(frame["return"].iloc[0]) and frame["turnover"].iloc[0] == 0.0
+
+
+# ------------------------------------------------------------- one episode loop, with a hook
+def test_the_step_hook_sees_every_step_in_order(market, spec):
+    seen = []
+    start, end = str(market.dates[50]), str(market.dates[80])
+    res = run_backtest(
+        RandomAgent(), spec, start, end, seed=3,
+        on_step=lambda step, info: seen.append((step, info["date"], info["nav"])),
+    )  # fmt: skip
+    assert [step for step, _, _ in seen] == list(range(1, len(res.nav)))
+    np.testing.assert_array_equal([date for _, date, _ in seen], res.dates[1:])
+    np.testing.assert_array_equal([nav for _, _, nav in seen], res.nav[1:])
+
+
+def test_an_episode_restored_from_a_checkpoint_continues_the_same_run(market, spec):
+    """What a persisted run does: the hook checkpoints the env and the agent after a step; a
+    fresh env and agent restored from it run the same loop on, bit for bit."""
+    start, end = str(market.dates[50]), str(market.dates[120])
+    whole = run_backtest(RandomAgent(), spec, start, end, seed=5)
+    env, agent = make_backtest_env(spec, start, end), RandomAgent()
+    saved = {}
+
+    def checkpoint(step, info):
+        if step == 20:
+            saved.update(env=env.get_state(), agent=agent.get_state())
+
+    observation, info = env.reset(seed=5)
+    agent.reset(seed=5)
+    first = run_episode(agent, env, observation, info, on_step=checkpoint)
+    np.testing.assert_array_equal(first.nav, whole.nav)
+    env, agent = make_backtest_env(spec, start, end), RandomAgent()
+    env.reset(seed=5)
+    agent.reset(seed=5)
+    observation, info = env.set_state(saved["env"])
+    agent.set_state(saved["agent"])
+    steps = []
+    rest = run_episode(agent, env, observation, info, step=20,
+                       on_step=lambda step, info: steps.append(step))  # fmt: skip
+    assert steps == list(range(21, len(whole.nav)))
+    np.testing.assert_array_equal(rest.nav, whole.nav[20:])
+    np.testing.assert_array_equal(rest.turnover, whole.turnover[20:])
+    # restored at its end (a run that stopped after its last day): no step is taken
+    at_end = run_episode(agent, env, *env.set_state(env.get_state()), step=len(whole.nav) - 1)
+    assert at_end.nav == [whole.nav[-1]] and at_end.turnover == []
+
+
+class _Reader(EqualWeightAgent):
+    """Reads the market snapshot and reports diagnostics."""
+
+    snapshot_lookback = 3
+
+    def diagnostics(self) -> dict:
+        return {"read": True}
+
+
+def test_optional_abilities_are_asked_through_protocols(market, spec):
+    plain, reader = BuyAndHoldAgent(), _Reader(name="reader")
+    assert isinstance(plain, Resumable) and not isinstance(plain, Diagnosable | ReadsSnapshot)
+    assert isinstance(reader, Diagnosable) and isinstance(reader, ReadsSnapshot)
+    assert (snapshot_lookback(plain), agent_diagnostics(plain)) == (None, {})
+    assert (snapshot_lookback(reader), agent_diagnostics(reader)) == (3, {"read": True})
+    ensemble = make_ensemble("mean", [plain, reader])
+    assert all(isinstance(ensemble, p) for p in (Composite, Resumable, Diagnosable))
+    assert snapshot_lookback(ensemble) == 3  # what a member needs, the whole needs
+    seen = []
+    res = run_backtest(ensemble, spec, str(market.dates[50]), str(market.dates[60]), seed=0,
+                       on_step=lambda step, info: seen.append(info["snapshot"].dates))  # fmt: skip
+    assert all(len(dates) == 3 for dates in seen)
+    assert res.diagnostics["members"] == ["buy_and_hold", "reader"]

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from marketarena.envs.errors import ConfigError, UnknownNameError
+
 DEFAULT_STORE = "runs.sqlite"
 
 SCHEMA = """
@@ -44,9 +46,8 @@ CREATE TABLE IF NOT EXISTS diagnostics (run_id TEXT PRIMARY KEY, diagnostics TEX
 """
 
 
-class RunNotFound(KeyError):
-    def __str__(self) -> str:  # KeyError's str() is the repr of its argument
-        return str(self.args[0]) if self.args else ""
+class RunNotFound(UnknownNameError):
+    """No run of that name (or agent) in the store; the message lists the ones there are."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class RunStore:
         with self._lock:
             exists = self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if exists:
-                raise ValueError(
+                raise ConfigError(
                     f"run {run_id!r} already exists in {self.path}: --resume it, --continue "
                     "it, or choose another name"
                 )

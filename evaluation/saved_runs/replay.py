@@ -32,6 +32,7 @@ import pandas as pd
 
 from marketarena.envs.core import build_rules
 from marketarena.envs.data import MarketData
+from marketarena.envs.errors import DataError, MissingFileError
 from marketarena.envs.simulator import Simulator, TradingRules
 from marketarena.evaluation.report import EvaluationReport
 from marketarena.evaluation.runner import AgentEvaluation, BacktestResult, align_benchmark
@@ -39,7 +40,7 @@ from marketarena.evaluation.runner import AgentEvaluation, BacktestResult, align
 ACTIONS = ("buy", "sell", "no_trade")
 
 
-class TradeLogError(ValueError):
+class TradeLogError(DataError):
     """A trade log line is malformed; the message names the file and line."""
 
 
@@ -96,7 +97,7 @@ def read_trade_log(path: str | Path) -> list[LogEntry]:
     """Parse and check a ``position.jsonl``; errors name the file and the line."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"trade log not found: {path}")
+        raise MissingFileError(f"trade log not found: {path}")
     entries = []
     for number, text in enumerate(path.read_text().splitlines(), 1):
         if not text.strip():

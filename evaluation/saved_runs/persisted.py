@@ -1,13 +1,15 @@
 """Persisted backtests: start, resume after a crash, continue when new data arrives.
 
 ``start_backtest`` runs any agent (an agent spec, as for ``marketarena evaluate``) over a
-date range and records each completed day in a :class:`~marketarena.evaluation.store.RunStore`
-as it goes. ``resume_backtest`` continues a run cut short from its last completed date: the
-env and the agent are restored from the checkpoint written with that day, so the result is
-identical to an uninterrupted run (an LLM agent's answers come from its cache). When the data
-grows, ``continue_backtest`` extends a finished run to a later end date without recomputing
-the days it has; the data for those days must be unchanged, and ranges that do not extend the
-run are refused.
+date range through the runner's episode loop
+(:func:`~marketarena.evaluation.runner.run_episode`), whose step hook records each completed
+day in a :class:`~marketarena.evaluation.saved_runs.store.RunStore` as it goes.
+``resume_backtest`` continues a run cut short from its last completed date: the env and the
+agent are restored from the checkpoint written with that day, so the result is identical to
+an uninterrupted run (an LLM agent's answers come from its cache). When the data grows,
+``continue_backtest`` extends a finished run to a later end date without recomputing the days
+it has; the data for those days must be unchanged, and ranges that do not extend the run are
+refused.
 
 ``leaderboard`` ranks finished runs over the same dates; ``load_positions`` reads a run's
 holdings, fills, holding periods and turnover back from the store.
@@ -24,9 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from marketarena.agents.base import Agent, Resumable
 from marketarena.agents.llm_server import local_model_served
 from marketarena.agents.registry import make_agent
 from marketarena.envs.data import MarketData, resolve_data
+from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.envs.settings import EnvSettings, build_rules, setting_names
 from marketarena.envs.simulator import TradingRules
@@ -37,9 +41,10 @@ from marketarena.evaluation.runner import (
     BacktestResult,
     agent_diagnostics,
     make_backtest_env,
+    run_episode,
     snapshot_lookback,
 )
-from marketarena.evaluation.store import RunInfo, RunStore
+from marketarena.evaluation.saved_runs.store import RunInfo, RunStore
 
 Progress = Callable[[str, float], None]
 
@@ -62,8 +67,8 @@ def _build(spec: Mapping[str, Any], end: str, data: MarketData | None = None) ->
     if spec.get("universe"):
         data = data.select(spec["universe"])
     agent = make_agent(spec["agent"], spec.get("tracking_uri"), spec.get("llm") or {})
-    if not callable(getattr(agent, "get_state", None)):
-        raise TypeError(
+    if not isinstance(agent, Resumable):
+        raise ConfigError(
             f"agent {spec['agent']!r} cannot be persisted: it has no get_state/set_state "
             "(see marketarena.agents.Resumable)"
         )
@@ -75,15 +80,13 @@ def _build(spec: Mapping[str, Any], end: str, data: MarketData | None = None) ->
 
 
 def _run_days(
-    store: RunStore, run_id: str, env: PortfolioEnv, agent: Any, observation: np.ndarray,
-    info: dict[str, Any], step: int, progress: Progress | None,
+    store: RunStore, run_id: str, env: PortfolioEnv, agent: Agent, observation: np.ndarray,
+    info: Mapping[str, Any], step: int, progress: Progress | None,
 ) -> None:  # fmt: skip
+    """The runner's episode loop, each completed day recorded with its checkpoint."""
     total = env.core.last_decision - env.core.first_decision + 1
-    done = False
-    while not done and env.sim.t[0] <= env.core.episode_end[0]:
-        action = agent.act(observation, info)
-        observation, _, terminated, truncated, info = env.step(action)
-        step += 1
+
+    def record(step: int, info: Mapping[str, Any]) -> None:
         day = {"date": str(info["date"]), "nav": info["nav"], "cash": info["cash"],
                "turnover": info["turnover"], "costs": info["costs"],
                "shares": env.sim.shares[0], "weights": info["weights"]}  # fmt: skip
@@ -91,7 +94,8 @@ def _run_days(
                          agent.get_state())  # fmt: skip
         if progress is not None:
             progress(day["date"], step / max(total, 1))
-        done = terminated or truncated
+
+    run_episode(agent, env, observation, info, step=step, on_step=record)
 
 
 def start_backtest(
@@ -177,9 +181,9 @@ def continue_backtest(
     info = store.run(run_id)
     spec = dict(info.spec)
     if info.status != "finished":
-        raise ValueError(f"run {run_id!r} did not finish: --resume it before continuing it")
+        raise ConfigError(f"run {run_id!r} did not finish: --resume it before continuing it")
     if str(end) <= spec["end"]:
-        raise ValueError(
+        raise ConfigError(
             f"continue must extend run {run_id!r} past its end {spec['end']}; {end} does not "
             "(completed days are never recomputed or overwritten)"
         )
@@ -188,10 +192,10 @@ def continue_backtest(
     if spec.get("universe"):
         market = market.select(spec["universe"])
     if market.dates[-1] <= np.datetime64(spec["end"]):
-        raise ValueError(f"{market.name} ends on {market.dates[-1]}: no new data after "
+        raise DataError(f"{market.name} ends on {market.dates[-1]}: no new data after "
                          f"{spec['end']}")  # fmt: skip
     if _prefix_hash(market, spec["end"]) != spec["data_sha256"]:
-        raise ValueError(
+        raise DataError(
             f"{market.name} differs from the data run {run_id!r} was computed on, up to "
             f"{spec['end']}: continuing would mix histories"
         )
@@ -241,24 +245,30 @@ def _first_date(spec: Mapping[str, Any], checkpoint: tuple | None) -> str:
 
 
 def holding_periods(days: pd.DataFrame, symbols: tuple[str, ...]) -> pd.DataFrame:
-    """Per symbol: the runs of consecutive days it was held, and their mean length."""
-    rows = []
-    for symbol in symbols:
-        held = days[symbol].to_numpy() > 1e-12
-        lengths, run = [], 0
-        for h in held:
-            if h:
-                run += 1
-            elif run:
-                lengths.append(run)
-                run = 0
-        if run:
-            lengths.append(run)
-        if lengths:
-            rows.append({"symbol": symbol, "holding_spells": len(lengths),
-                         "mean_days_held": float(np.mean(lengths)),
-                         "days_held": int(sum(lengths))})  # fmt: skip
+    """Per symbol held at all: its holding spells, their mean length and the days held.
+
+    A spell is a run of consecutive stored days with a non-zero position in the symbol's
+    shares column (long or short), as :func:`~marketarena.evaluation.metrics.holding_spells`
+    defines it. Over all symbols, ``days_held`` summed over ``holding_spells`` summed
+    (:func:`mean_holding_period`) is what
+    :func:`~marketarena.evaluation.metrics.average_holding_period` gives on the run's weights.
+    """
+    spells = metrics.holding_spells(days[list(symbols)].to_numpy(dtype=float))
+    rows = [
+        {"symbol": symbol, "holding_spells": len(lengths),
+         "mean_days_held": float(lengths.mean()), "days_held": int(lengths.sum())}
+        for symbol, lengths in zip(symbols, spells, strict=True)
+        if len(lengths)
+    ]  # fmt: skip
     return pd.DataFrame(rows, columns=["symbol", "holding_spells", "mean_days_held", "days_held"])
+
+
+def mean_holding_period(periods: pd.DataFrame) -> float:
+    """The mean length of every spell in a :func:`holding_periods` table (a symbol held in
+    more spells weighs more): the run's
+    :func:`~marketarena.evaluation.metrics.average_holding_period`."""
+    spells = periods["holding_spells"].sum()
+    return float(periods["days_held"].sum() / spells) if spells else float("nan")
 
 
 def turnover_summary(days: pd.DataFrame) -> dict[str, float]:
@@ -281,11 +291,11 @@ def leaderboard(store: RunStore, run_ids: Sequence[str] = ()) -> EvaluationRepor
     runs = [store.run(r) for r in run_ids] if run_ids else store.runs()
     runs = [r for r in runs if r.status == "finished"]
     if not runs:
-        raise ValueError(f"no finished runs in {store.path}")
+        raise ConfigError(f"no finished runs in {store.path}")
     results = [load_result(store, r.run_id) for r in runs]
     spans = {(str(r.dates[0]), str(r.dates[-1]), r.settings["data_sha256"]) for r in results}
     if len(spans) > 1:
-        raise ValueError(
+        raise ConfigError(
             "a leaderboard compares runs over the same dates and data; these differ: "
             + "; ".join(f"{r.settings['run_id']} {r.dates[0]}..{r.dates[-1]}" for r in results)
         )
@@ -341,10 +351,11 @@ class Positions:
         return holding_periods(self.days, self.symbols)
 
     def summary(self) -> str:
-        """Turnover, costs and the mean holding period, in one line."""
+        """Turnover, costs and the mean holding period (:func:`mean_holding_period`), in one
+        line."""
         periods = self.holding_periods()
         turnover = turnover_summary(self.days)
-        held = periods["mean_days_held"].mean() if len(periods) else float("nan")
+        held = mean_holding_period(periods)
         return (
             f"turnover: {turnover['mean_daily_turnover']:.3f} a day "
             f"({turnover['annual_turnover']:.1f} a year), costs {turnover['total_costs']:,.2f}; "
