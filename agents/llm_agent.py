@@ -17,19 +17,28 @@ Repair policy, in order (every step is recorded as a note on the decision):
    weights are divided by their sum (``renormalised``).
 
 Outcomes: ``ok`` (used as given), ``repaired`` (used after step 3 or 4), and for failures
-``empty``, ``invalid_json``, ``wrong_schema``, ``rate_limited``, ``server_error``,
-``timeout``, ``connection_error``, ``api_error`` (any other error status, or a success whose
-body is not a chat completion). Transport failures come after the client's own retries with
-exponential backoff (429 honours ``Retry-After``).
+``empty``, ``invalid_json``, ``wrong_schema``, ``oversized`` (an answer longer than
+``max_answer_chars``), ``rate_limited``, ``server_error``, ``timeout``, ``connection_error``,
+``api_error`` (any other error status, or a success whose body is not a chat completion).
+Transport failures come after the client's own retries with exponential backoff (429 honours
+``Retry-After``); a whole request, retries included, never outlasts ``deadline`` seconds (a
+server that trickles its answer byte by byte is cut off there). After
+``max_connection_failures`` connection failures in a row the agent raises
+:class:`LLMEndpointDown` instead of holding through a dead endpoint: a persisted run stops at
+that step and resumes from it.
 
-Every request/response (and error) goes through :class:`~marketarena.agents.llm_cache.LLMCache`,
-so a rerun replays exactly; tokens, cost (from a price table) and latency are counted per
-decision and per run. The API key is read from the environment when the client is made and
-is never stored, cached, logged or reported.
+Answers go through :class:`~marketarena.agents.llm_cache.LLMCache`, so a rerun replays them
+exactly. Transient failures (:data:`TRANSIENT`: timeouts, connection errors, 429 and 5xx after
+the retries) are recorded in the run's decisions, not replayed by a read-write cache: a rerun
+after an outage asks again (only an offline ``read_only`` replay reproduces them).
+``retry_failed`` also asks again for cached answers that were unusable. Tokens, cost (from a
+price table) and latency are counted per decision and per run. The API key is read from the
+environment when the client is made and is never stored, cached, logged or reported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -46,10 +55,12 @@ import numpy as np
 from marketarena.agents.base import Resumable, hold
 from marketarena.agents.llm_cache import CacheMode, LLMCache
 from marketarena.agents.llm_prompt import CASH, DateMode, PromptBuilder, PromptSettings
+from marketarena.envs.errors import ConfigError, MarketArenaError
 
 OutputMode = Literal["json_schema", "tool"]
-FAILURES = ("empty", "invalid_json", "wrong_schema", "rate_limited", "server_error", "timeout",
-            "connection_error", "api_error")  # fmt: skip
+#: outcomes that come from the endpoint, not the answer: asked again on a rerun
+TRANSIENT = ("rate_limited", "server_error", "timeout", "connection_error")
+FAILURES = ("empty", "invalid_json", "wrong_schema", "oversized", *TRANSIENT, "api_error")
 TOOL_NAME = "set_target_weights"
 
 _semaphores: dict[str, tuple[threading.BoundedSemaphore, int]] = {}
@@ -85,7 +96,15 @@ class LLMConfig:
         base_url: an OpenAI-compatible endpoint; ``None`` uses ``OPENAI_BASE_URL`` or OpenAI.
         api_key_env: the environment variable holding the API key (read, never stored).
         temperature, max_tokens, seed: request parameters.
-        timeout: seconds per request; max_retries: the client's retries with backoff.
+        timeout: seconds the client waits for any single read; max_retries: the client's
+            retries with backoff.
+        deadline: seconds one decision's request may take in all, retries and a trickling
+            body included (``None``: ``timeout x (max_retries + 1) + 10 x max_retries``).
+        max_answer_chars: a longer answer is not used or cached whole (outcome ``oversized``).
+        max_connection_failures: connection failures in a row that stop the run
+            (:class:`LLMEndpointDown`); 0 never stops.
+        retry_failed: ask again when the cache holds an unusable answer or an error for the
+            request (transient failures are asked again in any case).
         output: ``"json_schema"`` (response_format) or ``"tool"`` (a function call).
         decide_every: ask the model every this many steps and hold in between.
         lookback: sessions of prices in the prompt.
@@ -105,6 +124,10 @@ class LLMConfig:
     seed: int | None = 0
     timeout: float = 60.0
     max_retries: int = 3
+    deadline: float | None = None
+    max_answer_chars: int = 20_000
+    max_connection_failures: int = 5
+    retry_failed: bool = False
     output: OutputMode = "json_schema"
     decide_every: int = 1
     lookback: int = 20
@@ -121,11 +144,28 @@ class LLMConfig:
 
     def __post_init__(self) -> None:
         if self.output not in ("json_schema", "tool"):
-            raise ValueError(f"output={self.output!r}: choose 'json_schema' or 'tool'")
+            raise ConfigError(f"output={self.output!r}: choose 'json_schema' or 'tool'")
         if self.decide_every < 1 or self.lookback < 2 or self.max_concurrency < 1:
-            raise ValueError("decide_every and max_concurrency must be >= 1, lookback >= 2")
+            raise ConfigError("decide_every and max_concurrency must be >= 1, lookback >= 2")
         if self.dates not in ("real", "hidden", "shifted"):
-            raise ValueError(f"dates={self.dates!r}: choose 'real', 'hidden' or 'shifted'")
+            raise ConfigError(f"dates={self.dates!r}: choose 'real', 'hidden' or 'shifted'")
+        if self.timeout <= 0 or self.max_retries < 0 or self.max_answer_chars < 1:
+            raise ConfigError("timeout and max_answer_chars must be > 0, max_retries >= 0")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ConfigError(f"deadline must be > 0 seconds or None, got {self.deadline}")
+        if self.max_connection_failures < 0:
+            raise ConfigError("max_connection_failures must be >= 0 (0: never stop)")
+
+    @property
+    def request_deadline(self) -> float:
+        """Seconds one decision's request may take in all (see ``deadline``)."""
+        if self.deadline is not None:
+            return self.deadline
+        return self.timeout * (self.max_retries + 1) + 10.0 * self.max_retries
+
+
+class LLMEndpointDown(MarketArenaError, RuntimeError):
+    """The endpoint failed to connect ``max_connection_failures`` times in a row."""
 
 
 @dataclass
@@ -241,10 +281,12 @@ class LLMAgent(Resumable):
         self._client: Any = None
         self._builder: PromptBuilder | None = None
         self._step = 0
+        self._connection_failures = 0  # in a row
 
     # ---------------------------------------------------------------- protocol
     def reset(self, *, seed: int | None = None) -> None:
         self._step = 0
+        self._connection_failures = 0
         self.decisions = []
         self.confidence = None
         if self._builder is not None:
@@ -315,7 +357,7 @@ class LLMAgent(Resumable):
             key = os.environ.get(c.api_key_env)
             base_url = c.base_url or os.environ.get("OPENAI_BASE_URL")
             if key is None and base_url is None:
-                raise ValueError(
+                raise ConfigError(
                     f"{self.name}: set {c.api_key_env} (or give base_url for a local endpoint)"
                 )
             self._client = openai.OpenAI(
@@ -329,15 +371,84 @@ class LLMAgent(Resumable):
     ) -> tuple[Decision, str | None]:
         body = self.request(messages, builder)
         cached = self.cache.get(body)
-        if cached is not None:
+        if cached is not None and not self._ask_again(cached, builder):
             return self._decision(date, cached, 0.0, cached=True), cached.get("text")
         started = time.perf_counter()
         response = self._call(body)
         latency = time.perf_counter() - started
-        self.cache.put(body, response)
+        self._check_endpoint(response)
+        if response.get("error") in TRANSIENT:
+            self.cache.put_failure(body, response)  # replayed by read_only caches only
+        else:
+            self.cache.put(body, response)
         return self._decision(date, response, latency, cached=False), response.get("text")
 
+    def _ask_again(self, cached: Mapping[str, Any], builder: PromptBuilder) -> bool:
+        """Whether a cached response is asked for again instead of replayed."""
+        if self.cache.mode == "read_only":
+            return False  # an offline replay reproduces the run, failures included
+        if cached.get("error") in TRANSIENT:
+            return True  # an older cache that stored an outage
+        if not self.config.retry_failed:
+            return False
+        return "error" in cached or parse_answer(cached.get("text"), builder).weights is None
+
+    def _check_endpoint(self, response: Mapping[str, Any]) -> None:
+        """Count connection failures in a row; too many stop the run."""
+        if response.get("error") != "connection_error":
+            self._connection_failures = 0
+            return
+        self._connection_failures += 1
+        limit = self.config.max_connection_failures
+        if limit and self._connection_failures >= limit:
+            url = self.config.base_url or os.environ.get("OPENAI_BASE_URL") or "OpenAI"
+            raise LLMEndpointDown(
+                f"{self.name}: {self._connection_failures} connection failures in a row from "
+                f"{url} ({response.get('detail')}); stopped instead of holding through a dead "
+                "endpoint. Start the server (or fix --base-url) and resume the run; "
+                "max_connection_failures=0 holds instead."
+            )
+
     def _call(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One request with the client's retries, under the overall deadline: the request
+        runs in a worker thread, and one still running at the deadline is abandoned (its
+        client is closed, which ends the read) and recorded as a timeout."""
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["response"] = self._request(body)
+            except BaseException as exc:  # re-raised below, in the caller's thread
+                outcome["raised"] = exc
+
+        deadline = self.config.request_deadline
+        worker = threading.Thread(target=run, name=f"{self.name} request", daemon=True)
+        worker.start()
+        worker.join(deadline)
+        if worker.is_alive():
+            client, self._client = self._client, None
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+            return {"error": "timeout", "detail": f"no complete answer within {deadline:g} s"}
+        if "raised" in outcome:
+            raise outcome["raised"]
+        return self._capped(outcome["response"])
+
+    def _capped(self, response: dict[str, Any]) -> dict[str, Any]:
+        """An answer longer than ``max_answer_chars`` becomes an ``oversized`` failure that
+        keeps its token counts (they were paid for) but not its text."""
+        text, cap = response.get("text"), self.config.max_answer_chars
+        if not isinstance(text, str) or len(text) <= cap:
+            return response
+        kept = {k: v for k, v in response.items() if k != "text"}
+        return {
+            **kept,
+            "error": "oversized",
+            "detail": f"answer of {len(text):,} characters > max_answer_chars={cap:,}",
+        }
+
+    def _request(self, body: dict[str, Any]) -> dict[str, Any]:
         """One request with the client's retries; failures become a recorded outcome."""
         import openai
 

@@ -3,9 +3,10 @@
 A real HTTP server on 127.0.0.1 (a free port, in a thread) answers ``POST
 /v1/chat/completions`` from a queue of scripted replies; when the queue is empty it repeats
 ``then`` (or answers 418, an unscripted request). A reply is any object with ``status``,
-``body`` (a dict or list is sent as JSON, a str as it is), ``headers`` and ``delay`` (seconds
-before answering); the tests build them. The server records every request (headers and JSON
-body) and the most requests it had in flight at once.
+``body`` (a dict or list is sent as JSON, a str as it is), ``headers``, ``delay`` (seconds
+before answering) and optionally ``trickle`` (seconds between the body's bytes, sent one at a
+time: a server that is never silent long enough for a read timeout); the tests build them. The
+server records every request (headers and JSON body) and the most requests it had in flight at once.
 """
 
 from __future__ import annotations
@@ -128,7 +129,14 @@ class ScriptedServer:
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    trickle = getattr(reply, "trickle", 0.0)
+                    if not trickle:
+                        self.wfile.write(data)
+                    for i in range(len(data) if trickle else 0):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        if server._stop.wait(trickle):
+                            return
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                     pass
 

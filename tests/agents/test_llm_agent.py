@@ -51,6 +51,7 @@ class Reply:
     body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    trickle: float = 0.0
 
 
 def completion(
@@ -139,6 +140,13 @@ def backtest(
     recorder = Recorder(agent)
     result = run_backtest(recorder, SPEC, start, end)
     return result, recorder
+
+
+def first_snapshot(agent: LLMAgent) -> Any:
+    """The snapshot of the first decision of :func:`backtest`."""
+    env = PortfolioEnv(DATA, window=5, start=START, end=END, episode_length=None,
+                       random_start=False, snapshot_lookback=agent.snapshot_lookback)  # fmt: skip
+    return env.reset()[1]["snapshot"]
 
 
 def outcomes(agent: LLMAgent) -> list[str]:
@@ -247,9 +255,82 @@ def test_a_slow_answer_times_out(llm_server, tmp_path):
     assert_holds(result, rec, [1])
 
 
+def test_a_trickling_answer_is_cut_off_at_the_deadline(llm_server, tmp_path):
+    # every byte arrives well within the read timeout, so only the overall deadline ends it
+    trickling = answer(ALLOCATION)
+    trickling.trickle = 0.05  # ~250 bytes: ~12 s for the whole body
+    llm_server.script(answer(ALLOCATION), trickling, then=answer(ALLOCATION))
+    agent = LLMAgent(make_config(llm_server.base_url, tmp_path, timeout=1.0, deadline=1.5))
+    result, rec = backtest(agent, end="2019-01-07")
+    assert outcomes(agent) == ["ok", "timeout", "ok"]
+    assert 1.5 <= agent.decisions[1].latency < 4.0
+    assert "within 1.5 s" in agent.decisions[1].notes[0]
+    assert_holds(result, rec, [1])  # and the next decision, on a new client, is served
+
+
+def test_the_default_deadline_covers_every_retry():
+    config = LLMConfig(timeout=20.0, max_retries=2)
+    assert config.request_deadline == 20.0 * 3 + 10.0 * 2
+    assert LLMConfig(deadline=7.0).request_deadline == 7.0
+    with pytest.raises(ValueError, match="deadline"):
+        LLMConfig(deadline=0)
+
+
+def test_an_oversized_answer_is_counted_held_and_not_cached(llm_server, tmp_path):
+    huge = completion(json.dumps({"weights": ALLOCATION, "note": "x" * 5000}))
+    llm_server.script(answer(ALLOCATION), huge, then=answer(ALLOCATION))
+    agent = LLMAgent(make_config(llm_server.base_url, tmp_path, max_answer_chars=1000))
+    result, rec = backtest(agent, end="2019-01-07")
+    assert outcomes(agent) == ["ok", "oversized", "ok"]
+    assert agent.decisions[1].prompt_tokens == 100  # paid for, so counted
+    assert (
+        "5,0" in agent.decisions[1].notes[0]
+        and "max_answer_chars=1,000" in agent.decisions[1].notes[0]
+    )
+    assert_holds(result, rec, [1])
+    assert agent.diagnostics()["outcomes"]["oversized"] == 1
+    assert (tmp_path / "llm_cache.sqlite").stat().st_size < 100_000
+    assert "x" * 1000 not in (tmp_path / "llm_cache.sqlite").read_bytes().decode("latin-1")
+
+
+def test_a_dead_endpoint_stops_the_run(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    agent = LLMAgent(make_config(url, tmp_path, max_connection_failures=3))
+    with pytest.raises(llm_agent.LLMEndpointDown, match=r"3 connection failures in a row from"):
+        backtest(agent)
+    assert outcomes(agent) == ["connection_error"] * 2  # the third stopped the run
+
+
+def test_connection_failures_must_come_in_a_row_to_stop(llm_server, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    llm_server.script(then=answer(ALLOCATION))
+    agent = LLMAgent(make_config(dead, tmp_path, max_connection_failures=2, cache_mode="off"))
+    agent.reset()
+    snapshot_env = PortfolioEnv(
+        DATA,
+        window=5,
+        start=START,
+        end=END,
+        episode_length=None,
+        random_start=False,
+        snapshot_lookback=agent.snapshot_lookback,
+    )
+    obs, info = snapshot_env.reset()
+    agent.act(obs, info)  # one failure
+    agent.config = make_config(
+        llm_server.base_url, tmp_path, max_connection_failures=2, cache_mode="off"
+    )
+    agent._client = None
+    agent.act(obs, info)  # an answer: the count starts again
+    agent.config = make_config(dead, tmp_path, max_connection_failures=2, cache_mode="off")
+    agent._client = None
+    agent.act(obs, info)  # one failure again: not two in a row
+    assert outcomes(agent) == ["connection_error", "ok", "connection_error"]
+
+
 def test_connection_refused_is_a_connection_error(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    agent = LLMAgent(make_config(url, tmp_path))
+    agent = LLMAgent(make_config(url, tmp_path, max_connection_failures=0))
     result, rec = backtest(agent)
     assert_completed(result)
     assert outcomes(agent) == ["connection_error"] * 5
@@ -490,7 +571,7 @@ def test_read_write_cache_hits_on_a_rerun(llm_server, tmp_path):
     assert len(llm_server.requests) == 5 and all(d.cached for d in agent.decisions)
 
 
-def test_errors_are_cached_and_replayed_as_the_same_fallback(llm_server, tmp_path):
+def test_an_offline_replay_reproduces_the_runs_fallbacks(llm_server, tmp_path):
     llm_server.script(answer(ALLOCATION), then=failure(500))
     first_agent = LLMAgent(make_config(llm_server.base_url, tmp_path))
     first, _ = backtest(first_agent)
@@ -505,6 +586,45 @@ def test_errors_are_cached_and_replayed_as_the_same_fallback(llm_server, tmp_pat
     assert comparable(agent.decisions) == comparable(first_agent.decisions)
     np.testing.assert_array_equal(replay.nav, first.nav)
     assert_holds(replay, rec, [1, 2, 3, 4])
+
+
+def test_a_rerun_after_an_outage_asks_again(llm_server, tmp_path):
+    llm_server.script(answer(ALLOCATION), then=failure(503))
+    first = LLMAgent(make_config(llm_server.base_url, tmp_path))
+    backtest(first)
+    assert outcomes(first) == ["ok"] + ["server_error"] * 4
+    asked = len(llm_server.requests)
+    llm_server.script(then=answer(ALLOCATION))  # the endpoint is back
+
+    agent = LLMAgent(make_config(llm_server.base_url, tmp_path))
+    backtest(agent)
+    assert outcomes(agent) == ["ok"] * 5
+    assert [d.cached for d in agent.decisions] == [True] + [False] * 4
+    assert len(llm_server.requests) == asked + 4
+    again = LLMAgent(make_config(llm_server.base_url, tmp_path, cache_mode="read_only"))
+    backtest(again)  # the answers replaced the recorded failures
+    assert outcomes(again) == ["ok"] * 5 and len(llm_server.requests) == asked + 4
+
+
+def test_an_older_cache_that_stored_an_outage_is_asked_again(llm_server, tmp_path):
+    llm_server.script(then=answer(ALLOCATION))
+    agent = LLMAgent(make_config(llm_server.base_url, tmp_path))
+    body = agent.request(agent.prompt(first_snapshot(agent)), agent._builder)
+    agent.cache.put(body, {"error": "timeout", "detail": "APITimeoutError"})  # the old way
+    backtest(agent)
+    assert outcomes(agent) == ["ok"] * 5 and not agent.decisions[0].cached
+
+
+def test_retry_failed_asks_again_for_unusable_cached_answers(llm_server, tmp_path):
+    llm_server.script(completion("not json"), then=answer(ALLOCATION))
+    backtest(LLMAgent(make_config(llm_server.base_url, tmp_path)), end="2019-01-03")
+    replay = LLMAgent(make_config(llm_server.base_url, tmp_path))
+    backtest(replay, end="2019-01-03")
+    assert outcomes(replay) == ["invalid_json"] and replay.decisions[0].cached
+    retried = LLMAgent(make_config(llm_server.base_url, tmp_path, retry_failed=True))
+    backtest(retried, end="2019-01-03")
+    assert outcomes(retried) == ["ok"] and not retried.decisions[0].cached
+    assert len(llm_server.requests) == 2
 
 
 def test_a_restored_agent_keeps_its_own_endpoint(llm_server, tmp_path):
