@@ -49,6 +49,30 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     llm.add_argument("--llm-anonymize", action="store_true", help="aliases instead of tickers")
     llm.add_argument("--llm-dates", choices=["real", "hidden", "shifted"])
     llm.add_argument("--llm-lookback", type=int, help="sessions of prices in the prompt")
+    llm.add_argument(
+        "--llm-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="the longest wait for any read from the endpoint (default 60)",
+    )
+    llm.add_argument(
+        "--llm-max-retries",
+        type=int,
+        metavar="N",
+        help="retries of a failed request, with backoff (default 3)",
+    )
+    llm.add_argument(
+        "--llm-deadline",
+        type=float,
+        metavar="SECONDS",
+        help="the longest one decision's request may take in all, retries included "
+        "(default: timeout x (retries + 1) + 10 s x retries)",
+    )
+    llm.add_argument(
+        "--llm-retry-failed",
+        action="store_true",
+        help="ask again where the cache holds an unusable answer or an error",
+    )
 
 
 def llm_options(args: argparse.Namespace) -> dict[str, object]:
@@ -60,6 +84,8 @@ def llm_options(args: argparse.Namespace) -> dict[str, object]:
             ("cache_mode", args.llm_cache_mode), ("decide_every", args.llm_decide_every),
             ("output", args.llm_output), ("anonymize_tickers", args.llm_anonymize or None),
             ("dates", args.llm_dates), ("lookback", args.llm_lookback),
+            ("timeout", args.llm_timeout), ("max_retries", args.llm_max_retries),
+            ("deadline", args.llm_deadline), ("retry_failed", args.llm_retry_failed or None),
         )
         if value is not None
     }  # fmt: skip

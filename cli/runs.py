@@ -87,12 +87,14 @@ def handle_backtest(args: argparse.Namespace, console: Console) -> int:
             progress.update(task, completed=min(fraction, 1.0), description=date)
 
         if args.resume:
-            result = persisted.resume_backtest(store, args.resume, progress=update)
+            result = persisted.resume_backtest(store, args.resume, progress=update,
+                                               llm=llm_options(args))  # fmt: skip
         elif args.continue_run:
             if not args.end:
                 raise ConfigError("--continue needs --end NEW_DATE")
             result = persisted.continue_backtest(store, args.continue_run, args.end,
-                                                data=args.data, progress=update)  # fmt: skip
+                                                data=args.data, progress=update,
+                                                llm=llm_options(args))  # fmt: skip
         else:
             if not (args.start and args.end):
                 raise ConfigError("a new run needs --start and --end")

@@ -54,6 +54,41 @@ def _prefix_hash(data: MarketData, end: str) -> str:
     return data.slice(None, end).content_hash()
 
 
+#: LLM options that say how to reach the endpoint, not what the agent decides: a resumed or
+#: continued run may change them (a new --base-url after the server moved, a longer timeout)
+SESSION_LLM_OPTIONS = (
+    "base_url",
+    "timeout",
+    "max_retries",
+    "deadline",
+    "retry_failed",
+    "cache_path",
+    "cache_mode",
+    "max_concurrency",
+    "max_connection_failures",
+)
+
+
+def _with_session_llm(
+    run_id: str, spec: Mapping[str, Any], llm: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``spec`` with this session's endpoint options (``llm``) over the stored ones; an option
+    that shapes the decisions (model, prompt, cadence) must match the run's."""
+    stored = dict(spec.get("llm") or {})
+    changed = sorted(
+        key for key, value in (llm or {}).items()
+        if key not in SESSION_LLM_OPTIONS and stored.get(key, value) != value
+    )  # fmt: skip
+    if changed:
+        raise ConfigError(
+            f"run {run_id!r} was made with LLM option(s) "
+            f"{ {k: stored.get(k) for k in changed} }: they shape its decisions and cannot "
+            f"change when it resumes or continues; only {list(SESSION_LLM_OPTIONS)} can"
+        )
+    session = {k: v for k, v in (llm or {}).items() if k in SESSION_LLM_OPTIONS}
+    return {**spec, "llm": {**stored, **session}}
+
+
 @contextmanager
 def _served(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """``spec`` with an endpoint for its agent: ``llm:local`` gets the bundled model, served
@@ -155,13 +190,19 @@ def _restore(
 
 
 def resume_backtest(
-    store: RunStore, run_id: str, progress: Progress | None = None
+    store: RunStore,
+    run_id: str,
+    progress: Progress | None = None,
+    *,
+    llm: Mapping[str, Any] | None = None,
 ) -> BacktestResult:
-    """Continue an interrupted run from its last completed date to its end."""
+    """Continue an interrupted run from its last completed date to its end; ``llm``: this
+    session's endpoint options (:data:`SESSION_LLM_OPTIONS`, e.g. a new ``base_url``), used
+    for the rest of the run and not stored."""
     info = store.run(run_id)
     if info.status == "finished":
         return load_result(store, run_id)
-    with _served(info.spec) as served:
+    with _served(_with_session_llm(run_id, info.spec, llm)) as served:
         _, agent, env, observation, env_info, step = _restore(store, run_id, served,
                                                               served["end"])  # fmt: skip
         _run_days(store, run_id, env, agent, observation, env_info, step, progress)
@@ -176,8 +217,10 @@ def continue_backtest(
     *,
     data: str | None = None,
     progress: Progress | None = None,
+    llm: Mapping[str, Any] | None = None,
 ) -> BacktestResult:
-    """Extend a finished run to ``end`` on (possibly newer) ``data``."""
+    """Extend a finished run to ``end`` on (possibly newer) ``data``; ``llm`` as for
+    :func:`resume_backtest`."""
     info = store.run(run_id)
     spec = dict(info.spec)
     if info.status != "finished":
@@ -199,7 +242,7 @@ def continue_backtest(
             f"{market.name} differs from the data run {run_id!r} was computed on, up to "
             f"{spec['end']}: continuing would mix histories"
         )
-    with _served(spec) as served:
+    with _served(_with_session_llm(run_id, spec, llm)) as served:
         _, agent, env, observation, env_info, step = _restore(store, run_id, served, end, market)
         new_end = str(market.dates[env.core.last_decision + 1])
         spec.update(end=new_end, data=str(source), data_sha256=_prefix_hash(market, new_end))

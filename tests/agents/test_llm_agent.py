@@ -831,3 +831,58 @@ def test_custom_templates_are_used(llm_server, tmp_path):
                                       "AAPL, JNJ, XOM, CASH"},
         {"role": "user", "content": "USER 2019-01-02 nav=10000 cash=100%"},
     ]  # fmt: skip
+
+
+# ----------------------------------------------------------- persisted runs and endpoints
+def test_a_run_stopped_by_a_dead_endpoint_resumes_on_a_new_url(llm_server, tmp_path):
+    """A dead endpoint stops a persisted run with one line (not five held days); ``--resume
+    --base-url`` finishes it on the endpoint's new address; options that shape the decisions
+    cannot change on resume."""
+    from rich.console import Console
+
+    from marketarena.cli import main
+    from marketarena.evaluation.saved_runs import RunStore, load_result
+
+    store = tmp_path / "runs.sqlite"
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    common = ["--store", str(store), "--llm-cache", str(tmp_path / "cache.sqlite"),
+              "--llm-max-retries", "0", "--llm-timeout", "5"]  # fmt: skip
+
+    def run(*args: str) -> tuple[int, str]:
+        console = Console(record=True, width=400)
+        code = main(["backtest", *args, *common], console=console)
+        return code, console.export_text()
+
+    code, text = run("--agent", "llm:scripted", "--run", "r", "--data", "sp500_20",
+                     "--start", START, "--end", END, "--window", "5", "--llm-lookback", "5",
+                     "--base-url", dead)  # fmt: skip
+    assert code == 1 and "Traceback" not in text
+    assert "5 connection failures in a row" in text and len(text.strip().splitlines()) == 1
+    runs = RunStore(store)
+    assert runs.run("r").status == "running"  # stopped before its fifth day: resumable
+    runs.close()
+
+    code, text = run("--resume", "r", "--base-url", llm_server.base_url, "--llm-lookback", "7")
+    assert code == 1 and "lookback" in text and "cannot change" in text
+    assert len(llm_server.requests) == 0
+
+    llm_server.script(then=answer(ALLOCATION))
+    code, text = run("--resume", "r", "--base-url", llm_server.base_url)
+    assert code == 0, text
+    assert len(llm_server.requests) == 1  # the one day left, on the new address
+    runs = RunStore(store)
+    result = load_result(runs, "r")
+    runs.close()
+    assert str(result.dates[-1]) == END
+    assert [d["outcome"] for d in result.diagnostics["log"]] == ["connection_error"] * 4 + ["ok"]
+    assert dead in runs_spec_url(store)  # the stored spec keeps the run's own options
+
+
+def runs_spec_url(store: Path) -> str:
+    from marketarena.evaluation.saved_runs import RunStore
+
+    runs = RunStore(store)
+    try:
+        return str(runs.run("r").spec["llm"]["base_url"])
+    finally:
+        runs.close()
