@@ -71,6 +71,10 @@ class Resumable(Protocol):
         vars(self).update(copy.deepcopy(saved))
 
 
+class ResumableAgent(Agent, Resumable, Protocol):
+    """An :class:`Agent` that is :class:`Resumable`, as a persisted run needs."""
+
+
 def _transient(agent: object) -> tuple[str, ...]:
     # not a protocol member: an agent with its own get_state/set_state needs none
     return getattr(type(agent), "_transient", ())

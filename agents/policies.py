@@ -60,8 +60,10 @@ class AssetwiseExtractor(nn.Module):
         self.cash_head = nn.Sequential(_mlp([width + 1, width], activation), nn.Linear(width, 1))
         self.value_body = _mlp([width + 1, width], activation)
         for head in (self.asset_head, self.cash_head):  # start near equal scores
-            nn.init.orthogonal_(head[-1].weight, gain=0.01)
-            nn.init.zeros_(head[-1].bias)
+            last = head[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.orthogonal_(last.weight, gain=0.01)
+            nn.init.zeros_(last.bias)
         self.latent_dim_pi = n_assets + 1
         self.latent_dim_vf = width
 
@@ -127,7 +129,9 @@ class AssetwisePolicy(ActorCriticPolicy):
         arch = self.net_arch if isinstance(self.net_arch, list) and self.net_arch else [64, 64]
         if isinstance(arch[0], dict):
             raise ValueError("AssetwisePolicy takes net_arch as a list of hidden sizes")
-        self.mlp_extractor = AssetwiseExtractor(
+        # SB3 annotates mlp_extractor as its MlpExtractor, though its docs replace it with any
+        # module that has latent_dim_pi and latent_dim_vf, as here
+        self.mlp_extractor = AssetwiseExtractor(  # type: ignore[assignment]
             int(self.features_dim), self.n_assets, self.n_features, list(arch),
             self.activation_fn,
         )  # fmt: skip
@@ -138,7 +142,9 @@ class AssetwisePolicy(ActorCriticPolicy):
         super()._build(lr_schedule)
         self.action_net = nn.Identity()  # the extractor's actor output is the mean action
         self.log_std = nn.Parameter(torch.full((2,), float(self.log_std_init)))
-        self.optimizer = self.optimizer_class(  # again: the parameters changed
+        # again: the parameters changed. SB3 types optimizer_class as the base Optimizer, whose
+        # __init__ takes no lr; SB3's own _build ignores the same error
+        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
             self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
         )
 

@@ -113,6 +113,7 @@ def _mlflow_agent(uri: str, tracking_uri: str | None) -> Agent:
 
     # MLflow 3 resolves runs:/<id>/model (a logged model) and models:/ through the global
     # tracking URI, whatever tracking_uri says: point it at the store for the download
+    store: contextlib.AbstractContextManager[None]
     if tracking_uri:
         from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import types
+import typing
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console
 
@@ -36,6 +40,66 @@ def parse_assignments(items: Sequence[str] | None) -> dict[str, object]:
             raise ConfigError(f"expected key=value, got {item!r}")
         out[key.strip()] = yaml.safe_load(value)
     return out
+
+
+def parse_rules(items: Sequence[str] | None) -> dict[str, object]:
+    """``--rule key=value`` pairs (:func:`parse_assignments`), each value checked against
+    the type of its :class:`~marketarena.envs.simulator.TradingRules` field, so that
+    ``lot_size=abc`` or ``max_weight=[1,2]`` is refused with the type it needs. Unknown names
+    and ``preset`` are left to the rules themselves, which list the valid ones."""
+    from marketarena.envs.simulator import TradingRules
+
+    rules = parse_assignments(items)
+    fields = typing.get_type_hints(TradingRules)
+    for key, value in rules.items():
+        if key in fields and not _is_a(value, fields[key]):
+            raise ConfigError(f"--rule {key}={value!r}: {key} takes {_described(fields[key])}")
+    return rules
+
+
+def _is_a(value: object, kind: Any) -> bool:
+    """Whether ``value``, as YAML parsed it, is of ``kind``: a number for a float (not a
+    boolean), an integer for an int, true/false for a bool, one of a Literal's values."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return any(_is_a(value, k) for k in typing.get_args(kind))
+    if typing.get_origin(kind) is Literal:
+        return value in typing.get_args(kind)
+    if kind is type(None):
+        return value is None
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _described(kind: Any) -> str:
+    """``a number or null``, ``true or false``, ``one of 'next_open', ...``."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_described(k) for k in typing.get_args(kind))
+    if typing.get_origin(kind) is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(kind))
+    names = {float: "a number", int: "a whole number", bool: "true or false", str: "a word"}
+    return "null" if kind is type(None) else names.get(kind, kind.__name__)
+
+
+@typing.overload
+def parse_date(value: str, option: str) -> str: ...
+@typing.overload
+def parse_date(value: None, option: str) -> None: ...
+def parse_date(value: str | None, option: str) -> str | None:
+    """A date option (``--start``, ``--end``) as ``YYYY-MM-DD``, or None when not given; a
+    value that is no real date is an error naming the option."""
+    from marketarena.envs.splits import iso_date
+
+    return None if value is None else iso_date(value, option)
+
+
+def shell_path(path: str | Path) -> str:
+    """``path`` as a command to paste would hold it: relative to the working directory when
+    inside it, quoted for the shell when needed."""
+    path, cwd = Path(path).resolve(), Path.cwd().resolve()
+    return shlex.quote(str(path.relative_to(cwd) if path.is_relative_to(cwd) else path))
 
 
 def add_llm_options(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from marketarena.envs.data import (
     DataValidationError,
     bundled_path,
     coverage_report,
-    load_file,
+    load_path,
     read_raw,
 )
 
@@ -26,7 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("validate", "coverage, then load with validation; exit 2 when invalid"),
     ):
         p = data_sub.add_parser(name, help=text)
-        p.add_argument("path", help=f"CSV/Parquet file, or a bundled name: {sorted(BUNDLED)}")
+        p.add_argument(
+            "path",
+            help="CSV/Parquet file, AI-Trader prices (merged.jsonl or a folder of "
+            f"daily_prices_*.json), or a bundled name: {sorted(BUNDLED)}",
+        )
+        p.add_argument(
+            "--date-format",
+            metavar="FORMAT",
+            help="how the file writes its dates, e.g. %%d/%%m/%%Y (default: YYYY-MM-DD only)",
+        )
         p.add_argument(
             "--missing",
             choices=["error", "drop_symbol", "ffill"],
@@ -45,7 +54,7 @@ def handle_data(args: argparse.Namespace, console: Console) -> int:
 
     path = _data_path(args.path)
     try:
-        rows = coverage_report(read_raw(path), source=path)
+        rows = coverage_report(read_raw(path), source=path, date_format=args.date_format)
     except (DataValidationError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_INVALID_DATA
@@ -53,7 +62,7 @@ def handle_data(args: argparse.Namespace, console: Console) -> int:
     if args.data_command == "coverage":
         return EXIT_OK
     try:
-        data = load_file(path, missing=args.missing)
+        data = load_path(path, missing=args.missing, date_format=args.date_format)
     except DataValidationError as exc:
         console.print(f"[red]invalid:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_INVALID_DATA

@@ -6,7 +6,13 @@ import argparse
 
 from rich.console import Console
 
-from marketarena.cli.common import EXIT_OK, print_report
+from marketarena.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    parse_date,
+    print_report,
+    shell_path,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,10 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handle_demo(args: argparse.Namespace, console: Console) -> int:
     from marketarena.training.demo import DemoConfig, run_demo
+    from marketarena.training.train import TrainingInterrupted
 
     config = DemoConfig(
-        start=args.start,
-        end=args.end,
+        start=parse_date(args.start, "--start"),
+        end=parse_date(args.end, "--end"),
         ppo_timesteps=args.ppo_timesteps,
         llm_decide_every=args.llm_decide_every,
     )
@@ -44,7 +51,18 @@ def handle_demo(args: argparse.Namespace, console: Console) -> int:
         f"{config.commission_bps:g} bps commission + {config.slippage_bps:g} bps slippage",
         highlight=False,
     )
-    report = run_demo(config, announce=lambda text: console.print(text, highlight=False))
+    try:
+        report = run_demo(config, announce=lambda text: console.print(text, highlight=False))
+    except KeyboardInterrupt as stop:
+        # the demo itself does not resume: it runs again from the start, quickly where the
+        # local LLM's answers are cached (each is stored as it arrives)
+        line = "interrupted: run marketarena demo again to start over"
+        if isinstance(stop, TrainingInterrupted):
+            line += f" (the interrupted PPO run is in {shell_path(stop.run_dir)})"
+        elif config.llm_decide_every > 0:
+            line += "; the local LLM's answers so far are cached and replay in seconds"
+        console.print(line, highlight=False, soft_wrap=True)
+        return EXIT_INTERRUPTED
     print_report(report, console)
     if args.output:
         files = report.write(args.output)

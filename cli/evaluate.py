@@ -12,7 +12,8 @@ from marketarena.cli.common import (
     EXIT_OK,
     add_llm_options,
     llm_options,
-    parse_assignments,
+    parse_date,
+    parse_rules,
     print_report,
 )
 from marketarena.envs.data import BUNDLED
@@ -74,15 +75,15 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
     from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
     from marketarena.evaluation.tracking import tracking_uri
 
-    rules = parse_assignments(args.rule)
+    rules = parse_rules(args.rule)
     config = EvaluationConfig(
         tracking_uri=tracking_uri(),
         llm=llm_options(args),
         jobs=args.jobs,
         agents=tuple(args.agent or ()),
         data=args.data,
-        start=args.start,
-        end=args.end,
+        start=parse_date(args.start, "--start"),
+        end=parse_date(args.end, "--end"),
         seeds=args.seeds,
         benchmark=None if args.benchmark == "none" else args.benchmark,
         ensembles=tuple(args.ensemble or ()),

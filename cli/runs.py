@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,16 +12,21 @@ from rich.console import Console
 from marketarena.agents.registry import SPEC_HELP
 from marketarena.cli.common import (
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     add_llm_options,
     llm_options,
-    parse_assignments,
+    parse_date,
+    parse_rules,
     print_report,
+    shell_path,
 )
 from marketarena.envs.errors import ConfigError
 
 if TYPE_CHECKING:
+    from marketarena.evaluation.runner import BacktestResult
     from marketarena.evaluation.saved_runs.persisted import Positions
+    from marketarena.evaluation.saved_runs.store import RunStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,16 +76,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle_backtest(args: argparse.Namespace, console: Console) -> int:
-    from rich.progress import Progress
-
     from marketarena.evaluation.saved_runs import persisted
     from marketarena.evaluation.saved_runs.store import RunStore
-    from marketarena.evaluation.tracking import tracking_uri
 
-    store = RunStore(args.store)
     modes = [bool(args.resume), bool(args.continue_run), bool(args.agent)]
     if sum(modes) != 1:
         raise ConfigError("give one of --agent (a new run), --resume RUN or --continue RUN")
+    start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
+    # only a new run creates the database; resuming or continuing needs the one it is in
+    store = RunStore(args.store, create=bool(args.agent))
+    run_id = args.resume or args.continue_run or args.run or f"{args.agent}@{start}"
+    try:
+        result = _backtest(args, store, run_id, start, end, console)
+    except KeyboardInterrupt:
+        console.print(
+            _resume_backtest_hint(store, run_id, args.store), highlight=False, soft_wrap=True
+        )
+        return EXIT_INTERRUPTED
+    print_report(persisted.run_report(result), console)
+    console.print(f"run {result.settings['run_id']} stored in {store.path} "
+                  f"({len(result.nav) - 1} days)", highlight=False)  # fmt: skip
+    return EXIT_OK
+
+
+def _resume_backtest_hint(store: RunStore, run_id: str, store_path: str) -> str:
+    """What Ctrl-C prints: how to resume ``run_id`` when the store has it unfinished."""
+    from marketarena.evaluation.saved_runs.store import RunNotFound
+
+    try:
+        info = store.run(run_id)
+    except RunNotFound:  # stopped before the run was created: nothing to resume
+        return "interrupted before the run started: nothing was stored"
+    if info.status == "finished":
+        return f"interrupted: run {run_id} is finished"
+    return (
+        f"interrupted after {info.days} completed day(s): resume with marketarena backtest "
+        f"--resume {shlex.quote(run_id)} --store {shell_path(store_path)}"
+    )
+
+
+def _backtest(
+    args: argparse.Namespace,
+    store: RunStore,
+    run_id: str,
+    start: str | None,
+    end: str | None,
+    console: Console,
+) -> BacktestResult:
+    """Run ``run_id`` as ``args`` ask: a new run, a resumed one or a continued one."""
+    from rich.progress import Progress
+
+    from marketarena.evaluation.saved_runs import persisted
+    from marketarena.evaluation.tracking import tracking_uri
+
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("backtest", total=1.0)
 
@@ -87,40 +136,37 @@ def handle_backtest(args: argparse.Namespace, console: Console) -> int:
             progress.update(task, completed=min(fraction, 1.0), description=date)
 
         if args.resume:
-            result = persisted.resume_backtest(store, args.resume, progress=update,
+            result = persisted.resume_backtest(store, run_id, progress=update,
                                                llm=llm_options(args))  # fmt: skip
         elif args.continue_run:
-            if not args.end:
+            if not end:
                 raise ConfigError("--continue needs --end NEW_DATE")
-            result = persisted.continue_backtest(store, args.continue_run, args.end,
+            result = persisted.continue_backtest(store, run_id, end,
                                                 data=args.data, progress=update,
                                                 llm=llm_options(args))  # fmt: skip
         else:
-            if not (args.start and args.end):
+            if not (start and end):
                 raise ConfigError("a new run needs --start and --end")
-            run_id = args.run or f"{args.agent}@{args.start}"
-            rules = parse_assignments(args.rule)
+            rules = parse_rules(args.rule)
             window = {} if args.window is None else {"window": args.window}
             result = persisted.start_backtest(
-                store, run_id, args.agent, args.data or "sp500_20", args.start, args.end,
+                store, run_id, args.agent, args.data or "sp500_20", start, end,
                 seed=args.seed, rules=rules, llm=llm_options(args),
                 tracking_uri=tracking_uri(), progress=update, **window,
             )  # fmt: skip
-    print_report(persisted.run_report(result), console)
-    console.print(f"run {result.settings['run_id']} stored in {store.path} "
-                  f"({len(result.nav) - 1} days)", highlight=False)  # fmt: skip
-    return EXIT_OK
+    return result
 
 
 def handle_positions(args: argparse.Namespace, console: Console) -> int:
     from marketarena.evaluation.saved_runs.persisted import load_positions
     from marketarena.evaluation.saved_runs.store import RunStore
 
-    store = RunStore(args.store)
+    start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
+    store = RunStore(args.store, create=False)
     runs = [store.run(args.run)] if args.run else store.runs_of(args.agent)
     shown = 0
     for info in runs:
-        positions = load_positions(store, info.run_id, args.start, args.end, args.symbol)
+        positions = load_positions(store, info.run_id, start, end, args.symbol)
         if positions.days.empty:
             console.print(
                 f"run {info.run_id} has no completed day from {args.start or 'its start'} to "
@@ -165,7 +211,7 @@ def handle_leaderboard(args: argparse.Namespace, console: Console) -> int:
     from marketarena.evaluation.saved_runs.persisted import leaderboard
     from marketarena.evaluation.saved_runs.store import RunStore
 
-    store = RunStore(args.store)
+    store = RunStore(args.store, create=False)
     report = leaderboard(store, args.runs)
     print_report(report, console)
     if args.output:

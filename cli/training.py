@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.console import Console
 
-from marketarena.cli.common import EXIT_INTERRUPTED, EXIT_OK
+from marketarena.cli.common import EXIT_INTERRUPTED, EXIT_OK, shell_path
 from marketarena.envs.errors import ConfigError
 
 
@@ -54,16 +55,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def handle_train(args: argparse.Namespace, console: Console) -> int:
     from marketarena.evaluation.tracking import tracking_uri, ui_command
     from marketarena.training.config import load_config
-    from marketarena.training.train import train
+    from marketarena.training.train import TrainingInterrupted, train
 
-    if args.resume:
-        if args.config or args.set:
-            raise ConfigError("--resume continues a run as it was configured: no --config/--set")
-        result = train(resume=args.resume)
-    else:
-        if not args.config and not args.set:
-            raise ConfigError("give --config FILE (see configs/) and/or --set key=value")
-        result = train(load_config(args.config, args.set or ()))
+    try:
+        if args.resume:
+            if args.config or args.set:
+                raise ConfigError(
+                    "--resume continues a run as it was configured: no --config/--set"
+                )
+            result = train(resume=args.resume)
+        else:
+            if not args.config and not args.set:
+                raise ConfigError("give --config FILE (see configs/) and/or --set key=value")
+            result = train(load_config(args.config, args.set or ()))
+    except TrainingInterrupted as stop:
+        console.print(
+            resume_training_hint(stop.run_dir, stop.checkpoint), highlight=False, soft_wrap=True
+        )
+        return EXIT_INTERRUPTED
     best = result.best_validation
     console.print(
         f"[bold]trained[/bold] {result.timesteps:,} timesteps"
@@ -84,6 +93,14 @@ def handle_train(args: argparse.Namespace, console: Console) -> int:
             highlight=False,
         )
     return EXIT_OK
+
+
+def resume_training_hint(run_dir: Path, checkpoint: Path | None) -> str:
+    """The line Ctrl-C prints: the command that resumes the run in ``run_dir``."""
+    command = f"marketarena train --resume {shell_path(run_dir)}"
+    if checkpoint is None:
+        return f"interrupted before the first checkpoint: {command} starts the run again"
+    return f"interrupted: resume with {command}"
 
 
 def handle_tune(args: argparse.Namespace, console: Console) -> int:

@@ -50,9 +50,18 @@ def _series_rows(doc: dict[str, Any], source: str) -> tuple[str, list[dict[str, 
             source, ["not an AI-Trader series: needs 'Meta Data'/'2. Symbol' and "
                      "'Time Series (Daily)'"],
         ) from None  # fmt: skip
+    if not isinstance(series, dict):
+        problem = f"{symbol}: 'Time Series (Daily)' must map dates to bars, not {_shown(series)}"
+        raise DataValidationError(source, [problem])
     rows = []
     for date, bar in series.items():
         row: dict[str, Any] = {"date": date, "symbol": symbol}
+        if not isinstance(bar, dict):
+            problem = (
+                f"{symbol}: the bar on {date} must be an object of prices such as "
+                f'{{"1. open": "101.5", ...}}, not {_shown(bar)}'
+            )
+            raise DataValidationError(source, [problem])
         for key, value in bar.items():
             field = KEYS.get(key)
             if field is None:
@@ -69,10 +78,28 @@ def _series_rows(doc: dict[str, Any], source: str) -> tuple[str, list[dict[str, 
     return symbol, rows
 
 
+def _shown(value: Any) -> str:
+    """A JSON value in an error message: its type, and the value itself when short."""
+    text = json.dumps(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _read_json(path: Path) -> Any:
+    """One JSON file; a missing file, bad JSON or bad text encoding names the file."""
+    if not path.exists():
+        raise MissingFileError(f"AI-Trader price file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(str(path), [f"not JSON: {exc.msg} (line {exc.lineno})"]) from None
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(str(path), [f"not a text file: {exc.reason}"]) from None
+
+
 def read_documents(path: str | Path | Iterable[str | Path]) -> list[tuple[str, dict]]:
     """``(source, document)`` pairs from a merged.jsonl, a folder, or a list of files."""
     if not isinstance(path, str | Path):
-        return [(str(p), json.loads(Path(p).read_text())) for p in path]
+        return [(str(p), _read_json(Path(p))) for p in path]
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"AI-Trader price data not found: {path}")
@@ -80,10 +107,14 @@ def read_documents(path: str | Path | Iterable[str | Path]) -> list[tuple[str, d
         files = sorted(path.glob("daily_prices_*.json"))
         if not files:
             raise DataValidationError(str(path), ["no daily_prices_<SYMBOL>.json files"])
-        return [(str(f), json.loads(f.read_text())) for f in files]
+        return [(str(f), _read_json(f)) for f in files]
     if path.suffix == ".jsonl":
         out = []
-        for i, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            lines = path.read_text().splitlines()
+        except UnicodeDecodeError as exc:
+            raise DataValidationError(str(path), [f"not a text file: {exc.reason}"]) from None
+        for i, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -91,7 +122,24 @@ def read_documents(path: str | Path | Iterable[str | Path]) -> list[tuple[str, d
             except json.JSONDecodeError as exc:
                 raise DataValidationError(f"{path}:{i}", [f"not JSON: {exc.msg}"]) from None
         return out
-    return [(str(path), json.loads(path.read_text()))]
+    return [(str(path), _read_json(path))]
+
+
+def read_frame(path: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """AI-Trader price files as one raw long frame (``date``, ``symbol``, ``open``, ``high``,
+    ``low``, ``close``, ``volume``; a row per symbol and date, the open-only last date with an
+    empty close) before any validation of the panel: what ``marketarena data coverage``
+    reports on. A symbol in two places is an error naming both."""
+    label = Path(path).name if isinstance(path, str | Path) else "aitrader"
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    for source, doc in read_documents(path):
+        symbol, symbol_rows = _series_rows(doc, source)
+        if symbol in seen:
+            raise DataValidationError(label, [f"{symbol}: in both {seen[symbol]} and {source}"])
+        seen[symbol] = source
+        rows += symbol_rows
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["date", "symbol", "close"])
 
 
 def load_aitrader(
@@ -103,17 +151,8 @@ def load_aitrader(
     symbols: Iterable[str] | None = None,
 ) -> MarketData:
     """Load AI-Trader price files (see the module docstring) into validated MarketData."""
-    docs = read_documents(path)
     label = name or (Path(path).name if isinstance(path, str | Path) else "aitrader")
-    rows: list[dict[str, Any]] = []
-    seen: dict[str, str] = {}
-    for source, doc in docs:
-        symbol, symbol_rows = _series_rows(doc, source)
-        if symbol in seen:
-            raise DataValidationError(label, [f"{symbol}: in both {seen[symbol]} and {source}"])
-        seen[symbol] = source
-        rows += symbol_rows
-    frame = pd.DataFrame(rows)
+    frame = read_frame(path)
     if frame.empty:
         raise DataValidationError(label, ["empty input: no bars"])
     if symbols is not None:
@@ -132,10 +171,13 @@ def load_aitrader(
             frame = frame[frame["date"] != last]
             notes.append(f"dropped {last}: it has opens only")
         elif last_open_only == "mark_at_open":
+            if "open" not in frame:
+                raise DataValidationError(label, [f"no close and no open on {last}"])
             row = frame["date"] == last
             for col in ("close", "high", "low"):
                 frame.loc[row, col] = frame.loc[row, "open"]
-            frame.loc[row & frame["volume"].isna(), "volume"] = 0.0
+            if "volume" in frame:
+                frame.loc[row & frame["volume"].isna(), "volume"] = 0.0
             notes.append(f"{last} has opens only: its close, high and low are set to the open")
         else:
             raise ConfigError(f"last_open_only={last_open_only!r}: choose mark_at_open or drop")
@@ -166,6 +208,6 @@ def is_aitrader_file(path: str | Path) -> bool:
         return any(path.glob("daily_prices_*.json"))
     if path.suffix not in (".jsonl", ".json"):
         return False
-    with path.open() as fh:
+    with path.open(errors="replace") as fh:  # a binary file is simply not one
         head = fh.read(2048)
     return '"Time Series (Daily)"' in head or '"Meta Data"' in head

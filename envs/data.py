@@ -14,13 +14,16 @@ Loaders:
 * :mod:`marketarena.envs.synthetic` — seeded synthetic markets.
 
 Every loader validates its input and raises :class:`DataValidationError` naming the symbol and
-date of each problem. Ragged coverage (a symbol missing on dates where others trade) follows an
-explicit ``missing`` policy — ``"error"`` (default), ``"drop_symbol"`` or ``"ffill"`` — and the
-non-default policies emit a :class:`DataWarning` saying exactly what they changed.
+date of each problem. Dates are ISO (``YYYY-MM-DD``) unless a loader's ``date_format`` gives
+theirs: whether ``02/01/2020`` is day first or month first is never guessed. Ragged coverage
+(a symbol missing on dates where others trade) follows an explicit ``missing`` policy —
+``"error"`` (default), ``"drop_symbol"`` or ``"ffill"`` — and the non-default policies emit a
+:class:`DataWarning` saying exactly what they changed.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +34,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from numpy.typing import DTypeLike
 
 from marketarena.envs.errors import ConfigError, DataError, MissingFileError, UnknownNameError
 
@@ -80,7 +84,7 @@ class DataWarning(UserWarning):
     """A loader changed the data under a non-default policy (dropped or filled values)."""
 
 
-def _readonly(array: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+def _readonly(array: np.ndarray, dtype: DTypeLike = np.float64) -> np.ndarray:
     out = np.ascontiguousarray(array, dtype=dtype)
     if out is array or out.base is not None:
         out = out.copy()
@@ -165,7 +169,13 @@ class MarketData:
         on or before it. Raises :class:`~marketarena.envs.errors.DataError` (a ``ValueError``)
         when no such date exists.
         """
-        d = np.datetime64(pd.Timestamp(date).date(), "D")
+        try:
+            stamp = pd.Timestamp(date)
+        except (TypeError, ValueError):
+            stamp = pd.NaT
+        if pd.isna(stamp):
+            raise ConfigError(f"{date!r} is not a date: write it as YYYY-MM-DD")
+        d = np.datetime64(stamp.date(), "D")
         if side == "left":
             i = int(np.searchsorted(self.dates, d, side="left"))
             if i >= self.n_periods:
@@ -216,7 +226,7 @@ class MarketData:
             feature_names=self.feature_names, name=self.name, notes=self.notes, **kwargs,
         )  # fmt: skip
 
-    def _replace_rows(self, rows: slice) -> MarketData:
+    def _replace_rows(self, rows: builtins.slice) -> MarketData:  # `slice` is the method
         kwargs = {f: getattr(self, f)[rows] for f in self.fields}
         features = None if self.features is None else self.features[rows]
         return MarketData(
@@ -247,8 +257,9 @@ class MarketData:
         frame = pd.DataFrame({f: getattr(self, f).reshape(-1) for f in self.fields}, index=idx)
         if self.sectors is not None:
             frame["sector"] = np.tile(np.asarray(self.sectors, dtype=object), self.n_periods)
-        for k, fname in enumerate(self.feature_names):
-            frame[fname] = self.features[:, :, k].reshape(-1)
+        if self.features is not None:
+            for k, fname in enumerate(self.feature_names):
+                frame[fname] = self.features[:, :, k].reshape(-1)
         return frame.reset_index()
 
     def manifest(self) -> dict[str, object]:
@@ -276,7 +287,7 @@ def _cell_problems(
 ) -> list[str]:
     """One message per symbol with bad cells, naming the first bad date and the count."""
     out = []
-    for j in np.flatnonzero(bad.any(axis=0)):
+    for j in np.flatnonzero(bad.any(axis=0)).tolist():
         rows = np.flatnonzero(bad[:, j])
         out.append(
             f"{symbols[j]}: {what} on {_date_str(dates, rows[0])}"
@@ -338,8 +349,8 @@ def validate_arrays(data: MarketData) -> None:
             problems += _cell_problems("negative volume", finite < 0, dates, symbols)
         else:
             problems += _cell_problems(f"non-positive {f}", finite <= 0, dates, symbols)
-    if data.has_ohlc:
-        o, h, lo, c = data.open, data.high, data.low, data.close
+    o, h, lo, c = data.open, data.high, data.low, data.close
+    if o is not None and h is not None and lo is not None:  # data.has_ohlc
         with np.errstate(invalid="ignore"):
             problems += _cell_problems("high < low", h < lo, dates, symbols)
             outside = (o > h) | (o < lo) | (c > h) | (c < lo)
@@ -376,26 +387,77 @@ def _canonical_columns(frame: pd.DataFrame, source: str, extra: Sequence[str]) -
 
 
 def _parse_dates(
-    values: pd.Series | pd.Index, source: str, symbols: pd.Series | None = None
+    values: pd.Series | pd.Index,
+    source: str,
+    symbols: pd.Series | None = None,
+    date_format: str | None = None,
 ) -> pd.DatetimeIndex:
-    """Parse dates; ``symbols`` (the long frame's symbol column) names each bad row's symbol."""
+    """Parse dates; ``symbols`` (the long frame's symbol column) names each bad row's symbol.
+
+    Without ``date_format`` only ISO 8601 dates (``2020-01-13``, ``20200113``, with or without
+    a time) are read: in ``13/01/2020`` or ``02/01/2020`` the day and the month cannot be told
+    apart, and guessing row by row swaps some of them, so such dates are an error that asks
+    for their format. With ``date_format`` (``strptime`` codes, e.g. ``%d/%m/%Y``) every date
+    must match it.
+    """
     raw = pd.Index(values)
     if pd.api.types.is_integer_dtype(raw):  # 20090821-style dates
         raw = raw.astype(str)
-    parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
+    if pd.api.types.is_datetime64_any_dtype(raw):  # already dates (e.g. from Parquet)
+        parsed = pd.DatetimeIndex(raw)
+    else:  # to UTC: time zones (mixed ones too) are dropped below
+        parsed = pd.to_datetime(raw, errors="coerce", format=date_format or "ISO8601", utc=True)
     bad = np.flatnonzero(pd.isna(parsed))
     if len(bad):
-        problems = [
-            (f"{symbols.iloc[i]}: " if symbols is not None else "")
-            + f"unparseable date {str(raw[i])!r} at row {int(i)}"
-            for i in bad[:_MAX_LISTED_PROBLEMS]
-        ]
-        if len(bad) > _MAX_LISTED_PROBLEMS:
-            problems.append(f"{len(bad)} unparseable dates in total")
-        raise DataValidationError(source, problems)
+        raise DataValidationError(source, _date_problems(raw, bad, symbols, date_format))
     if getattr(parsed, "tz", None) is not None:
         parsed = parsed.tz_convert(None)
     return pd.DatetimeIndex(parsed).normalize()
+
+
+def _date_problems(
+    raw: pd.Index, bad: np.ndarray, symbols: pd.Series | None, date_format: str | None
+) -> list[str]:
+    """What is wrong with the dates at rows ``bad``: not dates at all, not in ``date_format``,
+    or dates in a format other than ISO whose day and month only a format can tell apart."""
+
+    def prefix(i: int) -> str:
+        return f"{symbols.iloc[i]}: " if symbols is not None else ""
+
+    rows = [int(i) for i in bad]
+    guessed: list[int] = []
+    if date_format is None:  # which of them pandas would read by guessing day or month first
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pandas: "could not infer format"
+            guesses = pd.to_datetime(
+                pd.Index([str(v) for v in raw[bad]]), errors="coerce", format="mixed", utc=True
+            )
+        guessed = [i for i, g in zip(rows, guesses, strict=True) if not pd.isna(g)]
+    unreadable = sorted(set(rows) - set(guessed))
+    if date_format is None:
+        problems = [
+            f"{prefix(i)}unparseable date {str(raw[i])!r} at row {i}"
+            for i in unreadable[:_MAX_LISTED_PROBLEMS]
+        ]
+    else:
+        problems = [
+            f"{prefix(i)}date {str(raw[i])!r} at row {i} is not in the format {date_format!r}"
+            for i in unreadable[:_MAX_LISTED_PROBLEMS]
+        ]
+    if len(unreadable) > _MAX_LISTED_PROBLEMS:
+        problems.append(f"{len(unreadable)} unparseable dates in total")
+    if guessed:
+        i = guessed[0]
+        example = f"{str(raw[i])!r} at row {i}" + (
+            f" ({symbols.iloc[i]})" if symbols is not None else ""
+        )
+        problems.append(
+            f"{len(guessed)} date(s) not written as YYYY-MM-DD, e.g. {example}: day-first "
+            "and month-first dates (13/01/2020, 02/01/2020) cannot be told apart, so give "
+            "their format (date_format='%d/%m/%Y' or '%m/%d/%Y' to the loader, --date-format "
+            "to marketarena data) or write them as YYYY-MM-DD"
+        )
+    return problems
 
 
 def _apply_missing_policy(
@@ -516,13 +578,15 @@ def from_long_frame(
     missing: MissingPolicy = "error",
     symbols: Sequence[str] | None = None,
     feature_columns: Sequence[str] = (),
+    date_format: str | None = None,
 ) -> MarketData:
     """Build :class:`MarketData` from a long frame: one row per ``(date, symbol)``.
 
     Columns (case-insensitive, aliases in :data:`COLUMN_ALIASES`): ``date``, ``symbol``,
     ``close`` required; ``open``, ``high``, ``low``, ``volume``, ``sector`` optional. Columns
     named in ``feature_columns`` become user features (NaN allowed: "not yet defined"). Any
-    other column is an error naming it.
+    other column is an error naming it. Dates are ISO (``YYYY-MM-DD``) unless
+    ``date_format`` (``strptime`` codes, e.g. ``%d/%m/%Y``) says otherwise.
     """
     if frame is None or len(frame) == 0:
         raise DataValidationError(name, ["empty input: no rows"])
@@ -540,7 +604,7 @@ def from_long_frame(
                 name, [f"missing required column {required!r}; columns are {list(frame.columns)}"]
             )
     df = df.copy()
-    df["date"] = _parse_dates(df["date"], name, df["symbol"])
+    df["date"] = _parse_dates(df["date"], name, df["symbol"], date_format)
     no_symbol = df["symbol"].isna() | (df["symbol"].astype(str).str.strip() == "")
     if no_symbol.any():
         rows = np.flatnonzero(no_symbol.to_numpy())[:_MAX_LISTED_PROBLEMS]
@@ -598,11 +662,13 @@ def from_wide_frame(
     name: str = "custom",
     missing: MissingPolicy = "error",
     date_column: str | None = None,
+    date_format: str | None = None,
 ) -> MarketData:
     """Build close-only :class:`MarketData` from a wide frame (dates x symbols).
 
     Dates come from ``date_column`` when given, else a column named ``date``/``Date``, else the
-    index. Every other column is a symbol's closing price.
+    index; they are ISO unless ``date_format`` says otherwise (see :func:`from_long_frame`).
+    Every other column is a symbol's closing price.
     """
     if frame is None or frame.shape[0] == 0 or frame.shape[1] == 0:
         raise DataValidationError(name, ["empty input: no rows or no columns"])
@@ -613,7 +679,7 @@ def from_wide_frame(
         if date_column not in df.columns:
             raise DataValidationError(name, [f"date column {date_column!r} not found"])
         df = df.set_index(date_column)
-    df.index = _parse_dates(df.index, name)
+    df.index = _parse_dates(df.index, name, date_format=date_format)
     if df.shape[1] == 0:
         raise DataValidationError(name, ["no symbol columns besides the date"])
     dup_dates = df.index[df.index.duplicated()]
@@ -648,11 +714,21 @@ def _read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise MissingFileError(f"market data file not found: {path}")
     suffixes = "".join(path.suffixes).lower()
+    unreadable: tuple[type[BaseException], ...] = (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        OSError,
+    )
     try:
         if ".parquet" in suffixes or ".pq" in suffixes:
+            import pyarrow  # pandas' Parquet engine, and a dependency of ours
+
+            # a corrupt or truncated file: pyarrow's ArrowInvalid (a ValueError) and kin
+            unreadable += (pyarrow.ArrowException, ValueError)
             return pd.read_parquet(path)
         return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+    except unreadable as exc:
         raise DataValidationError(str(path), [f"could not parse file: {exc}"]) from exc
 
 
@@ -668,11 +744,14 @@ def load_file(
     missing: MissingPolicy = "error",
     layout: Literal["auto", "long", "wide"] = "auto",
     feature_columns: Sequence[str] = (),
+    date_format: str | None = None,
 ) -> MarketData:
     """Load a CSV (optionally gzipped) or Parquet file in long or wide layout.
 
     ``layout="auto"`` treats a file with a ``symbol``/``ticker`` column as long format and
-    anything else as a wide close-only panel.
+    anything else as a wide close-only panel. Dates are ISO (``YYYY-MM-DD``) unless
+    ``date_format`` gives theirs (``strptime`` codes, e.g. ``%d/%m/%Y``): other formats are
+    refused rather than guessed, since ``02/01/2020`` may be either day first or month first.
     """
     path = Path(path)
     frame = _read_table(path)
@@ -680,11 +759,17 @@ def load_file(
     if layout == "auto":
         layout = "long" if _looks_long(frame) else "wide"
     if layout == "long":
-        return from_long_frame(frame, name=label, missing=missing, feature_columns=feature_columns)
+        return from_long_frame(
+            frame,
+            name=label,
+            missing=missing,
+            feature_columns=feature_columns,
+            date_format=date_format,
+        )
     if feature_columns:
         raise ConfigError("feature_columns needs long-format data (a symbol column)")
     if layout == "wide":
-        return from_wide_frame(frame, name=label, missing=missing)
+        return from_wide_frame(frame, name=label, missing=missing, date_format=date_format)
     raise ConfigError(f"layout={layout!r}: choose 'auto', 'long' or 'wide'")
 
 
@@ -783,14 +868,23 @@ def resolve_data(source: str | Path | MarketData) -> MarketData:
         return get_task(source).market()  # an unknown id lists the tasks
     path = Path(source)
     if path.exists():
-        from marketarena.envs.aitrader import is_aitrader_file, load_aitrader
-
-        if is_aitrader_file(path):
-            return load_aitrader(path)
-        return load_file(path)
+        return load_path(path)
     raise DataError(
         f"unknown data {str(source)!r}: not a bundled dataset ({sorted(BUNDLED)}) and no such file"
     )
+
+
+def load_path(
+    path: str | Path, *, missing: MissingPolicy = "error", date_format: str | None = None
+) -> MarketData:
+    """A data file of any kind the library reads: AI-Trader price files (a ``merged.jsonl``
+    or a folder of ``daily_prices_<SYMBOL>.json``, see :mod:`marketarena.envs.aitrader`), else
+    a CSV or Parquet file (:func:`load_file`, with ``date_format``)."""
+    from marketarena.envs.aitrader import is_aitrader_file, load_aitrader
+
+    if Path(path).exists() and is_aitrader_file(path):
+        return load_aitrader(path, missing=missing)
+    return load_file(path, missing=missing, date_format=date_format)
 
 
 # ------------------------------------------------------------------------------ coverage
@@ -804,11 +898,13 @@ class SymbolCoverage:
     """Dates inside [first_date, last_date] on which other symbols trade but this one does not."""
 
 
-def coverage_report(frame: pd.DataFrame, *, source: str = "input") -> list[SymbolCoverage]:
+def coverage_report(
+    frame: pd.DataFrame, *, source: str = "input", date_format: str | None = None
+) -> list[SymbolCoverage]:
     """Per-symbol first/last date, row count and gaps of a raw long or wide frame.
 
     Works on the raw file before any missing-data policy, so it shows what a loader would
-    reject or change.
+    reject or change; dates are read as the loaders read them (``date_format``).
     """
     if len(frame) == 0:
         raise DataValidationError(source, ["empty input: no rows"])
@@ -818,7 +914,7 @@ def coverage_report(frame: pd.DataFrame, *, source: str = "input") -> list[Symbo
             raise DataValidationError(
                 source, [f"missing required column 'date'; columns are {list(frame.columns)}"]
             )
-        dates = _parse_dates(df["date"], source, df["symbol"])
+        dates = _parse_dates(df["date"], source, df["symbol"], date_format)
         present = pd.DataFrame({"date": dates, "symbol": df["symbol"].astype(str).to_numpy()})
         if "close" in df.columns:
             present = present[pd.to_numeric(df["close"], errors="coerce").notna().to_numpy()]
@@ -830,7 +926,7 @@ def coverage_report(frame: pd.DataFrame, *, source: str = "input") -> list[Symbo
         date_col = next((c for c in df.columns if str(c).strip().lower() == "date"), None)
         if date_col is not None:
             df = df.set_index(date_col)
-        df.index = _parse_dates(df.index, source)
+        df.index = _parse_dates(df.index, source, date_format=date_format)
         wide = df.apply(pd.to_numeric, errors="coerce").notna()
         wide = wide.groupby(level=0).any()
     wide = wide.sort_index()
@@ -856,5 +952,10 @@ def coverage_report(frame: pd.DataFrame, *, source: str = "input") -> list[Symbo
 
 
 def read_raw(path: str | Path) -> pd.DataFrame:
-    """Read a data file as-is (no validation), for coverage reports."""
+    """Read a data file as-is (no validation), for coverage reports: a CSV or Parquet file's
+    table, or AI-Trader price files as one long frame (a row per symbol and date)."""
+    from marketarena.envs.aitrader import is_aitrader_file, read_frame
+
+    if Path(path).exists() and is_aitrader_file(path):
+        return read_frame(path)
     return _read_table(Path(path))

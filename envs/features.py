@@ -240,7 +240,8 @@ def compute_features(
     out = np.empty((data.n_periods, data.n_assets, len(names)), dtype=np.float32)
     first_valid = 0
     for k, name in enumerate(names):
-        if name in data.feature_names:  # the data's own column wins over the registry
+        # the data's own column wins over the registry
+        if data.features is not None and name in data.feature_names:
             values = np.asarray(data.features[:, :, data.feature_names.index(name)])
         else:
             with np.errstate(divide="ignore", invalid="ignore"):

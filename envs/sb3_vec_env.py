@@ -50,6 +50,8 @@ class SB3PortfolioVecEnv(VecEnv):
         self._actions = actions
 
     def step_wait(self) -> VecEnvStepReturn:
+        if self._actions is None:
+            raise RuntimeError("step_wait() needs actions: call step_async(actions) first")
         obs, reward, terminated, truncated, info = self.venv.step(self._actions)
         dones = terminated | truncated
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]

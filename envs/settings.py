@@ -233,7 +233,7 @@ def check_settings(**values: Any) -> dict[str, Any]:
     :class:`~marketarena.envs.errors.ConfigError` (a ``ValueError``) naming the setting."""
     _known(values)
     spec = {f.name: f for f in fields(EnvSettings)}
-    out = {}
+    out: dict[str, Any] = {}
     for name, value in values.items():
         meta, kind = spec[name].metadata, _types()[name]
         if value is None and _allows_none(kind):

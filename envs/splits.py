@@ -6,12 +6,38 @@ validation, with no overlap. Each range is inclusive and names real trading date
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
 
 from marketarena.envs.data import MarketData
 from marketarena.envs.errors import ConfigError, DataError, UnknownNameError
+
+
+def iso_date(value: str | dt.date | np.datetime64, what: str = "date") -> str:
+    """``value`` as a ``YYYY-MM-DD`` string: an ISO date string (``2018-01-02``,
+    ``20180102``), a ``datetime.date`` (which YAML makes of an unquoted date), a ``datetime``
+    at any time of day, or a numpy date.
+
+    A value that is not a real date (``2018-13-45``, ``13/01/2020``, ``abc``) is a
+    :class:`~marketarena.envs.errors.ConfigError` naming ``what`` (e.g. ``--start``); dates
+    are compared as dates from here on, never as the strings they were given as.
+    """
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, np.datetime64) and not np.isnat(value):
+        return str(value.astype("datetime64[D]"))
+    if isinstance(value, int) and not isinstance(value, bool):  # YAML reads 20180102 so
+        value = str(value)
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip()).isoformat()
+        except ValueError:
+            pass
+    raise ConfigError(f"{what} {value!r} is not a date: write it as YYYY-MM-DD")
 
 
 @dataclass(frozen=True)
@@ -22,7 +48,9 @@ class DateRange:
     end: str
 
     def __post_init__(self) -> None:
-        if np.datetime64(self.end) < np.datetime64(self.start):
+        object.__setattr__(self, "start", iso_date(self.start, "DateRange start"))
+        object.__setattr__(self, "end", iso_date(self.end, "DateRange end"))
+        if dt.date.fromisoformat(self.end) < dt.date.fromisoformat(self.start):
             raise ConfigError(f"DateRange end {self.end} is before start {self.start}")
 
     def as_kwargs(self) -> dict[str, str]:
@@ -48,6 +76,8 @@ def _range(data: MarketData, lo: int, hi: int) -> DateRange:
 
 def split_by_dates(data: MarketData, validation_start: str, test_start: str) -> DateSplits:
     """Train before ``validation_start``, validation until ``test_start``, test after."""
+    validation_start = iso_date(validation_start, "validation_start")
+    test_start = iso_date(test_start, "test_start")
     v = data.index_of(validation_start, "left")
     s = data.index_of(test_start, "left")
     if not 0 < v < s < data.n_periods:

@@ -378,6 +378,7 @@ def _task_market(name: str) -> MarketData:
     if task.generate is None:
         from marketarena.envs.data import load_dataset
 
+        assert task.data is not None, f"{name}: a task without generate names its dataset"
         return load_dataset(task.data)
     return task.generate(task.data_seed)
 

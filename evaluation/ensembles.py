@@ -140,17 +140,22 @@ class _Ensemble:
     def _who(self, k: int) -> str:
         return f"member {k} ({self.members[k].name!r}) of ensemble {self.name!r}"
 
-    def get_state(self) -> dict[str, Any]:
-        """The ensemble's own state and each member's (members must be resumable)."""
+    def _resumable_members(self) -> list[Resumable]:
         missing = [m.name for m in self.members if not isinstance(m, Resumable)]
         if missing:
             raise TypeError(f"ensemble {self.name!r} cannot be saved: {missing} have no get_state")
+        return [m for m in self.members if isinstance(m, Resumable)]
+
+    def get_state(self) -> dict[str, Any]:
+        """The ensemble's own state and each member's (members must be resumable)."""
+        members = self._resumable_members()
         own = {k: v for k, v in vars(self).items() if k != "members"}
-        return {"own": copy.deepcopy(own), "members": [m.get_state() for m in self.members]}
+        return {"own": copy.deepcopy(own), "members": [m.get_state() for m in members]}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
+        members = self._resumable_members()
         vars(self).update(copy.deepcopy(dict(state["own"])))
-        for member, member_state in zip(self.members, state["members"], strict=True):
+        for member, member_state in zip(members, state["members"], strict=True):
             member.set_state(member_state)
 
     def reset(self, *, seed: int | None = None) -> None:
@@ -343,7 +348,8 @@ class VotingEnsemble(_Ensemble):
             positions = np.where(votes, assets, 0.0)  # below the threshold is no position
             scores = (len(self.members) * self.member_weights) @ _borda_points(positions)
             order = np.argsort(-scores, kind="stable")
-            order = order[votes.any(axis=0)[order]][:k]
+            voted = votes.sum(axis=0) > 0  # assets with at least one vote
+            order = order[voted[order]][:k]
             held = np.zeros(n, dtype=bool)
             held[order] = True
             self._tally = scores
@@ -395,7 +401,7 @@ class _ShadowReturns:
                 f"info['prices'] has shape {p.shape}; expected ({targets.shape[1] - 1},), the "
                 "closes of the current bar for each asset"
             )
-        if self._prev_targets is not None:
+        if self._prev_targets is not None and self._prev_prices is not None:
             self._returns.append(self._prev_targets[:, :-1] @ (p / self._prev_prices - 1.0))
         self._prev_targets = targets.copy()
         self._prev_prices = p.copy()

@@ -107,7 +107,7 @@ def observation_settings(
     among ``agents`` were trained on (they must agree), else the defaults."""
     trained = [a.observation for a in agents if isinstance(a, ExpectsObservation) and a.observation]
     defaults = EnvSettings()
-    values = {}
+    values: dict[str, Any] = {}
     for key, given, default in (
         ("window", config.window, defaults.window),
         ("features", config.features, defaults.features),
@@ -155,8 +155,10 @@ def _evaluate(
     window, features, universe = observation_settings(config, agents)
     if universe:
         data = data.select(universe)
-    settings = EnvSettings(window=window, features=features, rules=config.rules)
-    spec = {"data": data, "settings": settings}
+    env_settings = EnvSettings.from_dict(
+        {"window": window, "features": features, "rules": config.rules}
+    )
+    spec = {"data": data, "settings": env_settings}
     seeds = list(range(config.seeds))
     evaluations = evaluate_agents(
         agents, spec, config.start, config.end, seeds, benchmark=benchmark, progress=progress,

@@ -379,7 +379,7 @@ def drawdown_periods(
 
     last = len(wealth) - 1
     episodes = []
-    for a, b in zip(starts, ends, strict=True):
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):  # int positions
         peak = a - 1
         trough = a + int(np.argmin(wealth[a:b]))
         recovered = b <= last
@@ -873,7 +873,7 @@ def _stationary_indices(
 
 def bootstrap_confidence_interval(
     returns: ArrayLike,
-    statistic: Callable[..., float],
+    statistic: Callable[..., float | np.ndarray],
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
@@ -889,7 +889,8 @@ def bootstrap_confidence_interval(
 
     Args:
         returns: 1-D simple returns.
-        statistic: a function of a 1-D array returning a float, e.g. :func:`sharpe_ratio`.
+        statistic: a function of a 1-D array returning a float (or a 0-d array), e.g.
+            :func:`sharpe_ratio`.
         n_resamples: number of bootstrap resamples.
         level: coverage of the interval.
         seed: seeds ``np.random.default_rng``; the same seed gives the same interval.

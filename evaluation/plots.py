@@ -42,7 +42,7 @@ def equity_curves(results: Sequence[BacktestResult], path: Path) -> Path:
     for res in results:
         ax.plot(res.dates, res.nav / res.nav[0], lw=1.2, label=res.agent)
     bench = next((r for r in results if r.benchmark is not None), None)
-    if bench is not None:
+    if bench is not None and bench.benchmark is not None:
         ax.plot(bench.dates, bench.benchmark / bench.benchmark[0], "k--", lw=1.0,
                 label=f"benchmark: {bench.benchmark_name}")  # fmt: skip
     ax.set_ylabel("growth of 1 (after costs)")

@@ -26,6 +26,7 @@ from rich.table import Table
 from marketarena.envs.data import SymbolCoverage
 from marketarena.envs.errors import MissingFileError
 from marketarena.evaluation import metrics, plots
+from marketarena.evaluation.metrics import DrawdownPeriod
 from marketarena.evaluation.runner import AgentEvaluation, BacktestResult
 
 #: columns of the terminal table: (metric key, header, format)
@@ -47,7 +48,7 @@ BENCHMARK_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def format_value(value: float, kind: str) -> str:
+def format_value(value: float | None, kind: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "nan"
     if isinstance(value, float) and math.isinf(value):
@@ -82,7 +83,8 @@ class AgentRow:
     deflated_sharpe: float = float("nan")
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
-    def drawdowns(self, top: int = 3) -> list[metrics.DrawdownPeriod]:
+    # not `metrics.DrawdownPeriod`: in the class body `metrics` is the field above
+    def drawdowns(self, top: int = 3) -> list[DrawdownPeriod]:
         """The deepest drawdowns of the representative run, with dates."""
         res = self.representative
         return metrics.drawdown_periods(
@@ -139,7 +141,10 @@ class EvaluationReport:
         return self._rows
 
     def _row(self, evaluation: AgentEvaluation) -> AgentRow:
-        kw = {"periods_per_year": self.periods_per_year, "risk_free": self.risk_free}
+        kw: dict[str, Any] = {
+            "periods_per_year": self.periods_per_year,
+            "risk_free": self.risk_free,
+        }
         per_seed = evaluation.per_seed_metrics(**kw)
         agg = evaluation.aggregate(**kw)
         sharpes = [m["sharpe"] for m in per_seed]
@@ -147,8 +152,12 @@ class EvaluationReport:
         rep = evaluation.results[order[(len(order) - 1) // 2]]
         r = rep.returns
         block = _bootstrap_block(len(r))
-        ci_kw = {"n_resamples": self.bootstrap_resamples, "level": self.ci_level, "seed": 0,
-                 "block_length": block}  # fmt: skip
+        ci_kw: dict[str, Any] = {
+            "n_resamples": self.bootstrap_resamples,
+            "level": self.ci_level,
+            "seed": 0,
+            "block_length": block,
+        }
         return AgentRow(
             agent=evaluation.agent,
             seeds=[res.seed for res in evaluation.results],
@@ -226,13 +235,13 @@ class EvaluationReport:
         files["json"] = out / "metrics.json"
         files["json"].write_text(json.dumps(self.as_dict(), indent=2, default=_jsonable))
         files["csv"] = out / "metrics.csv"
-        rows = [r.as_dict() for r in self.rows()]
-        keys = list(dict.fromkeys(k for row in rows for k in row))
+        records = [r.as_dict() for r in self.rows()]
+        keys = list(dict.fromkeys(k for record in records for k in record))
         with files["csv"].open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=keys)
             writer.writeheader()
-            for row in rows:
-                writer.writerow({k: _csv_value(row.get(k)) for k in keys})
+            for record in records:
+                writer.writerow({k: _csv_value(record.get(k)) for k in keys})
         reps = [r.representative for r in self.rows()]
         for row, evaluation in zip(self.rows(), self.evaluations, strict=True):
             slug = slugify(row.agent)

@@ -392,8 +392,8 @@ def snapshot_lookback(agent: Agent) -> int | None:
     wanted = [agent.snapshot_lookback] if isinstance(agent, ReadsSnapshot) else []
     if isinstance(agent, Composite):
         wanted += [snapshot_lookback(m) for m in agent.members]
-    wanted = [w for w in wanted if w]
-    return max(wanted) if wanted else None
+    lookbacks = [w for w in wanted if w]
+    return max(lookbacks) if lookbacks else None
 
 
 def _settings(env: PortfolioEnv) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def metric_key(*parts: str) -> str:
 
 @contextmanager
 def mlflow_run(
-    experiment: str, run_name: str, tags: Mapping[str, str] | None = None, **kwargs: Any
+    experiment: str, run_name: str | None, tags: Mapping[str, str] | None = None, **kwargs: Any
 ) -> Iterator[Any]:
     """Start an MLflow run on :func:`tracking_uri` (the store is created if needed)."""
     import mlflow

@@ -10,12 +10,16 @@
 - Every third-party package the library imports is declared in pyproject.toml: in
   ``dependencies`` when imported at import time, or in an extra (not ``dev``) when imported
   lazily for an optional feature; the tests' imports may also come from ``dev``.
+- The library type-checks: ``.ci/typecheck.py`` runs mypy on it as ``marketarena.*`` (here and
+  in ``.ci/run``); a planted package shows that a type error fails the check and is reported
+  at its path in the repository.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata
+import importlib.util
 import os
 import re
 import subprocess
@@ -34,6 +38,7 @@ PACKAGE_DIRS = {
     name: ROOT / folder for name, folder in PYPROJECT["tool"]["setuptools"]["package-dir"].items()
 }
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+TYPECHECK = ROOT / ".ci" / "typecheck.py"
 
 
 @dataclass(frozen=True)
@@ -317,3 +322,46 @@ def test_an_undeclared_import_is_named(tmp_path):
     # declared only in an extra: fine in a function, not at import time
     problems = undeclared_imports(statements, {"numpy", "pyyaml"}, set(), local={"pkg"})
     assert len(problems) == 1 and "optuna (optuna) imported in a function" in problems[0]
+
+
+# ------------------------------------------------------------------------------ the types
+def _typecheck_module():
+    if importlib.util.find_spec("mypy") is None:
+        pytest.skip("mypy is not installed: pip install -e '.[dev]' (CI installs it)")
+    spec = importlib.util.spec_from_file_location("typecheck", TYPECHECK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_the_library_type_checks():
+    _typecheck_module()  # skips without mypy
+    done = subprocess.run(
+        [sys.executable, str(TYPECHECK)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, report
+    # every module of the library, and the tree's own marketarena/__init__.py
+    checked = len(modules(PACKAGE_DIRS)) + 1
+    assert f"Success: no issues found in {checked} source files" in report, report
+
+
+def test_a_planted_type_error_fails_the_check_at_its_path(tmp_path, capsys):
+    typecheck = _typecheck_module()
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.setuptools]\npackage-dir = { "planted.low" = "low", "planted.high" = "high" }\n'
+        '\n[tool.mypy]\npython_version = "3.11"\n'
+    )
+    for folder in ("low", "high"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "__init__.py").write_text("")
+    (tmp_path / "low" / "values.py").write_text("def double(x: int) -> int:\n    return 2 * x\n")
+    (tmp_path / "high" / "use.py").write_text(
+        "from planted.low.values import double\n\nHALF: int = double(1) / 2\n"
+    )
+    assert typecheck.typecheck(tmp_path) == 1
+    report = capsys.readouterr().out
+    error = 'high/use.py:3: error: Incompatible types in assignment (expression has type "float"'
+    assert error in report, report

@@ -608,7 +608,7 @@ def summarise(
     scored = planted or tasks
     anchors = {t: task_anchor_scores(t, config.split) for t in tasks}
     report = BenchReport(rows, {}, {}, [], anchors, settings, scored, notes)
-    kw = {"reps": config.reps, "confidence": config.confidence, "seed": 0}
+    kw: dict[str, Any] = {"reps": config.reps, "confidence": config.confidence, "seed": 0}
     finite: dict[str, np.ndarray] = {}
     for agent in report.agents:
         matrix = report.score_matrix(agent)
@@ -756,7 +756,7 @@ def _log_job(row: dict[str, Any]) -> None:
 def _log_aggregates(report: BenchReport, files: dict[str, Path]) -> None:
     import mlflow
 
-    metrics = {}
+    metrics: dict[str, float] = {}
     for agent, stats in report.aggregates.items():
         metrics |= {tracking.metric_key("bench", agent, k): v for k, v in stats.items()}
     mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})

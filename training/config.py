@@ -13,15 +13,20 @@ output) and ``mlflow`` — plus ``name`` and ``seed``. See ``configs/*.yaml``.
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import re
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PydanticUserError,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     create_model,
@@ -31,6 +36,7 @@ from pydantic import (
 
 from marketarena.envs.errors import ConfigError, MissingFileError
 from marketarena.envs.settings import EnvSettings, check_settings, file_fields
+from marketarena.envs.splits import iso_date
 from marketarena.envs.tasks import get_task, is_task_id
 
 ALGORITHMS = ("ppo", "a2c", "sac", "td3", "recurrent_ppo")
@@ -46,16 +52,28 @@ class _Strict(BaseModel):
 class SplitConfig(_Strict):
     """Chronological splits: train before ``validation_start``, validation until
     ``test_start``, test from ``test_start`` to ``end``. The test range is never used by
-    training or tuning."""
+    training or tuning. Each date is a ``YYYY-MM-DD`` string; a date YAML reads unquoted (a
+    ``datetime.date``, as from ``--set env.splits.test_start=2018-01-02``) is taken as it."""
 
     start: str | None = None
     validation_start: str = "2015-01-02"
     test_start: str = "2018-01-02"
     end: str | None = None
 
+    @field_validator("start", "validation_start", "test_start", "end", mode="before")
+    @classmethod
+    def _a_date(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return iso_date(value)
+        except ConfigError:
+            raise ValueError("not a date: write it as YYYY-MM-DD") from None
+
     @model_validator(mode="after")
     def _ordered(self) -> SplitConfig:
-        dates = [d for d in (self.start, self.validation_start, self.test_start, self.end) if d]
+        given = (self.start, self.validation_start, self.test_start, self.end)
+        dates = [dt.date.fromisoformat(d) for d in given if d]
         if dates != sorted(dates):
             raise ValueError(
                 "split dates must increase: start < validation_start < test_start < end"
@@ -77,15 +95,24 @@ class _EnvSource(_Strict):
 
 def _setting_field(name: str) -> tuple[Any, Any]:
     f = next(f for f in file_fields() if f.name == name)
+    bounds: dict[str, Any] = dict(f.bounds)  # ge, gt, lt: Field's own keyword arguments
     if f.default_factory is not None:
-        return f.type, Field(default_factory=f.default_factory, **f.bounds)
-    return f.type, Field(f.default, **f.bounds)
+        return f.type, Field(default_factory=f.default_factory, **bounds)
+    return f.type, Field(f.default, **bounds)
 
 
-# the settings' fields, with their types, defaults and bounds, after data, universe and splits
-_EnvFields = create_model(
-    "_EnvFields", __base__=_EnvSource, **{name: _setting_field(name) for name in ENV_SETTINGS}
-)
+if TYPE_CHECKING:
+
+    class _EnvFields(_EnvSource):
+        # the settings' fields exist only at run time, so a type checker sees them as Any
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    # the settings' fields, with their types, defaults and bounds, after data, universe and
+    # splits
+    _EnvFields = create_model(
+        "_EnvFields", __base__=_EnvSource, **{name: _setting_field(name) for name in ENV_SETTINGS}
+    )
 
 
 class EnvConfig(_EnvFields):
@@ -109,7 +136,11 @@ class EnvConfig(_EnvFields):
         given = values.get("splits")
         if given is not None:
             given = given.model_dump() if isinstance(given, BaseModel) else dict(given)
-            given = {k: v for k, v in given.items() if v is not None}
+            given = {
+                k: iso_date(v) if isinstance(v, dt.date) else v
+                for k, v in given.items()
+                if v is not None
+            }
             if given != fixed:
                 raise ValueError(
                     f"{task.env_id} has fixed splits {fixed}; remove env.splits ({given})"
@@ -119,7 +150,8 @@ class EnvConfig(_EnvFields):
     @field_validator(*ENV_SETTINGS)
     @classmethod
     def _setting_is_valid(cls, value: Any, info: ValidationInfo) -> Any:
-        check_settings(**{info.field_name: value})  # e.g. unknown trading rules, naming them
+        if info.field_name is not None:  # always, for a field validator
+            check_settings(**{info.field_name: value})  # e.g. unknown trading rules, naming them
         return value
 
     @model_validator(mode="after")
@@ -170,7 +202,8 @@ class AlgoConfig(_Strict):
         name = info.data.get("name")
         if name is None:  # an invalid algo.name is reported on its own
             return hyperparameters
-        accepted = set(inspect.signature(algorithm_class(name).__init__).parameters)
+        algorithm = algorithm_class(name)
+        accepted = set(inspect.signature(algorithm.__init__).parameters)
         reserved = {"policy", "env", "seed", "device", "policy_kwargs", "verbose"}
         unknown = sorted(set(hyperparameters) - (accepted - reserved))
         if unknown:
@@ -178,7 +211,10 @@ class AlgoConfig(_Strict):
                 f"{name} has no hyperparameter(s) {unknown}; accepted: "
                 f"{sorted(accepted - reserved - {'self', 'kwargs'})}"
             )
-        return hyperparameters
+        return {
+            key: _hyperparameter(algorithm, name, key, value)
+            for key, value in hyperparameters.items()
+        }
 
     @model_validator(mode="before")
     @classmethod
@@ -209,6 +245,35 @@ class AlgoConfig(_Strict):
         if self.policy in POLICIES and self.name not in ON_POLICY:
             raise ValueError(f"policy {self.policy} needs algo.name ppo or a2c, not {self.name}")
         return self
+
+
+def _hyperparameter(algorithm: Any, name: str, key: str, value: Any) -> Any:
+    """``value`` as the type ``algorithm``'s constructor declares for ``key``
+    (``learning_rate: float | Schedule``, ``n_steps: int``, ...), so that a value of the wrong
+    type fails when the config loads rather than minutes into training. YAML's ``3e-4`` (a
+    string: YAML 1.1 wants ``3.0e-4``) becomes the number it means; a declared type that only
+    a type checker resolves is not checked."""
+    init = algorithm.__init__
+    declared = init.__annotations__.get(key)
+    if declared is None:
+        return value
+    holder = type("_Annotations", (), {"__annotations__": {key: declared}})
+    try:
+        kind = typing.get_type_hints(holder, globalns=init.__globals__)[key]
+        adapter = TypeAdapter(kind, config=ConfigDict(arbitrary_types_allowed=True))
+    except (NameError, TypeError, PydanticUserError):  # left to SB3's own checks
+        return value
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        raise ValueError(f"{key}={value!r}: {name} expects {_type_name(kind)}") from None
+
+
+def _type_name(kind: Any) -> str:
+    """``float | Callable[[float], float]`` for a type, without module paths."""
+    if isinstance(kind, type):
+        return kind.__name__
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(kind))
 
 
 #: what a curriculum stage may not change: the observation and the action the model is built for
@@ -263,7 +328,7 @@ class SearchParam(_Strict):
             raise ValueError("give choices or low/high, not both")
         if self.choices is None and not (self.low is not None and self.high is not None):
             raise ValueError("give choices, or both low and high")
-        if ranged and self.low >= self.high:
+        if self.low is not None and self.high is not None and self.low >= self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.choices is not None and not self.choices:
             raise ValueError("choices must not be empty")
@@ -360,6 +425,24 @@ class Config(_Strict):
 
 
 # --------------------------------------------------------------------------- loading
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, with dates left as the strings they are written as: the config
+    checks them as dates itself, naming the key, where YAML would turn ``2018-01-02`` into a
+    ``datetime.date`` and fail on ``2018-13-45`` with no key at all."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def read_yaml(text: str) -> Any:
+    """A YAML document or scalar as a config reads it: safely (never as code), dates as
+    strings."""
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: never constructs objects
+
+
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = [f"invalid config in {source}:"]
     for err in exc.errors():
@@ -380,7 +463,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r}: expected key.sub=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = read_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {item!r}: cannot parse the value: {exc}") from None
     return key.strip().split("."), value
@@ -432,7 +515,7 @@ def load_config(
         if not path.exists():
             raise MissingFileError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):

@@ -12,11 +12,13 @@ downloads the same folder and loads it as an agent.
 from __future__ import annotations
 
 import mlflow.models
-import mlflow.pyfunc
 import numpy as np
+from mlflow.pyfunc import PythonModel
 
 
-class SB3PortfolioModel(mlflow.pyfunc.PythonModel):
+# PythonModel imported by name: `mlflow.pyfunc` is also a lazy attribute of `mlflow`, which
+# type checkers see instead of the module
+class SB3PortfolioModel(PythonModel):
     def load_context(self, context):
         from marketarena.agents.sb3_agent import SB3Agent
 

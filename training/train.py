@@ -25,7 +25,8 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,17 @@ from marketarena.training.callbacks import EveryNTimesteps, MlflowOutputFormat, 
 from marketarena.training.config import ON_POLICY, Config, load_config
 
 CHECKPOINTS_KEPT = 2
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run that has a folder: ``train(resume=run_dir)`` (``marketarena train
+    --resume RUN_DIR``) continues it from ``checkpoint``, or from the start when it has none.
+    Nothing of the run is deleted."""
+
+    def __init__(self, run_dir: Path, checkpoint: Path | None) -> None:
+        super().__init__(f"training interrupted: resume with marketarena train --resume {run_dir}")
+        self.run_dir = run_dir
+        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -106,7 +118,7 @@ def action_spec(config: Config) -> ActionSpec:
 
 
 def make_training_env(config: Config, data: MarketData, split: tuple[str, str]) -> Any:
-    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+    from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
     settings = config.env.to_settings()
     length = settings.episode_length
@@ -117,7 +129,7 @@ def make_training_env(config: Config, data: MarketData, split: tuple[str, str]) 
         )
     venv = PortfolioVectorEnv(config.algo.n_envs, data, settings, start=split[0], end=split[1],
                               copy=False)  # fmt: skip
-    env = VecMonitor(SB3PortfolioVecEnv(venv))
+    env: VecEnv = VecMonitor(SB3PortfolioVecEnv(venv))
     norm = config.algo.normalize
     if norm.observations or norm.rewards:
         gamma = float(config.algo.hyperparameters.get("gamma", 0.99))
@@ -139,10 +151,16 @@ def make_model(config: Config, env: Any) -> Any:
         policy = POLICIES[policy]
         policy_kwargs["n_features"] = len(config.env.features)
     policy_kwargs.update(algo.policy_kwargs)
-    return algorithm_class(algo.name)(
-        policy, env, seed=config.seed, device=algo.device, verbose=0,
-        policy_kwargs=policy_kwargs, **algo.hyperparameters,
-    )  # fmt: skip
+    try:
+        return algorithm_class(algo.name)(
+            policy, env, seed=config.seed, device=algo.device, verbose=0,
+            policy_kwargs=policy_kwargs, **algo.hyperparameters,
+        )  # fmt: skip
+    except (AssertionError, TypeError, ValueError) as exc:  # SB3's checks of the settings
+        raise ConfigError(
+            f"algo: {algo.name} cannot be built with these settings (algo.hyperparameters, "
+            f"algo.policy_kwargs, algo.n_envs): {exc or type(exc).__name__}"
+        ) from exc
 
 
 def steps_learn_will_take(model: Any, timesteps: int) -> int:
@@ -283,41 +301,56 @@ class Trainer:
         return True
 
     # ----------------------------------------------------------------------- run
-    def run(self, resume_from: Path | None = None) -> TrainResult:
-        """Train (from ``resume_from``'s checkpoint if given) with ``algo.torch_threads``
-        torch threads; the caller's thread count is restored afterwards."""
+    @contextmanager
+    def _torch_threads(self) -> Iterator[None]:
+        """``algo.torch_threads`` torch threads for the block; the caller's afterwards."""
         import torch
 
         threads = torch.get_num_threads()
         torch.set_num_threads(self.config.algo.torch_threads)
         try:
-            return self._run(resume_from)
+            yield
         finally:
             torch.set_num_threads(threads)
 
-    def _run(self, resume_from: Path | None) -> TrainResult:
-        import mlflow
-        from stable_baselines3.common.logger import Logger
+    def build(self, resume_from: Path | None = None) -> None:
+        """The training env and the model: new, or from ``resume_from``'s checkpoint. A config
+        the algorithm refuses fails here (``train`` builds before it makes the run folder)."""
         from stable_baselines3.common.vec_env import VecNormalize
 
         c = self.config
-        done = self.state["num_timesteps"]
-        if resume_from is None:
-            self.env = self.stage_training_env(0)
-            self.model = make_model(c, self.env)
-            stage = 0
-        else:
+        with self._torch_threads():
+            if resume_from is None:
+                self.env = self.stage_training_env(0)
+                self.model = make_model(c, self.env)
+                return
             self.model = algorithm_class(c.algo.name).load(
                 resume_from / "model.zip", device=c.algo.device
             )
-            stage = self.stage_at(done)
-            self.env = self.stage_training_env(stage)
+            self.env = self.stage_training_env(self.stage_at(self.state["num_timesteps"]))
             if isinstance(self.env, VecNormalize):
                 self.env = VecNormalize.load(str(resume_from / "vecnormalize.pkl"),
                                              self.env.venv)  # fmt: skip
             self.model.set_env(self.env)
             if c.algo.name not in ON_POLICY:
                 self.model.load_replay_buffer(resume_from / "replay_buffer.pkl")
+
+    def run(self, resume_from: Path | None = None) -> TrainResult:
+        """Train (from ``resume_from``'s checkpoint if given; built first unless
+        :meth:`build` was called) with ``algo.torch_threads`` torch threads; the caller's
+        thread count is restored afterwards."""
+        if self.model is None:
+            self.build(resume_from)
+        with self._torch_threads():
+            return self._run(resume_from)
+
+    def _run(self, resume_from: Path | None) -> TrainResult:
+        import mlflow
+        from stable_baselines3.common.logger import Logger
+
+        c = self.config
+        done = self.state["num_timesteps"]
+        stage = 0 if resume_from is None else self.stage_at(done)
         if c.mlflow.enabled:
             self.model.set_logger(Logger(folder=None, output_formats=[MlflowOutputFormat()]))
         self._eval_cb = EveryNTimesteps(c.training.eval_every, self.validate,
@@ -452,7 +485,8 @@ def log_pyfunc_model(model_dir: Path) -> None:
         )  # fmt: skip
 
 
-def _new_run_dir(config: Config) -> Path:
+def _free_run_dir(config: Config) -> Path:
+    """``{output_dir}/{name}__{algo}__{seed}__{time}`` (``-1``, ``-2``, ... when taken)."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = (
         Path(config.training.output_dir)
@@ -461,8 +495,18 @@ def _new_run_dir(config: Config) -> Path:
     path, k = base, 1
     while path.exists():
         path, k = base.with_name(f"{base.name}-{k}"), k + 1
-    path.mkdir(parents=True)
     return path.resolve()
+
+
+def _new_run_dir(config: Config) -> Path:
+    """A new, empty run folder, named by :func:`_free_run_dir`."""
+    while True:
+        path = _free_run_dir(config)
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:  # another run took the name in between
+            continue
+        return path
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -480,10 +524,14 @@ def train(
     """Train from ``config``, or continue the run in folder ``resume`` from its last
     checkpoint (same config, same MLflow run).
 
+    A new run's env and model are built before its folder is made, so a config the algorithm
+    refuses leaves nothing behind; a new run that fails before its first checkpoint and its
+    first validation has its folder removed. Ctrl-C removes nothing: it raises
+    :class:`TrainingInterrupted`, which names the folder to resume.
+
     ``on_evaluation``: see :class:`Trainer`. ``mlflow_parent_run_id``: log this run nested
     under that one (a tuning study's run).
     """
-    import mlflow
     from stable_baselines3.common.utils import set_random_seed
 
     if (config is None) == (resume is None):
@@ -508,12 +556,36 @@ def train(
             state = json.loads((run_dir / "state.json").read_text())
             state["num_timesteps"] = 0  # finished before its first checkpoint: start over
     else:
-        run_dir = _new_run_dir(config)
+        # the folder is made once the env and the model are built: a config the algorithm
+        # refuses fails before it exists
+        assert config is not None
+        run_dir = _free_run_dir(config)
     assert config is not None
     set_random_seed(config.seed)
     trainer = Trainer(config, run_dir, state, on_evaluation)
     if resume is None:
+        trainer.build()
+        run_dir = trainer.run_dir = _new_run_dir(config)
         trainer.write_run_files()
+    try:
+        return _run_tracked(trainer, ckpt, mlflow_parent_run_id)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(run_dir, latest_checkpoint(run_dir)) from None
+    except Exception:
+        nothing_kept = latest_checkpoint(run_dir) is None and not trainer.state["evaluations"]
+        if resume is None and nothing_kept:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _run_tracked(
+    trainer: Trainer, ckpt: Path | None, mlflow_parent_run_id: str | None
+) -> TrainResult:
+    """``trainer.run(ckpt)`` in the run's MLflow run (new, or the one it resumes) when
+    tracking is on."""
+    import mlflow
+
+    config, run_dir = trainer.config, trainer.run_dir
     if not config.mlflow.enabled:
         return trainer.run(ckpt)
     tags = {"kind": "training", "algo": config.algo.name, "env_id": "marketarena/Portfolio-v0",

@@ -177,7 +177,7 @@ def make_sampler(name: str, seed: int) -> Any:
     else:
         raise ConfigError(f"unknown sampler {name!r}; choose tpe or random")
 
-    class FirstTrialSeeded(base):  # type: ignore[misc, valid-type]
+    class FirstTrialSeeded(base):
         _seeded = False
 
         def before_trial(self, study: Any, trial: Any) -> None:
@@ -450,7 +450,7 @@ def _plots(study: Any, out: Path) -> list[Path]:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 warnings.simplefilter("ignore", UserWarning)  # few trials: equal importances
                 ax = fn(study)
-            fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+            fig = ax.figure.figure  # the root figure (a subfigure's is its parent's)
             path = out / f"{name}.png"
             fig.savefig(path, dpi=90, bbox_inches="tight")
             paths.append(path)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from marketarena.agents.base import Agent, Resumable
+from marketarena.agents.base import Resumable, ResumableAgent
 from marketarena.agents.llm_server import local_model_served
 from marketarena.agents.registry import make_agent
 from marketarena.envs.data import MarketData, resolve_data
@@ -115,8 +115,8 @@ def _build(spec: Mapping[str, Any], end: str, data: MarketData | None = None) ->
 
 
 def _run_days(
-    store: RunStore, run_id: str, env: PortfolioEnv, agent: Agent, observation: np.ndarray,
-    info: Mapping[str, Any], step: int, progress: Progress | None,
+    store: RunStore, run_id: str, env: PortfolioEnv, agent: ResumableAgent,
+    observation: np.ndarray, info: Mapping[str, Any], step: int, progress: Progress | None,
 ) -> None:  # fmt: skip
     """The runner's episode loop, each completed day recorded with its checkpoint."""
     total = env.core.last_decision - env.core.first_decision + 1
@@ -154,7 +154,13 @@ def start_backtest(
     The env: ``settings`` (default: the defaults) with keyword ``overrides`` of its fields
     (``rules``, ``window``, ``features``, ...), run once over the range; the run's spec stores
     every setting, so a resumed or continued run rebuilds the same env.
+
+    Everything that can be checked is checked before the run is created in ``store`` (the
+    seed, the name, the agent, the settings, the dates): a refused run leaves no trace.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
+    store.require_new(run_id)
     chosen = EnvSettings.resolve(settings, overrides).replace(start=start, end=end)
     spec: dict[str, Any] = {
         "agent": agent, "data": str(data), "seed": seed,
@@ -166,9 +172,9 @@ def start_backtest(
         spec.update(env.settings.to_dict())  # as run: one episode over the whole range
         spec["end"] = str(market.dates[env.core.last_decision + 1])
         spec["data_sha256"] = _prefix_hash(market, spec["end"])
-        store.create_run(run_id, spec, market.symbols)
         observation, info = env.reset(seed=seed)
         built_agent.reset(seed=seed)
+        store.create_run(run_id, spec, market.symbols)
         _run_days(store, run_id, env, built_agent, observation, info, 0, progress)
         store.finish(run_id, agent_diagnostics(built_agent))
     return load_result(store, run_id)

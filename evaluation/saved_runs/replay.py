@@ -19,6 +19,7 @@ does; ``replay_report`` turns them into a metrics report with the benchmark alon
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -154,7 +155,7 @@ def replay(
     if any(v != 0 for v in start.positions.values()):
         raise TradeLogError(f"{label}: the replay needs a log that starts from cash")
     base = build_rules(rules) or TradingRules()
-    base = TradingRules(**{**base.to_dict(), "initial_cash": start.cash})
+    base = dataclasses.replace(base, initial_cash=start.cash)
     unknown = sorted({e.symbol for e in entries if e.symbol} - set(data.symbols))
     if unknown:
         first = next(e for e in entries if e.symbol in unknown)
@@ -194,10 +195,10 @@ def replay(
             differences.append(Difference(date, "unfilled", data.symbols[j], orders[j], filled[j]))
         if day:
             final = day[-1]
-            for symbol, j in index.items():
+            for symbol, k in index.items():
                 logged = final.positions.get(symbol, 0.0)
-                if abs(logged - sim.shares[0, j]) > 1e-9:
-                    differences.append(Difference(date, "shares", symbol, logged, sim.shares[0, j]))
+                if abs(logged - sim.shares[0, k]) > 1e-9:
+                    differences.append(Difference(date, "shares", symbol, logged, sim.shares[0, k]))
             if abs(final.cash - sim.cash[0]) > cash_tolerance * max(1.0, abs(final.cash)):
                 differences.append(Difference(date, "cash", None, final.cash, float(sim.cash[0])))
         navs.append(float(sim.nav[0]))
@@ -233,6 +234,8 @@ def differences_frame(results: list[ReplayResult]) -> pd.DataFrame:
 def benchmark_run(result: BacktestResult) -> BacktestResult:
     """Buy-and-hold of ``result``'s benchmark over the same dates, as a leaderboard row."""
     levels = result.benchmark
+    if levels is None:
+        raise ValueError(f"{result.agent} has no benchmark to buy and hold")
     n = len(result.dates)
     weights = np.zeros((n, 2))
     weights[:, 0] = 1.0

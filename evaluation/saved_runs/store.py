@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from marketarena.envs.errors import ConfigError, UnknownNameError
+from marketarena.envs.errors import ConfigError, DataError, MissingFileError, UnknownNameError
 
 DEFAULT_STORE = "runs.sqlite"
 
@@ -61,28 +61,63 @@ class RunInfo:
 
 
 class RunStore:
-    """A SQLite file of runs (thread-safe; one connection)."""
+    """A SQLite file of runs (thread-safe; one connection).
 
-    def __init__(self, path: str | Path = DEFAULT_STORE) -> None:
+    ``create=True`` makes the file (and its folder) when there is none, as a new run needs;
+    ``create=False`` opens one that exists and holds runs, and creates nothing: what reading
+    runs (positions, a leaderboard) and resuming or continuing one use, so that a mistyped
+    ``--store`` is an error rather than a new empty file.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_STORE, *, create: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         self._lock = threading.Lock()
-        self._db.executescript(SCHEMA)
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+            return
+        if not self.path.is_file():
+            raise MissingFileError(
+                f"no runs database {self.path}: a new run creates it (marketarena backtest "
+                "--agent ...), or give --store the file that holds your runs"
+            )
+        # mode=rw: read and write an existing file, never create one
+        uri = f"{self.path.resolve().as_uri()}?mode=rw"
+        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            found = self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:  # e.g. "file is not a database"
+            self._db.close()
+            raise DataError(f"{self.path} is not a runs database: {exc}") from None
+        if found is None:
+            self._db.close()
+            raise DataError(f"{self.path} is not a runs database: it has no runs table")
 
     def close(self) -> None:
         self._db.close()
 
     # ---------------------------------------------------------------- runs
+    def require_new(self, run_id: str) -> None:
+        """Raise :class:`ConfigError` when ``run_id`` is taken (before any work on a new run;
+        :meth:`create_run` checks again)."""
+        with self._lock:
+            self._require_new(run_id)
+
+    def _require_new(self, run_id: str) -> None:
+        exists = self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if exists:
+            raise ConfigError(
+                f"run {run_id!r} already exists in {self.path}: --resume it, --continue "
+                "it, or choose another name"
+            )
+
     def create_run(self, run_id: str, spec: Mapping[str, Any], symbols: Sequence[str]) -> None:
         with self._lock:
-            exists = self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if exists:
-                raise ConfigError(
-                    f"run {run_id!r} already exists in {self.path}: --resume it, --continue "
-                    "it, or choose another name"
-                )
+            self._require_new(run_id)
             now = time.time()
             self._db.execute(
                 "INSERT INTO runs VALUES (?, ?, ?, 'running', ?, ?)",

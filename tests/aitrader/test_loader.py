@@ -240,3 +240,36 @@ def test_missing_files_and_empty_folders_are_clear_errors(ai):
     (ai.root / "empty").mkdir()
     with pytest.raises(DataValidationError, match=r"no daily_prices_<SYMBOL>.json files"):
         load_aitrader(ai.root / "empty")
+
+
+@pytest.mark.parametrize("value", [5, "101.0", None, ["101.0", "102.0"]])
+def test_a_bar_that_is_not_an_object_names_file_line_symbol_and_date(ai, value):
+    def edit(docs):
+        docs[1]["Time Series (Daily)"]["2025-10-02"] = value  # BBB, line 2
+
+    path = ai.merged(edit=edit, last_open=False)
+    with pytest.raises(DataValidationError) as err:
+        load_aitrader(path)
+    assert err.value.source == f"{path}:2"
+    assert err.value.problems[0].startswith("BBB: the bar on 2025-10-02 must be an object of")
+    assert json.dumps(value) in err.value.problems[0]
+
+
+def test_a_series_that_is_not_a_mapping_of_dates_is_an_error(ai):
+    folder = ai.daily_folder(last_open=False)
+    doc = json.loads((folder / "daily_prices_CCC.json").read_text())
+    doc["Time Series (Daily)"] = [{"1. open": "20.0"}]
+    (folder / "daily_prices_CCC.json").write_text(json.dumps(doc))
+    with pytest.raises(DataValidationError) as err:
+        load_aitrader(folder)
+    assert err.value.source == str(folder / "daily_prices_CCC.json")
+    assert "CCC: 'Time Series (Daily)' must map dates to bars, not list" in err.value.problems[0]
+
+
+def test_a_daily_price_file_that_is_not_json_names_the_file(ai):
+    folder = ai.daily_folder(last_open=False)
+    (folder / "daily_prices_BBB.json").write_text('{"Meta Data": ')
+    with pytest.raises(DataValidationError) as err:
+        load_aitrader(folder)
+    assert err.value.source == str(folder / "daily_prices_BBB.json")
+    assert err.value.problems[0].startswith("not JSON: ")

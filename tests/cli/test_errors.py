@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from contextlib import closing
 
 import pytest
 from rich.console import Console
@@ -22,7 +23,7 @@ from marketarena.envs import (
     UnknownNameError,
 )
 from marketarena.evaluation.saved_runs import persisted, read_trade_log
-from marketarena.evaluation.saved_runs.store import RunNotFound
+from marketarena.evaluation.saved_runs.store import RunNotFound, RunStore
 
 
 def run(argv: list[str]) -> tuple[int, str]:
@@ -54,13 +55,42 @@ EVALUATE = ["evaluate", "--agent", "equal_weight", "--no-baselines"]
         ([*EVALUATE, "--rule", "commission_bps=-1"], "TradingRules.commission_bps=-1: must be"),
         ([*EVALUATE, "--rule", "preset=nasdaq"], "unknown rules preset 'nasdaq'"),
         ([*EVALUATE, "--rule", "lot_size"], "expected key=value, got 'lot_size'"),
+        # a rule of the wrong type: named with the type it takes, not a numpy message
+        ([*EVALUATE, "--rule", "lot_size=abc"], "--rule lot_size='abc': lot_size takes a number"),
+        ([*EVALUATE, "--rule", "max_weight=[1,2]"], "--rule max_weight=[1, 2]: max_weight takes"),
+        ([*EVALUATE, "--rule", "allow_short=maybe"], "allow_short takes true or false"),
+        # dates are dates, not strings compared as strings
+        (
+            [*EVALUATE, "--start", "2018-13-45", "--end", "2018-12-01"],
+            "--start '2018-13-45' is not a date: write it as YYYY-MM-DD",
+        ),
+        ([*EVALUATE, "--start", "2018-01-02", "--end", "13/01/2019"], "--end '13/01/2019' is not"),
+        (
+            ["backtest", "--agent", "random", "--start", "2020-02-30", "--end", "2020-03-31"],
+            "--start '2020-02-30' is not a date",
+        ),
         ([*EVALUATE, "--window", "0"], "window must be >= 1, got 0"),
         (["evaluate", "--agent", "reference:Nope"], "unknown task 'Nope'; the tasks are: "),
-        # saved runs
-        (["positions", "--run", "nope"], "no run 'nope' in runs.sqlite; runs: []"),
-        (["leaderboard"], "no finished runs in runs.sqlite"),
-        (["backtest", "--resume", "nope"], "no run 'nope' in runs.sqlite"),
+        # saved runs: reading one or resuming one needs the database it is in
+        (["positions", "--run", "nope"], "no runs database runs.sqlite: a new run creates it"),
+        (["leaderboard"], "no runs database runs.sqlite"),
+        (["backtest", "--resume", "nope"], "no runs database runs.sqlite"),
+        (["backtest", "--continue", "nope", "--end", "2021-01-04"], "no runs database"),
         (["backtest", "--agent", "random"], "a new run needs --start and --end"),
+        (
+            [
+                "backtest",
+                "--agent",
+                "random",
+                "--start",
+                "2020-01-02",
+                "--end",
+                "2020-02-03",
+                "--seed",
+                "-1",
+            ],
+            "seed must be a whole number >= 0, got -1",
+        ),
         # configs and files
         (["train", "--config", "missing.yaml"], "config file not found: missing.yaml"),
         (["train", "--set", "seed"], "override 'seed': expected key.sub=value"),
@@ -92,6 +122,7 @@ def test_a_bug_is_a_traceback(monkeypatch, bug):
         raise bug("a bug in the library")
 
     monkeypatch.setattr(persisted, "leaderboard", broken)
+    RunStore("runs.sqlite").close()  # the leaderboard reads an existing database
     with pytest.raises(bug, match="a bug in the library"):
         run(["leaderboard"])
 
@@ -101,8 +132,78 @@ def test_ctrl_c_is_one_line_and_exit_code_130(monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(persisted, "leaderboard", interrupted)
+    RunStore("runs.sqlite").close()
     code, text = run(["leaderboard"])
     assert code == EXIT_INTERRUPTED == 130 and text.strip() == "interrupted"
+
+
+BACKTEST = ["backtest", "--agent", "equal_weight:5", "--start", "2020-01-02", "--end", "2020-02-03"]
+
+
+def test_ctrl_c_in_a_backtest_prints_how_to_resume_it(monkeypatch):
+    record_day, days = RunStore.record_day, []
+
+    def interrupted_on_day_3(self, *args, **kwargs):
+        record_day(self, *args, **kwargs)
+        days.append(args[1])
+        if len(days) == 3:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunStore, "record_day", interrupted_on_day_3)
+        code, text = run([*BACKTEST, "--store", "my runs.sqlite"])
+    assert code == EXIT_INTERRUPTED
+    hint = (
+        "interrupted after 3 completed day(s): resume with marketarena backtest --resume "
+        "equal_weight:5@2020-01-02 --store 'my runs.sqlite'"
+    )
+    assert text.strip() == hint
+    # the command it prints finishes the run
+    resume = ["--resume", "equal_weight:5@2020-01-02", "--store", "my runs.sqlite"]
+    code, text = run(["backtest", *resume])
+    assert code == 0, text
+    with closing(RunStore("my runs.sqlite", create=False)) as store:
+        assert store.run("equal_weight:5@2020-01-02").status == "finished"
+
+
+def test_ctrl_c_before_a_backtest_stored_anything_says_so(monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(persisted, "_build", interrupted)
+    code, text = run(BACKTEST)
+    assert code == EXIT_INTERRUPTED
+    assert text.strip() == "interrupted before the run started: nothing was stored"
+
+
+def test_a_refused_backtest_leaves_its_name_free():
+    code, text = run([*BACKTEST, "--seed", "-1"])
+    assert code == EXIT_ERROR and "seed must be a whole number >= 0" in text
+    code, text = run(BACKTEST)  # the same name, now with a valid seed
+    assert code == 0, text
+    code, text = run(BACKTEST)
+    assert code == EXIT_ERROR and "run 'equal_weight:5@2020-01-02' already exists" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["positions", "--run", "nope", "--store", "typo.sqlite"],
+        ["leaderboard", "--store", "typo.sqlite"],
+        ["backtest", "--resume", "nope", "--store", "typo.sqlite"],
+    ],
+)
+def test_reading_runs_never_creates_a_database(tmp_path, argv):
+    code, text = run(argv)
+    assert code == EXIT_ERROR and "no runs database typo.sqlite" in text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_not_a_runs_database_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("not SQLite")
+    code, text = run(["leaderboard", "--store", "notes.txt"])
+    assert code == EXIT_ERROR and "notes.txt is not a runs database" in text
+    assert (tmp_path / "notes.txt").read_text() == "not SQLite"
 
 
 def test_the_installed_command_prints_a_mistake_without_a_traceback():

@@ -212,3 +212,89 @@ def test_unknown_policy_is_rejected_by_the_parser(tmp_path, capsys):
         main(["data", "validate", "sp500_20", "--missing", "zero"])
     assert info.value.code == 2
     assert "invalid choice: 'zero'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- AI-Trader files
+def aitrader_merged(tmp_path: Path) -> Path:
+    """A merged.jsonl as AI-Trader writes it (two symbols, two days), loaded by every command."""
+    import json
+
+    def bar(close: float) -> dict[str, str]:
+        prices = {"1. buy price": close, "2. high": close + 1, "3. low": close - 1}
+        return {
+            **{k: f"{v:.4f}" for k, v in prices.items()},
+            "4. sell price": f"{close:.4f}",
+            "5. volume": "100",
+        }
+
+    lines = [
+        {
+            "Meta Data": {"2. Symbol": symbol},
+            "Time Series (Daily)": {"2025-10-02": bar(close + 1), "2025-10-01": bar(close)},
+        }
+        for symbol, close in (("AAA", 10.0), ("BBB", 20.0))
+    ]
+    path = tmp_path / "merged.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_validate_reads_ai_trader_files_as_the_loaders_do(tmp_path):
+    path = aitrader_merged(tmp_path)
+    code, text = run(["data", "validate", str(path)])
+    assert code == EXIT_OK, text
+    assert table_rows(text)["BBB"] == ["2025-10-01", "2025-10-02", "2", "0"]
+    assert (
+        "valid: MarketData(name='merged.jsonl', 2 dates 2025-10-01..2025-10-02, 2 symbols" in text
+    )
+    code, text = run(["data", "coverage", str(path)])
+    assert code == EXIT_OK and table_rows(text)["AAA"] == ["2025-10-01", "2025-10-02", "2", "0"]
+
+
+def test_validate_an_ai_trader_bar_that_is_not_an_object(tmp_path):
+    path = aitrader_merged(tmp_path)
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0].replace('"2025-10-01": {', '"2025-10-01": 5, "x": {') + "\n")
+    code, text = run(["data", "validate", str(path)])
+    assert code == EXIT_INVALID_DATA
+    assert "AAA: the bar on 2025-10-01 must be an object of prices" in flat(text)
+
+
+# ------------------------------------------------------------------- unreadable files
+@pytest.mark.parametrize("content", [b"", b"PAR1 not really parquet PAR1", bytes(range(256))])
+@pytest.mark.parametrize("command", ["coverage", "validate"])
+def test_a_corrupt_parquet_file_is_invalid_data(tmp_path, command, content):
+    path = tmp_path / "prices.parquet"
+    path.write_bytes(content)
+    code, text = run(["data", command, str(path)])
+    assert code == EXIT_INVALID_DATA == 2
+    assert f"invalid market data in {path}" in flat(text) and "could not parse file" in text
+
+
+# ---------------------------------------------------------------------- date formats
+DAY_FIRST = [  # 13/01 can only be day first; 02/01 reads either way
+    ["13/01/2020", "AAA", 10.0, 11.0, 9.0, 10.5, 100],
+    ["02/01/2020", "AAA", 10.5, 12.0, 10.0, 11.0, 110],
+]
+
+
+def test_day_first_dates_are_refused_without_a_format(tmp_path):
+    path = write(tmp_path / "eu.csv", DAY_FIRST)
+    for command in ("coverage", "validate"):
+        code, text = run(["data", command, path])
+        assert code == EXIT_INVALID_DATA
+        message = flat(text)
+        assert "2 date(s) not written as YYYY-MM-DD, e.g. '13/01/2020' at row 0 (AAA)" in message
+        assert "--date-format" in message and "valid:" not in message
+
+
+def test_a_date_format_reads_day_first_dates(tmp_path):
+    path = write(tmp_path / "eu.csv", DAY_FIRST)
+    code, text = run(["data", "validate", path, "--date-format", "%d/%m/%Y"])
+    assert code == EXIT_OK, text
+    assert table_rows(text)["AAA"] == ["2020-01-02", "2020-01-13", "2", "0"]
+    assert "2 dates 2020-01-02..2020-01-13" in text
+    # a date the format does not fit is named
+    code, text = run(["data", "validate", path, "--date-format", "%m/%d/%Y"])
+    assert code == EXIT_INVALID_DATA
+    assert "AAA: date '13/01/2020' at row 0 is not in the format '%m/%d/%Y'" in text

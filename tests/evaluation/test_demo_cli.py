@@ -99,3 +99,36 @@ def test_demo_ppo_uses_the_bench_settings():
         "commission_bps": 5.0, "slippage_bps": 5.0,
     }  # fmt: skip
     assert demo.algo.total_timesteps == DemoConfig().ppo_timesteps
+
+
+AGAIN = "interrupted: run marketarena demo again to start over"
+
+
+@pytest.mark.parametrize(
+    ("stop", "args", "line"),
+    [
+        ("training", [], AGAIN + " (the interrupted PPO run is in runs/demo_ppo__ppo__0__x)"),
+        (
+            "comparison",
+            [],
+            AGAIN + "; the local LLM's answers so far are cached and replay in seconds",
+        ),
+        ("comparison", ["--llm-decide-every", "0"], AGAIN),
+    ],
+)
+def test_ctrl_c_in_the_demo_says_how_to_run_it_again(tmp_path, monkeypatch, stop, args, line):
+    from marketarena.training import demo
+    from marketarena.training.train import TrainingInterrupted
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "runs" / "demo_ppo__ppo__0__x"
+
+    def interrupted(config, announce=None):
+        if stop == "training":
+            raise TrainingInterrupted(run_dir, None)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run_demo", interrupted)
+    console = Console(record=True, width=80)
+    assert main(["demo", *args], console=console) == 130
+    assert console.export_text().strip().splitlines()[-1] == line

@@ -302,7 +302,8 @@ def test_the_assetwise_policy_is_for_on_policy_algorithms():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["env.reward_kwargs={scale: 2}"], "reward 'log_return': unknown argument(s) ['scale']"),
+        (["env.reward=log_return", "env.reward_kwargs={scale: 2}"],
+         "reward 'log_return': unknown argument(s) ['scale']"),
         (["env.reward=differential_sharpe", "env.reward_kwargs={etta: 0.1}"],
          "it takes eta, warmup, var_floor, turnover_penalty"),
         (["env.reward_kwargs={turnover_penalty: -1}"], "turnover_penalty must be >= 0"),
@@ -344,3 +345,86 @@ def test_checks_between_settings_run_on_load():
         load_config(SMOKE, ["env.action_mapping=signed"])
     config = load_config(SMOKE, ["env.action_mapping=signed", "env.rules={allow_short: true}"])
     assert config.env.to_settings().rules.allow_short
+
+
+# --------------------------------------------------------------- hyperparameter types
+@pytest.mark.parametrize(
+    ("algo", "hyperparameters", "message"),
+    [
+        ("ppo", "{learning_rate: abc}", "learning_rate='abc': ppo expects float | Callable"),
+        ("ppo", "{n_steps: 1.5}", "n_steps=1.5: ppo expects int"),
+        ("a2c", "{normalize_advantage: maybe}", "normalize_advantage='maybe': a2c expects bool"),
+        ("sac", "{buffer_size: [1000]}", "buffer_size=[1000]: sac expects int"),
+        ("td3", "{action_noise: normal}", "action_noise='normal': td3 expects ActionNoise | None"),
+    ],
+)
+def test_a_hyperparameter_of_the_wrong_type_fails_on_load(algo, hyperparameters, message):
+    """Before any data, env or model: ``learning_rate: abc`` used to fail in training."""
+    with pytest.raises(ConfigError) as info:
+        load_config(SMOKE, [f"algo.name={algo}", f"algo.hyperparameters={hyperparameters}"])
+    assert "algo.hyperparameters: " + message in str(info.value)
+
+
+def test_hyperparameters_take_the_types_the_algorithm_declares():
+    given = "{learning_rate: 3e-4, train_freq: [1, episode], gamma: 1, learning_starts: 10}"
+    config = load_config(SMOKE, ["algo.name=sac", f"algo.hyperparameters={given}"])
+    # YAML 1.1 reads 3e-4 (no dot) as a string: it is the number it means
+    assert config.algo.hyperparameters == {
+        "learning_rate": 0.0003,
+        "train_freq": (1, "episode"),
+        "gamma": 1.0,
+        "learning_starts": 10,
+    }
+    config = load_config(SMOKE, ["algo.hyperparameters={target_kl: null}"])
+    assert config.algo.hyperparameters == {"target_kl": None}
+
+
+# --------------------------------------------------------------------- split dates
+SMOKE_TEST_START = 'test_start: "2016-01-04"'
+
+
+def smoke_text_with(tmp_path: Path, test_start: str) -> Path:
+    """configs/smoke.yaml with ``test_start`` written as given (unquoted: YAML's date)."""
+    text = SMOKE.read_text()
+    assert SMOKE_TEST_START in text
+    return write(tmp_path, text.replace(SMOKE_TEST_START, f"test_start: {test_start}"))
+
+
+@pytest.mark.parametrize("date", ["2011-11-28", "'2011-11-28'", "20111128"])
+def test_split_dates_on_the_command_line_as_written(date):
+    """``--set env.splits.validation_start=2011-11-28``, as the README writes overrides."""
+    config = load_config(SMOKE, [f"env.splits.validation_start={date}"])
+    assert config.env.splits.validation_start == "2011-11-28"
+
+
+def test_split_dates_in_a_yaml_file_unquoted_or_as_date_objects(tmp_path):
+    assert load_config(smoke_text_with(tmp_path, "2016-01-05")).env.splits.test_start == (
+        "2016-01-05"
+    )
+    # a config built in code may hold datetime.date values (as yaml.safe_load makes them)
+    import datetime as dt
+
+    from marketarena.training.config import build_config
+
+    config = build_config({"env": {"splits": {"validation_start": dt.date(2006, 11, 27)}}})
+    assert config.env.splits.validation_start == "2006-11-27"
+    assert yaml.safe_load(config.to_yaml())["env"]["splits"]["validation_start"] == "2006-11-27"
+
+
+@pytest.mark.parametrize("date", ["2018-13-45", "13/01/2018", "soon"])
+def test_a_split_date_that_is_no_date_is_named(tmp_path, date):
+    with pytest.raises(ConfigError) as info:
+        load_config(SMOKE, [f"env.splits.test_start={date}"])
+    assert "env.splits.test_start: not a date: write it as YYYY-MM-DD" in str(info.value)
+    path = smoke_text_with(tmp_path, date)
+    with pytest.raises(ConfigError, match=r"env\.splits\.test_start: not a date") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_split_dates_are_ordered_as_dates_not_as_strings():
+    # as strings "2009-12-31" < "20091201"; as dates 2009-12-31 is after 2009-12-01
+    with pytest.raises(ConfigError, match="split dates must increase"):
+        load_config(
+            SMOKE, ["env.splits.start=2009-12-31", "env.splits.validation_start='20091201'"]
+        )

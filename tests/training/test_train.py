@@ -32,6 +32,7 @@ from marketarena.evaluation.runner import run_backtest
 from marketarena.training.config import Config, load_config
 from marketarena.training.train import (
     Trainer,
+    TrainingInterrupted,
     TrainResult,
     load_universe,
     make_model,
@@ -492,6 +493,22 @@ def test_train_command_prints_the_result(tmp_path, monkeypatch, no_report):
         (("--config", "missing.yaml"), "missing.yaml"),
         (("--config", str(SMOKE), "--set", "env.windw=3"), "env.windw"),
         (("--config", str(SMOKE), "--set", "foo"), "'foo'"),
+        # refused by the config or by SB3 itself: before a run folder or MLflow run exists
+        (
+            ("--config", str(SMOKE), "--set", "algo.hyperparameters.learning_rate=abc"),
+            "learning_rate='abc': ppo expects float",
+        ),
+        (
+            (
+                "--config",
+                str(SMOKE),
+                "--set",
+                "algo.n_envs=1",
+                "--set",
+                "algo.hyperparameters.n_steps=1",
+            ),
+            "`n_steps * n_envs` must be greater than 1",
+        ),
     ],
 )
 def test_train_command_errors(tmp_path, monkeypatch, args, message):
@@ -501,6 +518,88 @@ def test_train_command_errors(tmp_path, monkeypatch, args, message):
     assert code == 1
     assert "error:" in text and message in text.replace("\n", "")
     assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------- failures and Ctrl-C
+SHORT = (
+    *NO_MLFLOW,
+    "algo.total_timesteps=512",
+    "training.eval_every=256",
+    "training.checkpoint_every=256",
+)
+
+
+def stop_after_checkpoint(monkeypatch, error: type[BaseException]) -> None:
+    """Make the first checkpoint raise ``error`` once it is written."""
+    checkpoint = Trainer.checkpoint
+
+    def then_stop(self, step):
+        checkpoint(self, step)
+        raise error("stopped")
+
+    monkeypatch.setattr(Trainer, "checkpoint", then_stop)
+
+
+#: the first validation and checkpoint come after PPO's first rollout (256 steps) and update
+LATE = (*SHORT, "training.eval_every=512", "training.checkpoint_every=512")
+
+
+def fail_in_training(monkeypatch, error: type[BaseException]) -> None:
+    """Make PPO's first update raise ``error``: with :data:`LATE`, before the first
+    validation and checkpoint."""
+
+    def failing(self):
+        raise error("diverged")
+
+    monkeypatch.setattr(algorithm_class("ppo"), "train", failing)
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fail_in_training(monkeypatch, RuntimeError)
+    with pytest.raises(RuntimeError, match="diverged"):
+        train(smoke(*LATE))
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_run_that_fails_after_a_checkpoint_is_kept(tmp_path, monkeypatch, no_report):
+    monkeypatch.chdir(tmp_path)
+    stop_after_checkpoint(monkeypatch, RuntimeError)
+    with pytest.raises(RuntimeError, match="stopped"):
+        train(smoke(*SHORT))
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert [p.name for p in checkpoint_dirs(run_dir)] == ["step_000000000256"]
+
+
+def test_ctrl_c_prints_how_to_resume_and_that_resumes(tmp_path, monkeypatch, no_report):
+    monkeypatch.chdir(tmp_path)
+    overrides = [arg for item in SHORT for arg in ("--set", item)]
+    with monkeypatch.context() as patch:
+        stop_after_checkpoint(patch, KeyboardInterrupt)
+        code, text = run_cli("train", "--config", str(SMOKE), *overrides)
+    assert code == 130
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    command = f"marketarena train --resume runs/{run_dir.name}"
+    assert text.strip() == f"interrupted: resume with {command}"
+    assert checkpoint_dirs(run_dir)  # nothing was removed
+    code, text = run_cli(*command.split()[1:])
+    assert code == 0, text
+    assert "trained 512 timesteps" in text
+
+
+def test_ctrl_c_before_the_first_checkpoint_keeps_the_run_to_start_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fail_in_training(monkeypatch, KeyboardInterrupt)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(smoke(*LATE))
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert info.value.run_dir == run_dir.resolve() and info.value.checkpoint is None
+    assert isinstance(info.value, KeyboardInterrupt)  # what callers caught before
+    assert (run_dir / "config.yaml").is_file()
+    code, text = run_cli("train", "--config", str(SMOKE), *[f"--set={o}" for o in LATE])
+    assert code == 130
+    hint = "interrupted before the first checkpoint: marketarena train --resume runs/smoke__"
+    assert text.strip().startswith(hint) and text.strip().endswith(" starts the run again")
 
 
 # ----------------------------------------------------------------------------- MLflow
