@@ -57,8 +57,12 @@ def machine() -> dict[str, Any]:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
     except OSError:
-        sha = "unknown"
+        sha, changed = "unknown", ""
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     return {
         "cpu": cpu,
@@ -68,6 +72,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": versions,
         "git_sha": sha,
+        "git_dirty": bool(changed),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -159,7 +164,7 @@ def write_docs(report: dict[str, Any], command: str, path: Path) -> None:
         f"Run on {m['date']}: {m['cpu']}, {m['logical_cpus']} logical CPUs, pinned to CPU(s) "
         f"{m['pinned_to_cpus']}; Python {m['python']}, numpy {m['versions']['numpy']}, gymnasium "
         f"{m['versions']['gymnasium']}, stable-baselines3 {m['versions']['stable-baselines3']}, "
-        f"torch {m['versions']['torch']}; marketarena at `{m['git_sha']}`. "
+        f"torch {m['versions']['torch']}; marketarena at {_sha(m)}. "
         f"Mode: {'quick' if report['quick'] else 'full'}; took {report['seconds']:.0f} s.",
         "",
         *_rerun_lines(report),
@@ -195,7 +200,7 @@ def write_docs(report: dict[str, Any], command: str, path: Path) -> None:
         ("memory", "Memory against the number of envs"),
         ("scaling", "Cost growth"),
         ("precision", "float32 prices: NAV error over the whole 1990-2022 panel"),
-        ("profile_step", "Profile of the single-env step"),
+        ("profile_step", "The single-env step: speed against the reference, and profile"),
         ("torch_threads", "PPO fps with 1 and 2 torch threads (why algo.torch_threads is 1)"),
         ("ppo_quality", "A short PPO run against random weights and the baselines"),
         ("learning_throughput", "PPO learning throughput on the diagnostic tasks"),
@@ -208,11 +213,22 @@ def write_docs(report: dict[str, Any], command: str, path: Path) -> None:
 
             lines += [*learning_throughput.docs(s[key]), ""]
             continue
+        if key == "profile_step" and "ratios" in s[key]:  # ratios and stages, beside a baseline
+            import profile_step
+
+            baseline = profile_step.BASELINE
+            saved = json.loads(baseline.read_text()) if baseline.exists() else None
+            lines += [*profile_step.docs(s[key], saved), ""]
+            continue
         lines += [*rows_markdown(s[key]["rows"]), ""]
         extra = s[key].get("notes")
         if extra:
             lines += [*(f"- {n}" for n in extra), ""]
     path.write_text("\n".join(lines))
+
+
+def _sha(m: dict[str, Any]) -> str:
+    return f"`{m['git_sha']}`" + (" plus uncommitted changes" if m.get("git_dirty") else "")
 
 
 def _rerun_lines(report: dict[str, Any]) -> list[str]:
@@ -224,7 +240,7 @@ def _rerun_lines(report: dict[str, Any]) -> list[str]:
         lines += [
             f"Rerun alone since (`python benchmarks/run.py --only ...`): {names} on {m['date']}, "
             f"{m['logical_cpus']} logical CPUs, pinned to CPU(s) {m['pinned_to_cpus']}; "
-            f"marketarena at `{m['git_sha']}`; took {rerun['seconds']:.0f} s.",
+            f"marketarena at {_sha(m)}; took {rerun['seconds']:.0f} s.",
             "",
         ]
     return lines
@@ -298,6 +314,11 @@ def collect_targets(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "target": "linear or better (<= 1.2)",
                 "met": slope <= 1.2,
             }
+    step = sections.get("profile_step")
+    if step and "ratios" in step:
+        import profile_step
+
+        out.update(profile_step.targets(step))
     learning = sections.get("learning_throughput")
     if learning:
         fps, t = learning["cases"]["a"]["fps"], learning["targets"]
@@ -320,12 +341,13 @@ def _target_notes(report: dict[str, Any]) -> list[str]:
     sections = report["sections"]
     rows = sections["throughput"]["rows"]
     ref1 = next(r for r in rows if r["group"] == "reference" and r["envs"] == 1)
+    goal = sections["throughput"]["targets"]["single_env_ratio_to_reference"]["target"]
     notes = [
         "## Reading the targets",
         "",
         f"- The bare-numpy reference step itself runs at {ref1['steps_per_second']:,.0f} "
         f"steps/s on this core, so 40,000 steps/s for the single env would take "
-        f"{40_000 / ref1['steps_per_second']:.2f}x the reference; the ratio target (0.5x) is "
+        f"{40_000 / ref1['steps_per_second']:.2f}x the reference; the ratio target ({goal}x) is "
         "the one that transfers between machines. The single env's time goes to many small "
         "numpy calls (see the profile): validation, the share accounting with sells-first "
         "and the cash constraint, costs, and the info dict the reference does not build.",

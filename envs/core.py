@@ -16,6 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from marketarena.envs.data import MarketData, resolve_data
+from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.features import compute_features
 from marketarena.envs.rewards import make_reward
 from marketarena.envs.settings import (
@@ -25,10 +26,13 @@ from marketarena.envs.settings import (
     build_rules,
     check_settings,
 )
-from marketarena.envs.simulator import Simulator
+from marketarena.envs.simulator import Simulator, StepResult, column_index
 
 __all__ = ["ACTION_MAPPINGS", "ActionMapping", "ActionSpec", "PortfolioCore", "build_rules"]
 _DEFAULTS = EnvSettings()
+# 0-d arrays: numpy converts a Python float on every operation, an array it does not
+_ZERO, _ONE, _TINY = np.array(0.0), np.array(1.0), np.array(1e-300)
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,8 @@ class ActionSpec:
         if self.mapping in ("normalize", "discrete"):
             positive = np.maximum(a, _ZERO)  # float64 even for float32 or integer actions
             ones = np.ones(n + 1) if ones is None else ones
-            inv_total = 1.0 / (np.vecdot(positive, ones) + 1e-300)  # all zero: all cash
-            return positive[:, :n] * inv_total[:, None]
+            inv_total = _ONE / (np.vecdot(positive, ones) + _TINY)  # all zero: all cash
+            return positive[:, :n] * inv_total[column_index(len(a))]
         a = np.asarray(a, dtype=np.float64)
         if self.mapping == "softmax":
             z = a - a.max(axis=1, keepdims=True)
@@ -118,9 +122,6 @@ class ActionSpec:
         need = moved.sum(axis=1, keepdims=True)
         scale = np.where(need > room, room / np.maximum(need, 1e-300), 1.0)
         return kept + moved * scale
-
-
-_ZERO = np.array(0.0)
 
 
 class PortfolioCore:
@@ -167,7 +168,8 @@ class PortfolioCore:
         self.action_spec = ActionSpec.from_settings(s)
         self.action_mapping = s.action_mapping
         # mappings whose output already satisfies the rules skip the projection
-        self._needs_projection = s.action_mapping == "signed" or self.rules.max_weight is not None
+        self._projected = not (s.action_mapping == "signed" or self.rules.max_weight is not None)
+        self._banded = self.action_spec.rebalance_band > 0.0
 
         start_idx, end_idx = data.date_range_indices(s.start, s.end)
         self.first_decision = max(start_idx, first_valid + self.window - 1)
@@ -175,14 +177,14 @@ class PortfolioCore:
         available = self.last_decision - self.first_decision + 1
         if available < 1:
             usable = data.dates[min(first_valid + self.window - 1, data.n_periods - 1)]
-            raise ValueError(
+            raise DataError(
                 f"date range {data.dates[start_idx]}..{data.dates[end_idx]} of {data.name} "
                 f"leaves no decision date after the {self.window}-row observation window "
                 f"(first usable date {usable})"
             )
         episode_length = s.episode_length
         if episode_length is not None and episode_length > available:
-            raise ValueError(
+            raise ConfigError(
                 f"episode_length={episode_length} exceeds the {available} decision dates "
                 f"in {data.dates[self.first_decision]}..{data.dates[end_idx]}"
             )
@@ -206,7 +208,7 @@ class PortfolioCore:
         """The start index for a requested date, checked against the eligible range."""
         t0 = self.data.index_of(date, "left")
         if not self.first_decision <= t0 <= self.latest_start:
-            raise ValueError(
+            raise ConfigError(
                 f"start {date} is outside the eligible start dates "
                 f"{self.data.dates[self.first_decision]}..{self.data.dates[self.latest_start]}"
             )
@@ -241,11 +243,12 @@ class PortfolioCore:
                     f"discrete actions must be in 0..{levels - 1}, got {a.min()}..{a.max()}"
                 )
             return self.action_spec.to_weights(a, self._ones)
-        if a.dtype not in (np.float32, np.float64):
-            a = a.astype(np.float64)
+        dtype = a.dtype
+        if dtype != _FLOAT32 and dtype != _FLOAT64:
+            a, dtype = a.astype(np.float64), _FLOAT64
         # one BLAS dot carries any NaN or +-inf into the sum; the search runs on failure
-        ones = self._ones_all if a.dtype == np.float64 else self._ones_all32
-        if not math.isfinite(a.reshape(-1) @ ones):
+        ones = self._ones_all32 if dtype == _FLOAT32 else self._ones_all
+        if not math.isfinite(a.reshape(-1).dot(ones)):
             self._raise_non_finite(a)
         return self.action_spec.to_weights(a, self._ones)
 
@@ -258,17 +261,19 @@ class PortfolioCore:
         raise ValueError(f"action contains NaN or inf at {where}: {a[tuple(bad[:10].T)].tolist()}")
 
     # --------------------------------------------------------------------- step
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Advance every env: rewards, terminated and truncated, each ``(n_envs,)``."""
+    def step(self, actions: np.ndarray) -> tuple[StepResult, np.ndarray, np.ndarray, np.ndarray]:
+        """Advance every env: the simulator's step result (NAV, costs, turnover; its arrays
+        are new every step), then rewards, terminated and truncated, each ``(n_envs,)``."""
+        sim = self.sim
         weights = self.actions_to_weights(actions)
-        if self.action_spec.rebalance_band > 0.0:
-            weights = self.action_spec.apply_band(weights, self.sim.weight[:, :-1])
-        result = self.sim.step_weights(weights, projected=not self._needs_projection)
+        if self._banded:
+            weights = self.action_spec.apply_band(weights, sim.weight[:, :-1])
+        result = sim.step_weights(weights, projected=self._projected)
         reward = self.reward_fn(result)
-        terminated = self.sim.breached()
-        truncated = self.sim.t > self.episode_end
-        truncated &= ~terminated
-        return reward, terminated, truncated
+        terminated = sim.breached()
+        # past the end and not terminated (on booleans, a > b is "a and not b")
+        truncated = (sim.t > self.episode_end) > terminated
+        return result, reward, terminated, truncated
 
     def observe_after_step(
         self, previous: np.ndarray, out: np.ndarray, restarted: np.ndarray | None

@@ -13,6 +13,7 @@ from gymnasium import spaces
 
 from marketarena.envs.core import PortfolioCore
 from marketarena.envs.data import MarketData
+from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.settings import EnvSettings
 from marketarena.envs.simulator import StepResult
 
@@ -135,7 +136,8 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     * v0: initial release.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 10}
+    # gymnasium declares metadata as an instance variable; every instance shares this one
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 10}  # type: ignore[misc]
 
     def __init__(
         self,
@@ -148,7 +150,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         **overrides: Any,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
+            raise ConfigError(
                 f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']}"
             )
         self.core = PortfolioCore(data, 1, settings, record=record, **overrides)
@@ -164,13 +166,15 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         self.render_mode = render_mode
         self.random_start = self.settings.random_start
         if snapshot_lookback is not None and snapshot_lookback < 1:
-            raise ValueError(f"snapshot_lookback must be >= 1 or None, got {snapshot_lookback}")
+            raise ConfigError(f"snapshot_lookback must be >= 1 or None, got {snapshot_lookback}")
         self.snapshot_lookback = snapshot_lookback
         self.observation_space = spaces.Box(
             -np.inf, np.inf, shape=(self.core.obs_dim,), dtype=np.float32
         )
         self.action_space = self.core.action_space
         self._last_result: StepResult | None = None
+        self._action_shape = (self.n_assets + 1,)
+        self._obs_shape = (1, self.core.obs_dim)
         self._nav_history: list[float] = []
         self._date_history: list[np.datetime64] = []
 
@@ -188,29 +192,31 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
             t0 = core.first_decision
         core.reset_envs(t0)
         self._last_result = None
-        self._nav_history = [self.rules.initial_cash]
-        self._date_history = [self.data.dates[t0]]
         weights = self.sim.weight
-        return self._observation(weights), self._info(weights[0])
+        info = self._info(weights[0])
+        self._nav_history = [info["nav"]]
+        self._date_history = [info["date"]]
+        return self._observation(weights), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         core = self.core
-        if core.sim.t[0] > core.episode_end[0]:
+        if core.sim.t.item() > core.episode_end.item():
             raise RuntimeError("step() called after the episode ended; call reset() first")
         a = np.asarray(action)
-        if a.shape != (self.n_assets + 1,):
+        if a.shape != self._action_shape:
             raise ValueError(
                 f"action has shape {a.shape}; expected ({self.n_assets + 1},): one weight per "
                 f"asset ({self.n_assets}) and one for cash"
             )
-        reward, terminated, truncated = core.step(a[None, :])
-        self._last_result = core.sim._result
-        self._nav_history.append(float(core.sim.nav[0]))
-        self._date_history.append(self.data.dates[core.sim.t[0]])
+        self._last_result, reward, terminated, truncated = core.step(a[None, :])
         weights = self.sim.weight
+        info = self._info(weights[0])
+        self._nav_history.append(info["nav"])
+        self._date_history.append(info["date"])
+        # .item(): a batch of one holds one element, and item() is the cheap conversion
         return (
-            self._observation(weights), float(reward[0]), bool(terminated[0]),
-            bool(truncated[0]), self._info(weights[0]),
+            self._observation(weights), reward.item(), terminated.item(), truncated.item(),
+            info,
         )  # fmt: skip
 
     def action_to_weights(self, action: np.ndarray) -> np.ndarray:
@@ -222,7 +228,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # ------------------------------------------------------------ observation
     def _observation(self, weights: np.ndarray) -> np.ndarray:
-        obs = np.empty((1, self.core.obs_dim), dtype=np.float32)
+        obs = np.empty(self._obs_shape, dtype=np.float32)
         return self.core.observe(obs, weights)[0]
 
     def current_weights(self) -> np.ndarray:
@@ -232,15 +238,17 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     def _info(self, weights: np.ndarray | None = None) -> dict[str, Any]:
         sim = self.sim
         res = self._last_result
+        t = sim.t.item()
+        data = self.data
         info = {
-            "date": self.data.dates[sim.t[0]],
-            "nav": float(sim.nav[0]),
-            "cash": float(sim.cash[0]),
+            "date": data.dates[t],
+            "nav": sim.nav.item(),
+            "cash": sim.cash.item(),
             "weights": sim.weight[0] if weights is None else weights,
-            "prices": self.data.close[sim.t[0]].copy(),
-            "turnover": 0.0 if res is None else float(res.turnover[0]),
-            "costs": 0.0 if res is None else float(res.costs[0]),
-            "step": int(sim.t[0] - self.core.episode_start[0]),
+            "prices": data.close[t].copy(),  # infos share no memory (gymnasium's checker)
+            "turnover": 0.0 if res is None else res.turnover.item(),
+            "costs": 0.0 if res is None else res.costs.item(),
+            "step": t - self.core.episode_start.item(),
         }
         if self.snapshot_lookback is not None:
             info["snapshot"] = self.market_snapshot(self.snapshot_lookback)
@@ -275,32 +283,28 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # ------------------------------------------------------------ save/restore
     def get_state(self) -> dict[str, Any]:
-        """Everything that changes during an episode (to persist a run day by day)."""
-        sim, core = self.sim, self.core
-        return copy.deepcopy({
-            "t": int(sim.t[0]), "shares": sim.shares[0], "holdings": sim.holdings[0],
-            "nav": float(sim.nav[0]), "peak_nav": float(sim.peak_nav[0]),
-            "episode_start": int(core.episode_start[0]), "reward": vars(core.reward_fn),
-            "nav_history": self._nav_history, "date_history": self._date_history,
-        })  # fmt: skip
+        """Everything that changes during an episode (to persist a run day by day): the
+        simulator's :meth:`~marketarena.envs.simulator.Simulator.get_state`, the episode's
+        start, the reward's state and the NAV and date histories (copies)."""
+        core = self.core
+        return {
+            **self.sim.get_state(), "episode_start": int(core.episode_start[0]),
+            **copy.deepcopy({"reward": vars(core.reward_fn), "nav_history": self._nav_history,
+                             "date_history": self._date_history}),
+        }  # fmt: skip
 
     def set_state(self, state: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         """Restore :meth:`get_state` after a ``reset``; returns the observation and info."""
         sim, core = self.sim, self.core
         t = int(state["t"])
         if not core.first_decision <= t <= core.last_decision + 1:
-            raise ValueError(
+            raise DataError(
                 f"saved state is at {self.data.dates[min(t, self.data.n_periods - 1)]}, outside "
                 f"this env's range {self.data.dates[core.first_decision]}.."
                 f"{self.data.dates[core.last_decision + 1]}"
             )
         state = copy.deepcopy(dict(state))
-        sim.t[0] = t
-        sim.shares[0] = state["shares"]
-        sim.holdings[0] = state["holdings"]
-        sim.nav = np.array([state["nav"]])
-        sim.peak_nav = np.array([state["peak_nav"]])
-        sim.mark = np.array(self.data.close[t : t + 1], dtype=np.float64)
+        sim.set_state(state)
         core.episode_start[0] = state["episode_start"]
         vars(core.reward_fn).update(state["reward"])
         self._nav_history = list(state["nav_history"])

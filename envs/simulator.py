@@ -32,12 +32,14 @@ Accounting identity, per env and step (tested every step)::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from marketarena.envs.data import MarketData
+from marketarena.envs.errors import ConfigError, DataError
 
 Execution = Literal["next_open", "next_close", "close"]
 EXECUTIONS: tuple[str, ...] = ("next_open", "next_close", "close")
@@ -122,12 +124,12 @@ class TradingRules:
         """These rules with ``execution`` chosen for ``data`` and checked against it."""
         execution = self.execution or ("next_open" if data.open is not None else "next_close")
         if execution == "next_open" and data.open is None:
-            raise ValueError(
+            raise ConfigError(
                 f"execution='next_open' needs open prices, but {data.name} is close-only; "
                 "use execution='next_close'"
             )
         if self.max_volume_fraction is not None and data.volume is None:
-            raise ValueError(
+            raise ConfigError(
                 f"max_volume_fraction needs volume, but {data.name} has no volume column"
             )
         return replace(self, execution=execution)
@@ -179,11 +181,19 @@ def project_weights(weights: np.ndarray, rules: TradingRules) -> np.ndarray:
     return w
 
 
+def column_index(n_envs: int) -> tuple[Any, ...]:
+    """The index that makes an ``(n_envs,)`` array a column broadcasting over the rows of an
+    ``(n_envs, N)`` one: ``[:, None]``, or for a batch of one ``[0, ...]``, a 0-d view, which
+    numpy broadcasts on its fast path for scalars (about half the time of a (1, 1) array)."""
+    return (0, ...) if n_envs == 1 else (slice(None), None)
+
+
 @dataclass
 class StepResult:
     """What one simulator step produced, per env (arrays of shape ``(n_envs,)``).
 
-    The arrays are the simulator's own buffers: valid until the next ``step``; copy to keep.
+    A simulator returns the same object from every step, with new arrays in it: an array
+    taken from a step's result keeps its values; the object itself shows the latest step.
     """
 
     nav_before: np.ndarray
@@ -227,15 +237,6 @@ class SimulationHistory:
             }
         )
 
-    def snapshots_frame(self):  # -> pd.DataFrame
-        import pandas as pd
-
-        frame = pd.DataFrame(self.shares, columns=list(self.symbols))
-        frame.insert(0, "nav", self.nav)
-        frame.insert(0, "cash", self.cash)
-        frame.insert(0, "date", pd.to_datetime(self.snapshot_dates))
-        return frame
-
 
 class Simulator:
     """A batch of ``n_envs`` portfolios trading one :class:`MarketData` panel.
@@ -250,9 +251,17 @@ class Simulator:
             exact; ``float32`` halves the memory of the price tables, at a relative NAV error
             of about 1e-7 per step (see ``docs/BENCHMARKS.md`` for a measured long episode).
 
-    State, per env: ``t`` (decision index), ``cash``, ``shares``, ``nav`` and ``peak_nav``, plus
-    ``value`` (positions marked at the close of ``t``) and ``weight`` (``N + 1`` columns: asset
-    weights, then cash), all kept current after every reset and step.
+    State, per env: ``t`` (decision index), ``shares``, ``holdings`` (position values at the
+    close of ``t``, then cash: a row sums to NAV), ``nav``, ``peak_nav`` and ``mark`` (the
+    prices of the last mark), with ``cash`` and ``weight`` derived from them; all current
+    after every reset and step. :meth:`get_state` and :meth:`set_state` save and restore one
+    env's.
+
+    A step (:meth:`step_weights`, :meth:`step_orders`) runs these stages, each a method:
+    targets to orders (:meth:`_orders_from_weights`), the fill and mark prices
+    (:meth:`_prices`), order limits (lots, volume cap: :meth:`_limit_orders`), sells
+    (:meth:`_sell`), buys scaled to the cash left (:meth:`_buy`), the step's costs
+    (:meth:`_charge`) and the book: positions, borrow, the mark and NAV (:meth:`_book`).
     """
 
     def __init__(
@@ -267,7 +276,7 @@ class Simulator:
         if n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
         if data.n_periods < 2:
-            raise ValueError(f"{data.name}: the simulator needs at least 2 dates")
+            raise DataError(f"{data.name}: the simulator needs at least 2 dates")
         self.data = data
         self.rules = r = (rules or TradingRules()).resolved(data)
         self.n_envs = n_envs
@@ -278,6 +287,7 @@ class Simulator:
         # shifted views: row t of these is the bar the decision at t fills on / is marked at
         self._next_close = close[1:]
         if r.execution == "next_open":
+            assert data.open is not None  # resolved() refuses next_open without opens
             opens = data.open if dtype == np.float64 else data.open.astype(dtype)
             self._fill_rows, self._fill_offset = opens[1:], 1
         elif r.execution == "next_close":
@@ -287,12 +297,18 @@ class Simulator:
         self._fill_is_mark = r.execution == "next_close"
         self._fill_volume = None if data.volume is None else data.volume[self._fill_offset :]
         self.last_decision_index = data.n_periods - 2
+        # the rules as the step reads them: flags and constants, looked up once
+        self._lot = r.lot_size
+        self._limits = r.lot_size is not None or r.max_volume_fraction is not None
+        self._min_fee = r.min_fee
+        self._floor_available = r.allow_short or r.min_fee > 0
+        self._borrow_per_period = r.borrow_rate / r.periods_per_year
+        self._charges_borrow = r.allow_short and self._borrow_per_period > 0
         comm = r.commission_bps / 1e4
         slip = r.slippage_bps / 1e4
         self._commission, self._slippage = comm, slip
         self._sell_keep = 1.0 - slip  # cash per unit of reference sell value, before fees
         self._buy_pay = 1.0 + slip  # cash per unit of reference buy value, before fees
-        self._borrow_per_period = r.borrow_rate / r.periods_per_year
         # 0-d arrays: numpy converts a Python float on every operation, an array it does not
         c = np.array
         self._k_slip = c(slip)
@@ -302,19 +318,23 @@ class Simulator:
         self._k_buy_gross = c((1.0 + slip) * (1.0 + comm))  # cash out per unit of buy value
         self._k_buy_cap = c((1.0 + slip) * (1.0 + comm) * (1.0 + 1e-12))
         self._k_zero, self._k_tiny, self._k_dust = c(0.0), c(1e-300), c(_DUST)
+        self._k_ruin = c(r.ruin_fraction * r.initial_cash)
+        self._k_stop = None if r.stop_loss is None else c(1.0 - r.stop_loss)
         self._ones = np.ones(m)
+        self._ones_cash = np.ones(m + 1)
+        self._column = column_index(n_envs)
 
         n = n_envs
         self.t = np.zeros(n, dtype=np.int64)
         self.shares = np.zeros((n, m))
         # position values at the close of t, then cash: one row sums to NAV, and one
-        # division gives the weights
+        # division gives the weights. Never replaced, so the views below stay valid.
         self.holdings = np.zeros((n, m + 1))
         self.holdings[:, m] = r.initial_cash
+        self._values, self._cash = self.holdings[:, :m], self.holdings[:, m]
         self.nav = np.full(n, r.initial_cash)
         self.peak_nav = np.full(n, r.initial_cash)
         self.mark = np.array(close[np.zeros(n, dtype=np.int64)], dtype=np.float64)
-        self._ones_cash = np.ones(m + 1)
         zeros = np.zeros(n)
         self._result = StepResult(
             nav_before=zeros, nav=self.nav, peak_nav=self.peak_nav, commission=zeros,
@@ -355,31 +375,48 @@ class Simulator:
             del self._log[:done]
             self._episode_start -= done
 
+    def get_state(self, env: int = 0) -> dict[str, Any]:
+        """Env ``env``'s portfolio, to restore with :meth:`set_state` (copies): the decision
+        index ``t``, ``shares``, ``holdings``, ``nav`` and ``peak_nav``."""
+        return {
+            "t": int(self.t[env]), "shares": self.shares[env].copy(),
+            "holdings": self.holdings[env].copy(), "nav": float(self.nav[env]),
+            "peak_nav": float(self.peak_nav[env]),
+        }  # fmt: skip
+
+    def set_state(self, state: Mapping[str, Any], env: int = 0) -> None:
+        """Put env ``env`` back where :meth:`get_state` saw it: its next step is the step the
+        saved portfolio would have taken. Recorded history (``record=True``) is not restored."""
+        t = int(state["t"])
+        if not 0 <= t <= self.last_decision_index + 1:
+            raise ValueError(
+                f"saved state is at index {t}, outside [0, {self.last_decision_index + 1}] "
+                f"({self.data.name} has {self.data.n_periods} dates)"
+            )
+        self.t[env] = t
+        self.shares[env] = state["shares"]
+        self.holdings[env] = state["holdings"]
+        # replaced, not written in place, as in reset
+        self.nav = self.nav.copy()
+        self.nav[env] = state["nav"]
+        self.peak_nav = self.peak_nav.copy()
+        self.peak_nav[env] = state["peak_nav"]
+        self.mark = np.array(self.mark)
+        self.mark[env] = self._close[t]
+
     @property
     def cash(self) -> np.ndarray:
         """Cash per env (a view of the last column of :attr:`holdings`)."""
-        return self.holdings[:, -1]
-
-    @property
-    def value(self) -> np.ndarray:
-        """Position values ``(n_envs, N)`` at the close of ``t`` (a view of :attr:`holdings`)."""
-        return self.holdings[:, :-1]
+        return self._cash
 
     @property
     def weight(self) -> np.ndarray:
         """Weights ``(n_envs, N + 1)`` at the last mark: assets, then cash (a new array)."""
-        return self.holdings / self.nav[:, None]
+        return self.holdings / self.nav[self._column]
 
     def write_weights(self, out: np.ndarray, ids: np.ndarray | slice = slice(None)) -> None:
         """Write the weights of envs ``ids`` into ``out`` ``(len(ids), N + 1)``."""
         np.divide(self.holdings[ids], self.nav[ids][:, None], out=out)
-
-    def weights(self) -> np.ndarray:
-        """Current asset weights ``(n_envs, N)`` at the last mark (close of bar ``t``)."""
-        return self.weight[:, :-1]
-
-    def cash_fraction(self) -> np.ndarray:
-        return self.cash / self.nav
 
     # ------------------------------------------------------------------- step
     def step_weights(self, weights: np.ndarray, *, projected: bool = False) -> StepResult:
@@ -391,151 +428,205 @@ class Simulator:
         are dropped, so that returning the current weights trades nothing.
         """
         w = weights if projected else project_weights(weights, self.rules)
-        shares_per_weight = self.nav[:, None] / self.mark
-        # target - shares: a long-only target is >= 0, so this never sells more than is held
-        orders = w * shares_per_weight - self.shares
-        dust = shares_per_weight * self._k_dust
-        buys = orders * (orders > dust)
-        sells = orders * (orders < -dust)
+        buys, sells = self._orders_from_weights(w)
         return self._execute(buys, sells)
 
     def step_orders(self, orders: np.ndarray) -> StepResult:
         """Send share ``orders`` ``(n_envs, N)`` (positive buy, negative sell), then mark."""
-        r = self.rules
         orders = np.array(orders, dtype=np.float64, ndmin=2)
         if orders.shape != self.shares.shape:
             raise ValueError(f"orders have shape {orders.shape}; expected {self.shares.shape}")
         if not np.isfinite(orders).all():
             raise ValueError("orders contain NaN or inf")
-        if not r.allow_short:  # long-only: never sell more than is held
+        if not self.rules.allow_short:  # long-only: never sell more than is held
             np.maximum(orders, -self.shares, out=orders)
         buys = np.maximum(orders, 0.0)
-        return self._execute(buys, orders - buys)
-
-    def _rows(self, table: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """``table[t]``: one row per env; a view (no gather) for a batch of one."""
-        if self.n_envs == 1:
-            i = int(t[0])
-            if i >= len(table):
-                raise IndexError(i)
-            return table[i : i + 1]
-        return np.take(table, t, axis=0)  # faster than table[t] for row gathers
+        return self._execute(buys, buys - orders)
 
     def _execute(self, buys: np.ndarray, sells: np.ndarray) -> StepResult:
-        """Fill ``buys`` (>= 0) and ``sells`` (<= 0) at the fill bar, then mark at t+1.
+        """Fill ``buys`` and ``sells`` (shares, both >= 0) at the fill bar, then mark at t+1.
 
         Both arrays are owned (modified in place). Long-only callers never pass sells larger
-        than the shares held.
+        than the shares held. The result's arrays are new: results of earlier steps stay.
         """
-        r = self.rules
-        t = self.t
+        fill, mark = self._prices()
+        if self._limits:
+            self._limit_orders(buys, sells)
+        sell_value, sell_fee, cash, available = self._sell(sells, fill, buys)
+        buy_value, buy_fee = self._buy(buys, fill, cash, available)
+        res = self._charge(sell_value, buy_value, sell_fee, buy_fee)
+        self._book(buys, sells, mark, cash, res)
+        if self.record:
+            self._record(buys, sells, fill)
+        return res
+
+    def _orders_from_weights(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Buys and sells (shares, both >= 0) that move each env to target weights ``w``,
+        sized at the close of ``t``; orders below the dust level are dropped."""
+        # in place where possible: at large batches each new (n_envs, N) array is fresh memory
+        shares_per_weight = self.nav[self._column] / self.mark
+        buys = w * shares_per_weight  # the target, for now
+        # a long-only target is >= 0, so this never sells more than is held
+        sells = self.shares - buys
+        buys -= self.shares
+        dust = shares_per_weight * self._k_dust
+        buys *= buys > dust
+        sells *= sells > dust
+        return buys, sells
+
+    def _prices(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fill prices and the mark prices (close of t+1) of each env's step."""
         try:
-            fill = self._rows(self._fill_rows, t)
-            # next-close fills are marked at the same prices: one gather serves both
-            mark = fill if self._fill_is_mark else self._rows(self._next_close, t)
+            fill = self._rows(self._fill_rows)
+            # next-close fills are marked at the same prices: one row serves both
+            return fill, fill if self._fill_is_mark else self._rows(self._next_close)
         except IndexError:
             last = self.data.dates[self.last_decision_index]
             raise RuntimeError(
                 f"cannot step past the last decision date {last} of {self.data.name}: reset first"
             ) from None
-        res = self._result
-        nav_before = self.nav
-        shares = self.shares
-        if r.lot_size is not None:  # toward zero, to whole lots
-            np.floor(buys / r.lot_size, out=buys)
-            buys *= r.lot_size
-            np.ceil(sells / r.lot_size, out=sells)
-            sells *= r.lot_size
-        if r.max_volume_fraction is not None:
-            cap = r.max_volume_fraction * self._rows(self._fill_volume, t)
-            np.minimum(buys, cap, out=buys)
-            np.maximum(sells, -cap, out=sells)
-        comm, min_fee = self._commission, r.min_fee
 
-        # sells first: their proceeds, net of costs, join the cash
+    def _rows(self, table: np.ndarray) -> np.ndarray:
+        """``table[t]``: one row per env; a view (no gather) for a batch of one."""
+        if self.n_envs == 1:
+            i = int(self.t[0])
+            if i >= len(table):
+                raise IndexError(i)
+            return table[i : i + 1]
+        return np.take(table, self.t, axis=0)  # faster than table[t] for row gathers
+
+    def _limit_orders(self, buys: np.ndarray, sells: np.ndarray) -> None:
+        """Round orders toward zero to whole lots, then cap them at the volume share."""
+        lot, fraction = self._lot, self.rules.max_volume_fraction
+        if lot is not None:
+            np.floor(buys / lot, out=buys)
+            buys *= lot
+            np.floor(sells / lot, out=sells)
+            sells *= lot
+        if fraction is not None:
+            assert self._fill_volume is not None  # resolved() refuses a cap without volume
+            cap = fraction * self._rows(self._fill_volume)
+            np.minimum(buys, cap, out=buys)
+            np.minimum(sells, cap, out=sells)
+
+    def _sell(
+        self, sells: np.ndarray, fill: np.ndarray, buys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sells first: their value, commission, the cash after them, and the cash available
+        to buys (less the buys' minimum fees). Sells that cannot pay the minimum fee are
+        dropped from ``sells``."""
+        min_fee = self._min_fee
         if min_fee > 0:
-            sell_value = -sells * fill  # per asset for now
+            sell_value = sells * fill  # per asset for now
             # a sell that cannot pay its own minimum fee is not sent
             viable = sell_value * self._sell_keep > min_fee
             sells *= viable
             sell_value *= viable
-            sell_fee = np.maximum(sell_value * (self._sell_keep * comm), min_fee * viable).sum(1)
+            sell_fee = np.maximum(
+                sell_value * (self._sell_keep * self._commission), min_fee * viable
+            ).sum(1)
             sell_value = sell_value.sum(axis=1)
-            cash = self.cash + sell_value * self._sell_keep - sell_fee
+            cash = self._cash + sell_value * self._sell_keep - sell_fee
             available = cash - min_fee * np.count_nonzero(buys, axis=1)
         else:
-            sell_value = -np.vecdot(sells, fill)
+            sell_value = np.vecdot(sells, fill)
             sell_fee = sell_value * self._k_sell_fee
-            cash = self.cash + sell_value * self._k_sell_net
+            cash = self._cash + sell_value * self._k_sell_net
             available = cash
-        if r.allow_short or min_fee > 0:  # a borrow debit or the fee reserve can go below 0
+        if self._floor_available:  # a borrow debit or the fee reserve can go below 0
             available = np.maximum(available, self._k_zero)
+        return sell_value, sell_fee, cash, available
 
-        # then buys, scaled together to the cash left. Each fee is at most
-        # commission * notional + min_fee, so the scale is conservative; the factor
-        # 1 + 1e-12 leaves a hair of cash rather than float dust below zero.
+    def _buy(
+        self, buys: np.ndarray, fill: np.ndarray, cash: np.ndarray, available: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The cash constraint: buys scaled together to the ``available`` cash (``buys`` in
+        place), then paid from ``cash`` (in place). Returns their value and commission.
+
+        Each fee is at most commission * notional + min_fee, so the scale is conservative;
+        the factor 1 + 1e-12 leaves a hair of cash rather than float dust below zero.
+        """
         buy_value = np.vecdot(buys, fill)
         scale = available / (np.maximum(buy_value * self._k_buy_cap, available) + self._k_tiny)
-        buys *= scale[:, None]
-        if r.lot_size is not None:
-            np.floor(buys / r.lot_size + 1e-9, out=buys)
-            buys *= r.lot_size
+        buys *= scale[self._column]
+        if self._lot is not None:
+            np.floor(buys / self._lot + 1e-9, out=buys)
+            buys *= self._lot
             buy_value = np.vecdot(buys, fill)
         else:
             buy_value *= scale
-        if min_fee > 0:
-            buy_fee = np.maximum(buys * fill * (self._buy_pay * comm), min_fee * (buys > 0))
-            buy_fee = buy_fee.sum(axis=1)
+        if self._min_fee > 0:
+            buy_fee = np.maximum(
+                buys * fill * (self._buy_pay * self._commission), self._min_fee * (buys > 0)
+            ).sum(axis=1)
             cash -= buy_value * self._buy_pay + buy_fee
         else:
             buy_fee = buy_value * self._k_buy_fee
             cash -= buy_value * self._k_buy_gross
+        return buy_value, buy_fee
 
-        shares += sells
-        shares += buys
+    def _charge(
+        self,
+        sell_value: np.ndarray,
+        buy_value: np.ndarray,
+        sell_fee: np.ndarray,
+        buy_fee: np.ndarray,
+    ) -> StepResult:
+        """The step's commission, slippage, costs and turnover, in the step result."""
+        res = self._result
         traded_value = sell_value + buy_value
-        # the step's outputs are new arrays: results of earlier steps stay valid
-        res.nav_before = nav_before
+        res.nav_before = self.nav
         res.commission = sell_fee + buy_fee
         res.slippage = traded_value * self._k_slip
-        res.turnover = traded_value / nav_before
+        res.turnover = traded_value / self.nav
         res.costs = res.commission + res.slippage
+        return res
 
+    def _book(
+        self,
+        buys: np.ndarray,
+        sells: np.ndarray,
+        mark: np.ndarray,
+        cash: np.ndarray,
+        res: StepResult,
+    ) -> None:
+        """Book the fills, move to t+1, charge borrow on shorts and mark at ``mark``."""
+        shares = self.shares
+        shares -= sells
+        shares += buys
         if self.n_envs == 1:
-            t[0] += 1
+            self.t[0] += 1
         else:
-            t += 1
+            self.t += 1
         self.mark = mark
-        holdings = self.holdings
-        value = np.multiply(shares, mark, out=holdings[:, :-1])
-        if r.allow_short and self._borrow_per_period > 0:
+        value = np.multiply(shares, mark, out=self._values)
+        if self._charges_borrow:
             short_value = np.vecdot(np.maximum(-value, 0.0), self._ones)
             res.borrow = short_value * self._borrow_per_period
             cash -= res.borrow
             res.costs = res.costs + res.borrow
-        holdings[:, -1] = cash
+        self._cash[:] = cash
         # row sums as one BLAS dot per row: faster than a reduction over short rows, and
         # the same arithmetic for a row whatever the batch size (matmul's is not)
-        self.nav = res.nav = nav = np.vecdot(holdings, self._ones_cash)
+        self.nav = res.nav = nav = np.vecdot(self.holdings, self._ones_cash)
         self.peak_nav = res.peak_nav = np.maximum(self.peak_nav, nav)
 
-        if self.record:
-            traded = buys + sells
-            abs_value = (buys - sells) * fill
-            side_pay = np.where(traded > 0, self._buy_pay, self._sell_keep)
-            fee = np.maximum(abs_value * side_pay * comm, min_fee * (traded != 0))
-            self._log.append(
-                (t.copy(), traded, fill.copy(), fee + abs_value * self._slippage, cash,
-                 shares.copy(), nav)
-            )  # fmt: skip
-        return res
+    def _record(self, buys: np.ndarray, sells: np.ndarray, fill: np.ndarray) -> None:
+        """Log the step's fills (with their costs) and the new book, for :meth:`history`."""
+        traded = buys - sells
+        abs_value = (buys + sells) * fill
+        side_pay = np.where(traded > 0, self._buy_pay, self._sell_keep)
+        fee = np.maximum(abs_value * side_pay * self._commission, self._min_fee * (traded != 0))
+        self._log.append(
+            (self.t.copy(), traded, fill.copy(), fee + abs_value * self._slippage,
+             self._cash.copy(), self.shares.copy(), self.nav)
+        )  # fmt: skip
 
     def breached(self) -> np.ndarray:
         """Envs whose NAV hit the ruin level or the stop-loss (bool ``(n_envs,)``)."""
-        r = self.rules
-        out = self.nav <= r.ruin_fraction * r.initial_cash
-        if r.stop_loss is not None:
-            out |= self.nav < (1.0 - r.stop_loss) * self.peak_nav
+        out = self.nav <= self._k_ruin
+        if self._k_stop is not None:
+            out |= self.nav < self._k_stop * self.peak_nav
         return out
 
     # --------------------------------------------------------------- history

@@ -13,6 +13,7 @@ from gymnasium.vector.utils import batch_space
 
 from marketarena.envs.core import PortfolioCore
 from marketarena.envs.data import MarketData
+from marketarena.envs.errors import ConfigError
 from marketarena.envs.settings import EnvSettings
 
 
@@ -47,7 +48,8 @@ class PortfolioVectorEnv(VectorEnv):
         copy: return a copy of the observation buffer (default) or the buffer itself.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    # gymnasium declares metadata as an instance variable; every instance shares this one
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}  # type: ignore[misc]
 
     def __init__(
         self,
@@ -59,7 +61,7 @@ class PortfolioVectorEnv(VectorEnv):
         **overrides: Any,
     ) -> None:
         if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+            raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
         self.core = PortfolioCore(data, num_envs, settings, **overrides)
         self.settings = self.core.settings
         self.num_envs = num_envs
@@ -116,10 +118,13 @@ class PortfolioVectorEnv(VectorEnv):
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         core = self.core
-        reward, terminated, truncated = core.step(actions)
-        res = core.sim._result
+        result, reward, terminated, truncated = core.step(actions)
         # the simulator returns new arrays every step (and resets copy before writing)
-        info: dict[str, Any] = {"nav": core.sim.nav, "costs": res.costs, "turnover": res.turnover}
+        info: dict[str, Any] = {
+            "nav": result.nav,
+            "costs": result.costs,
+            "turnover": result.turnover,
+        }
         done = terminated | truncated
         ids = None
         if done.any():

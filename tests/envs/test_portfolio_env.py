@@ -309,6 +309,41 @@ def test_callable_reward_sees_costs(market):
 
 
 # -------------------------------------------------------------- snapshot and render
+@pytest.mark.parametrize("price_dtype", ["float64", "float32"])
+def test_a_restored_env_continues_bit_for_bit(market, price_dtype):
+    """get_state in one env, set_state in a fresh one: the rest of the episode is the same."""
+    actions = np.random.default_rng(5).random((30, 5)).astype(np.float32)
+    env = make_env(market, price_dtype=price_dtype, rules=TradingRules(min_fee=1.0))
+    env.reset(seed=1)
+    for a in actions[:10]:
+        last_obs, *_ = env.step(a)
+    saved = env.get_state()
+    other = make_env(market, price_dtype=price_dtype, rules=TradingRules(min_fee=1.0))
+    other.reset(seed=2)
+    obs, info = other.set_state(saved)
+    assert obs.tobytes() == last_obs.tobytes()
+    assert info["nav"] == saved["nav"] and info["date"] == env.date_history[-1]
+    for a in actions[10:]:
+        o1, r1, term1, trunc1, info1 = env.step(a)
+        o2, r2, term2, trunc2, info2 = other.step(a)
+        assert o1.tobytes() == o2.tobytes() and (r1, term1, trunc1) == (r2, term2, trunc2)
+        assert info1["weights"].tobytes() == info2["weights"].tobytes()
+        assert (info1["nav"], info1["cash"], info1["costs"]) == (
+            info2["nav"],
+            info2["cash"],
+            info2["costs"],
+        )
+    np.testing.assert_array_equal(env.nav_history, other.nav_history)
+
+
+def test_core_step_returns_the_simulators_step_result(market):
+    env = make_env(market)
+    env.reset(seed=0)
+    result, reward, terminated, truncated = env.core.step(np.full((1, 5), 0.2))
+    assert result.nav is env.sim.nav and result.costs[0] > 0.0
+    assert reward.shape == terminated.shape == truncated.shape == (1,)
+
+
 def test_market_snapshot_is_point_in_time(market):
     env = make_env(market)
     env.reset(seed=0)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from marketarena.envs.data import MarketData
 from marketarena.envs.simulator import Simulator, TradingRules, project_weights
+from marketarena.envs.synthetic import gbm_market
 
 CLOSE = [[100.0, 50.0], [110.0, 50.0], [121.0, 40.0], [133.1, 44.0]]
 OPEN = [[100.0, 50.0], [105.0, 52.0], [120.0, 41.0], [130.0, 43.0]]
@@ -43,7 +44,7 @@ def test_next_close_fills_at_next_close_and_marks_there(market):
     np.testing.assert_allclose(sim.shares[0], [40.0, 80.0])
     assert sim.cash[0] == pytest.approx(10_000 - 40 * 110 - 80 * 50)  # 1,600
     assert res.nav[0] == pytest.approx(10_000.0)
-    step(sim, *sim.weights()[0])  # hold
+    step(sim, *sim.weight[0, :-1])  # hold
     assert sim.nav[0] == pytest.approx(1_600 + 40 * 121 + 80 * 40)  # 9,640
 
 
@@ -170,7 +171,7 @@ def test_holding_current_weights_trades_nothing(market):
     step(sim, 0.3, 0.6)
     shares = sim.shares[0].copy()
     for _ in range(2):
-        res = step(sim, *sim.weights()[0])
+        res = step(sim, *sim.weight[0, :-1])
         np.testing.assert_array_equal(sim.shares[0], shares)
         assert res.costs[0] == 0.0
         assert res.turnover[0] == 0.0
@@ -187,7 +188,7 @@ def test_short_sale_with_daily_borrow_cost(market):
     assert res.borrow[0] == pytest.approx(0.001 * 50 * 110)
     assert sim.cash[0] == pytest.approx(10_500 - 5.5)
     assert res.nav[0] == pytest.approx(10_000 - 5.5)
-    res = step(sim, *sim.weights()[0])  # hold: A 121, B 40
+    res = step(sim, *sim.weight[0, :-1])  # hold: A 121, B 40
     assert res.borrow[0] == pytest.approx(0.001 * 50 * 121)
     assert res.nav[0] == pytest.approx(10_494.5 - 6.05 - 50 * 121 + 100 * 40)
 
@@ -250,14 +251,59 @@ def test_breached_on_ruin_and_stop_loss(make_market):
     sim.reset(0)
     sim.step_weights(np.array([[1.0]]))
     assert not sim.breached()[0]
-    sim.step_weights(sim.weights())  # -40% from the peak
+    sim.step_weights(sim.weight[:, :-1])  # -40% from the peak
     assert sim.breached()[0]
     sim2 = Simulator(crash, TradingRules(**FREE, ruin_fraction=0.2, execution="close"))
     sim2.reset(1)
     sim2.step_weights(np.array([[1.0]]))
     assert not sim2.breached()[0]  # NAV 6,000 > 2,000
-    sim2.step_weights(sim2.weights())
+    sim2.step_weights(sim2.weight[:, :-1])
     assert sim2.breached()[0]  # NAV 1,000
+
+
+# ---------------------------------------------------------------------- save/restore
+def bits(*arrays: np.ndarray) -> list[bytes]:
+    """The arrays' bytes: equal only if every float is the same bit for bit (signed zeros too)."""
+    return [np.ascontiguousarray(a).tobytes() for a in arrays]
+
+
+@pytest.mark.parametrize("execution", ["next_open", "next_close", "close"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_set_state_then_step_equals_the_uninterrupted_run_bit_for_bit(execution, dtype, n_envs):
+    data = gbm_market(n_assets=4, n_periods=40, seed=1)
+    rules = TradingRules(execution=execution, commission_bps=5.0, slippage_bps=5.0, min_fee=1.0)
+    weights = np.random.default_rng(0).dirichlet(np.ones(5), size=(12, n_envs))[:, :, :4]
+    starts = np.arange(n_envs) * 2
+    whole = Simulator(data, rules, n_envs, dtype=dtype)
+    whole.reset(starts)
+    for w in weights[:6]:
+        whole.step_weights(w)
+    saved = [whole.get_state(i) for i in range(n_envs)]
+    resumed = Simulator(data, rules, n_envs, dtype=dtype)
+    resumed.reset(np.full(n_envs, 20))  # elsewhere: set_state replaces the whole portfolio
+    resumed.step_weights(weights[0])
+    for i, state in enumerate(saved):
+        resumed.set_state(state, i)
+    for w in weights[6:]:
+        a, b = whole.step_weights(w), resumed.step_weights(w)
+        fields = ("nav_before", "nav", "peak_nav", "commission", "slippage", "costs", "turnover")
+        assert bits(*(getattr(a, f) for f in fields)) == bits(*(getattr(b, f) for f in fields))
+        assert bits(whole.shares, whole.holdings, whole.mark, whole.t) == bits(
+            resumed.shares, resumed.holdings, resumed.mark, resumed.t
+        )
+
+
+def test_get_state_is_a_copy_and_set_state_checks_the_date(market):
+    sim = sim_for(market, execution="next_close")
+    step(sim, 0.4, 0.4)
+    state = sim.get_state()
+    assert state["t"] == 1 and state["nav"] == sim.nav[0]
+    state["shares"][:] = 0.0
+    state["holdings"][:] = 0.0
+    assert sim.shares[0].sum() > 0 and sim.holdings[0, :-1].sum() > 0
+    with pytest.raises(ValueError, match="outside"):
+        sim.set_state({**sim.get_state(), "t": len(market.dates)})
 
 
 # ------------------------------------------------------------------------ recording
