@@ -323,8 +323,14 @@ class LLMAgent(Resumable):
     def _builder_for(self, symbols: tuple[str, ...]) -> PromptBuilder:
         if self._builder is None or self._builder.symbols != tuple(symbols):
             c = self.config
-            settings = PromptSettings(c.lookback, c.anonymize_tickers, c.dates, c.date_shift_days,
-                                      c.system_template, c.user_template)  # fmt: skip
+            settings = PromptSettings(
+                c.lookback,
+                c.anonymize_tickers,
+                c.dates,
+                c.date_shift_days,
+                c.system_template,
+                c.user_template,
+            )
             self._builder = PromptBuilder(symbols, settings)
         return self._builder
 
@@ -333,9 +339,12 @@ class LLMAgent(Resumable):
         """The request body (everything but the endpoint and the key): also the cache key."""
         c = self.config
         body: dict[str, Any] = {
-            "model": c.model, "messages": messages, "temperature": c.temperature,
-            "max_tokens": c.max_tokens, "seed": c.seed,
-        }  # fmt: skip
+            "model": c.model,
+            "messages": messages,
+            "temperature": c.temperature,
+            "max_tokens": c.max_tokens,
+            "seed": c.seed,
+        }
         schema = builder.output_schema()
         if c.output == "json_schema":
             body["response_format"] = {
@@ -343,9 +352,16 @@ class LLMAgent(Resumable):
                 "json_schema": {"name": "target_weights", "schema": schema, "strict": True},
             }
         else:
-            body["tools"] = [{"type": "function", "function": {
-                "name": TOOL_NAME, "description": "Set the portfolio's target weights.",
-                "parameters": schema}}]  # fmt: skip
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": TOOL_NAME,
+                        "description": "Set the portfolio's target weights.",
+                        "parameters": schema,
+                    },
+                }
+            ]
             body["tool_choice"] = {"type": "function", "function": {"name": TOOL_NAME}}
         return body
 
@@ -361,9 +377,11 @@ class LLMAgent(Resumable):
                     f"{self.name}: set {c.api_key_env} (or give base_url for a local endpoint)"
                 )
             self._client = openai.OpenAI(
-                api_key=key or "not-needed", base_url=base_url, timeout=c.timeout,
+                api_key=key or "not-needed",
+                base_url=base_url,
+                timeout=c.timeout,
                 max_retries=c.max_retries,
-            )  # fmt: skip
+            )
         return self._client
 
     def _ask(
@@ -493,10 +511,14 @@ class LLMAgent(Resumable):
         completion_t = int(response.get("completion_tokens", 0))
         price_in, price_out = c.prices.get(c.model, (0.0, 0.0))
         decision = Decision(
-            date=date, outcome=response.get("error", "ok"), prompt_tokens=prompt_t,
-            completion_tokens=completion_t, latency=latency, cached=cached,
+            date=date,
+            outcome=response.get("error", "ok"),
+            prompt_tokens=prompt_t,
+            completion_tokens=completion_t,
+            latency=latency,
+            cached=cached,
             cost=(prompt_t * price_in + completion_t * price_out) / 1e6,
-        )  # fmt: skip
+        )
         if "error" in response:
             decision.notes.append(str(response.get("detail", "")))
         return decision

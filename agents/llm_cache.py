@@ -93,8 +93,13 @@ class LLMCache:
     def _store(self, table: str, request: Mapping[str, Any], response: Mapping[str, Any]) -> None:
         if self._db is None or self.mode != "read_write":
             return
-        row = (request_key(request), str(request.get("model")), json.dumps(request),
-               json.dumps(response), time.time())  # fmt: skip
+        row = (
+            request_key(request),
+            str(request.get("model")),
+            json.dumps(request),
+            json.dumps(response),
+            time.time(),
+        )
         with self._lock:
             self._db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?)", row)
             self._db.commit()

@@ -28,9 +28,19 @@ from marketarena.envs.errors import ConfigError, DataError, MissingFileError
 DateMode = Literal["real", "hidden", "shifted"]
 CASH = "CASH"
 TEMPLATE_FIELDS = (
-    "date", "nav", "cash", "cash_weight", "total_return", "lookback", "market_table",
-    "weights_table", "symbols", "fill_timing", "commission_bps", "slippage_bps",
-)  # fmt: skip
+    "date",
+    "nav",
+    "cash",
+    "cash_weight",
+    "total_return",
+    "lookback",
+    "market_table",
+    "weights_table",
+    "symbols",
+    "fill_timing",
+    "commission_bps",
+    "slippage_bps",
+)
 FILL_TIMING = {
     "next_open": "at the next session's open",
     "next_close": "at the next session's close",

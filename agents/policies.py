@@ -132,9 +132,12 @@ class AssetwisePolicy(ActorCriticPolicy):
         # SB3 annotates mlp_extractor as its MlpExtractor, though its docs replace it with any
         # module that has latent_dim_pi and latent_dim_vf, as here
         self.mlp_extractor = AssetwiseExtractor(  # type: ignore[assignment]
-            int(self.features_dim), self.n_assets, self.n_features, list(arch),
+            int(self.features_dim),
+            self.n_assets,
+            self.n_features,
+            list(arch),
             self.activation_fn,
-        )  # fmt: skip
+        )
 
     def _build(self, lr_schedule: Any) -> None:
         if not isinstance(self.action_dist, DiagGaussianDistribution):

@@ -184,9 +184,11 @@ class SB3Agent(Resumable):
         if self.recurrent:
             # episode_start zeroes the LSTM state on the first act after reset
             action, self.lstm_state = self.model.predict(
-                obs, state=self.lstm_state, episode_start=np.array([self.lstm_state is None]),
+                obs,
+                state=self.lstm_state,
+                episode_start=np.array([self.lstm_state is None]),
                 deterministic=self.deterministic,
-            )  # fmt: skip
+            )
         else:
             action, _ = self.model.predict(obs, deterministic=self.deterministic)
         if self.action_spec is None:

@@ -71,13 +71,23 @@ RESULTS = _HERE / "results" / "learning_throughput.json"
 TARGET_FPS = 15_000
 TARGET_OVER_SB3_DEFAULT = 5.0
 FULL = {
-    "a": 200_000, "b": 16_384, "c": 100_000, "knob": 102_400, "knob_slow": 12_288,
-    "profile": 40_960, "repeats": 3,
-}  # fmt: skip
+    "a": 200_000,
+    "b": 16_384,
+    "c": 100_000,
+    "knob": 102_400,
+    "knob_slow": 12_288,
+    "profile": 40_960,
+    "repeats": 3,
+}
 QUICK = {
-    "a": 40_960, "b": 4_096, "c": 20_480, "knob": 20_480, "knob_slow": 8_192,
-    "profile": 20_480, "repeats": 1,
-}  # fmt: skip
+    "a": 40_960,
+    "b": 4_096,
+    "c": 20_480,
+    "knob": 20_480,
+    "knob_slow": 8_192,
+    "profile": 20_480,
+    "repeats": 1,
+}
 COMMON = [f"env.data={TASK}", "mlflow.enabled=false"]
 ENVS_128 = ["algo.n_envs=128", "algo.hyperparameters.n_steps=32"]
 ENVS_256 = ["algo.n_envs=256", "algo.hyperparameters.n_steps=16"]

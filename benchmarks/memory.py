@@ -292,9 +292,11 @@ def rows(result: dict) -> list[dict]:
         f"MiB + float32 features {sh['features'] / mib:.2f} MiB, one copy for all envs",
     )
     failed = [
-        f"n={n}: {k}" for n, checks in result["sharing_checks"].items()
-        for k, ok in checks.items() if not ok
-    ]  # fmt: skip
+        f"n={n}: {k}"
+        for n, checks in result["sharing_checks"].items()
+        for k, ok in checks.items()
+        if not ok
+    ]
     add(
         "sharing checks failed",
         len(failed),

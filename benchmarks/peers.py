@@ -61,8 +61,15 @@ SINGLE_ASSET_PERIODS = 20_000
 FINRL_PERIODS = 2_520
 #: FinRL's default technical indicators (``finrl.config.INDICATORS``)
 FINRL_INDICATORS = (
-    "macd", "boll_ub", "boll_lb", "rsi_30", "cci_30", "dx_30", "close_30_sma", "close_60_sma",
-)  # fmt: skip
+    "macd",
+    "boll_ub",
+    "boll_lb",
+    "rsi_30",
+    "cci_30",
+    "dx_30",
+    "close_30_sma",
+    "close_60_sma",
+)
 #: how many random actions are pre-generated; ``step()`` cycles through them
 N_ACTIONS = 8_192
 
@@ -154,8 +161,9 @@ def gym_trading_env_case(
     trading_env = _import_gym_trading_env()
 
     market = gbm_market(1, n_periods, seed=seed)
-    o, h, low, c, v = (a[:, 0] for a in (market.open, market.high, market.low, market.close,
-                                         market.volume))  # fmt: skip
+    o, h, low, c, v = (
+        a[:, 0] for a in (market.open, market.high, market.low, market.close, market.volume)
+    )
     log_ret = np.diff(np.log(c), prepend=np.log(c[0]))
     df = pd.DataFrame(
         {

@@ -84,11 +84,19 @@ def _evaluate(
     e = config.env
     report = evaluate(
         EvaluationConfig(
-            agents=agents, data=e.data, start=split[0], end=split[1], seeds=seeds,
-            benchmark=None, include_baselines=False, rules=e.rules, window=e.window,
-            features=e.features, universe=e.universe,
+            agents=agents,
+            data=e.data,
+            start=split[0],
+            end=split[1],
+            seeds=seeds,
+            benchmark=None,
+            include_baselines=False,
+            rules=e.rules,
+            window=e.window,
+            features=e.features,
+            universe=e.universe,
         )
-    )  # fmt: skip
+    )
     out = {}
     for evaluation in report.evaluations:
         agg = evaluation.aggregate()

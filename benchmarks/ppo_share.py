@@ -168,9 +168,16 @@ def _train(
         timer = EnvTimer()
         timer.wrap(inner)
         model = PPO(
-            "MlpPolicy", venv, n_steps=n_steps, batch_size=BATCH_SIZE, n_epochs=N_EPOCHS,
-            policy_kwargs={"net_arch": list(NET_ARCH)}, device="cpu", seed=0, verbose=0,
-        )  # fmt: skip
+            "MlpPolicy",
+            venv,
+            n_steps=n_steps,
+            batch_size=BATCH_SIZE,
+            n_epochs=N_EPOCHS,
+            policy_kwargs={"net_arch": list(NET_ARCH)},
+            device="cpu",
+            seed=0,
+            verbose=0,
+        )
         start = time.perf_counter()
         model.learn(total_timesteps=timesteps)
         wall = time.perf_counter() - start

@@ -190,8 +190,14 @@ def run(quick: bool = False, output: Path | None = None) -> dict[str, Any]:
         "cpu_busy_shares": _busy_shares(cpu_before),
         "seconds": time.perf_counter() - started,
     }
-    result["config"] = {"rounds": rounds, "min_seconds": min_seconds, "repeats": repeats,
-                        "window": WINDOW, "episode_length": EPISODE, "quick": quick}  # fmt: skip
+    result["config"] = {
+        "rounds": rounds,
+        "min_seconds": min_seconds,
+        "repeats": repeats,
+        "window": WINDOW,
+        "episode_length": EPISODE,
+        "quick": quick,
+    }
     result["target_ratio"] = TARGET_RATIO
     if output is not None:
         result["pyinstrument"] = _pyinstrument(output, steps)
@@ -220,20 +226,28 @@ def _pyinstrument(output: Path, steps: int) -> str:
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for n, r in result["ratios"].items():
-        out.append({
-            "section": "profile", "case": f"{n} assets: single env / reference",
-            "value": r["ratio"], "unit": "x",
-            "note": f"median of {len(r['rounds'])} rounds (range {r['ratio_min']:.2f}.."
-            f"{r['ratio_max']:.2f}); {r['ours_steps_per_second']:,.0f} vs "
-            f"{r['reference_steps_per_second']:,.0f} steps/s; obs {r['obs_dim']} floats",
-        })  # fmt: skip
+        out.append(
+            {
+                "section": "profile",
+                "case": f"{n} assets: single env / reference",
+                "value": r["ratio"],
+                "unit": "x",
+                "note": f"median of {len(r['rounds'])} rounds (range {r['ratio_min']:.2f}.."
+                f"{r['ratio_max']:.2f}); {r['ours_steps_per_second']:,.0f} vs "
+                f"{r['reference_steps_per_second']:,.0f} steps/s; obs {r['obs_dim']} floats",
+            }
+        )
     for n, p in result["profiles"].items():
         for s in p["stages"]:
-            out.append({
-                "section": "profile", "case": f"{n} assets: {s['stage'].strip()}",
-                "value": s["share"], "unit": "share of step",
-                "note": "" if s["us"] is None else f"{s['us']:.2f} us/step under cProfile",
-            })  # fmt: skip
+            out.append(
+                {
+                    "section": "profile",
+                    "case": f"{n} assets: {s['stage'].strip()}",
+                    "value": s["share"],
+                    "unit": "share of step",
+                    "note": "" if s["us"] is None else f"{s['us']:.2f} us/step under cProfile",
+                }
+            )
     return out
 
 
@@ -284,8 +298,11 @@ def docs(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> list
     runs = [("this run", result)]
     if baseline is not None:
         runs.insert(0, (baseline.get("label", "before"), baseline))
-        lines += [f"{runs[0][0].capitalize()}: {baseline.get('description') or 'a saved run'}; "
-                  f"{_load_line(baseline)}.", ""]  # fmt: skip
+        lines += [
+            f"{runs[0][0].capitalize()}: {baseline.get('description') or 'a saved run'}; "
+            f"{_load_line(baseline)}.",
+            "",
+        ]
     names = [name for name, _ in runs]
     lines += [
         "| assets | obs floats | "

@@ -33,9 +33,16 @@ sys.path.insert(0, str(HERE))
 
 ROOT = HERE.parent
 SECTIONS = (
-    "throughput", "ppo_share", "memory", "scaling", "precision", "profile_step",
-    "torch_threads", "ppo_quality", "learning_throughput",
-)  # fmt: skip
+    "throughput",
+    "ppo_share",
+    "memory",
+    "scaling",
+    "precision",
+    "profile_step",
+    "torch_threads",
+    "ppo_quality",
+    "learning_throughput",
+)
 
 
 def machine() -> dict[str, Any]:
@@ -59,8 +66,10 @@ def machine() -> dict[str, Any]:
         ).stdout.strip()
         changed = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT, capture_output=True, text=True,
-        ).stdout.strip()  # fmt: skip
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except OSError:
         sha, changed = "unknown", ""
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -376,16 +385,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short timings, fewer cases")
     parser.add_argument(
-        "--only", nargs="*", choices=SECTIONS,
+        "--only",
+        nargs="*",
+        choices=SECTIONS,
         help="run only these sections, merged into the saved latest.json of the same mode",
-    )  # fmt: skip
+    )
     parser.add_argument("--output", type=Path, default=HERE / "results")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite the docs page")
     parser.add_argument(
-        "--docs-only", action="store_true",
+        "--docs-only",
+        action="store_true",
         help="rewrite the docs page from the saved latest.json without measuring",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     if args.docs_only:
         report = json.loads((args.output / "latest.json").read_text())

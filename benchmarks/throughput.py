@@ -86,10 +86,15 @@ def run(quick: bool = False) -> dict[str, Any]:
     def measure(case: Case) -> dict[str, Any]:
         stats = time_case(case, min_seconds=min_seconds, repeats=repeats)
         return {
-            "case": case.name, "group": case.group, "assets": case.n_assets,
-            "envs": case.env_steps_per_call, "steps_per_second": stats["steps_per_second"],
-            "min": stats["min"], "max": stats["max"], "notes": case.notes,
-        }  # fmt: skip
+            "case": case.name,
+            "group": case.group,
+            "assets": case.n_assets,
+            "envs": case.env_steps_per_call,
+            "steps_per_second": stats["steps_per_second"],
+            "min": stats["min"],
+            "max": stats["max"],
+            "notes": case.notes,
+        }
 
     rows: list[dict[str, Any]] = []
     refs: dict[int, float] = {}
@@ -122,24 +127,29 @@ def run(quick: bool = False) -> dict[str, Any]:
     vec1024 = next(r for r in rows if r["case"] == "PortfolioVectorEnv" and r["envs"] == 1024)
     targets = {
         "single_env_steps_per_second": {
-            "value": single["steps_per_second"], "target": 40_000,
+            "value": single["steps_per_second"],
+            "target": 40_000,
             "met": single["steps_per_second"] >= 40_000,
         },
         "single_env_ratio_to_reference": {
-            "value": single["ratio_to_reference"], "target": 0.6,
+            "value": single["ratio_to_reference"],
+            "target": 0.6,
             "met": single["ratio_to_reference"] >= 0.6,
         },
         "vector_1024_ratio_to_reference": {
-            "value": vec1024["ratio_to_reference"], "target": 0.7,
+            "value": vec1024["ratio_to_reference"],
+            "target": 0.7,
             "met": vec1024["ratio_to_reference"] >= 0.7,
         },
-    }  # fmt: skip
+    }
     return {"rows": rows, "missing_peers": missing, "targets": targets}
 
 
 if __name__ == "__main__":
     result = run(quick=True)
     for r in result["rows"]:
-        print(f"{r['case']:45s} n={r['envs']:5d} {r['steps_per_second']:>12,.0f}/s "
-              f"x{r['ratio_to_reference']:.2f}")  # fmt: skip
+        print(
+            f"{r['case']:45s} n={r['envs']:5d} {r['steps_per_second']:>12,.0f}/s "
+            f"x{r['ratio_to_reference']:.2f}"
+        )
     print(result["targets"], result["missing_peers"])

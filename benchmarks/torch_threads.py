@@ -76,9 +76,16 @@ def _learn(data: Any, threads: int, timesteps: int) -> dict[str, float]:
         raise RuntimeError(f"torch runs {torch.get_num_threads()} threads, not {threads}")
     venv, _ = _ours_env(N_ENVS, data)
     model = PPO(
-        "MlpPolicy", venv, n_steps=N_STEPS, batch_size=BATCH_SIZE, n_epochs=N_EPOCHS,
-        policy_kwargs={"net_arch": list(NET_ARCH)}, device="cpu", seed=0, verbose=0,
-    )  # fmt: skip
+        "MlpPolicy",
+        venv,
+        n_steps=N_STEPS,
+        batch_size=BATCH_SIZE,
+        n_epochs=N_EPOCHS,
+        policy_kwargs={"net_arch": list(NET_ARCH)},
+        device="cpu",
+        seed=0,
+        verbose=0,
+    )
     wall0, cpu0 = time.perf_counter(), time.process_time()
     model.learn(total_timesteps=timesteps)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0

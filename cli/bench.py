@@ -81,8 +81,14 @@ def handle_bench(args: argparse.Namespace, console: Console) -> int:
         split=args.split,
     )
     config.validate()  # bad input is one line, before any progress bar
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("bench", total=None)
 
@@ -91,8 +97,11 @@ def handle_bench(args: argparse.Namespace, console: Console) -> int:
 
         report = run_bench(config, progress=update)
     rows = report.table()
-    table = Table(title=f"normalised score on the {args.split} split (0 = baseline, "
-                  "1 = reference), after costs", title_justify="left")  # fmt: skip
+    table = Table(
+        title=f"normalised score on the {args.split} split (0 = baseline, "
+        "1 = reference), after costs",
+        title_justify="left",
+    )
     for col in rows[0]:
         table.add_column(col, justify="left" if col in ("agent", "task") else "right")
     for row in rows:

@@ -105,8 +105,10 @@ def shell_path(path: str | Path) -> str:
 def add_llm_options(parser: argparse.ArgumentParser) -> None:
     llm = parser.add_argument_group("LLM agents (--agent llm:<model> or llm:local)")
     llm.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL)")
-    llm.add_argument("--llm-cache", help="SQLite cache of requests/responses (default "
-                     "llm_cache.sqlite; '' for none)")  # fmt: skip
+    llm.add_argument(
+        "--llm-cache",
+        help="SQLite cache of requests/responses (default llm_cache.sqlite; '' for none)",
+    )
     llm.add_argument("--llm-cache-mode", choices=["read_write", "read_only", "off"])
     llm.add_argument("--llm-decide-every", type=int, help="ask every N sessions, hold between")
     llm.add_argument("--llm-output", choices=["json_schema", "tool"])
@@ -144,15 +146,21 @@ def llm_options(args: argparse.Namespace) -> dict[str, object]:
     llm = {
         key: value
         for key, value in (
-            ("base_url", args.base_url), ("cache_path", args.llm_cache or None),
-            ("cache_mode", args.llm_cache_mode), ("decide_every", args.llm_decide_every),
-            ("output", args.llm_output), ("anonymize_tickers", args.llm_anonymize or None),
-            ("dates", args.llm_dates), ("lookback", args.llm_lookback),
-            ("timeout", args.llm_timeout), ("max_retries", args.llm_max_retries),
-            ("deadline", args.llm_deadline), ("retry_failed", args.llm_retry_failed or None),
+            ("base_url", args.base_url),
+            ("cache_path", args.llm_cache or None),
+            ("cache_mode", args.llm_cache_mode),
+            ("decide_every", args.llm_decide_every),
+            ("output", args.llm_output),
+            ("anonymize_tickers", args.llm_anonymize or None),
+            ("dates", args.llm_dates),
+            ("lookback", args.llm_lookback),
+            ("timeout", args.llm_timeout),
+            ("max_retries", args.llm_max_retries),
+            ("deadline", args.llm_deadline),
+            ("retry_failed", args.llm_retry_failed or None),
         )
         if value is not None
-    }  # fmt: skip
+    }
     if args.llm_cache == "":
         llm["cache_path"] = None
     return llm

@@ -19,9 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "where a log and the simulator disagree is reported.",
     )
     rp.add_argument(
-        "--prices", required=True,
+        "--prices",
+        required=True,
         help="AI-Trader prices: merged.jsonl or a folder of daily_prices_*.json",
-    )  # fmt: skip
+    )
     rp.add_argument("--log", action="append", required=True, help="a position.jsonl; repeatable")
     rp.add_argument("--benchmark", help="a series in AI-Trader's format, e.g. QQQ's json")
     rp.add_argument("--rules", default="aitrader", help="rules preset (default aitrader)")

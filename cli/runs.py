@@ -39,16 +39,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bt.add_argument("--agent", metavar="SPEC", help=f"a new run's agent: {SPEC_HELP}")
     bt.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
-    bt.add_argument("--continue", dest="continue_run", metavar="RUN",
-                    help="extend a finished run to --end")  # fmt: skip
+    bt.add_argument(
+        "--continue", dest="continue_run", metavar="RUN", help="extend a finished run to --end"
+    )
     bt.add_argument("--run", help="name of a new run (default: AGENT@START)")
-    bt.add_argument("--data", help="bundled name or path (default sp500_20; with --continue: "
-                    "newer data whose earlier dates are unchanged)")  # fmt: skip
+    bt.add_argument(
+        "--data",
+        help="bundled name or path (default sp500_20; with --continue: "
+        "newer data whose earlier dates are unchanged)",
+    )
     bt.add_argument("--start")
     bt.add_argument("--end")
     bt.add_argument("--seed", type=int, default=0)
-    bt.add_argument("--rule", action="append", metavar="KEY=VALUE",
-                    help="trading rule, e.g. --rule preset=aitrader")  # fmt: skip
+    bt.add_argument(
+        "--rule",
+        action="append",
+        metavar="KEY=VALUE",
+        help="trading rule, e.g. --rule preset=aitrader",
+    )
     bt.add_argument("--window", type=int, help="observation window (default: the env's)")
     bt.add_argument("--store", default="runs.sqlite", help="the runs database")
     add_llm_options(bt)
@@ -94,8 +102,10 @@ def handle_backtest(args: argparse.Namespace, console: Console) -> int:
         )
         return EXIT_INTERRUPTED
     print_report(persisted.run_report(result), console)
-    console.print(f"run {result.settings['run_id']} stored in {store.path} "
-                  f"({len(result.nav) - 1} days)", highlight=False)  # fmt: skip
+    console.print(
+        f"run {result.settings['run_id']} stored in {store.path} ({len(result.nav) - 1} days)",
+        highlight=False,
+    )
     return EXIT_OK
 
 
@@ -136,24 +146,34 @@ def _backtest(
             progress.update(task, completed=min(fraction, 1.0), description=date)
 
         if args.resume:
-            result = persisted.resume_backtest(store, run_id, progress=update,
-                                               llm=llm_options(args))  # fmt: skip
+            result = persisted.resume_backtest(
+                store, run_id, progress=update, llm=llm_options(args)
+            )
         elif args.continue_run:
             if not end:
                 raise ConfigError("--continue needs --end NEW_DATE")
-            result = persisted.continue_backtest(store, run_id, end,
-                                                data=args.data, progress=update,
-                                                llm=llm_options(args))  # fmt: skip
+            result = persisted.continue_backtest(
+                store, run_id, end, data=args.data, progress=update, llm=llm_options(args)
+            )
         else:
             if not (start and end):
                 raise ConfigError("a new run needs --start and --end")
             rules = parse_rules(args.rule)
             window = {} if args.window is None else {"window": args.window}
             result = persisted.start_backtest(
-                store, run_id, args.agent, args.data or "sp500_20", start, end,
-                seed=args.seed, rules=rules, llm=llm_options(args),
-                tracking_uri=tracking_uri(), progress=update, **window,
-            )  # fmt: skip
+                store,
+                run_id,
+                args.agent,
+                args.data or "sp500_20",
+                start,
+                end,
+                seed=args.seed,
+                rules=rules,
+                llm=llm_options(args),
+                tracking_uri=tracking_uri(),
+                progress=update,
+                **window,
+            )
     return result
 
 
@@ -180,12 +200,14 @@ def handle_positions(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if shown else EXIT_ERROR
 
 
-def _print_positions(positions: Positions, limit: int, output: str | Path | None,
-                     console: Console) -> None:  # fmt: skip
+def _print_positions(
+    positions: Positions, limit: int, output: str | Path | None, console: Console
+) -> None:
     from rich.table import Table
 
-    held = Table(title=f"holdings of {positions.info.run_id} on {positions.last_date}",
-                 title_justify="left")  # fmt: skip
+    held = Table(
+        title=f"holdings of {positions.info.run_id} on {positions.last_date}", title_justify="left"
+    )
     for col in ("symbol", "shares", "weight"):
         held.add_column(col, justify="left" if col == "symbol" else "right")
     for row in positions.holdings().itertuples():
@@ -197,14 +219,19 @@ def _print_positions(positions: Positions, limit: int, output: str | Path | None
     for col in ("date", "symbol", "side", "shares", "price", "cost"):
         trades.add_column(col, justify="left" if col in ("date", "symbol", "side") else "right")
     for row in fills.tail(limit).itertuples():
-        trades.add_row(row.date, row.symbol, row.side, f"{row.shares:,.4g}", f"{row.price:,.2f}",
-                       f"{row.cost:,.2f}")  # fmt: skip
+        trades.add_row(
+            row.date,
+            row.symbol,
+            row.side,
+            f"{row.shares:,.4g}",
+            f"{row.price:,.2f}",
+            f"{row.cost:,.2f}",
+        )
     console.print(trades)
     console.print(positions.summary(), highlight=False)
     if output:
         out = positions.write(output)
-        console.print(f"wrote {out}: holdings.csv, fills.csv, holding_periods.csv",
-                      highlight=False)  # fmt: skip
+        console.print(f"wrote {out}: holdings.csv, fills.csv, holding_periods.csv", highlight=False)
 
 
 def handle_leaderboard(args: argparse.Namespace, console: Console) -> int:

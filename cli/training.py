@@ -108,9 +108,15 @@ def handle_tune(args: argparse.Namespace, console: Console) -> int:
     from marketarena.training.tune import tune
 
     overrides = list(args.set or ())
-    for flag, key in (("n_trials", "n_trials"), ("timeout", "timeout"), ("n_jobs", "n_jobs"),
-                      ("storage", "storage"), ("study", "study"), ("sampler", "sampler"),
-                      ("pruner", "pruner")):  # fmt: skip
+    for flag, key in (
+        ("n_trials", "n_trials"),
+        ("timeout", "timeout"),
+        ("n_jobs", "n_jobs"),
+        ("storage", "storage"),
+        ("study", "study"),
+        ("sampler", "sampler"),
+        ("pruner", "pruner"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"tuning.{key}={value}")
@@ -125,8 +131,9 @@ def handle_tune(args: argparse.Namespace, console: Console) -> int:
     try:
         result = tune(config, out_dir=args.output, on_trial=on_trial)
     except KeyboardInterrupt:
-        console.print("interrupted: the study is saved; run the same command again to resume",
-                      highlight=False)  # fmt: skip
+        console.print(
+            "interrupted: the study is saved; run the same command again to resume", highlight=False
+        )
         return EXIT_INTERRUPTED
     console.print(
         f"study {result.study_name} in {result.storage}: {result.n_trials} trials "
@@ -134,13 +141,20 @@ def handle_tune(args: argparse.Namespace, console: Console) -> int:
         highlight=False,
     )
     if result.best_value is not None:
-        console.print(f"best {config.tuning.objective}: {result.best_value:.4f} with "
-                      f"{result.best_params}", highlight=False)  # fmt: skip
-        console.print(f"best config: {result.best_config_path}  (marketarena train --config "
-                      f"{result.best_config_path})", highlight=False)  # fmt: skip
+        console.print(
+            f"best {config.tuning.objective}: {result.best_value:.4f} with {result.best_params}",
+            highlight=False,
+        )
+        console.print(
+            f"best config: {result.best_config_path}  (marketarena train --config "
+            f"{result.best_config_path})",
+            highlight=False,
+        )
     if result.test:
         t = result.test
-        console.print(f"test split, once: Sharpe {t['sharpe']:.2f}, deflated Sharpe "
-                      f"{t['deflated_sharpe']:.2f} over {int(t['n_trials'])} trials",
-                      highlight=False)  # fmt: skip
+        console.print(
+            f"test split, once: Sharpe {t['sharpe']:.2f}, deflated Sharpe "
+            f"{t['deflated_sharpe']:.2f} over {int(t['n_trials'])} trials",
+            highlight=False,
+        )
     return EXIT_OK

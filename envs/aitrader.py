@@ -36,9 +36,14 @@ from marketarena.envs.data import (
 from marketarena.envs.errors import ConfigError, MissingFileError
 
 KEYS = {
-    "1. buy price": "open", "1. open": "open", "2. high": "high", "3. low": "low",
-    "4. sell price": "close", "4. close": "close", "5. volume": "volume",
-}  # fmt: skip
+    "1. buy price": "open",
+    "1. open": "open",
+    "2. high": "high",
+    "3. low": "low",
+    "4. sell price": "close",
+    "4. close": "close",
+    "5. volume": "volume",
+}
 
 
 def _series_rows(doc: dict[str, Any], source: str) -> tuple[str, list[dict[str, Any]]]:
@@ -47,9 +52,9 @@ def _series_rows(doc: dict[str, Any], source: str) -> tuple[str, list[dict[str, 
         series = doc["Time Series (Daily)"]
     except (KeyError, TypeError):
         raise DataValidationError(
-            source, ["not an AI-Trader series: needs 'Meta Data'/'2. Symbol' and "
-                     "'Time Series (Daily)'"],
-        ) from None  # fmt: skip
+            source,
+            ["not an AI-Trader series: needs 'Meta Data'/'2. Symbol' and 'Time Series (Daily)'"],
+        ) from None
     if not isinstance(series, dict):
         problem = f"{symbol}: 'Time Series (Daily)' must map dates to bars, not {_shown(series)}"
         raise DataValidationError(source, [problem])
@@ -185,10 +190,16 @@ def load_aitrader(
         warnings.warn(f"{label}: {note}", DataWarning, stacklevel=2)
     data = from_long_frame(frame, name=label, missing=missing)
     return MarketData(
-        dates=data.dates, symbols=data.symbols, close=data.close, open=data.open,
-        high=data.high, low=data.low, volume=data.volume, name=label,
+        dates=data.dates,
+        symbols=data.symbols,
+        close=data.close,
+        open=data.open,
+        high=data.high,
+        low=data.low,
+        volume=data.volume,
+        name=label,
         notes=(*data.notes, *notes),
-    )  # fmt: skip
+    )
 
 
 def load_benchmark_series(path: str | Path, price: Literal["close", "open"] = "close") -> pd.Series:

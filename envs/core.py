@@ -69,18 +69,24 @@ class ActionSpec:
 
     def __post_init__(self) -> None:
         check_settings(
-            action_mapping=self.mapping, softmax_scale=self.softmax_scale,
-            discrete_levels=self.discrete_levels, rebalance_band=self.rebalance_band,
+            action_mapping=self.mapping,
+            softmax_scale=self.softmax_scale,
+            discrete_levels=self.discrete_levels,
+            rebalance_band=self.rebalance_band,
             relative_band=self.relative_band,
-        )  # fmt: skip
+        )
 
     @classmethod
     def from_settings(cls, settings: EnvSettings) -> ActionSpec:
         """The action interface of an env with ``settings``."""
         return cls(
-            settings.action_mapping, settings.softmax_scale, settings.discrete_levels,
-            settings.rules.max_gross_leverage, settings.rebalance_band, settings.relative_band,
-        )  # fmt: skip
+            settings.action_mapping,
+            settings.softmax_scale,
+            settings.discrete_levels,
+            settings.rules.max_gross_leverage,
+            settings.rebalance_band,
+            settings.relative_band,
+        )
 
     def space(self, n_assets: int) -> spaces.Space:
         if self.mapping == "discrete":

@@ -222,18 +222,29 @@ class MarketData:
         sectors = None if self.sectors is None else tuple(self.sectors[c] for c in cols)
         features = None if self.features is None else self.features[:, cols]
         return MarketData(
-            dates=self.dates, symbols=tuple(wanted), sectors=sectors, features=features,
-            feature_names=self.feature_names, name=self.name, notes=self.notes, **kwargs,
-        )  # fmt: skip
+            dates=self.dates,
+            symbols=tuple(wanted),
+            sectors=sectors,
+            features=features,
+            feature_names=self.feature_names,
+            name=self.name,
+            notes=self.notes,
+            **kwargs,
+        )
 
     def _replace_rows(self, rows: builtins.slice) -> MarketData:  # `slice` is the method
         kwargs = {f: getattr(self, f)[rows] for f in self.fields}
         features = None if self.features is None else self.features[rows]
         return MarketData(
-            dates=self.dates[rows], symbols=self.symbols, sectors=self.sectors,
-            features=features, feature_names=self.feature_names, name=self.name,
-            notes=self.notes, **kwargs,
-        )  # fmt: skip
+            dates=self.dates[rows],
+            symbols=self.symbols,
+            sectors=self.sectors,
+            features=features,
+            feature_names=self.feature_names,
+            name=self.name,
+            notes=self.notes,
+            **kwargs,
+        )
 
     # --------------------------------------------------------------- exports
     def content_hash(self) -> str:
@@ -500,14 +511,20 @@ def _apply_missing_policy(
     leading = [sym for sym in close.columns if pd.isna(close[sym].iloc[0])]
     if leading:
         first = {sym: close[sym].first_valid_index() for sym in leading}
+        starts = close.index[0].date()
         raise DataValidationError(
             source,
-            [f"{sym}: no bars at all" if d is None else
-             f"{sym}: first bar on {d.date()}, after the panel starts on {close.index[0].date()}"
-             for sym, d in first.items()]
-            + ["missing='ffill' cannot invent prices before a symbol's first bar: drop the "
-               "symbol (missing='drop_symbol') or start the data later"],
-        )  # fmt: skip
+            [
+                f"{sym}: no bars at all"
+                if d is None
+                else f"{sym}: first bar on {d.date()}, after the panel starts on {starts}"
+                for sym, d in first.items()
+            ]
+            + [
+                "missing='ffill' cannot invent prices before a symbol's first bar: drop the "
+                "symbol (missing='drop_symbol') or start the data later"
+            ],
+        )
     n_filled = int(missing.to_numpy().sum())
     filled_close = close.ffill()
     out = {"close": filled_close}
@@ -691,9 +708,11 @@ def from_wide_frame(
         i = int(np.flatnonzero(np.asarray(df.index[1:] < df.index[:-1]))[0])
         raise DataValidationError(
             name,
-            [f"dates not sorted: {df.index[i + 1].date()} follows {df.index[i].date()}; "
-             "sort the file"],
-        )  # fmt: skip
+            [
+                f"dates not sorted: {df.index[i + 1].date()} follows {df.index[i].date()}; "
+                "sort the file"
+            ],
+        )
     df.columns = [str(c).strip() for c in df.columns]
     for col in df.columns:
         values = pd.to_numeric(df[col], errors="coerce")

@@ -215,9 +215,12 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         self._date_history.append(info["date"])
         # .item(): a batch of one holds one element, and item() is the cheap conversion
         return (
-            self._observation(weights), reward.item(), terminated.item(), truncated.item(),
+            self._observation(weights),
+            reward.item(),
+            terminated.item(),
+            truncated.item(),
             info,
-        )  # fmt: skip
+        )
 
     def action_to_weights(self, action: np.ndarray) -> np.ndarray:
         """Target asset weights ``(N,)`` for an action (see the class docstring)."""
@@ -288,10 +291,16 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         start, the reward's state and the NAV and date histories (copies)."""
         core = self.core
         return {
-            **self.sim.get_state(), "episode_start": int(core.episode_start[0]),
-            **copy.deepcopy({"reward": vars(core.reward_fn), "nav_history": self._nav_history,
-                             "date_history": self._date_history}),
-        }  # fmt: skip
+            **self.sim.get_state(),
+            "episode_start": int(core.episode_start[0]),
+            **copy.deepcopy(
+                {
+                    "reward": vars(core.reward_fn),
+                    "nav_history": self._nav_history,
+                    "date_history": self._date_history,
+                }
+            ),
+        }
 
     def set_state(self, state: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         """Restore :meth:`get_state` after a ``reset``; returns the observation and info."""

@@ -94,8 +94,12 @@ def _meta(
             the stored type (a reward by name; rules as a dict of fields, empty by default).
         bounds: ``ge``, ``gt``, ``lt`` limits, checked here and by configs.
     """
-    return {"convert": convert, "bounds": bounds, "file_type": file_type,
-            "file_default": file_default}  # fmt: skip
+    return {
+        "convert": convert,
+        "bounds": bounds,
+        "file_type": file_type,
+        "file_default": file_default,
+    }
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,13 @@ def file_fields() -> tuple[FileField, ...]:
             None if f.default_factory is MISSING else f.default_factory
         )
         default = MISSING if factory is not None else f.default
-        out.append(FileField(f.name, meta["file_type"] or _types()[f.name], default, factory,
-                             dict(meta["bounds"])))  # fmt: skip
+        out.append(
+            FileField(
+                f.name,
+                meta["file_type"] or _types()[f.name],
+                default,
+                factory,
+                dict(meta["bounds"]),
+            )
+        )
     return tuple(out)

@@ -144,10 +144,15 @@ class TradingRules:
 RULE_PRESETS: dict[str, TradingRules] = {
     "default": TradingRules(),
     "aitrader": TradingRules(
-        initial_cash=10_000.0, execution="next_open", commission_bps=0.0, min_fee=0.0,
-        slippage_bps=0.0, lot_size=1, allow_short=False,
+        initial_cash=10_000.0,
+        execution="next_open",
+        commission_bps=0.0,
+        min_fee=0.0,
+        slippage_bps=0.0,
+        lot_size=1,
+        allow_short=False,
     ),
-}  # fmt: skip
+}
 
 
 def project_weights(weights: np.ndarray, rules: TradingRules) -> np.ndarray:
@@ -337,9 +342,15 @@ class Simulator:
         self.mark = np.array(close[np.zeros(n, dtype=np.int64)], dtype=np.float64)
         zeros = np.zeros(n)
         self._result = StepResult(
-            nav_before=zeros, nav=self.nav, peak_nav=self.peak_nav, commission=zeros,
-            slippage=zeros, borrow=zeros, costs=zeros, turnover=zeros,
-        )  # fmt: skip
+            nav_before=zeros,
+            nav=self.nav,
+            peak_nav=self.peak_nav,
+            commission=zeros,
+            slippage=zeros,
+            borrow=zeros,
+            costs=zeros,
+            turnover=zeros,
+        )
         # recording: whole-batch arrays per step; each env's episode starts at an offset
         self._log: list[tuple[np.ndarray, ...]] = []
         self._episode_start = np.zeros(n, dtype=np.int64)
@@ -379,10 +390,12 @@ class Simulator:
         """Env ``env``'s portfolio, to restore with :meth:`set_state` (copies): the decision
         index ``t``, ``shares``, ``holdings``, ``nav`` and ``peak_nav``."""
         return {
-            "t": int(self.t[env]), "shares": self.shares[env].copy(),
-            "holdings": self.holdings[env].copy(), "nav": float(self.nav[env]),
+            "t": int(self.t[env]),
+            "shares": self.shares[env].copy(),
+            "holdings": self.holdings[env].copy(),
+            "nav": float(self.nav[env]),
             "peak_nav": float(self.peak_nav[env]),
-        }  # fmt: skip
+        }
 
     def set_state(self, state: Mapping[str, Any], env: int = 0) -> None:
         """Put env ``env`` back where :meth:`get_state` saw it: its next step is the step the
@@ -618,9 +631,16 @@ class Simulator:
         side_pay = np.where(traded > 0, self._buy_pay, self._sell_keep)
         fee = np.maximum(abs_value * side_pay * self._commission, self._min_fee * (traded != 0))
         self._log.append(
-            (self.t.copy(), traded, fill.copy(), fee + abs_value * self._slippage,
-             self._cash.copy(), self.shares.copy(), self.nav)
-        )  # fmt: skip
+            (
+                self.t.copy(),
+                traded,
+                fill.copy(),
+                fee + abs_value * self._slippage,
+                self._cash.copy(),
+                self.shares.copy(),
+                self.nav,
+            )
+        )
 
     def breached(self) -> np.ndarray:
         """Envs whose NAV hit the ruin level or the stop-loss (bool ``(n_envs,)``)."""
@@ -638,8 +658,10 @@ class Simulator:
         if not self._log or self._episode_start[env] >= len(self._log):
             return []
         _, traded, price, cost, *_ = self._log[-1]
-        return [(self.data.symbols[j], float(traded[env, j]), float(price[env, j]),
-                 float(cost[env, j])) for j in np.flatnonzero(traded[env])]  # fmt: skip
+        return [
+            (self.data.symbols[j], float(traded[env, j]), float(price[env, j]), float(cost[env, j]))
+            for j in np.flatnonzero(traded[env])
+        ]
 
     def history(self, env: int = 0) -> SimulationHistory:
         """Fills and daily snapshots of env ``env`` since its last reset (``record=True``).

@@ -138,9 +138,11 @@ def walk_forward(
         if val_end > hi:
             break
         folds.append(
-            (_range(data, lo if expanding else train_start, train_end),
-             _range(data, train_end + 1, val_end))
-        )  # fmt: skip
+            (
+                _range(data, lo if expanding else train_start, train_end),
+                _range(data, train_end + 1, val_end),
+            )
+        )
         train_start += step
     if not folds:
         raise DataError(

@@ -62,9 +62,15 @@ def _bars_from_log_returns(
     )
     dates = pd.bdate_range(start=start_date, periods=n_periods).to_numpy().astype("datetime64[D]")
     return MarketData(
-        dates=dates, symbols=_symbols(n_assets), open=open_, high=high, low=low, close=close,
-        volume=volume, name=name,
-    )  # fmt: skip
+        dates=dates,
+        symbols=_symbols(n_assets),
+        open=open_,
+        high=high,
+        low=low,
+        close=close,
+        volume=volume,
+        name=name,
+    )
 
 
 def gbm_market(
@@ -90,9 +96,13 @@ def gbm_market(
     daily_vol = sigma_arr * np.sqrt(_DT)
     log_returns = (mu_arr - 0.5 * sigma_arr**2) * _DT + daily_vol * z
     return _bars_from_log_returns(
-        rng, log_returns, np.broadcast_to(daily_vol, log_returns.shape),
-        start_price=start_price, start_date=start_date, name=f"gbm(n={n_assets},seed={seed})",
-    )  # fmt: skip
+        rng,
+        log_returns,
+        np.broadcast_to(daily_vol, log_returns.shape),
+        start_price=start_price,
+        start_date=start_date,
+        name=f"gbm(n={n_assets},seed={seed})",
+    )
 
 
 def regime_switching_market(
@@ -150,6 +160,10 @@ def regime_switching_market(
     )
     log_returns = drift + daily_vol * z + jumps
     return _bars_from_log_returns(
-        rng, log_returns, daily_vol, start_price=start_price, start_date=start_date,
+        rng,
+        log_returns,
+        daily_vol,
+        start_price=start_price,
+        start_date=start_date,
         name=f"regime(n={n_assets},seed={seed})",
-    )  # fmt: skip
+    )

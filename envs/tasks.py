@@ -307,27 +307,34 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in (
         _task(
-            "Momentum", "each asset's drift flips sign every ~60 sessions (+-70% a year)",
-            "signal:Momentum", "buy_and_hold",
+            "Momentum",
+            "each asset's drift flips sign every ~60 sessions (+-70% a year)",
+            "signal:Momentum",
+            "buy_and_hold",
             generate=lambda s: momentum_market(s, name="marketarena/Momentum-v0"),
             rule=momentum_rule,
         ),
         _task(
             "MeanReversion",
             "each asset reverts to a common factor (OU deviation, half-life 10 sessions)",
-            "signal:MeanReversion", "buy_and_hold",
+            "signal:MeanReversion",
+            "buy_and_hold",
             generate=lambda s: mean_reversion_market(s, name="marketarena/MeanReversion-v0"),
             rule=reversion_rule,
         ),
         _task(
-            "VolTiming", "a shared calm regime (vol 10%) and a turbulent one (drift -60%, vol 60%)",
-            "signal:VolTiming", "buy_and_hold",
+            "VolTiming",
+            "a shared calm regime (vol 10%) and a turbulent one (drift -60%, vol 60%)",
+            "signal:VolTiming",
+            "buy_and_hold",
             generate=lambda s: volatility_regime_market(s, name="marketarena/VolTiming-v0"),
             rule=volatility_rule,
         ),
         _task(
-            "LeadLag", "the follower's return is 0.6x the leader's mean over the last 10 sessions",
-            "signal:LeadLag", "buy_and_hold",
+            "LeadLag",
+            "the follower's return is 0.6x the leader's mean over the last 10 sessions",
+            "signal:LeadLag",
+            "buy_and_hold",
             generate=lambda s: lead_lag_market(s, name="marketarena/LeadLag-v0"),
             rule=lead_lag_rule,
         ),
@@ -335,26 +342,36 @@ TASKS: dict[str, Task] = {
             "CostAware",
             "a momentum signal (+-6% a year, ~20-session regimes, 10% base drift) weaker "
             "than the costs: the best policy barely trades",
-            "buy_and_hold", "signal:CostAware",
+            "buy_and_hold",
+            "signal:CostAware",
             generate=lambda s: momentum_market(
-                s, drift=0.06, base_drift=0.10, mean_duration=20.0,
+                s,
+                drift=0.06,
+                base_drift=0.10,
+                mean_duration=20.0,
                 name="marketarena/CostAware-v0",
             ),
             rule=momentum_rule,
         ),
         _task(
-            "Noise", "independent zero-drift noise: the best policy holds and never churns",
-            "buy_and_hold", "random",
+            "Noise",
+            "independent zero-drift noise: the best policy holds and never churns",
+            "buy_and_hold",
+            "random",
             generate=lambda s: noise_market(s, name="marketarena/Noise-v0"),
         ),
         _task(
-            "SP500", "the bundled 20-stock panel (train 1990-2011, validation 2012-2014, "
+            "SP500",
+            "the bundled 20-stock panel (train 1990-2011, validation 2012-2014, "
             "test 2015-2022); no known optimum: 1 = equal weight, 0 = cash",
-            "equal_weight", "cash", known_optimum=False, data="sp500_20",
+            "equal_weight",
+            "cash",
+            known_optimum=False,
+            data="sp500_20",
             split_dates=("2012-01-03", "2015-01-02"),
         ),
     )
-}  # fmt: skip
+}
 
 
 def get_task(name: str) -> Task:

@@ -161,9 +161,15 @@ def _evaluate(
     spec = {"data": data, "settings": env_settings}
     seeds = list(range(config.seeds))
     evaluations = evaluate_agents(
-        agents, spec, config.start, config.end, seeds, benchmark=benchmark, progress=progress,
+        agents,
+        spec,
+        config.start,
+        config.end,
+        seeds,
+        benchmark=benchmark,
+        progress=progress,
         jobs=config.jobs,
-    )  # fmt: skip
+    )
     first = evaluations[0].results[0]
     settings = {
         "data": data.manifest(),
@@ -181,6 +187,9 @@ def _evaluate(
     }
     title = config.title or f"{data.name}: {settings['start']} to {settings['end']}"
     return EvaluationReport(
-        title=title, evaluations=evaluations, settings=settings,
-        periods_per_year=config.periods_per_year, risk_free=config.risk_free,
-    )  # fmt: skip
+        title=title,
+        evaluations=evaluations,
+        settings=settings,
+        periods_per_year=config.periods_per_year,
+        risk_free=config.risk_free,
+    )

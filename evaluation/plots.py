@@ -43,8 +43,13 @@ def equity_curves(results: Sequence[BacktestResult], path: Path) -> Path:
         ax.plot(res.dates, res.nav / res.nav[0], lw=1.2, label=res.agent)
     bench = next((r for r in results if r.benchmark is not None), None)
     if bench is not None and bench.benchmark is not None:
-        ax.plot(bench.dates, bench.benchmark / bench.benchmark[0], "k--", lw=1.0,
-                label=f"benchmark: {bench.benchmark_name}")  # fmt: skip
+        ax.plot(
+            bench.dates,
+            bench.benchmark / bench.benchmark[0],
+            "k--",
+            lw=1.0,
+            label=f"benchmark: {bench.benchmark_name}",
+        )
     ax.set_ylabel("growth of 1 (after costs)")
     ax.set_title("Equity curves")
     ax.grid(alpha=0.3)
@@ -67,9 +72,11 @@ def drawdowns(results: Sequence[BacktestResult], path: Path) -> Path:
 
 
 def rolling_sharpe(
-    results: Sequence[BacktestResult], path: Path, window: int = ROLLING_WINDOW,
+    results: Sequence[BacktestResult],
+    path: Path,
+    window: int = ROLLING_WINDOW,
     periods_per_year: int = metrics.PERIODS_PER_YEAR,
-) -> Path:  # fmt: skip
+) -> Path:
     """Annualised Sharpe over a trailing window of ``window`` periods."""
     fig, ax = _figure((10, 3.5))
     for res in results:
@@ -86,8 +93,14 @@ def rolling_sharpe(
     if ax.get_legend_handles_labels()[1]:
         ax.legend(fontsize=8)
     else:  # every run is shorter than the window
-        ax.text(0.5, 0.5, f"fewer than {window} periods: no rolling Sharpe", ha="center",
-                va="center", transform=ax.transAxes)  # fmt: skip
+        ax.text(
+            0.5,
+            0.5,
+            f"fewer than {window} periods: no rolling Sharpe",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
     fig.autofmt_xdate()
     return _save(fig, path)
 

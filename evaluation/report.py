@@ -132,11 +132,15 @@ class EvaluationReport:
             ]
             variance = float(np.var(sharpes, ddof=1)) if len(sharpes) > 1 else None
             for row in rows:
-                row.deflated_sharpe = float(metrics.deflated_sharpe_ratio(
-                    row.representative.returns, n_trials=len(rows),
-                    trials_sharpe_variance=variance, periods_per_year=self.periods_per_year,
-                    risk_free=self.risk_free,
-                ))  # fmt: skip
+                row.deflated_sharpe = float(
+                    metrics.deflated_sharpe_ratio(
+                        row.representative.returns,
+                        n_trials=len(rows),
+                        trials_sharpe_variance=variance,
+                        periods_per_year=self.periods_per_year,
+                        risk_free=self.risk_free,
+                    )
+                )
             self._rows = rows
         return self._rows
 
@@ -177,10 +181,13 @@ class EvaluationReport:
     # ------------------------------------------------------------------ tables
     def table(self) -> Table:
         level = f"{self.ci_level:.0%}"
-        table = Table(title=self.title or None, title_justify="left",
-                      caption=f"\\[brackets]: {level} stationary-bootstrap intervals; "
-                      "all metrics in metrics.csv and report.html",
-                      caption_justify="left")  # fmt: skip
+        table = Table(
+            title=self.title or None,
+            title_justify="left",
+            caption=f"\\[brackets]: {level} stationary-bootstrap intervals; "
+            "all metrics in metrics.csv and report.html",
+            caption_justify="left",
+        )
         table.add_column("agent", no_wrap=True)
         columns = list(TABLE_COLUMNS) + (list(BENCHMARK_COLUMNS) if self.has_benchmark else [])
         for _, header, _ in columns:
@@ -266,14 +273,23 @@ class EvaluationReport:
         if results:
             (out / "report.json").write_text(
                 json.dumps(
-                    {"title": self.title, "settings": self.settings,
-                     "periods_per_year": self.periods_per_year, "risk_free": self.risk_free,
-                     "ci_level": self.ci_level,
-                     "runs": {e.agent: [f"results/{slugify(e.agent)}__seed{r.seed}"
-                                        for r in e.results] for e in self.evaluations}},
-                    indent=2, default=_jsonable,
+                    {
+                        "title": self.title,
+                        "settings": self.settings,
+                        "periods_per_year": self.periods_per_year,
+                        "risk_free": self.risk_free,
+                        "ci_level": self.ci_level,
+                        "runs": {
+                            e.agent: [
+                                f"results/{slugify(e.agent)}__seed{r.seed}" for r in e.results
+                            ]
+                            for e in self.evaluations
+                        },
+                    },
+                    indent=2,
+                    default=_jsonable,
                 )
-            )  # fmt: skip
+            )
         return files
 
     def html(self, images: dict[str, Path]) -> str:
@@ -353,10 +369,13 @@ def load_report(output: str | Path) -> EvaluationReport:
         for agent, paths in meta["runs"].items()
     ]
     return EvaluationReport(
-        title=meta["title"], evaluations=evaluations, settings=meta["settings"],
-        periods_per_year=meta["periods_per_year"], risk_free=meta["risk_free"],
+        title=meta["title"],
+        evaluations=evaluations,
+        settings=meta["settings"],
+        periods_per_year=meta["periods_per_year"],
+        risk_free=meta["risk_free"],
         ci_level=meta["ci_level"],
-    )  # fmt: skip
+    )
 
 
 def slugify(name: str) -> str:

@@ -38,9 +38,12 @@ def ui_command(uri: str | None = None) -> str:
 def git_sha() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
-        )  # fmt: skip
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() or "unknown"
@@ -87,8 +90,11 @@ def log_evaluation(report: Any, output: Path, experiment: str = "marketarena-eva
     import mlflow
 
     settings = report.settings
-    tags = {"kind": "evaluation", "data": settings["data"]["name"],
-            "data_sha256": settings["data"]["sha256"]}  # fmt: skip
+    tags = {
+        "kind": "evaluation",
+        "data": settings["data"]["name"],
+        "data_sha256": settings["data"]["sha256"],
+    }
     with mlflow_run(experiment, report.title, tags) as run:
         mlflow.log_params(flatten({k: v for k, v in settings.items() if k != "data"}))
         mlflow.log_params(flatten({"data": settings["data"]}))

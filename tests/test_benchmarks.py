@@ -51,15 +51,31 @@ def test_time_case_counts_env_steps():
 
 def _learning_case(name: str, fps: float, **setting) -> dict:
     base = {
-        "policy": "AssetwisePolicy", "n_envs": 64, "n_steps": 64, "batch_size": 1024,
-        "n_epochs": 4, "gamma": 0.9, "gae_lambda": 0.9, "vec_normalize": True,
-        "torch_threads": 1, "timesteps": 4_096,
-    }  # fmt: skip
+        "policy": "AssetwisePolicy",
+        "n_envs": 64,
+        "n_steps": 64,
+        "batch_size": 1024,
+        "n_epochs": 4,
+        "gamma": 0.9,
+        "gae_lambda": 0.9,
+        "vec_normalize": True,
+        "torch_threads": 1,
+        "timesteps": 4_096,
+    }
     return {
-        **base, **setting, "name": name, "fps": fps, "fps_min": fps, "fps_max": fps,
-        "wall_s": 4_096 / fps, "cpu_per_wall": 1.0, "steps_per_cpu_s": fps,
-        "rollout_share": 0.4, "train_share": 0.6, "per_repeat": [],
-    }  # fmt: skip
+        **base,
+        **setting,
+        "name": name,
+        "fps": fps,
+        "fps_min": fps,
+        "fps_max": fps,
+        "wall_s": 4_096 / fps,
+        "cpu_per_wall": 1.0,
+        "steps_per_cpu_s": fps,
+        "rollout_share": 0.4,
+        "train_share": 0.6,
+        "per_repeat": [],
+    }
 
 
 def _learning_result(a_fps: float = 16_000.0) -> dict:
@@ -134,13 +150,17 @@ def test_learning_throughput_section_in_the_suite(tmp_path):
 
     # a rerun of one section replaces it in the saved report and keeps the others
     saved = {
-        "machine": run.machine(), "quick": True, "seconds": 100.0,
+        "machine": run.machine(),
+        "quick": True,
+        "seconds": 100.0,
         "sections": {"precision": {"rows": [{"case": "x", "value": 1.0, "unit": "u"}]}},
-    }  # fmt: skip
+    }
     partial = {
-        "machine": run.machine(), "quick": True, "seconds": 12.0,
+        "machine": run.machine(),
+        "quick": True,
+        "seconds": 12.0,
         "sections": {"learning_throughput": result},
-    }  # fmt: skip
+    }
     report = run.merge_into_saved(partial, run.merge_into_saved(partial, saved))
     assert list(report["sections"]) == ["precision", "learning_throughput"]
     assert [r["sections"] for r in report["reruns"]] == [["learning_throughput"]]

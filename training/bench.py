@@ -83,8 +83,17 @@ BENCH_AGENTS_HELP = (
     + SPEC_HELP
 )
 #: what every job records (besides its agent, task and seed)
-ROW_METRICS = ("growth", "score", "sharpe", "annual_turnover", "annual_costs", "max_drawdown",
-               "total_return", "timesteps", "seconds")  # fmt: skip
+ROW_METRICS = (
+    "growth",
+    "score",
+    "sharpe",
+    "annual_turnover",
+    "annual_costs",
+    "max_drawdown",
+    "total_return",
+    "timesteps",
+    "seconds",
+)
 
 Progress = Callable[[int, int, str], None]
 
@@ -327,8 +336,14 @@ def run_job(job: Job, config: BenchConfig, parent_run_id: str | None = None) -> 
     score it."""
     agent, task, seed = job.agent, job.task, job.seed
     started = time.perf_counter()
-    row: dict[str, Any] = {"agent": agent.name, "kind": agent.kind, "task": task, "seed": seed,
-                           "spec": agent.spec, "model": None}  # fmt: skip
+    row: dict[str, Any] = {
+        "agent": agent.name,
+        "kind": agent.kind,
+        "task": task,
+        "seed": seed,
+        "spec": agent.spec,
+        "model": None,
+    }
     timesteps = 0
     overrides: dict[str, Any] = {}
     if agent.kind == "rl":
@@ -428,15 +443,18 @@ class BenchReport:
             for task in self.tasks:
                 s = self.per_task[agent][task]
                 interval = f"[{_num(s['iqm_low'])}, {_num(s['iqm_high'])}]"
-                out.append({
-                    "agent": agent, "task": task,
-                    "score (median)": _num(s["median"]),
-                    f"IQM {level} interval": interval,
-                    "turnover/yr": _num(s["annual_turnover"]),
-                    "reference turnover/yr": _num(s["reference_turnover"]),
-                    "costs/yr": format_value(s["annual_costs"], "abs_pct"),
-                    "Sharpe": _num(s["sharpe"]),
-                })  # fmt: skip
+                out.append(
+                    {
+                        "agent": agent,
+                        "task": task,
+                        "score (median)": _num(s["median"]),
+                        f"IQM {level} interval": interval,
+                        "turnover/yr": _num(s["annual_turnover"]),
+                        "reference turnover/yr": _num(s["reference_turnover"]),
+                        "costs/yr": format_value(s["annual_costs"], "abs_pct"),
+                        "Sharpe": _num(s["sharpe"]),
+                    }
+                )
         return out
 
     def lines(self) -> list[str]:
@@ -484,9 +502,11 @@ class BenchReport:
         scores = {a: self.score_matrix(a) for a in self.aggregates}
         if scores:
             bench_stats.plot_performance_profiles(
-                scores, files["profiles"], reps=self.settings["config"]["reps"],
+                scores,
+                files["profiles"],
+                reps=self.settings["config"]["reps"],
                 confidence=self.settings["config"]["confidence"],
-            )  # fmt: skip
+            )
         else:
             files.pop("profiles")
         files["html"].write_text(self.html(files.get("profiles")))
@@ -509,28 +529,50 @@ class BenchReport:
         profiles inlined (base64), every job, and the settings."""
         level = f"{self.settings['config']['confidence']:.0%}"
         aggregate = _html_table(
-            ["agent", "IQM", f"IQM {level}", "median", "mean", "optimality gap", "turnover/yr",
-             "costs/yr"],
-            [[agent, _num(a["iqm"]), f"[{_num(a['iqm_low'])}, {_num(a['iqm_high'])}]",
-              _num(a["median"]), _num(a["mean"]), _num(a["optimality_gap"]),
-              _num(a["annual_turnover"]), format_value(a["annual_costs"], "abs_pct")]
-             for agent, a in self.aggregates.items()],
-        )  # fmt: skip
-        per_task = _html_table(list(self.table()[0]) if self.rows else [],
-                               [list(r.values()) for r in self.table()])  # fmt: skip
+            [
+                "agent",
+                "IQM",
+                f"IQM {level}",
+                "median",
+                "mean",
+                "optimality gap",
+                "turnover/yr",
+                "costs/yr",
+            ],
+            [
+                [
+                    agent,
+                    _num(a["iqm"]),
+                    f"[{_num(a['iqm_low'])}, {_num(a['iqm_high'])}]",
+                    _num(a["median"]),
+                    _num(a["mean"]),
+                    _num(a["optimality_gap"]),
+                    _num(a["annual_turnover"]),
+                    format_value(a["annual_costs"], "abs_pct"),
+                ]
+                for agent, a in self.aggregates.items()
+            ],
+        )
+        per_task = _html_table(
+            list(self.table()[0]) if self.rows else [], [list(r.values()) for r in self.table()]
+        )
         improvement = _html_table(
             ["X", "Y", "P(X > Y)", f"{level} interval"],
-            [[p["x"], p["y"], _num(p["probability"]), f"[{_num(p['low'])}, {_num(p['high'])}]"]
-             for p in self.improvement],
-        )  # fmt: skip
+            [
+                [p["x"], p["y"], _num(p["probability"]), f"[{_num(p['low'])}, {_num(p['high'])}]"]
+                for p in self.improvement
+            ],
+        )
         columns = ["agent", "task", "seed", *ROW_METRICS]
         jobs = _html_table(columns, [[_cell(r.get(c)) for c in columns] for r in self.rows])
         figure = ""
         if profiles is not None:
             encoded = base64.b64encode(profiles.read_bytes()).decode()
-            figure = (f'<figure><img alt="performance profiles" src="data:image/png;base64,'
-                      f'{encoded}"><figcaption>performance profiles over '
-                      f"{', '.join(self.scored_tasks)}</figcaption></figure>")  # fmt: skip
+            figure = (
+                f'<figure><img alt="performance profiles" src="data:image/png;base64,'
+                f'{encoded}"><figcaption>performance profiles over '
+                f"{', '.join(self.scored_tasks)}</figcaption></figure>"
+            )
         settings = html.escape(json.dumps(_finite(self.settings), indent=2))
         notes = "".join(f"<p>{html.escape(n)}</p>" for n in self.notes)
         title = "marketarena bench"
@@ -671,13 +713,18 @@ def _run_bench(config: BenchConfig, progress: Progress | None) -> BenchReport:
         "config": config.as_dict(),
         "seeds": list(seeds),
         "tasks": {t: _task_settings(t) for t in tasks},
-        "agents": {a.name: {"kind": a.kind, "spec": a.spec,
-                            "config": str(a.config_path) if a.config_path else None}
-                   for a in agents},
+        "agents": {
+            a.name: {
+                "kind": a.kind,
+                "spec": a.spec,
+                "config": str(a.config_path) if a.config_path else None,
+            }
+            for a in agents
+        },
         "git_sha": tracking.git_sha(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mlflow_run_id": None,
-    }  # fmt: skip
+    }
     rows: list[dict[str, Any]] = []
     with _parent_run(config) as parent:
         if parent is not None:
@@ -703,10 +750,15 @@ def _run_bench(config: BenchConfig, progress: Progress | None) -> BenchReport:
 def _task_settings(name: str) -> dict[str, Any]:
     task = get_task(name)
     data = task.market()
-    return {"env_id": task.env_id, "known_optimum": task.known_optimum,
-            "reference": task.reference, "baseline": task.baseline,
-            "data": data.name, "data_sha256": data.content_hash(),
-            "splits": {k: list(v) for k, v in task.splits().items()}}  # fmt: skip
+    return {
+        "env_id": task.env_id,
+        "known_optimum": task.known_optimum,
+        "reference": task.reference,
+        "baseline": task.baseline,
+        "data": data.name,
+        "data_sha256": data.content_hash(),
+        "splits": {k: list(v) for k, v in task.splits().items()},
+    }
 
 
 # ----------------------------------------------------------------------------- MLflow
@@ -725,23 +777,30 @@ def _job_run(config: BenchConfig, job: Job) -> Any:
     import mlflow
 
     parent = mlflow.active_run()
-    tags = {"kind": "bench_job", "agent": job.agent.name, "task": job.task,
-            "seed": str(job.seed)}  # fmt: skip
+    tags = {"kind": "bench_job", "agent": job.agent.name, "task": job.task, "seed": str(job.seed)}
     return tracking.mlflow_run(
-        config.experiment, f"{job.agent.name} | {job.task} | seed {job.seed}", tags,
-        nested=True, parent_run_id=parent.info.run_id if parent else None,
-    )  # fmt: skip
+        config.experiment,
+        f"{job.agent.name} | {job.task} | seed {job.seed}",
+        tags,
+        nested=True,
+        parent_run_id=parent.info.run_id if parent else None,
+    )
 
 
 def _log_bench_params(config: BenchConfig, settings: dict[str, Any]) -> None:
     import mlflow
 
     c = settings["config"]
-    mlflow.log_params({
-        "agents": " ".join(c["agents"]), "tasks": " ".join(c["tasks"]),
-        "seeds": " ".join(map(str, c["seeds"])), "timesteps": str(c["timesteps"]),
-        "reps": c["reps"], "confidence": c["confidence"],
-    })  # fmt: skip
+    mlflow.log_params(
+        {
+            "agents": " ".join(c["agents"]),
+            "tasks": " ".join(c["tasks"]),
+            "seeds": " ".join(map(str, c["seeds"])),
+            "timesteps": str(c["timesteps"]),
+            "reps": c["reps"],
+            "confidence": c["confidence"],
+        }
+    )
     mlflow.log_params({f"data.{t}.sha256": s["data_sha256"] for t, s in settings["tasks"].items()})
 
 

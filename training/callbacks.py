@@ -76,12 +76,17 @@ class RichProgress(BaseCallback):
         )
 
         self._progress = Progress(
-            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
-        )  # fmt: skip
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        )
         self._progress.start()
-        self._task = self._progress.add_task(self.description, total=self.total,
-                                             completed=self.start)  # fmt: skip
+        self._task = self._progress.add_task(
+            self.description, total=self.total, completed=self.start
+        )
 
     def _on_step(self) -> bool:
         self._progress.update(self._task, completed=self.num_timesteps)

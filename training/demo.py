@@ -48,8 +48,10 @@ class DemoConfig:
 def demo_ppo_config_path() -> Path:
     """``configs/demo_ppo.yaml`` in the working directory, else in the repository that holds
     the package; a clear error naming both places when neither has it."""
-    candidates = (Path.cwd() / DEMO_PPO_CONFIG, Path(__file__).resolve().parent.parent /
-                  DEMO_PPO_CONFIG)  # fmt: skip
+    candidates = (
+        Path.cwd() / DEMO_PPO_CONFIG,
+        Path(__file__).resolve().parent.parent / DEMO_PPO_CONFIG,
+    )
     for path in candidates:
         if path.is_file():
             return path
@@ -69,20 +71,25 @@ def ppo_config(config: DemoConfig) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(settings, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return merge(settings, {
-        "env": {
-            "data": config.data,
-            "splits": {"validation_start": config.validation_start, "test_start": config.start},
-            "rules": {"commission_bps": config.commission_bps,
-                      "slippage_bps": config.slippage_bps},
+    return merge(
+        settings,
+        {
+            "env": {
+                "data": config.data,
+                "splits": {"validation_start": config.validation_start, "test_start": config.start},
+                "rules": {
+                    "commission_bps": config.commission_bps,
+                    "slippage_bps": config.slippage_bps,
+                },
+            },
+            "algo": {"total_timesteps": config.ppo_timesteps},
+            "training": {
+                "eval_every": max(config.ppo_timesteps // 4, 1),
+                "checkpoint_every": config.ppo_timesteps,
+                "output_dir": config.runs_dir,
+            },
         },
-        "algo": {"total_timesteps": config.ppo_timesteps},
-        "training": {
-            "eval_every": max(config.ppo_timesteps // 4, 1),
-            "checkpoint_every": config.ppo_timesteps,
-            "output_dir": config.runs_dir,
-        },
-    })  # fmt: skip
+    )
 
 
 def run_demo(

@@ -153,8 +153,15 @@ def to_overrides(algorithm: str, params: Mapping[str, Any], n_envs: int) -> dict
         hp["learning_rate"] = p["learning_rate"]
     if "one_minus_gamma" in p:
         hp["gamma"] = round(1.0 - p["one_minus_gamma"], 6)
-    for name in ("n_epochs", "ent_coef", "gae_lambda", "clip_range", "tau", "train_freq",
-                 "learning_starts"):  # fmt: skip
+    for name in (
+        "n_epochs",
+        "ent_coef",
+        "gae_lambda",
+        "clip_range",
+        "tau",
+        "train_freq",
+        "learning_starts",
+    ):
         if name in p:
             hp[name] = p[name]
     if "n_steps_exp" in p:

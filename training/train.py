@@ -127,14 +127,20 @@ def make_training_env(config: Config, data: MarketData, split: tuple[str, str]) 
         raise ConfigError(
             f"env.episode_length={length} does not fit the train split {split[0]}..{split[1]}"
         )
-    venv = PortfolioVectorEnv(config.algo.n_envs, data, settings, start=split[0], end=split[1],
-                              copy=False)  # fmt: skip
+    venv = PortfolioVectorEnv(
+        config.algo.n_envs, data, settings, start=split[0], end=split[1], copy=False
+    )
     env: VecEnv = VecMonitor(SB3PortfolioVecEnv(venv))
     norm = config.algo.normalize
     if norm.observations or norm.rewards:
         gamma = float(config.algo.hyperparameters.get("gamma", 0.99))
-        env = VecNormalize(env, norm_obs=norm.observations, norm_reward=norm.rewards,
-                           clip_obs=norm.clip_obs, gamma=gamma)  # fmt: skip
+        env = VecNormalize(
+            env,
+            norm_obs=norm.observations,
+            norm_reward=norm.rewards,
+            clip_obs=norm.clip_obs,
+            gamma=gamma,
+        )
     return env
 
 
@@ -153,9 +159,14 @@ def make_model(config: Config, env: Any) -> Any:
     policy_kwargs.update(algo.policy_kwargs)
     try:
         return algorithm_class(algo.name)(
-            policy, env, seed=config.seed, device=algo.device, verbose=0,
-            policy_kwargs=policy_kwargs, **algo.hyperparameters,
-        )  # fmt: skip
+            policy,
+            env,
+            seed=config.seed,
+            device=algo.device,
+            verbose=0,
+            policy_kwargs=policy_kwargs,
+            **algo.hyperparameters,
+        )
     except (AssertionError, TypeError, ValueError) as exc:  # SB3's checks of the settings
         raise ConfigError(
             f"algo: {algo.name} cannot be built with these settings (algo.hyperparameters, "
@@ -191,11 +202,16 @@ class Trainer:
         self.on_evaluation = on_evaluation
         self.run_dir = run_dir
         self.state = state or {
-            "num_timesteps": 0, "best_score": None, "best_metrics": {},
-            "evals_without_improvement": 0, "stopped_early": False, "mlflow_run_id": None,
+            "num_timesteps": 0,
+            "best_score": None,
+            "best_metrics": {},
+            "evals_without_improvement": 0,
+            "stopped_early": False,
+            "mlflow_run_id": None,
             "next_eval": config.training.eval_every,
-            "next_checkpoint": config.training.checkpoint_every, "evaluations": [],
-        }  # fmt: skip
+            "next_checkpoint": config.training.checkpoint_every,
+            "evaluations": [],
+        }
         self.data = load_universe(config)
         self.ranges = split_ranges(config, self.data)
         self.spec = action_spec(config)
@@ -225,10 +241,13 @@ class Trainer:
         if isinstance(self.env, VecNormalize):
             self.env.save(str(folder / "vecnormalize.pkl"))
         write_agent_metadata(
-            folder, algorithm=self.config.algo.name, name=self.config.name,
-            action_spec=self.spec.__dict__, symbols=list(self.data.symbols),
+            folder,
+            algorithm=self.config.algo.name,
+            name=self.config.name,
+            action_spec=self.spec.__dict__,
+            symbols=list(self.data.symbols),
             **self.config.env.to_settings().observation(),
-        )  # fmt: skip
+        )
         return folder / "model.zip"
 
     # ---------------------------------------------------------------- validation
@@ -236,8 +255,12 @@ class Trainer:
         from stable_baselines3.common.vec_env import VecNormalize
 
         normalizer = self.env.normalize_obs if isinstance(self.env, VecNormalize) else None
-        return SB3Agent(self.model, f"{self.config.algo.name}:{self.config.name}",
-                        obs_normalizer=normalizer, action_spec=self.spec)  # fmt: skip
+        return SB3Agent(
+            self.model,
+            f"{self.config.algo.name}:{self.config.name}",
+            obs_normalizer=normalizer,
+            action_spec=self.spec,
+        )
 
     def validation_backtest(self, agent: Any) -> BacktestResult:
         # agents return target weights, and apply their own band to them
@@ -256,8 +279,16 @@ class Trainer:
         result = self.validation_backtest(self.current_agent())
         table = result.metrics()
         chosen = self.config.training.selection_metric
-        keep = ("sharpe", "sortino", "calmar", "total_return", "cagr", "max_drawdown",
-                "volatility", "annual_turnover")  # fmt: skip
+        keep = (
+            "sharpe",
+            "sortino",
+            "calmar",
+            "total_return",
+            "cagr",
+            "max_drawdown",
+            "volatility",
+            "annual_turnover",
+        )
         record = {k: table[k] for k in keep} | {"step": step}
         self.state["evaluations"].append(record)
         if mlflow.active_run():
@@ -329,8 +360,7 @@ class Trainer:
             )
             self.env = self.stage_training_env(self.stage_at(self.state["num_timesteps"]))
             if isinstance(self.env, VecNormalize):
-                self.env = VecNormalize.load(str(resume_from / "vecnormalize.pkl"),
-                                             self.env.venv)  # fmt: skip
+                self.env = VecNormalize.load(str(resume_from / "vecnormalize.pkl"), self.env.venv)
             self.model.set_env(self.env)
             if c.algo.name not in ON_POLICY:
                 self.model.load_replay_buffer(resume_from / "replay_buffer.pkl")
@@ -353,10 +383,12 @@ class Trainer:
         stage = 0 if resume_from is None else self.stage_at(done)
         if c.mlflow.enabled:
             self.model.set_logger(Logger(folder=None, output_formats=[MlflowOutputFormat()]))
-        self._eval_cb = EveryNTimesteps(c.training.eval_every, self.validate,
-                                        self.state["next_eval"])  # fmt: skip
-        self._ckpt_cb = EveryNTimesteps(c.training.checkpoint_every, self.checkpoint,
-                                        self.state["next_checkpoint"])  # fmt: skip
+        self._eval_cb = EveryNTimesteps(
+            c.training.eval_every, self.validate, self.state["next_eval"]
+        )
+        self._ckpt_cb = EveryNTimesteps(
+            c.training.checkpoint_every, self.checkpoint, self.state["next_checkpoint"]
+        )
         callbacks: list[Any] = [self._eval_cb, self._ckpt_cb]
         ends = self.stage_ends()
         progress = None
@@ -395,12 +427,15 @@ class Trainer:
             mlflow.log_artifacts(str(report_dir), artifact_path="validation")
             log_pyfunc_model(best.parent if best.exists() else final.parent)
         return TrainResult(
-            run_dir=self.run_dir, model_path=final,
+            run_dir=self.run_dir,
+            model_path=final,
             best_model_path=best if best.exists() else None,
-            run_id=self.state["mlflow_run_id"], best_validation=self.state["best_metrics"],
-            timesteps=self.state["num_timesteps"], stopped_early=self.state["stopped_early"],
+            run_id=self.state["mlflow_run_id"],
+            best_validation=self.state["best_metrics"],
+            timesteps=self.state["num_timesteps"],
+            stopped_early=self.state["stopped_early"],
             evaluations=self.state["evaluations"],
-        )  # fmt: skip
+        )
 
     # ---------------------------------------------------------------- curriculum
     def stage_ends(self) -> list[int]:
@@ -458,12 +493,18 @@ class Trainer:
         start, end = self.ranges["validation"]
         report = evaluate(
             EvaluationConfig(
-                agents=(str(model_path.parent),), data=c.env.data, start=start, end=end,
-                benchmark=None, rules=c.env.rules, window=c.env.window,
-                features=c.env.features, universe=c.env.universe,
+                agents=(str(model_path.parent),),
+                data=c.env.data,
+                start=start,
+                end=end,
+                benchmark=None,
+                rules=c.env.rules,
+                window=c.env.window,
+                features=c.env.features,
+                universe=c.env.universe,
                 title=f"{c.name}: best model on validation {start} to {end}",
             )
-        )  # fmt: skip
+        )
         out = self.run_dir / "validation"
         report.write(out, results=False)
         return out
@@ -479,10 +520,11 @@ def log_pyfunc_model(model_dir: Path) -> None:
         from marketarena.training import mlflow_model
 
         mlflow.pyfunc.log_model(
-            name="model", python_model=mlflow_model.__file__,
+            name="model",
+            python_model=mlflow_model.__file__,
             artifacts={"model_dir": str(model_dir)},
             pip_requirements=["stable-baselines3", "torch", "numpy"],
-        )  # fmt: skip
+        )
 
 
 def _free_run_dir(config: Config) -> Path:
@@ -588,8 +630,13 @@ def _run_tracked(
     config, run_dir = trainer.config, trainer.run_dir
     if not config.mlflow.enabled:
         return trainer.run(ckpt)
-    tags = {"kind": "training", "algo": config.algo.name, "env_id": "marketarena/Portfolio-v0",
-            "data": trainer.data.name, "data_sha256": trainer.data.content_hash()}  # fmt: skip
+    tags = {
+        "kind": "training",
+        "algo": config.algo.name,
+        "env_id": "marketarena/Portfolio-v0",
+        "data": trainer.data.name,
+        "data_sha256": trainer.data.content_hash(),
+    }
     run_id = trainer.state["mlflow_run_id"]
     nesting = (
         {"nested": True, "parent_run_id": mlflow_parent_run_id} if mlflow_parent_run_id else {}

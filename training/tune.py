@@ -152,9 +152,12 @@ def make_storage(url: str | None, heartbeat_interval: int = 10, grace_period: in
         # heartbeats are "experimental" in Optuna; we use them
         with _quiet_optuna(), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(_with_driver(url), heartbeat_interval=heartbeat_interval,
-                              grace_period=grace_period,
-                              engine_kwargs={"pool_pre_ping": True})  # fmt: skip
+            return RDBStorage(
+                _with_driver(url),
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                engine_kwargs={"pool_pre_ping": True},
+            )
     except ImportError as exc:
         raise StorageError(f"storage {_redact(url)} needs a database driver: {exc}") from None
     except Exception as exc:  # sqlalchemy's connection errors, bad URLs
@@ -233,12 +236,14 @@ def fold_splits(config: Config) -> list[dict[str, str]]:
                 f"tuning.folds={config.tuning.folds} with {days}-day validation ranges leaves "
                 "too little training data before the first fold"
             )
-        out.append({
-            "start": str(data.dates[first]),
-            "validation_start": str(data.dates[v_start]),
-            "test_start": str(data.dates[v_end]),
-            "end": str(data.dates[v_end]),
-        })  # fmt: skip
+        out.append(
+            {
+                "start": str(data.dates[first]),
+                "validation_start": str(data.dates[v_start]),
+                "test_start": str(data.dates[v_end]),
+                "end": str(data.dates[v_end]),
+            }
+        )
     return out
 
 
@@ -254,10 +259,12 @@ class Objective:
         self.folds = fold_splits(config)
         self.on_result: Callable[[int, str, float | None], None] | None = None
 
-    def trial_config(self, params: dict[str, Any], fold: dict[str, str], seed: int,
-                     trial_number: int) -> Config:  # fmt: skip
-        overrides = search_spaces.to_overrides(self.config.algo.name, params,
-                                               self.config.algo.n_envs)  # fmt: skip
+    def trial_config(
+        self, params: dict[str, Any], fold: dict[str, str], seed: int, trial_number: int
+    ) -> Config:
+        overrides = search_spaces.to_overrides(
+            self.config.algo.name, params, self.config.algo.n_envs
+        )
         data = merge(copy.deepcopy(self.base), overrides)
         data["seed"] = seed
         data["env"]["splits"] = fold
@@ -271,8 +278,9 @@ class Objective:
         import optuna
 
         params = search_spaces.sample(trial, self.space)
-        readable = search_spaces.to_overrides(self.config.algo.name, params,
-                                              self.config.algo.n_envs)  # fmt: skip
+        readable = search_spaces.to_overrides(
+            self.config.algo.name, params, self.config.algo.n_envs
+        )
         for section, values in readable.items():
             for key, value in values.items():
                 if key == "hyperparameters":
@@ -287,8 +295,9 @@ class Objective:
                 cfg = self.trial_config(params, fold, seed, trial.number)
                 report = self._reporter(trial) if first else None
                 try:
-                    result = train(cfg, on_evaluation=report,
-                                   mlflow_parent_run_id=self.study_run_id)  # fmt: skip
+                    result = train(
+                        cfg, on_evaluation=report, mlflow_parent_run_id=self.study_run_id
+                    )
                 except optuna.TrialPruned:
                     raise
                 except (ValueError, RuntimeError) as exc:
@@ -358,21 +367,31 @@ def tune(
     out.mkdir(parents=True, exist_ok=True)
     with _quiet_optuna():
         study = optuna.create_study(
-            study_name=study_name, storage=storage, direction="maximize",
-            sampler=make_sampler(t.sampler, t.sampler_seed), pruner=make_pruner(t.pruner),
+            study_name=study_name,
+            storage=storage,
+            direction="maximize",
+            sampler=make_sampler(t.sampler, t.sampler_seed),
+            pruner=make_pruner(t.pruner),
             load_if_exists=True,
-        )  # fmt: skip
+        )
         study.set_user_attr("objective", t.objective)
         run_id = _study_run(study, config)
         objective = Objective(config, out, run_id)
         callbacks = [lambda study, trial: on_trial(trial)] if on_trial else []
-        study.optimize(objective, n_trials=t.n_trials, timeout=t.timeout, n_jobs=t.n_jobs,
-                       callbacks=callbacks, catch=())  # fmt: skip
+        study.optimize(
+            objective,
+            n_trials=t.n_trials,
+            timeout=t.timeout,
+            n_jobs=t.n_jobs,
+            callbacks=callbacks,
+            catch=(),
+        )
         return finish(study, config, out, run_id, storage_url=t.storage or DEFAULT_STORAGE)
 
 
-def finish(study: Any, config: Config, out: Path, run_id: str | None, *,
-           storage_url: str) -> TuneResult:  # fmt: skip
+def finish(
+    study: Any, config: Config, out: Path, run_id: str | None, *, storage_url: str
+) -> TuneResult:
     """Best config as YAML, importances and plots into the study run, optional retrain."""
     import optuna
 
@@ -380,11 +399,17 @@ def finish(study: Any, config: Config, out: Path, run_id: str | None, *,
     states = [tr.state for tr in trials]
     complete = [tr for tr in trials if tr.state == optuna.trial.TrialState.COMPLETE]
     result = TuneResult(
-        study_name=study.study_name, storage=_redact(storage_url), n_trials=len(trials),
-        n_complete=len(complete), n_pruned=states.count(optuna.trial.TrialState.PRUNED),
-        n_failed=states.count(optuna.trial.TrialState.FAIL), best_value=None, best_params={},
-        best_config_path=None, study_run_id=run_id,
-    )  # fmt: skip
+        study_name=study.study_name,
+        storage=_redact(storage_url),
+        n_trials=len(trials),
+        n_complete=len(complete),
+        n_pruned=states.count(optuna.trial.TrialState.PRUNED),
+        n_failed=states.count(optuna.trial.TrialState.FAIL),
+        best_value=None,
+        best_params={},
+        best_config_path=None,
+        study_run_id=run_id,
+    )
     if not complete:
         return result
     best = study.best_trial
@@ -392,15 +417,18 @@ def finish(study: Any, config: Config, out: Path, run_id: str | None, *,
     objective = Objective(config, out, run_id)
     # the trial trained with the fixed parameters too, which its params do not record
     params = {**search_spaces.fixed_values(objective.space), **best.params}
-    best_config = objective.trial_config(params, config.env.splits.model_dump(), config.seed,
-                                         best.number)  # fmt: skip
+    best_config = objective.trial_config(
+        params, config.env.splits.model_dump(), config.seed, best.number
+    )
     data = best_config.to_dict()
     data["name"] = f"{config.name}-best"
     data["training"]["output_dir"] = config.training.output_dir
     data["training"]["progress_bar"] = True
     path = out / "best_config.yaml"
-    header = (f"# best of {len(complete)} complete trials of study {study.study_name}: "
-              f"{config.tuning.objective} {best.value:.4f} (trial {best.number})\n")  # fmt: skip
+    header = (
+        f"# best of {len(complete)} complete trials of study {study.study_name}: "
+        f"{config.tuning.objective} {best.value:.4f} (trial {best.number})\n"
+    )
     path.write_text(header + yaml.safe_dump(data, sort_keys=False))
     result.best_config_path = path
     artifacts = [path, *_plots(study, out)]
@@ -422,12 +450,21 @@ def finish(study: Any, config: Config, out: Path, run_id: str | None, *,
             mlflow.log_metric(f"best/{config.tuning.objective}", float(best.value))
             mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
             mlflow.log_metrics({f"importance/{k}": float(v) for k, v in importances.items()})
-            mlflow.log_metrics({"trials/complete": len(complete),
-                                "trials/pruned": result.n_pruned,
-                                "trials/failed": result.n_failed})  # fmt: skip
+            mlflow.log_metrics(
+                {
+                    "trials/complete": len(complete),
+                    "trials/pruned": result.n_pruned,
+                    "trials/failed": result.n_failed,
+                }
+            )
             if result.test:
-                mlflow.log_metrics({f"test/{k}": v for k, v in result.test.items()
-                                    if isinstance(v, float) and math.isfinite(v)})  # fmt: skip
+                mlflow.log_metrics(
+                    {
+                        f"test/{k}": v
+                        for k, v in result.test.items()
+                        if isinstance(v, float) and math.isfinite(v)
+                    }
+                )
             for artifact in artifacts:
                 mlflow.log_artifact(str(artifact))
     return result
@@ -441,9 +478,11 @@ def _plots(study: Any, out: Path) -> list[Path]:
     from optuna.visualization import matplotlib as vis
 
     paths = []
-    for name, fn in (("optimization_history", vis.plot_optimization_history),
-                     ("param_importances", vis.plot_param_importances),
-                     ("parallel_coordinate", vis.plot_parallel_coordinate)):  # fmt: skip
+    for name, fn in (
+        ("optimization_history", vis.plot_optimization_history),
+        ("param_importances", vis.plot_param_importances),
+        ("parallel_coordinate", vis.plot_parallel_coordinate),
+    ):
         open_before = set(plt.get_fignums())
         try:
             with warnings.catch_warnings():
@@ -478,19 +517,31 @@ def retrain_and_test(best: Config, study: Any, out: Path) -> dict[str, float]:
     data_dict["env"]["splits"]["validation_start"] = str(data.dates[test_start - 63])
     result = train(build_config(data_dict, "retrain"))
     model = result.best_model_path or result.model_path
-    report = evaluate(EvaluationConfig(
-        agents=(str(Path(model).parent),), data=best.env.data, start=ranges["test"][0],
-        end=ranges["test"][1], benchmark=None, rules=best.env.rules,
-        title=f"{best.name}: test split, evaluated once",
-    ))  # fmt: skip
+    report = evaluate(
+        EvaluationConfig(
+            agents=(str(Path(model).parent),),
+            data=best.env.data,
+            start=ranges["test"][0],
+            end=ranges["test"][1],
+            benchmark=None,
+            rules=best.env.rules,
+            title=f"{best.name}: test split, evaluated once",
+        )
+    )
     report.write(out / "test_report")
     row = report.rows()[0]
-    values = [t.value for t in study.get_trials(deepcopy=False,
-              states=(optuna.trial.TrialState.COMPLETE,))]  # fmt: skip
+    values = [
+        t.value
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    ]
     # the trials' spread of Sharpe ratios, when Sharpe is what they were scored on
     sharpe_scored = study.user_attrs.get("objective", "sharpe") == "sharpe"
     variance = float(np.var(values, ddof=1)) if len(values) > 1 and sharpe_scored else None
-    dsr = metrics.deflated_sharpe_ratio(row.representative.returns, n_trials=max(len(values), 1),
-                                        trials_sharpe_variance=variance)  # fmt: skip
-    return {**{k: row.metrics[k] for k in ("sharpe", "total_return", "max_drawdown", "cagr")},
-            "deflated_sharpe": float(dsr), "n_trials": float(len(values))}  # fmt: skip
+    dsr = metrics.deflated_sharpe_ratio(
+        row.representative.returns, n_trials=max(len(values), 1), trials_sharpe_variance=variance
+    )
+    return {
+        **{k: row.metrics[k] for k in ("sharpe", "total_return", "max_drawdown", "cagr")},
+        "deflated_sharpe": float(dsr),
+        "n_trials": float(len(values)),
+    }

@@ -76,9 +76,10 @@ def _with_session_llm(
     that shapes the decisions (model, prompt, cadence) must match the run's."""
     stored = dict(spec.get("llm") or {})
     changed = sorted(
-        key for key, value in (llm or {}).items()
+        key
+        for key, value in (llm or {}).items()
         if key not in SESSION_LLM_OPTIONS and stored.get(key, value) != value
-    )  # fmt: skip
+    )
     if changed:
         raise ConfigError(
             f"run {run_id!r} was made with LLM option(s) "
@@ -109,24 +110,38 @@ def _build(spec: Mapping[str, Any], end: str, data: MarketData | None = None) ->
         )
     # the spec holds the env's settings (older runs: rules, window and features only)
     settings = EnvSettings.from_dict({k: v for k, v in spec.items() if k in setting_names()})
-    env = make_backtest_env({"data": data, "settings": settings,
-                             "snapshot_lookback": snapshot_lookback(agent)}, end=end)  # fmt: skip
+    env = make_backtest_env(
+        {"data": data, "settings": settings, "snapshot_lookback": snapshot_lookback(agent)}, end=end
+    )
     return data, agent, env
 
 
 def _run_days(
-    store: RunStore, run_id: str, env: PortfolioEnv, agent: ResumableAgent,
-    observation: np.ndarray, info: Mapping[str, Any], step: int, progress: Progress | None,
-) -> None:  # fmt: skip
+    store: RunStore,
+    run_id: str,
+    env: PortfolioEnv,
+    agent: ResumableAgent,
+    observation: np.ndarray,
+    info: Mapping[str, Any],
+    step: int,
+    progress: Progress | None,
+) -> None:
     """The runner's episode loop, each completed day recorded with its checkpoint."""
     total = env.core.last_decision - env.core.first_decision + 1
 
     def record(step: int, info: Mapping[str, Any]) -> None:
-        day = {"date": str(info["date"]), "nav": info["nav"], "cash": info["cash"],
-               "turnover": info["turnover"], "costs": info["costs"],
-               "shares": env.sim.shares[0], "weights": info["weights"]}  # fmt: skip
-        store.record_day(run_id, step, day, env.sim.last_fills(0), env.get_state(),
-                         agent.get_state())  # fmt: skip
+        day = {
+            "date": str(info["date"]),
+            "nav": info["nav"],
+            "cash": info["cash"],
+            "turnover": info["turnover"],
+            "costs": info["costs"],
+            "shares": env.sim.shares[0],
+            "weights": info["weights"],
+        }
+        store.record_day(
+            run_id, step, day, env.sim.last_fills(0), env.get_state(), agent.get_state()
+        )
         if progress is not None:
             progress(day["date"], step / max(total, 1))
 
@@ -163,10 +178,14 @@ def start_backtest(
     store.require_new(run_id)
     chosen = EnvSettings.resolve(settings, overrides).replace(start=start, end=end)
     spec: dict[str, Any] = {
-        "agent": agent, "data": str(data), "seed": seed,
-        "universe": list(universe) if universe else None, "llm": dict(llm or {}),
-        "tracking_uri": tracking_uri, **chosen.to_dict(),
-    }  # fmt: skip
+        "agent": agent,
+        "data": str(data),
+        "seed": seed,
+        "universe": list(universe) if universe else None,
+        "llm": dict(llm or {}),
+        "tracking_uri": tracking_uri,
+        **chosen.to_dict(),
+    }
     with _served(spec) as served:
         market, built_agent, env = _build(served, end)
         spec.update(env.settings.to_dict())  # as run: one episode over the whole range
@@ -209,8 +228,7 @@ def resume_backtest(
     if info.status == "finished":
         return load_result(store, run_id)
     with _served(_with_session_llm(run_id, info.spec, llm)) as served:
-        _, agent, env, observation, env_info, step = _restore(store, run_id, served,
-                                                              served["end"])  # fmt: skip
+        _, agent, env, observation, env_info, step = _restore(store, run_id, served, served["end"])
         _run_days(store, run_id, env, agent, observation, env_info, step, progress)
         store.finish(run_id, agent_diagnostics(agent))
     return load_result(store, run_id)
@@ -241,8 +259,9 @@ def continue_backtest(
     if spec.get("universe"):
         market = market.select(spec["universe"])
     if market.dates[-1] <= np.datetime64(spec["end"]):
-        raise DataError(f"{market.name} ends on {market.dates[-1]}: no new data after "
-                         f"{spec['end']}")  # fmt: skip
+        raise DataError(
+            f"{market.name} ends on {market.dates[-1]}: no new data after {spec['end']}"
+        )
     if _prefix_hash(market, spec["end"]) != spec["data_sha256"]:
         raise DataError(
             f"{market.name} differs from the data run {run_id!r} was computed on, up to "
@@ -272,15 +291,21 @@ def load_result(store: RunStore, run_id: str) -> BacktestResult:
     fills = store.fills(run_id)
     fills["date"] = pd.to_datetime(fills["date"])
     return BacktestResult(
-        agent=spec["agent"], data_name=str(spec["data"]), symbols=info.symbols,
+        agent=spec["agent"],
+        data_name=str(spec["data"]),
+        symbols=info.symbols,
         dates=np.array([first_date, *days["date"]], dtype="datetime64[D]"),
         nav=np.r_[initial, days["nav"].to_numpy()],
-        weights=np.vstack([start_weights, days.attrs["weights"]]) if len(days) else
-        start_weights[None, :],
-        turnover=days["turnover"].to_numpy(), costs=days["costs"].to_numpy(), fills=fills,
-        seed=spec["seed"], settings={"run_id": run_id, **spec},
+        weights=np.vstack([start_weights, days.attrs["weights"]])
+        if len(days)
+        else start_weights[None, :],
+        turnover=days["turnover"].to_numpy(),
+        costs=days["costs"].to_numpy(),
+        fills=fills,
+        seed=spec["seed"],
+        settings={"run_id": run_id, **spec},
         diagnostics=store.diagnostics(run_id),
-    )  # fmt: skip
+    )
 
 
 def _initial_cash(spec: Mapping[str, Any]) -> float:
@@ -304,11 +329,15 @@ def holding_periods(days: pd.DataFrame, symbols: tuple[str, ...]) -> pd.DataFram
     """
     spells = metrics.holding_spells(days[list(symbols)].to_numpy(dtype=float))
     rows = [
-        {"symbol": symbol, "holding_spells": len(lengths),
-         "mean_days_held": float(lengths.mean()), "days_held": int(lengths.sum())}
+        {
+            "symbol": symbol,
+            "holding_spells": len(lengths),
+            "mean_days_held": float(lengths.mean()),
+            "days_held": int(lengths.sum()),
+        }
         for symbol, lengths in zip(symbols, spells, strict=True)
         if len(lengths)
-    ]  # fmt: skip
+    ]
     return pd.DataFrame(rows, columns=["symbol", "holding_spells", "mean_days_held", "days_held"])
 
 
@@ -322,9 +351,11 @@ def mean_holding_period(periods: pd.DataFrame) -> float:
 
 def turnover_summary(days: pd.DataFrame) -> dict[str, float]:
     turnover = days["turnover"].to_numpy()
-    return {"mean_daily_turnover": float(turnover.mean()) if len(turnover) else float("nan"),
-            "annual_turnover": float(metrics.turnover(turnover)) if len(turnover) else float("nan"),
-            "total_costs": float(days["costs"].sum())}  # fmt: skip
+    return {
+        "mean_daily_turnover": float(turnover.mean()) if len(turnover) else float("nan"),
+        "annual_turnover": float(metrics.turnover(turnover)) if len(turnover) else float("nan"),
+        "total_costs": float(days["costs"].sum()),
+    }
 
 
 def run_report(result: BacktestResult) -> EvaluationReport:

@@ -131,8 +131,10 @@ def read_trade_log(path: str | Path) -> list[LogEntry]:
     if not entries:
         raise TradeLogError(f"{path}: empty trade log")
     if entries[0].action is not None:
-        raise TradeLogError(f"{path}:{entries[0].line}: the first line must be the starting "
-                            "portfolio (no this_action)")  # fmt: skip
+        raise TradeLogError(
+            f"{path}:{entries[0].line}: the first line must be the starting "
+            "portfolio (no this_action)"
+        )
     dates = [e.date for e in entries]
     if dates != sorted(dates):
         raise TradeLogError(f"{path}: lines are not in date order")
@@ -210,25 +212,48 @@ def replay(
     if benchmark is not None:
         bench, bench_name = align_benchmark(benchmark, dates)
     backtest = BacktestResult(
-        agent=label, data_name=data.name, symbols=data.symbols, dates=dates,
-        nav=np.asarray(navs), weights=np.vstack(weights), turnover=np.asarray(turnover),
-        costs=np.asarray(costs), fills=sim.history(0).fills_frame(), benchmark=bench,
+        agent=label,
+        data_name=data.name,
+        symbols=data.symbols,
+        dates=dates,
+        nav=np.asarray(navs),
+        weights=np.vstack(weights),
+        turnover=np.asarray(turnover),
+        costs=np.asarray(costs),
+        fills=sim.history(0).fills_frame(),
+        benchmark=bench,
         benchmark_name=bench_name,
-        settings={"data": data.manifest(), "rules": base.to_dict(), "log": str(log)
-                  if not isinstance(log, list) else None},
-        diagnostics={"actions": sum(1 for e in entries if e.action in ("buy", "sell")),
-                     "differences": len(differences),
-                     "days_with_differences": len({d.date for d in differences})},
-    )  # fmt: skip
+        settings={
+            "data": data.manifest(),
+            "rules": base.to_dict(),
+            "log": str(log) if not isinstance(log, list) else None,
+        },
+        diagnostics={
+            "actions": sum(1 for e in entries if e.action in ("buy", "sell")),
+            "differences": len(differences),
+            "days_with_differences": len({d.date for d in differences}),
+        },
+    )
     actions = sum(1 for e in entries if e.action in ("buy", "sell"))
     return ReplayResult(label, backtest, differences, actions)
 
 
 def differences_frame(results: list[ReplayResult]) -> pd.DataFrame:
-    rows = [{"log": r.name, "date": d.date, "kind": d.kind, "symbol": d.symbol, "log_value": d.log,
-             "simulator_value": d.simulator} for r in results for d in r.differences]  # fmt: skip
-    return pd.DataFrame(rows, columns=["log", "date", "kind", "symbol", "log_value",
-                                       "simulator_value"])  # fmt: skip
+    rows = [
+        {
+            "log": r.name,
+            "date": d.date,
+            "kind": d.kind,
+            "symbol": d.symbol,
+            "log_value": d.log,
+            "simulator_value": d.simulator,
+        }
+        for r in results
+        for d in r.differences
+    ]
+    return pd.DataFrame(
+        rows, columns=["log", "date", "kind", "symbol", "log_value", "simulator_value"]
+    )
 
 
 def benchmark_run(result: BacktestResult) -> BacktestResult:
@@ -240,12 +265,18 @@ def benchmark_run(result: BacktestResult) -> BacktestResult:
     weights = np.zeros((n, 2))
     weights[:, 0] = 1.0
     return BacktestResult(
-        agent=f"{result.benchmark_name} (benchmark)", data_name=str(result.benchmark_name),
-        symbols=(str(result.benchmark_name),), dates=result.dates,
-        nav=result.nav[0] * levels / levels[0], weights=weights, turnover=np.zeros(n - 1),
-        costs=np.zeros(n - 1), benchmark=levels, benchmark_name=result.benchmark_name,
+        agent=f"{result.benchmark_name} (benchmark)",
+        data_name=str(result.benchmark_name),
+        symbols=(str(result.benchmark_name),),
+        dates=result.dates,
+        nav=result.nav[0] * levels / levels[0],
+        weights=weights,
+        turnover=np.zeros(n - 1),
+        costs=np.zeros(n - 1),
+        benchmark=levels,
+        benchmark_name=result.benchmark_name,
         fills_recorded=False,
-    )  # fmt: skip
+    )
 
 
 def replay_logs(
@@ -274,6 +305,10 @@ def replay_report(
     return EvaluationReport(
         title=f"AI-Trader replay: {data.name}, {first.dates[0]} to {first.dates[-1]}",
         evaluations=evaluations,
-        settings={"data": data.manifest(), "rules": first.settings["rules"],
-                  "logs": [str(p) for p in logs], "benchmark": first.benchmark_name},
-    )  # fmt: skip
+        settings={
+            "data": data.manifest(),
+            "rules": first.settings["rules"],
+            "logs": [str(p) for p in logs],
+            "benchmark": first.benchmark_name,
+        },
+    )

@@ -135,8 +135,9 @@ class RunStore:
             last = self._db.execute(
                 "SELECT MAX(date), COUNT(*) FROM days WHERE run_id = ?", (run_id,)
             ).fetchone()
-        return RunInfo(run_id, json.loads(row[0]), tuple(json.loads(row[1])), row[2], last[0],
-                       int(last[1]))  # fmt: skip
+        return RunInfo(
+            run_id, json.loads(row[0]), tuple(json.loads(row[1])), row[2], last[0], int(last[1])
+        )
 
     def runs(self) -> list[RunInfo]:
         with self._lock:
@@ -162,10 +163,14 @@ class RunStore:
         """Mark a run finished, with its agent's diagnostics over all its days (an LLM's
         outcomes, tokens, latency and decisions)."""
         with self._lock, self._db:
-            self._db.execute("UPDATE runs SET status = 'finished', updated = ? WHERE run_id = ?",
-                             (time.time(), run_id))  # fmt: skip
-            self._db.execute("INSERT OR REPLACE INTO diagnostics VALUES (?, ?)",
-                             (run_id, json.dumps(dict(diagnostics), default=str)))  # fmt: skip
+            self._db.execute(
+                "UPDATE runs SET status = 'finished', updated = ? WHERE run_id = ?",
+                (time.time(), run_id),
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO diagnostics VALUES (?, ?)",
+                (run_id, json.dumps(dict(diagnostics), default=str)),
+            )
 
     def diagnostics(self, run_id: str) -> dict[str, Any]:
         """The agent's diagnostics stored when the run last finished (``{}`` before)."""
@@ -192,22 +197,33 @@ class RunStore:
             try:
                 self._db.execute(
                     "INSERT OR REPLACE INTO days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, step, date, day["nav"], day["cash"], day["turnover"],
-                     day["costs"], json.dumps(list(map(float, day["shares"]))),
-                     json.dumps(list(map(float, day["weights"])))),
-                )  # fmt: skip
+                    (
+                        run_id,
+                        step,
+                        date,
+                        day["nav"],
+                        day["cash"],
+                        day["turnover"],
+                        day["costs"],
+                        json.dumps(list(map(float, day["shares"]))),
+                        json.dumps(list(map(float, day["weights"]))),
+                    ),
+                )
                 self._db.execute("DELETE FROM fills WHERE run_id = ? AND step = ?", (run_id, step))
                 self._db.executemany(
                     "INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(run_id, step, date, sym, "buy" if q > 0 else "sell", abs(q), price, cost)
-                     for sym, q, price, cost in fills],
-                )  # fmt: skip
+                    [
+                        (run_id, step, date, sym, "buy" if q > 0 else "sell", abs(q), price, cost)
+                        for sym, q, price, cost in fills
+                    ],
+                )
                 self._db.execute(
                     "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
                     (run_id, step, pickle.dumps(env_state), pickle.dumps(agent_state)),
                 )
-                self._db.execute("UPDATE runs SET updated = ? WHERE run_id = ?",
-                                 (time.time(), run_id))  # fmt: skip
+                self._db.execute(
+                    "UPDATE runs SET updated = ? WHERE run_id = ?", (time.time(), run_id)
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -247,8 +263,12 @@ class RunStore:
         symbol: str | None = None,
     ) -> pd.DataFrame:
         self.run(run_id)
-        query, args = _range("SELECT date, symbol, side, shares, price, cost FROM fills "
-                             "WHERE run_id = ?", run_id, start, end)  # fmt: skip
+        query, args = _range(
+            "SELECT date, symbol, side, shares, price, cost FROM fills WHERE run_id = ?",
+            run_id,
+            start,
+            end,
+        )
         if symbol:
             query += " AND symbol = ?"
             args.append(symbol)

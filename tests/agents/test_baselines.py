@@ -18,9 +18,13 @@ def env_factory():
 
     def make(**rules):
         return PortfolioEnv(
-            data, window=5, episode_length=60, random_start=False, record=True,
+            data,
+            window=5,
+            episode_length=60,
+            random_start=False,
+            record=True,
             rules={"commission_bps": 5.0, "slippage_bps": 5.0, **rules},
-        )  # fmt: skip
+        )
 
     return make
 

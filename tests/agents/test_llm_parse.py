@@ -137,9 +137,16 @@ def test_empty_answers_fall_back(builder, text):
 
 
 @pytest.mark.parametrize(
-    "text", ["I would buy AAPL.", '{"weights": {"AAPL": 0.5', "```json\n{}\n```", "[0.5, 0.5]",
-             '"AAPL"', "0.5"],
-)  # fmt: skip
+    "text",
+    [
+        "I would buy AAPL.",
+        '{"weights": {"AAPL": 0.5',
+        "```json\n{}\n```",
+        "[0.5, 0.5]",
+        '"AAPL"',
+        "0.5",
+    ],
+)
 def test_text_that_is_not_a_json_object_falls_back(builder, text):
     p = parse_answer(text, builder)
     assert p.outcome == "invalid_json" and p.weights is None
@@ -147,9 +154,16 @@ def test_text_that_is_not_a_json_object_falls_back(builder, text):
 
 
 @pytest.mark.parametrize(
-    "answer", [{"weights": {"TSLA": 1.0}}, {"weights": {}}, {"weights": [0.5, 0.5, 0.0]},
-               {"answer": "buy"}, {}, {"weights": "AAPL"}],
-)  # fmt: skip
+    "answer",
+    [
+        {"weights": {"TSLA": 1.0}},
+        {"weights": {}},
+        {"weights": [0.5, 0.5, 0.0]},
+        {"answer": "buy"},
+        {},
+        {"weights": "AAPL"},
+    ],
+)
 def test_json_without_known_symbols_is_wrong_schema(builder, answer):
     p = parse_answer(json.dumps(answer), builder)
     assert p.outcome == "wrong_schema" and p.weights is None
@@ -174,9 +188,19 @@ def test_aliases_mean_nothing_without_anonymisation(builder):
 
 @pytest.mark.parametrize(
     ("confidence", "kept"),
-    [(0, 0), (1, 1), (0.35, 0.35), (-0.1, None), (1.5, None), ("0.5", None), (None, None),
-     (True, None), (False, None), ([0.5], None)],
-)  # fmt: skip
+    [
+        (0, 0),
+        (1, 1),
+        (0.35, 0.35),
+        (-0.1, None),
+        (1.5, None),
+        ("0.5", None),
+        (None, None),
+        (True, None),
+        (False, None),
+        ([0.5], None),
+    ],
+)
 def test_confidence_is_kept_only_in_unit_interval(builder, confidence, kept):
     p = parse_answer(doc({"AAPL": 1.0, "CASH": 0.0}, confidence), builder)
     assert p.outcome == "ok"
@@ -191,9 +215,13 @@ def test_nan_confidence_is_dropped(builder):
 def test_weights_always_a_long_only_allocation(builder):
     """Whatever the repair, the weights are N + 1 finite non-negative numbers summing to 1."""
     answers = [
-        {"AAPL": 3, "JNJ": 2, "XOM": 1, "CASH": 1}, {"AAPL": 0.1}, {"AAPL": -5, "JNJ": 1e-12},
-        {"AAPL": 1e308, "JNJ": 1e308}, {"XOM": 0.9999999999, "CASH": 1e-10}, {"CASH": 2.0},
-    ]  # fmt: skip
+        {"AAPL": 3, "JNJ": 2, "XOM": 1, "CASH": 1},
+        {"AAPL": 0.1},
+        {"AAPL": -5, "JNJ": 1e-12},
+        {"AAPL": 1e308, "JNJ": 1e308},
+        {"XOM": 0.9999999999, "CASH": 1e-10},
+        {"CASH": 2.0},
+    ]
     for weights in answers:
         p = parse_answer(doc(weights), builder)
         assert p.weights is not None and p.weights.shape == (4,)

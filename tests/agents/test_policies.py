@@ -23,9 +23,14 @@ def make_model(n_assets: int, seed: int = 0) -> PPO:
         4, data, window=WINDOW, features=FEATURES, action_mapping="softmax", episode_length=30
     )
     return PPO(
-        AssetwisePolicy, SB3PortfolioVecEnv(venv), n_steps=16, batch_size=32, seed=seed,
-        policy_kwargs={"n_features": len(FEATURES), "net_arch": [16, 16]}, device="cpu",
-    )  # fmt: skip
+        AssetwisePolicy,
+        SB3PortfolioVecEnv(venv),
+        n_steps=16,
+        batch_size=32,
+        seed=seed,
+        policy_kwargs={"n_features": len(FEATURES), "net_arch": [16, 16]},
+        device="cpu",
+    )
 
 
 def permute(obs: torch.Tensor, perm: list[int], n: int) -> torch.Tensor:

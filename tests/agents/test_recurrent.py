@@ -36,9 +36,15 @@ EVAL = ("2014-01-02", "2014-06-30")  # 123 decisions
 def training_env(n_envs: int = 4) -> SB3PortfolioVecEnv:
     data = resolve_data("sp500_20").select(UNIVERSE)
     venv = PortfolioVectorEnv(
-        n_envs, data, start=TRAIN[0], end=TRAIN[1], window=WINDOW, features=FEATURES,
-        action_mapping="softmax", episode_length=64,
-    )  # fmt: skip
+        n_envs,
+        data,
+        start=TRAIN[0],
+        end=TRAIN[1],
+        window=WINDOW,
+        features=FEATURES,
+        action_mapping="softmax",
+        episode_length=64,
+    )
     return SB3PortfolioVecEnv(venv)
 
 
@@ -57,24 +63,43 @@ def model_dir(tmp_path_factory) -> Path:
     """A model folder as ``marketarena train`` writes it (model.zip and agent.json), of a
     recurrent PPO trained a little, away from its initial near-constant actions."""
     model = RecurrentPPO(
-        "MlpLstmPolicy", training_env(), n_steps=32, batch_size=64, n_epochs=2, seed=0,
-        device="cpu", policy_kwargs={"lstm_hidden_size": 16, "net_arch": [16]},
-    )  # fmt: skip
+        "MlpLstmPolicy",
+        training_env(),
+        n_steps=32,
+        batch_size=64,
+        n_epochs=2,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"lstm_hidden_size": 16, "net_arch": [16]},
+    )
     model.learn(256)
     folder = tmp_path_factory.mktemp("recurrent") / "model"
     folder.mkdir()
     model.save(folder / "model.zip")
     spec = ActionSpec("softmax", 5.0)
-    write_agent_metadata(folder, algorithm="recurrent_ppo", name="tiny", window=WINDOW,
-                         features=list(FEATURES), symbols=list(UNIVERSE),
-                         action_spec=spec.__dict__)  # fmt: skip
+    write_agent_metadata(
+        folder,
+        algorithm="recurrent_ppo",
+        name="tiny",
+        window=WINDOW,
+        features=list(FEATURES),
+        symbols=list(UNIVERSE),
+        action_spec=spec.__dict__,
+    )
     return folder
 
 
 def eval_env() -> PortfolioEnv:
     data = resolve_data("sp500_20").select(UNIVERSE)
-    return PortfolioEnv(data, start=EVAL[0], end=EVAL[1], window=WINDOW, features=FEATURES,
-                        episode_length=None, random_start=False)  # fmt: skip
+    return PortfolioEnv(
+        data,
+        start=EVAL[0],
+        end=EVAL[1],
+        window=WINDOW,
+        features=FEATURES,
+        episode_length=None,
+        random_start=False,
+    )
 
 
 # ----------------------------------------------------------------------- loading
@@ -116,8 +141,9 @@ def test_the_lstm_state_is_carried_from_one_act_to_the_next(model_dir):
     # the model's own recurrence, state threaded by hand, gives the same raw actions
     model, state = agent.model, None
     for k, obs in enumerate(observations):
-        raw, state = model.predict(obs, state=state, episode_start=np.array([k == 0]),
-                                   deterministic=True)  # fmt: skip
+        raw, state = model.predict(
+            obs, state=state, episode_start=np.array([k == 0]), deterministic=True
+        )
         np.testing.assert_array_equal(state[0], states[k][0])
         np.testing.assert_array_equal(
             agent.action_spec.to_weights(raw[None, :])[0], actions[k][:-1]
@@ -131,8 +157,11 @@ def test_the_lstm_state_is_carried_from_one_act_to_the_next(model_dir):
 
 def test_reset_clears_the_state_so_episodes_repeat(model_dir):
     agent = SB3Agent.from_file(model_dir)
-    spec = {"data": resolve_data("sp500_20").select(UNIVERSE), "window": WINDOW,
-            "features": FEATURES}  # fmt: skip
+    spec = {
+        "data": resolve_data("sp500_20").select(UNIVERSE),
+        "window": WINDOW,
+        "features": FEATURES,
+    }
     first = run_backtest(agent, spec, *EVAL, seed=0)
     assert agent.lstm_state is not None
     second = run_backtest(agent, spec, *EVAL, seed=0)  # run_backtest resets the agent
@@ -164,8 +193,18 @@ def cut_and_resume(store: RunStore, run_id: str, model_dir: Path, stop_after: in
 
 
 def start(store: RunStore, run_id: str, model_dir: Path, progress=None) -> None:
-    start_backtest(store, run_id, str(model_dir), "sp500_20", *EVAL, seed=0, window=WINDOW,
-                   features=FEATURES, universe=UNIVERSE, progress=progress)  # fmt: skip
+    start_backtest(
+        store,
+        run_id,
+        str(model_dir),
+        "sp500_20",
+        *EVAL,
+        seed=0,
+        window=WINDOW,
+        features=FEATURES,
+        universe=UNIVERSE,
+        progress=progress,
+    )
 
 
 def same_days(store: RunStore, a: str, b: str) -> bool:
@@ -187,8 +226,9 @@ def test_a_resumed_backtest_is_bit_identical_to_an_uninterrupted_one(
         assert len(store.days("whole")) == 123
         assert same_days(store, "cut", "whole")
         pd.testing.assert_frame_equal(store.fills("cut"), store.fills("whole"), check_exact=True)
-        np.testing.assert_array_equal(load_result(store, "cut").nav,
-                                      load_result(store, "whole").nav)  # fmt: skip
+        np.testing.assert_array_equal(
+            load_result(store, "cut").nav, load_result(store, "whole").nav
+        )
         # the checkpoint holds the LSTM state itself, as arrays
         _, _, agent_state = store.checkpoint("cut")
         hidden, cell = agent_state["lstm_state"]

@@ -34,13 +34,25 @@ DATES = ("2025-10-01", "2025-10-02", "2025-10-03", "2025-10-06")
 LAST = "2025-10-07"  # opens only
 # symbol -> (open, high, low, close, volume) on each of DATES
 BARS: dict[str, list[tuple[float, float, float, float, float]]] = {
-    "AAA": [(100, 102, 99, 101, 1000), (102, 104, 101, 103, 1100), (104, 106, 103, 105, 1200),
-            (106, 107, 104, 105.5, 1300)],
-    "BBB": [(50, 51, 49, 50.5, 2000), (51, 52, 50, 51.5, 2100), (52, 53, 50.5, 51, 2200),
-            (50, 50.5, 48, 49, 2300)],
-    "CCC": [(20, 20.5, 19.5, 20.25, 3000), (20.5, 21, 20, 20.75, 3100),
-            (21, 21.5, 20.5, 21.25, 3200), (21.5, 22, 21, 21.75, 3300)],
-}  # fmt: skip
+    "AAA": [
+        (100, 102, 99, 101, 1000),
+        (102, 104, 101, 103, 1100),
+        (104, 106, 103, 105, 1200),
+        (106, 107, 104, 105.5, 1300),
+    ],
+    "BBB": [
+        (50, 51, 49, 50.5, 2000),
+        (51, 52, 50, 51.5, 2100),
+        (52, 53, 50.5, 51, 2200),
+        (50, 50.5, 48, 49, 2300),
+    ],
+    "CCC": [
+        (20, 20.5, 19.5, 20.25, 3000),
+        (20.5, 21, 20, 20.75, 3100),
+        (21, 21.5, 20.5, 21.25, 3200),
+        (21.5, 22, 21, 21.75, 3300),
+    ],
+}
 LAST_OPEN = {"AAA": 107.0, "BBB": 48.5, "CCC": 22.0}
 
 MERGED_KEYS = ("1. buy price", "2. high", "3. low", "4. sell price", "5. volume")
@@ -74,8 +86,13 @@ def series_doc(
         names = MERGED_KEYS if style == "merged" else DAILY_KEYS
         o, h, lo, c, v = bars[i]
         # AI-Trader's key order within a bar: high, low, volume, open, close
-        series[dates[i]] = {names[1]: _fmt(h), names[2]: _fmt(lo), names[4]: str(int(v)),
-                            names[0]: _fmt(o), names[3]: _fmt(c)}  # fmt: skip
+        series[dates[i]] = {
+            names[1]: _fmt(h),
+            names[2]: _fmt(lo),
+            names[4]: str(int(v)),
+            names[0]: _fmt(o),
+            names[3]: _fmt(c),
+        }
     return {
         "Meta Data": {
             "1. Information": "Daily Prices (buy price, high, low, sell price) and Volumes",
@@ -105,9 +122,16 @@ class AITraderFiles:
     ) -> list[dict[str, Any]]:
         """The fixture market's documents; ``keys`` maps symbol -> key style."""
         keys = keys or {"AAA": "merged", "BBB": "daily", "CCC": "mixed"}
-        return [series_doc(s, DATES, BARS[s], keys=keys.get(s, "merged"),
-                           last_open=LAST_OPEN[s] if last_open else None)
-                for s in SYMBOLS]  # fmt: skip
+        return [
+            series_doc(
+                s,
+                DATES,
+                BARS[s],
+                keys=keys.get(s, "merged"),
+                last_open=LAST_OPEN[s] if last_open else None,
+            )
+            for s in SYMBOLS
+        ]
 
     def merged(
         self,
@@ -197,8 +221,15 @@ def walk_market(n_dates: int, seed: int = 0, start: str = "2025-01-02") -> dict[
         for _ in dates:
             o = round(close * (1 + rng.normal(0, 0.005)), 2)
             c = round(o * (1 + rng.normal(0, 0.015)), 2)
-            rows.append((o, round(max(o, c) + 0.25, 2), round(min(o, c) - 0.25, 2), c,
-                         float(rng.integers(1000, 5000))))  # fmt: skip
+            rows.append(
+                (
+                    o,
+                    round(max(o, c) + 0.25, 2),
+                    round(min(o, c) - 0.25, 2),
+                    c,
+                    float(rng.integers(1000, 5000)),
+                )
+            )
             close = c
         bars[symbol] = rows
     return {"dates": dates, "bars": bars}

@@ -16,10 +16,14 @@ DATES = ["2025-10-01", "2025-10-02", "2025-10-03", "2025-10-06", "2025-10-07"]
 OPEN = [[100, 50, 20], [102, 51, 20.5], [104, 52, 21], [106, 50, 21.5], [107, 48.5, 22]]
 HIGH = [[102, 51, 20.5], [104, 52, 21], [106, 53, 21.5], [107, 50.5, 22], [107, 48.5, 22]]
 LOW = [[99, 49, 19.5], [101, 50, 20], [103, 50.5, 20.5], [104, 48, 21], [107, 48.5, 22]]
-CLOSE = [[101, 50.5, 20.25], [103, 51.5, 20.75], [105, 51, 21.25], [105.5, 49, 21.75],
-         [107, 48.5, 22]]  # fmt: skip
-VOLUME = [[1000, 2000, 3000], [1100, 2100, 3100], [1200, 2200, 3200], [1300, 2300, 3300],
-          [0, 0, 0]]  # fmt: skip
+CLOSE = [
+    [101, 50.5, 20.25],
+    [103, 51.5, 20.75],
+    [105, 51, 21.25],
+    [105.5, 49, 21.75],
+    [107, 48.5, 22],
+]
+VOLUME = [[1000, 2000, 3000], [1100, 2100, 3100], [1200, 2200, 3200], [1300, 2300, 3300], [0, 0, 0]]
 
 
 def load_quietly(path, **kwargs):
@@ -71,8 +75,10 @@ def test_daily_price_files_give_the_same_market_as_merged_jsonl(ai):
     merged = load_quietly(ai.merged())
     folder = ai.daily_folder()
     assert sorted(p.name for p in folder.iterdir()) == [
-        "daily_prices_AAA.json", "daily_prices_BBB.json", "daily_prices_CCC.json"
-    ]  # fmt: skip
+        "daily_prices_AAA.json",
+        "daily_prices_BBB.json",
+        "daily_prices_CCC.json",
+    ]
     from_folder = load_quietly(folder)
     assert from_folder.name == "daily"
     assert_same_market(merged, from_folder)

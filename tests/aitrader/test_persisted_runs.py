@@ -104,17 +104,36 @@ def test_a_killed_cli_backtest_resumes_to_the_uninterrupted_result(tmp_path, ref
     assert total > 700
     stderr = (tmp_path / "stderr.txt").open("w+")
     proc = subprocess.Popen(
-        [*marketarena(), "backtest", "--agent", AGENT, "--data", "sp500_20", "--start", START,
-         "--end", END, "--seed", str(SEED), "--run", "crash", "--store", str(path)],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr,
-    )  # fmt: skip
+        [
+            *marketarena(),
+            "backtest",
+            "--agent",
+            AGENT,
+            "--data",
+            "sp500_20",
+            "--start",
+            START,
+            "--end",
+            END,
+            "--seed",
+            str(SEED),
+            "--run",
+            "crash",
+            "--store",
+            str(path),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
     try:
         deadline = time.monotonic() + 120
         while days_recorded(path, "crash") < 5:
             if proc.poll() is not None:
                 stderr.seek(0)
-                pytest.fail(f"the backtest ended (exit {proc.returncode}) before the kill: "
-                            f"{stderr.read()}")  # fmt: skip
+                pytest.fail(
+                    f"the backtest ended (exit {proc.returncode}) before the kill: {stderr.read()}"
+                )
             assert time.monotonic() < deadline, "the backtest recorded no days in 120 s"
             time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
@@ -162,8 +181,18 @@ def market(walk, tmp_path_factory):
 def start(store, run_id, market, data="v1", end=39, progress=None, agent="random"):
     """A run from market date 5 (the first with a 5-session window) to date ``end``."""
     d = market["dates"]
-    return start_backtest(store, run_id, agent, market[data], d[5], d[end], seed=3,
-                          rules=AITRADER, window=5, progress=progress)  # fmt: skip
+    return start_backtest(
+        store,
+        run_id,
+        agent,
+        market[data],
+        d[5],
+        d[end],
+        seed=3,
+        rules=AITRADER,
+        window=5,
+        progress=progress,
+    )
 
 
 @pytest.mark.parametrize("stop_after", [1, 17, 34])
@@ -201,8 +230,9 @@ def test_continue_extends_a_run_without_recomputing_its_days(store, market):
     before, fills_before = store.days("short"), store.fills("short")
     assert before["date"].tolist() == d[6:40]
     computed: list[str] = []
-    result = continue_backtest(store, "short", d[59], data=market["v2"],
-                               progress=lambda date, f: computed.append(date))  # fmt: skip
+    result = continue_backtest(
+        store, "short", d[59], data=market["v2"], progress=lambda date, f: computed.append(date)
+    )
     assert computed == d[40:60]  # the 20 new sessions only
     after = store.days("short")
     assert after["date"].tolist() == d[6:60]
@@ -221,8 +251,9 @@ def test_the_spec_stores_the_env_settings_and_older_specs_still_continue(store, 
     start(store, "new", market)
     spec = store.run("new").spec
     settings = EnvSettings.from_dict({k: spec[k] for k in setting_names()})
-    assert settings == EnvSettings(start=d[5], end=d[39], window=5, rules=AITRADER,
-                                   episode_length=None, random_start=False)  # fmt: skip
+    assert settings == EnvSettings(
+        start=d[5], end=d[39], window=5, rules=AITRADER, episode_length=None, random_start=False
+    )
     # a run stored before the spec held every setting: rules, window and features only
     start(store, "old", market)
     legacy = {k: v for k, v in spec.items() if k not in setting_names()}
@@ -241,8 +272,10 @@ def test_continue_refuses_ranges_that_do_not_extend_the_run(store, market):
     for end in (d[39], d[30], d[2]):  # the run's own end, inside it, before it
         code, text = run_cli([*base, "--end", end])
         assert code == EXIT_ERROR
-        assert (f"continue must extend run 'short' past its end {d[39]}; {end} does not "
-                "(completed days are never recomputed or overwritten)") in text  # fmt: skip
+        assert (
+            f"continue must extend run 'short' past its end {d[39]}; {end} does not "
+            "(completed days are never recomputed or overwritten)"
+        ) in text
     code, text = run_cli(base)
     assert code == EXIT_ERROR and "--continue needs --end NEW_DATE" in text
     # the run's own data has nothing after its end
@@ -260,11 +293,24 @@ def test_continue_refuses_data_that_changed_on_completed_days(store, market):
     d = market["dates"]
     start(store, "short", market)
     rows, spec = store.days("short"), store.run("short").spec
-    code, text = run_cli(["backtest", "--store", str(store.path), "--continue", "short",
-                          "--end", d[59], "--data", market["v2_changed"]])  # fmt: skip
+    code, text = run_cli(
+        [
+            "backtest",
+            "--store",
+            str(store.path),
+            "--continue",
+            "short",
+            "--end",
+            d[59],
+            "--data",
+            market["v2_changed"],
+        ]
+    )
     assert code == EXIT_ERROR
-    assert (f"v2_changed differs from the data run 'short' was computed on, up to {d[39]}: "
-            "continuing would mix histories") in text  # fmt: skip
+    assert (
+        f"v2_changed differs from the data run 'short' was computed on, up to {d[39]}: "
+        "continuing would mix histories"
+    ) in text
     info = store.run("short")
     assert (info.status, info.spec) == ("finished", spec)
     pd.testing.assert_frame_equal(store.days("short"), rows, check_exact=True)
@@ -284,8 +330,9 @@ def test_continue_and_resume_need_the_right_state(store, market):
         start(store, "cut", market)
     code, text = run_cli(["backtest", "--store", str(store.path), "--resume", "nope"])
     assert code == EXIT_ERROR and "no run 'nope' in" in text and "runs: ['cut']" in text
-    code, text = run_cli(["backtest", "--store", str(store.path), "--resume", "cut",
-                          "--agent", "random"])  # fmt: skip
+    code, text = run_cli(
+        ["backtest", "--store", str(store.path), "--resume", "cut", "--agent", "random"]
+    )
     assert code == EXIT_ERROR
     assert "give one of --agent (a new run), --resume RUN or --continue RUN" in text
 
@@ -314,9 +361,27 @@ EW_TURNOVER = [9839 / 10_000, 143 / 10_007.75]
 
 def tiny_backtest(store, folder, agent: str, run: str, end: str) -> tuple[int, str]:
     """``marketarena backtest`` from 2025-10-01 to ``end``, window 1, the aitrader rules."""
-    return run_cli(["backtest", "--agent", agent, "--run", run, "--data", str(folder),
-                    "--start", "2025-10-01", "--end", end, "--window", "1",
-                    "--rule", "preset=aitrader", "--store", str(store.path)])  # fmt: skip
+    return run_cli(
+        [
+            "backtest",
+            "--agent",
+            agent,
+            "--run",
+            run,
+            "--data",
+            str(folder),
+            "--start",
+            "2025-10-01",
+            "--end",
+            end,
+            "--window",
+            "1",
+            "--rule",
+            "preset=aitrader",
+            "--store",
+            str(store.path),
+        ]
+    )
 
 
 @pytest.fixture
@@ -336,8 +401,10 @@ def test_stored_runs_hold_the_hand_computed_days(two_runs):
         np.testing.assert_allclose(result.nav, nav, rtol=0, atol=1e-9)
         np.testing.assert_array_equal(result.costs, [0.0, 0.0])
     ew = store.days("ew")
-    assert ew[["AAA", "BBB", "CCC", "cash"]].values.tolist() == [[31, 63, 159, 161],
-                                                                 [31, 65, 157, 104]]  # fmt: skip
+    assert ew[["AAA", "BBB", "CCC", "cash"]].values.tolist() == [
+        [31, 63, 159, 161],
+        [31, 65, 157, 104],
+    ]
     np.testing.assert_allclose(ew["turnover"], EW_TURNOVER, rtol=0, atol=1e-12)
 
 
@@ -372,37 +439,46 @@ def test_turnover_and_holding_periods_of_a_stored_run(two_runs):
     assert summary["annual_turnover"] == pytest.approx(mean * 252, abs=1e-9)
     assert summary["total_costs"] == 0.0
     periods = holding_periods(days, ("AAA", "BBB", "CCC"))
-    assert periods.values.tolist() == [["AAA", 1, 2.0, 2], ["BBB", 1, 2.0, 2],
-                                       ["CCC", 1, 2.0, 2]]  # fmt: skip
+    assert periods.values.tolist() == [["AAA", 1, 2.0, 2], ["BBB", 1, 2.0, 2], ["CCC", 1, 2.0, 2]]
 
 
 def test_holding_periods_count_separate_spells():
     # AAA held on days 2-3 and 5-7: 2 spells of 2 and 3 days; BBB days 1, 3, 5: 3 spells of 1;
     # CCC never held: no row
-    days = pd.DataFrame({
-        "AAA": [0, 5, 5, 0, 3, 3, 3], "BBB": [1, 0, 1, 0, 1, 0, 0], "CCC": [0.0] * 7,
-        "turnover": [1.0, 0.0, 0.5, 0.0, 0.25, 0.0, 0.0], "costs": [1.0, 0, 0.5, 0, 0.25, 0, 0],
-    })  # fmt: skip
+    days = pd.DataFrame(
+        {
+            "AAA": [0, 5, 5, 0, 3, 3, 3],
+            "BBB": [1, 0, 1, 0, 1, 0, 0],
+            "CCC": [0.0] * 7,
+            "turnover": [1.0, 0.0, 0.5, 0.0, 0.25, 0.0, 0.0],
+            "costs": [1.0, 0, 0.5, 0, 0.25, 0, 0],
+        }
+    )
     periods = holding_periods(days, ("AAA", "BBB", "CCC"))
     assert periods.values.tolist() == [["AAA", 2, 2.5, 5], ["BBB", 3, 1.0, 3]]
     # mean turnover 1.75 / 7 = 0.25 a day, 63 a year (252 sessions); costs 1.75
-    assert turnover_summary(days) == {"mean_daily_turnover": 0.25, "annual_turnover": 63.0,
-                                      "total_costs": 1.75}  # fmt: skip
+    assert turnover_summary(days) == {
+        "mean_daily_turnover": 0.25,
+        "annual_turnover": 63.0,
+        "total_costs": 1.75,
+    }
 
 
 def test_one_holding_period_definition_seen_per_symbol_and_as_the_metric():
     # by hand: AAA held on days 2-3 and 5-7 (spells of 2 and 3 days), BBB on days 1, 3 and 5
     # (three of 1), CCC short on days 1-4 (one of 4): 12 days held in 6 spells, 2.0 on average
-    shares = {"AAA": [0, 5, 5, 0, 3, 3, 3], "BBB": [1, 0, 1, 0, 1, 0, 0],
-              "CCC": [-2, -2, -1, -1, 0, 0, 0]}  # fmt: skip
+    shares = {
+        "AAA": [0, 5, 5, 0, 3, 3, 3],
+        "BBB": [1, 0, 1, 0, 1, 0, 0],
+        "CCC": [-2, -2, -1, -1, 0, 0, 0],
+    }
     symbols = tuple(shares)
     days = pd.DataFrame({**shares, "turnover": [0.0] * 7, "costs": [0.0] * 7, "cash": 1.0})
     spells = metrics.holding_spells(days[list(symbols)].to_numpy(dtype=float))
     assert [s.tolist() for s in spells] == [[2, 3], [1, 1, 1], [4]]
     # the positions view: a row per symbol, and their spell-weighted mean
     periods = holding_periods(days, symbols)
-    assert periods.values.tolist() == [["AAA", 2, 2.5, 5], ["BBB", 3, 1.0, 3],
-                                       ["CCC", 1, 4.0, 4]]  # fmt: skip
+    assert periods.values.tolist() == [["AAA", 2, 2.5, 5], ["BBB", 3, 1.0, 3], ["CCC", 1, 4.0, 4]]
     assert mean_holding_period(periods) == 2.0
     # the metric's view, on weights with the same positions (1e-12 counts as not held)
     held = days[list(symbols)].to_numpy(dtype=float)
@@ -415,45 +491,70 @@ def test_one_holding_period_definition_seen_per_symbol_and_as_the_metric():
 
 def table_rows(text: str) -> list[list[str]]:
     """The body rows of every table printed, as lists of stripped cells."""
-    return [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines()
-            if line.startswith("│")]  # fmt: skip
+    return [
+        [c.strip() for c in line.split("│")[1:-1]]
+        for line in text.splitlines()
+        if line.startswith("│")
+    ]
 
 
 def test_cli_positions_prints_holdings_fills_and_turnover(two_runs, tmp_path):
     store = str(two_runs.path)
-    code, text = run_cli(["positions", "--run", "ew", "--store", store, "--output",
-                          str(tmp_path / "pos")])  # fmt: skip
+    code, text = run_cli(
+        ["positions", "--run", "ew", "--store", store, "--output", str(tmp_path / "pos")]
+    )
     assert code == EXIT_OK, text
     assert "holdings of ew on 2025-10-06" in text and "fills (5)" in text
     # weights at the 10-06 closes over NAV 9974.25: AAA 3270.5 -> 32.8%, BBB 3185 -> 31.9%,
     # CCC 3414.75 -> 34.2%, cash 104 -> 1.0%
     assert table_rows(text) == [
-        ["AAA", "31", "32.8%"], ["BBB", "65", "31.9%"], ["CCC", "157", "34.2%"],
+        ["AAA", "31", "32.8%"],
+        ["BBB", "65", "31.9%"],
+        ["CCC", "157", "34.2%"],
         ["CASH", "104.00", "1.0%"],
         ["2025-10-03", "AAA", "buy", "31", "104.00", "0.00"],
         ["2025-10-03", "BBB", "buy", "63", "52.00", "0.00"],
         ["2025-10-03", "CCC", "buy", "159", "21.00", "0.00"],
         ["2025-10-06", "BBB", "buy", "2", "50.00", "0.00"],
         ["2025-10-06", "CCC", "sell", "2", "21.50", "0.00"],
-    ]  # fmt: skip
+    ]
     # mean (0.9839 + 0.0142889) / 2 = 0.4991 a day, x 252 = 125.77 a year; each symbol held
     # one spell of 2 days
-    assert ("turnover: 0.499 a day (125.8 a year), costs 0.00; mean holding period 2.0 days "
-            "over 3 symbols") in text  # fmt: skip
+    assert (
+        "turnover: 0.499 a day (125.8 a year), costs 0.00; mean holding period 2.0 days "
+        "over 3 symbols"
+    ) in text
     holdings = pd.read_csv(tmp_path / "pos" / "holdings.csv")
     assert holdings[["date", "AAA", "BBB", "CCC", "cash"]].values.tolist() == [
-        ["2025-10-03", 31.0, 63.0, 159.0, 161.0], ["2025-10-06", 31.0, 65.0, 157.0, 104.0]
-    ]  # fmt: skip
+        ["2025-10-03", 31.0, 63.0, 159.0, 161.0],
+        ["2025-10-06", 31.0, 65.0, 157.0, 104.0],
+    ]
     assert len(pd.read_csv(tmp_path / "pos" / "fills.csv")) == 5
     periods = pd.read_csv(tmp_path / "pos" / "holding_periods.csv")
     assert periods["mean_days_held"].tolist() == [2.0, 2.0, 2.0]
     # one day and one symbol
-    code, text = run_cli(["positions", "--run", "ew", "--store", store, "--start",
-                          "2025-10-06", "--end", "2025-10-06", "--symbol", "CCC"])  # fmt: skip
+    code, text = run_cli(
+        [
+            "positions",
+            "--run",
+            "ew",
+            "--store",
+            store,
+            "--start",
+            "2025-10-06",
+            "--end",
+            "2025-10-06",
+            "--symbol",
+            "CCC",
+        ]
+    )
     assert code == EXIT_OK
     assert "fills (1)" in text
-    assert table_rows(text) == [["CCC", "157", "34.2%"], ["CASH", "104.00", "1.0%"],
-                                ["2025-10-06", "CCC", "sell", "2", "21.50", "0.00"]]  # fmt: skip
+    assert table_rows(text) == [
+        ["CCC", "157", "34.2%"],
+        ["CASH", "104.00", "1.0%"],
+        ["2025-10-06", "CCC", "sell", "2", "21.50", "0.00"],
+    ]
     # holding periods of that symbol only: CCC held on the one day in range
     assert "mean holding period 1.0 days over 1 symbol\n" in text
     # by agent: every run of equal_weight:1 (here the one, "ew"); an unknown agent is named
@@ -465,8 +566,10 @@ def test_cli_positions_prints_holdings_fills_and_turnover(two_runs, tmp_path):
     # a range after the run: said, not an empty table
     code, text = run_cli(["positions", "--run", "ew", "--store", store, "--start", "2025-11-01"])
     assert code == EXIT_ERROR
-    assert text.strip() == ("run ew has no completed day from 2025-11-01 to its end "
-                            "(its last completed day: 2025-10-06)")  # fmt: skip
+    assert text.strip() == (
+        "run ew has no completed day from 2025-11-01 to its end "
+        "(its last completed day: 2025-10-06)"
+    )
 
 
 def test_cli_leaderboard_ranks_runs_over_the_same_dates(two_runs):

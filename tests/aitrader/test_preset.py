@@ -12,9 +12,14 @@ from marketarena.envs.data import load_dataset
 from marketarena.envs.simulator import RULE_PRESETS, Simulator, TradingRules
 
 AITRADER = {
-    "initial_cash": 10_000.0, "execution": "next_open", "commission_bps": 0.0, "min_fee": 0.0,
-    "slippage_bps": 0.0, "lot_size": 1, "allow_short": False,
-}  # fmt: skip
+    "initial_cash": 10_000.0,
+    "execution": "next_open",
+    "commission_bps": 0.0,
+    "min_fee": 0.0,
+    "slippage_bps": 0.0,
+    "lot_size": 1,
+    "allow_short": False,
+}
 
 
 def test_the_preset_holds_ai_traders_rules():
@@ -32,18 +37,23 @@ def test_build_rules_takes_the_preset_by_name_or_as_a_key_with_overrides():
     assert build_rules({"preset": "aitrader"}) == RULE_PRESETS["aitrader"]
     custom = build_rules({"preset": "aitrader", "initial_cash": 5_000, "commission_bps": 2})
     assert custom.initial_cash == 5_000 and custom.commission_bps == 2
-    assert {k: v for k, v in custom.to_dict().items()
-            if k not in ("initial_cash", "commission_bps")} == {
-        k: v for k, v in RULE_PRESETS["aitrader"].to_dict().items()
+    assert {
+        k: v for k, v in custom.to_dict().items() if k not in ("initial_cash", "commission_bps")
+    } == {
+        k: v
+        for k, v in RULE_PRESETS["aitrader"].to_dict().items()
         if k not in ("initial_cash", "commission_bps")
-    }  # fmt: skip
+    }
     # without a preset, the fields are plain rules on the defaults
     assert build_rules({"lot_size": 1}) == TradingRules(lot_size=1)
 
 
 def test_build_rules_rejects_unknown_presets_and_fields():
-    with pytest.raises(ValueError, match=r"unknown rules preset 'ai-trader'; available: "
-                                         r"\['aitrader', 'default'\]"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"unknown rules preset 'ai-trader'; available: "
+        r"\['aitrader', 'default'\]",
+    ):
         build_rules("ai-trader")
     with pytest.raises(ValueError, match=r"unknown trading rule\(s\) \['cash'\]"):
         build_rules({"preset": "aitrader", "cash": 1})
@@ -52,8 +62,11 @@ def test_build_rules_rejects_unknown_presets_and_fields():
 
 
 def test_the_preset_needs_opens_and_says_so_on_close_only_data():
-    with pytest.raises(ValueError, match=r"execution='next_open' needs open prices, but "
-                                         r"sp500_20 is close-only"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"execution='next_open' needs open prices, but "
+        r"sp500_20 is close-only",
+    ):
         Simulator(load_dataset("sp500_20"), build_rules("aitrader"))
 
 
@@ -63,8 +76,9 @@ def market(ai):
 
 
 def test_env_by_name_fills_at_the_next_open_in_whole_shares_without_costs(market):
-    env = PortfolioEnv(market, rules="aitrader", window=1, episode_length=None,
-                       random_start=False, record=True)  # fmt: skip
+    env = PortfolioEnv(
+        market, rules="aitrader", window=1, episode_length=None, random_start=False, record=True
+    )
     assert env.rules == RULE_PRESETS["aitrader"]
     _, info = env.reset(seed=0)
     # log returns need one earlier close: the first decision is after the close of 10-02
@@ -84,8 +98,9 @@ def test_env_by_name_fills_at_the_next_open_in_whole_shares_without_costs(market
     assert info["turnover"] == pytest.approx(6040 / 10_000, abs=1e-12)
     fills = env.sim.history(0).fills_frame()
     assert fills[["symbol", "side", "shares", "price", "cost"]].values.tolist() == [
-        ["AAA", "buy", 29.0, 104.0, 0.0], ["CCC", "buy", 144.0, 21.0, 0.0]
-    ]  # fmt: skip
+        ["AAA", "buy", 29.0, 104.0, 0.0],
+        ["CCC", "buy", 144.0, 21.0, 0.0],
+    ]
     assert [str(d.date()) for d in fills["date"]] == ["2025-10-03", "2025-10-03"]
     # holding trades nothing; marked at the 10-06 closes (AAA 105.5, CCC 21.75):
     #   29 * 105.5 + 144 * 21.75 + 3960 = 3059.5 + 3132 + 3960 = 10151.5

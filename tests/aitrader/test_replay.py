@@ -101,8 +101,10 @@ def test_replay_reproduces_the_logged_portfolio_day_by_day(ai, make_entry, marke
 
 
 def test_the_starting_cash_comes_from_the_log(ai, make_entry, market):
-    lines = [make_entry("2025-10-01", 0, None, cash=5_000.0),
-             make_entry("2025-10-02", 1, "buy", "BBB", 10, cash=4490.0, BBB=10)]  # fmt: skip
+    lines = [
+        make_entry("2025-10-01", 0, None, cash=5_000.0),
+        make_entry("2025-10-02", 1, "buy", "BBB", 10, cash=4490.0, BBB=10),
+    ]
     r = replay(ai.log("small.jsonl", lines), market)
     # 10 x 51 = 510 -> cash 4490; NAV 10 x 51.5 + 4490 = 5005
     assert r.differences == []
@@ -132,11 +134,12 @@ def test_bookkeeping_slips_are_reported_on_exactly_their_days(ai, make_entry, ma
     ]
     # the replay itself follows the simulator: 20 AAA at 102, marked at the closes
     np.testing.assert_allclose(
-        result.result.nav, [10_000, 20 * 103 + 7960, 20 * 105 + 7960, 20 * 105.5 + 7960,
-                            20 * 107 + 7960], rtol=0, atol=1e-9,
-    )  # fmt: skip
-    assert result.result.diagnostics == {"actions": 2, "differences": 2,
-                                         "days_with_differences": 2}  # fmt: skip
+        result.result.nav,
+        [10_000, 20 * 103 + 7960, 20 * 105 + 7960, 20 * 105.5 + 7960, 20 * 107 + 7960],
+        rtol=0,
+        atol=1e-9,
+    )
+    assert result.result.diagnostics == {"actions": 2, "differences": 2, "days_with_differences": 2}
 
 
 def test_a_buy_beyond_the_cash_is_cut_to_what_the_cash_pays_and_reported(ai, make_entry, market):
@@ -150,8 +153,7 @@ def test_a_buy_beyond_the_cash_is_cut_to_what_the_cash_pays_and_reported(ai, mak
     result = replay(ai.log("overdraft.jsonl", lines), market)
     # the simulator buys what 10000 pays: 10000 / 102 = 98.04 -> 98 shares, 9996; cash 4
     frame = differences_frame([result])
-    assert list(frame.columns) == ["log", "date", "kind", "symbol", "log_value",
-                                   "simulator_value"]  # fmt: skip
+    assert list(frame.columns) == ["log", "date", "kind", "symbol", "log_value", "simulator_value"]
     assert frame.fillna({"symbol": "-"}).values.tolist() == [
         ["overdraft", "2025-10-02", "unfilled", "AAA", 200.0, 98.0],
         ["overdraft", "2025-10-02", "shares", "AAA", 200.0, 98.0],
@@ -165,8 +167,10 @@ def test_a_buy_beyond_the_cash_is_cut_to_what_the_cash_pays_and_reported(ai, mak
 
 
 def test_clean_logs_have_an_empty_differences_frame(ai, make_entry, market):
-    results = [replay(ai.log("alpha.jsonl", alpha(make_entry)), market),
-               replay(ai.log("beta.jsonl", beta(make_entry)), market)]  # fmt: skip
+    results = [
+        replay(ai.log("alpha.jsonl", alpha(make_entry)), market),
+        replay(ai.log("beta.jsonl", beta(make_entry)), market),
+    ]
     frame = differences_frame(results)
     assert frame.empty and list(frame.columns)[:3] == ["log", "date", "kind"]
     np.testing.assert_allclose(results[1].result.nav, BETA_NAV, rtol=0, atol=1e-9)
@@ -175,25 +179,40 @@ def test_clean_logs_have_an_empty_differences_frame(ai, make_entry, market):
 @pytest.mark.parametrize(
     ("lines", "message"),
     [
-        ([("2025-10-01", 0, None, "", 0, {}), ("2025-10-04", 1, "buy", "AAA", 1, {"AAA": 1})],
-         r"actions on non-trading dates \['2025-10-04'\]"),
-        ([("2025-10-01", 0, None, "", 0, {}), ("2025-10-02", 1, "buy", "ZZZ", 1, {})],
-         r"the price data has no \['ZZZ'\] \(first traded on 2025-10-02, line 2\)"),
-        ([("2025-10-01", 0, "buy", "AAA", 1, {"AAA": 1})],
-         r"the first line must be the starting portfolio"),
-        ([("2025-10-01", 0, None, "", 0, {}), ("2025-10-02", 1, "short", "AAA", 1, {})],
-         r"slips.jsonl:2: unknown action 'short'"),
-        ([("2025-10-01", 0, None, "", 0, {}), ("2025-10-02", 1, "buy", "AAA", -3, {})],
-         r"slips.jsonl:2: amount -3 is not a non-negative number"),
-        ([("2025-10-02", 0, None, "", 0, {}), ("2025-10-01", 1, "buy", "AAA", 1, {})],
-         r"lines are not in date order"),
-        ([("2025-10-01", 0, None, "", 0, {"AAA": 5})],
-         r"the replay needs a log that starts from cash"),
+        (
+            [("2025-10-01", 0, None, "", 0, {}), ("2025-10-04", 1, "buy", "AAA", 1, {"AAA": 1})],
+            r"actions on non-trading dates \['2025-10-04'\]",
+        ),
+        (
+            [("2025-10-01", 0, None, "", 0, {}), ("2025-10-02", 1, "buy", "ZZZ", 1, {})],
+            r"the price data has no \['ZZZ'\] \(first traded on 2025-10-02, line 2\)",
+        ),
+        (
+            [("2025-10-01", 0, "buy", "AAA", 1, {"AAA": 1})],
+            r"the first line must be the starting portfolio",
+        ),
+        (
+            [("2025-10-01", 0, None, "", 0, {}), ("2025-10-02", 1, "short", "AAA", 1, {})],
+            r"slips.jsonl:2: unknown action 'short'",
+        ),
+        (
+            [("2025-10-01", 0, None, "", 0, {}), ("2025-10-02", 1, "buy", "AAA", -3, {})],
+            r"slips.jsonl:2: amount -3 is not a non-negative number",
+        ),
+        (
+            [("2025-10-02", 0, None, "", 0, {}), ("2025-10-01", 1, "buy", "AAA", 1, {})],
+            r"lines are not in date order",
+        ),
+        (
+            [("2025-10-01", 0, None, "", 0, {"AAA": 5})],
+            r"the replay needs a log that starts from cash",
+        ),
     ],
-)  # fmt: skip
+)
 def test_malformed_logs_are_refused_naming_the_problem(ai, make_entry, market, lines, message):
-    entries = [make_entry(d, i, a, s, n, cash=10_000.0, **shares) for d, i, a, s, n, shares
-               in lines]  # fmt: skip
+    entries = [
+        make_entry(d, i, a, s, n, cash=10_000.0, **shares) for d, i, a, s, n, shares in lines
+    ]
     with pytest.raises(TradeLogError, match=message):
         replay(ai.log("slips.jsonl", entries), market)
 
@@ -232,8 +251,21 @@ def test_cli_replay_ranks_the_logs_and_the_benchmark(ai, make_entry, tmp_path):
     # QQQ closes 600 ... 618: buy-and-hold 10000 -> 10000 x 618 / 600 = 10300, +3.00%
     qqq = ai.benchmark(dict(zip(DATES, [600.0, 606.0, 603.0, 612.0, 618.0], strict=True)))
     out = tmp_path / "report"
-    code, text = run(["replay", "--prices", str(prices), "--log", str(logs[0]), "--log",
-                      str(logs[1]), "--benchmark", str(qqq), "--output", str(out)])  # fmt: skip
+    code, text = run(
+        [
+            "replay",
+            "--prices",
+            str(prices),
+            "--log",
+            str(logs[0]),
+            "--log",
+            str(logs[1]),
+            "--benchmark",
+            str(qqq),
+            "--output",
+            str(out),
+        ]
+    )
     assert code == EXIT_OK, text
     assert "AI-Trader replay: merged.jsonl, 2025-10-01 to 2025-10-07" in text
     rows = table_rows(text)
@@ -255,12 +287,15 @@ def test_cli_replay_ranks_the_logs_and_the_benchmark(ai, make_entry, tmp_path):
 
 def test_cli_replay_lists_differences_and_strict_fails_on_them(ai, make_entry, tmp_path):
     e = make_entry
-    slips = ai.log("slips.jsonl", [
-        e("2025-10-01", 0, None, cash=10_000.0),
-        e("2025-10-02", 1, "buy", "AAA", 20, cash=7960.0, AAA=20),
-        e("2025-10-03", 2, "sell", "BBB", 10, cash=7960.0, AAA=20),
-        e("2025-10-06", 3, "no_trade", cash=7950.0, AAA=20),
-    ])  # fmt: skip
+    slips = ai.log(
+        "slips.jsonl",
+        [
+            e("2025-10-01", 0, None, cash=10_000.0),
+            e("2025-10-02", 1, "buy", "AAA", 20, cash=7960.0, AAA=20),
+            e("2025-10-03", 2, "sell", "BBB", 10, cash=7960.0, AAA=20),
+            e("2025-10-06", 3, "no_trade", cash=7950.0, AAA=20),
+        ],
+    )
     argv = ["replay", "--prices", str(ai.merged()), "--log", str(slips)]
     code, text = run([*argv, "--output", str(tmp_path / "out")])
     assert code == EXIT_OK
@@ -268,7 +303,9 @@ def test_cli_replay_lists_differences_and_strict_fails_on_them(ai, make_entry, t
     assert "  2025-10-03 unfilled: BBB log -10, simulator 0" in text
     assert "  2025-10-06 cash: log 7950, simulator 7960" in text
     diffs = pd.read_csv(tmp_path / "out" / "differences.csv")
-    assert diffs[["date", "kind"]].values.tolist() == [["2025-10-03", "unfilled"],
-                                                       ["2025-10-06", "cash"]]  # fmt: skip
+    assert diffs[["date", "kind"]].values.tolist() == [
+        ["2025-10-03", "unfilled"],
+        ["2025-10-06", "cash"],
+    ]
     code, _ = run([*argv, "--strict"])
     assert code == EXIT_ERROR

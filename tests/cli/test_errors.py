@@ -209,8 +209,10 @@ def test_a_file_that_is_not_a_runs_database_is_refused(tmp_path):
 def test_the_installed_command_prints_a_mistake_without_a_traceback():
     done = subprocess.run(
         [sys.executable, "-m", "marketarena.cli", "evaluate", "--agent", "nope"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1, done.stderr
     lines = done.stdout.strip().splitlines()  # however long: the terminal folds it, not rich
     assert len(lines) == 1 and lines[0].startswith("error: unknown agent 'nope'; use "), lines

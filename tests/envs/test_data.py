@@ -236,11 +236,60 @@ def test_two_columns_for_one_field_is_an_error():
 
 
 # ---------------------------------------------------------------------- bundled data
-SP500_20 = ["AAPL", "AMD", "BAC", "BBY", "CVX", "GE", "HD", "JNJ", "JPM", "KO", "LLY", "MRK",
-            "MSFT", "PEP", "PFE", "PG", "RRC", "UNH", "WMT", "XOM"]  # fmt: skip
-OHLCV_30 = ["AXP", "BA", "BAC", "C", "CAT", "CVX", "DIS", "GE", "GS", "HD", "HON", "HPQ", "IBM",
-            "JNJ", "JPM", "KO", "MCD", "MMM", "MRK", "NKE", "PEP", "PFE", "PG", "T", "TXN", "UNH",
-            "VZ", "WFC", "WMT", "XOM"]  # fmt: skip
+SP500_20 = [
+    "AAPL",
+    "AMD",
+    "BAC",
+    "BBY",
+    "CVX",
+    "GE",
+    "HD",
+    "JNJ",
+    "JPM",
+    "KO",
+    "LLY",
+    "MRK",
+    "MSFT",
+    "PEP",
+    "PFE",
+    "PG",
+    "RRC",
+    "UNH",
+    "WMT",
+    "XOM",
+]
+OHLCV_30 = [
+    "AXP",
+    "BA",
+    "BAC",
+    "C",
+    "CAT",
+    "CVX",
+    "DIS",
+    "GE",
+    "GS",
+    "HD",
+    "HON",
+    "HPQ",
+    "IBM",
+    "JNJ",
+    "JPM",
+    "KO",
+    "MCD",
+    "MMM",
+    "MRK",
+    "NKE",
+    "PEP",
+    "PFE",
+    "PG",
+    "T",
+    "TXN",
+    "UNH",
+    "VZ",
+    "WFC",
+    "WMT",
+    "XOM",
+]
 OHLCV = ("open", "high", "low", "close", "volume")
 
 EXPECTED_BUNDLED = {
@@ -419,8 +468,12 @@ def test_to_long_frame_layout_and_round_trip():
     first = frame.iloc[1]
     assert first["symbol"] == "BBB" and pd.Timestamp(first["date"]) == pd.Timestamp("2020-01-02")
     assert (first["open"], first["high"], first["low"], first["close"], first["volume"]) == (
-        20.0, 21.0, 19.0, 20.5, 200.0,
-    )  # fmt: skip
+        20.0,
+        21.0,
+        19.0,
+        20.5,
+        200.0,
+    )
     back = from_long_frame(frame, name="small")
     assert back.content_hash() == data.content_hash()
     np.testing.assert_array_equal(back.dates, data.dates)

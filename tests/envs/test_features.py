@@ -122,10 +122,14 @@ def test_log_return_5_by_hand():
 
 def test_ohlc_features_by_hand():
     data = MarketData(
-        dates=np.array(["2020-01-02", "2020-01-03"], dtype="M8[D]"), symbols=("A",),
-        open=[[10.0], [12.0]], high=[[12.0], [15.0]], low=[[8.0], [11.0]],
-        close=[[11.0], [14.0]], volume=[[99.0], [0.0]],
-    )  # fmt: skip
+        dates=np.array(["2020-01-02", "2020-01-03"], dtype="M8[D]"),
+        symbols=("A",),
+        open=[[10.0], [12.0]],
+        high=[[12.0], [15.0]],
+        low=[[8.0], [11.0]],
+        close=[[11.0], [14.0]],
+        volume=[[99.0], [0.0]],
+    )
     x, first_valid = compute_features(
         data, ["high_low_range", "close_to_open", "log_volume_change"]
     )
@@ -436,9 +440,12 @@ def test_data_supplied_features_are_used_by_name(make_market):
     base = make_market([[10.0, 20.0], [11.0, 19.0], [12.0, 21.0], [12.5, 22.0]])
     user = np.array([[np.nan, np.nan], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])[:, :, None]
     data = MarketData(
-        dates=base.dates, symbols=base.symbols, close=base.close, features=user,
+        dates=base.dates,
+        symbols=base.symbols,
+        close=base.close,
+        features=user,
         feature_names=("signal",),
-    )  # fmt: skip
+    )
     stacked, first_valid = compute_features(data, ("log_return", "signal"))
     assert first_valid == 1
     np.testing.assert_allclose(stacked[1:, :, 1], user[1:, :, 0])

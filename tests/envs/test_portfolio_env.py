@@ -95,10 +95,14 @@ def test_no_look_ahead_future_prices_change_nothing_up_to_t(market, execution):
         return out
 
     perturbed = MarketData(
-        dates=market.dates, symbols=market.symbols, close=perturb(market.close),
-        open=perturb(market.open), high=perturb(market.high), low=perturb(market.low),
+        dates=market.dates,
+        symbols=market.symbols,
+        close=perturb(market.close),
+        open=perturb(market.open),
+        high=perturb(market.high),
+        low=perturb(market.low),
         volume=perturb(market.volume),
-    )  # fmt: skip
+    )
     assert not np.allclose(perturbed.close[t + 1 :], market.close[t + 1 :])
     obs2, info2, env2 = run(perturbed, steps)
     np.testing.assert_array_equal(obs, obs2)
@@ -180,9 +184,14 @@ def test_bad_actions_raise_clear_errors(market, action, match):
 def test_date_range_bounds_the_episode(market):
     start, end = str(market.dates[100]), str(market.dates[150])
     env = PortfolioEnv(
-        market, start=start, end=end, window=5, episode_length=None, random_start=False,
+        market,
+        start=start,
+        end=end,
+        window=5,
+        episode_length=None,
+        random_start=False,
         rules=FREE,
-    )  # fmt: skip
+    )
     _, info = env.reset(seed=0)
     assert str(info["date"]) == start
     steps, done = 0, False
@@ -199,9 +208,12 @@ def test_date_range_bounds_the_episode(market):
 
 def test_random_starts_stay_inside_the_range(market):
     env = PortfolioEnv(
-        market, start=str(market.dates[50]), end=str(market.dates[120]), window=10,
+        market,
+        start=str(market.dates[50]),
+        end=str(market.dates[120]),
+        window=10,
         episode_length=20,
-    )  # fmt: skip
+    )
     starts = set()
     for seed in range(40):
         _, info = env.reset(seed=seed)
@@ -241,9 +253,12 @@ def test_construction_errors_name_the_problem(market):
 def test_stop_loss_terminates(make_market):
     close = [[100.0]] * 6 + [[50.0]] * 4
     env = PortfolioEnv(
-        make_market(close), window=1, episode_length=None, random_start=False,
+        make_market(close),
+        window=1,
+        episode_length=None,
+        random_start=False,
         rules={**FREE, "stop_loss": 0.2, "execution": "close"},
-    )  # fmt: skip
+    )
     env.reset()
     done_at = None
     for k in range(8):

@@ -19,9 +19,15 @@ def step_result(returns: list[float] | np.ndarray) -> StepResult:
     nav_before = np.ones_like(r)
     nav = 1.0 + r
     return StepResult(
-        nav_before=nav_before, nav=nav, peak_nav=np.maximum(nav, nav_before), commission=zeros,
-        slippage=zeros, borrow=zeros, costs=zeros, turnover=zeros,
-    )  # fmt: skip
+        nav_before=nav_before,
+        nav=nav,
+        peak_nav=np.maximum(nav, nav_before),
+        commission=zeros,
+        slippage=zeros,
+        borrow=zeros,
+        costs=zeros,
+        turnover=zeros,
+    )
 
 
 def feed(reward: DifferentialSharpeReward, returns: np.ndarray) -> np.ndarray:
@@ -187,9 +193,12 @@ def test_env_state_round_trip_mid_warmup():
 def episode_rewards(warmup: int, episodes: int = 20, length: int = 252) -> np.ndarray:
     """Rewards ``(episodes, length)`` of a seeded random policy on the bundled sp500_20."""
     env = PortfolioEnv(
-        "sp500_20", reward="differential_sharpe", reward_kwargs={"warmup": warmup},
-        episode_length=length, window=4,
-    )  # fmt: skip
+        "sp500_20",
+        reward="differential_sharpe",
+        reward_kwargs={"warmup": warmup},
+        episode_length=length,
+        window=4,
+    )
     out = np.zeros((episodes, length))
     for ep in range(episodes):
         env.reset(seed=ep)

@@ -37,8 +37,9 @@ def test_every_env_takes_its_defaults_from_the_settings(market):
     env = PortfolioEnv(market)
     assert (env.window, env.feature_names) == (defaults.window, defaults.features)
     assert (env.episode_length, env.random_start) == (
-        defaults.episode_length, defaults.random_start,
-    )  # fmt: skip
+        defaults.episode_length,
+        defaults.random_start,
+    )
     assert env.action_mapping == defaults.action_mapping
     # what else restates them reads them from here
     assert ActionSpec() == ActionSpec.from_settings(defaults)
@@ -48,8 +49,13 @@ def test_every_env_takes_its_defaults_from_the_settings(market):
 
 
 def test_settings_and_keywords_build_the_same_env(market):
-    values = {"window": 5, "features": ("log_return", "volatility_20"), "episode_length": 40,
-              "action_mapping": "softmax", "softmax_scale": 2.0}  # fmt: skip
+    values = {
+        "window": 5,
+        "features": ("log_return", "volatility_20"),
+        "episode_length": 40,
+        "action_mapping": "softmax",
+        "softmax_scale": 2.0,
+    }
     settings = EnvSettings(**values)
     by_settings = PortfolioEnv(market, settings)
     by_keywords = PortfolioEnv(market, **values)
@@ -73,12 +79,17 @@ def test_keywords_override_the_settings(market):
 
 
 def test_registered_ids_take_settings_and_keywords():
-    env = gym.make("marketarena/Portfolio-v0", settings=EnvSettings(window=4),
-                   start="2010-01-04", episode_length=None)  # fmt: skip
+    env = gym.make(
+        "marketarena/Portfolio-v0",
+        settings=EnvSettings(window=4),
+        start="2010-01-04",
+        episode_length=None,
+    )
     s = env.unwrapped.settings
     assert (s.window, s.start, s.episode_length) == (4, "2010-01-04", None)
-    venv = gym.make_vec("marketarena/Portfolio-v0", num_envs=2,
-                        vectorization_mode="vector_entry_point", window=4)  # fmt: skip
+    venv = gym.make_vec(
+        "marketarena/Portfolio-v0", num_envs=2, vectorization_mode="vector_entry_point", window=4
+    )
     assert venv.settings.window == 4
 
 
@@ -115,7 +126,7 @@ def test_unknown_names_list_the_valid_ones(market):
         ({"reward": "sortino"}, "unknown reward 'sortino'"),
         ({"reward_kwargs": {"scale": 2}}, r"'log_return': unknown argument\(s\) \['scale'\]"),
     ],
-)  # fmt: skip
+)
 def test_bad_values_name_the_setting(market, values, match):
     with pytest.raises(ValueError, match=match):
         EnvSettings(**values)
@@ -124,8 +135,14 @@ def test_bad_values_name_the_setting(market, values, match):
 
 
 def test_values_are_converted_once():
-    s = EnvSettings(window=np.int64(5), features="log_return", rules="aitrader",
-                    reward_kwargs=None, price_dtype=np.float32, softmax_scale=2)  # fmt: skip
+    s = EnvSettings(
+        window=np.int64(5),
+        features="log_return",
+        rules="aitrader",
+        reward_kwargs=None,
+        price_dtype=np.float32,
+        softmax_scale=2,
+    )
     assert s.window == 5 and type(s.window) is int
     assert s.features == ("log_return",)
     assert s.rules == RULE_PRESETS["aitrader"]
@@ -137,11 +154,18 @@ def test_values_are_converted_once():
 
 
 def test_to_dict_is_json_and_round_trips():
-    s = EnvSettings(start="2001-01-02", window=5, features=("log_return", "volatility_20"),
-                    reward="differential_sharpe", reward_kwargs={"eta": 0.05},
-                    rules={"preset": "aitrader", "allow_short": True}, episode_length=None,
-                    action_mapping="signed", rebalance_band=0.05,
-                    price_dtype="float32")  # fmt: skip
+    s = EnvSettings(
+        start="2001-01-02",
+        window=5,
+        features=("log_return", "volatility_20"),
+        reward="differential_sharpe",
+        reward_kwargs={"eta": 0.05},
+        rules={"preset": "aitrader", "allow_short": True},
+        episode_length=None,
+        action_mapping="signed",
+        rebalance_band=0.05,
+        price_dtype="float32",
+    )
     d = s.to_dict()
     assert list(d) == list(setting_names())
     again = EnvSettings.from_dict(json.loads(json.dumps(d)))

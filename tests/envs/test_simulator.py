@@ -180,9 +180,13 @@ def test_holding_current_weights_trades_nothing(market):
 # ------------------------------------------------------------------------- shorting
 def test_short_sale_with_daily_borrow_cost(market):
     sim = sim_for(
-        market, execution="next_close", allow_short=True, max_gross_leverage=2.0,
-        borrow_rate=0.252, periods_per_year=252,
-    )  # fmt: skip
+        market,
+        execution="next_close",
+        allow_short=True,
+        max_gross_leverage=2.0,
+        borrow_rate=0.252,
+        periods_per_year=252,
+    )
     res = step(sim, -0.5, 0.5)  # short 50 A at 110 (+5,500), buy 100 B at 50 (-5,000)
     np.testing.assert_allclose(sim.shares[0], [-50.0, 100.0])
     assert res.borrow[0] == pytest.approx(0.001 * 50 * 110)
@@ -222,10 +226,15 @@ def test_project_weights(weights, rules, expected):
 
 def test_rules_reject_bad_values():
     for bad in (
-        {"initial_cash": 0}, {"commission_bps": -1}, {"execution": "tomorrow"},
-        {"lot_size": 0}, {"max_gross_leverage": 2.0}, {"stop_loss": 1.5},
-        {"max_volume_fraction": 2.0}, {"slippage_bps": float("nan")},
-    ):  # fmt: skip
+        {"initial_cash": 0},
+        {"commission_bps": -1},
+        {"execution": "tomorrow"},
+        {"lot_size": 0},
+        {"max_gross_leverage": 2.0},
+        {"stop_loss": 1.5},
+        {"max_volume_fraction": 2.0},
+        {"slippage_bps": float("nan")},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             TradingRules(**bad)
 
@@ -409,9 +418,12 @@ def test_long_only_invariants(close, gaps, actions, execution, commission, slipp
         low=np.minimum(open_arr, close_arr),
     )
     rules = TradingRules(
-        execution=execution, commission_bps=commission, slippage_bps=slippage,
-        min_fee=min_fee, lot_size=lot,
-    )  # fmt: skip
+        execution=execution,
+        commission_bps=commission,
+        slippage_bps=slippage,
+        min_fee=min_fee,
+        lot_size=lot,
+    )
     sim = Simulator(data, rules)
     sim.reset(0)
     for a in actions:
@@ -440,9 +452,12 @@ def test_short_invariants(close, actions, leverage):
         close=np.array(close),
     )
     rules = TradingRules(
-        allow_short=True, max_gross_leverage=leverage, borrow_rate=0.05, commission_bps=5.0,
+        allow_short=True,
+        max_gross_leverage=leverage,
+        borrow_rate=0.05,
+        commission_bps=5.0,
         slippage_bps=5.0,
-    )  # fmt: skip
+    )
     sim = Simulator(data, rules)
     sim.reset(0)
     for a in actions:

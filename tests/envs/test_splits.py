@@ -160,8 +160,11 @@ def test_walk_forward_rolling_by_hand(panel):
 def test_walk_forward_expanding_by_hand(panel):
     folds = walk_forward(panel, train_periods=6, validation_periods=3, expanding=True)
     assert [train for train, _ in folds] == [
-        R("01-03", "01-10"), R("01-03", "01-13"), R("01-03", "01-18"), R("01-03", "01-21"),
-    ]  # fmt: skip
+        R("01-03", "01-10"),
+        R("01-03", "01-13"),
+        R("01-03", "01-18"),
+        R("01-03", "01-21"),
+    ]
     rolling = walk_forward(panel, train_periods=6, validation_periods=3)
     assert [v for _, v in folds] == [v for _, v in rolling]
     assert [len(indices(panel, t)) for t, _ in folds] == [6, 9, 12, 15]
@@ -194,9 +197,13 @@ def test_walk_forward_start_end_window(panel):
     )
     assert folds == [(R("01-10", "01-17"), R("01-18", "01-20"))]
     expanding = walk_forward(
-        panel, train_periods=4, validation_periods=2, start="2000-01-08", end="2000-01-20",
+        panel,
+        train_periods=4,
+        validation_periods=2,
+        start="2000-01-08",
+        end="2000-01-20",
         expanding=True,
-    )  # fmt: skip
+    )
     # window idx 5..13; folds train 5-8/val 9-10, train 5-10/val 11-12
     assert expanding == [
         (R("01-10", "01-13"), R("01-14", "01-17")),

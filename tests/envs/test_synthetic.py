@@ -165,18 +165,30 @@ def test_regime_switching_with_one_absorbing_regime_ignores_the_other():
 
 def test_regime_switching_without_noise_or_jumps_is_exact():
     data = regime_switching_market(
-        2, 30, regime_mu=(0.12, -0.3), regime_sigma=(0.0, 0.0),
-        transition=((1.0, 0.0), (0.0, 1.0)), jump_intensity=0.0, start_price=10.0,
-    )  # fmt: skip
+        2,
+        30,
+        regime_mu=(0.12, -0.3),
+        regime_sigma=(0.0, 0.0),
+        transition=((1.0, 0.0), (0.0, 1.0)),
+        jump_intensity=0.0,
+        start_price=10.0,
+    )
     np.testing.assert_allclose(data.close[:, 1], 10.0 * np.exp(0.12 * DT * np.arange(1, 31)))
 
 
 def test_regime_switching_jumps_have_the_requested_size_and_rate():
     t, n, intensity = 5000, 4, 126.0  # lambda*dt = 0.5 jumps per asset per day
     data = regime_switching_market(
-        n, t, seed=3, regime_mu=(0.0,), regime_sigma=(0.0,), transition=((1.0,),),
-        jump_intensity=intensity, jump_mean=-0.02, jump_std=0.0,
-    )  # fmt: skip
+        n,
+        t,
+        seed=3,
+        regime_mu=(0.0,),
+        regime_sigma=(0.0,),
+        transition=((1.0,),),
+        jump_intensity=intensity,
+        jump_mean=-0.02,
+        jump_std=0.0,
+    )
     jumps = log_returns(data) / -0.02  # every log return is a whole number of jumps
     np.testing.assert_allclose(jumps, np.round(jumps), atol=1e-9)
     lam = intensity * DT
@@ -186,9 +198,14 @@ def test_regime_switching_jumps_have_the_requested_size_and_rate():
 def test_regime_switching_volatility_per_regime():
     # equal drifts, very different volatilities, jumps off, sticky regimes
     data = regime_switching_market(
-        1, 40_000, seed=6, regime_mu=(0.0, 0.0), regime_sigma=(0.1, 0.4), jump_intensity=0.0,
+        1,
+        40_000,
+        seed=6,
+        regime_mu=(0.0, 0.0),
+        regime_sigma=(0.1, 0.4),
+        jump_intensity=0.0,
         transition=((0.99, 0.01), (0.01, 0.99)),
-    )  # fmt: skip
+    )
     t, switch = 40_000, 0.01
     var = log_returns(data).var() / DT
     # the stationary distribution is (1/2, 1/2), so the annual variance is (0.1^2 + 0.4^2) / 2.

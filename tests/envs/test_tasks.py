@@ -17,9 +17,12 @@ from marketarena.evaluation.runner import run_backtest
 
 PLANTED = [name for name, task in TASKS.items() if task.known_optimum]
 GENERATORS = [
-    T.momentum_market, T.mean_reversion_market, T.volatility_regime_market,
-    T.lead_lag_market, T.noise_market,
-]  # fmt: skip
+    T.momentum_market,
+    T.mean_reversion_market,
+    T.volatility_regime_market,
+    T.lead_lag_market,
+    T.noise_market,
+]
 
 
 # ---------------------------------------------------------------------- generators

@@ -159,8 +159,16 @@ def test_sb3_ppo_trains_on_the_adapter(market):
     venv = VecMonitor(
         SB3PortfolioVecEnv(PortfolioVectorEnv(8, market, window=8, episode_length=16))
     )
-    model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0,
-                policy_kwargs={"net_arch": [16]}, device="cpu")  # fmt: skip
+    model = PPO(
+        "MlpPolicy",
+        venv,
+        n_steps=32,
+        batch_size=64,
+        n_epochs=1,
+        seed=0,
+        policy_kwargs={"net_arch": [16]},
+        device="cpu",
+    )
     model.learn(total_timesteps=8 * 32 * 2)
     assert model.num_timesteps == 512
     assert len(model.ep_info_buffer) >= 8 * 2  # episodes ended and were counted

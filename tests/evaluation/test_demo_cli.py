@@ -96,8 +96,9 @@ def test_demo_ppo_uses_the_bench_settings():
         exclude={"total_timesteps"}
     )
     assert demo.env.data == "sp500_20" and demo.env.rules == {
-        "commission_bps": 5.0, "slippage_bps": 5.0,
-    }  # fmt: skip
+        "commission_bps": 5.0,
+        "slippage_bps": 5.0,
+    }
     assert demo.algo.total_timesteps == DemoConfig().ppo_timesteps
 
 

@@ -287,9 +287,11 @@ def test_selection_annualises_with_periods_per_year(make_market):
     returns = [[0.01, 0.0, 0.0], [0.03, 0.0, 0.0], [0.02, 0.0, 0.0]]
     market = make_market(prices_from_returns(returns))
     ens = SelectionEnsemble(
-        [FixedAgent([1, 0, 0, 0], "x")], rebalance_every=3, validation_window=3,
+        [FixedAgent([1, 0, 0, 0], "x")],
+        rebalance_every=3,
+        validation_window=3,
         periods_per_year=12,
-    )  # fmt: skip
+    )
     drive(ens, market)
     assert ens.history[-1].sharpe == pytest.approx(hand_sharpe([0.01, 0.03, 0.02], 12))
 
@@ -363,9 +365,12 @@ def market() -> MarketData:
 
 def make_env(data: MarketData) -> PortfolioEnv:
     return PortfolioEnv(
-        data, window=5, episode_length=60, random_start=False,
+        data,
+        window=5,
+        episode_length=60,
+        random_start=False,
         rules={"commission_bps": 5.0, "slippage_bps": 5.0},
-    )  # fmt: skip
+    )
 
 
 def random_members() -> list[Agent]:
@@ -458,10 +463,14 @@ def test_no_look_ahead_future_prices_change_no_action_up_to_t(market, build):
         return out
 
     perturbed = MarketData(
-        dates=market.dates, symbols=market.symbols, close=perturb(market.close),
-        open=perturb(market.open), high=perturb(market.high), low=perturb(market.low),
+        dates=market.dates,
+        symbols=market.symbols,
+        close=perturb(market.close),
+        open=perturb(market.open),
+        high=perturb(market.high),
+        low=perturb(market.low),
         volume=perturb(market.volume),
-    )  # fmt: skip
+    )
     actions2, _ = run(perturbed)
     np.testing.assert_array_equal(actions[:21], actions2[:21])
     assert not np.allclose(actions[21:], actions2[21:])  # the future does enter later

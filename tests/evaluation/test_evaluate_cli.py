@@ -32,8 +32,20 @@ def run_cli(*args: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def evaluation_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluation")
-    code, text = run_cli("evaluate", "--agent", "random:5", "--seeds", "3", *RANGE, "--output",
-                         str(out), "--ensemble", "mean", "--agent", "equal_weight:63")  # fmt: skip
+    code, text = run_cli(
+        "evaluate",
+        "--agent",
+        "random:5",
+        "--seeds",
+        "3",
+        *RANGE,
+        "--output",
+        str(out),
+        "--ensemble",
+        "mean",
+        "--agent",
+        "equal_weight:63",
+    )
     assert code == 0, text
     return out, text
 
@@ -43,8 +55,13 @@ def test_files_and_numbers(evaluation_dir):
     doc = json.loads((out / "metrics.json").read_text())
     rows = {r["agent"]: r for r in doc["agents"]}
     # the listed agents, the baselines alongside, and the ensemble over the listed agents
-    assert list(rows) == ["random:5", "equal_weight:63", "buy_and_hold", "equal_weight",
-                          "ensemble:mean"]  # fmt: skip
+    assert list(rows) == [
+        "random:5",
+        "equal_weight:63",
+        "buy_and_hold",
+        "equal_weight",
+        "ensemble:mean",
+    ]
     assert rows["random:5"]["seeds"] == [0, 1, 2]
     assert doc["settings"]["benchmark"] == "SP500"
     assert doc["settings"]["start"] == "2019-01-02" and doc["settings"]["end"] == "2019-12-31"
@@ -129,8 +146,17 @@ def test_mlflow_logging_without_secrets(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-do-not-log")
     out = tmp_path / "report"
-    code, text = run_cli("evaluate", "--agent", "equal_weight:21", *RANGE, "--output", str(out),
-                         "--mlflow", "--experiment", "test-eval")  # fmt: skip
+    code, text = run_cli(
+        "evaluate",
+        "--agent",
+        "equal_weight:21",
+        *RANGE,
+        "--output",
+        str(out),
+        "--mlflow",
+        "--experiment",
+        "test-eval",
+    )
     assert code == 0, text
     run_id = re.search(r"MLflow run ([0-9a-f]{32})", text).group(1)
     from mlflow.tracking import MlflowClient
@@ -156,19 +182,39 @@ def test_saved_sb3_model_is_evaluated(tmp_path):
     market = gbm_market(n_assets=3, n_periods=300, seed=5)
     market.to_long_frame().to_csv(tmp_path / "prices.csv", index=False)
     env = PortfolioEnv(market, window=8, episode_length=50)
-    model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu",
-                policy_kwargs={"net_arch": [8]})  # fmt: skip
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=64,
+        batch_size=32,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"net_arch": [8]},
+    )
     model.learn(128)
     model.save(tmp_path / "tiny.zip")
     data = str(tmp_path / "prices.csv")
     out = tmp_path / "report"
-    code, text = run_cli("evaluate", "--agent", str(tmp_path / "tiny.zip"), "--data", data,
-                         "--window", "8", "--benchmark", "none", "--output", str(out))  # fmt: skip
+    code, text = run_cli(
+        "evaluate",
+        "--agent",
+        str(tmp_path / "tiny.zip"),
+        "--data",
+        data,
+        "--window",
+        "8",
+        "--benchmark",
+        "none",
+        "--output",
+        str(out),
+    )
     assert code == 0, text
     rows = {r["agent"] for r in json.loads((out / "metrics.json").read_text())["agents"]}
     assert rows == {"ppo:tiny", "buy_and_hold", "equal_weight"}
-    code, text = run_cli("evaluate", "--agent", str(tmp_path / "tiny.zip"), "--data", data,
-                         "--output", str(out))  # the default window 32 does not match  # fmt: skip
+    code, text = run_cli(
+        "evaluate", "--agent", str(tmp_path / "tiny.zip"), "--data", data, "--output", str(out)
+    )  # the default window 32 does not match
     assert code == 1 and "trained on observations of shape (28,), but the env gives (100,)" in text
 
 
@@ -186,12 +232,26 @@ def test_html_report_renders_its_plots_in_headless_chromium(evaluation_dir, tmp_
     browser = _chromium()
     assert browser, "CI must have Chromium for this test"
     dom = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=5000", "--dump-dom", (out / "report.html").as_uri()],
-        capture_output=True, text=True, timeout=120, check=True,
-    ).stdout  # fmt: skip
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            (out / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     rendered = re.search(r'data-images-rendered="(\d+)/(\d+)"', dom)
     assert rendered, dom[:500]
     assert rendered.group(1) == rendered.group(2) == "8"

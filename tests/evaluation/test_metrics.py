@@ -315,10 +315,17 @@ def test_all_negative():
 # wealth: 1, 1.1, 0.99, 0.891, 1.11375, 1.1694375, 0.93555, 1.029105
 DD_RETURNS = np.array([0.10, -0.10, -0.10, 0.25, 0.05, -0.20, 0.10])
 DD_DATES = np.array(
-    ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-08", "2024-01-09",
-     "2024-01-10"],
+    [
+        "2024-01-02",
+        "2024-01-03",
+        "2024-01-04",
+        "2024-01-05",
+        "2024-01-08",
+        "2024-01-09",
+        "2024-01-10",
+    ],
     dtype="datetime64[D]",
-)  # fmt: skip
+)
 
 
 def test_drawdown_periods_with_dates():
@@ -550,15 +557,40 @@ def test_inputs_are_not_modified():
 
 
 def test_summary_table():
-    table = m.summary(MIXED, BENCH, risk_free=0.02, turnover=[0.5, 0.1], costs=[1.0, 2.0],
-                      weights=[[0.5, 0.0], [0.5, 0.2]])  # fmt: skip
+    table = m.summary(
+        MIXED,
+        BENCH,
+        risk_free=0.02,
+        turnover=[0.5, 0.1],
+        costs=[1.0, 2.0],
+        weights=[[0.5, 0.0], [0.5, 0.2]],
+    )
     assert list(table) == [
-        "total_return", "cagr", "volatility", "sharpe", "sortino", "calmar", "max_drawdown",
-        "skewness", "kurtosis", "var_95", "cvar_95", "tail_ratio", "win_rate", "average_win",
-        "average_loss", "profit_factor", "probabilistic_sharpe", "beta", "alpha",
-        "information_ratio", "tracking_error", "annual_turnover", "average_holding_period",
+        "total_return",
+        "cagr",
+        "volatility",
+        "sharpe",
+        "sortino",
+        "calmar",
+        "max_drawdown",
+        "skewness",
+        "kurtosis",
+        "var_95",
+        "cvar_95",
+        "tail_ratio",
+        "win_rate",
+        "average_win",
+        "average_loss",
+        "profit_factor",
+        "probabilistic_sharpe",
+        "beta",
+        "alpha",
+        "information_ratio",
+        "tracking_error",
+        "annual_turnover",
+        "average_holding_period",
         "total_costs",
-    ]  # fmt: skip
+    ]
     assert all(type(v) is float for v in table.values())
     assert table["sharpe"] == pytest.approx(m.sharpe_ratio(MIXED, risk_free=0.02))
     assert table["alpha"] == pytest.approx(m.alpha(MIXED, BENCH, risk_free=0.02))

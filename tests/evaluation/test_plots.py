@@ -20,11 +20,17 @@ def _result(agent: str, n: int = 80, seed: int = 0) -> BacktestResult:
     nav = 10_000.0 * np.cumprod(np.r_[1.0, 1.0 + rng.normal(0.0005, 0.01, n - 1)])
     w = rng.dirichlet(np.ones(4), size=n)  # three assets and cash
     return BacktestResult(
-        agent=agent, data_name="hand", symbols=("A", "B", "C"),
-        dates=np.datetime64("2024-01-01") + np.arange(n), nav=nav,
-        weights=w, turnover=np.zeros(n - 1), costs=np.zeros(n - 1),
-        benchmark=np.linspace(100.0, 110.0, n), benchmark_name="line",
-    )  # fmt: skip
+        agent=agent,
+        data_name="hand",
+        symbols=("A", "B", "C"),
+        dates=np.datetime64("2024-01-01") + np.arange(n),
+        nav=nav,
+        weights=w,
+        turnover=np.zeros(n - 1),
+        costs=np.zeros(n - 1),
+        benchmark=np.linspace(100.0, 110.0, n),
+        benchmark_name="line",
+    )
 
 
 @pytest.fixture

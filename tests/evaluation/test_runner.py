@@ -60,8 +60,9 @@ def test_a_result_stores_the_env_settings_and_they_rebuild_the_run(market, spec,
     assert stored["episode_length"] is None and stored["random_start"] is False
     again = BacktestResult.load(res.save(tmp_path / "res.json"))
     settings = EnvSettings.from_dict({k: again.settings[k] for k in setting_names()})
-    rerun = run_backtest(EqualWeightAgent(rebalance_every=10),
-                         {"data": market, "settings": settings}, seed=0)  # fmt: skip
+    rerun = run_backtest(
+        EqualWeightAgent(rebalance_every=10), {"data": market, "settings": settings}, seed=0
+    )
     np.testing.assert_array_equal(rerun.nav, res.nav)
 
 
@@ -86,16 +87,20 @@ def test_metrics_are_the_summary_of_the_navs(spec):
 
 @pytest.mark.parametrize("suffix", ["", ".json"])
 def test_save_and_load_round_trip(tmp_path, market, spec, suffix):
-    bench = pd.Series(np.linspace(100, 130, market.n_periods), index=pd.DatetimeIndex(market.dates),
-                      name="IDX")  # fmt: skip
+    bench = pd.Series(
+        np.linspace(100, 130, market.n_periods), index=pd.DatetimeIndex(market.dates), name="IDX"
+    )
     res = run_backtest(RandomAgent(rebalance_every=3), spec, seed=2, benchmark=bench)
     path = res.save(tmp_path / f"run{suffix}")
     back = BacktestResult.load(path)
     for field in ("dates", "nav", "weights", "turnover", "costs", "benchmark"):
         np.testing.assert_array_equal(getattr(back, field), getattr(res, field))
     assert (back.agent, back.seed, back.symbols, back.benchmark_name) == (
-        res.agent, res.seed, res.symbols, "IDX",
-    )  # fmt: skip
+        res.agent,
+        res.seed,
+        res.symbols,
+        "IDX",
+    )
     pd.testing.assert_frame_equal(
         back.fills.reset_index(drop=True), res.fills.reset_index(drop=True), check_dtype=False
     )
@@ -181,9 +186,13 @@ def test_the_step_hook_sees_every_step_in_order(market, spec):
     seen = []
     start, end = str(market.dates[50]), str(market.dates[80])
     res = run_backtest(
-        RandomAgent(), spec, start, end, seed=3,
+        RandomAgent(),
+        spec,
+        start,
+        end,
+        seed=3,
         on_step=lambda step, info: seen.append((step, info["date"], info["nav"])),
-    )  # fmt: skip
+    )
     assert [step for step, _, _ in seen] == list(range(1, len(res.nav)))
     np.testing.assert_array_equal([date for _, date, _ in seen], res.dates[1:])
     np.testing.assert_array_equal([nav for _, _, nav in seen], res.nav[1:])
@@ -211,8 +220,9 @@ def test_an_episode_restored_from_a_checkpoint_continues_the_same_run(market, sp
     observation, info = env.set_state(saved["env"])
     agent.set_state(saved["agent"])
     steps = []
-    rest = run_episode(agent, env, observation, info, step=20,
-                       on_step=lambda step, info: steps.append(step))  # fmt: skip
+    rest = run_episode(
+        agent, env, observation, info, step=20, on_step=lambda step, info: steps.append(step)
+    )
     assert steps == list(range(21, len(whole.nav)))
     np.testing.assert_array_equal(rest.nav, whole.nav[20:])
     np.testing.assert_array_equal(rest.turnover, whole.turnover[20:])
@@ -240,7 +250,13 @@ def test_optional_abilities_are_asked_through_protocols(market, spec):
     assert all(isinstance(ensemble, p) for p in (Composite, Resumable, Diagnosable))
     assert snapshot_lookback(ensemble) == 3  # what a member needs, the whole needs
     seen = []
-    res = run_backtest(ensemble, spec, str(market.dates[50]), str(market.dates[60]), seed=0,
-                       on_step=lambda step, info: seen.append(info["snapshot"].dates))  # fmt: skip
+    res = run_backtest(
+        ensemble,
+        spec,
+        str(market.dates[50]),
+        str(market.dates[60]),
+        seed=0,
+        on_step=lambda step, info: seen.append(info["snapshot"].dates),
+    )
     assert all(len(dates) == 3 for dates in seen)
     assert res.diagnostics["members"] == ["buy_and_hold", "reader"]

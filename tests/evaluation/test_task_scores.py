@@ -22,10 +22,15 @@ from marketarena.evaluation.task_scores import (
 def result_with_nav(nav: list[float]) -> BacktestResult:
     n = len(nav)
     return BacktestResult(
-        agent="hand", data_name="hand", symbols=("A",),
-        dates=np.arange(n).astype("datetime64[D]"), nav=np.asarray(nav, dtype=float),
-        weights=np.tile([0.0, 1.0], (n, 1)), turnover=np.zeros(n - 1), costs=np.zeros(n - 1),
-    )  # fmt: skip
+        agent="hand",
+        data_name="hand",
+        symbols=("A",),
+        dates=np.arange(n).astype("datetime64[D]"),
+        nav=np.asarray(nav, dtype=float),
+        weights=np.tile([0.0, 1.0], (n, 1)),
+        turnover=np.zeros(n - 1),
+        costs=np.zeros(n - 1),
+    )
 
 
 def test_growth_is_annualised_mean_log_return():

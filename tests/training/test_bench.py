@@ -73,11 +73,27 @@ def tiny_bench(tmp_path_factory) -> TinyBench:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         try:
             code, text = run_cli(
-                "bench", "--agent", "reference:Momentum", "--agent", "baseline:Momentum",
-                "--agent", "random", "--agent", f"ppo:{tiny}", "--task", "Momentum",
-                "--seeds", str(len(SEEDS)), "--timesteps", str(TIMESTEPS), "--reps", "200",
-                "--output", str(out), "--mlflow",
-            )  # fmt: skip
+                "bench",
+                "--agent",
+                "reference:Momentum",
+                "--agent",
+                "baseline:Momentum",
+                "--agent",
+                "random",
+                "--agent",
+                f"ppo:{tiny}",
+                "--task",
+                "Momentum",
+                "--seeds",
+                str(len(SEEDS)),
+                "--timesteps",
+                str(TIMESTEPS),
+                "--reps",
+                "200",
+                "--output",
+                str(out),
+                "--mlflow",
+            )
         finally:
             mlflow.set_tracking_uri(None)  # the bench sets it process-wide
     return TinyBench(out, tiny, uri, code, text)
@@ -95,8 +111,13 @@ AGENTS = ["reference:Momentum", "baseline:Momentum", "random", "ppo:tiny", "refe
 def test_command_prints_the_table_and_exits_0(tiny_bench):
     assert tiny_bench.code == 0, tiny_bench.text
     text = tiny_bench.text
-    for header in ("score (median)", "IQM 95% interval", "turnover/yr", "reference turnover/yr",
-                   "costs/yr"):  # fmt: skip
+    for header in (
+        "score (median)",
+        "IQM 95% interval",
+        "turnover/yr",
+        "reference turnover/yr",
+        "costs/yr",
+    ):
         assert header in text
     for agent in AGENTS:
         assert f"{agent}: IQM " in text, agent
@@ -221,8 +242,13 @@ def test_two_tasks_untrained_policy_and_progress(tmp_path, monkeypatch):
     callback counts every job; ``untrained:ppo`` comes from configs/bench/ppo.yaml."""
     monkeypatch.chdir(tmp_path)
     calls = []
-    config = BenchConfig(agents=("untrained:ppo", "equal_weight"), tasks=("Momentum", "SP500"),
-                         seeds=2, reps=100, output=tmp_path / "out")  # fmt: skip
+    config = BenchConfig(
+        agents=("untrained:ppo", "equal_weight"),
+        tasks=("Momentum", "SP500"),
+        seeds=2,
+        reps=100,
+        output=tmp_path / "out",
+    )
     report = run_bench(config, progress=lambda *a: calls.append(a))
     n_jobs = 4 * 2 * 2  # (2 agents + 2 anchors) x 2 tasks x 2 seeds
     assert [c[0] for c in calls] == list(range(n_jobs + 1))

@@ -34,11 +34,14 @@ def smoke_with(tmp_path: Path, change: dict, name: str = "bad.yaml") -> Path:
 
 # ------------------------------------------------------------------------ precedence
 def test_defaults_yaml_extra_overrides_precedence(tmp_path):
-    path = write(tmp_path, {
-        "seed": 1,                                   # YAML only
-        "env": {"window": 10, "episode_length": 100},  # YAML, then extra / override
-        "algo": {"n_envs": 2, "total_timesteps": 500},
-    })  # fmt: skip
+    path = write(
+        tmp_path,
+        {
+            "seed": 1,  # YAML only
+            "env": {"window": 10, "episode_length": 100},  # YAML, then extra / override
+            "algo": {"n_envs": 2, "total_timesteps": 500},
+        },
+    )
     extra = {"env": {"episode_length": 120}, "algo": {"n_envs": 3, "total_timesteps": 600}}
     config = load_config(path, ["algo.total_timesteps=700", "training.eval_every=50"], extra)
 
@@ -63,8 +66,11 @@ def test_extra_and_overrides_without_a_file():
     ("override", "attribute", "expected"),
     [
         ("env.window=16", ("env", "window"), 16),
-        ("training.early_stopping_min_delta=1.0e-3", ("training", "early_stopping_min_delta"),
-         0.001),
+        (
+            "training.early_stopping_min_delta=1.0e-3",
+            ("training", "early_stopping_min_delta"),
+            0.001,
+        ),
         ("training.early_stopping_min_delta=2.5", ("training", "early_stopping_min_delta"), 2.5),
         ("algo.normalize.rewards=true", ("algo", "normalize", "rewards"), True),
         ("training.progress_bar=no", ("training", "progress_bar"), False),
@@ -73,10 +79,13 @@ def test_extra_and_overrides_without_a_file():
         ("env.episode_length=null", ("env", "episode_length"), None),
         ("training.early_stopping_patience=~", ("training", "early_stopping_patience"), None),
         ("env.episode_length=", ("env", "episode_length"), None),
-        ("algo.hyperparameters={n_steps: 32, gamma: 0.9}", ("algo", "hyperparameters"),
-         {"n_steps": 32, "gamma": 0.9}),
+        (
+            "algo.hyperparameters={n_steps: 32, gamma: 0.9}",
+            ("algo", "hyperparameters"),
+            {"n_steps": 32, "gamma": 0.9},
+        ),
     ],
-)  # fmt: skip
+)
 def test_overrides_are_yaml_scalars(override, attribute, expected):
     config = load_config(SMOKE, [override])
     value = config
@@ -168,16 +177,25 @@ def test_to_yaml_round_trips(tmp_path, path):
         ({"algo": {"total_timesteps": "many"}}, "algo.total_timesteps", "many"),
         ({"env": {"rules": {"comission_bps": 5}}}, "env.rules", "comission_bps"),
         ({"env": {"rules": {"commission_bps": -1}}}, "env.rules", "commission_bps"),
-        ({"algo": {"name": "sac", "hyperparameters": {"clip_range": 0.2}}},
-         "algo.hyperparameters", "clip_range"),
-        ({"algo": {"name": "a2c", "hyperparameters": {"n_epochs": 3}}},
-         "algo.hyperparameters", "n_epochs"),
+        (
+            {"algo": {"name": "sac", "hyperparameters": {"clip_range": 0.2}}},
+            "algo.hyperparameters",
+            "clip_range",
+        ),
+        (
+            {"algo": {"name": "a2c", "hyperparameters": {"n_epochs": 3}}},
+            "algo.hyperparameters",
+            "n_epochs",
+        ),
         ({"env": {"splits": {"validation_start": "2017-01-03"}}}, "env.splits", "increase"),
         ({"env": {"splits": {"end": "2012-01-03"}}}, "env.splits", "increase"),
-        ({"env": {"action_mapping": "discrete"},
-          "algo": {"name": "sac", "hyperparameters": {}}}, "env.action_mapping", "sac"),
+        (
+            {"env": {"action_mapping": "discrete"}, "algo": {"name": "sac", "hyperparameters": {}}},
+            "env.action_mapping",
+            "sac",
+        ),
     ],
-)  # fmt: skip
+)
 def test_errors_name_the_key_and_the_file(tmp_path, change, key, hint):
     path = smoke_with(tmp_path, change)
     with pytest.raises(ConfigError) as info:
@@ -295,21 +313,26 @@ def test_tuning_folds_on_a_task_end_before_its_test_split():
 
 def test_the_assetwise_policy_is_for_on_policy_algorithms():
     with pytest.raises(ConfigError, match=r"AssetwisePolicy needs algo\.name ppo or a2c"):
-        load_config(BENCH_PPO, ["env.data=marketarena/Noise-v0", "algo.name=sac",
-                                "algo.hyperparameters={}"])  # fmt: skip
+        load_config(
+            BENCH_PPO, ["env.data=marketarena/Noise-v0", "algo.name=sac", "algo.hyperparameters={}"]
+        )
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["env.reward=log_return", "env.reward_kwargs={scale: 2}"],
-         "reward 'log_return': unknown argument(s) ['scale']"),
-        (["env.reward=differential_sharpe", "env.reward_kwargs={etta: 0.1}"],
-         "it takes eta, warmup, var_floor, turnover_penalty"),
+        (
+            ["env.reward=log_return", "env.reward_kwargs={scale: 2}"],
+            "reward 'log_return': unknown argument(s) ['scale']",
+        ),
+        (
+            ["env.reward=differential_sharpe", "env.reward_kwargs={etta: 0.1}"],
+            "it takes eta, warmup, var_floor, turnover_penalty",
+        ),
         (["env.reward_kwargs={turnover_penalty: -1}"], "turnover_penalty must be >= 0"),
         (["env.reward=sharpe"], "unknown reward 'sharpe'"),
     ],
-)  # fmt: skip
+)
 def test_reward_and_its_arguments_are_checked_on_load(overrides, message):
     with pytest.raises(ConfigError) as info:
         load_config(CONFIGS[0], overrides)

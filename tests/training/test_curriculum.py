@@ -64,8 +64,12 @@ def spy(monkeypatch):
 
 def test_stages_train_in_order_then_the_run_env(tmp_path, monkeypatch, no_report, spy):
     monkeypatch.chdir(tmp_path)
-    config = smoke(STAGES, "algo.total_timesteps=1024", "training.eval_every=256",
-                   "training.checkpoint_every=1000000")  # fmt: skip
+    config = smoke(
+        STAGES,
+        "algo.total_timesteps=1024",
+        "training.eval_every=256",
+        "training.checkpoint_every=1000000",
+    )
     result = train(config)
     free, costly = {"commission_bps": 0, "slippage_bps": 0}, {"commission_bps": 500}
     assert spy["envs"] == [(free, 32, "sp500_20"), (costly, 64, "sp500_20"), ({}, 64, "sp500_20")]
@@ -85,8 +89,11 @@ def test_curriculum_is_deterministic_and_changes_training(tmp_path, monkeypatch,
     from marketarena.agents.sb3_agent import algorithm_class
 
     monkeypatch.chdir(tmp_path)
-    common = ("algo.total_timesteps=768", "training.eval_every=1000000",
-              "training.checkpoint_every=1000000")  # fmt: skip
+    common = (
+        "algo.total_timesteps=768",
+        "training.eval_every=1000000",
+        "training.checkpoint_every=1000000",
+    )
     a, b = train(smoke(STAGES, *common)), train(smoke(STAGES, *common))
     plain = train(smoke(*common))
 
@@ -100,8 +107,9 @@ def test_curriculum_is_deterministic_and_changes_training(tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize("observations", [True, False])
-def test_normalisation_statistics_carry_across_stages(observations, tmp_path, monkeypatch,
-                                                      no_report):  # fmt: skip
+def test_normalisation_statistics_carry_across_stages(
+    observations, tmp_path, monkeypatch, no_report
+):
     """Observation moments (when normalised) and return moments continue across stages."""
     monkeypatch.chdir(tmp_path)
     counts = []
@@ -130,8 +138,12 @@ def test_a_resume_lands_in_the_stage_it_left(tmp_path, monkeypatch, no_report, s
     """A run resumed from its checkpoint at step 512 (inside the second stage) rebuilds
     that stage's env, trains the rest of it, then the run's env, to the same total."""
     monkeypatch.chdir(tmp_path)
-    config = smoke(STAGES, "algo.total_timesteps=1024", "training.eval_every=256",
-                   "training.checkpoint_every=512")  # fmt: skip
+    config = smoke(
+        STAGES,
+        "algo.total_timesteps=1024",
+        "training.eval_every=256",
+        "training.checkpoint_every=512",
+    )
     full = train(config)
     run_dir = full.run_dir
     checkpoint = run_dir / "checkpoints" / f"step_{512:012d}"
@@ -155,8 +167,14 @@ def test_stage_ends_and_stage_at(tmp_path, monkeypatch):
     trainer.model = train_module.make_model(trainer.config, trainer.env)
     assert trainer.stage_ends() == [256, 768, 1024]
     assert [trainer.stage_at(s) for s in (0, 255, 256, 767, 768, 1023, 5000)] == [
-        0, 0, 1, 1, 2, 2, 2,
-    ]  # fmt: skip
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+        2,
+    ]
 
 
 # ------------------------------------------------------------------------- bad input
@@ -183,14 +201,21 @@ def test_bad_stages_name_the_stage(curriculum, message):
 
 def test_a_stage_with_another_universe_size_is_refused(tmp_path, monkeypatch, no_report):
     monkeypatch.chdir(tmp_path)
-    config = build_config({
-        "env": {"data": "marketarena/Momentum-v0", "window": 8},
-        "algo": {"total_timesteps": 512, "n_envs": 2, "hyperparameters": {"n_steps": 64,
-                 "batch_size": 64}},
-        "training": {"progress_bar": False, "curriculum": [
-            {"steps": 128, "env": {"data": "marketarena/LeadLag-v0"}}]},
-        "mlflow": {"enabled": False},
-    })  # fmt: skip
+    config = build_config(
+        {
+            "env": {"data": "marketarena/Momentum-v0", "window": 8},
+            "algo": {
+                "total_timesteps": 512,
+                "n_envs": 2,
+                "hyperparameters": {"n_steps": 64, "batch_size": 64},
+            },
+            "training": {
+                "progress_bar": False,
+                "curriculum": [{"steps": 128, "env": {"data": "marketarena/LeadLag-v0"}}],
+            },
+            "mlflow": {"enabled": False},
+        }
+    )
     with pytest.raises(ConfigError) as info:
         train(config)
     assert "LeadLag-v0 has 2 assets, the run's data marketarena/Momentum-v0 5" in str(info.value)

@@ -23,11 +23,18 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "bench" / "ppo.yaml"
 
 @pytest.mark.slow
 def test_ppo_clears_the_momentum_task_in_well_under_a_minute(tmp_path):
-    config = load_config(CONFIG, [
-        "env.data=marketarena/Momentum-v0", "algo.total_timesteps=160000", "seed=0",
-        "mlflow.enabled=false", "training.progress_bar=false", "training.eval_every=40000",
-        f"training.output_dir={tmp_path}",
-    ])  # fmt: skip
+    config = load_config(
+        CONFIG,
+        [
+            "env.data=marketarena/Momentum-v0",
+            "algo.total_timesteps=160000",
+            "seed=0",
+            "mlflow.enabled=false",
+            "training.progress_bar=false",
+            "training.eval_every=40000",
+            f"training.output_dir={tmp_path}",
+        ],
+    )
     started = time.perf_counter()
     result = train(config)
     seconds = time.perf_counter() - started

@@ -91,16 +91,31 @@ def _start_server(root: Path) -> Server:
         port = _free_port()
         log = root / f"server-{attempt}.log"
         command = [
-            sys.executable, "-m", "mlflow", "server",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "artifacts"),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ]
         with log.open("wb") as out:
             process = subprocess.Popen(
-                command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                command,
+                cwd=root,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         server = Server(f"http://127.0.0.1:{port}", process, log)
         deadline = time.monotonic() + START_DEADLINE_S
         while time.monotonic() < deadline and process.poll() is None:
@@ -144,10 +159,22 @@ def trained(server, tmp_path_factory) -> TrainResult:
 def _evaluate(agent: str, output: Path) -> dict:
     console = Console(record=True, width=250)
     code = main(
-        ["evaluate", "--agent", agent, "--start", VALIDATION[0], "--end", VALIDATION[1],
-         "--no-baselines", "--benchmark", "none", "--output", str(output)],
+        [
+            "evaluate",
+            "--agent",
+            agent,
+            "--start",
+            VALIDATION[0],
+            "--end",
+            VALIDATION[1],
+            "--no-baselines",
+            "--benchmark",
+            "none",
+            "--output",
+            str(output),
+        ],
         console=console,
-    )  # fmt: skip
+    )
     assert code == 0, console.export_text()
     (row,) = json.loads((output / "metrics.json").read_text())["agents"]
     return row
@@ -183,8 +210,13 @@ def test_training_run_is_logged_to_the_server(server, trained):
     assert [m.value for m in history] == pytest.approx([e["sharpe"] for e in trained.evaluations])
     assert steps("rollout/ep_rew_mean") == [256, 512, 768, 1024]
     assert steps("train/loss") == [512, 768, 1024]  # an update is logged with the next rollout
-    assert {"train/policy_gradient_loss", "train/value_loss", "train/approx_kl",
-            "eval/total_return", "eval/max_drawdown"} <= set(run.data.metrics)  # fmt: skip
+    assert {
+        "train/policy_gradient_loss",
+        "train/value_loss",
+        "train/approx_kl",
+        "eval/total_return",
+        "eval/max_drawdown",
+    } <= set(run.data.metrics)
 
     # tags
     tags = run.data.tags

@@ -40,9 +40,15 @@ def build_model(config):
 
 # --------------------------------------------------------------------------- config
 def test_recurrent_ppo_gets_its_lstm_policy_and_lstm_settings_pass_through():
-    config = load_config(SMOKE, [*RECURRENT, "algo.hyperparameters={n_steps: 16, batch_size: 32}",
-                                 "algo.policy_kwargs={lstm_hidden_size: 12, n_lstm_layers: 2, "
-                                 "shared_lstm: true, enable_critic_lstm: false}"])  # fmt: skip
+    config = load_config(
+        SMOKE,
+        [
+            *RECURRENT,
+            "algo.hyperparameters={n_steps: 16, batch_size: 32}",
+            "algo.policy_kwargs={lstm_hidden_size: 12, n_lstm_layers: 2, "
+            "shared_lstm: true, enable_critic_lstm: false}",
+        ],
+    )
     assert config.algo.policy == "MlpLstmPolicy"
     assert load_config(SMOKE, [*RECURRENT, "algo.policy=MlpLstmPolicy"]).algo.policy == (
         "MlpLstmPolicy"
@@ -62,14 +68,18 @@ def test_recurrent_ppo_gets_its_lstm_policy_and_lstm_settings_pass_through():
     ("overrides", "message"),
     [
         # the bench's PPO policy has no recurrent form
-        (("algo.policy=AssetwisePolicy",),
-         r"policy AssetwisePolicy does not support recurrent_ppo \(it has no LSTM\): use "
-         r"MlpLstmPolicy"),
+        (
+            ("algo.policy=AssetwisePolicy",),
+            r"policy AssetwisePolicy does not support recurrent_ppo \(it has no LSTM\): use "
+            r"MlpLstmPolicy",
+        ),
         (("algo.policy=MlpPolicy",), r"recurrent_ppo needs policy MlpLstmPolicy"),
-        (("algo.hyperparameters={tau: 0.01}",),
-         r"algo.hyperparameters: recurrent_ppo has no hyperparameter\(s\) \['tau'\]"),
+        (
+            ("algo.hyperparameters={tau: 0.01}",),
+            r"algo.hyperparameters: recurrent_ppo has no hyperparameter\(s\) \['tau'\]",
+        ),
     ],
-)  # fmt: skip
+)
 def test_what_recurrent_ppo_cannot_use_is_a_clear_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(SMOKE, [*RECURRENT, *overrides])
@@ -78,8 +88,10 @@ def test_what_recurrent_ppo_cannot_use_is_a_clear_config_error(overrides, messag
 def test_the_lstm_policy_needs_recurrent_ppo_and_ppo_hyperparameters_are_accepted():
     with pytest.raises(ConfigError, match=r"policy MlpLstmPolicy needs algo\.name recurrent_ppo"):
         load_config(SMOKE, [*QUIET, "algo.policy=MlpLstmPolicy"])
-    hp = ("algo.hyperparameters={n_steps: 32, batch_size: 64, n_epochs: 3, clip_range: 0.1, "
-          "gae_lambda: 0.9, ent_coef: 0.01, target_kl: 0.05}")  # fmt: skip
+    hp = (
+        "algo.hyperparameters={n_steps: 32, batch_size: 64, n_epochs: 3, clip_range: 0.1, "
+        "gae_lambda: 0.9, ent_coef: 0.01, target_kl: 0.05}"
+    )
     assert load_config(SMOKE, [*RECURRENT, hp]).algo.hyperparameters["target_kl"] == 0.05
     # discrete actions: RecurrentPPO takes MultiDiscrete action spaces, as PPO does
     assert load_config(SMOKE, [*RECURRENT, "env.action_mapping=discrete"]).algo.name == (
@@ -87,8 +99,9 @@ def test_the_lstm_policy_needs_recurrent_ppo_and_ppo_hyperparameters_are_accepte
     )
     # switching the bench's PPO config to recurrent_ppo names the policy to change
     with pytest.raises(ConfigError, match="AssetwisePolicy does not support recurrent_ppo"):
-        load_config(BENCH / "ppo.yaml", ["env.data=marketarena/Noise-v0",
-                                         "algo.name=recurrent_ppo"])  # fmt: skip
+        load_config(
+            BENCH / "ppo.yaml", ["env.data=marketarena/Noise-v0", "algo.name=recurrent_ppo"]
+        )
 
 
 # ------------------------------------------------------------------------- training
@@ -97,10 +110,17 @@ def test_a_recurrent_ppo_run_writes_a_model_folder_that_loads_as_a_recurrent_age
 ):
     # the validation report (plots, bootstrap intervals) is checked for ppo in test_train.py
     monkeypatch.setattr(Trainer, "validation_report", lambda self, model: self.run_dir)
-    config = load_config(SMOKE, [*RECURRENT, "algo.total_timesteps=512",
-                                 "training.eval_every=256", "training.checkpoint_every=256",
-                                 "algo.policy_kwargs={lstm_hidden_size: 8}",
-                                 f"training.output_dir={tmp_path / 'runs'}"])  # fmt: skip
+    config = load_config(
+        SMOKE,
+        [
+            *RECURRENT,
+            "algo.total_timesteps=512",
+            "training.eval_every=256",
+            "training.checkpoint_every=256",
+            "algo.policy_kwargs={lstm_hidden_size: 8}",
+            f"training.output_dir={tmp_path / 'runs'}",
+        ],
+    )
     result = train(config)
     run = result.run_dir
     assert result.timesteps == 512 and [e["step"] for e in result.evaluations] == [256, 512]
@@ -129,8 +149,10 @@ def test_a_recurrent_ppo_run_writes_a_model_folder_that_loads_as_a_recurrent_age
 def test_the_bench_trains_recurrent_ppo_from_its_config():
     agent = bench.resolve_agent("recurrent_ppo")
     assert (agent.kind, agent.algo, agent.config_path.name) == (
-        "rl", "recurrent_ppo", "recurrent_ppo.yaml"
-    )  # fmt: skip
+        "rl",
+        "recurrent_ppo",
+        "recurrent_ppo.yaml",
+    )
     config = load_config(agent.config_path, ["env.data=marketarena/Momentum-v0"])
     ppo = load_config(BENCH / "ppo.yaml", ["env.data=marketarena/Momentum-v0"])
     assert config.env == ppo.env  # the same task env as PPO's: the two compare directly
@@ -144,5 +166,9 @@ def test_recurrent_ppo_tunes_over_ppo_s_space():
     params = {"n_steps_exp": 5, "batch_size_exp": 9, "n_epochs": 5, "clip_range": 0.1}
     out = search_spaces.to_overrides("recurrent_ppo", params, n_envs=4)
     # a minibatch (steps) cannot exceed the rollout of 4 envs x 32 steps
-    assert out["algo"]["hyperparameters"] == {"n_steps": 32, "batch_size": 128, "n_epochs": 5,
-                                              "clip_range": 0.1}  # fmt: skip
+    assert out["algo"]["hyperparameters"] == {
+        "n_steps": 32,
+        "batch_size": 128,
+        "n_epochs": 5,
+        "clip_range": 0.1,
+    }

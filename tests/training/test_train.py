@@ -113,8 +113,12 @@ def fresh_validation_metrics(run_dir: Path, seed: int = 0) -> dict[str, float]:
     data = resolve_data(config.env.data)
     if config.env.universe:
         data = data.select(config.env.universe)
-    spec = {"data": data, "window": config.env.window, "features": config.env.features,
-            "rules": config.env.rules}  # fmt: skip
+    spec = {
+        "data": data,
+        "window": config.env.window,
+        "features": config.env.features,
+        "rules": config.env.rules,
+    }
     agent = SB3Agent.from_file(run_dir / "best")
     return run_backtest(agent, spec, split["start"], split["end"], seed=seed).metrics()
 
@@ -161,9 +165,13 @@ def ppo_run(tmp_path_factory, mlflow_db) -> PpoRun:
         for cls in (PortfolioEnv, PortfolioVectorEnv, PortfolioCore):
             mp.setattr(cls, "__init__", recording(cls))
         # an absolute output_dir: the result's paths stay valid after the chdir is undone
-        config = smoke(*QUIET, "algo.total_timesteps=512", "training.eval_every=128",
-                       "training.checkpoint_every=128",
-                       f"training.output_dir={root / 'runs'}")  # fmt: skip
+        config = smoke(
+            *QUIET,
+            "algo.total_timesteps=512",
+            "training.eval_every=128",
+            "training.checkpoint_every=128",
+            f"training.output_dir={root / 'runs'}",
+        )
         try:
             result = train(config)
         finally:
@@ -209,9 +217,10 @@ def check_run(result: TrainResult, config: Config) -> None:
     evaluations = result.evaluations
     steps = [e["step"] for e in evaluations]
     assert steps == list(
-        range(config.training.eval_every, config.algo.total_timesteps + 1,
-              config.training.eval_every)
-    )  # fmt: skip
+        range(
+            config.training.eval_every, config.algo.total_timesteps + 1, config.training.eval_every
+        )
+    )
     first_best = max(evaluations, key=lambda e: e["sharpe"])
     assert result.best_validation == first_best
     # the agent loads from disk and the best score is what a fresh backtest gives
@@ -232,9 +241,14 @@ def test_each_algorithm_trains(algo, request, tmp_path, monkeypatch):
         return
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    config = smoke(*NO_MLFLOW, f"algo.name={algo}", *ALGORITHMS[algo],
-                   "algo.total_timesteps=512", "training.eval_every=256",
-                   "training.checkpoint_every=128")  # fmt: skip
+    config = smoke(
+        *NO_MLFLOW,
+        f"algo.name={algo}",
+        *ALGORITHMS[algo],
+        "algo.total_timesteps=512",
+        "training.eval_every=256",
+        "training.checkpoint_every=128",
+    )
     result = train(config)
     assert result.run_id is None
     assert result.run_dir.resolve().parent == tmp_path.resolve() / "runs"
@@ -287,8 +301,12 @@ def test_test_split_is_never_built(ppo_run):
 @pytest.mark.slow
 def test_same_seed_same_run_other_seed_other_run(tmp_path, monkeypatch, no_report):
     monkeypatch.chdir(tmp_path)
-    common = (*NO_MLFLOW, "algo.total_timesteps=256", "training.eval_every=128",
-              "training.checkpoint_every=1000000")  # fmt: skip
+    common = (
+        *NO_MLFLOW,
+        "algo.total_timesteps=256",
+        "training.eval_every=128",
+        "training.checkpoint_every=1000000",
+    )
     a = train(smoke(*common))
     b = train(smoke(*common))
     other = train(smoke(*common, "seed=1"))
@@ -308,8 +326,9 @@ def test_validation_and_checkpoints_do_not_change_training(algo, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     common = (*NO_MLFLOW, f"algo.name={algo}", *ALGORITHMS[algo], "algo.total_timesteps=256")
     often = train(smoke(*common, "training.eval_every=64", "training.checkpoint_every=64"))
-    never = train(smoke(*common, "training.eval_every=1000000",
-                        "training.checkpoint_every=1000000"))  # fmt: skip
+    never = train(
+        smoke(*common, "training.eval_every=1000000", "training.checkpoint_every=1000000")
+    )
     assert len(often.evaluations) == 4 and len(never.evaluations) == 1  # one at the end
     assert same_parameters(state_dict(often.model_path, algo), state_dict(never.model_path, algo))
 
@@ -317,9 +336,14 @@ def test_validation_and_checkpoints_do_not_change_training(algo, tmp_path, monke
 # ---------------------------------------------------------------------- early stopping
 def test_early_stopping(tmp_path, monkeypatch, no_report):
     monkeypatch.chdir(tmp_path)
-    config = smoke(*NO_MLFLOW, "algo.total_timesteps=2048", "training.eval_every=128",
-                   "training.checkpoint_every=1000000", "training.early_stopping_patience=1",
-                   "training.early_stopping_min_delta=1e9")  # fmt: skip
+    config = smoke(
+        *NO_MLFLOW,
+        "algo.total_timesteps=2048",
+        "training.eval_every=128",
+        "training.checkpoint_every=1000000",
+        "training.early_stopping_patience=1",
+        "training.early_stopping_min_delta=1e9",
+    )
     result = train(config)
     assert result.stopped_early
     assert [e["step"] for e in result.evaluations] == [128, 256]  # stopped after the second
@@ -332,9 +356,14 @@ def test_early_stopping(tmp_path, monkeypatch, no_report):
 
 def test_patience_without_a_stall_trains_to_the_end(tmp_path, monkeypatch, no_report):
     monkeypatch.chdir(tmp_path)
-    config = smoke(*NO_MLFLOW, "algo.total_timesteps=256", "training.eval_every=128",
-                   "training.checkpoint_every=1000000", "training.early_stopping_patience=1",
-                   "training.early_stopping_min_delta=-1e9")  # fmt: skip
+    config = smoke(
+        *NO_MLFLOW,
+        "algo.total_timesteps=256",
+        "training.eval_every=128",
+        "training.checkpoint_every=1000000",
+        "training.early_stopping_patience=1",
+        "training.early_stopping_min_delta=-1e9",
+    )
     # (min_delta < 0: every evaluation "improves")
     result = train(config)
     assert not result.stopped_early and result.timesteps == 256
@@ -373,15 +402,26 @@ def test_resume_after_kill(tmp_path, monkeypatch, mlflow_db):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     command = [
-        sys.executable, "-c", CLI,
-        "train", "--config", str(SMOKE), "--set", "algo.total_timesteps=4096",
-        "--set", "training.eval_every=512", "--set", "training.checkpoint_every=512",
-        "--set", "training.progress_bar=false",
-    ]  # fmt: skip
+        sys.executable,
+        "-c",
+        CLI,
+        "train",
+        "--config",
+        str(SMOKE),
+        "--set",
+        "algo.total_timesteps=4096",
+        "--set",
+        "training.eval_every=512",
+        "--set",
+        "training.checkpoint_every=512",
+        "--set",
+        "training.progress_bar=false",
+    ]
     log = tmp_path / "train.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)  # fmt: skip
+        process = subprocess.Popen(
+            command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     try:
         deadline = time.monotonic() + POLL_DEADLINE_S
         while not list(tmp_path.glob("runs/*/checkpoints/step_*[0-9]")):
@@ -426,8 +466,11 @@ def test_resume_after_kill(tmp_path, monkeypatch, mlflow_db):
     assert steps == list(range(512, 4097, 512))  # the schedule went on where it was
     # SB3's own step counter continued from the checkpoint (a restart would log from 256)
     seen = {(m.step, m.timestamp) for m in rollouts_before}
-    rollouts_after = [m for m in client.get_metric_history(run_id, "rollout/ep_rew_mean")
-                      if (m.step, m.timestamp) not in seen]  # fmt: skip
+    rollouts_after = [
+        m
+        for m in client.get_metric_history(run_id, "rollout/ep_rew_mean")
+        if (m.step, m.timestamp) not in seen
+    ]
     assert rollouts_after and min(m.step for m in rollouts_after) > resumed_from
     assert max(m.step for m in rollouts_after) == 4096
     # one MLflow run, with evaluations logged before and after the kill
@@ -463,11 +506,23 @@ def run_cli(*args: str) -> tuple[int, str]:
 def test_train_command_prints_the_result(tmp_path, monkeypatch, no_report):
     # (the MLflow run id it prints is checked in test_resume_after_kill)
     monkeypatch.chdir(tmp_path)
-    code, text = run_cli("train", "--config", str(SMOKE), "--set", "algo.total_timesteps=256",
-                         "--set", "training.eval_every=1000000",
-                         "--set", "training.checkpoint_every=1000000", "--set", "name=cli",
-                         "--set", "training.progress_bar=false",
-                         "--set", "mlflow.enabled=false")  # fmt: skip
+    code, text = run_cli(
+        "train",
+        "--config",
+        str(SMOKE),
+        "--set",
+        "algo.total_timesteps=256",
+        "--set",
+        "training.eval_every=1000000",
+        "--set",
+        "training.checkpoint_every=1000000",
+        "--set",
+        "name=cli",
+        "--set",
+        "training.progress_bar=false",
+        "--set",
+        "mlflow.enabled=false",
+    )
     assert code == 0, text
     (run_dir,) = (tmp_path / "runs").glob("cli__ppo__0__*")
     best = run_dir.resolve() / "best" / "model.zip"  # absolute: valid after a chdir
@@ -639,8 +694,12 @@ def test_mlflow_params_metrics_tags_artifacts(ppo_run):
     assert tags["git_sha"] == manifest["git_sha"]
     assert tags["data_sha256"] == manifest["data"]["sha256"]
     artifacts = set(walk_artifacts(client, result.run_id))
-    assert {"config.yaml", "manifest.json", "best_model/model.zip",
-            "validation/report.html"} <= artifacts  # fmt: skip
+    assert {
+        "config.yaml",
+        "manifest.json",
+        "best_model/model.zip",
+        "validation/report.html",
+    } <= artifacts
     (logged,) = client.search_logged_models(
         [run.info.experiment_id], filter_string=f"source_run_id = '{result.run_id}'"
     )
@@ -655,8 +714,14 @@ def test_mlflow_pyfunc_model_acts_like_the_best_model(ppo_run):
     model = mlflow.pyfunc.load_model(f"runs:/{ppo_run.result.run_id}/model")
     agent = SB3Agent.from_file(ppo_run.result.best_model_path)
     data = resolve_data("sp500_20").select(ppo_run.config.env.universe)
-    env = PortfolioEnv(data, start=VALIDATION[0], end=VALIDATION[1], window=8,
-                       random_start=False, episode_length=None)  # fmt: skip
+    env = PortfolioEnv(
+        data,
+        start=VALIDATION[0],
+        end=VALIDATION[1],
+        window=8,
+        random_start=False,
+        episode_length=None,
+    )
     obs, info = env.reset(seed=0)
     rows = [obs]
     for _ in range(3):
@@ -684,10 +749,11 @@ def test_secrets_in_the_environment_are_never_logged(ppo_run, tmp_path, monkeypa
     run_files = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "run")))
     model_files = Path(
         mlflow.artifacts.download_artifacts(
-            f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path / "model"),
+            f"runs:/{run.info.run_id}/model",
+            dst_path=str(tmp_path / "model"),
             tracking_uri=ppo_run.uri,
         )
-    )  # fmt: skip
+    )
     scanned = 0
     for folder in (run_files, model_files, ppo_run.result.run_dir):
         for path in folder.rglob("*"):
@@ -706,9 +772,20 @@ def test_evaluate_the_mlflow_model_over_validation(ppo_run, tmp_path, monkeypatc
     run_id = ppo_run.result.run_id
     out = tmp_path / "evaluation"
     # no --window and no universe given: both come from the model's agent.json
-    code, text = run_cli("evaluate", "--agent", f"runs:/{run_id}/model", "--start",
-                         VALIDATION[0], "--end", VALIDATION[1], "--no-baselines",
-                         "--benchmark", "none", "--output", str(out))  # fmt: skip
+    code, text = run_cli(
+        "evaluate",
+        "--agent",
+        f"runs:/{run_id}/model",
+        "--start",
+        VALIDATION[0],
+        "--end",
+        VALIDATION[1],
+        "--no-baselines",
+        "--benchmark",
+        "none",
+        "--output",
+        str(out),
+    )
     assert code == 0, text
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["settings"]["window"] == 8
@@ -741,8 +818,14 @@ def test_resume_keeps_a_best_model_saved_after_the_last_checkpoint(
     tmp_path, monkeypatch, no_report
 ):
     monkeypatch.chdir(tmp_path)
-    result = train(smoke(*NO_MLFLOW, "algo.total_timesteps=512", "training.eval_every=256",
-                         "training.checkpoint_every=256"))  # fmt: skip
+    result = train(
+        smoke(
+            *NO_MLFLOW,
+            "algo.total_timesteps=512",
+            "training.eval_every=256",
+            "training.checkpoint_every=256",
+        )
+    )
     run = result.run_dir
     (ckpt,) = [c for c in checkpoint_dirs(run) if c.name.endswith("512")]
     # as if killed after a validation saved best/ but before the checkpoint recorded it

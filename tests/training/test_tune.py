@@ -194,11 +194,19 @@ def test_an_all_fixed_space_is_empty(tmp_path, monkeypatch):
 
 def test_to_overrides_by_hand():
     params = {
-        "learning_rate": 3e-4, "one_minus_gamma": 0.0123456789, "n_steps_exp": 5,
-        "batch_size_exp": 9, "n_epochs": 5, "ent_coef": 0.01, "gae_lambda": 0.95,
-        "clip_range": 0.2, "net_arch": "medium", "activation": "relu", "window": 16,
+        "learning_rate": 3e-4,
+        "one_minus_gamma": 0.0123456789,
+        "n_steps_exp": 5,
+        "batch_size_exp": 9,
+        "n_epochs": 5,
+        "ent_coef": 0.01,
+        "gae_lambda": 0.95,
+        "clip_range": 0.2,
+        "net_arch": "medium",
+        "activation": "relu",
+        "window": 16,
         "reward": "differential_sharpe",
-    }  # fmt: skip
+    }
     out = search_spaces.to_overrides("ppo", params, n_envs=2)
     assert out == {
         "algo": {
@@ -221,16 +229,26 @@ def test_to_overrides_by_hand():
     big = search_spaces.to_overrides("ppo", params, n_envs=32)
     assert big["algo"]["hyperparameters"]["batch_size"] == 512
     # A2C: n_steps from 2 ** k, no batch size; net_arch names
-    a2c = search_spaces.to_overrides("a2c", {"n_steps_exp": 3, "one_minus_gamma": 0.1,
-                                             "net_arch": "tiny"}, n_envs=8)  # fmt: skip
+    a2c = search_spaces.to_overrides(
+        "a2c", {"n_steps_exp": 3, "one_minus_gamma": 0.1, "net_arch": "tiny"}, n_envs=8
+    )
     assert a2c == {
         "algo": {"hyperparameters": {"gamma": 0.9, "n_steps": 8}, "net_arch": [32]},
         "env": {},
     }
     # off-policy: the batch size is not capped by a rollout; a fixed list passes through
-    sac = search_spaces.to_overrides("sac", {"batch_size_exp": 9, "tau": 0.01, "train_freq": 4,
-                                             "learning_starts": 100, "net_arch": [8, 8],
-                                             "reward": "log_return"}, n_envs=1)  # fmt: skip
+    sac = search_spaces.to_overrides(
+        "sac",
+        {
+            "batch_size_exp": 9,
+            "tau": 0.01,
+            "train_freq": 4,
+            "learning_starts": 100,
+            "net_arch": [8, 8],
+            "reward": "log_return",
+        },
+        n_envs=1,
+    )
     assert sac == {
         "algo": {
             "hyperparameters": {
@@ -273,8 +291,11 @@ def test_unknown_sampler_and_pruner(tmp_path, monkeypatch, capsys):
 
 
 def draw(trial: optuna.trial.Trial) -> tuple[float, int, str]:
-    return (trial.suggest_float("lr", 1e-5, 1e-2, log=True), trial.suggest_int("n", 0, 1000),
-            trial.suggest_categorical("net", ["tiny", "small", "medium"]))  # fmt: skip
+    return (
+        trial.suggest_float("lr", 1e-5, 1e-2, log=True),
+        trial.suggest_int("n", 0, 1000),
+        trial.suggest_categorical("net", ["tiny", "small", "medium"]),
+    )
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
@@ -282,9 +303,12 @@ def test_samplers_are_reproducible_and_workers_never_share_a_stream(sampler):
     def join(storage: optuna.storages.BaseStorage, seed: int = 0) -> optuna.Study:
         """A worker with the same config (and sampler seed) joining study "s"."""
         return optuna.create_study(
-            storage=storage, study_name="s", load_if_exists=True,
-            sampler=make_sampler(sampler, seed), direction="maximize",
-        )  # fmt: skip
+            storage=storage,
+            study_name="s",
+            load_if_exists=True,
+            sampler=make_sampler(sampler, seed),
+            direction="maximize",
+        )
 
     def lone_run(seed: int) -> list[tuple]:
         study = join(optuna.storages.InMemoryStorage(), seed)
@@ -315,8 +339,9 @@ def test_unreachable_postgres_is_a_storage_error_without_the_password(tmp_path, 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StorageError, match=r"u:\*\*\*@"):
         tune(smoke(*NO_MLFLOW, f"tuning.storage={url}"), out_dir=tmp_path / "tuning")
-    code, text = run_cli("tune", "--config", str(SMOKE), "--storage", url,
-                         "--set", "mlflow.enabled=false")  # fmt: skip
+    code, text = run_cli(
+        "tune", "--config", str(SMOKE), "--storage", url, "--set", "mlflow.enabled=false"
+    )
     assert code == 1, text
     assert "error:" in text and "cannot open the Optuna storage" in text
     assert "secretpw" not in text
@@ -350,8 +375,13 @@ def smoke_dates() -> np.ndarray:
 @pytest.mark.parametrize("folds", [1, 2])
 def test_tuning_never_builds_the_test_split(folds, tmp_path, monkeypatch, built_ranges):
     monkeypatch.chdir(tmp_path)
-    config = smoke(*FAST, *NO_MLFLOW, "tuning.n_trials=1", f"tuning.folds={folds}",
-                   "tuning.fold_validation_days=60")  # fmt: skip
+    config = smoke(
+        *FAST,
+        *NO_MLFLOW,
+        "tuning.n_trials=1",
+        f"tuning.folds={folds}",
+        "tuning.fold_validation_days=60",
+    )
     result = tune(config, out_dir=tmp_path / "tuning")
     assert result.n_complete == 1
     # not a vacuous pass: the training envs and validation backtests were seen
@@ -363,8 +393,10 @@ def test_tuning_never_builds_the_test_split(folds, tmp_path, monkeypatch, built_
         expected = []
         for k in (2, 1):  # validation ranges of 60 days, the last one just before the test
             v = t - k * 60
-            expected += [("PortfolioVectorEnv", TRAIN[0], dates[v - 1]),
-                         ("PortfolioEnv", dates[v], dates[v + 59])]  # fmt: skip
+            expected += [
+                ("PortfolioVectorEnv", TRAIN[0], dates[v - 1]),
+                ("PortfolioEnv", dates[v], dates[v + 59]),
+            ]
         assert expected[-1][2] == VALIDATION[1]
     for item in expected:
         assert item in built_ranges, (item, sorted(set(built_ranges)))
@@ -380,10 +412,14 @@ def test_fold_splits_by_hand():
     config = smoke("tuning.folds=3", "tuning.fold_validation_days=100")
     folds = fold_splits(config)
     assert folds == [
-        {"start": TRAIN[0], "validation_start": dates[t - k * 100],
-         "test_start": dates[t - (k - 1) * 100], "end": dates[t - (k - 1) * 100]}
+        {
+            "start": TRAIN[0],
+            "validation_start": dates[t - k * 100],
+            "test_start": dates[t - (k - 1) * 100],
+            "end": dates[t - (k - 1) * 100],
+        }
         for k in (3, 2, 1)
-    ]  # fmt: skip
+    ]
     data = resolve_data(config.env.data).select(config.env.universe)
     validations = []
     for fold in folds:
@@ -424,8 +460,11 @@ def test_a_nan_validation_score_prunes_the_trial(tmp_path, monkeypatch, no_repor
     monkeypatch.setattr(Trainer, "validation_backtest", validation_backtest)
     monkeypatch.chdir(tmp_path)
     seen = []
-    result = tune(smoke(*FAST, *NO_MLFLOW, "tuning.n_trials=3", "tuning.pruner=none"),
-                  out_dir=tmp_path / "tuning", on_trial=seen.append)  # fmt: skip
+    result = tune(
+        smoke(*FAST, *NO_MLFLOW, "tuning.n_trials=3", "tuning.pruner=none"),
+        out_dir=tmp_path / "tuning",
+        on_trial=seen.append,
+    )
     assert nan_trials == ["smoke-t1"]  # pruned at its first validation
     study = journal_study(tmp_path, "smoke")
     assert states(study) == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
@@ -442,8 +481,10 @@ def test_a_diverging_run_is_pruned_and_another_error_is_not(tmp_path, monkeypatc
     def fake_train(config, **kwargs):
         calls.append(config.name)
         if config.name.endswith("-t0"):
-            raise ValueError("Expected parameter loc of Normal to satisfy: found invalid "
-                             "values: tensor([[nan, nan]])")  # fmt: skip
+            raise ValueError(
+                "Expected parameter loc of Normal to satisfy: found invalid "
+                "values: tensor([[nan, nan]])"
+            )
         raise RuntimeError("boom: could not infer the dtype, information lost")  # not NaN/inf
 
     monkeypatch.setattr(tune_module, "train", fake_train)
@@ -457,8 +498,9 @@ def test_a_diverging_run_is_pruned_and_another_error_is_not(tmp_path, monkeypatc
 def test_the_median_pruner_prunes_a_clearly_worse_trial():
     """``Objective._reporter`` (what ``train`` calls after each validation) against a real
     in-memory study with the configured median pruner."""
-    study = optuna.create_study(direction="maximize", pruner=make_pruner("median"),
-                                sampler=make_sampler("random", 0))  # fmt: skip
+    study = optuna.create_study(
+        direction="maximize", pruner=make_pruner("median"), sampler=make_sampler("random", 0)
+    )
 
     def run(scores: list[float]) -> tuple[str, int | None]:
         trial = study.ask()
@@ -509,8 +551,9 @@ def resumed(tmp_path_factory) -> ResumedStudy:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.setattr(Trainer, "validation_report", lambda self, model: self.run_dir)
         args = [a for o in overrides for a in ("--set", o)]
-        code, text = run_cli("tune", "--config", str(SMOKE), "--study", "resume",
-                             "--n-trials", "2", *args)  # fmt: skip
+        code, text = run_cli(
+            "tune", "--config", str(SMOKE), "--study", "resume", "--n-trials", "2", *args
+        )
         config = smoke(*overrides, "tuning.study=resume", "tuning.n_trials=2")
         second = tune(config, out_dir=root / "tuning")
     return ResumedStudy(root, uri, text, code, second, journal_study(root, "resume"))
@@ -545,8 +588,9 @@ def test_the_study_resumes_from_the_journal(resumed):
     )
     with pytest.raises(optuna.exceptions.DuplicatedStudyError):
         optuna.create_study(study_name="resume", storage=storage, load_if_exists=False)
-    again = optuna.create_study(study_name="resume", storage=storage, load_if_exists=True,
-                                direction="maximize")  # fmt: skip
+    again = optuna.create_study(
+        study_name="resume", storage=storage, load_if_exists=True, direction="maximize"
+    )
     assert len(again.trials) == 4 and again.best_value == study.best_value
 
 
@@ -619,9 +663,18 @@ def test_best_config_loads_and_trains(resumed, tmp_path, monkeypatch, no_report)
     assert config.algo.net_arch == (32,) and config.env.window == 8
     assert f"trial {best.number}" in path.read_text().splitlines()[0]
     monkeypatch.chdir(tmp_path)
-    result = train(load_config(path, ["algo.total_timesteps=128", "training.eval_every=128",
-                                      "mlflow.enabled=false", "training.progress_bar=false",
-                                      f"training.output_dir={tmp_path / 'runs'}"]))  # fmt: skip
+    result = train(
+        load_config(
+            path,
+            [
+                "algo.total_timesteps=128",
+                "training.eval_every=128",
+                "mlflow.enabled=false",
+                "training.progress_bar=false",
+                f"training.output_dir={tmp_path / 'runs'}",
+            ],
+        )
+    )
     assert result.timesteps == 128 and result.model_path.is_file()
     assert math.isfinite(result.best_validation["sharpe"])
 
@@ -629,8 +682,13 @@ def test_best_config_loads_and_trains(resumed, tmp_path, monkeypatch, no_report)
 # --------------------------------------------------------------------------- retrain
 def test_retrain_reports_a_deflated_sharpe_on_the_test_split(tmp_path, monkeypatch, no_report):
     monkeypatch.chdir(tmp_path)
-    config = smoke(*FAST, *NO_MLFLOW, "tuning.n_trials=2", "tuning.retrain=true",
-                   f"training.output_dir={tmp_path / 'runs'}")  # fmt: skip
+    config = smoke(
+        *FAST,
+        *NO_MLFLOW,
+        "tuning.n_trials=2",
+        "tuning.retrain=true",
+        f"training.output_dir={tmp_path / 'runs'}",
+    )
     result = tune(config, out_dir=tmp_path / "tuning")
     test = result.test
     assert test["n_trials"] == 2.0
@@ -682,14 +740,21 @@ def postgres_study(url: str) -> Iterator[tuple[str, optuna.storages.BaseStorage]
 def start_worker(folder: Path, log: str, *args: str) -> subprocess.Popen:
     """``marketarena tune`` on the smoke config in its own process, output to ``log``."""
     # PYTHONFAULTHANDLER: a worker stuck past a deadline can be made to print its stacks
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-           "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONFAULTHANDLER": "1",
+    }
     with open(folder / log, "w") as out:
         return subprocess.Popen(
             [sys.executable, "-c", CLI, "tune", "--config", str(SMOKE), *args],
-            cwd=folder, stdout=out, stderr=subprocess.STDOUT, env=env,
+            cwd=folder,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
             preexec_fn=_interruptible,
-        )  # fmt: skip
+        )
 
 
 def _interruptible() -> None:
@@ -742,10 +807,13 @@ def test_postgres_workers_share_one_study(postgres_url, tmp_path):
         assert set(states(study)) <= {TrialState.COMPLETE, TrialState.PRUNED}
         # each worker ran two of them, and no trial was run by both
         printed = [
-            {int(line.split()[1].rstrip(":")) for line in log.splitlines()
-             if line.startswith("trial ")}
+            {
+                int(line.split()[1].rstrip(":"))
+                for line in log.splitlines()
+                if line.startswith("trial ")
+            }
             for log in logs
-        ]  # fmt: skip
+        ]
         assert [len(p) for p in printed] == [2, 2] and printed[0] | printed[1] == set(numbers)
         # each worker's summary names the storage without its password
         parts = urlsplit(postgres_url)
@@ -764,11 +832,28 @@ def test_postgres_killed_worker_fails_its_trial_and_the_study_goes_on(
     its own trials, finishes them, and a third worker still adds a trial."""
     heartbeat = ("tuning.heartbeat_interval=1", "tuning.grace_period=3")
     with postgres_study(postgres_url) as (name, storage):
-        a = start_worker(tmp_path, "a.log", "--storage", postgres_url, "--study", name,
-                         "--n-trials", "1", "--pruner", "none", "--output", "tuning_a",
-                         *sets(*FAST, *NO_MLFLOW, *heartbeat, "algo.total_timesteps=1000000",
-                               "tuning.search={n_steps_exp: 5, batch_size_exp: 5, n_epochs: 1, "
-                               "window: 16, net_arch: tiny}"))  # fmt: skip
+        a = start_worker(
+            tmp_path,
+            "a.log",
+            "--storage",
+            postgres_url,
+            "--study",
+            name,
+            "--n-trials",
+            "1",
+            "--pruner",
+            "none",
+            "--output",
+            "tuning_a",
+            *sets(
+                *FAST,
+                *NO_MLFLOW,
+                *heartbeat,
+                "algo.total_timesteps=1000000",
+                "tuning.search={n_steps_exp: 5, batch_size_exp: 5, n_epochs: 1, "
+                "window: 16, net_arch: tiny}",
+            ),
+        )
         b = None
         try:
 
@@ -783,9 +868,19 @@ def test_postgres_killed_worker_fails_its_trial_and_the_study_goes_on(
             a_trial = wait_for(a_running, "worker A's trial to run")
             assert a_trial.user_attrs["env.window"] == 16  # A's (B's trials use window 8)
             time.sleep(1.5)  # its heartbeat is recorded
-            b = start_worker(tmp_path, "b.log", "--storage", postgres_url, "--study", name,
-                             "--n-trials", "2", "--output", "tuning_b",
-                             *sets(*FAST, *NO_MLFLOW, *heartbeat))  # fmt: skip
+            b = start_worker(
+                tmp_path,
+                "b.log",
+                "--storage",
+                postgres_url,
+                "--study",
+                name,
+                "--n-trials",
+                "2",
+                "--output",
+                "tuning_b",
+                *sets(*FAST, *NO_MLFLOW, *heartbeat),
+            )
             assert a.poll() is None, (tmp_path / "a.log").read_text()  # still training
             a.send_signal(signal.SIGKILL)
             assert a.wait(timeout=30) == -signal.SIGKILL
@@ -804,8 +899,13 @@ def test_postgres_killed_worker_fails_its_trial_and_the_study_goes_on(
         # the study stays usable: one more trial, in this process, with MLflow on
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-        config = smoke(*FAST, f"tuning.storage={postgres_url}", f"tuning.study={name}",
-                       "tuning.n_trials=1", f"training.output_dir={tmp_path / 'runs'}")  # fmt: skip
+        config = smoke(
+            *FAST,
+            f"tuning.storage={postgres_url}",
+            f"tuning.study={name}",
+            "tuning.n_trials=1",
+            f"training.output_dir={tmp_path / 'runs'}",
+        )
         result = tune(config, out_dir=tmp_path / "tuning_c")
         assert (result.n_trials, result.n_failed) == (4, 1)
         study = optuna.load_study(study_name=name, storage=storage)
@@ -833,8 +933,15 @@ def test_postgres_killed_worker_fails_its_trial_and_the_study_goes_on(
 # ---------------------------------------------------------------------- Ctrl-C, resume
 @pytest.mark.slow
 def test_ctrl_c_exits_130_and_a_rerun_resumes(tmp_path, monkeypatch, no_report):
-    worker = start_worker(tmp_path, "tune.log", "--n-trials", "5", "--pruner", "none",
-                          *sets(*FAST, *NO_MLFLOW, "algo.total_timesteps=1000000"))  # fmt: skip
+    worker = start_worker(
+        tmp_path,
+        "tune.log",
+        "--n-trials",
+        "5",
+        "--pruner",
+        "none",
+        *sets(*FAST, *NO_MLFLOW, "algo.total_timesteps=1000000"),
+    )
     try:
 
         def training():
@@ -854,8 +961,10 @@ def test_ctrl_c_exits_130_and_a_rerun_resumes(tmp_path, monkeypatch, no_report):
         except subprocess.TimeoutExpired:
             worker.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack
             worker.wait(timeout=30)
-            pytest.fail("the worker did not stop within 60 s of Ctrl-C; its output and stacks:\n"
-                        + (tmp_path / "tune.log").read_text())  # fmt: skip
+            pytest.fail(
+                "the worker did not stop within 60 s of Ctrl-C; its output and stacks:\n"
+                + (tmp_path / "tune.log").read_text()
+            )
     finally:
         stop(worker)
     log = (tmp_path / "tune.log").read_text()
@@ -868,8 +977,16 @@ def test_ctrl_c_exits_130_and_a_rerun_resumes(tmp_path, monkeypatch, no_report):
     assert states(journal_study(tmp_path, "smoke")) == [TrialState.FAIL]
     # the same command again (a shorter budget): the study resumes
     monkeypatch.chdir(tmp_path)
-    code, text = run_cli("tune", "--config", str(SMOKE), "--n-trials", "1", "--pruner", "none",
-                         *sets(*FAST, *NO_MLFLOW))  # fmt: skip
+    code, text = run_cli(
+        "tune",
+        "--config",
+        str(SMOKE),
+        "--n-trials",
+        "1",
+        "--pruner",
+        "none",
+        *sets(*FAST, *NO_MLFLOW),
+    )
     assert code == 0, text
     assert "study smoke in optuna.journal: 2 trials (1 complete, 0 pruned, 1 failed)" in text
     assert "trial 1: complete" in text
