@@ -276,6 +276,8 @@ class PortfolioCore:
             weights = self.action_spec.apply_band(weights, sim.weight[:, :-1])
         result = sim.step_weights(weights, projected=self._projected)
         reward = self.reward_fn(result)
+        if self.settings.reward_scale != 1.0:
+            reward = reward * self.settings.reward_scale
         terminated = sim.breached()
         # past the end and not terminated (on booleans, a > b is "a and not b")
         truncated = (sim.t > self.episode_end) > terminated

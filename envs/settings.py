@@ -129,6 +129,8 @@ class EnvSettings:
             ``relative_band`` the band shrinks for small weights (see ``ActionSpec``).
         price_dtype: ``"float64"`` (exact) or ``"float32"`` (half the memory of the price
             tables; also accepted as a numpy type).
+        reward_scale: every reward is multiplied by it (e.g. to bring daily log returns,
+            ~0.01, to the unit scale value networks learn best at, without VecNormalize).
 
     Values are converted and checked on construction (a bad one is a
     :class:`~marketarena.envs.errors.ConfigError`, a ``ValueError``, naming it); checks that
@@ -154,6 +156,7 @@ class EnvSettings:
     rebalance_band: float = field(default=0.0, metadata=_meta(convert=float, ge=0, lt=1))
     relative_band: float = field(default=0.0, metadata=_meta(convert=float, ge=0, lt=1))
     price_dtype: PriceDtype = field(default="float64", metadata=_meta(convert=_dtype_name))
+    reward_scale: float = field(default=1.0, metadata=_meta(convert=float, gt=0))
 
     def __post_init__(self) -> None:
         given = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -196,3 +196,23 @@ def test_file_fields_are_the_settings():
     assert fields["rules"].default_factory() == {}
     assert set(OBSERVATION_SETTINGS) <= set(fields)
     assert EnvSettings(window=3).observation() == {"window": 3, "features": ("log_return",)}
+
+
+def test_reward_scale_multiplies_every_reward(market):
+    """``reward_scale`` (added in envs/settings.py and read in envs/core.py only): the same
+    actions give the same NAVs and exactly ``scale x`` the rewards, and results carry it."""
+    plain = PortfolioVectorEnv(4, market, window=5, episode_length=20)
+    scaled = PortfolioVectorEnv(4, market, window=5, episode_length=20, reward_scale=100.0)
+    plain.reset(seed=3)
+    scaled.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(25):  # past an episode's end: autoreset too
+        action = rng.random((4, market.n_assets + 1))
+        _, r_plain, *_ = plain.step(action)
+        _, r_scaled, *_ = scaled.step(action)
+        np.testing.assert_array_equal(r_scaled, r_plain * 100.0)
+        np.testing.assert_array_equal(scaled.sim.nav, plain.sim.nav)
+    assert scaled.settings.to_dict()["reward_scale"] == 100.0
+    assert EnvSettings.from_dict(scaled.settings.to_dict()) == scaled.settings
+    with pytest.raises(ValueError, match="reward_scale must be > 0"):
+        EnvSettings(reward_scale=0)

@@ -451,3 +451,12 @@ def test_split_dates_are_ordered_as_dates_not_as_strings():
         load_config(
             SMOKE, ["env.splits.start=2009-12-31", "env.splits.validation_start='20091201'"]
         )
+
+
+def test_a_new_env_setting_needs_no_config_change():
+    """reward_scale was declared in envs/settings.py only: configs take, check and pass it."""
+    config = load_config(SMOKE, ["env.reward_scale=50"])
+    assert config.env.to_settings().reward_scale == 50.0
+    assert load_config(SMOKE).env.to_settings().reward_scale == 1.0
+    with pytest.raises(ConfigError, match="reward_scale"):
+        load_config(SMOKE, ["env.reward_scale=-1"])
