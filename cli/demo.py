@@ -17,20 +17,21 @@ from marketarena.cli.common import (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser("demo", help="agents on the bundled 20-stock panel, 2018-2022")
-    demo.add_argument("--start", default="2018-01-02", help="first decision date")
-    demo.add_argument("--end", default="2022-12-28", help="last mark date")
+    # no defaults here: DemoConfig (training/demo.py) is the one place they are written, and
+    # importing it (torch, SB3) would slow every command's start
+    demo.add_argument("--start", help="first decision date (default: the demo's)")
+    demo.add_argument("--end", help="last mark date (default: the demo's)")
     demo.add_argument("--output", default="reports/demo", help="report folder ('' for none)")
     demo.add_argument(
         "--ppo-timesteps",
         type=int,
-        default=8192,
-        help="PPO training steps before the comparison (0: no PPO)",
+        help="PPO training steps before the comparison (default: the demo's; 0: no PPO)",
     )
     demo.add_argument(
         "--llm-decide-every",
         type=int,
-        default=63,
-        help="sessions between the local LLM's decisions (0: no LLM)",
+        help="sessions between the local LLM's decisions (default: the demo's, quarterly; "
+        "0: no LLM)",
     )
     demo.set_defaults(handler=handle_demo)
 
@@ -39,12 +40,13 @@ def handle_demo(args: argparse.Namespace, console: Console) -> int:
     from marketarena.training.demo import DemoConfig, run_demo
     from marketarena.training.train import TrainingInterrupted
 
-    config = DemoConfig(
-        start=parse_date(args.start, "--start"),
-        end=parse_date(args.end, "--end"),
-        ppo_timesteps=args.ppo_timesteps,
-        llm_decide_every=args.llm_decide_every,
-    )
+    given = {
+        "start": parse_date(args.start, "--start") if args.start else None,
+        "end": parse_date(args.end, "--end") if args.end else None,
+        "ppo_timesteps": args.ppo_timesteps,
+        "llm_decide_every": args.llm_decide_every,
+    }
+    config = DemoConfig(**{key: value for key, value in given.items() if value is not None})
     console.print(
         f"[bold]marketarena demo[/bold]: {config.data} from {config.start} to {config.end}; "
         "decisions after each close, fills at the next close, "
