@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -47,40 +46,14 @@ def parse_rules(items: Sequence[str] | None) -> dict[str, object]:
     the type of its :class:`~marketarena.envs.simulator.TradingRules` field, so that
     ``lot_size=abc`` or ``max_weight=[1,2]`` is refused with the type it needs. Unknown names
     and ``preset`` are left to the rules themselves, which list the valid ones."""
-    from marketarena.envs.simulator import TradingRules
+    from marketarena.envs.settings import rule_type_error
 
     rules = parse_assignments(items)
-    fields = typing.get_type_hints(TradingRules)
     for key, value in rules.items():
-        if key in fields and not _is_a(value, fields[key]):
-            raise ConfigError(f"--rule {key}={value!r}: {key} takes {_described(fields[key])}")
+        needed = rule_type_error(key, value)
+        if needed:
+            raise ConfigError(f"--rule {key}={value!r}: {needed}")
     return rules
-
-
-def _is_a(value: object, kind: Any) -> bool:
-    """Whether ``value``, as YAML parsed it, is of ``kind``: a number for a float (not a
-    boolean), an integer for an int, true/false for a bool, one of a Literal's values."""
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        return any(_is_a(value, k) for k in typing.get_args(kind))
-    if typing.get_origin(kind) is Literal:
-        return value in typing.get_args(kind)
-    if kind is type(None):
-        return value is None
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _described(kind: Any) -> str:
-    """``a number or null``, ``true or false``, ``one of 'next_open', ...``."""
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        return " or ".join(_described(k) for k in typing.get_args(kind))
-    if typing.get_origin(kind) is Literal:
-        return "one of " + ", ".join(repr(v) for v in typing.get_args(kind))
-    names = {float: "a number", int: "a whole number", bool: "true or false", str: "a word"}
-    return "null" if kind is type(None) else names.get(kind, kind.__name__)
 
 
 @typing.overload

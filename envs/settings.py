@@ -18,7 +18,8 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from functools import cache
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 
@@ -50,6 +51,10 @@ def build_rules(rules: TradingRules | Mapping[str, Any] | str | None) -> Trading
         raise ConfigError(f"unknown trading rule(s) {unknown}; valid: {sorted(known)}")
     if preset is not None and preset not in RULE_PRESETS:
         raise ConfigError(f"unknown rules preset {preset!r}; available: {sorted(RULE_PRESETS)}")
+    for key, value in values.items():
+        needed = rule_type_error(key, value)
+        if needed:
+            raise ConfigError(f"rules.{key}={value!r}: {needed}")
     try:
         if preset is None:
             return TradingRules(**values)
@@ -60,6 +65,47 @@ def build_rules(rules: TradingRules | Mapping[str, Any] | str | None) -> Trading
         raise ConfigError(str(exc)) from None
     except TypeError as exc:  # a value of the wrong type, e.g. a word for a number
         raise ConfigError(f"trading rules {values}: {exc}") from None
+
+
+def rule_type_error(key: str, value: Any) -> str | None:
+    """What a :class:`TradingRules` field ``key`` takes, when ``value`` (as a config file or
+    the command line parsed it) is not of that type; None when it is (or ``key`` is not a
+    field: unknown names are reported with the valid ones)."""
+    kind = _rule_types().get(key)
+    if kind is None or _is_a(value, kind):
+        return None
+    return f"{key} takes {_described(kind)}"
+
+
+@cache
+def _rule_types() -> dict[str, Any]:
+    return get_type_hints(TradingRules)
+
+
+def _is_a(value: Any, kind: Any) -> bool:
+    """Whether ``value`` is of ``kind``: a number for a float (not a boolean), an integer for
+    an int, true/false for a bool, one of a Literal's values."""
+    if get_origin(kind) in (Union, UnionType):
+        return any(_is_a(value, k) for k in get_args(kind))
+    if get_origin(kind) is Literal:
+        return value in get_args(kind)
+    if kind is type(None):
+        return value is None
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _described(kind: Any) -> str:
+    """``a number or null``, ``true or false``, ``one of 'next_open', ...``."""
+    if get_origin(kind) in (Union, UnionType):
+        return " or ".join(_described(k) for k in get_args(kind))
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(repr(v) for v in get_args(kind))
+    names = {float: "a number", int: "a whole number", bool: "true or false", str: "a word"}
+    return "null" if kind is type(None) else names.get(kind, kind.__name__)
 
 
 def _rules(rules: TradingRules | Mapping[str, Any] | str | None) -> TradingRules:

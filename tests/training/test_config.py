@@ -460,3 +460,17 @@ def test_a_new_env_setting_needs_no_config_change():
     assert load_config(SMOKE).env.to_settings().reward_scale == 1.0
     with pytest.raises(ConfigError, match="reward_scale"):
         load_config(SMOKE, ["env.reward_scale=-1"])
+
+
+@pytest.mark.parametrize(
+    ("rule", "needed"),
+    [
+        ("{lot_size: abc}", "lot_size takes a number or null"),
+        ("{max_weight: [1, 2]}", "max_weight takes a number or null"),
+        ("{allow_short: maybe}", "allow_short takes true or false"),
+    ],
+)
+def test_a_trading_rule_of_the_wrong_type_is_named_on_load(rule, needed):
+    with pytest.raises(ConfigError, match="rules") as info:
+        load_config(SMOKE, [f"env.rules={rule}"])
+    assert needed in str(info.value)
