@@ -13,6 +13,7 @@ from marketarena.agents.registry import make_agent
 from marketarena.envs.data import resolve_data
 from marketarena.envs.errors import ConfigError
 from marketarena.envs.settings import EnvSettings
+from marketarena.envs.splits import iso_date
 from marketarena.evaluation.ensembles import ENSEMBLE_KINDS, make_ensemble
 from marketarena.evaluation.report import EvaluationReport
 from marketarena.evaluation.runner import evaluate_agents
@@ -83,8 +84,10 @@ class EvaluationConfig:
             )
         if self.ensembles and len(self.agents) < 2:
             raise ConfigError("an ensemble needs at least two --agent members")
-        if self.start and self.end and self.start > self.end:
-            raise ConfigError(f"empty date range: start {self.start} is after end {self.end}")
+        start = iso_date(self.start, "start") if self.start else None
+        end = iso_date(self.end, "end") if self.end else None
+        if start and end and start > end:  # ISO strings of real dates: ordered as dates
+            raise ConfigError(f"empty date range: start {start} is after end {end}")
 
 
 def build_agents(config: EvaluationConfig) -> list[Agent]:

@@ -260,3 +260,21 @@ def test_optional_abilities_are_asked_through_protocols(market, spec):
     )
     assert all(len(dates) == 3 for dates in seen)
     assert res.diagnostics["members"] == ["buy_and_hold", "reader"]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("2018-13-45", "2019-01-01", "start"),  # not a date, not "after end"
+        ("2019-1-5", "2019-01-10", "start"),
+        ("2019-02-01", "2019-01-31", "empty date range: start 2019-02-01 is after end"),
+    ],
+)
+def test_an_evaluation_checks_its_dates_as_dates(start, end, message):
+    from marketarena.envs.errors import ConfigError
+    from marketarena.evaluation.evaluate import EvaluationConfig
+
+    with pytest.raises(ConfigError, match=message) as info:
+        EvaluationConfig(agents=("equal_weight",), start=start, end=end).validate()
+    if "empty" not in message:
+        assert "after end" not in str(info.value)
