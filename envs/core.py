@@ -101,7 +101,13 @@ class ActionSpec:
         if self.mapping in ("normalize", "discrete"):
             positive = np.maximum(a, _ZERO)  # float64 even for float32 or integer actions
             ones = np.ones(n + 1) if ones is None else ones
-            inv_total = _ONE / (np.vecdot(positive, ones) + _TINY)  # all zero: all cash
+            with np.errstate(over="ignore"):
+                total = np.vecdot(positive, ones)
+            if not np.isfinite(total).all():  # huge finite entries overflow: scale them first
+                huge = ~np.isfinite(total)
+                positive[huge] /= positive[huge].max(axis=1, keepdims=True)
+                total = np.vecdot(positive, ones)
+            inv_total = _ONE / (total + _TINY)  # all zero: all cash
             return positive[:, :n] * inv_total[column_index(len(a))]
         a = np.asarray(a, dtype=np.float64)
         if self.mapping == "softmax":

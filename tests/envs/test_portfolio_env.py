@@ -424,3 +424,19 @@ def test_discrete_mapping(market):
     with pytest.raises(ValueError, match="whole levels"):
         env.step(np.array([0.5, 0, 0, 0, 1.0]))
     gym_check_env(env, skip_render_check=True)
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        ([1e308] * 6, [1 / 6] * 5),  # their sum overflows: equal weights, not all cash
+        ([1e308, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0]),
+        ([1e308, 1e308, 0, 0, 0, 2e307], [5 / 11, 5 / 11, 0, 0, 0]),
+        ([0.3, 0.3, 0.2, 0.1, 0.1, 0.0], [0.3, 0.3, 0.2, 0.1, 0.1]),  # unchanged path
+    ],
+)
+def test_huge_finite_actions_are_scaled_before_normalising(action, expected):
+    from marketarena.envs.core import ActionSpec
+
+    weights = ActionSpec("normalize").to_weights(np.array([action]))
+    np.testing.assert_allclose(weights[0], expected, rtol=1e-12)
