@@ -198,3 +198,10 @@ def test_persisted_backtest_serves_the_local_model_and_continues(tmp_path, three
         assert [x["date"] for x in whole.diagnostics["log"]] == [x["date"] for x in decisions]
     finally:
         runs.close()
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 1), (4, 3), (16, 15)])
+def test_the_local_model_leaves_a_core_for_everything_else(cpus, threads):
+    from marketarena.agents.llm_server import inference_threads
+
+    assert inference_threads(cpus) == threads
