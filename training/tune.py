@@ -28,6 +28,7 @@ import logging
 import math
 import re
 import statistics
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -103,14 +104,38 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
+#: connection parameters that hold secrets, in every form libpq (and SQLAlchemy) accepts
+_SECRET_PARAMETERS = ("password", "passwd", "pwd", "sslpassword", "sslkey_password")
+_SECRET_KEYWORD = re.compile(
+    r"(\b(?:" + "|".join(_SECRET_PARAMETERS) + r")\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)",
+    re.IGNORECASE,
+)
+
+
 def _redact(url: str) -> str:
-    """A storage URL without its password."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+    """A storage URL or connection string with every password replaced by ``***``: the
+    ``user:password@`` of a URL, ``?password=`` (and ``sslpassword``, ...) in its query, and
+    ``password=...`` in a libpq keyword/value string (``host=h password='a b'``)."""
+    if "://" not in url:
+        return _SECRET_KEYWORD.sub(r"\1***", url)
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    query = [
+        (key, "***" if key.lower() in _SECRET_PARAMETERS else value)
+        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    encoded = urllib.parse.urlencode(query, safe="*")
+    # by hand, not urlunsplit: sqlite:///file has an empty host that must keep its //
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{encoded}" if parts.query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
 _NON_FINITE = re.compile(r"\b(nan|inf|infinity)\b", re.IGNORECASE)

@@ -347,6 +347,39 @@ def test_unreachable_postgres_is_a_storage_error_without_the_password(tmp_path, 
     assert "secretpw" not in text
 
 
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("postgresql://u:secretpw@h:5432/db", "postgresql://u:***@h:5432/db"),
+        (
+            "postgresql://u@h/db?password=secretpw&sslmode=require",
+            "postgresql://u@h/db?password=***&sslmode=require",
+        ),
+        ("postgresql://h/db?user=u&PASSWORD=secretpw", "postgresql://h/db?user=u&PASSWORD=***"),
+        (
+            "postgresql://u:secretpw@h/db?sslpassword=secretpw",
+            "postgresql://u:***@h/db?sslpassword=***",
+        ),
+        ("host=h user=u password=secretpw dbname=d", "host=h user=u password=*** dbname=d"),
+        ("password='secret pw' host=h", "password=*** host=h"),
+        ("sqlite:///optuna.db", "sqlite:///optuna.db"),
+        ("optuna.journal", "optuna.journal"),
+    ],
+)
+def test_every_libpq_credential_form_is_redacted(url, redacted):
+    from marketarena.training.tune import _redact
+
+    assert _redact(url) == redacted
+
+
+def test_a_query_password_never_reaches_the_error(tmp_path):
+    url = "postgresql://u@127.0.0.1:1/db?password=secretpw"
+    with pytest.raises(StorageError) as info:
+        make_storage(url)
+    assert "password=***" in str(info.value)
+    assert "secretpw" not in str(info.value) and "secretpw" not in repr(info.value)
+
+
 # --------------------------------------------------------------------------- leakage
 @pytest.fixture
 def built_ranges(monkeypatch) -> list[tuple[str, str | None, str | None]]:
