@@ -14,6 +14,7 @@ from rich.console import Console
 from marketarena.envs.errors import ConfigError
 
 if TYPE_CHECKING:
+    from marketarena.evaluation.evaluate import LLMRequestEstimate
     from marketarena.evaluation.report import EvaluationReport
 
 #: success; a user's mistake (one ``error:`` line); invalid market data (``data validate``);
@@ -39,6 +40,32 @@ def parse_assignments(items: Sequence[str] | None) -> dict[str, object]:
             raise ConfigError(f"expected key=value, got {item!r}")
         out[key.strip()] = yaml.safe_load(value)
     return out
+
+
+def add_yes_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help="run LLM agents past 1,000 requests (without it such a run is refused, with the "
+        "count and the estimated tokens and cost)",
+    )
+
+
+def confirm_llm_requests(
+    estimates: Sequence[LLMRequestEstimate], yes: bool, console: Console
+) -> None:
+    """Print what each LLM agent would ask for; refuse more than
+    ``LLM_REQUESTS_CONFIRM_ABOVE`` requests without ``--yes``."""
+    from marketarena.evaluation.evaluate import LLM_REQUESTS_CONFIRM_ABOVE
+
+    for estimate in estimates:
+        console.print(estimate.line(), highlight=False, soft_wrap=True)
+        if estimate.requests > LLM_REQUESTS_CONFIRM_ABOVE and not yes:
+            raise ConfigError(
+                f"{estimate.agent} would make {estimate.requests:,} requests (more than "
+                f"{LLM_REQUESTS_CONFIRM_ABOVE:,}): pass --yes to run it, or narrow "
+                "--start/--end or raise --llm-decide-every"
+            )
 
 
 def parse_rules(items: Sequence[str] | None) -> dict[str, object]:

@@ -11,6 +11,8 @@ from marketarena.agents.registry import SPEC_HELP
 from marketarena.cli.common import (
     EXIT_OK,
     add_llm_options,
+    add_yes_option,
+    confirm_llm_requests,
     llm_options,
     parse_date,
     parse_rules,
@@ -62,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-baselines", action="store_true", help="do not add buy-and-hold and equal weight"
     )
     ev.add_argument("--jobs", type=int, default=1, help="agents backtested in parallel threads")
+    add_yes_option(ev)
     add_llm_options(ev)
     ev.add_argument("--output", default="reports/evaluation", help="report folder")
     ev.add_argument("--mlflow", action="store_true", help="log the evaluation as an MLflow run")
@@ -72,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import Progress
 
-    from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
+    from marketarena.evaluation.evaluate import EvaluationConfig, evaluate, llm_request_estimates
     from marketarena.evaluation.tracking import tracking_uri
 
     rules = parse_rules(args.rule)
@@ -93,6 +96,7 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
         periods_per_year=args.periods_per_year,
         risk_free=args.risk_free,
     )
+    confirm_llm_requests(llm_request_estimates(config), args.yes, console)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("backtests", total=None)
 

@@ -15,6 +15,8 @@ from marketarena.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     add_llm_options,
+    add_yes_option,
+    confirm_llm_requests,
     llm_options,
     parse_date,
     parse_rules,
@@ -51,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bt.add_argument("--start")
     bt.add_argument("--end")
     bt.add_argument("--seed", type=int, default=0)
+    add_yes_option(bt)
     bt.add_argument(
         "--rule",
         action="append",
@@ -160,6 +163,16 @@ def _backtest(
                 raise ConfigError("a new run needs --start and --end")
             rules = parse_rules(args.rule)
             window = {} if args.window is None else {"window": args.window}
+            from marketarena.evaluation.evaluate import EvaluationConfig, llm_request_estimates
+
+            planned = EvaluationConfig(
+                agents=(args.agent,),
+                data=args.data or "sp500_20",
+                start=start,
+                end=end,
+                llm=llm_options(args),
+            )
+            confirm_llm_requests(llm_request_estimates(planned), args.yes, console)
             result = persisted.start_backtest(
                 store,
                 run_id,

@@ -90,6 +90,64 @@ class EvaluationConfig:
             raise ConfigError(f"empty date range: start {start} is after end {end}")
 
 
+#: an LLM run of more requests than this needs an explicit yes (``--yes``)
+LLM_REQUESTS_CONFIRM_ABOVE = 1_000
+# tokens per request of the default prompt, per symbol and fixed (measured with the bundled
+# model on 20 symbols: 773 prompt and 234 completion tokens a decision)
+_PROMPT_TOKENS = (180, 30)
+_COMPLETION_TOKENS = (0, 12)
+
+
+@dataclass(frozen=True)
+class LLMRequestEstimate:
+    """What an LLM agent of an evaluation would ask for: requests (decisions over the date
+    range; seeds replay the same prompts from the cache), tokens, and the cost where
+    ``llm.prices`` names the model."""
+
+    agent: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+
+    def line(self) -> str:
+        cost = (
+            "cost unknown (no price for it)"
+            if self.cost_usd is None
+            else (f"~${self.cost_usd:,.2f}")
+        )
+        return (
+            f"{self.agent}: {self.requests:,} LLM requests, ~{self.prompt_tokens:,} prompt + "
+            f"~{self.completion_tokens:,} completion tokens, {cost}"
+        )
+
+
+def llm_request_estimates(config: EvaluationConfig) -> list[LLMRequestEstimate]:
+    """An estimate for every ``llm:`` agent of ``config`` (none without one), before anything
+    runs: decisions are the sessions from ``start`` to ``end`` (default: the whole data) over
+    ``decide_every``."""
+    specs = [spec for spec in config.agents if spec.startswith("llm:")]
+    if not specs:
+        return []
+    data = resolve_data(config.data)
+    if config.universe:
+        data = data.select(config.universe)
+    first, last = data.date_range_indices(config.start, config.end)
+    sessions = max(last - first, 0)
+    every = int(config.llm.get("decide_every", 1))
+    requests = -(-sessions // every)
+    n = data.n_assets
+    prompt = requests * (_PROMPT_TOKENS[0] + _PROMPT_TOKENS[1] * n)
+    completion = requests * (_COMPLETION_TOKENS[0] + _COMPLETION_TOKENS[1] * n)
+    prices = config.llm.get("prices") or {}
+    out = []
+    for spec in specs:
+        price = prices.get(spec.split(":", 1)[1])
+        cost = None if price is None else (prompt * price[0] + completion * price[1]) / 1e6
+        out.append(LLMRequestEstimate(spec, requests, prompt, completion, cost))
+    return out
+
+
 def build_agents(config: EvaluationConfig) -> list[Agent]:
     specs = list(config.agents)
     if config.include_baselines:

@@ -6,6 +6,7 @@ builtin that callers caught before (``ValueError``, ``KeyError``, ``FileNotFound
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from contextlib import closing
@@ -243,3 +244,42 @@ def test_an_unknown_name_prints_as_its_message():
     # KeyError's own str() is the repr of its argument, quotes and all
     assert str(UnknownNameError("no run 'x'")) == "no run 'x'"
     assert str(MissingFileError("no file x")) == "no file x"
+
+
+def test_an_llm_run_of_thousands_of_requests_needs_yes(tmp_path):
+    """No date range: an LLM agent would decide daily over 33 years. The run is refused
+    before any request, with the count and the estimated tokens."""
+    from rich.console import Console
+
+    from marketarena.agents.llm_server import free_port
+    from marketarena.cli import main
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # any request would fail: none is made
+    console = Console(record=True, width=400)
+    code = main(
+        ["evaluate", "--agent", "llm:gpt-x", "--base-url", dead, "--output", str(tmp_path / "out")],
+        console=console,
+    )
+    text = console.export_text()
+    assert code == 1 and "Traceback" not in text
+    assert re.search(r"llm:gpt-x would make 8,\d{3} requests \(more than 1,000\)", text), text
+    assert "--yes" in text and "prompt" in text and "cost unknown" in text
+
+
+def test_llm_request_estimates_count_decisions_tokens_and_cost():
+    from marketarena.evaluation.evaluate import EvaluationConfig, llm_request_estimates
+
+    config = EvaluationConfig(
+        agents=("equal_weight", "llm:m"),
+        data="sp500_20",
+        start="2019-01-02",
+        end="2019-12-31",
+        llm={"decide_every": 21, "prices": {"m": (1.0, 4.0)}},
+    )
+    (estimate,) = llm_request_estimates(config)
+    sessions = 251  # 252 trading dates in 2019: 251 decisions, one every 21 -> 12
+    assert estimate.requests == -(-sessions // 21) == 12
+    assert estimate.prompt_tokens == 12 * (180 + 30 * 20)
+    assert estimate.completion_tokens == 12 * 12 * 20
+    assert estimate.cost_usd == pytest.approx((9360 * 1.0 + 2880 * 4.0) / 1e6)
+    assert llm_request_estimates(EvaluationConfig(agents=("equal_weight",))) == []
