@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -307,6 +308,11 @@ def _cell_problems(
     return out
 
 
+#: the largest close-to-close move in one session that validation accepts (up or down, as
+#: a ratio); None turns the check off. A self-consistent bar at 1e300 is not a price.
+IMPLAUSIBLE_MOVE: float | None = 10_000.0
+
+
 def validate_arrays(data: MarketData) -> None:
     """Check a built panel; raise :class:`DataValidationError` listing every problem."""
     problems: list[str] = []
@@ -360,6 +366,16 @@ def validate_arrays(data: MarketData) -> None:
             problems += _cell_problems("negative volume", finite < 0, dates, symbols)
         else:
             problems += _cell_problems(f"non-positive {f}", finite <= 0, dates, symbols)
+    if t > 1 and IMPLAUSIBLE_MOVE is not None and not problems:
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            move = np.abs(np.diff(np.log(data.close), axis=0)) > math.log(IMPLAUSIBLE_MOVE)
+        problems += _cell_problems(
+            f"close moves more than {IMPLAUSIBLE_MOVE:g}x in one session (a bad print or an "
+            "unadjusted split? marketarena.envs.data.IMPLAUSIBLE_MOVE sets the limit)",
+            np.vstack([np.zeros((1, n), dtype=bool), move]),
+            dates,
+            symbols,
+        )
     o, h, lo, c = data.open, data.high, data.low, data.close
     if o is not None and h is not None and lo is not None:  # data.has_ohlc
         with np.errstate(invalid="ignore"):

@@ -898,3 +898,34 @@ def test_feature_column_errors():
         from_long_frame(inf, feature_columns=["sentiment"])
     with pytest.raises(DataValidationError, match="feature names for"):
         small_panel(features=np.zeros((3, 2, 2)), feature_names=("a",))
+
+
+def _bars(closes: list[float]) -> pd.DataFrame:
+    dates = pd.bdate_range("2024-01-01", periods=len(closes))
+    return pd.DataFrame(
+        {
+            "date": dates,
+            "symbol": "A",
+            "open": closes,
+            "high": closes,
+            "low": closes,
+            "close": closes,
+            "volume": 1.0,
+        }
+    )
+
+
+def test_a_self_consistent_absurd_bar_is_refused(monkeypatch):
+    from marketarena.envs import data as data_module
+    from marketarena.envs.data import DataValidationError, from_long_frame
+
+    frame = _bars([10.0, 10.5, 1e300, 10.2, 10.1])  # open = high = low = close: consistent
+    with pytest.raises(
+        DataValidationError,
+        match=r"A: close moves more than 10000x in one session .* on 2024-01-03",
+    ):
+        from_long_frame(frame)
+    ok = from_long_frame(_bars([10.0, 10.5, 11.0, 10.2, 10.1]))  # ordinary moves pass
+    assert ok.n_periods == 5
+    monkeypatch.setattr(data_module, "IMPLAUSIBLE_MOVE", None)  # the check can be turned off
+    assert from_long_frame(frame).close[2, 0] == 1e300
