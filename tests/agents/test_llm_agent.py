@@ -154,8 +154,8 @@ def backtest(
     return result, recorder
 
 
-def first_snapshot(agent: LLMAgent) -> Any:
-    """The snapshot of the first decision of :func:`backtest`."""
+def first_step(agent: LLMAgent) -> tuple[np.ndarray, dict[str, Any]]:
+    """The observation and info of the first decision of :func:`backtest`."""
     env = PortfolioEnv(
         DATA,
         window=5,
@@ -165,7 +165,12 @@ def first_snapshot(agent: LLMAgent) -> Any:
         random_start=False,
         snapshot_lookback=agent.snapshot_lookback,
     )
-    return env.reset()[1]["snapshot"]
+    return env.reset()
+
+
+def first_snapshot(agent: LLMAgent) -> Any:
+    """The snapshot of the first decision of :func:`backtest`."""
+    return first_step(agent)[1]["snapshot"]
 
 
 def outcomes(agent: LLMAgent) -> list[str]:
@@ -325,16 +330,7 @@ def test_connection_failures_must_come_in_a_row_to_stop(llm_server, tmp_path):
     llm_server.script(then=answer(ALLOCATION))
     agent = LLMAgent(make_config(dead, tmp_path, max_connection_failures=2, cache_mode="off"))
     agent.reset()
-    snapshot_env = PortfolioEnv(
-        DATA,
-        window=5,
-        start=START,
-        end=END,
-        episode_length=None,
-        random_start=False,
-        snapshot_lookback=agent.snapshot_lookback,
-    )
-    obs, info = snapshot_env.reset()
+    obs, info = first_step(agent)
     agent.act(obs, info)  # one failure
     agent.config = make_config(
         llm_server.base_url, tmp_path, max_connection_failures=2, cache_mode="off"
