@@ -11,6 +11,7 @@ line and exit code 130; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
@@ -25,11 +26,20 @@ from marketarena.envs.errors import MarketArenaError
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_INVALID_DATA", "EXIT_OK", "build_parser", "main"]
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's ``version``)."""
+    try:
+        return importlib.metadata.version("marketarena")
+    except importlib.metadata.PackageNotFoundError:  # run from a tree that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="marketarena",
         description="LLM and RL agents trading the same simulated portfolio.",
     )
+    parser.add_argument("--version", action="version", version=f"marketarena {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for group in (demo, evaluate, training, bench, replay, runs, llm, data):
         group.register(subparsers)

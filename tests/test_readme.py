@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,6 +17,21 @@ def test_first_python_example_runs(capsys):
     exec(compile(block, "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert re.match(r"2022-12-28 NAV [\d,]+\.\d\d", printed), printed
+
+
+def test_own_data_example_runs_on_the_shipped_sample(monkeypatch):
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if "load_csv" in b
+    )
+    monkeypatch.chdir(ROOT)  # the README's commands run from the repository
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    env = namespace["env"]
+    assert env.data.symbols == ("AXP", "BA", "BAC", "C", "CAT") and env.data.has_ohlc
+    observation, info = env.reset(seed=0)
+    observation, reward, *_, info = env.step(env.action_space.sample())
+    assert np.isfinite(reward)
+    assert str(info["date"]) >= "2010-01-04" and observation.shape == env.observation_space.shape
 
 
 @pytest.mark.slow

@@ -283,3 +283,17 @@ def test_llm_request_estimates_count_decisions_tokens_and_cost():
     assert estimate.completion_tokens == 12 * 12 * 20
     assert estimate.cost_usd == pytest.approx((9360 * 1.0 + 2880 * 4.0) / 1e6)
     assert llm_request_estimates(EvaluationConfig(agents=("equal_weight",))) == []
+
+
+def test_version_prints_the_installed_version(capsys):
+    import importlib.metadata
+
+    from marketarena.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert (
+        capsys.readouterr().out.strip()
+        == f"marketarena {importlib.metadata.version('marketarena')}"
+    )
