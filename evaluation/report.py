@@ -36,6 +36,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cagr", "CAGR", "pct"),
     ("volatility", "vol", "abs_pct"),
     ("sharpe", "Sharpe", "num"),
+    ("sortino", "Sortino", "num"),
     ("max_drawdown", "max DD", "pct"),
     ("cvar_95", "CVaR95", "pct"),
     ("annual_turnover", "turnover/yr", "num"),

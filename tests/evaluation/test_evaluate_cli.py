@@ -95,9 +95,16 @@ def test_files_and_numbers(evaluation_dir):
     csv = pd.read_csv(out / "metrics.csv")
     assert list(csv["agent"]) == list(rows)
     assert csv["sharpe"].to_numpy() == pytest.approx([rows[a]["sharpe"] for a in rows])
-    # the printed table shows the same final NAV
+    # the printed table shows the same final NAV, and the Sortino ratio after the Sharpe
     line = next(line for line in text.splitlines() if " buy_and_hold " in line)
     assert f"{nav[-1]:,.2f}" in line
+    header = next(line for line in text.splitlines() if " Sharpe " in line)
+    cells = [c.strip() for c in re.split(r"[│┃]", header)]
+    sortino = cells.index("Sortino")
+    assert cells[sortino - 1] == "Sharpe"
+    row = [c.strip() for c in re.split(r"[│┃]", line)]
+    returns = nav[1:] / nav[:-1] - 1
+    assert row[sortino] == f"{metrics.sortino_ratio(returns):.2f}"
 
 
 def test_report_files_and_rebuild(evaluation_dir):
