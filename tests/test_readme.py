@@ -46,3 +46,13 @@ def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"```bash\n(.*?)\n```", README, flags=re.S)
     test_command = next(c for c in commands if c.endswith("&& pytest"))
     assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readme_lists_every_feature_reward_and_action_mapping():
+    from marketarena.envs.features import available_features
+    from marketarena.envs.rewards import REWARDS
+    from marketarena.envs.settings import ACTION_MAPPINGS
+
+    listed = README[README.index("What the env offers") : README.index("Many portfolios in one")]
+    for name in (*available_features(), *REWARDS, *ACTION_MAPPINGS):
+        assert f"`{name}`" in listed, name
