@@ -423,7 +423,8 @@ class LLMAgent(Resumable):
             raise LLMEndpointDown(
                 f"{self.name}: {self._connection_failures} connection failures in a row from "
                 f"{url} ({response.get('detail')}); stopped instead of holding through a dead "
-                "endpoint. Start the server (or fix --base-url) and resume the run; "
+                "endpoint. Start the server (or fix --base-url), then resume a persisted backtest "
+                "(backtest --resume RUN --base-url URL) or run again; "
                 "max_connection_failures=0 holds instead."
             )
 

@@ -122,9 +122,10 @@ LOCAL_SPEC = "llm:local"
 def inference_threads(cpus: int | None = None) -> int:
     """Threads for the local model: every CPU this process may use but one, which is left to
     everything else (the backtest, the OS, another job), and at least one. llama.cpp's threads
-    wait for each other, so one that shares its core with a busy process slows them all:
-    measured on 2 cores beside a running test suite, 2 threads took 58 s a decision and 1 took
-    12 s."""
+    wait for each other, so one that shares its core with a busy process stalls them all:
+    ``python benchmarks/llm_threads.py`` on 2 cores measured 5.9 s a decision with 2 threads and
+    10.7 s with 1 on an idle machine, but 243 s with 2 and 10.1 s with 1 next to a busy
+    process (one repeat of 2 decisions each)."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cpus or 1) - 1)
