@@ -172,6 +172,31 @@ def _norm_cdf(z: float) -> float:
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
+def _log_growth(r: np.ndarray) -> np.ndarray:
+    """``log(1 + r)`` elementwise: ``-inf`` for a wipeout (``r == -1``), NaN stays NaN.
+
+    Compounding sums these instead of multiplying ``1 + r``, so wealth that outgrows (or
+    shrinks below) the float range does not overflow to ``inf`` (or underflow to 0).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log1p(r)
+
+
+def _below_total_loss(r: np.ndarray) -> np.ndarray:
+    """Columns with a return below -1 (wealth turning negative), which have no log.
+
+    Such columns keep the direct product ``prod(1 + r)``: wealth changes sign there and the
+    compounding cannot be written in log space.
+    """
+    with np.errstate(invalid="ignore"):
+        return np.any(r < -1.0, axis=0)
+
+
+def _log_wealth(r: np.ndarray) -> np.ndarray:
+    """Cumulative log wealth after each period (wealth starting at 1); NaN periods add 0."""
+    return np.cumsum(_log_growth(np.nan_to_num(r, nan=0.0)), axis=0)
+
+
 def _columns(r: np.ndarray, fn: Callable[[np.ndarray], float], min_periods: int) -> np.ndarray:
     """Apply ``fn`` to the valid entries of each column (NaN below ``min_periods``)."""
     out = np.full(r.shape[1], np.nan)
@@ -187,9 +212,19 @@ def _columns(r: np.ndarray, fn: Callable[[np.ndarray], float], min_periods: int)
 
 
 def total_return(returns: ArrayLike) -> float | np.ndarray:
-    """Compounded return over the whole series: ``prod(1 + r) - 1``."""
+    """Compounded return over the whole series: ``prod(1 + r) - 1``.
+
+    Computed in log space as ``expm1(sum(log1p(r)))``, so a period of ``-1`` gives ``-1``
+    and the compounding never overflows on the way. When the true total return exceeds
+    the largest float (about ``1.8e308``) the result is ``inf``, without a warning.
+    """
     r, squeeze = _as_2d(returns)
-    out = np.nanprod(1.0 + r, axis=0) - 1.0
+    with np.errstate(over="ignore"):
+        out = np.expm1(np.nansum(_log_growth(r), axis=0))
+    legacy = _below_total_loss(r)
+    if legacy.any():
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.where(legacy, np.nanprod(1.0 + r, axis=0) - 1.0, out)
     out = np.where(_count(r) >= 1, out, np.nan)
     return _out(out, squeeze)
 
@@ -200,13 +235,22 @@ def annualized_return(
     """Compound annual growth rate (CAGR).
 
     ``(1 + total_return) ** (periods_per_year / n) - 1`` with ``n`` the number of *valid*
-    periods (empyrical counts missing periods as well).
+    periods (empyrical counts missing periods as well), computed in log space as
+    ``expm1(sum(log1p(r)) * periods_per_year / n)``: finite whenever the annual rate itself
+    is (even when the total return overflows), ``inf`` only when it exceeds the largest
+    float, and ``-1`` after a period of ``-1``.
     """
     r, squeeze = _as_2d(returns)
     n = _count(r)
-    growth = np.nanprod(1.0 + r, axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(n >= 1, growth ** (periods_per_year / np.maximum(n, 1)) - 1.0, np.nan)
+    exponent = periods_per_year / np.maximum(n, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.expm1(np.nansum(_log_growth(r), axis=0) * exponent)
+    legacy = _below_total_loss(r)
+    if legacy.any():
+        growth = np.nanprod(1.0 + r, axis=0)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            out = np.where(legacy, growth**exponent - 1.0, out)
+    out = np.where(n >= 1, out, np.nan)
     return _out(out, squeeze)
 
 
@@ -258,12 +302,22 @@ def sortino_ratio(
 def drawdown_series(returns: ArrayLike) -> np.ndarray:
     """Drawdown after each period, ``wealth / running peak - 1`` (<= 0), wealth starting at 1.
 
-    Same shape as ``returns``; a missing period leaves the wealth unchanged.
+    Same shape as ``returns``; a missing period leaves the wealth unchanged. Computed from
+    the cumulative log wealth, ``expm1(log_wealth - running max)``, so wealth beyond the
+    float range does not break it; a period of ``-1`` gives ``-1`` from there on.
     """
     r, squeeze = _as_2d(returns)
-    wealth = np.cumprod(1.0 + np.nan_to_num(r, nan=0.0), axis=0)
-    peak = np.maximum.accumulate(np.vstack([np.ones((1, r.shape[1])), wealth]), axis=0)[1:]
-    dd = wealth / peak - 1.0
+    log_wealth = _log_wealth(r)
+    start = np.zeros((1, r.shape[1]))
+    log_peak = np.maximum.accumulate(np.vstack([start, log_wealth]), axis=0)[1:]
+    with np.errstate(invalid="ignore"):
+        dd = np.expm1(log_wealth - log_peak)
+    legacy = _below_total_loss(r)
+    if legacy.any():
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            wealth = np.cumprod(1.0 + np.nan_to_num(r, nan=0.0), axis=0)
+            peak = np.maximum.accumulate(np.vstack([start + 1.0, wealth]), axis=0)[1:]
+            dd = np.where(legacy, wealth / peak - 1.0, dd)
     return dd[:, 0] if squeeze else dd
 
 
@@ -369,7 +423,13 @@ def drawdown_periods(
             )
         labels = [start_date, *date_array]
 
-    wealth = np.concatenate([[1.0], np.cumprod(1.0 + np.nan_to_num(r, nan=0.0))])
+    # log wealth, so that compounding beyond the float range neither overflows nor underflows
+    legacy = bool(_below_total_loss(r[:, None])[0])
+    if legacy:  # negative wealth has no log: keep the product
+        with np.errstate(over="ignore", invalid="ignore"):
+            wealth = np.concatenate([[1.0], np.cumprod(1.0 + np.nan_to_num(r, nan=0.0))])
+    else:
+        wealth = np.concatenate([[0.0], _log_wealth(r[:, None])[:, 0]])
     peak_wealth = np.maximum.accumulate(wealth)
     under = wealth < peak_wealth
     # episodes are maximal runs of under-water points; pad so every run has a start and end
@@ -383,7 +443,10 @@ def drawdown_periods(
         peak = a - 1
         trough = a + int(np.argmin(wealth[a:b]))
         recovered = b <= last
-        depth = float(wealth[trough] / wealth[peak] - 1.0)
+        if legacy:
+            depth = float(wealth[trough] / wealth[peak] - 1.0)
+        else:
+            depth = float(np.expm1(wealth[trough] - wealth[peak]))
         episodes.append((depth, peak, trough, b if recovered else None))
     episodes.sort(key=lambda e: (e[0], e[1]))
     if top is not None:
