@@ -8,9 +8,12 @@ leak into params or artifacts.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +22,12 @@ from typing import Any
 DEFAULT_DB = "mlflow.db"
 # artifact transfers print tqdm bars otherwise, into every command's output
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow 3's UI picks an experiment's view from this tag: "custom_model_development" opens
+# the runs, metrics and charts; "genai_development" the traces view. MLflow's Python package
+# names neither (the values are its UI's ExperimentKind and its onboarding skill's), so they
+# are spelled here; MLflow 2 ignores the tag.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.IGNORECASE)
 
 
@@ -69,6 +78,22 @@ def metric_key(*parts: str) -> str:
     return "/".join(re.sub(r"[^A-Za-z0-9_.\-]+", "_", p).strip("_") for p in parts)
 
 
+def set_experiment(experiment: str) -> Any:
+    """``mlflow.set_experiment``, tagged so MLflow 3 opens it as a model-training experiment.
+
+    Without the tag MLflow 3 may show a new experiment in its GenAI view (traces,
+    evaluations of prompts) instead of the runs, metrics and charts these experiments hold.
+    """
+    import mlflow
+
+    exp = mlflow.set_experiment(experiment)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+        mlflow.MlflowClient().set_experiment_tag(
+            exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+        )
+    return exp
+
+
 @contextmanager
 def mlflow_run(
     experiment: str, run_name: str | None, tags: Mapping[str, str] | None = None, **kwargs: Any
@@ -77,7 +102,7 @@ def mlflow_run(
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment)
+    set_experiment(experiment)
     if kwargs.get("run_id"):  # resuming: the run keeps its name
         run_name = None
     with mlflow.start_run(run_name=run_name, **kwargs) as run:
@@ -104,4 +129,59 @@ def log_evaluation(report: Any, output: Path, experiment: str = "marketarena-eva
                 if isinstance(value, float) and value == value and abs(value) != float("inf"):
                     mlflow.log_metric(metric_key("eval", row.agent, key), value)
         mlflow.log_artifacts(str(output), artifact_path="report")
+        specs = _agent_specs(settings)
+        for row in report.rows():
+            _log_agent_run(row, specs.get(row.agent), tags)
         return run.info.run_id
+
+
+def _agent_specs(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Agent name -> the spec it was made from, where the settings tell it.
+
+    ``settings["agents"]`` lists the agents in the order of ``settings["agent_specs"]``
+    (then the baselines and ensembles added to them, whose specs are not stored).
+    """
+    names = settings.get("agents") or []
+    specs = settings.get("agent_specs") or []
+    return {str(n): str(s) for n, s in zip(names, specs, strict=False)}
+
+
+def _finite_number(value: Any) -> bool:
+    """A real number MLflow can chart (numpy's too); not a bool, NaN or infinity."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _log_agent_run(row: Any, spec: str | None, parent_tags: Mapping[str, str]) -> None:
+    """One agent as a run nested in the evaluation's: the same metric keys for every agent,
+    so MLflow's compare and chart views put agents side by side; the representative seed's
+    NAV as a step metric (step = mark index) so the chart view overlays their curves."""
+    import mlflow
+
+    with mlflow.start_run(run_name=row.agent, nested=True) as run:
+        tags = {k: v for k, v in parent_tags.items() if k != "kind"}
+        mlflow.set_tags({**tags, "marketarena.role": "agent", "agent": row.agent})
+        params = {"agent": row.agent, "seeds": ",".join(str(s) for s in row.seeds)}
+        if spec is not None:
+            params["agent_spec"] = spec
+        mlflow.log_params(flatten(params))
+        values = row.as_dict()
+        mlflow.log_metrics(
+            {
+                metric_key(key): float(value)
+                for key, value in values.items()
+                if _finite_number(value)
+            }
+        )
+        nav = getattr(row.representative, "nav", None)
+        if nav is not None:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            curve = [
+                Metric("equity", float(v), now, step)
+                for step, v in enumerate(nav)
+                if math.isfinite(float(v))
+            ]
+            client = mlflow.MlflowClient()
+            for start in range(0, len(curve), 1000):  # MLflow takes 1000 metrics a batch
+                client.log_batch(run.info.run_id, metrics=curve[start : start + 1000])

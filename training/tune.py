@@ -363,7 +363,7 @@ def _study_run(study: Any, config: Config) -> str | None:
     if run_id:
         return run_id
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    mlflow.set_experiment(config.mlflow.experiment)
+    tracking.set_experiment(config.mlflow.experiment)
     with mlflow.start_run(run_name=f"study:{study.study_name}") as run:
         mlflow.set_tags(
             {"kind": "tuning", "study": study.study_name, "git_sha": tracking.git_sha()}
