@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from marketarena.envs.errors import ConfigError
 if TYPE_CHECKING:
     from marketarena.evaluation.evaluate import LLMRequestEstimate
     from marketarena.evaluation.report import EvaluationReport
+    from marketarena.evaluation.runner import BacktestProgress
 
 #: success; a user's mistake (one ``error:`` line); invalid market data (``data validate``);
 #: Ctrl-C (128 + SIGINT, as a shell reports it)
@@ -164,3 +166,42 @@ def llm_options(args: argparse.Namespace) -> dict[str, object]:
     if args.llm_cache == "":
         llm["cache_path"] = None
     return llm
+
+
+@contextmanager
+def backtest_progress(console: Console) -> Iterator[BacktestProgress]:
+    """A progress bar per backtest (``backtest 2: llm:local (seed 0)``) with its days counted,
+    the time taken and an ETA; an LLM agent's bar moves with its decisions."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("days"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    started: dict[tuple[str, int], TaskID] = {}
+    with Progress(*columns, console=console, transient=True) as progress:
+
+        def update(agent: str, seed: int, step: int, total: int) -> None:
+            key = (agent, seed)
+            if key not in started:
+                description = f"backtest {len(started) + 1}: {agent} (seed {seed})"
+                started[key] = progress.add_task(description, total=total)
+            task = started[key]
+            progress.update(task, completed=step, total=total)
+            if step >= total:
+                progress.remove_task(task)
+
+        yield update

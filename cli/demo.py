@@ -9,6 +9,7 @@ from rich.console import Console
 from marketarena.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    backtest_progress,
     parse_date,
     print_report,
     shell_path,
@@ -54,7 +55,12 @@ def handle_demo(args: argparse.Namespace, console: Console) -> int:
         highlight=False,
     )
     try:
-        report = run_demo(config, announce=lambda text: console.print(text, highlight=False))
+        with backtest_progress(console) as progress:
+            report = run_demo(
+                config,
+                announce=lambda text: console.print(text, highlight=False),
+                progress=progress,
+            )
     except KeyboardInterrupt as stop:
         # the demo itself does not resume: it runs again from the start, quickly where the
         # local LLM's answers are cached (each is stored as it arrives)

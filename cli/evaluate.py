@@ -12,6 +12,7 @@ from marketarena.cli.common import (
     EXIT_OK,
     add_llm_options,
     add_yes_option,
+    backtest_progress,
     confirm_llm_requests,
     llm_options,
     parse_date,
@@ -73,8 +74,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
-    from rich.progress import Progress
-
     from marketarena.evaluation.evaluate import EvaluationConfig, evaluate, llm_request_estimates
     from marketarena.evaluation.tracking import tracking_uri
 
@@ -97,12 +96,7 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
         risk_free=args.risk_free,
     )
     confirm_llm_requests(llm_request_estimates(config), args.yes, console)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("backtests", total=None)
-
-        def update(agent: str, seed: int) -> None:
-            progress.update(task, description=f"{agent} (seed {seed})")
-
+    with backtest_progress(console) as update:
         report = evaluate(config, progress=update)
     print_report(report, console)
     files = report.write(args.output)

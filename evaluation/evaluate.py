@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,7 +15,7 @@ from marketarena.envs.settings import EnvSettings
 from marketarena.envs.splits import iso_date
 from marketarena.evaluation.ensembles import ENSEMBLE_KINDS, make_ensemble
 from marketarena.evaluation.report import EvaluationReport
-from marketarena.evaluation.runner import evaluate_agents
+from marketarena.evaluation.runner import BacktestProgress, evaluate_agents
 
 #: the benchmark used when ``benchmark="auto"``
 DEFAULT_BENCHMARKS = {"sp500_20": "sp500_index"}
@@ -197,7 +196,7 @@ def local_server_threads(config: EvaluationConfig) -> int | None:
 
 
 def evaluate(
-    config: EvaluationConfig, progress: Callable[[str, int], None] | None = None
+    config: EvaluationConfig, progress: BacktestProgress | None = None
 ) -> EvaluationReport:
     """Backtest every agent of ``config`` for every seed; return the report."""
     config.validate()
@@ -205,9 +204,7 @@ def evaluate(
         return _evaluate(replace(config, llm=llm), progress)
 
 
-def _evaluate(
-    config: EvaluationConfig, progress: Callable[[str, int], None] | None
-) -> EvaluationReport:
+def _evaluate(config: EvaluationConfig, progress: BacktestProgress | None) -> EvaluationReport:
     data = resolve_data(config.data)  # an unknown name lists the bundled datasets
     benchmark = config.benchmark
     if benchmark == "auto":

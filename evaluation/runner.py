@@ -16,6 +16,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,10 @@ def make_backtest_env(
 #: called after every step of :func:`run_episode` with the number of steps done in the
 #: episode (1 after the first) and the step's info; it may record or checkpoint the step
 StepHook = Callable[[int, Mapping[str, Any]], None]
+BacktestProgress = Callable[[str, int, int, int], None]
+"""``progress(agent, seed, step, total)``: called as each backtest starts (``step`` 0) and
+after every step, ``total`` being the backtest's number of steps, so a caller can show counts
+and an ETA per decision (an LLM agent's decisions can take seconds each)."""
 
 
 @dataclass
@@ -320,6 +325,26 @@ def _past_end(env: PortfolioEnv) -> bool:
     return bool(env.sim.t[0] > env.core.episode_end[0])
 
 
+def _reporting(
+    on_step: StepHook | None, progress: Callable[[int, int], None], total: int
+) -> StepHook:
+    """``on_step`` (if any), then ``progress(step, total)``; reports step 0 at once."""
+    progress(0, total)
+
+    def hook(step: int, info: Mapping[str, Any]) -> None:
+        if on_step is not None:
+            on_step(step, info)
+        progress(step, total)
+
+    return hook
+
+
+def steps_left(env: PortfolioEnv) -> int:
+    """How many steps the episode of ``env`` (batch member 0) still takes, unless it ends
+    early (bankruptcy)."""
+    return max(int(env.core.episode_end[0] - env.sim.t[0] + 1), 0)
+
+
 def run_backtest(
     agent: Agent,
     env_or_spec: EnvSpec,
@@ -329,6 +354,7 @@ def run_backtest(
     *,
     benchmark: MarketData | pd.Series | str | None = None,
     on_step: StepHook | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BacktestResult:
     """Run ``agent`` for one episode and collect the result.
 
@@ -341,6 +367,7 @@ def run_backtest(
         seed: seeds the env's reset and the agent.
         benchmark: a series to align with the result (see :func:`align_benchmark`).
         on_step: called after every step (see :data:`StepHook` and :func:`run_episode`).
+        progress: ``progress(step, total)``, as the episode starts and after every step.
     """
     if not isinstance(env_or_spec, PortfolioEnv):
         lookback = snapshot_lookback(agent)
@@ -351,6 +378,8 @@ def run_backtest(
         raise TypeError(f"run_backtest needs a PortfolioEnv, got {type(env).__name__}")
     observation, info = env.reset(seed=seed)
     agent.reset(seed=seed)
+    if progress is not None:
+        on_step = _reporting(on_step, progress, steps_left(env))
     episode = run_episode(agent, env, observation, info, on_step=on_step)
     date_arr = np.asarray(episode.dates, dtype="datetime64[D]")
     fills = (
@@ -446,7 +475,7 @@ def evaluate_agents(
     seeds: Sequence[int] = (0,),
     *,
     benchmark: MarketData | pd.Series | str | None = None,
-    progress: Callable[[str, int], None] | None = None,
+    progress: BacktestProgress | None = None,
     jobs: int = 1,
 ) -> list[AgentEvaluation]:
     """Backtest every agent for every seed over the same range; one evaluation per agent.
@@ -462,9 +491,12 @@ def evaluate_agents(
     def run_agent(agent: Agent) -> AgentEvaluation:
         results = []
         for seed in seeds:
+            report = None
             if progress is not None:
-                progress(agent.name, seed)
-            results.append(run_backtest(agent, spec, start, end, seed, benchmark=benchmark))
+                report = partial(progress, agent.name, seed)
+            results.append(
+                run_backtest(agent, spec, start, end, seed, benchmark=benchmark, progress=report)
+            )
         return AgentEvaluation(agent.name, results)
 
     if jobs <= 1 or len(agents) == 1:

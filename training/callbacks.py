@@ -63,6 +63,7 @@ class RichProgress(BaseCallback):
         self.total, self.start, self.description = total, start, description
         self._progress: Any = None
         self._task: Any = None
+        self._validation: Any = None
 
     def _on_training_start(self) -> None:
         if self._progress is not None:  # the next stage of the same run
@@ -95,6 +96,18 @@ class RichProgress(BaseCallback):
     def _on_training_end(self) -> None:
         if self._progress is not None:
             self._progress.update(self._task, completed=self.num_timesteps)
+
+    def validation(self, step: int, total: int) -> None:
+        """Show a validation backtest's progress (``step`` of ``total`` days) on a second
+        line, removed when it completes; the training bar's clock keeps running meanwhile."""
+        if self._progress is None:
+            return
+        if self._validation is None:
+            self._validation = self._progress.add_task("validation backtest", total=total)
+        self._progress.update(self._validation, completed=step, total=total)
+        if step >= total:
+            self._progress.remove_task(self._validation)
+            self._validation = None
 
     def close(self) -> None:
         if self._progress is not None:

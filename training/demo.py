@@ -20,6 +20,7 @@ from marketarena.envs.data import resolve_data
 from marketarena.envs.errors import ConfigError, MissingFileError
 from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
 from marketarena.evaluation.report import EvaluationReport
+from marketarena.evaluation.runner import BacktestProgress
 from marketarena.training.config import build_config, merge
 from marketarena.training.train import train
 
@@ -93,10 +94,12 @@ def ppo_config(config: DemoConfig) -> dict[str, Any]:
 
 
 def run_demo(
-    config: DemoConfig = DemoConfig(), announce: Callable[[str], None] | None = None
+    config: DemoConfig = DemoConfig(),
+    announce: Callable[[str], None] | None = None,
+    progress: BacktestProgress | None = None,
 ) -> EvaluationReport:
     """Train the demo's PPO (unless ``ppo_timesteps`` is 0), then backtest every agent over
-    the test period against the S&P 500 index."""
+    the test period against the S&P 500 index (``progress`` as :func:`evaluate` takes it)."""
     agents = list(config.agents)
     llm: dict = {}
     if config.llm_decide_every > 0:
@@ -121,4 +124,4 @@ def run_demo(
         result = train(build_config(ppo_config(config), source))
         model = str(Path(result.best_model_path or result.model_path).parent)
         evaluation = replace(evaluation, agents=(model, *agents))
-    return evaluate(evaluation)
+    return evaluate(evaluation, progress)

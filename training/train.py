@@ -217,6 +217,7 @@ class Trainer:
         self.spec = action_spec(config)
         self.model: Any = None
         self.env: Any = None
+        self._progress: RichProgress | None = None
 
     # -------------------------------------------------------------- run folder
     def write_run_files(self) -> None:
@@ -262,7 +263,9 @@ class Trainer:
             action_spec=self.spec,
         )
 
-    def validation_backtest(self, agent: Any) -> BacktestResult:
+    def validation_backtest(
+        self, agent: Any, progress: Callable[[int, int], None] | None = None
+    ) -> BacktestResult:
         # agents return target weights, and apply their own band to them
         settings = self.config.env.to_settings().replace(
             action_mapping="normalize", rebalance_band=0.0, relative_band=0.0
@@ -271,12 +274,16 @@ class Trainer:
         # global RNGs, the action space and the training env in the middle of training (the
         # backtest env and the deterministic policy need no seed)
         start, end = self.ranges["validation"]
-        return run_backtest(agent, {"data": self.data, "settings": settings}, start, end)
+        spec = {"data": self.data, "settings": settings}
+        return run_backtest(agent, spec, start, end, progress=progress)
 
     def validate(self, step: int) -> bool:
         import mlflow
 
-        result = self.validation_backtest(self.current_agent())
+        bar = self._progress
+        result = self.validation_backtest(
+            self.current_agent(), bar.validation if bar is not None else None
+        )
         table = result.metrics()
         chosen = self.config.training.selection_metric
         keep = (
@@ -396,6 +403,7 @@ class Trainer:
             total = max(done, ends[-1])
             progress = RichProgress(total, done, f"{c.algo.name} {c.name}")
             callbacks.append(progress)
+        self._progress = progress
         fresh = resume_from is None
         try:
             for i in range(stage, len(ends)):
@@ -408,6 +416,7 @@ class Trainer:
                     self.model.learn(remaining, callback=callbacks, reset_num_timesteps=fresh)
                     fresh = False
         finally:
+            self._progress = None
             if progress is not None:
                 progress.close()
         self.state["num_timesteps"] = int(self.model.num_timesteps)

@@ -124,7 +124,7 @@ def test_ctrl_c_in_the_demo_says_how_to_run_it_again(tmp_path, monkeypatch, stop
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "runs" / "demo_ppo__ppo__0__x"
 
-    def interrupted(config, announce=None):
+    def interrupted(config, announce=None, progress=None):
         if stop == "training":
             raise TrainingInterrupted(run_dir, None)
         raise KeyboardInterrupt

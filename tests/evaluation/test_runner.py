@@ -278,3 +278,38 @@ def test_an_evaluation_checks_its_dates_as_dates(start, end, message):
         EvaluationConfig(agents=("equal_weight",), start=start, end=end).validate()
     if "empty" not in message:
         assert "after end" not in str(info.value)
+
+
+def test_progress_counts_every_backtest_day_against_its_total(market, spec):
+    """The count a progress bar shows: 0 of N as each backtest starts, then every step, ending
+    at N of N, where N is the number of steps the backtest really took."""
+    calls: list[tuple[str, int, int, int]] = []
+    start, end = str(market.dates[50]), str(market.dates[80])
+    hook_steps: list[int] = []
+    res = run_backtest(
+        RandomAgent(),
+        spec,
+        start,
+        end,
+        seed=0,
+        on_step=lambda step, info: hook_steps.append(step),
+        progress=lambda step, total: calls.append(("", 0, step, total)),
+    )
+    steps = len(res.nav) - 1
+    assert [c[2:] for c in calls] == [(s, steps) for s in range(steps + 1)]
+    assert hook_steps == list(range(1, steps + 1))  # the step hook still runs alongside
+
+    calls.clear()
+    evaluate_agents(
+        [BuyAndHoldAgent(), RandomAgent()],
+        spec,
+        start,
+        end,
+        seeds=[0, 1],
+        progress=lambda *args: calls.append(args),
+    )
+    starts = [(agent, seed) for agent, seed, step, _ in calls if step == 0]
+    assert starts == [("buy_and_hold", 0), ("buy_and_hold", 1), ("random", 0), ("random", 1)]
+    for agent, seed in starts:
+        mine = [(step, total) for a, s, step, total in calls if (a, s) == (agent, seed)]
+        assert mine == [(s, steps) for s in range(steps + 1)]

@@ -482,8 +482,8 @@ def test_a_nan_validation_score_prunes_the_trial(tmp_path, monkeypatch, no_repor
     original = Trainer.validation_backtest
     nan_trials: list[str] = []
 
-    def validation_backtest(self, agent):
-        result = original(self, agent)
+    def validation_backtest(self, agent, progress=None):
+        result = original(self, agent, progress)
         if self.config.name.endswith("-t1"):
             table = result.metrics()
             result.metrics = lambda: {**table, "sharpe": float("nan")}
