@@ -8,7 +8,6 @@ daily returns of the agent's median-Sharpe run.
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import json
@@ -25,7 +24,7 @@ from rich.table import Table
 
 from marketarena.envs.data import SymbolCoverage
 from marketarena.envs.errors import MissingFileError
-from marketarena.evaluation import metrics, plots
+from marketarena.evaluation import metrics, plots, tearsheet
 from marketarena.evaluation.metrics import DrawdownPeriod
 from marketarena.evaluation.runner import AgentEvaluation, BacktestResult
 
@@ -270,7 +269,7 @@ class EvaluationReport:
             )
         files.update({f"png:{k}": v for k, v in images.items()})
         files["html"] = out / "report.html"
-        files["html"].write_text(self.html(images))
+        files["html"].write_text(self.html())
         if results:
             (out / "report.json").write_text(
                 json.dumps(
@@ -293,51 +292,78 @@ class EvaluationReport:
             )
         return files
 
-    def html(self, images: dict[str, Path]) -> str:
-        """One HTML page with the images inlined (base64): nothing else to ship or fetch."""
+    def benchmark_row(self) -> dict[str, Any] | None:
+        """The benchmark's metrics (of the first run that has one), as a table row."""
+        res = next(
+            (r for r in (row.representative for row in self.rows()) if r.benchmark is not None),
+            None,
+        )
+        if res is None or res.benchmark is None or res.benchmark_returns is None:
+            return None
+        out: dict[str, Any] = {
+            "agent": f"benchmark: {res.benchmark_name or 'benchmark'}",
+            "seeds": [],
+            **metrics.summary(
+                res.benchmark_returns,
+                risk_free=self.risk_free,
+                periods_per_year=self.periods_per_year,
+            ),
+        }
+        # the benchmark as if it had started with the agents' capital
+        out["final_nav"] = float(res.nav[0] * res.benchmark[-1] / res.benchmark[0])
+        return out
+
+    def html(self) -> str:
+        """One HTML tearsheet: the formatted metrics table (with the benchmark's row) and
+        interactive plotly charts, plotly.js inlined once: nothing else to ship or fetch.
+        (The PNG plots are written beside it, for documents that cannot run scripts.)"""
         rows = [r.as_dict() for r in self.rows()]
         keys = [k for k in rows[0] if k not in ("agent", "seeds")]
+        bench = self.benchmark_row()
         head = "".join(f"<th>{html.escape(k)}</th>" for k in ["agent", *keys])
-        body = "".join(
-            "<tr><td>"
-            + html.escape(r["agent"])
-            + "</td>"
-            + "".join(f"<td>{_html_number(r.get(k))}</td>" for k in keys)
-            + "</tr>"
-            for r in rows
-        )
-        figures = "".join(
-            f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,'
-            f'{base64.b64encode(path.read_bytes()).decode()}"><figcaption>{html.escape(name)}'
-            "</figcaption></figure>"
-            for name, path in images.items()
-        )
+
+        def line(r: dict[str, Any], cls: str) -> str:
+            return (
+                f'<tr class="{cls}"><td>'
+                + html.escape(str(r["agent"]))
+                + "</td>"
+                + "".join(f"<td>{html_metric(k, r.get(k))}</td>" for k in keys)
+                + "</tr>"
+            )
+
+        body = "".join(line(r, "agent") for r in rows)
+        if bench is not None:
+            body += line(bench, "benchmark")
+        reps = [r.representative for r in self.rows()]
+        charts = tearsheet.render(tearsheet.figures(reps, periods_per_year=self.periods_per_year))
         settings = html.escape(json.dumps(self.settings, indent=2, default=_jsonable))
         return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.8rem; }}
-th, td {{ border: 1px solid #ccc; padding: 0.2rem 0.4rem; text-align: right; }}
+th, td {{ border: 1px solid #ccc; padding: 0.2rem 0.4rem; text-align: right; white-space: nowrap; }}
 td:first-child, th:first-child {{ text-align: left; }}
-figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
+tr.benchmark td {{ font-style: italic; background: #f3f3f3; }}
+figure.chart {{ margin: 1.5rem 0; }}
 pre {{ background: #f5f5f5; padding: 1rem; font-size: 0.75rem; }}
 </style></head>
 <body>
 <h1>{html.escape(self.title)}</h1>
 <p>Metrics are medians across seeds; Sharpe and total-return intervals ({self.ci_level:.0%}) come
 from a stationary bootstrap of the daily returns. Returns are after costs. The deflated Sharpe
-ratio treats every agent in this table as one trial.</p>
+ratio treats every agent in this table as one trial. The last row, in italics, is the
+benchmark. Charts show each agent's median-Sharpe run; drag to zoom, double-click to reset.</p>
 <div style="overflow-x:auto"><table id="metrics"><thead><tr>{head}</tr></thead>
 <tbody>{body}</tbody></table></div>
 {"".join(f"<p>{html.escape(n)}</p>" for n in self.notes())}
-{figures}
+{charts}
 <h2>Settings</h2><pre>{settings}</pre>
 <script>
 window.addEventListener("load", () => {{
-  const imgs = Array.from(document.images);
-  const ok = imgs.filter((i) => i.complete && i.naturalWidth > 0).length;
-  document.body.dataset.imagesRendered = ok + "/" + imgs.length;
+  const plots = Array.from(document.querySelectorAll(".js-plotly-plot"));
+  const ok = plots.filter((p) => p.querySelector(".main-svg")).length;
+  document.body.dataset.plotsRendered = ok + "/" + plots.length;
 }});
 </script>
 </body></html>
@@ -397,9 +423,48 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def _html_number(value: Any) -> str:
+#: metrics shown as percentages in report.html; money and counts as themselves; the rest
+#: (ratios) with two decimals
+PERCENT_METRICS = frozenset(
+    {
+        "total_return",
+        "cagr",
+        "volatility",
+        "max_drawdown",
+        "var_95",
+        "cvar_95",
+        "win_rate",
+        "average_win",
+        "average_loss",
+        "alpha",
+        "tracking_error",
+        "probabilistic_sharpe",
+        "deflated_sharpe",
+        "total_return_ci_low",
+        "total_return_ci_high",
+    }
+)
+MONEY_METRICS = frozenset({"final_nav", "total_costs"})
+
+
+def html_metric(key: str, value: Any) -> str:
+    """One cell of the HTML table: "12.34%", "1,234.56", "1.23" or the text itself."""
+    if isinstance(value, bool) or value is None:
+        return html.escape(str(value))
+    if isinstance(value, int) and not key.startswith("diag_"):
+        return f"{value:,}"
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if key in PERCENT_METRICS:
+            return f"{value:.2%}"
+        if key in MONEY_METRICS:
+            return f"{value:,.2f}"
+        if key.startswith("diag_") or key.endswith("_duration") or key == "number_of_trades":
+            return f"{value:,.6g}"
+        return f"{value:.2f}"
     return html.escape(str(value))
 
 
