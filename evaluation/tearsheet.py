@@ -27,7 +27,9 @@ def monthly_returns_table(dates: ArrayLike, returns: ArrayLike) -> pd.DataFrame:
     """Compounded returns per calendar month: one row per year, columns 1..12 (NaN where a
     month has no returns). ``dates[i]`` is the date at the end of period ``i``."""
     series = pd.Series(np.asarray(returns, dtype=float), index=pd.DatetimeIndex(np.asarray(dates)))
-    grouped = (1.0 + series).groupby([series.index.year, series.index.month]).prod() - 1.0
+    months = series.groupby([series.index.year, series.index.month])
+    # compounded in log space by metrics.total_return: a 1e300 bar does not overflow a month
+    grouped = months.agg(lambda month: float(metrics.total_return(month.to_numpy())))
     table = grouped.unstack()
     table = table.reindex(columns=range(1, 13))
     table.index.name, table.columns.name = "year", "month"
