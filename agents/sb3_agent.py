@@ -209,3 +209,44 @@ def write_agent_metadata(folder: str | Path, **meta: Any) -> Path:
     path = Path(folder) / "agent.json"
     path.write_text(json.dumps(meta, indent=2, default=str))
     return path
+
+
+def save_agent(model: Any, folder: str | Path, env: Any, *, name: str | None = None) -> Path:
+    """Save a model trained in Python so that ``marketarena evaluate --agent FOLDER`` (and
+    :meth:`SB3Agent.from_file`) observes the market as the model was trained to.
+
+    Writes ``model.zip`` and an ``agent.json`` with the env's observation settings (window,
+    features, ...), its symbols and its action mapping, taken from ``env``: the
+    :class:`~marketarena.envs.PortfolioEnv`, ``PortfolioVectorEnv`` or
+    ``SB3PortfolioVecEnv`` it was trained on (Gymnasium wrappers are looked through).
+    Returns the ``model.zip`` path.
+    """
+    core = _env_core(env)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.zip")
+    algorithm = type(model).__name__.lower()
+    write_agent_metadata(
+        folder,
+        algorithm=algorithm,
+        name=name or folder.name,
+        action_spec=core.action_spec.__dict__,
+        symbols=list(core.data.symbols),
+        **core.settings.observation(),
+    )
+    return folder / "model.zip"
+
+
+def _env_core(env: Any) -> Any:
+    """The batched core under an env, a vector env, an SB3 adapter or Gymnasium wrappers."""
+    seen = env
+    for _ in range(10):
+        if hasattr(seen, "core") and hasattr(seen.core, "action_spec"):
+            return seen.core
+        inner = getattr(seen, "venv", None) or getattr(seen, "env", None)
+        if inner is None:
+            break
+        seen = inner
+    raise ConfigError(
+        f"save_agent needs the marketarena env the model was trained on, got {type(env).__name__}"
+    )
