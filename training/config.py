@@ -365,6 +365,10 @@ class TuningConfig(_Strict):
 class MlflowConfig(_Strict):
     enabled: bool = True
     experiment: str = "marketarena-training"
+    #: register the run's best model (its pyfunc model) under this name in the model
+    #: registry, a new version per run, so ``models:/NAME/VERSION`` resolves; none: not
+    #: registered (the model is still logged to the run, ``runs:/ID/model``)
+    registered_model: str | None = None
 
 
 class Config(_Strict):

@@ -434,7 +434,9 @@ class Trainer:
             if best.exists():
                 mlflow.log_artifacts(str(best.parent), artifact_path="best_model")
             mlflow.log_artifacts(str(report_dir), artifact_path="validation")
-            log_pyfunc_model(best.parent if best.exists() else final.parent)
+            log_pyfunc_model(
+                best.parent if best.exists() else final.parent, c.mlflow.registered_model
+            )
         return TrainResult(
             run_dir=self.run_dir,
             model_path=final,
@@ -519,8 +521,9 @@ class Trainer:
         return out
 
 
-def log_pyfunc_model(model_dir: Path) -> None:
-    """Log ``model_dir`` as an MLflow pyfunc model named ``model`` in the active run."""
+def log_pyfunc_model(model_dir: Path, registered_model: str | None = None) -> None:
+    """Log ``model_dir`` as an MLflow pyfunc model named ``model`` in the active run, and
+    register it as a new version of ``registered_model`` when given."""
     import mlflow
 
     with warnings.catch_warnings():
@@ -533,6 +536,7 @@ def log_pyfunc_model(model_dir: Path) -> None:
             python_model=mlflow_model.__file__,
             artifacts={"model_dir": str(model_dir)},
             pip_requirements=["stable-baselines3", "torch", "numpy"],
+            registered_model_name=registered_model,
         )
 
 

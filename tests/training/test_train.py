@@ -171,6 +171,7 @@ def ppo_run(tmp_path_factory, mlflow_db) -> PpoRun:
             "training.eval_every=128",
             "training.checkpoint_every=128",
             f"training.output_dir={root / 'runs'}",
+            "mlflow.registered_model=smoke-ppo",
         )
         try:
             result = train(config)
@@ -732,6 +733,24 @@ def test_mlflow_pyfunc_model_acts_like_the_best_model(ppo_run):
     assert predicted.shape == (4, 6)
     np.testing.assert_allclose(predicted, expected, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(predicted.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_the_best_model_is_registered_so_models_uris_resolve(ppo_run):
+    """mlflow.registered_model: the run's pyfunc model becomes version 1 of that name, and
+    models:/smoke-ppo/1 predicts what the run's best model does."""
+    import mlflow
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(ppo_run.uri)  # reset after the test (reset_mlflow_uri)
+    (version,) = MlflowClient().search_model_versions("name = 'smoke-ppo'")
+    assert (str(version.version), version.run_id) == ("1", ppo_run.result.run_id)
+    registered = mlflow.pyfunc.load_model("models:/smoke-ppo/1")
+    agent = SB3Agent.from_file(ppo_run.result.best_model_path)
+    size = int(np.prod(agent.model.observation_space.shape))
+    rows = np.random.default_rng(0).normal(size=(3, size))
+    expected = np.stack([agent.act(r, {}) for r in rows])
+    np.testing.assert_allclose(registered.predict(rows.tolist()), expected, rtol=1e-6, atol=1e-9)
 
 
 def test_secrets_in_the_environment_are_never_logged(ppo_run, tmp_path, monkeypatch):
