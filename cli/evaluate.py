@@ -64,7 +64,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--no-baselines", action="store_true", help="do not add buy-and-hold and equal weight"
     )
-    ev.add_argument("--jobs", type=int, default=1, help="agents backtested in parallel threads")
+    ev.add_argument(
+        "--jobs",
+        "--n-jobs",  # tune's spelling: the same flag works in both commands
+        dest="jobs",
+        type=int,
+        default=1,
+        help="agents backtested in parallel threads",
+    )
     add_yes_option(ev)
     add_llm_options(ev)
     ev.add_argument("--output", default="reports/evaluation", help="report folder")

@@ -38,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tu.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
     tu.add_argument("--n-trials", type=int, help="trials for this worker to run")
     tu.add_argument("--timeout", type=float, help="seconds for this worker")
-    tu.add_argument("--n-jobs", type=int, help="trials in parallel threads")
+    tu.add_argument(
+        "--n-jobs", "--jobs", dest="n_jobs", type=int, help="trials in parallel threads"
+    )
     tu.add_argument("--storage", help="default optuna.journal; or postgresql://..., sqlite:///...")
     tu.add_argument("--study", help="study name (default: the config's name)")
     tu.add_argument("--sampler", choices=["tpe", "random"])
