@@ -16,6 +16,12 @@ Repair policy, in order (every step is recorded as a note on the decision):
    the symbols leave (``1 - sum``) when that is non-negative; in every other case the
    weights are divided by their sum (``renormalised``).
 
+With ``answer="picks"`` the answer is ``{"buy": [symbols], "cash": percent}``: the picks
+share ``1 - cash / 100`` equally (no picks: all cash). Unknown or repeated picks are dropped,
+more than ``max_picks`` are cut to the first ``max_picks``, and a cash percent that is missing
+or outside 0..100 is read as 0 or clipped (each a note, outcome ``repaired``); no ``buy``
+list → fallback, ``wrong_schema``.
+
 Outcomes: ``ok`` (used as given), ``repaired`` (used after step 3 or 4), and for failures
 ``empty``, ``invalid_json``, ``wrong_schema``, ``oversized`` (an answer longer than
 ``max_answer_chars``), ``rate_limited``, ``server_error``, ``timeout``, ``connection_error``,
@@ -54,7 +60,14 @@ import numpy as np
 
 from marketarena.agents.base import Resumable, hold
 from marketarena.agents.llm_cache import CacheMode, LLMCache
-from marketarena.agents.llm_prompt import CASH, DateMode, PromptBuilder, PromptSettings
+from marketarena.agents.llm_prompt import (
+    CASH,
+    AnswerMode,
+    DateMode,
+    PromptBuilder,
+    PromptSettings,
+)
+from marketarena.agents.llm_tracing import record_decision
 from marketarena.envs.errors import ConfigError, MarketArenaError
 
 OutputMode = Literal["json_schema", "tool"]
@@ -106,6 +119,9 @@ class LLMConfig:
         retry_failed: ask again when the cache holds an unusable answer or an error for the
             request (transient failures are asked again in any case).
         output: ``"json_schema"`` (response_format) or ``"tool"`` (a function call).
+        answer: ``"weights"`` (a weight per symbol and CASH) or ``"picks"`` (up to
+            ``max_picks`` symbols in equal weights and a cash percent: ~15 tokens instead of
+            ~230 for 20 stocks, for small local models).
         decide_every: ask the model every this many steps and hold in between.
         lookback: sessions of prices in the prompt.
         anonymize_tickers, dates, date_shift_days: see :mod:`~marketarena.agents.llm_prompt`.
@@ -129,6 +145,8 @@ class LLMConfig:
     max_connection_failures: int = 5
     retry_failed: bool = False
     output: OutputMode = "json_schema"
+    answer: AnswerMode = "weights"
+    max_picks: int = 5
     decide_every: int = 1
     lookback: int = 20
     anonymize_tickers: bool = False
@@ -145,6 +163,12 @@ class LLMConfig:
     def __post_init__(self) -> None:
         if self.output not in ("json_schema", "tool"):
             raise ConfigError(f"output={self.output!r}: choose 'json_schema' or 'tool'")
+        if self.answer not in ("weights", "picks"):
+            raise ConfigError(f"answer={self.answer!r}: choose 'weights' or 'picks'")
+        if isinstance(self.max_picks, bool) or not isinstance(self.max_picks, int):
+            raise ConfigError(f"max_picks must be a whole number, got {self.max_picks!r}")
+        if self.max_picks < 1:
+            raise ConfigError(f"max_picks must be >= 1, got {self.max_picks}")
         if self.decide_every < 1 or self.lookback < 2 or self.max_concurrency < 1:
             raise ConfigError("decide_every and max_concurrency must be >= 1, lookback >= 2")
         if self.dates not in ("real", "hidden", "shifted"):
@@ -201,6 +225,8 @@ def parse_answer(text: str | None, builder: PromptBuilder) -> ParsedAnswer:
         return ParsedAnswer(None, "invalid_json", [f"not JSON: {exc.msg} at {exc.pos}"])
     if not isinstance(doc, dict):
         return ParsedAnswer(None, "invalid_json", [f"a JSON {type(doc).__name__}, not an object"])
+    if builder.settings.answer == "picks":
+        return _parse_picks(doc, builder)
     flat = "weights" not in doc  # symbol keys at the top level, beside "confidence"
     raw = doc.get("weights", doc)
     if not isinstance(raw, dict) or not any(
@@ -262,6 +288,49 @@ def parse_answer(text: str | None, builder: PromptBuilder) -> ParsedAnswer:
     return ParsedAnswer(weights, "repaired" if notes else "ok", notes, confidence)
 
 
+def _parse_picks(doc: Mapping[str, Any], builder: PromptBuilder) -> ParsedAnswer:
+    """``{"buy": [...], "cash": percent}`` → equal weights over the picks (module docstring)."""
+    picks = doc.get("buy")
+    if not isinstance(picks, list):
+        return ParsedAnswer(None, "wrong_schema", ['no "buy" list of symbols'])
+    notes: list[str] = []
+    chosen: list[str] = []
+    unknown, repeated = [], []
+    for name in picks:
+        symbol = builder.symbol_for(name) if isinstance(name, str) else None
+        if symbol is None:
+            unknown.append(name)
+        elif symbol in chosen:
+            repeated.append(name)
+        else:
+            chosen.append(symbol)
+    if unknown:
+        notes.append(f"dropped unknown pick(s) {unknown}")
+    if repeated:
+        notes.append(f"dropped repeated pick(s) {repeated}")
+    limit = builder.settings.max_picks
+    if len(chosen) > limit:
+        notes.append(f"kept the first {limit} of {len(chosen)} picks")
+        chosen = chosen[:limit]
+    cash = doc.get("cash")
+    if isinstance(cash, bool) or not isinstance(cash, int | float) or not math.isfinite(cash):
+        notes.append("no cash percent: 0")
+        cash = 0.0
+    elif not 0 <= cash <= 100:
+        notes.append(f"cash {cash} clipped to 0..100")
+        cash = min(max(float(cash), 0.0), 100.0)
+    n = len(builder.symbols)
+    weights = np.zeros(n + 1)
+    if chosen:
+        invested = 1.0 - float(cash) / 100.0
+        for symbol in chosen:
+            weights[builder.symbols.index(symbol)] = invested / len(chosen)
+        weights[n] = 1.0 - invested
+    else:
+        weights[n] = 1.0
+    return ParsedAnswer(weights, "repaired" if notes else "ok", notes, None)
+
+
 class LLMAgent(Resumable):
     """See the module docstring. ``confidence`` holds the last answer's confidence (for
     :class:`~marketarena.evaluation.ensembles.ConfidenceWeightedEnsemble`)."""
@@ -312,6 +381,7 @@ class LLMAgent(Resumable):
             decision.confidence = parsed.confidence
         self.confidence = decision.confidence
         self.decisions.append(decision)
+        record_decision(self, messages, text, decision)  # when tracing is on
         if parsed is None or parsed.weights is None:
             return hold(info)
         return parsed.weights
@@ -330,6 +400,8 @@ class LLMAgent(Resumable):
                 c.date_shift_days,
                 c.system_template,
                 c.user_template,
+                c.answer,
+                c.max_picks,
             )
             self._builder = PromptBuilder(symbols, settings)
         return self._builder

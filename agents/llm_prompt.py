@@ -26,6 +26,10 @@ import numpy as np
 from marketarena.envs.errors import ConfigError, DataError, MissingFileError
 
 DateMode = Literal["real", "hidden", "shifted"]
+#: ``weights``: a weight for every symbol and CASH (the full portfolio, ~10 tokens a symbol);
+#: ``picks``: up to ``max_picks`` symbols held in equal weights and a percent of cash (a few
+#: tokens in all: what a small local model answers in seconds)
+AnswerMode = Literal["weights", "picks"]
 CASH = "CASH"
 TEMPLATE_FIELDS = (
     "date",
@@ -40,6 +44,7 @@ TEMPLATE_FIELDS = (
     "fill_timing",
     "commission_bps",
     "slippage_bps",
+    "answer_format",
 )
 FILL_TIMING = {
     "next_open": "at the next session's open",
@@ -79,6 +84,8 @@ class PromptSettings:
     date_shift_days: int = 0
     system_template: str | None = None  # a file path, or None for the default
     user_template: str | None = None
+    answer: AnswerMode = "weights"
+    max_picks: int = 5
 
 
 class PromptBuilder:
@@ -136,7 +143,22 @@ class PromptBuilder:
             "fill_timing": FILL_TIMING.get(str(rules.get("execution")), "at the next session"),
             "commission_bps": rules.get("commission_bps", 0),
             "slippage_bps": rules.get("slippage_bps", 0),
+            "answer_format": self.answer_format(),
         }
+
+    def answer_format(self) -> str:
+        """What the answer holds, in words (the system prompt's ``{answer_format}``)."""
+        if self.settings.answer == "picks":
+            return (
+                f'Answer with JSON only: "buy" lists up to {self.settings.max_picks} symbols to '
+                'hold in equal weights, and "cash" is the percent of the portfolio kept in cash '
+                "(0 to 100)."
+            )
+        # the default prompt's wording and line break, byte for byte: cached answers replay
+        return (
+            'Answer with JSON only: "weights" gives the target weight of every symbol and of '
+            'CASH, and\n"confidence" is a number from 0 to 1.'
+        )
 
     def market_table(self, close: np.ndarray) -> str:
         """One line per symbol: last close and its 5- and 20-session returns (in %); "n/a"
@@ -159,10 +181,25 @@ class PromptBuilder:
         return ", ".join([*held, f"{CASH} {weights[-1]:.1%}"])
 
     def output_schema(self) -> dict[str, Any]:
-        """The JSON schema of an answer: a weight per symbol and CASH, and a confidence.
+        """The JSON schema of an answer: a weight per symbol and CASH, and a confidence; or,
+        with ``answer="picks"``, the symbols to buy and the percent in cash.
 
         Kept minimal on purpose: every extra field is tokens the model must generate.
         """
+        if self.settings.answer == "picks":
+            return {
+                "type": "object",
+                "properties": {
+                    "buy": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": list(self.aliases)},
+                        "maxItems": self.settings.max_picks,
+                    },
+                    "cash": {"type": "integer", "minimum": 0, "maximum": 100},
+                },
+                "required": ["buy", "cash"],
+                "additionalProperties": False,
+            }
         names = [*self.aliases, CASH]
         weight = {"type": "number", "minimum": 0, "maximum": 1}
         return {

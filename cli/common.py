@@ -114,6 +114,12 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     llm.add_argument("--llm-cache-mode", choices=["read_write", "read_only", "off"])
     llm.add_argument("--llm-decide-every", type=int, help="ask every N sessions, hold between")
     llm.add_argument("--llm-output", choices=["json_schema", "tool"])
+    llm.add_argument(
+        "--llm-answer",
+        choices=["weights", "picks"],
+        help="a weight per symbol (default), or up to 5 picks in equal weights and a cash "
+        "percent: a short answer, for small local models",
+    )
     llm.add_argument("--llm-anonymize", action="store_true", help="aliases instead of tickers")
     llm.add_argument("--llm-dates", choices=["real", "hidden", "shifted"])
     llm.add_argument("--llm-lookback", type=int, help="sessions of prices in the prompt")
@@ -153,6 +159,7 @@ def llm_options(args: argparse.Namespace) -> dict[str, object]:
             ("cache_mode", args.llm_cache_mode),
             ("decide_every", args.llm_decide_every),
             ("output", args.llm_output),
+            ("answer", args.llm_answer),
             ("anonymize_tickers", args.llm_anonymize or None),
             ("dates", args.llm_dates),
             ("lookback", args.llm_lookback),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -102,8 +103,15 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
         periods_per_year=args.periods_per_year,
         risk_free=args.risk_free,
     )
-    confirm_llm_requests(llm_request_estimates(config), args.yes, console)
-    with backtest_progress(console) as update:
+    estimates = llm_request_estimates(config)
+    confirm_llm_requests(estimates, args.yes, console)
+    # with --mlflow, every LLM decision is a trace in the evaluation's experiment
+    tracing: AbstractContextManager[list[str]] = nullcontext([])
+    if args.mlflow and estimates:
+        from marketarena.evaluation.tracking import traced_llm_decisions
+
+        tracing = traced_llm_decisions(args.experiment)
+    with tracing as trace_ids, backtest_progress(console) as update:
         report = evaluate(config, progress=update)
     print_report(report, console)
     files = report.write(args.output)
@@ -114,8 +122,12 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
     if args.mlflow:
         from marketarena.evaluation.tracking import log_evaluation, ui_command
 
-        run_id = log_evaluation(report, Path(args.output), experiment=args.experiment)
+        run_id = log_evaluation(
+            report, Path(args.output), experiment=args.experiment, trace_ids=trace_ids
+        )
+        traced = f", {len(trace_ids)} LLM requests traced" if estimates else ""
         console.print(
-            f"MLflow run {run_id} in {tracking_uri()}; view it: {ui_command()}", highlight=False
+            f"MLflow run {run_id}{traced} in {tracking_uri()}; view it: {ui_command()}",
+            highlight=False,
         )
     return EXIT_OK

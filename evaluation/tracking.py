@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -110,8 +110,32 @@ def mlflow_run(
         yield run
 
 
-def log_evaluation(report: Any, output: Path, experiment: str = "marketarena-evaluation") -> str:
-    """Log an :class:`EvaluationReport` (already written to ``output``) as one MLflow run."""
+@contextmanager
+def traced_llm_decisions(experiment: str) -> Iterator[list[str]]:
+    """Trace every LLM decision made inside the block into ``experiment`` on
+    :func:`tracking_uri` (see :mod:`~marketarena.agents.llm_tracing`); yields the trace ids.
+
+    The experiment keeps its model-training kind (:func:`set_experiment`): its runs open in
+    the runs view, and the traces are in its Traces tab all the same.
+    """
+    import mlflow
+
+    from marketarena.agents.llm_tracing import llm_tracing
+
+    mlflow.set_tracking_uri(tracking_uri())
+    exp = set_experiment(experiment)
+    with llm_tracing(exp.experiment_id) as trace_ids:
+        yield trace_ids
+
+
+def log_evaluation(
+    report: Any,
+    output: Path,
+    experiment: str = "marketarena-evaluation",
+    trace_ids: Sequence[str] = (),
+) -> str:
+    """Log an :class:`EvaluationReport` (already written to ``output``) as one MLflow run;
+    ``trace_ids`` (the LLM decisions traced while it ran) are linked to that run."""
     import mlflow
 
     settings = report.settings
@@ -132,6 +156,9 @@ def log_evaluation(report: Any, output: Path, experiment: str = "marketarena-eva
         specs = _agent_specs(settings)
         for row in report.rows():
             _log_agent_run(row, specs.get(row.agent), tags)
+        client = mlflow.MlflowClient()
+        for start in range(0, len(trace_ids), 100):  # MLflow links 100 traces a call
+            client.link_traces_to_run(list(trace_ids[start : start + 100]), run.info.run_id)
         return run.info.run_id
 
 

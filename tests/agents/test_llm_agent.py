@@ -998,3 +998,77 @@ def runs_spec_url(store: Path) -> str:
         return str(runs.run("r").spec["llm"]["base_url"])
     finally:
         runs.close()
+
+
+# ------------------------------------------------------------------ short answers: picks
+def picks(buy: list[Any], cash: Any = 0, **kwargs: Any) -> Reply:
+    """A completion answering in the picks form."""
+    return completion(json.dumps({"buy": buy, "cash": cash}), **kwargs)
+
+
+def test_picks_answers_are_held_in_equal_weights_beside_the_cash_percent(llm_server, tmp_path):
+    llm_server.script(then=picks(["JNJ", "AAPL"], 20))
+    agent = LLMAgent(make_config(llm_server.base_url, tmp_path, answer="picks", max_picks=2))
+    result, rec = backtest(agent)
+    assert_completed(result)
+    assert outcomes(agent) == ["ok"] * 5
+    for action in rec.actions:
+        np.testing.assert_allclose(action, [0.4, 0.4, 0.0, 0.2])  # 80 % over two picks
+    body = llm_server.requests[0].body
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["required"] == ["buy", "cash"]
+    assert schema["properties"]["buy"]["items"]["enum"] == list(SYMBOLS)
+    assert schema["properties"]["buy"]["maxItems"] == 2
+    assert schema["properties"]["cash"] == {"type": "integer", "minimum": 0, "maximum": 100}
+    system = body["messages"][0]["content"]
+    assert '"buy" lists up to 2 symbols' in system and '"weights"' not in system
+
+
+@pytest.mark.parametrize(
+    ("answer", "weights", "outcome", "note"),
+    [
+        ({"buy": ["XOM"], "cash": 0}, [0, 0, 1, 0], "ok", None),
+        ({"buy": [], "cash": 30}, [0, 0, 0, 1], "ok", None),  # no picks: all cash
+        ({"buy": ["aapl", "AAPL", "TSLA"], "cash": 50}, [0.5, 0, 0, 0.5], "repaired", "TSLA"),
+        ({"buy": ["AAPL", "JNJ", "XOM"], "cash": 10}, [0.45, 0.45, 0, 0.1], "repaired", "first 2"),
+        ({"buy": ["JNJ"], "cash": 250}, [0, 0, 0, 1], "repaired", "clipped"),
+        ({"buy": ["JNJ"], "cash": "lots"}, [0, 1, 0, 0], "repaired", "no cash percent"),
+        ({"buy": "JNJ", "cash": 0}, None, "wrong_schema", '"buy" list'),
+    ],
+)
+def test_picks_are_repaired_by_hand_computed_rules(answer, weights, outcome, note):
+    from marketarena.agents.llm_agent import parse_answer
+    from marketarena.agents.llm_prompt import PromptBuilder, PromptSettings
+
+    builder = PromptBuilder(SYMBOLS, PromptSettings(answer="picks", max_picks=2))
+    parsed = parse_answer(json.dumps(answer), builder)
+    assert parsed.outcome == outcome
+    if weights is None:
+        assert parsed.weights is None
+    else:
+        np.testing.assert_allclose(parsed.weights, weights)
+    if note is not None:
+        assert any(note in n for n in parsed.notes), parsed.notes
+
+
+def test_the_default_prompt_is_unchanged_by_the_answer_setting(llm_server, tmp_path):
+    """The weights answer keeps the prompt's exact wording, so cached answers still replay."""
+    agent = LLMAgent(make_config(llm_server.base_url, tmp_path))
+    system = agent.prompt(first_snapshot(agent))[0]["content"]
+    assert system.endswith(
+        'Answer with JSON only: "weights" gives the target weight of every symbol and of CASH, '
+        'and\n"confidence" is a number from 0 to 1. Symbols: AAPL, JNJ, XOM, CASH.\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"answer": "list"}, "answer='list': choose 'weights' or 'picks'"),
+        ({"max_picks": 0}, "max_picks must be >= 1"),
+        ({"max_picks": 2.5}, "max_picks must be a whole number"),
+    ],
+)
+def test_bad_answer_settings_are_named(settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        LLMConfig(**settings)

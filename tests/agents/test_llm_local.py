@@ -82,6 +82,21 @@ def test_real_model_backtest_then_offline_replay(local_server, tmp_path):
     assert all(x.cached and x.latency == 0.0 for x in offline.decisions)
 
 
+def test_the_real_model_answers_picks_in_few_tokens(local_server, tmp_path):
+    """The demo's short answer form, on the real model: every answer parses (the grammar
+    holds it to the schema), the picks share the invested part equally, and an answer costs
+    a few dozen tokens (a weight per symbol costs ~10 a symbol)."""
+    settings = {"model": local_server.model_name, "lookback": 5, "cache_path": None}
+    agent = LLMAgent(
+        LLMConfig(base_url=local_server.base_url, answer="picks", max_picks=2, **settings)
+    )
+    result = run_backtest(agent, {"data": DATA, "window": 5}, START, "2019-01-04")
+    assert [d.outcome for d in agent.decisions] == ["ok"] * 2, agent.diagnostics()["log"]
+    assert all(0 < d.completion_tokens <= 40 for d in agent.decisions), agent.decisions
+    for target in result.weights[1:]:  # traded at the next close: drifted, but only picks held
+        assert np.count_nonzero(target[:-1] > 1e-9) <= 2
+
+
 @pytest.fixture
 def three_csv(tmp_path) -> Path:
     """The three symbols around the test dates as a wide CSV, once the model is found."""
