@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -139,6 +140,45 @@ class PortfolioVectorEnv(VectorEnv):
         self._turn ^= 1
         obs = core.observe_after_step(previous, self._buffers[self._turn], ids)
         return (obs.copy() if self.copy else obs), reward, terminated, truncated, info
+
+    # ------------------------------------------------------------ save/restore
+    def get_state(self) -> dict[str, Any]:
+        """Everything that changes from step to step, for every env (copies): each
+        simulator portfolio (:meth:`~marketarena.envs.simulator.Simulator.get_state`), the
+        episodes' starts and ends, the reward's state and each env's RNG (the next random
+        start). A training checkpoint keeps it, so that a resumed run steps as the
+        uninterrupted one would."""
+        core = self.core
+        return {
+            "portfolios": [self.sim.get_state(i) for i in range(self.num_envs)],
+            "episode_start": core.episode_start.copy(),
+            "episode_end": core.episode_end.copy(),
+            "reward": copy.deepcopy(vars(core.reward_fn)),
+            "rngs": [copy.deepcopy(rng.bit_generator.state) for rng in self._rngs],
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Put every env back where :meth:`get_state` saw it (on a vector env with the same
+        number of envs, data and settings); returns the observations, as ``reset`` does.
+        The next ``step`` is then, bit for bit, the step the saved envs would have taken."""
+        portfolios = state["portfolios"]
+        if len(portfolios) != self.num_envs:
+            raise ValueError(f"saved state has {len(portfolios)} envs, this env {self.num_envs}")
+        core = self.core
+        for i, portfolio in enumerate(portfolios):
+            self.sim.set_state(portfolio, i)
+        core.episode_start[:] = state["episode_start"]
+        core.episode_end[:] = state["episode_end"]
+        vars(core.reward_fn).update(copy.deepcopy(state["reward"]))
+        rngs = []
+        for saved in state["rngs"]:
+            bit_generator = getattr(np.random, saved["bit_generator"])()
+            bit_generator.state = saved
+            rngs.append(np.random.Generator(bit_generator))
+        self._rngs = rngs
+        self._turn ^= 1
+        obs = core.observe(self._buffers[self._turn])
+        return (obs.copy() if self.copy else obs), {}
 
     def _final_observations(self, ids: np.ndarray) -> np.ndarray:
         """Object array: the last observation of each finished env, None elsewhere."""

@@ -4,7 +4,8 @@ One run reads top to bottom: seed, data and splits, envs, model, then ``learn`` 
 callbacks — validation on the validation split every ``eval_every`` steps (the evaluation
 module's backtest and metrics, best-model saving, early stopping), checkpoints every
 ``checkpoint_every`` steps (model, VecNormalize statistics, replay buffer for off-policy
-algorithms, counters, the MLflow run id), and a progress bar. The test split is never built.
+algorithms, counters, the MLflow run id, and what :meth:`Trainer.resume_state` lists), and a
+progress bar. The test split is never built.
 
 A run lives in ``{output_dir}/{name}__{algo}__{seed}__{time}/``::
 
@@ -15,6 +16,17 @@ A run lives in ``{output_dir}/{name}__{algo}__{seed}__{time}/``::
 
 ``train(config)`` and ``marketarena train`` return the same :class:`TrainResult`;
 ``train(resume=run_dir)`` continues an interrupted run from its last checkpoint.
+
+A resumed run is the uninterrupted run: the same parameters and optimizer state bit for bit,
+the same evaluations and the same logged ``train/`` and ``rollout/`` metrics. Checkpoints are
+taken between updates (the first rollout boundary at or after each ``checkpoint_every``
+steps), so no collected step is lost, and each holds the training env's state and every RNG
+(``training_state.pkl``, see :meth:`Trainer.resume_state`); steps trained after the last
+checkpoint are trained again, and evaluations after it are repeated (MLflow then holds both
+the killed process's values and the repeat's, at the same steps). Bitwise equality holds on
+CPU with the same ``algo.torch_threads`` (1 by default: a thread count changes the order of
+float sums); on a GPU, non-deterministic kernels may make a resumed run differ in the last
+bits, as two uninterrupted GPU runs do.
 """
 
 from __future__ import annotations
@@ -23,6 +35,8 @@ import copy
 import datetime as dt
 import json
 import os
+import pickle
+import random
 import shutil
 import warnings
 from collections.abc import Callable, Iterator
@@ -42,10 +56,20 @@ from marketarena.envs.vector_env import PortfolioVectorEnv
 from marketarena.evaluation import tracking
 from marketarena.evaluation.evaluate import EvaluationConfig, evaluate
 from marketarena.evaluation.runner import BacktestResult, run_backtest
-from marketarena.training.callbacks import EveryNTimesteps, MlflowOutputFormat, RichProgress
+from marketarena.training.callbacks import (
+    EveryNTimesteps,
+    MlflowOutputFormat,
+    RestoreLogValues,
+    RichProgress,
+)
 from marketarena.training.config import ON_POLICY, Config, load_config
 
 CHECKPOINTS_KEPT = 2
+#: the file in a checkpoint folder that holds :meth:`Trainer.resume_state`
+RESUME_STATE = "training_state.pkl"
+#: the model's attributes that carry one rollout into the next (the observation SB3 acts on
+#: next, ...): SB3's ``set_env`` and ``load`` drop them, and a resume restores them
+LOOP_ATTRIBUTES = ("_last_obs", "_last_episode_starts", "_last_original_obs", "_last_lstm_states")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -174,6 +198,16 @@ def make_model(config: Config, env: Any) -> Any:
         ) from exc
 
 
+def env_layers(env: Any) -> tuple[Any, Any, PortfolioVectorEnv]:
+    """The ``VecNormalize`` (or None), the ``VecMonitor`` and the :class:`PortfolioVectorEnv`
+    of a training env built by :func:`make_training_env`."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    norm = env if isinstance(env, VecNormalize) else None
+    monitor = env.venv if norm is not None else env
+    return norm, monitor, monitor.venv.venv
+
+
 def steps_learn_will_take(model: Any, timesteps: int) -> int:
     """How many steps ``model.learn(timesteps)`` collects: PPO and A2C collect whole rollouts
     of ``n_steps`` x ``n_envs``, SAC and TD3 one step of every env at a time."""
@@ -217,6 +251,10 @@ class Trainer:
         self.spec = action_spec(config)
         self.model: Any = None
         self.env: Any = None
+        self._stage = 0  # the curriculum stage self.env belongs to
+        self._log_values: dict[str, Any] | None = None  # for RestoreLogValues on a resume
+        # best/score.json of a model saved after the checkpoint this run resumes from
+        self.unrecorded_best: dict[str, Any] | None = None
         self._progress: RichProgress | None = None
 
     # -------------------------------------------------------------- run folder
@@ -310,8 +348,11 @@ class Trainer:
             self.save_model(best_dir)
             # the score travels with the model: a resume from an older checkpoint keeps both
             (best_dir / "score.json").write_text(json.dumps({"score": score, "metrics": record}))
+            self.unrecorded_best = None
         else:
             self.state["evals_without_improvement"] += 1
+        if self.unrecorded_best is not None and step >= self.unrecorded_best["metrics"]["step"]:
+            self.adopt_unrecorded_best()
         patience = self.config.training.early_stopping_patience
         if patience is not None and self.state["evals_without_improvement"] >= patience:
             self.state["stopped_early"] = True
@@ -320,6 +361,17 @@ class Trainer:
             self.state["stopped_early"] = True
             return False
         return True
+
+    def adopt_unrecorded_best(self) -> None:
+        """Record ``best/``, saved after the checkpoint this run resumed from, as the run's
+        best. The resumed run evaluates those steps again and rewrites ``best/`` exactly as
+        the interrupted one did, with the same early-stopping count; only when it did not
+        by the step that saved ``best/`` (a non-deterministic GPU, a checkpoint edited by
+        hand) is ``best/`` adopted as it is, so that it and the recorded best agree."""
+        best = self.unrecorded_best
+        if best is not None:
+            self.state.update(best_score=best["score"], best_metrics=best["metrics"])
+            self.unrecorded_best = None
 
     # --------------------------------------------------------------- checkpoints
     def checkpoint(self, step: int) -> bool:
@@ -333,10 +385,80 @@ class Trainer:
         self.state["next_eval"] = self._eval_cb.next_at
         self.state["next_checkpoint"] = self._ckpt_cb.next_at
         (tmp / "state.json").write_text(json.dumps(self.state, indent=2))
+        with (tmp / RESUME_STATE).open("wb") as file:
+            pickle.dump(self.resume_state(), file, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, folder)  # a checkpoint folder appears whole or not at all
         for old in sorted((self.run_dir / "checkpoints").glob("step_*[0-9]"))[:-CHECKPOINTS_KEPT]:
             shutil.rmtree(old, ignore_errors=True)
         return True
+
+    def resume_state(self) -> dict[str, Any]:
+        """What a checkpoint holds besides ``model.zip`` (weights, optimizer state, SB3's
+        counters, the learning-rate progress, the episode statistics), ``vecnormalize.pkl``
+        and ``state.json`` for a resumed run to continue bit for bit: the curriculum stage of
+        the training env; the global RNGs (Python, numpy, torch; SB3 samples actions with
+        torch's and shuffles minibatches with numpy's) and the action space's (SAC and TD3's
+        random first steps); the training env's state (:meth:`PortfolioVectorEnv.get_state`:
+        portfolios, episodes, each env's RNG; ``VecMonitor``'s running episode sums;
+        ``VecNormalize``'s discounted returns, which its own file leaves out); the model's
+        :data:`LOOP_ATTRIBUTES`; and what SB3's logger has yet to write
+        (:class:`~marketarena.training.callbacks.RestoreLogValues`). Valid between updates
+        only (see
+        :class:`~marketarena.training.callbacks.EveryNTimesteps`)."""
+        import torch
+
+        norm, monitor, venv = env_layers(self.env)
+        model = self.model
+        return {
+            "stage": self._stage,
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),  # noqa: NPY002 (SB3 draws from the global one)
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+                "action_space": model.action_space.np_random.bit_generator.state,
+            },
+            "model": {
+                name: getattr(model, name) for name in LOOP_ATTRIBUTES if hasattr(model, name)
+            },
+            "env": {
+                "vector_env": venv.get_state(),
+                "episode_returns": monitor.episode_returns,
+                "episode_lengths": monitor.episode_lengths,
+                "episode_count": monitor.episode_count,
+                "returns": None if norm is None else norm.returns,
+            },
+            "log": RestoreLogValues.values_to_restore(model.logger),
+        }
+
+    def restore_resume_state(self, saved: dict[str, Any]) -> None:
+        """Put :meth:`resume_state` back into the loaded model and the rebuilt training env.
+        A checkpoint that ended a curriculum stage leaves the next stage's env to start
+        fresh, as :meth:`switch_stage` does in the uninterrupted run."""
+        import torch
+
+        if saved["stage"] == self._stage:
+            norm, monitor, venv = env_layers(self.env)
+            env = saved["env"]
+            venv.set_state(env["vector_env"])
+            monitor.episode_returns = env["episode_returns"]
+            monitor.episode_lengths = env["episode_lengths"]
+            monitor.episode_count = env["episode_count"]
+            if norm is not None:
+                norm.returns = env["returns"]
+            for name, value in saved["model"].items():
+                setattr(self.model, name, value)  # learn() then continues without a reset
+            self._log_values = saved["log"]
+        elif self.config.mlflow.enabled:
+            # our MLflow logger outlives a stage's learn(); SB3's own is made anew by each
+            self._log_values = saved["log"]
+        rng = saved["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])  # noqa: NPY002
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.model.action_space.np_random.bit_generator.state = rng["action_space"]
 
     # ----------------------------------------------------------------------- run
     @contextmanager
@@ -362,15 +484,21 @@ class Trainer:
                 self.env = self.stage_training_env(0)
                 self.model = make_model(c, self.env)
                 return
+            # (load() reseeds the global RNGs: the saved states are restored last)
             self.model = algorithm_class(c.algo.name).load(
                 resume_from / "model.zip", device=c.algo.device
             )
-            self.env = self.stage_training_env(self.stage_at(self.state["num_timesteps"]))
+            self._stage = self.stage_at(self.state["num_timesteps"])
+            self.env = self.stage_training_env(self._stage)
             if isinstance(self.env, VecNormalize):
                 self.env = VecNormalize.load(str(resume_from / "vecnormalize.pkl"), self.env.venv)
             self.model.set_env(self.env)
             if c.algo.name not in ON_POLICY:
                 self.model.load_replay_buffer(resume_from / "replay_buffer.pkl")
+            saved = resume_from / RESUME_STATE
+            if saved.exists():  # (a checkpoint written before it existed resumes inexactly)
+                with saved.open("rb") as file:
+                    self.restore_resume_state(pickle.load(file))
 
     def run(self, resume_from: Path | None = None) -> TrainResult:
         """Train (from ``resume_from``'s checkpoint if given; built first unless
@@ -394,9 +522,14 @@ class Trainer:
             c.training.eval_every, self.validate, self.state["next_eval"]
         )
         self._ckpt_cb = EveryNTimesteps(
-            c.training.checkpoint_every, self.checkpoint, self.state["next_checkpoint"]
+            c.training.checkpoint_every,
+            self.checkpoint,
+            self.state["next_checkpoint"],
+            between_updates=True,
         )
         callbacks: list[Any] = [self._eval_cb, self._ckpt_cb]
+        if self._log_values is not None:
+            callbacks.append(RestoreLogValues(self._log_values))
         ends = self.stage_ends()
         progress = None
         if c.training.progress_bar:
@@ -424,6 +557,7 @@ class Trainer:
         evaluated = [e["step"] for e in self.state["evaluations"]]
         if self.state["num_timesteps"] not in evaluated:  # the final model is a candidate too
             self.validate(self.state["num_timesteps"])
+        self.adopt_unrecorded_best()
         (self.run_dir / "state.json").write_text(json.dumps(self.state, indent=2))
         best = self.run_dir / "best" / "model.zip"
         report_dir = self.validation_report(best if best.exists() else final)
@@ -470,17 +604,18 @@ class Trainer:
         ``seed + index`` so that each stage sees its own episode starts."""
         c = self.config
         if index >= len(c.training.curriculum):
-            return make_training_env(c, self.data, self.ranges["train"])
-        staged = c.model_copy(update={"env": c.stage_env(index)})
-        data = load_universe(staged)
-        env = make_training_env(staged, data, split_ranges(staged, data)["train"])
-        if data.n_assets != self.data.n_assets:
-            raise ConfigError(
-                f"training.curriculum.{index}.env: {data.name} has {data.n_assets} assets, the "
-                f"run's data {self.data.name} {self.data.n_assets}; a stage keeps the universe "
-                "size"
-            )
-        if index > 0:
+            env = make_training_env(c, self.data, self.ranges["train"])
+        else:
+            staged = c.model_copy(update={"env": c.stage_env(index)})
+            data = load_universe(staged)
+            env = make_training_env(staged, data, split_ranges(staged, data)["train"])
+            if data.n_assets != self.data.n_assets:
+                raise ConfigError(
+                    f"training.curriculum.{index}.env: {data.name} has {data.n_assets} assets, "
+                    f"the run's data {self.data.name} {self.data.n_assets}; a stage keeps the "
+                    "universe size"
+                )
+        if index > 0:  # (stage 0's env is seeded by the model, with the run's seed)
             env.seed(c.seed + index)
         return env
 
@@ -495,7 +630,7 @@ class Trainer:
                 env.obs_rms = copy.deepcopy(self.env.obs_rms)
             env.ret_rms = copy.deepcopy(self.env.ret_rms)
         self.env.close()
-        self.env = env
+        self.env, self._stage = env, index
         self.model.set_env(env)  # the next learn() resets it
 
     def validation_report(self, model_path: Path) -> Path:
@@ -591,7 +726,7 @@ def train(
 
     if (config is None) == (resume is None):
         raise ConfigError("give either a config or a run folder to resume")
-    state, ckpt = None, None
+    state, ckpt, unrecorded_best = None, None, None
     if resume is not None:
         run_dir = Path(resume).resolve()
         if not (run_dir / "config.yaml").exists():
@@ -606,7 +741,7 @@ def train(
                 if state["best_score"] is None or best["metrics"]["step"] > state[
                     "best_metrics"
                 ].get("step", -1):
-                    state.update(best_score=best["score"], best_metrics=best["metrics"])
+                    unrecorded_best = best
         elif (run_dir / "state.json").exists():
             state = json.loads((run_dir / "state.json").read_text())
             state["num_timesteps"] = 0  # finished before its first checkpoint: start over
@@ -618,6 +753,7 @@ def train(
     assert config is not None
     set_random_seed(config.seed)
     trainer = Trainer(config, run_dir, state, on_evaluation)
+    trainer.unrecorded_best = unrecorded_best
     if resume is None:
         trainer.build()
         run_dir = trainer.run_dir = _new_run_dir(config)
