@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import threading
 import typing
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -117,8 +118,8 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     llm.add_argument(
         "--llm-answer",
         choices=["weights", "picks"],
-        help="a weight per symbol (default), or up to 5 picks in equal weights and a cash "
-        "percent: a short answer, for small local models",
+        help="a weight per symbol (default), or up to 5 names held in equal weights, CASH "
+        "among them: a short answer, for small local models",
     )
     llm.add_argument("--llm-anonymize", action="store_true", help="aliases instead of tickers")
     llm.add_argument("--llm-dates", choices=["real", "hidden", "shifted"])
@@ -199,16 +200,26 @@ def backtest_progress(console: Console) -> Iterator[BacktestProgress]:
         TimeRemainingColumn(),
     )
     started: dict[tuple[str, int], TaskID] = {}
-    with Progress(*columns, console=console, transient=True) as progress:
+    # shown from the first backtest update on, not before: a command that trains first (the
+    # demo) has training's own bar on screen until then, and two live displays would fight
+    progress = Progress(*columns, console=console, transient=True)
+    lock = threading.Lock()  # evaluate --jobs N reports from several threads
 
-        def update(agent: str, seed: int, step: int, total: int) -> None:
-            key = (agent, seed)
+    def update(agent: str, seed: int, step: int, total: int) -> None:
+        key = (agent, seed)
+        with lock:
             if key not in started:
+                if not started:
+                    progress.start()
                 description = f"backtest {len(started) + 1}: {agent} (seed {seed})"
                 started[key] = progress.add_task(description, total=total)
             task = started[key]
-            progress.update(task, completed=step, total=total)
-            if step >= total:
-                progress.remove_task(task)
+        progress.update(task, completed=step, total=total)
+        if step >= total:
+            progress.remove_task(task)
 
+    try:
         yield update
+    finally:
+        if started:
+            progress.stop()

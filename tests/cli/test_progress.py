@@ -30,6 +30,15 @@ def test_a_backtest_bar_shows_its_place_the_days_done_of_the_total_and_an_eta():
     assert "ETA" in text
 
 
+def test_nothing_is_drawn_before_the_first_backtest():
+    """The demo trains inside the backtest progress context: until a backtest reports, the
+    training bar has the terminal to itself."""
+    console, out = terminal()
+    with backtest_progress(console):
+        pass  # what the demo's training does, as far as this bar is concerned
+    assert out.getvalue() == ""  # a started display writes at least its cursor codes
+
+
 def test_training_shows_a_validation_backtest_beside_its_bar():
     console, _ = terminal()
     bar = RichProgress(total=1000, start=0, description="ppo demo")
