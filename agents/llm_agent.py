@@ -16,11 +16,10 @@ Repair policy, in order (every step is recorded as a note on the decision):
    the symbols leave (``1 - sum``) when that is non-negative; in every other case the
    weights are divided by their sum (``renormalised``).
 
-With ``answer="picks"`` the answer is ``{"buy": [symbols], "cash": percent}``: the picks
-share ``1 - cash / 100`` equally (no picks: all cash). Unknown or repeated picks are dropped,
-more than ``max_picks`` are cut to the first ``max_picks``, and a cash percent that is missing
-or outside 0..100 is read as 0 or clipped (each a note, outcome ``repaired``); no ``buy``
-list → fallback, ``wrong_schema``.
+With ``answer="picks"`` the answer is ``{"buy": [names]}``: the names (symbols, and CASH if
+the model wants cash) share the portfolio equally; no names: all cash. Unknown or repeated
+names are dropped and more than ``max_picks`` are cut to the first ``max_picks`` (each a
+note, outcome ``repaired``); no ``buy`` list → fallback, ``wrong_schema``.
 
 Outcomes: ``ok`` (used as given), ``repaired`` (used after step 3 or 4), and for failures
 ``empty``, ``invalid_json``, ``wrong_schema``, ``oversized`` (an answer longer than
@@ -120,8 +119,10 @@ class LLMConfig:
             request (transient failures are asked again in any case).
         output: ``"json_schema"`` (response_format) or ``"tool"`` (a function call).
         answer: ``"weights"`` (a weight per symbol and CASH) or ``"picks"`` (up to
-            ``max_picks`` symbols in equal weights and a cash percent: ~15 tokens instead of
-            ~230 for 20 stocks, for small local models).
+            ``max_picks`` names in equal weights, CASH among them if wanted: ~40 tokens
+            instead of ~230 for 20 stocks, for small local models).
+        close_prices: the last close in the prompt's market table beside the returns (off:
+            ~20 % fewer prompt tokens for 20 stocks).
         decide_every: ask the model every this many steps and hold in between.
         lookback: sessions of prices in the prompt.
         anonymize_tickers, dates, date_shift_days: see :mod:`~marketarena.agents.llm_prompt`.
@@ -147,6 +148,7 @@ class LLMConfig:
     output: OutputMode = "json_schema"
     answer: AnswerMode = "weights"
     max_picks: int = 5
+    close_prices: bool = True
     decide_every: int = 1
     lookback: int = 20
     anonymize_tickers: bool = False
@@ -289,21 +291,27 @@ def parse_answer(text: str | None, builder: PromptBuilder) -> ParsedAnswer:
 
 
 def _parse_picks(doc: Mapping[str, Any], builder: PromptBuilder) -> ParsedAnswer:
-    """``{"buy": [...], "cash": percent}`` → equal weights over the picks (module docstring)."""
+    """``{"buy": [names]}`` → equal weights over the names, CASH among them (module
+    docstring)."""
     picks = doc.get("buy")
     if not isinstance(picks, list):
-        return ParsedAnswer(None, "wrong_schema", ['no "buy" list of symbols'])
+        return ParsedAnswer(None, "wrong_schema", ['no "buy" list of names'])
     notes: list[str] = []
-    chosen: list[str] = []
+    n = len(builder.symbols)
+    chosen: list[int] = []  # columns of the weight vector; n is cash
     unknown, repeated = [], []
     for name in picks:
-        symbol = builder.symbol_for(name) if isinstance(name, str) else None
-        if symbol is None:
+        if isinstance(name, str) and name.strip().upper() == CASH:
+            column: int | None = n
+        else:
+            symbol = builder.symbol_for(name) if isinstance(name, str) else None
+            column = None if symbol is None else builder.symbols.index(symbol)
+        if column is None:
             unknown.append(name)
-        elif symbol in chosen:
+        elif column in chosen:
             repeated.append(name)
         else:
-            chosen.append(symbol)
+            chosen.append(column)
     if unknown:
         notes.append(f"dropped unknown pick(s) {unknown}")
     if repeated:
@@ -312,20 +320,9 @@ def _parse_picks(doc: Mapping[str, Any], builder: PromptBuilder) -> ParsedAnswer
     if len(chosen) > limit:
         notes.append(f"kept the first {limit} of {len(chosen)} picks")
         chosen = chosen[:limit]
-    cash = doc.get("cash")
-    if isinstance(cash, bool) or not isinstance(cash, int | float) or not math.isfinite(cash):
-        notes.append("no cash percent: 0")
-        cash = 0.0
-    elif not 0 <= cash <= 100:
-        notes.append(f"cash {cash} clipped to 0..100")
-        cash = min(max(float(cash), 0.0), 100.0)
-    n = len(builder.symbols)
     weights = np.zeros(n + 1)
     if chosen:
-        invested = 1.0 - float(cash) / 100.0
-        for symbol in chosen:
-            weights[builder.symbols.index(symbol)] = invested / len(chosen)
-        weights[n] = 1.0 - invested
+        weights[chosen] = 1.0 / len(chosen)
     else:
         weights[n] = 1.0
     return ParsedAnswer(weights, "repaired" if notes else "ok", notes, None)
@@ -402,6 +399,7 @@ class LLMAgent(Resumable):
                 c.user_template,
                 c.answer,
                 c.max_picks,
+                c.close_prices,
             )
             self._builder = PromptBuilder(symbols, settings)
         return self._builder

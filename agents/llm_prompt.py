@@ -27,8 +27,8 @@ from marketarena.envs.errors import ConfigError, DataError, MissingFileError
 
 DateMode = Literal["real", "hidden", "shifted"]
 #: ``weights``: a weight for every symbol and CASH (the full portfolio, ~10 tokens a symbol);
-#: ``picks``: up to ``max_picks`` symbols held in equal weights and a percent of cash (a few
-#: tokens in all: what a small local model answers in seconds)
+#: ``picks``: up to ``max_picks`` names held in equal weights, CASH among them if wanted (a few
+#: dozen tokens in all: what a small local model answers in seconds)
 AnswerMode = Literal["weights", "picks"]
 CASH = "CASH"
 TEMPLATE_FIELDS = (
@@ -86,6 +86,9 @@ class PromptSettings:
     user_template: str | None = None
     answer: AnswerMode = "weights"
     max_picks: int = 5
+    #: the last close beside each symbol's returns in the market table (about 6 tokens a
+    #: symbol; the returns carry what the model can use)
+    close_prices: bool = True
 
 
 class PromptBuilder:
@@ -150,9 +153,9 @@ class PromptBuilder:
         """What the answer holds, in words (the system prompt's ``{answer_format}``)."""
         if self.settings.answer == "picks":
             return (
-                f'Answer with JSON only: "buy" lists up to {self.settings.max_picks} symbols to '
-                'hold in equal weights, and "cash" is the percent of the portfolio kept in cash '
-                "(0 to 100)."
+                f'Answer with JSON only: "buy" lists up to {self.settings.max_picks} names to '
+                "hold in equal weights; CASH is one of them, so a list with CASH keeps part of "
+                "the portfolio in cash."
             )
         # the default prompt's wording and line break, byte for byte: cached answers replay
         return (
@@ -161,14 +164,19 @@ class PromptBuilder:
         )
 
     def market_table(self, close: np.ndarray) -> str:
-        """One line per symbol: last close and its 5- and 20-session returns (in %); "n/a"
-        where fewer than k + 1 closes exist (early in the data)."""
+        """One line per symbol: last close (unless ``close_prices`` is off) and its 5- and
+        20-session returns (in %); "n/a" where fewer than k + 1 closes exist (early in the
+        data)."""
 
         def ret(k: int, j: int) -> str:
             return (
                 f"{(close[-1, j] / close[-1 - k, j] - 1) * 100:+.1f}" if k < len(close) else "n/a"
             )
 
+        if not self.settings.close_prices:
+            lines = ["symbol 5d 20d"]
+            lines += [f"{alias} {ret(5, j)} {ret(20, j)}" for j, alias in enumerate(self.aliases)]
+            return "\n".join(lines)
         lines = ["symbol close 5d 20d"]
         lines += [
             f"{alias} {close[-1, j]:.2f} {ret(5, j)} {ret(20, j)}"
@@ -182,7 +190,7 @@ class PromptBuilder:
 
     def output_schema(self) -> dict[str, Any]:
         """The JSON schema of an answer: a weight per symbol and CASH, and a confidence; or,
-        with ``answer="picks"``, the symbols to buy and the percent in cash.
+        with ``answer="picks"``, the names to hold in equal weights (CASH among them).
 
         Kept minimal on purpose: every extra field is tokens the model must generate.
         """
@@ -192,12 +200,11 @@ class PromptBuilder:
                 "properties": {
                     "buy": {
                         "type": "array",
-                        "items": {"type": "string", "enum": list(self.aliases)},
+                        "items": {"type": "string", "enum": [*self.aliases, CASH]},
                         "maxItems": self.settings.max_picks,
                     },
-                    "cash": {"type": "integer", "minimum": 0, "maximum": 100},
                 },
-                "required": ["buy", "cash"],
+                "required": ["buy"],
                 "additionalProperties": False,
             }
         names = [*self.aliases, CASH]

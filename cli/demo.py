@@ -31,8 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--llm-decide-every",
         type=int,
-        help="sessions between the local LLM's decisions (default: the demo's, quarterly; "
-        "0: no LLM)",
+        help="sessions between the local LLM's decisions (default: the demo's, 252: one a "
+        "year; 0: no LLM)",
+    )
+    demo.add_argument(
+        "--llm-answer",
+        choices=["picks", "weights"],
+        help="the local LLM's answer: up to 5 names held in equal weights, CASH among them "
+        "(the demo's default: a short answer), or a weight per symbol",
     )
     demo.set_defaults(handler=handle_demo)
 
@@ -46,6 +52,7 @@ def handle_demo(args: argparse.Namespace, console: Console) -> int:
         "end": parse_date(args.end, "--end") if args.end else None,
         "ppo_timesteps": args.ppo_timesteps,
         "llm_decide_every": args.llm_decide_every,
+        "llm_answer": args.llm_answer,
     }
     config = DemoConfig(**{key: value for key, value in given.items() if value is not None})
     console.print(

