@@ -286,7 +286,11 @@ def training_config(agent: BenchAgent, task: str, seed: int, config: BenchConfig
         "env": {"data": env_id},
         "seed": seed,
         "name": f"bench_{slugify(agent.name)}_{task}",
-        "training": {"output_dir": str(Path(config.output) / "runs"), "progress_bar": False},
+        "training": {
+            "output_dir": str(Path(config.output) / "runs"),
+            "progress_bar": False,
+            "validation_report": False,  # the bench's own report scores every run
+        },
         "mlflow": {"enabled": config.mlflow, "experiment": config.experiment},
     }
     if config.timesteps is not None:

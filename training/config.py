@@ -310,6 +310,10 @@ class TrainingConfig(_Strict):
     selection_metric: Literal["sharpe", "sortino", "calmar", "total_return"] = "sharpe"
     output_dir: str = "runs"
     progress_bar: bool = True
+    #: at the end, the best model against the baselines over the validation split, written to
+    #: ``validation/`` (and MLflow): a backtest and a full report, seconds a run; off for
+    #: bench runs and tuning trials, whose results are their own reports
+    validation_report: bool = True
     curriculum: tuple[CurriculumStage, ...] = ()
 
 

@@ -94,6 +94,8 @@ def ppo_config(config: DemoConfig) -> dict[str, Any]:
                 "eval_every": max(config.ppo_timesteps // 4, 1),
                 "checkpoint_every": config.ppo_timesteps,
                 "output_dir": config.runs_dir,
+                # the demo's own report compares the model with every agent on unseen dates
+                "validation_report": False,
             },
         },
     )

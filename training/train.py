@@ -560,14 +560,17 @@ class Trainer:
         self.adopt_unrecorded_best()
         (self.run_dir / "state.json").write_text(json.dumps(self.state, indent=2))
         best = self.run_dir / "best" / "model.zip"
-        report_dir = self.validation_report(best if best.exists() else final)
+        report_dir = None
+        if c.training.validation_report:
+            report_dir = self.validation_report(best if best.exists() else final)
         if mlflow.active_run():
             for name in ("config.yaml", "manifest.json", "state.json"):
                 mlflow.log_artifact(str(self.run_dir / name))
             mlflow.log_artifacts(str(self.run_dir / "model"), artifact_path="final_model")
             if best.exists():
                 mlflow.log_artifacts(str(best.parent), artifact_path="best_model")
-            mlflow.log_artifacts(str(report_dir), artifact_path="validation")
+            if report_dir is not None:
+                mlflow.log_artifacts(str(report_dir), artifact_path="validation")
             log_pyfunc_model(
                 best.parent if best.exists() else final.parent, c.mlflow.registered_model
             )

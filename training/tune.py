@@ -296,6 +296,7 @@ class Objective:
         data["name"] = f"{self.config.name}-t{trial_number}"
         data["training"]["output_dir"] = str(self.out_dir / "trials")
         data["training"]["progress_bar"] = False
+        data["training"]["validation_report"] = False  # the study's report compares trials
         data["training"]["selection_metric"] = self.config.tuning.objective
         return build_config(data, f"trial {trial_number}")
 
@@ -449,6 +450,7 @@ def finish(
     data["name"] = f"{config.name}-best"
     data["training"]["output_dir"] = config.training.output_dir
     data["training"]["progress_bar"] = True
+    data["training"]["validation_report"] = True
     path = out / "best_config.yaml"
     header = (
         f"# best of {len(complete)} complete trials of study {study.study_name}: "

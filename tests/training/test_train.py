@@ -257,6 +257,22 @@ def test_each_algorithm_trains(algo, request, tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()  # MLflow off means off
 
 
+def test_the_validation_report_is_written_unless_switched_off(ppo_run, tmp_path, monkeypatch):
+    """On by default (the shared run has one); training.validation_report=false (bench runs,
+    tuning trials, the demo) leaves it out and changes nothing else the run records."""
+    assert (ppo_run.result.run_dir / "validation" / "report.html").exists()
+    monkeypatch.chdir(tmp_path)
+    config = smoke(
+        *NO_MLFLOW,
+        "algo.total_timesteps=256",
+        "training.eval_every=128",
+        "training.validation_report=false",
+    )
+    result = train(config)
+    assert not (result.run_dir / "validation").exists()
+    assert result.best_model_path is not None and result.best_validation["step"] in (128, 256)
+
+
 @pytest.mark.parametrize(
     ("algo", "overrides", "asked", "expected"),
     [
