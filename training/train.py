@@ -50,7 +50,7 @@ import numpy as np
 from marketarena.agents.sb3_agent import SB3Agent, algorithm_class, write_agent_metadata
 from marketarena.envs.core import ActionSpec
 from marketarena.envs.data import MarketData, resolve_data
-from marketarena.envs.errors import ConfigError, MissingFileError
+from marketarena.envs.errors import ConfigError, DataError, MissingFileError
 from marketarena.envs.sb3_vec_env import SB3PortfolioVecEnv
 from marketarena.envs.vector_env import PortfolioVectorEnv
 from marketarena.evaluation import tracking
@@ -497,8 +497,7 @@ class Trainer:
                 self.model.load_replay_buffer(resume_from / "replay_buffer.pkl")
             saved = resume_from / RESUME_STATE
             if saved.exists():  # (a checkpoint written before it existed resumes inexactly)
-                with saved.open("rb") as file:
-                    self.restore_resume_state(pickle.load(file))
+                self.restore_resume_state(read_resume_state(saved))
 
     def run(self, resume_from: Path | None = None) -> TrainResult:
         """Train (from ``resume_from``'s checkpoint if given; built first unless
@@ -657,6 +656,22 @@ class Trainer:
         out = self.run_dir / "validation"
         report.write(out, results=False)
         return out
+
+
+def read_resume_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's :data:`RESUME_STATE`; a damaged file is a :class:`DataError` naming it
+    (checkpoints are written whole, so this is a file changed or truncated by hand)."""
+    try:
+        with path.open("rb") as file:
+            state = pickle.load(file)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as exc:
+        raise DataError(
+            f"{path}: not a readable training state ({type(exc).__name__}); delete this "
+            "checkpoint folder to resume from the one before it"
+        ) from None
+    if not isinstance(state, dict) or "rng" not in state:
+        raise DataError(f"{path}: not a training state written by marketarena train")
+    return state
 
 
 def log_pyfunc_model(model_dir: Path, registered_model: str | None = None) -> None:

@@ -514,6 +514,26 @@ def test_resume_needs_a_run_folder(tmp_path):
         train()
 
 
+@pytest.mark.parametrize("damage", [b"", b"not a pickle", b"\x80\x05K\x01."])
+def test_a_damaged_training_state_is_named(tmp_path, monkeypatch, damage):
+    """A checkpoint's training_state.pkl truncated, overwritten, or holding something else:
+    one error naming the file and what to do, not a traceback from pickle."""
+    monkeypatch.chdir(tmp_path)
+    config = smoke(
+        *NO_MLFLOW,
+        "algo.total_timesteps=256",
+        "training.eval_every=256",
+        "training.checkpoint_every=128",
+        "training.validation_report=false",
+    )
+    run = train(config).run_dir
+    (last,) = sorted((run / "checkpoints").glob("step_*"))[-1:]
+    (last / "training_state.pkl").write_bytes(damage)  # b"\x80\x05K\x01.": the int 1
+    code, text = run_cli("train", "--resume", str(run))
+    assert code == 1
+    assert "training_state.pkl: not a" in text and "Traceback" not in text
+
+
 # ------------------------------------------------------------------------- the command
 def run_cli(*args: str) -> tuple[int, str]:
     console = Console(record=True, width=300)
