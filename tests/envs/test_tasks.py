@@ -3,6 +3,8 @@ no look-ahead in any rule or task env, the no-trade band, and clear errors."""
 
 from __future__ import annotations
 
+import itertools
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from marketarena.agents.registry import make_agent
 from marketarena.envs import TASKS, PortfolioEnv, get_task, resolve_data, task_env_kwargs
 from marketarena.envs import tasks as T
 from marketarena.envs.core import ActionSpec
+from marketarena.envs.errors import ConfigError
 from marketarena.evaluation.runner import run_backtest
 
 PLANTED = [name for name, task in TASKS.items() if task.known_optimum]
@@ -63,6 +66,31 @@ def test_momentum_planted_structure_is_there():
     noise = np.corrcoef(*np.diff(np.log(T.noise_market(0).close), axis=0)[:-1:2].T[:2])[0, 1]
     assert corr > 0.3
     assert abs(noise) < 0.45  # (the noise assets are only correlated through a common factor)
+
+
+def test_vol_timing_splits_each_hold_the_turbulent_regime():
+    # the regime path is redrawn until each split spends 1/3 +- 0.1 of its rows turbulent;
+    # without it seed 0's validation split had one short spell (9%) and could not tell a
+    # policy that times volatility from one that holds
+    splits = (T.TRAIN_ROWS, T.TRAIN_ROWS + T.VALIDATION_ROWS)
+    bounds = [0, *splits, T.N_PERIODS]
+
+    def shares(regime):
+        return [regime[a:b].mean() for a, b in itertools.pairwise(bounds)]
+
+    first = T.balanced_regime_chain(np.random.default_rng(0), T.N_PERIODS, (150.0, 75.0))
+    regime = T.balanced_regime_chain(np.random.default_rng(0), T.N_PERIODS, (150.0, 75.0), splits)
+    assert shares(first)[1] < 0.15  # the unbalanced draw
+    assert all(abs(s - 1 / 3) <= 0.1 for s in shares(regime))
+    # the task's market is that regime path: turbulent rows move ~6x as much as calm ones
+    close = get_task("VolTiming").market().close
+    moves = np.abs(np.diff(np.log(close), axis=0)).mean(axis=1)
+    assert moves[regime[1:] == 1].mean() > 4 * moves[regime[1:] == 0].mean()
+    np.testing.assert_array_equal(
+        close, T.volatility_regime_market(0, balanced_splits=splits).close
+    )
+    with pytest.raises(ConfigError, match="no regime path"):
+        T.volatility_regime_market(0, n_periods=400, balanced_splits=(10,), balance_tolerance=0.01)
 
 
 # -------------------------------------------------------------------- rules pinned
