@@ -173,3 +173,23 @@ def test_learning_throughput_section_in_the_suite(tmp_path):
     assert "| (a) configs/bench/ppo.yaml |" in text
     assert "| (a) / (b) | 16.0x |" in text
     assert "Rerun alone since" in text
+
+
+def test_every_ppo_sweep_variant_is_a_valid_config_that_differs_from_the_shipped_one(tmp_path):
+    import ppo_settings_sweep as sweep
+    import yaml
+
+    from marketarena.training.config import load_config
+
+    shipped = load_config(sweep.SHIPPED)
+    for name, (_, overrides) in sweep.VARIANTS.items():
+        data = sweep.merge(yaml.safe_load(sweep.SHIPPED.read_text()), overrides)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        config = load_config(path)  # unknown or mistyped keys fail here
+        changed = config.model_dump() != shipped.model_dump()
+        assert changed == bool(overrides), name
+    lr = sweep.merge(yaml.safe_load(sweep.SHIPPED.read_text()), sweep.VARIANTS["lr_1e-3_300k"][1])
+    assert lr["algo"]["hyperparameters"]["learning_rate"] == 0.001
+    assert lr["algo"]["hyperparameters"]["n_epochs"] == 4  # a merge, not a replacement
+    assert lr["algo"]["total_timesteps"] == 300_000

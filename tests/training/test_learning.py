@@ -1,11 +1,11 @@
-"""PPO with the shipped bench config learns the easiest diagnostic task, fast.
+"""PPO with the shipped bench config learns a planted diagnostic task, fast.
 
 The full claim (6 tasks x 5 seeds, IQM with intervals) is made by ``marketarena bench``;
-this is the smoke alarm: one seeded run that must clear MeanReversion (the task the shipped
-differential-Sharpe config learns most reliably: 0.72 on the bench's test split, its untrained
-policy 0.00) by a wide margin, at less than 3x the reference's turnover. Momentum was the
-alarm's task while the shipped reward was the log return; with the differential Sharpe it
-learns Momentum less well (README, "Does RL learn here?")."""
+this is the smoke alarm: one seeded run of 160k steps that must clear Momentum (its untrained
+policy scores -0.37 on the test split) by a wide margin, trading less than twice as much as
+the reference. With the log-return reward Momentum is learned soonest; MeanReversion, the
+alarm's task while the shipped reward was the differential Sharpe, needs more steps (0.35
+after 160k, 0.89 on validation after the bench's 600k)."""
 
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "bench" / "ppo.yaml"
 
 
 @pytest.mark.slow
-def test_ppo_clears_the_mean_reversion_task_in_well_under_a_minute(tmp_path):
+def test_ppo_clears_the_momentum_task_in_well_under_a_minute(tmp_path):
     config = load_config(
         CONFIG,
         [
-            "env.data=marketarena/MeanReversion-v0",
+            "env.data=marketarena/Momentum-v0",
             "algo.total_timesteps=160000",
             "seed=0",
             "mlflow.enabled=false",
@@ -43,12 +43,12 @@ def test_ppo_clears_the_mean_reversion_task_in_well_under_a_minute(tmp_path):
     seconds = time.perf_counter() - started
     agent = SB3Agent.from_file((result.best_model_path or result.model_path).parent)
     env = task_env_kwargs(
-        "MeanReversion", "test", window=config.env.window, features=config.env.features
+        "Momentum", "test", window=config.env.window, features=config.env.features
     )
     backtest = run_backtest(agent, env, seed=0)
-    score = normalised_score("MeanReversion", growth(backtest))
-    reference_turnover = task_anchor_scores("MeanReversion")["reference"]["annual_turnover"]
+    score = normalised_score("Momentum", growth(backtest))
+    reference_turnover = task_anchor_scores("Momentum")["reference"]["annual_turnover"]
     turnover = backtest.metrics()["annual_turnover"]
     assert score > 0.5, (score, turnover)
-    assert turnover < 3 * reference_turnover, (score, turnover)
+    assert turnover < 2 * reference_turnover, (score, turnover)
     assert seconds < 60
