@@ -509,18 +509,19 @@ class Simulator:
         return np.take(table, self.t, axis=0)  # faster than table[t] for row gathers
 
     def _limit_orders(self, buys: np.ndarray, sells: np.ndarray) -> None:
-        """Round orders toward zero to whole lots, then cap them at the volume share."""
+        """Cap orders at the volume share, then round them toward zero to whole lots (in
+        this order: a capped order is whole lots too, and never more than the cap)."""
         lot, fraction = self._lot, self.rules.max_volume_fraction
-        if lot is not None:
-            np.floor(buys / lot, out=buys)
-            buys *= lot
-            np.floor(sells / lot, out=sells)
-            sells *= lot
         if fraction is not None:
             assert self._fill_volume is not None  # resolved() refuses a cap without volume
             cap = fraction * self._rows(self._fill_volume)
             np.minimum(buys, cap, out=buys)
             np.minimum(sells, cap, out=sells)
+        if lot is not None:
+            np.floor(buys / lot, out=buys)
+            buys *= lot
+            np.floor(sells / lot, out=sells)
+            sells *= lot
 
     def _sell(
         self, sells: np.ndarray, fill: np.ndarray, buys: np.ndarray
@@ -563,20 +564,48 @@ class Simulator:
         scale = available / (np.maximum(buy_value * self._k_buy_cap, available) + self._k_tiny)
         buys *= scale[self._column]
         if self._lot is not None:
-            np.floor(buys / self._lot + 1e-9, out=buys)
-            buys *= self._lot
-            buy_value = np.vecdot(buys, fill)
+            buy_value = self._round_buys_to_lots(buys, fill, cash)
         else:
             buy_value *= scale
+        buy_fee = self._buy_fee(buys, fill, buy_value)
         if self._min_fee > 0:
-            buy_fee = np.maximum(
-                buys * fill * (self._buy_pay * self._commission), self._min_fee * (buys > 0)
-            ).sum(axis=1)
             cash -= buy_value * self._buy_pay + buy_fee
         else:
-            buy_fee = buy_value * self._k_buy_fee
             cash -= buy_value * self._k_buy_gross
         return buy_value, buy_fee
+
+    def _buy_fee(self, buys: np.ndarray, fill: np.ndarray, buy_value: np.ndarray) -> np.ndarray:
+        """The commission of ``buys`` (shares) worth ``buy_value`` at ``fill``."""
+        if self._min_fee > 0:
+            fee: np.ndarray = np.maximum(
+                buys * fill * (self._buy_pay * self._commission), self._min_fee * (buys > 0)
+            ).sum(axis=1)
+            return fee
+        return buy_value * self._k_buy_fee
+
+    def _round_buys_to_lots(
+        self, buys: np.ndarray, fill: np.ndarray, cash: np.ndarray
+    ) -> np.ndarray:
+        """Round the cash-scaled ``buys`` (in place) to whole lots; returns their value.
+
+        The scale leaves an order of whole lots a hair below them (it divides by ``1 + 1e-12``
+        for safety), so the rounding adds ``1e-9`` of a lot before flooring. Where that buys a
+        lot the ``cash`` (after the sells) cannot pay (the order was cut by the cash, and the
+        hair was the cut), the row is floored without it: long-only cash never goes below zero.
+        """
+        lots = buys / self._lot
+        np.floor(lots + 1e-9, out=buys)
+        buys *= self._lot
+        buy_value = np.vecdot(buys, fill)
+        if self._min_fee > 0:
+            cost = buy_value * self._buy_pay + self._buy_fee(buys, fill, buy_value)
+        else:
+            cost = buy_value * self._k_buy_gross  # what _buy charges
+        over = cost > cash
+        if over.any():
+            buys[over] = np.floor(lots[over]) * self._lot
+            buy_value = np.vecdot(buys, fill)
+        return buy_value
 
     def _charge(
         self,

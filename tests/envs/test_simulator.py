@@ -154,6 +154,76 @@ def test_volume_cap(market):
     np.testing.assert_array_equal(sim.shares[0], [10.0, 10.0])
 
 
+def _one_asset(close: list[float], volume: list[float] | None = None) -> MarketData:
+    n = len(close)
+    return MarketData(
+        dates=np.datetime64("2024-01-01") + np.arange(n),
+        symbols=("A",),
+        close=np.array(close, dtype=float)[:, None],
+        volume=None if volume is None else np.array(volume, dtype=float)[:, None],
+    )
+
+
+def test_volume_capped_sells_are_whole_lots():
+    # 1,000 shares held; the sell bar's volume caps a fill at 10% of 8,766 = 876.6 shares. The
+    # cap used to come after the lot rounding: the position ended at 123.4 shares
+    data = _one_asset([10.0] * 5, [1e9, 1e9, 8766.0, 1e9, 1e9])
+    rules = TradingRules(
+        initial_cash=100_000,
+        commission_bps=0,
+        slippage_bps=0,
+        lot_size=100,
+        max_volume_fraction=0.1,
+        execution="next_close",
+    )
+    sim = Simulator(data, rules)
+    sim.reset(0)
+    sim.step_orders(np.array([[1000.0]]))
+    sim.step_orders(np.array([[-1000.0]]))  # capped at 876.6 -> 8 lots
+    np.testing.assert_array_equal(sim.shares, [[200.0]])
+    assert sim.cash[0] == pytest.approx(100_000 - 1000 * 10 + 800 * 10)
+
+
+def test_volume_capped_buys_are_whole_lots_up_to_the_cap():
+    data = _one_asset([10.0] * 4, [1e9, 8766.0, 1e9, 1e9])
+    rules = TradingRules(
+        commission_bps=0,
+        slippage_bps=0,
+        lot_size=100,
+        max_volume_fraction=0.1,
+        execution="next_close",
+    )
+    sim = Simulator(data, rules)
+    sim.reset(0)
+    sim.step_orders(np.array([[950.0]]))  # capped at 876.6, then 8 whole lots
+    np.testing.assert_array_equal(sim.shares, [[800.0]])
+
+
+@pytest.mark.parametrize("relative", [1e-12, 5e-12, 1e-11])
+def test_a_lot_rounded_up_by_the_float_guard_never_overdraws_the_cash(relative):
+    # the fill is a hair above the price the order was sized at, so the cash cuts the order
+    # by that hair; rounding it back up to 10 lots used to leave cash at about -5e-8
+    data = _one_asset([10.0, 10.0 * (1 + relative), 10.0])
+    rules = TradingRules(commission_bps=0, slippage_bps=0, lot_size=100, execution="next_close")
+    sim = Simulator(data, rules)
+    sim.reset(0)
+    sim.step_weights(np.array([[1.0]]))
+    np.testing.assert_array_equal(sim.shares, [[900.0]])
+    assert sim.cash[0] >= 0.0
+    assert sim.cash[0] == pytest.approx(10_000 - 900 * 10.0 * (1 + relative))
+
+
+def test_an_exact_fit_still_buys_every_lot():
+    # the float guard's purpose: the scale's 1 + 1e-12 safety must not cost a whole lot
+    data = _one_asset([10.0, 10.0, 10.0])
+    rules = TradingRules(commission_bps=0, slippage_bps=0, lot_size=100, execution="next_close")
+    sim = Simulator(data, rules)
+    sim.reset(0)
+    sim.step_weights(np.array([[1.0]]))
+    np.testing.assert_array_equal(sim.shares, [[1000.0]])
+    assert sim.cash[0] == 0.0
+
+
 def test_volume_cap_needs_volume(make_market):
     with pytest.raises(ValueError, match="volume"):
         Simulator(make_market(CLOSE), TradingRules(max_volume_fraction=0.1))
@@ -403,10 +473,15 @@ prices = st.lists(st.floats(0.5, 500.0), min_size=3, max_size=3)
     commission=st.sampled_from([0.0, 5.0, 50.0]),
     slippage=st.sampled_from([0.0, 10.0]),
     min_fee=st.sampled_from([0.0, 1.0]),
-    lot=st.sampled_from([None, 1.0]),
+    lot=st.sampled_from([None, 1.0, 7.0]),
+    volume=st.lists(st.floats(1.0, 400.0), min_size=6, max_size=6),
+    cap=st.sampled_from([None, 0.5]),
 )
-def test_long_only_invariants(close, gaps, actions, execution, commission, slippage, min_fee, lot):
-    """Random prices and actions: cash >= 0, shares >= 0, and the identity holds every step."""
+def test_long_only_invariants(
+    close, gaps, actions, execution, commission, slippage, min_fee, lot, volume, cap
+):
+    """Random prices and actions: cash >= 0, shares >= 0 (whole lots with a lot size, also
+    under a volume cap), and the identity holds every step."""
     close_arr = np.array(close)
     open_arr = close_arr * np.array(gaps)
     data = MarketData(
@@ -416,6 +491,7 @@ def test_long_only_invariants(close, gaps, actions, execution, commission, slipp
         open=open_arr,
         high=np.maximum(open_arr, close_arr),
         low=np.minimum(open_arr, close_arr),
+        volume=np.repeat(np.array(volume)[:, None], 3, axis=1),
     )
     rules = TradingRules(
         execution=execution,
@@ -423,6 +499,7 @@ def test_long_only_invariants(close, gaps, actions, execution, commission, slipp
         slippage_bps=slippage,
         min_fee=min_fee,
         lot_size=lot,
+        max_volume_fraction=cap,
     )
     sim = Simulator(data, rules)
     sim.reset(0)
@@ -432,7 +509,7 @@ def test_long_only_invariants(close, gaps, actions, execution, commission, slipp
         assert sim.cash[0] >= 0.0
         assert np.all(sim.shares >= 0.0)
         if lot:
-            np.testing.assert_array_equal(sim.shares, np.round(sim.shares))
+            np.testing.assert_allclose(sim.shares / lot, np.round(sim.shares / lot), atol=1e-9)
         check_identity(sim, before, res)
 
 
