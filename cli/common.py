@@ -41,7 +41,11 @@ def parse_assignments(items: Sequence[str] | None) -> dict[str, object]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"expected key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "not a YAML value"
+            raise ConfigError(f"{item!r}: the value is not valid YAML ({problem})") from None
     return out
 
 
@@ -84,6 +88,27 @@ def parse_rules(items: Sequence[str] | None) -> dict[str, object]:
         if needed:
             raise ConfigError(f"--rule {key}={value!r}: {needed}")
     return rules
+
+
+def parse_risk(items: Sequence[str] | None) -> dict[str, object]:
+    """``--risk key=value`` pairs (:func:`parse_assignments`), checked as risk rules
+    (:class:`~marketarena.envs.risk.RiskSettings`) before anything runs, e.g. ``--risk
+    max_weight=0.2 --risk drawdown_derisk="{0.1: 0.5}"``."""
+    from marketarena.envs.risk import build_risk
+
+    risk = parse_assignments(items)
+    try:
+        build_risk(risk)
+    except ConfigError as exc:
+        raise ConfigError(f"--risk: {exc}") from None
+    return risk
+
+
+RISK_HELP = (
+    "a risk rule, e.g. --risk max_weight=0.2 --risk stop_loss=0.15 --risk sector_limit=0.4; "
+    "rules: stop_loss, stop_cooldown, drawdown_derisk, vol_target, vol_lookback, max_weight, "
+    "sector_limit, sector_limits, sectors, max_gross, max_net, min_net, max_turnover"
+)
 
 
 @typing.overload

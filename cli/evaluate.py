@@ -11,12 +11,14 @@ from rich.console import Console
 from marketarena.agents.registry import SPEC_HELP
 from marketarena.cli.common import (
     EXIT_OK,
+    RISK_HELP,
     add_llm_options,
     add_yes_option,
     backtest_progress,
     confirm_llm_requests,
     llm_options,
     parse_date,
+    parse_risk,
     parse_rules,
     print_report,
 )
@@ -55,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="a trading rule, e.g. --rule commission_bps=2 --rule lot_size=1",
     )
+    ev.add_argument("--risk", action="append", metavar="KEY=VALUE", help=RISK_HELP)
     ev.add_argument(
         "--window",
         type=int,
@@ -86,6 +89,7 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
     from marketarena.evaluation.tracking import tracking_uri
 
     rules = parse_rules(args.rule)
+    risk = parse_risk(args.risk)
     config = EvaluationConfig(
         tracking_uri=tracking_uri(),
         llm=llm_options(args),
@@ -99,6 +103,7 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
         ensembles=tuple(args.ensemble or ()),
         include_baselines=not args.no_baselines,
         rules=rules,
+        risk=risk,
         window=args.window,
         periods_per_year=args.periods_per_year,
         risk_free=args.risk_free,

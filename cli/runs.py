@@ -14,11 +14,13 @@ from marketarena.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    RISK_HELP,
     add_llm_options,
     add_yes_option,
     confirm_llm_requests,
     llm_options,
     parse_date,
+    parse_risk,
     parse_rules,
     print_report,
     shell_path,
@@ -60,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="trading rule, e.g. --rule preset=aitrader",
     )
+    bt.add_argument("--risk", action="append", metavar="KEY=VALUE", help=RISK_HELP)
     bt.add_argument("--window", type=int, help="observation window (default: the env's)")
     bt.add_argument("--store", default="runs.sqlite", help="the runs database")
     add_llm_options(bt)
@@ -162,6 +165,7 @@ def _backtest(
             if not (start and end):
                 raise ConfigError("a new run needs --start and --end")
             rules = parse_rules(args.rule)
+            risk = parse_risk(args.risk)
             window = {} if args.window is None else {"window": args.window}
             from marketarena.evaluation.evaluate import EvaluationConfig, llm_request_estimates
 
@@ -182,6 +186,7 @@ def _backtest(
                 end,
                 seed=args.seed,
                 rules=rules,
+                risk=risk,
                 llm=llm_options(args),
                 tracking_uri=tracking_uri(),
                 progress=update,

@@ -19,6 +19,7 @@ from marketarena.envs.data import MarketData, resolve_data
 from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.features import compute_features
 from marketarena.envs.rewards import make_reward
+from marketarena.envs.risk import RiskLayer
 from marketarena.envs.settings import (
     ACTION_MAPPINGS,
     ActionMapping,
@@ -182,6 +183,11 @@ class PortfolioCore:
         # mappings whose output already satisfies the rules skip the projection
         self._projected = not (s.action_mapping == "signed" or self.rules.max_weight is not None)
         self._banded = self.action_spec.rebalance_band > 0.0
+        self.risk = (
+            RiskLayer(s.risk, data.symbols, data.close, n_envs, self.rules.periods_per_year)
+            if s.risk.active
+            else None
+        )
 
         start_idx, end_idx = data.date_range_indices(s.start, s.end)
         self.first_decision = max(start_idx, first_valid + self.window - 1)
@@ -235,6 +241,8 @@ class PortfolioCore:
         self.episode_start[sel] = starts
         self.episode_end[sel] = starts + (length - 1) if length else self.last_decision
         self.reward_fn.reset(self.n_envs, ids)
+        if self.risk is not None:
+            self.risk.reset(ids)
 
     # ------------------------------------------------------------------ actions
     def actions_to_weights(self, actions: np.ndarray) -> np.ndarray:
@@ -280,6 +288,8 @@ class PortfolioCore:
         weights = self.actions_to_weights(actions)
         if self._banded:
             weights = self.action_spec.apply_band(weights, sim.weight[:, :-1])
+        if self.risk is not None:  # after the band: the limits hold whatever it kept
+            weights = self.risk.apply(weights, sim.weight[:, :-1], sim.nav, sim.t)
         result = sim.step_weights(weights, projected=self._projected)
         reward = self.reward_fn(result)
         if self.settings.reward_scale != 1.0:

@@ -253,6 +253,9 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
             "costs": 0.0 if res is None else res.costs.item(),
             "step": t - self.core.episode_start.item(),
         }
+        risk = self.core.risk
+        if risk is not None:  # what each risk rule changed in the last decision's weights
+            info["risk"] = {rule: float(v[0]) for rule, v in risk.last.items() if v[0] > 0}
         if self.snapshot_lookback is not None:
             info["snapshot"] = self.market_snapshot(self.snapshot_lookback)
         return info
@@ -293,6 +296,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         return {
             **self.sim.get_state(),
             "episode_start": int(core.episode_start[0]),
+            **({} if core.risk is None else {"risk": core.risk.get_state()}),
             **copy.deepcopy(
                 {
                     "reward": vars(core.reward_fn),
@@ -315,6 +319,13 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         state = copy.deepcopy(dict(state))
         sim.set_state(state)
         core.episode_start[0] = state["episode_start"]
+        if core.risk is not None:
+            if "risk" not in state:
+                raise DataError(
+                    "saved state has no risk-layer state, but this env has risk rules: resume "
+                    "with the settings the run was started with"
+                )
+            core.risk.set_state(state["risk"])
         vars(core.reward_fn).update(state["reward"])
         self._nav_history = list(state["nav_history"])
         self._date_history = list(state["date_history"])

@@ -25,6 +25,7 @@ import numpy as np
 
 from marketarena.envs.errors import ConfigError, MarketArenaError
 from marketarena.envs.rewards import RewardFunction, make_reward
+from marketarena.envs.risk import RiskSettings, build_risk
 from marketarena.envs.simulator import RULE_PRESETS, StepResult, TradingRules
 
 ActionMapping = Literal["normalize", "softmax", "signed", "discrete"]
@@ -177,6 +178,9 @@ class EnvSettings:
             tables; also accepted as a numpy type).
         reward_scale: every reward is multiplied by it (e.g. to bring daily log returns,
             ~0.01, to the unit scale value networks learn best at, without VecNormalize).
+        risk: risk rules between the agent's target weights and the simulator
+            (:class:`~marketarena.envs.risk.RiskSettings`; also a dict of its fields; all off
+            by default), so agents train and trade under them.
 
     Values are converted and checked on construction (a bad one is a
     :class:`~marketarena.envs.errors.ConfigError`, a ``ValueError``, naming it); checks that
@@ -203,6 +207,10 @@ class EnvSettings:
     relative_band: float = field(default=0.0, metadata=_meta(convert=float, ge=0, lt=1))
     price_dtype: PriceDtype = field(default="float64", metadata=_meta(convert=_dtype_name))
     reward_scale: float = field(default=1.0, metadata=_meta(convert=float, gt=0))
+    risk: RiskSettings = field(
+        default_factory=RiskSettings,
+        metadata=_meta(convert=build_risk, file_type=dict[str, Any], file_default=dict),
+    )
 
     def __post_init__(self) -> None:
         given = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -235,7 +243,7 @@ class EnvSettings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, TradingRules):
+            if isinstance(value, TradingRules | RiskSettings):
                 value = value.to_dict()
             elif isinstance(value, tuple):
                 value = list(value)

@@ -126,6 +126,8 @@ class PortfolioVectorEnv(VectorEnv):
             "costs": result.costs,
             "turnover": result.turnover,
         }
+        if core.risk is not None:
+            info["risk"] = dict(core.risk.last)
         done = terminated | truncated
         ids = None
         if done.any():
@@ -155,6 +157,7 @@ class PortfolioVectorEnv(VectorEnv):
             "episode_end": core.episode_end.copy(),
             "reward": copy.deepcopy(vars(core.reward_fn)),
             "rngs": [copy.deepcopy(rng.bit_generator.state) for rng in self._rngs],
+            **({} if core.risk is None else {"risk": core.risk.get_state()}),
         }
 
     def set_state(self, state: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -170,6 +173,8 @@ class PortfolioVectorEnv(VectorEnv):
         core.episode_start[:] = state["episode_start"]
         core.episode_end[:] = state["episode_end"]
         vars(core.reward_fn).update(copy.deepcopy(state["reward"]))
+        if core.risk is not None:
+            core.risk.set_state(state["risk"])
         rngs = []
         for saved in state["rngs"]:
             bit_generator = getattr(np.random, saved["bit_generator"])()

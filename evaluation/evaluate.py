@@ -38,6 +38,8 @@ class EvaluationConfig:
             :func:`~marketarena.evaluation.ensembles.make_ensemble` over all ``agents``.
         include_baselines: add buy-and-hold and equal weight when not already listed.
         rules: :class:`~marketarena.envs.TradingRules` fields.
+        risk: :class:`~marketarena.envs.risk.RiskSettings` fields: the risk rules every
+            agent trades under (all off by default).
         window, features: the observation; ``None`` takes them from the trained models
             among the agents (which must agree), else the env's defaults
             (:class:`~marketarena.envs.settings.EnvSettings`).
@@ -61,6 +63,7 @@ class EvaluationConfig:
     ensembles: tuple[str, ...] = ()
     include_baselines: bool = True
     rules: dict[str, Any] = field(default_factory=dict)
+    risk: dict[str, Any] = field(default_factory=dict)
     window: int | None = None
     features: tuple[str, ...] | None = None
     universe: tuple[str, ...] | None = None
@@ -214,7 +217,7 @@ def _evaluate(config: EvaluationConfig, progress: BacktestProgress | None) -> Ev
     if universe:
         data = data.select(universe)
     env_settings = EnvSettings.from_dict(
-        {"window": window, "features": features, "rules": config.rules}
+        {"window": window, "features": features, "rules": config.rules, "risk": config.risk}
     )
     spec = {"data": data, "settings": env_settings}
     seeds = list(range(config.seeds))

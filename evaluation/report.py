@@ -99,6 +99,9 @@ class AgentRow:
         out["sharpe_min"], out["sharpe_max"] = self.sharpe_range
         out["deflated_sharpe"] = self.deflated_sharpe
         out.update(flat_diagnostics(self.diagnostics))
+        for rule, counts in self.representative.intervention_counts().items():
+            out[f"risk_{rule}_decisions"] = counts["decisions"]
+            out[f"risk_{rule}_weight_moved"] = counts["weight_moved"]
         worst = self.drawdowns(top=1)
         if worst:
             dd = worst[0]
@@ -207,9 +210,23 @@ class EvaluationReport:
         return table
 
     def notes(self) -> list[str]:
-        """One line per LLM agent: its decisions, outcomes, tokens, cost and latency."""
+        """One line per LLM agent: its decisions, outcomes, tokens, cost and latency; one per
+        agent the risk layer changed: the decisions each rule changed and the weight it
+        moved (in its representative run)."""
         lines = []
         for row in self.rows():
+            res = row.representative
+            rules = res.intervention_counts()
+            if rules:
+                changed = len({record["date"] for record in res.interventions})
+                per_rule = ", ".join(
+                    f"{rule} {c['decisions']:.0f} (weight moved {c['weight_moved']:.2f})"
+                    for rule, c in rules.items()
+                )
+                lines.append(
+                    f"{row.agent}: the risk layer changed {changed} of {len(res.turnover)} "
+                    f"decisions: {per_rule}"
+                )
             d = row.diagnostics
             if "outcomes" not in d:
                 continue

@@ -60,6 +60,19 @@ class BacktestResult:
     benchmark_name: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    #: the risk layer's interventions (``EnvSettings.risk``), one record per decision and
+    #: rule that changed the agent's target: ``{"date", "rule", "amount"}``, ``amount`` the
+    #: sum of absolute weight changes the rule made on the decision's date
+    interventions: list[dict[str, Any]] = field(default_factory=list)
+
+    def intervention_counts(self) -> dict[str, dict[str, float]]:
+        """Per risk rule: how many decisions it changed and the total weight it moved."""
+        out: dict[str, dict[str, float]] = {}
+        for record in self.interventions:
+            entry = out.setdefault(record["rule"], {"decisions": 0, "weight_moved": 0.0})
+            entry["decisions"] += 1
+            entry["weight_moved"] += float(record["amount"])
+        return out
 
     @property
     def returns(self) -> np.ndarray:
@@ -117,6 +130,7 @@ class BacktestResult:
             "benchmark_name": self.benchmark_name,
             "settings": self.settings,
             "diagnostics": self.diagnostics,
+            "interventions": self.interventions,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -175,6 +189,7 @@ class BacktestResult:
             benchmark_name=meta["benchmark_name"],
             settings=meta["settings"],
             diagnostics=meta["diagnostics"],
+            interventions=list(meta.get("interventions", [])),
         )
 
 
@@ -284,6 +299,7 @@ class Episode:
     turnover: list[float] = field(default_factory=list)
     costs: list[float] = field(default_factory=list)
     terminated: bool = False
+    interventions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_episode(
@@ -307,7 +323,10 @@ def run_episode(
     done = _past_end(env)
     while not done:
         action = agent.act(observation, info)
+        decided = info["date"]
         observation, _, terminated, truncated, info = env.step(action)
+        for rule, amount in info.get("risk", {}).items():
+            episode.interventions.append({"date": str(decided), "rule": rule, "amount": amount})
         step += 1
         episode.dates.append(info["date"])
         episode.nav.append(info["nav"])
@@ -407,6 +426,7 @@ def run_backtest(
         benchmark_name=bench_name,
         settings=_settings(env),
         diagnostics=agent_diagnostics(agent),
+        interventions=episode.interventions,
     )
 
 

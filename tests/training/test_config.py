@@ -474,3 +474,14 @@ def test_a_trading_rule_of_the_wrong_type_is_named_on_load(rule, needed):
     with pytest.raises(ConfigError, match="rules") as info:
         load_config(SMOKE, [f"env.rules={rule}"])
     assert needed in str(info.value)
+
+
+def test_risk_rules_from_yaml_and_overrides(tmp_path):
+    path = write(tmp_path, {"env": {"risk": {"max_weight": 0.1, "drawdown_derisk": {0.1: 0.5}}}})
+    settings = load_config(path, ["env.risk.stop_loss=0.2"]).env.to_settings()
+    assert settings.risk.max_weight == 0.1 and settings.risk.stop_loss == 0.2
+    assert settings.risk.drawdown_derisk == {0.1: 0.5}
+    with pytest.raises(ConfigError, match=r"bad\.yaml(.|\n)*env\.risk: unknown risk rule"):
+        load_config(smoke_with(tmp_path, {"env": {"risk": {"max_wieght": 0.1}}}))
+    with pytest.raises(ConfigError, match=r"risk\.max_net=-0\.1"):
+        load_config(smoke_with(tmp_path, {"env": {"risk": {"max_net": -0.1}}}))

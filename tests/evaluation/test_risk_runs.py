@@ -1,0 +1,121 @@
+"""Risk rules in evaluate and backtest runs: day-by-day interventions in the result, counts
+in the report, the rules in the run's settings, and one-line errors for bad --risk values."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from marketarena.agents.baselines import EqualWeightAgent
+from marketarena.cli import main
+from marketarena.evaluation.runner import BacktestResult, run_backtest
+
+RANGE = ["--start", "2019-01-02", "--end", "2019-06-28"]
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    console = Console(record=True, width=250)
+    code = main(list(args), console=console)
+    return code, console.export_text()
+
+
+def test_a_backtest_result_keeps_each_intervention_and_saves_it(tmp_path):
+    env = {"data": "sp500_20", "settings": None, "risk": {"max_weight": 0.04}}
+    result = run_backtest(EqualWeightAgent(), env, "2019-01-02", "2019-03-29", seed=0)
+    # equal weight asks 5% of each of 20 stocks: the cap moves 1% from each into cash
+    first = result.interventions[0]
+    assert first["rule"] == "max_weight" and first["date"] == "2019-01-02"
+    assert first["amount"] == pytest.approx(20 * (0.05 - 0.04))
+    assert result.weights[1, :-1].max() <= 0.04 * 1.1  # filled at the cap, then one day's drift
+    counts = result.intervention_counts()["max_weight"]
+    assert counts["decisions"] == len(result.interventions)
+    for path in (tmp_path / "r.json", tmp_path / "r"):
+        again = BacktestResult.load(result.save(path))
+        assert again.interventions == result.interventions
+
+
+def test_evaluate_with_risk_rules_counts_them_per_agent(tmp_path):
+    code, text = run_cli(
+        "evaluate",
+        "--agent",
+        "equal_weight",
+        *RANGE,
+        "--risk",
+        "max_weight=0.04",
+        "--risk",
+        "sector_limit=0.15",
+        "--no-baselines",
+        "--output",
+        str(tmp_path),
+    )
+    assert code == 0, text
+    assert "equal_weight: the risk layer changed" in text
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    row = doc["agents"][0]
+    assert row["risk_max_weight_decisions"] >= 1
+    assert row["risk_sector_limit_decisions"] >= 1  # Health Care: 5 stocks x 4% = 20%
+    assert doc["settings"]["risk"]["max_weight"] == 0.04
+    assert doc["settings"]["risk"]["sector_limit"] == 0.15
+
+
+def test_without_risk_rules_nothing_is_recorded(tmp_path):
+    result = run_backtest(
+        EqualWeightAgent(), {"data": "sp500_20"}, "2019-01-02", "2019-02-28", seed=0
+    )
+    assert result.interventions == [] and result.intervention_counts() == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--risk", "max_wieght=0.1"], "unknown risk rule"),
+        (["--risk", "stop_loss=2"], "risk.stop_loss=2.0: must be in (0, 1]"),
+        (["--risk", "drawdown_derisk={0.1: "], "not valid YAML"),
+        (["--risk", "max_weight"], "expected key=value"),
+        (["--risk", "sector_limit=0.2", "--risk", "sectors=missing.csv"], "sector map not found"),
+    ],
+)
+def test_bad_risk_values_are_one_line_errors(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for command in (
+        ["evaluate", "--agent", "equal_weight", *RANGE],
+        ["backtest", "--agent", "equal_weight", *RANGE],
+    ):
+        code, text = run_cli(*command, *args)
+        assert code == 1, (command, text)
+        assert message in text and "Traceback" not in text
+        assert len(text.strip().splitlines()) == 1, text
+    assert not (tmp_path / "runs.sqlite").exists() or "equal_weight" not in (
+        tmp_path / "runs.sqlite"
+    ).read_bytes().decode("latin-1")
+
+
+def test_a_persisted_backtest_keeps_its_rules_and_resumes_under_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, text = run_cli(
+        "backtest",
+        "--agent",
+        "equal_weight",
+        *RANGE,
+        "--risk",
+        "max_weight=0.04",
+        "--run",
+        "capped",
+    )
+    assert code == 0, text
+    from marketarena.evaluation.saved_runs.store import RunStore
+
+    spec = RunStore("runs.sqlite", create=False).run("capped").spec
+    assert spec["risk"]["max_weight"] == 0.04
+    weights = np.array(
+        [
+            json.loads(w)
+            for (w,) in RunStore("runs.sqlite", create=False)._db.execute(
+                "SELECT weights FROM days WHERE run_id = 'capped' ORDER BY step"
+            )
+        ]
+    )
+    assert weights[:, :-1].max() <= 0.04 * 1.25  # capped at each fill, one day of drift
