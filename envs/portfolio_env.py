@@ -105,9 +105,9 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Episode End
 
-    ``terminated``: NAV at or below ``rules.ruin_fraction * initial_cash``, or drawdown beyond
-    ``rules.stop_loss``. ``truncated``: ``episode_length`` steps done, or no bar left in the
-    date range.
+    ``terminated``: NAV at or below ``rules.ruin_fraction * initial_cash``. (A stop-loss,
+    ``risk.stop_loss``, exits to cash and the episode goes on.) ``truncated``:
+    ``episode_length`` steps done, or no bar left in the date range.
 
     ## Info
 

@@ -47,6 +47,12 @@ def build_rules(rules: TradingRules | Mapping[str, Any] | str | None) -> Trading
     known = TradingRules.__dataclass_fields__
     values = dict(rules)
     preset = values.pop("preset", None)
+    if values.pop("stop_loss", None) is not None:  # None: a run saved before the move
+        raise ConfigError(
+            "rules.stop_loss is now risk.stop_loss: the risk layer exits to cash at the next "
+            "fill (paying the costs) and can re-enter after risk.stop_cooldown decisions, "
+            "where the old rule ended the episode still holding; set risk.stop_loss instead"
+        )
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"unknown trading rule(s) {unknown}; valid: {sorted(known)}")

@@ -67,8 +67,6 @@ class TradingRules:
             each mark. With no free cash this can leave cash slightly negative (a margin debit)
             until the next sale; trades themselves never overdraw.
         max_weight: optional cap on any one asset's target weight; the excess stays in cash.
-        stop_loss: optional drawdown from the episode's NAV peak (e.g. 0.3) that ends the
-            episode (``terminated``).
         ruin_fraction: the episode terminates when NAV falls to ``ruin_fraction`` of the
             initial cash or below.
         periods_per_year: bars per year, for the borrow charge.
@@ -85,7 +83,6 @@ class TradingRules:
     max_gross_leverage: float = 1.0
     borrow_rate: float = 0.0
     max_weight: float | None = None
-    stop_loss: float | None = None
     ruin_fraction: float = 0.0
     periods_per_year: int = 252
 
@@ -113,8 +110,6 @@ class TradingRules:
             raise bad("max_gross_leverage", "above 1 needs allow_short=True")
         if self.max_weight is not None and not 0 < self.max_weight <= self.max_gross_leverage:
             raise bad("max_weight", "must be in (0, max_gross_leverage] or None")
-        if self.stop_loss is not None and not 0 < self.stop_loss < 1:
-            raise bad("stop_loss", "must be in (0, 1) or None")
         if self.ruin_fraction >= 1:
             raise bad("ruin_fraction", "must be below 1")
         if self.periods_per_year <= 0:
@@ -324,7 +319,6 @@ class Simulator:
         self._k_buy_cap = c((1.0 + slip) * (1.0 + comm) * (1.0 + 1e-12))
         self._k_zero, self._k_tiny, self._k_dust = c(0.0), c(1e-300), c(_DUST)
         self._k_ruin = c(r.ruin_fraction * r.initial_cash)
-        self._k_stop = None if r.stop_loss is None else c(1.0 - r.stop_loss)
         self._ones = np.ones(m)
         self._ones_cash = np.ones(m + 1)
         self._column = column_index(n_envs)
@@ -672,10 +666,9 @@ class Simulator:
         )
 
     def breached(self) -> np.ndarray:
-        """Envs whose NAV hit the ruin level or the stop-loss (bool ``(n_envs,)``)."""
+        """Envs whose NAV hit the ruin level (bool ``(n_envs,)``). A stop-loss is the risk
+        layer's (:mod:`marketarena.envs.risk`): it exits to cash; it ends no episode."""
         out = self.nav <= self._k_ruin
-        if self._k_stop is not None:
-            out |= self.nav < self._k_stop * self.peak_nav
         return out
 
     # --------------------------------------------------------------- history

@@ -10,6 +10,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import marketarena.envs  # noqa: F401  (registers the ids)
 from marketarena.envs import ENV_IDS, MarketData, PortfolioEnv, TradingRules
+from marketarena.envs.errors import ConfigError
 from marketarena.envs.synthetic import gbm_market
 
 FREE = {"commission_bps": 0.0, "slippage_bps": 0.0}
@@ -250,24 +251,28 @@ def test_construction_errors_name_the_problem(market):
         PortfolioEnv("no_such_dataset")
 
 
-def test_stop_loss_terminates(make_market):
+def test_a_stop_loss_exits_to_cash_and_the_episode_goes_on(make_market):
     close = [[100.0]] * 6 + [[50.0]] * 4
+    kwargs = dict(window=1, episode_length=None, random_start=False)
+    rules = {**FREE, "execution": "close"}
+    # the old rule ended the episode at the drop, still holding: it is now the risk layer's
+    with pytest.raises(ConfigError, match=r"rules\.stop_loss is now risk\.stop_loss"):
+        PortfolioEnv(make_market(close), rules={**rules, "stop_loss": 0.2}, **kwargs)
     env = PortfolioEnv(
-        make_market(close),
-        window=1,
-        episode_length=None,
-        random_start=False,
-        rules={**FREE, "stop_loss": 0.2, "execution": "close"},
+        make_market(close), rules=rules, risk={"stop_loss": 0.2, "stop_cooldown": 10}, **kwargs
     )
     env.reset()
-    done_at = None
-    for k in range(8):
-        _, _, term, trunc, _ = env.step(np.array([1.0, 0.0]))
-        if term:
-            done_at = k
+    weights = []
+    for _ in range(8):
+        _, _, term, trunc, info = env.step(np.array([1.0, 0.0]))
+        assert not term
+        weights.append(info["weights"][0])
+        if trunc:
             break
-        assert not trunc
-    assert done_at == 4  # the drop to 50 happens at row 6: the 5th step marks it
+    # the drop to 50 is marked by the 5th step; the 6th decision sells (at its close here)
+    np.testing.assert_allclose(weights[:5], 1.0, atol=1e-9)
+    assert len(weights) > 6
+    np.testing.assert_allclose(weights[5:], 0.0, atol=1e-12)
 
 
 # ------------------------------------------------------------------------- rewards

@@ -301,7 +301,6 @@ def test_rules_reject_bad_values():
         {"execution": "tomorrow"},
         {"lot_size": 0},
         {"max_gross_leverage": 2.0},
-        {"stop_loss": 1.5},
         {"max_volume_fraction": 2.0},
         {"slippage_bps": float("nan")},
     ):
@@ -324,14 +323,13 @@ def test_reset_rejects_out_of_range_start(market):
         sim.reset(3)
 
 
-def test_breached_on_ruin_and_stop_loss(make_market):
+def test_breached_on_ruin(make_market):
     crash = make_market([[100.0], [100.0], [60.0], [10.0]])
-    sim = Simulator(crash, TradingRules(**FREE, stop_loss=0.3, execution="close"))
+    sim = Simulator(crash, TradingRules(**FREE, execution="close"))
     sim.reset(0)
     sim.step_weights(np.array([[1.0]]))
+    sim.step_weights(sim.weight[:, :-1])  # -40% from the peak: no rule of the simulator's
     assert not sim.breached()[0]
-    sim.step_weights(sim.weight[:, :-1])  # -40% from the peak
-    assert sim.breached()[0]
     sim2 = Simulator(crash, TradingRules(**FREE, ruin_fraction=0.2, execution="close"))
     sim2.reset(1)
     sim2.step_weights(np.array([[1.0]]))

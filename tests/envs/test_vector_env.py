@@ -22,8 +22,8 @@ SETTINGS = {
             "slippage_bps": 5.0,
             "min_fee": 1.0,
             "lot_size": 1,
-            "stop_loss": 0.08,
         },
+        "risk": {"stop_loss": 0.08, "stop_cooldown": 3, "max_weight": 0.3},
         "reward": "differential_sharpe",
     },
     "short+softmax-free": {
