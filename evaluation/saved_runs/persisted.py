@@ -128,6 +128,7 @@ def _run_days(
 ) -> None:
     """The runner's episode loop, each completed day recorded with its checkpoint."""
     total = env.core.last_decision - env.core.first_decision + 1
+    decided = [str(info["date"])]  # the date of the decision each recorded day carried out
 
     def record(step: int, info: Mapping[str, Any]) -> None:
         day = {
@@ -139,9 +140,17 @@ def _run_days(
             "shares": env.sim.shares[0],
             "weights": info["weights"],
         }
+        interventions = [(decided[0], rule, a) for rule, a in info.get("risk", {}).items()]
         store.record_day(
-            run_id, step, day, env.sim.last_fills(0), env.get_state(), agent.get_state()
+            run_id,
+            step,
+            day,
+            env.sim.last_fills(0),
+            env.get_state(),
+            agent.get_state(),
+            interventions,
         )
+        decided[0] = day["date"]
         if progress is not None:
             progress(day["date"], step / max(total, 1))
 
@@ -305,6 +314,7 @@ def load_result(store: RunStore, run_id: str) -> BacktestResult:
         seed=spec["seed"],
         settings={"run_id": run_id, **spec},
         diagnostics=store.diagnostics(run_id),
+        interventions=store.interventions(run_id),
     )
 
 

@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     run_id TEXT PRIMARY KEY, step INTEGER NOT NULL, env_state BLOB NOT NULL,
     agent_state BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS diagnostics (run_id TEXT PRIMARY KEY, diagnostics TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS interventions (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, date TEXT NOT NULL, rule TEXT NOT NULL,
+    amount REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS interventions_by_run ON interventions (run_id, step);
 """
 
 
@@ -96,6 +100,7 @@ class RunStore:
         if found is None:
             self._db.close()
             raise DataError(f"{self.path} is not a runs database: it has no runs table")
+        self._db.executescript(SCHEMA)  # tables added since the file was made (no data moves)
 
     def close(self) -> None:
         self._db.close()
@@ -189,8 +194,10 @@ class RunStore:
         fills: Sequence[tuple[str, float, float, float]],
         env_state: Any,
         agent_state: Any,
+        interventions: Sequence[tuple[str, str, float]] = (),
     ) -> None:
-        """One completed day, its fills and the checkpoint after it: all or nothing."""
+        """One completed day, its fills, the risk layer's ``(decision date, rule, amount)``
+        interventions and the checkpoint after it: all or nothing."""
         date = day["date"]
         with self._lock:
             self._db.execute("BEGIN")
@@ -216,6 +223,13 @@ class RunStore:
                         (run_id, step, date, sym, "buy" if q > 0 else "sell", abs(q), price, cost)
                         for sym, q, price, cost in fills
                     ],
+                )
+                self._db.execute(
+                    "DELETE FROM interventions WHERE run_id = ? AND step = ?", (run_id, step)
+                )
+                self._db.executemany(
+                    "INSERT INTO interventions VALUES (?, ?, ?, ?, ?)",
+                    [(run_id, step, d, rule, float(a)) for d, rule, a in interventions],
                 )
                 self._db.execute(
                     "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
@@ -274,6 +288,17 @@ class RunStore:
             args.append(symbol)
         with self._lock:
             return pd.read_sql_query(query + " ORDER BY step, symbol", self._db, params=args)
+
+    def interventions(self, run_id: str) -> list[dict[str, Any]]:
+        """The risk layer's interventions, ``{"date", "rule", "amount"}`` in step order."""
+        self.run(run_id)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT date, rule, amount FROM interventions WHERE run_id = ? "
+                "ORDER BY step, rowid",
+                (run_id,),
+            ).fetchall()
+        return [{"date": d, "rule": rule, "amount": amount} for d, rule, amount in rows]
 
 
 def _range(query: str, run_id: str, start: str | None, end: str | None) -> tuple[str, list]:

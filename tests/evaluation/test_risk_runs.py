@@ -119,3 +119,18 @@ def test_a_persisted_backtest_keeps_its_rules_and_resumes_under_them(tmp_path, m
         ]
     )
     assert weights[:, :-1].max() <= 0.04 * 1.25  # capped at each fill, one day of drift
+
+
+def test_a_persisted_run_stores_its_interventions_day_by_day(tmp_path):
+    from marketarena.evaluation.saved_runs.persisted import load_result, start_backtest
+    from marketarena.evaluation.saved_runs.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    start, end = "2020-01-02", "2020-04-30"  # the 2020 crash trips the stop
+    risk = {"max_weight": 0.04, "stop_loss": 0.1, "stop_cooldown": 3}
+    stored = start_backtest(store, "r", "equal_weight", "sp500_20", start, end, risk=risk)
+    direct = run_backtest(EqualWeightAgent(), {"data": "sp500_20", "risk": risk}, start, end, 0)
+    assert {r["rule"] for r in direct.interventions} == {"max_weight", "stop_loss"}
+    assert stored.interventions == direct.interventions
+    again = load_result(RunStore(tmp_path / "runs.sqlite", create=False), "r")
+    assert again.intervention_counts() == direct.intervention_counts()
