@@ -227,6 +227,40 @@ def weights_figure(result: BacktestResult, top: int = 8) -> Any:
     return _layout(fig, f"Weights: {result.agent}", "weight", percent=True)
 
 
+def exposure_figure(results: Sequence[BacktestResult]) -> Any:
+    """Gross exposure (sum of absolute asset weights) per agent over time, with a marker on
+    each decision the risk layer changed (hover: which rules, how much weight they moved)."""
+    go = _go()
+    fig = go.Figure()
+    for res in results:
+        gross = np.abs(np.asarray(res.weights, dtype=float)[:, :-1]).sum(axis=1)
+        fig.add_trace(
+            go.Scatter(x=_dates(res.dates), y=gross.tolist(), name=res.agent, mode="lines")
+        )
+        by_date: dict[str, list[str]] = {}
+        for record in res.interventions:
+            by_date.setdefault(record["date"], []).append(
+                f"{record['rule']} {record['amount']:.1%}"
+            )
+        if by_date:
+            index = {d: i for i, d in enumerate(_dates(res.dates))}
+            dates = [d for d in by_date if d in index]
+            fig.add_trace(
+                go.Scatter(
+                    x=dates,
+                    y=[float(gross[index[d]]) for d in dates],
+                    name=f"risk rules: {res.agent}",
+                    mode="markers",
+                    marker={"size": 5, "symbol": "x"},
+                    text=[", ".join(by_date[d]) for d in dates],
+                    hovertemplate="%{x}: %{text}<extra></extra>",
+                )
+            )
+    return _layout(
+        fig, "Gross exposure (markers: risk-layer interventions)", "exposure", percent=True
+    )
+
+
 def figures(
     results: Sequence[BacktestResult],
     window: int = ROLLING_WINDOW,
@@ -241,6 +275,8 @@ def figures(
     ]
     if _benchmark(results) is not None:
         out.append(("rolling beta", rolling_beta_figure(results, window)))
+    if any(res.interventions for res in results):  # risk rules were on
+        out.append(("exposure", exposure_figure(results)))
     out += [(f"monthly returns: {res.agent}", monthly_heatmap(res)) for res in results]
     out += [(f"weights: {res.agent}", weights_figure(res)) for res in results]
     return out

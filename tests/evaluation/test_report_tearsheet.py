@@ -154,3 +154,22 @@ def test_write_keeps_the_pngs_and_writes_the_tearsheet(tmp_path):
     page = files["html"].read_text()
     assert "Monthly returns: two" in page
     assert not re.search(r"<script[^>]*\bsrc=", page)
+
+
+def test_an_exposure_chart_with_the_risk_interventions_when_rules_were_on():
+    res = _result("capped")
+    res.interventions = [
+        {"date": "2024-01-05", "rule": "max_weight", "amount": 0.1},
+        {"date": "2024-01-05", "rule": "stop_loss", "amount": 0.9},
+        {"date": "2024-02-01", "rule": "max_weight", "amount": 0.05},
+    ]
+    report = EvaluationReport("hand", [AgentEvaluation("capped", [res])], bootstrap_resamples=50)
+    page = report.html()
+    fig = _figure_json(page, "Gross exposure (markers: risk-layer interventions)")
+    line, marks = fig["data"]
+    np.testing.assert_allclose(line["y"], np.abs(res.weights[:, :-1]).sum(axis=1))
+    assert marks["x"] == ["2024-01-05", "2024-02-01"]
+    assert marks["text"][0] == "max_weight 10.0%, stop_loss 90.0%"
+    assert marks["y"][0] == pytest.approx(line["y"][4])  # 2024-01-05 is the 5th date
+    assert "capped: the risk layer changed 2 of 149 decisions" in page
+    assert "Gross exposure" not in _report().html()  # no rules, no chart
