@@ -23,6 +23,7 @@ from marketarena.cli.common import (
     print_report,
 )
 from marketarena.envs.data import BUNDLED
+from marketarena.evaluation.allocation import ALLOCATION_METHODS
 from marketarena.evaluation.ensembles import ENSEMBLE_KINDS
 
 
@@ -39,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         choices=list(ENSEMBLE_KINDS),
         help="repeatable: an ensemble over all --agent members",
+    )
+    ev.add_argument(
+        "--allocate",
+        action="append",
+        choices=list(ALLOCATION_METHODS),
+        help="repeatable: a multi-strategy allocator with a sleeve per --agent member, "
+        "weighted by this method from the sleeves' trailing returns (skfolio)",
     )
     ev.add_argument(
         "--data", default="sp500_20", help=f"bundled name {sorted(BUNDLED)} or a CSV/Parquet path"
@@ -101,6 +109,7 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
         seeds=args.seeds,
         benchmark=None if args.benchmark == "none" else args.benchmark,
         ensembles=tuple(args.ensemble or ()),
+        allocations=tuple(args.allocate or ()),
         include_baselines=not args.no_baselines,
         rules=rules,
         risk=risk,

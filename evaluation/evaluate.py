@@ -13,6 +13,7 @@ from marketarena.envs.data import resolve_data
 from marketarena.envs.errors import ConfigError
 from marketarena.envs.settings import EnvSettings
 from marketarena.envs.splits import iso_date
+from marketarena.evaluation.allocation import ALLOCATION_METHODS, make_allocator
 from marketarena.evaluation.ensembles import ENSEMBLE_KINDS, make_ensemble
 from marketarena.evaluation.report import EvaluationReport
 from marketarena.evaluation.runner import BacktestProgress, evaluate_agents
@@ -36,6 +37,10 @@ class EvaluationConfig:
         ensembles: ensemble kinds
             (:data:`~marketarena.evaluation.ensembles.ENSEMBLE_KINDS`), each built with
             :func:`~marketarena.evaluation.ensembles.make_ensemble` over all ``agents``.
+        allocations: allocation methods
+            (:data:`~marketarena.evaluation.allocation.ALLOCATION_METHODS`), each a
+            :class:`~marketarena.evaluation.allocation.SleeveAllocator` with a sleeve per
+            ``agents`` member (``allocate:<method>`` in results).
         include_baselines: add buy-and-hold and equal weight when not already listed.
         rules: :class:`~marketarena.envs.TradingRules` fields.
         risk: :class:`~marketarena.envs.risk.RiskSettings` fields: the risk rules every
@@ -61,6 +66,7 @@ class EvaluationConfig:
     seeds: int = 1
     benchmark: str | None = "auto"
     ensembles: tuple[str, ...] = ()
+    allocations: tuple[str, ...] = ()
     include_baselines: bool = True
     rules: dict[str, Any] = field(default_factory=dict)
     risk: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +92,15 @@ class EvaluationConfig:
             )
         if self.ensembles and len(self.agents) < 2:
             raise ConfigError("an ensemble needs at least two --agent members")
+        bad = [m for m in self.allocations if m not in ALLOCATION_METHODS]
+        if bad:
+            raise ConfigError(
+                f"unknown allocation method(s) {bad}; the methods are: {list(ALLOCATION_METHODS)}"
+            )
+        if self.allocations and len(self.agents) < 2:
+            raise ConfigError(
+                "an allocator needs at least two strategies: give two or more --agent members"
+            )
         start = iso_date(self.start, "start") if self.start else None
         end = iso_date(self.end, "end") if self.end else None
         if start and end and start > end:  # ISO strings of real dates: ordered as dates
@@ -160,6 +175,9 @@ def build_agents(config: EvaluationConfig) -> list[Agent]:
     for kind in config.ensembles:
         # fresh members: an ensemble's members must not share state with the single agents
         agents.append(make_ensemble(kind, [make_agent(spec, uri, llm) for spec in config.agents]))
+    for method in config.allocations:
+        members = [make_agent(spec, uri, llm) for spec in config.agents]
+        agents.append(make_allocator(method, members))
     return agents
 
 
@@ -243,6 +261,7 @@ def _evaluate(config: EvaluationConfig, progress: BacktestProgress | None) -> Ev
         "agents": [a.name for a in agents],
         "agent_specs": list(config.agents),
         "ensembles": list(config.ensembles),
+        "allocations": list(config.allocations),
         # the env's settings (rules as resolved for the data); the dates are above
         **{k: v for k, v in first.settings.items() if k not in ("data", "start", "end")},
     }

@@ -228,6 +228,23 @@ class EvaluationReport:
                     f"decisions: {per_rule}"
                 )
             d = row.diagnostics
+            if "sleeve_weights" in d:  # a multi-strategy allocator
+                sleeves = ", ".join(
+                    f"{name} {w:.0%}"
+                    for name, w in zip(d["members"], d["sleeve_weights"], strict=True)
+                )
+                line = f"{row.agent}: sleeves at the end {sleeves}; {d['rebalances']} rebalances"
+                if "diversification_ratio" in d:
+                    contributions = ", ".join(f"{c:.0%}" for c in d["risk_contributions"])
+                    line += (
+                        f"; risk contributions {contributions}; diversification ratio "
+                        f"{d['diversification_ratio']:.2f}"
+                    )
+                corr = d.get("correlation")
+                if corr is not None and len(corr) > 1:
+                    pairs = [corr[i][j] for i in range(len(corr)) for j in range(i + 1, len(corr))]
+                    line += f"; mean sleeve correlation {np.mean(pairs):.2f}"
+                lines.append(line)
             if "outcomes" not in d:
                 continue
             counts = ", ".join(f"{v} {k}" for k, v in d["outcomes"].items() if v)
