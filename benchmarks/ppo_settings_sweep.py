@@ -32,32 +32,51 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "configs" / "bench" / "ppo.yaml"
 
 _300K = {"algo": {"total_timesteps": 300_000}, "training": {"eval_every": 50_000}}
+#: the band every variant below but the shipped one was measured with
+_BAND_5_25 = {"rebalance_band": 0.05, "relative_band": 0.25}
+
+
+def _with_5_25_band(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {**overrides, "env": {**_BAND_5_25, **overrides.get("env", {})}}
+
 
 #: name -> (what changes, overrides of configs/bench/ppo.yaml)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "shipped": ("configs/bench/ppo.yaml as shipped (600k steps)", {}),
-    "300k": ("300k steps", _300K),
+    "shipped": ("configs/bench/ppo.yaml as shipped (10/50 band, 600k steps)", {}),
+    "band_5_25": ("5/25 band", _with_5_25_band({})),
+    "300k": ("5/25 band, 300k steps", _with_5_25_band(_300K)),
     "differential_sharpe_300k": (
-        "differential Sharpe reward, 300k steps (the previous shipped config)",
-        {**_300K, "env": {"reward": "differential_sharpe"}},
+        "5/25 band, differential Sharpe reward, 300k steps (the previous shipped config)",
+        _with_5_25_band({**_300K, "env": {"reward": "differential_sharpe"}}),
     ),
     "no_turnover_penalty_300k": (
-        "no turnover penalty, 300k steps",
-        {**_300K, "env": {"reward_kwargs": {"turnover_penalty": 0.0}}},
+        "5/25 band, no turnover penalty, 300k steps",
+        _with_5_25_band({**_300K, "env": {"reward_kwargs": {"turnover_penalty": 0.0}}}),
     ),
     "log_volatility_300k": (
-        "+ log_volatility_20 feature, 300k steps",
-        {**_300K, "env": {"features": ["log_return_z", "volatility_ratio", "log_volatility_20"]}},
+        "5/25 band, + log_volatility_20 feature, 300k steps",
+        _with_5_25_band(
+            {
+                **_300K,
+                "env": {"features": ["log_return_z", "volatility_ratio", "log_volatility_20"]},
+            }
+        ),
     ),
     "lr_1e-3_300k": (
-        "learning rate 1e-3, 300k steps",
-        {**_300K, "algo": {**_300K["algo"], "hyperparameters": {"learning_rate": 0.001}}},
+        "5/25 band, learning rate 1e-3, 300k steps",
+        _with_5_25_band(
+            {**_300K, "algo": {**_300K["algo"], "hyperparameters": {"learning_rate": 0.001}}}
+        ),
+    ),
+    "turnover_penalty_0.002": (
+        "5/25 band, turnover penalty 0.002",
+        _with_5_25_band({"env": {"reward_kwargs": {"turnover_penalty": 0.002}}}),
     ),
     "turnover_penalty_0.003": (
-        "turnover penalty 0.003",
-        {"env": {"reward_kwargs": {"turnover_penalty": 0.003}}},
+        "5/25 band, turnover penalty 0.003",
+        _with_5_25_band({"env": {"reward_kwargs": {"turnover_penalty": 0.003}}}),
     ),
-    "1m": ("1M steps", {"algo": {"total_timesteps": 1_000_000}}),
+    "1m": ("5/25 band, 1M steps", _with_5_25_band({"algo": {"total_timesteps": 1_000_000}})),
 }
 
 
