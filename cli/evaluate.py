@@ -34,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Backtest agents (with buy-and-hold and equal weight alongside) and "
         "write a metrics table, plots and an HTML report.",
     )
+    ev.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a YAML file of evaluation settings (agents, data, start, end, seeds, ensembles, "
+        "allocations, rules, risk, window, ...); flags given here override it (--rule and "
+        "--risk add to its rules and risk)",
+    )
     ev.add_argument("--agent", action="append", metavar="SPEC", help=f"repeatable: {SPEC_HELP}")
     ev.add_argument(
         "--ensemble",
@@ -49,15 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "weighted by this method from the sleeves' trailing returns (skfolio)",
     )
     ev.add_argument(
-        "--data", default="sp500_20", help=f"bundled name {sorted(BUNDLED)} or a CSV/Parquet path"
+        "--data", help=f"bundled name {sorted(BUNDLED)} or a CSV/Parquet path (default sp500_20)"
     )
     ev.add_argument("--start", help="first date (default: the data's first usable date)")
     ev.add_argument("--end", help="last date (default: the data's last)")
-    ev.add_argument("--seeds", type=int, default=1, help="seeds per agent (0..N-1)")
+    ev.add_argument("--seeds", type=int, help="seeds per agent (0..N-1; default 1)")
     ev.add_argument(
         "--benchmark",
-        default="auto",
-        help="bundled name or path of a one-column series; 'auto' or 'none'",
+        help="bundled name or path of a one-column series; 'auto' (the default) or 'none'",
     )
     ev.add_argument(
         "--rule",
@@ -71,8 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="observation window (default: what the trained models expect, else the env's default)",
     )
-    ev.add_argument("--periods-per-year", type=int, default=252)
-    ev.add_argument("--risk-free", type=float, default=0.0, help="annual risk-free rate")
+    ev.add_argument("--periods-per-year", type=int, help="bars per year (default 252)")
+    ev.add_argument("--risk-free", type=float, help="annual risk-free rate (default 0)")
     ev.add_argument(
         "--no-baselines", action="store_true", help="do not add buy-and-hold and equal weight"
     )
@@ -81,8 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--n-jobs",  # tune's spelling: the same flag works in both commands
         dest="jobs",
         type=int,
-        default=1,
-        help="agents backtested in parallel threads",
+        help="agents backtested in parallel threads (default 1)",
     )
     add_yes_option(ev)
     add_llm_options(ev)
@@ -93,29 +98,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
-    from marketarena.evaluation.evaluate import EvaluationConfig, evaluate, llm_request_estimates
+    from marketarena.evaluation.evaluate import (
+        EvaluationConfig,
+        evaluate,
+        llm_request_estimates,
+        load_evaluation_file,
+    )
     from marketarena.evaluation.tracking import tracking_uri
 
-    rules = parse_rules(args.rule)
-    risk = parse_risk(args.risk)
+    settings = load_evaluation_file(args.config) if args.config else {}
+    rules = {**(settings.pop("rules", None) or {}), **parse_rules(args.rule)}
+    risk = {**(settings.pop("risk", None) or {}), **parse_risk(args.risk)}
+    given = {
+        "agents": tuple(args.agent) if args.agent else None,
+        "data": args.data,
+        "start": parse_date(args.start, "--start"),
+        "end": parse_date(args.end, "--end"),
+        "seeds": args.seeds,
+        "benchmark": args.benchmark,
+        "ensembles": tuple(args.ensemble) if args.ensemble else None,
+        "allocations": tuple(args.allocate) if args.allocate else None,
+        "include_baselines": False if args.no_baselines else None,
+        "window": args.window,
+        "periods_per_year": args.periods_per_year,
+        "risk_free": args.risk_free,
+        "jobs": args.jobs,
+    }
+    settings.update({k: v for k, v in given.items() if v is not None})
+    settings.setdefault("agents", ())
+    if settings.get("benchmark") == "none":
+        settings["benchmark"] = None
+    llm = {**(settings.pop("llm", None) or {}), **llm_options(args)}
     config = EvaluationConfig(
-        tracking_uri=tracking_uri(),
-        llm=llm_options(args),
-        jobs=args.jobs,
-        agents=tuple(args.agent or ()),
-        data=args.data,
-        start=parse_date(args.start, "--start"),
-        end=parse_date(args.end, "--end"),
-        seeds=args.seeds,
-        benchmark=None if args.benchmark == "none" else args.benchmark,
-        ensembles=tuple(args.ensemble or ()),
-        allocations=tuple(args.allocate or ()),
-        include_baselines=not args.no_baselines,
-        rules=rules,
-        risk=risk,
-        window=args.window,
-        periods_per_year=args.periods_per_year,
-        risk_free=args.risk_free,
+        tracking_uri=tracking_uri(), llm=llm, rules=rules, risk=risk, **settings
     )
     estimates = llm_request_estimates(config)
     confirm_llm_requests(estimates, args.yes, console)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from marketarena.agents.base import Agent, ExpectsObservation
 from marketarena.agents.llm_server import local_model_served
 from marketarena.agents.registry import make_agent
 from marketarena.envs.data import resolve_data
-from marketarena.envs.errors import ConfigError
+from marketarena.envs.errors import ConfigError, MissingFileError
+from marketarena.envs.risk import build_risk
 from marketarena.envs.settings import EnvSettings
 from marketarena.envs.splits import iso_date
 from marketarena.evaluation.allocation import ALLOCATION_METHODS, make_allocator
@@ -105,6 +108,88 @@ class EvaluationConfig:
         end = iso_date(self.end, "end") if self.end else None
         if start and end and start > end:  # ISO strings of real dates: ordered as dates
             raise ConfigError(f"empty date range: start {start} is after end {end}")
+
+
+#: what an evaluation file (``marketarena evaluate --config``) may set: the
+#: :class:`EvaluationConfig` fields, each with what it takes
+FILE_FIELDS: dict[str, str] = {
+    "agents": "list",
+    "data": "str",
+    "start": "date",
+    "end": "date",
+    "seeds": "int",
+    "benchmark": "str",
+    "ensembles": "list",
+    "allocations": "list",
+    "include_baselines": "bool",
+    "rules": "dict",
+    "risk": "dict",
+    "window": "int",
+    "features": "list",
+    "universe": "list",
+    "periods_per_year": "int",
+    "risk_free": "number",
+    "title": "str",
+    "llm": "dict",
+    "jobs": "int",
+}
+_KIND_WORDS = {
+    "list": "a list of names",
+    "str": "a word or path",
+    "date": "a date (YYYY-MM-DD)",
+    "int": "a whole number",
+    "bool": "true or false",
+    "dict": "a mapping",
+    "number": "a number",
+}
+
+
+def load_evaluation_file(path: str | Path) -> dict[str, Any]:
+    """The :class:`EvaluationConfig` fields a YAML file sets (``marketarena evaluate
+    --config``), each checked for its kind; a bad file, key or value is a
+    :class:`~marketarena.envs.errors.ConfigError` naming the file and the key."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"evaluation config not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date like 2019-02-30
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    unknown = sorted(set(values) - set(FILE_FIELDS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {unknown}; valid: {list(FILE_FIELDS)}")
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        kind = FILE_FIELDS[key]
+        ok = (
+            value is None
+            or {
+                "list": isinstance(value, list) and all(isinstance(v, str) for v in value),
+                "str": isinstance(value, str),
+                "date": isinstance(value, str | datetime.date),
+                "int": isinstance(value, int) and not isinstance(value, bool),
+                "bool": isinstance(value, bool),
+                "dict": isinstance(value, dict),
+                "number": isinstance(value, int | float) and not isinstance(value, bool),
+            }[kind]
+        )
+        if not ok:
+            raise ConfigError(f"{path}: {key}={value!r}: takes {_KIND_WORDS[kind]}")
+        if kind == "list" and value is not None:
+            value = tuple(value)
+        elif kind == "date" and value is not None:
+            value = iso_date(str(value), f"{path}: {key}")
+        out[key] = value
+    if "risk" in out:
+        try:
+            build_risk(out["risk"])
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return out
 
 
 #: an LLM run of more requests than this needs an explicit yes (``--yes``)

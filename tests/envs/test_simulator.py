@@ -164,19 +164,23 @@ def _one_asset(close: list[float], volume: list[float] | None = None) -> MarketD
     )
 
 
-def test_volume_capped_sells_are_whole_lots():
-    # 1,000 shares held; the sell bar's volume caps a fill at 10% of 8,766 = 876.6 shares. The
-    # cap used to come after the lot rounding: the position ended at 123.4 shares
-    data = _one_asset([10.0] * 5, [1e9, 1e9, 8766.0, 1e9, 1e9])
+def _capped_lots(data: MarketData, initial_cash: float = 10_000.0) -> Simulator:
+    """Lots of 100, fills capped at 10% of the bar's volume, no costs, next-close fills."""
     rules = TradingRules(
-        initial_cash=100_000,
+        initial_cash=initial_cash,
         commission_bps=0,
         slippage_bps=0,
         lot_size=100,
         max_volume_fraction=0.1,
         execution="next_close",
     )
-    sim = Simulator(data, rules)
+    return Simulator(data, rules)
+
+
+def test_volume_capped_sells_are_whole_lots():
+    # 1,000 shares held; the sell bar's volume caps a fill at 10% of 8,766 = 876.6 shares. The
+    # cap used to come after the lot rounding: the position ended at 123.4 shares
+    sim = _capped_lots(_one_asset([10.0] * 5, [1e9, 1e9, 8766.0, 1e9, 1e9]), 100_000)
     sim.reset(0)
     sim.step_orders(np.array([[1000.0]]))
     sim.step_orders(np.array([[-1000.0]]))  # capped at 876.6 -> 8 lots
@@ -185,15 +189,7 @@ def test_volume_capped_sells_are_whole_lots():
 
 
 def test_volume_capped_buys_are_whole_lots_up_to_the_cap():
-    data = _one_asset([10.0] * 4, [1e9, 8766.0, 1e9, 1e9])
-    rules = TradingRules(
-        commission_bps=0,
-        slippage_bps=0,
-        lot_size=100,
-        max_volume_fraction=0.1,
-        execution="next_close",
-    )
-    sim = Simulator(data, rules)
+    sim = _capped_lots(_one_asset([10.0] * 4, [1e9, 8766.0, 1e9, 1e9]))
     sim.reset(0)
     sim.step_orders(np.array([[950.0]]))  # capped at 876.6, then 8 whole lots
     np.testing.assert_array_equal(sim.shares, [[800.0]])

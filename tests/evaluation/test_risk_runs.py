@@ -4,6 +4,7 @@ in the report, the rules in the run's settings, and one-line errors for bad --ri
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -134,3 +135,61 @@ def test_a_persisted_run_stores_its_interventions_day_by_day(tmp_path):
     assert stored.interventions == direct.interventions
     again = load_result(RunStore(tmp_path / "runs.sqlite", create=False), "r")
     assert again.intervention_counts() == direct.intervention_counts()
+
+
+def test_an_evaluation_file_sets_what_the_flags_set_and_flags_override_it(tmp_path):
+    config = tmp_path / "eval.yaml"
+    config.write_text(
+        "agents: [equal_weight:21, random:21]\n"
+        "allocations: [risk_parity]\n"
+        "start: 2019-01-02\n"  # a YAML date, not a string
+        "end: 2019-06-28\n"
+        "include_baselines: false\n"
+        "seeds: 3\n"
+        "risk: {max_weight: 0.1}\n"
+        "rules: {commission_bps: 2}\n"
+    )
+    flags = [
+        "--agent", "equal_weight:21", "--agent", "random:21", "--allocate", "risk_parity",
+        *RANGE, "--no-baselines", "--seeds", "2", "--risk", "max_weight=0.1",
+        "--rule", "commission_bps=2",
+    ]  # fmt: skip
+    code, text = run_cli("evaluate", *flags, "--output", str(tmp_path / "a"))
+    assert code == 0, text
+    # the file, with --seeds 2 over its 3
+    code, text = run_cli(
+        "evaluate", "--config", str(config), "--seeds", "2", "--output", str(tmp_path / "b")
+    )
+    assert code == 0, text
+    a, b = (json.loads((tmp_path / x / "metrics.json").read_text()) for x in "ab")
+    assert [r["agent"] for r in b["agents"]] == [
+        "equal_weight:21",
+        "random:21",
+        "allocate:risk_parity",
+    ]
+    assert a["agents"] == b["agents"]
+    assert b["settings"]["seeds"] == [0, 1]
+    assert b["settings"]["risk"]["max_weight"] == 0.1
+    assert b["settings"]["rules"]["commission_bps"] == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("agentz: [random]\n", r"eval.yaml: unknown setting\(s\) \['agentz'\]"),
+        ("seeds: three\n", "eval.yaml: seeds='three': takes a whole number"),
+        ("agents: random\n", "eval.yaml: agents='random': takes a list of names"),
+        ("risk: {max_weight: 2, max_gross: 1}\n", "eval.yaml: risk.max_weight=2.0 exceeds"),
+        ("start: 2019-02-30\n", "eval.yaml: not valid YAML: day is out of range"),
+        ("[1, 2]\n", "the top level must be a mapping"),
+        ("agents: [\n", "not valid YAML"),
+    ],
+)
+def test_a_bad_evaluation_file_is_one_line_naming_it(tmp_path, content, message):
+    config = tmp_path / "eval.yaml"
+    config.write_text(content)
+    code, text = run_cli("evaluate", "--config", str(config), "--output", str(tmp_path / "out"))
+    assert code == 1 and "Traceback" not in text
+    assert re.search(message, text), text
+    code, text = run_cli("evaluate", "--config", str(tmp_path / "none.yaml"))
+    assert code == 1 and "evaluation config not found" in text
