@@ -182,12 +182,17 @@ class SleeveAllocator(_Ensemble):
         self.sleeve_weights = self.target_weights.copy()
         self.steps = 0
         self.rebalances = 0
+        #: every period's sleeve returns, for the report's correlation analysis
+        self.history_dates: list[str] = []
+        self.history_returns: list[list[float]] = []
 
     def _combine(self, targets: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
-        before = self._shadow.count
         self._shadow.update(targets, info["prices"])
-        if self._shadow.count > before:  # the sleeves earned the period that just ended
-            growth = self.sleeve_weights * (1.0 + self._shadow._returns[-1])
+        if self.steps > 0:  # every step but the first books the period that just ended
+            latest = self._shadow._returns[-1]
+            self.history_dates.append(str(info["date"]))
+            self.history_returns.append(latest.tolist())
+            growth = self.sleeve_weights * (1.0 + latest)
             self.sleeve_weights = growth / growth.sum()
         due = self.steps % self.rebalance_every == 0
         if self.drift_band is not None:
@@ -234,6 +239,7 @@ class SleeveAllocator(_Ensemble):
             "rebalances": self.rebalances,
             "correlation": None if corr is None else np.nan_to_num(corr).tolist(),
             **(self.risk() or {}),
+            "sleeve_returns": {"dates": self.history_dates, "returns": self.history_returns},
         }
 
 

@@ -261,6 +261,48 @@ def exposure_figure(results: Sequence[BacktestResult]) -> Any:
     )
 
 
+def sleeve_figures(result: BacktestResult, window: int = ROLLING_WINDOW) -> list[tuple[str, Any]]:
+    """A multi-strategy allocator's sleeves (its ``diagnostics["sleeve_returns"]``): the
+    correlation matrix of their returns over the whole run as a heatmap, and each pair's
+    rolling ``window``-session correlation. Empty for other agents."""
+    history = result.diagnostics.get("sleeve_returns")
+    members = result.diagnostics.get("members")
+    if not history or not members or len(history["returns"]) < 3:
+        return []
+    go = _go()
+    returns = pd.DataFrame(history["returns"], index=history["dates"], columns=list(members))
+    corr = returns.corr().fillna(0.0)
+    heat = go.Figure(
+        go.Heatmap(
+            z=corr.to_numpy().tolist(),
+            x=list(members),
+            y=list(members),
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu",
+            text=[[f"{v:.2f}" for v in row] for row in corr.to_numpy()],
+            texttemplate="%{text}",
+        )
+    )
+    heat.update_yaxes(autorange="reversed")
+    heat = _layout(heat, f"Sleeve correlation: {result.agent}", "")
+    heat.update_layout(hovermode="closest")
+    rolling = go.Figure()
+    for i, a in enumerate(members):
+        for b in members[i + 1 :]:
+            values = returns[a].rolling(window).corr(returns[b])
+            rolling.add_trace(
+                go.Scatter(x=list(returns.index), y=values.tolist(), name=f"{a} ~ {b}")
+            )
+    rolling = _layout(
+        rolling, f"Rolling {window}-session sleeve correlation: {result.agent}", "correlation"
+    )
+    return [
+        (f"sleeve correlation: {result.agent}", heat),
+        (f"rolling sleeve correlation: {result.agent}", rolling),
+    ]
+
+
 def figures(
     results: Sequence[BacktestResult],
     window: int = ROLLING_WINDOW,
@@ -279,6 +321,8 @@ def figures(
         out.append(("exposure", exposure_figure(results)))
     out += [(f"monthly returns: {res.agent}", monthly_heatmap(res)) for res in results]
     out += [(f"weights: {res.agent}", weights_figure(res)) for res in results]
+    for res in results:
+        out += sleeve_figures(res, window)
     return out
 
 

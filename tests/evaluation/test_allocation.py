@@ -176,3 +176,18 @@ def test_bad_allocators_are_refused():
         EvaluationConfig(agents=("equal_weight",), allocations=("hrp",)).validate()
     with pytest.raises(ConfigError, match="unknown allocation method"):
         EvaluationConfig(agents=("a", "b"), allocations=("kelly",)).validate()
+
+
+def test_sleeves_keep_drifting_after_the_window_is_full():
+    # a window of 5 returns fills on step 6; the sleeves must still drift after it
+    data = gbm_market(2, 60, seed=5)
+    allocator = SleeveAllocator(
+        [CashAgent(), BuyAndHoldAgent()], method="equal", window=5, min_periods=5,
+        rebalance_every=1000,
+    )  # fmt: skip
+    result = run_backtest(allocator, _env(data, window=2, episode_length=30), seed=0)
+    cash = result.weights[1:, -1]
+    assert len(set(np.round(cash[10:], 12))) > 10  # still moving with the invested sleeve
+    history = allocator.diagnostics()["sleeve_returns"]
+    assert len(history["returns"]) == 29 and len(history["dates"]) == 29
+    assert all(r[0] == 0.0 for r in history["returns"])  # the cash sleeve earns nothing

@@ -173,3 +173,25 @@ def test_an_exposure_chart_with_the_risk_interventions_when_rules_were_on():
     assert marks["y"][0] == pytest.approx(line["y"][4])  # 2024-01-05 is the 5th date
     assert "capped: the risk layer changed 2 of 149 decisions" in page
     assert "Gross exposure" not in _report().html()  # no rules, no chart
+
+
+def test_an_allocators_sleeves_get_a_correlation_heatmap_and_rolling_correlations():
+    rng = np.random.default_rng(7)
+    base = rng.normal(0, 0.01, 120)
+    returns = np.stack([base, base + rng.normal(0, 0.01, 120), rng.normal(0, 0.01, 120)], 1)
+    dates = [str(np.datetime64("2024-01-02") + i) for i in range(120)]
+    res = _result("allocate:hrp")
+    res.diagnostics = {
+        "members": ["a", "b", "c"],
+        "sleeve_returns": {"dates": dates, "returns": returns.tolist()},
+    }
+    page = EvaluationReport(
+        "hand", [AgentEvaluation("allocate:hrp", [res])], bootstrap_resamples=50
+    ).html()
+    heat = _figure_json(page, "Sleeve correlation: allocate:hrp")
+    np.testing.assert_allclose(heat["data"][0]["z"], np.corrcoef(returns, rowvar=False))
+    rolling = _figure_json(page, "Rolling 63-session sleeve correlation: allocate:hrp")
+    assert [t["name"] for t in rolling["data"]] == ["a ~ b", "a ~ c", "b ~ c"]
+    last = rolling["data"][0]["y"][-1]
+    assert last == pytest.approx(np.corrcoef(returns[-63:, 0], returns[-63:, 1])[0, 1])
+    assert "Sleeve correlation" not in _report().html()  # no allocator, no sleeve charts
