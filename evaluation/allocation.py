@@ -11,6 +11,8 @@ one of the well-kept allocation methods of skfolio (:data:`ALLOCATION_METHODS`):
 ``min_variance``    the long-only minimum-variance mix (skfolio ``MeanRisk``)
 ``hrp``             hierarchical risk parity (skfolio ``HierarchicalRiskParity``, López de
                     Prado 2016)
+``performance``     dynamic, by trailing performance: ``softmax`` of each sleeve's annualised
+                    Sharpe ratio over the window (the roadmap's "rebalancing by performance")
 ==================  ==========================================================================
 
 Sleeves drift with their returns between rebalances, as real sleeves do; the allocator
@@ -40,8 +42,10 @@ from marketarena.evaluation.ensembles import (
     _Ensemble,
     _positive_int,
     _ShadowReturns,
+    _softmax,
     normalize_target,
 )
+from marketarena.evaluation.metrics import PERIODS_PER_YEAR, sharpe_ratio
 
 ALLOCATION_METHODS: tuple[str, ...] = (
     "equal",
@@ -49,6 +53,7 @@ ALLOCATION_METHODS: tuple[str, ...] = (
     "risk_parity",
     "min_variance",
     "hrp",
+    "performance",
 )
 
 
@@ -67,6 +72,11 @@ def allocate(method: str, returns: np.ndarray) -> np.ndarray:
     k = returns.shape[1]
     if method == "equal" or k == 1:
         return np.full(k, 1.0 / k)
+    if method == "performance":
+        sharpe = np.nan_to_num(
+            np.asarray(sharpe_ratio(returns, periods_per_year=PERIODS_PER_YEAR)), nan=0.0
+        )
+        return _softmax(sharpe)
     returns = _jitter_flat(returns)
     if method == "inverse_volatility":
         inv = 1.0 / returns.std(axis=0, ddof=1)

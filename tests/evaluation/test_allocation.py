@@ -191,3 +191,12 @@ def test_sleeves_keep_drifting_after_the_window_is_full():
     history = allocator.diagnostics()["sleeve_returns"]
     assert len(history["returns"]) == 29 and len(history["dates"]) == 29
     assert all(r[0] == 0.0 for r in history["returns"])  # the cash sleeve earns nothing
+
+
+def test_performance_weights_are_a_softmax_of_the_trailing_sharpe_ratios():
+    rng = np.random.default_rng(9)
+    r = rng.normal(0.0, 0.01, size=(63, 2)) + np.array([0.004, -0.004])
+    sharpe = r.mean(axis=0) / r.std(axis=0, ddof=1) * np.sqrt(252)
+    expected = np.exp(sharpe - sharpe.max()) / np.exp(sharpe - sharpe.max()).sum()
+    np.testing.assert_allclose(allocate("performance", r), expected, rtol=1e-9)
+    assert allocate("performance", r)[0] > 0.5
