@@ -12,7 +12,8 @@ in the same run and interleaved within each repeat, so that the machine's drift 
     ``algo.n_envs=1``, ``algo.policy=MlpPolicy`` and ``algo.normalize.rewards=false`` (so no
     VecNormalize), and ``PPO("MlpPolicy", env)`` with every SB3 default (n_steps 2048, batch
     64, 10 epochs, net [64, 64]), one torch thread; timed over 16,384 steps (8 rollouts).
-(c) the old ``configs/ppo.yaml`` (16 envs x 256 steps, batch 256, 10 epochs, MlpPolicy
+(c) the first release's ``configs/ppo.yaml``, kept as ``benchmarks/old_ppo.yaml`` (16 envs x
+    256 steps, batch 256, 10 epochs, MlpPolicy
     [64, 64], VecNormalize on observations) on the same task: that file's ``env.splits`` belong
     to sp500_20, so it is read with ``yaml.safe_load``, ``env.splits`` dropped, ``env.data`` set
     to the task and built with ``build_config`` (the task's fixed splits fill in).
@@ -65,7 +66,8 @@ ROOT = _HERE.parent
 SECTION = "learning_throughput"
 TASK = "marketarena/Momentum-v0"
 BENCH_CONFIG = "configs/bench/ppo.yaml"
-OLD_CONFIG = "configs/ppo.yaml"
+#: configs/ppo.yaml as the first release shipped it (before fc2aa8b gave it the bench settings)
+OLD_CONFIG = "benchmarks/old_ppo.yaml"
 RESULTS = _HERE / "results" / "learning_throughput.json"
 #: the issue's targets: (a)'s env-steps/s, and (a) over (b)
 TARGET_FPS = 15_000
@@ -268,7 +270,7 @@ def run(quick: bool = False, knobs: bool = False, profile: bool = False) -> dict
     cases: dict[str, tuple[str, Callable[[], tuple[Any, int]], int]] = {
         "a": (f"(a) {BENCH_CONFIG}", _build_bench, budget["a"]),
         "b": ("(b) SB3 default PPO, 1 env", _build_sb3_default, budget["b"]),
-        "c": (f"(c) old {OLD_CONFIG}", _build_old, budget["c"]),
+        "c": (f"(c) first-release {OLD_CONFIG}", _build_old, budget["c"]),
     }
     if knobs:
         for i, (label, (overrides, steps)) in enumerate(KNOBS.items()):
@@ -456,7 +458,7 @@ def notes(result: dict[str, Any]) -> list[str]:
         f"(a) trains at {a['fps']:,.0f} env-steps/s end to end (target {t['fps']:,}: "
         f"{verdict(t['fps_met'])}), {r['a_over_b']:.1f}x stable-baselines3's default PPO on one "
         f"env (target {t['a_over_b']:g}x: {verdict(t['a_over_b_met'])}) and "
-        f"{r['a_over_c']:.2f}x the old `{OLD_CONFIG}`.",
+        f"{r['a_over_c']:.2f}x the first release's PPO config (`{OLD_CONFIG}`).",
         f"(a)'s repeats spanned {a['fps_min']:,.0f}..{a['fps_max']:,.0f} env-steps/s; the "
         f"process got {a['cpu_per_wall']:.2f} CPU s per wall second (below 1: it waited for a "
         "CPU), so on a shared machine steps per CPU second "
@@ -503,7 +505,8 @@ def docs(result: dict[str, Any]) -> list[str]:
         f"`{cfg['task']}`, on the CPU ([learning_throughput.py](../benchmarks/"
         f"learning_throughput.py)). (a) is `{BENCH_CONFIG}` built as `marketarena train` "
         'builds it; (b) is stable-baselines3\'s default `PPO("MlpPolicy", env)` on one env of '
-        f"the same task env; (c) is the old `{OLD_CONFIG}` on the task. Every run builds a "
+        f"the same task env; (c) is the first release's `configs/ppo.yaml` (kept as "
+        f"`{OLD_CONFIG}`) on the task. Every run builds a "
         "fresh model (seed 0), learns one rollout untimed, then times `learn()` over the step "
         "counts shown (whole rollouts); the cases are interleaved within each of "
         f"{cfg['repeats']} repeat(s) and the figures are medians. One torch thread unless "
