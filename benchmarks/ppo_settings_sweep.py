@@ -10,15 +10,17 @@ annual turnover. The README's "Does RL learn here?" quotes its rows.
     python benchmarks/ppo_settings_sweep.py [--variants shipped differential_sharpe_300k ...]
         [--seeds 5] [--jobs 2] [--output reports/ppo_settings_sweep]
 
-Each variant is one ``marketarena bench`` process; ``--jobs 2`` runs two at once (each
-training uses one torch thread). About 8 minutes a 300k-step variant and 13 a 600k one, two at
-a time on this 2-core machine.
+Each variant is one ``marketarena bench`` process (its output in ``<output>/<variant>.log``);
+``--jobs 2`` runs two at once (each training uses one torch thread). Every 30 s each running
+variant prints its trainings done, the time so far and an ETA. About 8 minutes a 300k-step
+variant and 13 a 600k one, two at a time on this 2-core machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -30,6 +32,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "configs" / "bench" / "ppo.yaml"
+
+N_TASKS = 6  # the planted tasks bench scores by default
+POLL_SECONDS = float(os.environ.get("SWEEP_POLL_SECONDS", "30"))  # between progress lines
 
 _300K = {"algo": {"total_timesteps": 300_000}, "training": {"eval_every": 50_000}}
 #: the band every variant below but the shipped one was measured with
@@ -99,27 +104,32 @@ def run_variant(name: str, folder: Path, seeds: int) -> dict[str, Any]:
     out = folder / name
     log = folder / f"{name}.log"
     started = time.perf_counter()
+    total = seeds * N_TASKS
+    command = [
+        sys.executable,
+        "-m",
+        "marketarena.cli",
+        "bench",
+        "--agent",
+        f"ppo:{path}",
+        "--split",
+        "validation",
+        "--seeds",
+        str(seeds),
+        "--output",
+        str(out),
+    ]
     with log.open("w") as stream:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "marketarena.cli",
-                "bench",
-                "--agent",
-                f"ppo:{path}",
-                "--split",
-                "validation",
-                "--seeds",
-                str(seeds),
-                "--output",
-                str(out),
-            ],
-            check=True,
-            stdout=stream,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+        process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, cwd=ROOT)
+        while process.poll() is None:
+            time.sleep(POLL_SECONDS)
+            # a training's final model folder is written when it ends
+            done = len(list(out.glob("runs/*/model")))
+            elapsed = time.perf_counter() - started
+            eta = f"ETA {elapsed / done * (total - done):.0f} s" if done else "ETA unknown"
+            print(f"  {name}: {done}/{total} trainings, {elapsed:.0f} s, {eta}", flush=True)
+    if process.returncode != 0:
+        raise SystemExit(f"{name}: marketarena bench failed (exit {process.returncode}); see {log}")
     print(f"  {name}: done in {time.perf_counter() - started:.0f} s", flush=True)
     return {
         "rows": json.loads((out / "results.json").read_text())["rows"],
