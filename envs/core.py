@@ -286,10 +286,12 @@ class PortfolioCore:
         are new every step), then rewards, terminated and truncated, each ``(n_envs,)``."""
         sim = self.sim
         weights = self.actions_to_weights(actions)
-        if self._banded:
-            weights = self.action_spec.apply_band(weights, sim.weight[:, :-1])
-        if self.risk is not None:  # after the band: the limits hold whatever it kept
-            weights = self.risk.apply(weights, sim.weight[:, :-1], sim.nav, sim.t)
+        if self._banded or self.risk is not None:
+            current = sim.weight[:, :-1]  # computed from the book: once a step
+            if self._banded:
+                weights = self.action_spec.apply_band(weights, current)
+            if self.risk is not None:  # after the band: the limits hold whatever it kept
+                weights = self.risk.apply(weights, current, sim.nav, sim.t)
         result = sim.step_weights(weights, projected=self._projected)
         reward = self.reward_fn(result)
         if self.settings.reward_scale != 1.0:

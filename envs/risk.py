@@ -321,6 +321,8 @@ class RiskLayer:
         self.peak[sel] = np.nan
         self.stopped[sel] = False
         self.cooldown[sel] = 0
+        for amounts in self.last.values():  # a fresh episode reports no intervention yet
+            amounts[sel] = 0.0
 
     def get_state(self) -> dict[str, np.ndarray]:
         return {

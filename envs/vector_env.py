@@ -14,7 +14,7 @@ from gymnasium.vector.utils import batch_space
 
 from marketarena.envs.core import PortfolioCore
 from marketarena.envs.data import MarketData
-from marketarena.envs.errors import ConfigError
+from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.settings import EnvSettings
 
 
@@ -174,6 +174,11 @@ class PortfolioVectorEnv(VectorEnv):
         core.episode_end[:] = state["episode_end"]
         vars(core.reward_fn).update(copy.deepcopy(state["reward"]))
         if core.risk is not None:
+            if "risk" not in state:
+                raise DataError(
+                    "saved state has no risk-layer state, but these envs have risk rules: "
+                    "resume with the settings the run was started with"
+                )
             core.risk.set_state(state["risk"])
         rngs = []
         for saved in state["rngs"]:

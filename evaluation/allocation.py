@@ -199,7 +199,7 @@ class SleeveAllocator(_Ensemble):
     def _combine(self, targets: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
         self._shadow.update(targets, info["prices"])
         if self.steps > 0:  # every step but the first books the period that just ended
-            latest = self._shadow._returns[-1]
+            latest = self._shadow.latest
             self.history_dates.append(str(info["date"]))
             self.history_returns.append(latest.tolist())
             growth = self.sleeve_weights * (1.0 + latest)
@@ -209,7 +209,7 @@ class SleeveAllocator(_Ensemble):
             due |= bool(np.abs(self.sleeve_weights - self.target_weights).max() > self.drift_band)
         if due:
             if self._shadow.count >= self.min_periods:
-                self.target_weights = allocate(self.method, np.vstack(self._shadow._returns))
+                self.target_weights = allocate(self.method, self._shadow.matrix())
             self.sleeve_weights = self.target_weights.copy()
             self.rebalances += 1
         self.steps += 1
@@ -221,7 +221,7 @@ class SleeveAllocator(_Ensemble):
         if self._shadow.count < self.min_periods:
             return None
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.corrcoef(np.vstack(self._shadow._returns), rowvar=False)
+            return np.corrcoef(self._shadow.matrix(), rowvar=False)
 
     def risk(self) -> dict[str, Any] | None:
         """The sleeves' risk over the trailing window, at the current sleeve weights ``w``:
@@ -230,7 +230,7 @@ class SleeveAllocator(_Ensemble):
         with ``C`` the sleeves' sample covariance. None before ``min_periods``."""
         if self._shadow.count < self.min_periods:
             return None
-        cov = np.atleast_2d(np.cov(np.vstack(self._shadow._returns), rowvar=False))
+        cov = np.atleast_2d(np.cov(self._shadow.matrix(), rowvar=False))
         w = self.sleeve_weights
         variance = float(w @ cov @ w)
         if not variance > 0:

@@ -410,6 +410,15 @@ class _ShadowReturns:
     def count(self) -> int:
         return len(self._returns)
 
+    @property
+    def latest(self) -> np.ndarray:
+        """Each member's return for the period that ended last (``(K,)``)."""
+        return self._returns[-1]
+
+    def matrix(self) -> np.ndarray:
+        """The window's returns, ``(count, K)``, oldest first."""
+        return np.vstack(self._returns)
+
     def sharpe(self, periods_per_year: int) -> np.ndarray:
         """Annualised Sharpe per member over the window; zero variance (all cash) scores 0."""
         ratios = np.asarray(

@@ -327,3 +327,23 @@ def test_the_bundled_sector_map_covers_the_bundled_panels():
     assert sectors["AAPL"] == "Information Technology" and sectors["XOM"] == "Energy"
     env = PortfolioEnv("sp500_20", window=4, risk={"sector_limit": 0.2})
     assert "Health Care" in env.core.risk.sector_names  # JNJ, LLY, MRK, PFE, UNH
+
+
+def test_a_reset_clears_the_last_interventions():
+    env = PortfolioEnv("sp500_20", window=4, episode_length=5, risk={"max_weight": 0.1})
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.r_[np.ones(1), np.zeros(20)])
+    assert info["risk"]["max_weight"] > 0
+    _, info = env.reset(seed=1)
+    assert info["risk"] == {}  # the new episode has changed nothing yet
+
+
+def test_a_saved_state_without_the_risk_layers_is_refused_clearly():
+    from marketarena.envs.errors import DataError
+
+    plain = PortfolioVectorEnv(2, "sp500_20", window=4, episode_length=30)
+    plain.reset(seed=0)
+    ruled = PortfolioVectorEnv(2, "sp500_20", window=4, episode_length=30, risk={"max_weight": 0.1})
+    ruled.reset(seed=0)
+    with pytest.raises(DataError, match="no risk-layer state"):
+        ruled.set_state(plain.get_state())
