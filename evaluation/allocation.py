@@ -13,6 +13,11 @@ one of the well-kept allocation methods of skfolio (:data:`ALLOCATION_METHODS`):
                     Prado 2016)
 ``performance``     dynamic, by trailing performance: ``softmax`` of each sleeve's annualised
                     Sharpe ratio over the window (the roadmap's "rebalancing by performance")
+``factor``          risk parity on a factor-model covariance: each sleeve's return is regressed
+                    (OLS) on the market factor, the equal-weighted return of the universe over
+                    the same periods, and ``C = b b' var(f) + diag(residual variances)``
+                    (skfolio ``TimeSeriesFactorModel``); fewer parameters than the sample
+                    covariance, so steadier weights on short windows
 ==================  ==========================================================================
 
 Sleeves drift with their returns between rebalances, as real sleeves do; the allocator
@@ -31,7 +36,9 @@ returns exist the sleeves are equal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -54,11 +61,13 @@ ALLOCATION_METHODS: tuple[str, ...] = (
     "min_variance",
     "hrp",
     "performance",
+    "factor",
 )
 
 
-def allocate(method: str, returns: np.ndarray) -> np.ndarray:
-    """Sleeve weights ``(K,)`` (non-negative, summing to 1) from ``(T, K)`` sleeve returns.
+def allocate(method: str, returns: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
+    """Sleeve weights ``(K,)`` (non-negative, summing to 1) from ``(T, K)`` sleeve returns
+    (and, for ``factor``, the ``(T, F)`` factor returns of the same periods).
 
     A sleeve without variance (all cash) makes the covariance singular; the volatility-based
     methods then give it the smallest positive volatility of the others, so that it is held
@@ -83,12 +92,45 @@ def allocate(method: str, returns: np.ndarray) -> np.ndarray:
         return inv / inv.sum()
     from skfolio.optimization import HierarchicalRiskParity, MeanRisk, RiskBudgeting
 
+    if method == "factor":
+        return _factor_risk_parity(returns, factors)
     model = {
         "risk_parity": RiskBudgeting,
         "min_variance": MeanRisk,
         "hrp": HierarchicalRiskParity,
     }[method]()
-    model.fit(returns)
+    with _nearest_positive_definite():
+        model.fit(returns)
+    weights = np.clip(np.asarray(model.weights_, dtype=np.float64), 0.0, None)
+    return weights / weights.sum()
+
+
+@contextmanager
+def _nearest_positive_definite() -> Iterator[None]:
+    """Sleeves that move almost together (two members holding the same stocks) give a
+    singular sample covariance; skfolio then uses the nearest positive definite matrix and
+    warns. That is its documented, safe behaviour, not news for the user: keep it quiet."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not positive definite", category=UserWarning)
+        yield
+
+
+def _factor_risk_parity(returns: np.ndarray, factors: np.ndarray | None) -> np.ndarray:
+    from skfolio.optimization import RiskBudgeting
+    from skfolio.prior import LoadingMatrixRegression, TimeSeriesFactorModel
+    from sklearn.linear_model import LinearRegression
+
+    if factors is None:
+        raise ConfigError("the factor allocation needs the factor returns of the same periods")
+    factors = np.asarray(factors, dtype=np.float64).reshape(len(returns), -1)
+    if not (factors.std(axis=0, ddof=1) > 0).all():
+        return allocate("risk_parity", returns)  # a flat factor explains nothing
+    prior = TimeSeriesFactorModel(
+        loading_matrix_estimator=LoadingMatrixRegression(linear_regressor=LinearRegression())
+    )
+    model = RiskBudgeting(prior_estimator=prior)
+    with _nearest_positive_definite():
+        model.fit(returns, factors=factors)
     weights = np.clip(np.asarray(model.weights_, dtype=np.float64), 0.0, None)
     return weights / weights.sum()
 
@@ -155,6 +197,7 @@ class SleeveAllocator(_Ensemble):
             raise ConfigError(f"drift_band must be in (0, 1) or None, got {drift_band!r}")
         self.drift_band = drift_band
         self._shadow = _ShadowReturns(self.window)
+        self._market = _ShadowReturns(self.window)  # the factor: the equal-weighted universe
         self._reset_state()
 
     def act(self, observation: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
@@ -187,6 +230,7 @@ class SleeveAllocator(_Ensemble):
         self._holdings = None
         self._last_prices = None
         self._shadow.reset()
+        self._market.reset()
         k = len(self.members)
         self.target_weights = np.full(k, 1.0 / k)
         self.sleeve_weights = self.target_weights.copy()
@@ -198,6 +242,9 @@ class SleeveAllocator(_Ensemble):
 
     def _combine(self, targets: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
         self._shadow.update(targets, info["prices"])
+        if self.method == "factor":
+            n = targets.shape[1] - 1
+            self._market.update(np.append(np.full(n, 1.0 / n), 0.0)[None, :], info["prices"])
         if self.steps > 0:  # every step but the first books the period that just ended
             latest = self._shadow.latest
             self.history_dates.append(str(info["date"]))
@@ -209,7 +256,8 @@ class SleeveAllocator(_Ensemble):
             due |= bool(np.abs(self.sleeve_weights - self.target_weights).max() > self.drift_band)
         if due:
             if self._shadow.count >= self.min_periods:
-                self.target_weights = allocate(self.method, self._shadow.matrix())
+                factors = self._market.matrix() if self.method == "factor" else None
+                self.target_weights = allocate(self.method, self._shadow.matrix(), factors)
             self.sleeve_weights = self.target_weights.copy()
             self.rebalances += 1
         self.steps += 1

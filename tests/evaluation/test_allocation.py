@@ -62,9 +62,65 @@ def test_hrp_of_two_sleeves_is_inverse_variance():
 def test_every_method_gives_weights_and_copes_with_an_all_cash_sleeve(method):
     r = _returns()
     r[:, 1] = 0.0  # a sleeve in cash: no variance
-    w = allocate(method, r)
+    market = r.mean(axis=1, keepdims=True) if method == "factor" else None
+    w = allocate(method, r, market)
     assert w.shape == (3,) and np.all(w >= 0) and w.sum() == pytest.approx(1.0)
     assert np.isfinite(w).all()
+
+
+def _factor_covariance_by_hand(r: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """OLS of each sleeve on the factor with an intercept: C = b b' var(f) + diag(var(e))."""
+    x = np.column_stack([np.ones(len(f)), f])
+    coef, *_ = np.linalg.lstsq(x, r, rcond=None)
+    residuals = r - x @ coef
+    b = coef[1:]
+    return b.T @ np.atleast_2d(np.cov(f, rowvar=False)) @ b + np.diag(residuals.var(axis=0, ddof=1))
+
+
+def test_factor_allocation_is_risk_parity_on_the_factor_covariance_by_hand():
+    rng = np.random.default_rng(4)
+    f = rng.normal(0, 0.01, (120, 1))
+    betas = np.array([1.2, 0.6, 0.1])
+    r = f * betas + rng.normal(0, 0.004, (120, 3))
+    w = allocate("factor", r, f)
+    cov = _factor_covariance_by_hand(r, f)
+    contributions = w * (cov @ w) / (w @ cov @ w)
+    np.testing.assert_allclose(contributions, 1 / 3, atol=2e-3)
+    assert w[2] > w[1] > w[0]  # the lowest beta carries the least risk per unit
+
+
+def test_factor_allocation_ignores_residual_correlation_that_the_sample_covariance_sees():
+    # two sleeves share a residual component the market factor does not explain: the sample
+    # covariance sees it and risk parity cuts them; the one-factor model does not
+    rng = np.random.default_rng(5)
+    f = rng.normal(0, 0.01, (250, 1))
+    common = rng.normal(0, 0.01, 250)
+    r = np.column_stack([common, common, np.zeros(250)]) + rng.normal(0, 0.003, (250, 3))
+    r += f * np.array([0.5, 0.5, 0.5])
+    sample = allocate("risk_parity", r)
+    factor = allocate("factor", r, f)
+    assert sample[2] > factor[2] + 0.05
+    cov = _factor_covariance_by_hand(r, f)
+    np.testing.assert_allclose(factor * (cov @ factor) / (factor @ cov @ factor), 1 / 3, atol=2e-3)
+
+
+def test_factor_allocation_needs_the_factor():
+    with pytest.raises(ConfigError, match="factor returns"):
+        allocate("factor", _returns())
+
+
+def test_the_allocators_market_factor_is_the_equal_weighted_universe_return():
+    data = gbm_market(3, 60, seed=6)
+    allocator = SleeveAllocator(
+        [CashAgent(), BuyAndHoldAgent()], method="factor", window=10, min_periods=5
+    )
+    result = run_backtest(allocator, _env(data, window=2, episode_length=30), seed=0)
+    rows = [data.index_of(str(d), "right") for d in result.dates]  # the episode's bars
+    simple = data.close[rows][1:] / data.close[rows][:-1] - 1.0
+    # the window holds the last 10 periods that ended at a decision (the last step's period
+    # ends at the final mark, after the last decision)
+    np.testing.assert_allclose(allocator._market.matrix()[:, 0], simple[-11:-1].mean(axis=1))
+    assert allocator.diagnostics()["method"] == "factor"
 
 
 def test_an_unknown_method_lists_the_methods():
@@ -112,7 +168,8 @@ def test_a_member_that_holds_keeps_its_own_sleeve():
     assert allocator._holdings[0][-1] == 1.0  # the cash sleeve is cash
 
 
-def test_the_allocator_reads_no_future_prices():
+@pytest.mark.parametrize("method", ["risk_parity", "factor"])
+def test_the_allocator_reads_no_future_prices(method):
     data = gbm_market(3, 200, seed=3)
     members = lambda: [EqualWeightAgent(5), BuyAndHoldAgent(), CashAgent()]  # noqa: E731
     t = 120
@@ -130,7 +187,7 @@ def test_the_allocator_reads_no_future_prices():
     )
     runs = []
     for d in (data, future):
-        allocator = SleeveAllocator(members(), method="risk_parity", rebalance_every=5)
+        allocator = SleeveAllocator(members(), method=method, rebalance_every=5)
         runs.append(run_backtest(allocator, _env(d, window=2, episode_length=None), seed=0))
     a, b = runs
     k = t - 2  # the rows before the perturbed dates (the episode starts after the window)
