@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from marketarena.cli.common import EXIT_ERROR, EXIT_OK, print_report
+from marketarena.cli.common import EXIT_ERROR, EXIT_OK, RISK_HELP, parse_risk, print_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rp.add_argument("--log", action="append", required=True, help="a position.jsonl; repeatable")
     rp.add_argument("--benchmark", help="a series in AI-Trader's format, e.g. QQQ's json")
     rp.add_argument("--rules", default="aitrader", help="rules preset (default aitrader)")
+    rp.add_argument(
+        "--risk",
+        action="append",
+        metavar="KEY=VALUE",
+        help=RISK_HELP + "; the log's book is the target the rules trim, and the differences "
+        "then show what they changed",
+    )
     rp.add_argument("--show-differences", type=int, default=10, help="differences to list per log")
     rp.add_argument("--strict", action="store_true", help="exit 1 when any log differs")
     rp.add_argument("--output", help="folder for the report and differences.csv")
@@ -40,9 +47,10 @@ def handle_replay(args: argparse.Namespace, console: Console) -> int:
         replay_report,
     )
 
+    risk = parse_risk(args.risk)
     data = load_aitrader(args.prices)
     benchmark = load_benchmark_series(args.benchmark) if args.benchmark else None
-    replays = replay_logs(args.log, data, rules=args.rules, benchmark=benchmark)
+    replays = replay_logs(args.log, data, rules=args.rules, benchmark=benchmark, risk=risk)
     report = replay_report(replays, data, args.log)
     print_report(report, console)
     for r in replays:

@@ -13,6 +13,15 @@ cash balance that differs, an order the simulator could not fill in full (sellin
 that are not held, buying without the cash), a symbol the price data lacks. Each difference
 is reported with its date; none is absorbed silently.
 
+Under risk rules (``risk=``, ``replay --risk key=value``; :mod:`marketarena.envs.risk`) the
+log is the agent: each session its book (the positions it logged after its last action of the
+day, or the standing positions on a day without one) is the target, valued at the decision's
+closes, and the rules trim it before the fill exactly as they trim any agent's target. Where a
+rule changes a symbol's weight, its shares are the trimmed weight at those closes, rounded
+down to whole lots; everywhere else the log's share count is kept, so a rule that never binds
+replays the log exactly. Every intervention is recorded (``result.interventions``); the
+differences against the log then show what the rules changed.
+
 ``replay_logs`` replays several logs and ranks them by final NAV, as AI-Trader's leaderboard
 does; ``replay_report`` turns them into a metrics report with the benchmark alongside.
 """
@@ -34,6 +43,7 @@ import pandas as pd
 from marketarena.envs.core import build_rules
 from marketarena.envs.data import MarketData
 from marketarena.envs.errors import DataError, MissingFileError
+from marketarena.envs.risk import RiskLayer, RiskSettings, build_risk
 from marketarena.envs.simulator import Simulator, TradingRules
 from marketarena.evaluation.report import EvaluationReport
 from marketarena.evaluation.runner import AgentEvaluation, BacktestResult, align_benchmark
@@ -149,8 +159,10 @@ def replay(
     benchmark: Any = None,
     name: str | None = None,
     cash_tolerance: float = 1e-6,
+    risk: RiskSettings | dict | None = None,
 ) -> ReplayResult:
-    """Replay a trade log over ``data``; see the module docstring."""
+    """Replay a trade log over ``data``, under risk rules when ``risk`` sets any; see the
+    module docstring."""
     entries = log if isinstance(log, list) else read_trade_log(log)
     label = name or (Path(log).stem if not isinstance(log, list) else "log")
     start = entries[0]
@@ -169,8 +181,16 @@ def replay(
     last = data.index_of(entries[-1].date, "right")
     if str(data.dates[t0]) != start.date:
         raise TradeLogError(f"{label}: the log starts on {start.date}, not a trading date")
+    risk_settings = build_risk(risk)
+    layer = (
+        RiskLayer(risk_settings, data.symbols, data.close, 1, base.periods_per_year)
+        if risk_settings.active
+        else None
+    )
     sim = Simulator(data, base, record=True)
     sim.reset(t0)
+    book = np.zeros(data.n_assets)  # the log's positions, for the rules' targets
+    interventions: list[dict[str, Any]] = []
     by_date: dict[str, list[LogEntry]] = defaultdict(list)
     for e in entries[1:]:
         by_date[e.date].append(e)
@@ -190,6 +210,15 @@ def replay(
                 orders[index[e.symbol]] += e.amount
             elif e.action == "sell":
                 orders[index[e.symbol]] -= e.amount
+        if day:
+            book = np.array([day[-1].positions.get(symbol, 0.0) for symbol in data.symbols])
+        if layer is not None:
+            orders = _risk_orders(layer, sim, book, t, base.lot_size)
+            for rule, amount in layer.last.items():
+                if amount[0] > 0:
+                    interventions.append(
+                        {"date": str(data.dates[t]), "rule": rule, "amount": float(amount[0])}
+                    )
         before = sim.shares[0].copy()
         result = sim.step_orders(orders[None, :])
         filled = sim.shares[0] - before
@@ -227,7 +256,9 @@ def replay(
             "data": data.manifest(),
             "rules": base.to_dict(),
             "log": str(log) if not isinstance(log, list) else None,
+            **({"risk": risk_settings.to_dict()} if layer is not None else {}),
         },
+        interventions=interventions,
         diagnostics={
             "actions": sum(1 for e in entries if e.action in ("buy", "sell")),
             "differences": len(differences),
@@ -236,6 +267,27 @@ def replay(
     )
     actions = sum(1 for e in entries if e.action in ("buy", "sell"))
     return ReplayResult(label, backtest, differences, actions)
+
+
+def _risk_orders(
+    layer: RiskLayer,
+    sim: Simulator,
+    book: np.ndarray,
+    t: int,
+    lot: float | None,
+) -> np.ndarray:
+    """The day's share orders after the rules: from the simulator's shares to the log's book,
+    trimmed at the decision's closes (row ``t``); symbols no rule changed keep the book's
+    share count (so while the simulator holds the log's book, they trade the log's orders)."""
+    close = sim.data.close[t]
+    nav = sim.nav[:1]
+    target = book * close / nav[0]
+    trimmed = layer.apply(target[None, :], sim.weight[:1, :-1], nav, np.array([t]))[0]
+    changed = np.abs(trimmed - target) > 1e-12
+    shares = trimmed * nav[0] / close
+    if lot is not None:
+        shares = np.trunc(shares / lot + 1e-9) * lot  # toward zero: a trim never grows
+    return np.where(changed, shares, book) - sim.shares[0]
 
 
 def differences_frame(results: list[ReplayResult]) -> pd.DataFrame:
@@ -285,9 +337,11 @@ def replay_logs(
     *,
     rules: TradingRules | str | dict | None = "aitrader",
     benchmark: Any = None,
+    risk: RiskSettings | dict | None = None,
 ) -> list[ReplayResult]:
-    """Replay every log over ``data``; the best final NAV first, as AI-Trader ranks."""
-    replays = [replay(log, data, rules=rules, benchmark=benchmark) for log in logs]
+    """Replay every log over ``data`` (under ``risk`` rules when given); the best final NAV
+    first, as AI-Trader ranks."""
+    replays = [replay(log, data, rules=rules, benchmark=benchmark, risk=risk) for log in logs]
     replays.sort(key=lambda r: -r.result.nav[-1])
     return replays
 
@@ -308,6 +362,7 @@ def replay_report(
         settings={
             "data": data.manifest(),
             "rules": first.settings["rules"],
+            **({"risk": first.settings["risk"]} if "risk" in first.settings else {}),
             "logs": [str(p) for p in logs],
             "benchmark": first.benchmark_name,
         },

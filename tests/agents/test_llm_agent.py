@@ -221,6 +221,24 @@ def test_clean_answers_are_traded_as_given(llm_server, tmp_path):
     assert result.diagnostics["outcomes"]["ok"] == 5 and result.diagnostics["fallbacks"] == 0
 
 
+def test_an_llm_trades_under_the_risk_rules(llm_server, tmp_path):
+    # the model asks for 50% AAPL every day; max_weight 0.4 trims it to 40% before the fill,
+    # the rest stays in cash, and each decision's trim is recorded
+    llm_server.script(then=answer(ALLOCATION))
+    agent = LLMAgent(make_config(llm_server.base_url, tmp_path))
+    result = run_backtest(agent, {**SPEC, "risk": {"max_weight": 0.4}}, START, END)
+    assert_completed(result)
+    assert [(x["date"], x["rule"]) for x in result.interventions] == [
+        (d, "max_weight") for d in DATES
+    ]
+    assert result.interventions[0]["amount"] == pytest.approx(0.1)  # 0.5 -> 0.4 from cash
+    # against the same answers without the rule: 4/5 of the AAPL shares at the first fill
+    plain = run_backtest(LLMAgent(make_config(llm_server.base_url, tmp_path)), SPEC, START, END)
+    aapl = [r.fills[r.fills["symbol"] == "AAPL"]["shares"].iloc[0] for r in (result, plain)]
+    assert aapl[0] / aapl[1] == pytest.approx(0.8, rel=2e-3)
+    assert result.weights[1, -1] > 0.08 > plain.weights[1, -1]  # the trimmed 10% is cash
+
+
 # ---------------------------------------------------------------- transport faults
 def test_429_with_retry_after_is_retried_after_the_wait(llm_server, tmp_path):
     llm_server.script(failure(429, {"Retry-After": "1"}), then=answer(ALLOCATION))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -309,3 +311,107 @@ def test_cli_replay_lists_differences_and_strict_fails_on_them(ai, make_entry, t
     ]
     code, _ = run([*argv, "--strict"])
     assert code == EXIT_ERROR
+
+
+# ----------------------------------------------------------------- under risk rules
+def test_replay_under_a_weight_cap_by_hand(ai, make_entry, market):
+    """beta's book is 100 BBB; max_weight 0.3 trims it at each decision's close:
+    10-01 close 50.5, NAV 10000: 0.505 -> 0.3 = 59.4 shares -> 59, bought at 51 (cash 6991)
+    10-02 close 51.5, NAV 59 x 51.5 + 6991 = 10029.5: 0.5135 -> 0.3 = 58.4 -> 58, one sold
+          at 52 (cash 7043)
+    10-03 close 51, NAV 58 x 51 + 7043 = 10001: 0.50995 -> 0.3 = 58.8 -> 58, no trade
+    10-06 NAV 58 x 49 + 7043 = 9885; the book is empty: the 58 held are sold at 48.5
+    10-07 cash 7043 + 2813 = 9856 (the log, holding 100, ended at 9750)
+    """
+    result = replay(ai.log("beta.jsonl", beta(make_entry)), market, risk={"max_weight": 0.3})
+    r = result.result
+    np.testing.assert_allclose(r.nav, [10_000.0, 10_029.5, 10_001.0, 9_885.0, 9_856.0])
+    assert [(x["date"], x["rule"]) for x in r.interventions] == [
+        ("2025-10-01", "max_weight"),
+        ("2025-10-02", "max_weight"),
+        ("2025-10-03", "max_weight"),
+    ]
+    moved = [x["amount"] for x in r.interventions]
+    np.testing.assert_allclose(
+        moved, [0.505 - 0.3, 5150 / 10_029.5 - 0.3, 5100 / 10_001 - 0.3], rtol=1e-12
+    )
+    assert r.settings["risk"]["max_weight"] == 0.3
+    # the differences show what the rule changed: the log held 100 where the replay held less
+    shares = [(d.date, d.log, d.simulator) for d in result.differences if d.kind == "shares"]
+    assert shares == [
+        ("2025-10-02", 100, 59),
+        ("2025-10-03", 100, 58),
+        ("2025-10-06", 100, 58),
+    ]
+    assert not [d for d in result.differences if d.kind == "unfilled"]
+
+
+def test_a_rule_that_never_binds_replays_the_log_exactly(ai, make_entry, market):
+    plain = replay(ai.log("alpha.jsonl", alpha(make_entry)), market)
+    capped = replay(ai.log("alpha.jsonl", alpha(make_entry)), market, risk={"max_weight": 0.9})
+    np.testing.assert_array_equal(capped.result.nav, plain.result.nav)
+    np.testing.assert_allclose(capped.result.nav, ALPHA_NAV, rtol=1e-12)
+    assert capped.result.interventions == [] and capped.differences == []
+
+
+def test_replay_stop_loss_exits_at_the_next_open(ai, make_entry, market):
+    """beta's NAV peaks at 10050 (10-02); at 10-03's close it is 10000, 0.5% down: a 0.4% stop
+    sells the 100 BBB at 10-06's open, 50 (cash 4900 + 5000 = 9900), and the cash is held
+    through the fall the log rode to 9750."""
+    result = replay(ai.log("beta.jsonl", beta(make_entry)), market, risk={"stop_loss": 0.004})
+    r = result.result
+    np.testing.assert_allclose(r.nav, [10_000.0, 10_050.0, 10_000.0, 9_900.0, 9_900.0])
+    assert [(x["date"], x["rule"]) for x in r.interventions] == [("2025-10-03", "stop_loss")]
+    assert r.interventions[0]["amount"] == pytest.approx(100 * 51 / 10_000)
+    fills = r.fills
+    assert fills["date"].astype(str).tolist()[-1] == "2025-10-06"
+
+
+def test_cli_replay_with_risk_rules_counts_the_interventions(ai, make_entry, tmp_path):
+    log = ai.log("beta.jsonl", beta(make_entry))
+    argv = ["replay", "--prices", str(ai.merged()), "--log", str(log)]
+    code, text = run([*argv, "--risk", "max_weight=0.3", "--output", str(tmp_path / "out")])
+    assert code == EXIT_OK, text
+    assert table_rows(text)["beta"][0] == "9,856.00"
+    assert "beta: the risk layer changed 3 of 4 decisions: max_weight 3 (weight moved 0.63)" in text
+    metrics = pd.read_csv(tmp_path / "out" / "metrics.csv").set_index("agent")
+    assert metrics.loc["beta", "risk_max_weight_decisions"] == 3
+    assert "beta: 2 trades; 7 difference(s) on 4 day(s)" in text
+    # a bad rule is refused before the prices are read
+    console = Console(record=True, width=400)
+    assert main([*argv, "--risk", "max_weight=-1"], console=console) == EXIT_ERROR
+    assert console.export_text().strip() == "error: --risk: risk.max_weight=-1.0: must be > 0"
+
+
+def test_replay_under_risk_reads_no_future_prices():
+    """A buy-and-hold log under a volatility target over a synthetic market: moving every
+    price after session k changes nothing the replay decided up to k."""
+    from marketarena.envs.synthetic import gbm_market
+    from marketarena.evaluation.saved_runs.replay import LogEntry
+
+    data = gbm_market(3, 60, seed=7, sigma=0.6)
+    dates = [str(d) for d in data.dates]
+    held = {s: 10.0 for s in data.symbols}
+    log = [LogEntry(1, dates[0], 0, None, "", 0.0, dict.fromkeys(data.symbols, 0.0), 10_000.0)]
+    log += [
+        LogEntry(2 + i, dates[1], 1 + i, "buy", s, 10.0, held, 0.0)
+        for i, s in enumerate(data.symbols)
+    ]
+    log.append(LogEntry(5, dates[-1], 4, "no_trade", "", 0.0, held, 0.0))  # held to the end
+    k = 40
+    shock = np.ones_like(data.close)
+    shock[k + 1 :] = np.exp(np.random.default_rng(0).normal(0, 0.1, shock[k + 1 :].shape))
+    future = dataclasses.replace(
+        data,
+        open=data.open * shock,
+        high=data.high * shock,
+        low=data.low * shock,
+        close=data.close * shock,
+    )
+    risk = {"vol_target": 0.05, "vol_lookback": 5}
+    a, b = (replay(log, d, rules="default", risk=risk).result for d in (data, future))
+    assert a.interventions, "the target must bind for the test to mean anything"
+    np.testing.assert_array_equal(a.nav[: k + 1], b.nav[: k + 1])
+    upto = [x for x in a.interventions if x["date"] <= dates[k]]
+    assert upto == [x for x in b.interventions if x["date"] <= dates[k]]
+    assert a.interventions != b.interventions
