@@ -31,6 +31,15 @@ def _make_market(
     return MarketData(dates=dates, symbols=symbols, close=close, name="hand", **kwargs)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Computed-array caches (indicators, sentiment) go to a folder of this test session's,
+    never the user's ~/.cache; a test that needs its own sets MARKETARENA_CACHE_DIR itself."""
+    import os
+
+    os.environ["MARKETARENA_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture
 def make_market() -> Callable[..., MarketData]:
     """Build a MarketData from literal price lists (OHLC consistent when opens are given)."""
