@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         )
         p.add_argument(
             "--missing",
-            choices=["error", "drop_symbol", "ffill"],
+            choices=["error", "drop_symbol", "ffill", "point_in_time"],
             default="error",
             help="policy for ragged coverage (validate only)",
         )

@@ -166,6 +166,8 @@ class PortfolioCore:
         self.window = s.window
         self.feature_names = s.features
         feats, first_valid = compute_features(data, self.feature_names)
+        if data.listed is not None:  # prices outside a listing are bookkeeping, not data
+            feats[~data.listed] = 0.0
         self.features = feats
         self.feature_rows = feats.reshape(data.n_periods, -1)  # row t: every feature at t
         n, f = data.n_assets, len(self.feature_names)

@@ -17,8 +17,25 @@ Every loader validates its input and raises :class:`DataValidationError` naming 
 date of each problem. Dates are ISO (``YYYY-MM-DD``) unless a loader's ``date_format`` gives
 theirs: whether ``02/01/2020`` is day first or month first is never guessed. Ragged coverage
 (a symbol missing on dates where others trade) follows an explicit ``missing`` policy —
-``"error"`` (default), ``"drop_symbol"`` or ``"ffill"`` — and the non-default policies emit a
-:class:`DataWarning` saying exactly what they changed.
+``"error"`` (default), ``"drop_symbol"``, ``"ffill"`` or ``"point_in_time"`` — and the
+non-default policies emit a :class:`DataWarning` saying exactly what they changed.
+
+Universes. ``"drop_symbol"`` keeps the symbols with full coverage of the whole panel, so a
+delisting in 2020 removes a symbol from a backtest of 2010: the universe knows the future.
+``"point_in_time"`` keeps every symbol and records when each is listed (:attr:`MarketData.listed`,
+from its first bar to its last): the simulator lets it be traded only while listed (see
+:class:`~marketarena.envs.simulator.Simulator`), features outside its listing are 0 and the LLM
+prompt leaves it out. Its prices outside the listing are filled for bookkeeping only (before
+the first bar: the first close; after the last: the last close; volume 0).
+
+Point-in-time price levels. Most panels hold back-adjusted closes: levels that already carry
+every later split and dividend. A long file may add ``raw_close`` (the unadjusted close as
+printed that day) or ``adjustment_factor``, the cumulative factor with ``raw_close = close *
+adjustment_factor`` (2 before a 2-for-1 split, 1 after it: the raw close halves on the split
+day while the adjusted close runs on). A factor at ``t`` depends on the corporate actions after
+``t``, so it is never kept as a feature: it becomes the ``raw_close`` feature
+(:attr:`MarketData.raw_close`), which is point-in-time, and the LLM prompt can show it
+(``price_levels="raw"``).
 """
 
 from __future__ import annotations
@@ -39,7 +56,11 @@ from numpy.typing import DTypeLike
 
 from marketarena.envs.errors import ConfigError, DataError, MissingFileError, UnknownNameError
 
-MissingPolicy = Literal["error", "drop_symbol", "ffill"]
+MissingPolicy = Literal["error", "drop_symbol", "ffill", "point_in_time"]
+MISSING_POLICIES: tuple[str, ...] = ("error", "drop_symbol", "ffill", "point_in_time")
+#: the feature holding unadjusted closes, and the long-format columns that supply it
+RAW_CLOSE = "raw_close"
+ADJUSTMENT_FACTOR = "adjustment_factor"
 PRICE_FIELDS = ("open", "high", "low", "close")
 OHLCV_FIELDS = (*PRICE_FIELDS, "volume")
 
@@ -110,6 +131,8 @@ class MarketData:
         name: a short label used in reports and manifests.
         notes: what the loader changed under a non-default policy (dropped symbols, filled
             values), so that a run's manifest records it.
+        listed: optional ``(T, N)`` bool, True from each symbol's first bar to its last (the
+            ``"point_in_time"`` universe); ``None``: every symbol listed on every date.
     """
 
     dates: np.ndarray
@@ -124,6 +147,7 @@ class MarketData:
     feature_names: tuple[str, ...] = ()
     name: str = "custom"
     notes: tuple[str, ...] = field(default=())
+    listed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         dates = np.asarray(self.dates).astype("datetime64[D]")
@@ -136,6 +160,8 @@ class MarketData:
             if value is not None:
                 object.__setattr__(self, name, _readonly(value))
         object.__setattr__(self, "feature_names", tuple(str(f) for f in self.feature_names))
+        if self.listed is not None:
+            object.__setattr__(self, "listed", _readonly(self.listed, dtype=bool))
         validate_arrays(self)
 
     # ----------------------------------------------------------------- shape
@@ -154,6 +180,28 @@ class MarketData:
     @property
     def fields(self) -> tuple[str, ...]:
         return tuple(f for f in OHLCV_FIELDS if getattr(self, f) is not None)
+
+    @property
+    def universe(self) -> str:
+        """``"point_in_time"`` when :attr:`listed` says when each symbol trades, else
+        ``"full_panel"`` (every symbol on every date)."""
+        return "full_panel" if self.listed is None else "point_in_time"
+
+    @property
+    def raw_close(self) -> np.ndarray | None:
+        """Unadjusted closes ``(T, N)`` (the ``raw_close`` feature), or None when the data has
+        none. Point-in-time: the price as printed on each date."""
+        if self.features is None or RAW_CLOSE not in self.feature_names:
+            return None
+        values: np.ndarray = self.features[:, :, self.feature_names.index(RAW_CLOSE)]
+        return values
+
+    @property
+    def adjustment_factor(self) -> np.ndarray | None:
+        """``raw_close / close`` ``(T, N)``: the cumulative factor of the corporate actions
+        after each date (it knows the future: for inspection, never for agents)."""
+        raw = self.raw_close
+        return None if raw is None else raw / self.close
 
     def __repr__(self) -> str:
         span = f"{self.dates[0]}..{self.dates[-1]}" if self.n_periods else "empty"
@@ -230,6 +278,7 @@ class MarketData:
             feature_names=self.feature_names,
             name=self.name,
             notes=self.notes,
+            listed=None if self.listed is None else self.listed[:, cols],
             **kwargs,
         )
 
@@ -244,12 +293,14 @@ class MarketData:
             feature_names=self.feature_names,
             name=self.name,
             notes=self.notes,
+            listed=None if self.listed is None else self.listed[rows],
             **kwargs,
         )
 
     # --------------------------------------------------------------- exports
     def content_hash(self) -> str:
-        """SHA-256 over dates, symbols, every price/volume array and user features."""
+        """SHA-256 over dates, symbols, every price/volume array, user features and, for a
+        point-in-time universe, the listing mask."""
         h = hashlib.sha256()
         h.update(self.dates.astype("int64").tobytes())
         h.update("\x1f".join(self.symbols).encode())
@@ -259,6 +310,9 @@ class MarketData:
         if self.features is not None:
             h.update("\x1f".join(self.feature_names).encode())
             h.update(self.features.tobytes())
+        if self.listed is not None:
+            h.update(b"listed")
+            h.update(self.listed.tobytes())
         return h.hexdigest()
 
     def to_long_frame(self) -> pd.DataFrame:
@@ -272,11 +326,31 @@ class MarketData:
         if self.features is not None:
             for k, fname in enumerate(self.feature_names):
                 frame[fname] = self.features[:, :, k].reshape(-1)
+        if self.listed is not None:  # the filled bars outside a listing are not data
+            frame = frame[self.listed.reshape(-1)]
         return frame.reset_index()
 
+    def listings(self) -> dict[str, tuple[str, str]]:
+        """Each symbol's first and last listed date (the whole panel without :attr:`listed`)."""
+        first, last = str(self.dates[0]), str(self.dates[-1])
+        if self.listed is None:
+            return {s: (first, last) for s in self.symbols}
+        out = {}
+        for j, s in enumerate(self.symbols):
+            rows = np.flatnonzero(self.listed[:, j])
+            out[s] = (str(self.dates[rows[0]]), str(self.dates[rows[-1]]))
+        return out
+
     def manifest(self) -> dict[str, object]:
-        """What a run records about its data: name, hash, symbols, span and loader notes."""
+        """What a run records about its data: name, hash, symbols, span, loader notes and the
+        universe policy (``full_panel``, or ``point_in_time`` with each symbol's listing)."""
         return {
+            "universe_policy": self.universe,
+            **(
+                {}
+                if self.listed is None
+                else {"listings": [f"{s} {a}..{b}" for s, (a, b) in self.listings().items()]}
+            ),
             "name": self.name,
             "sha256": self.content_hash(),
             "symbols": list(self.symbols),
@@ -290,6 +364,18 @@ class MarketData:
 
 
 # ---------------------------------------------------------------------------- validation
+def _listing_problems(listed: np.ndarray, symbols: Sequence[str]) -> list[str]:
+    """A listing is one run of dates: from a symbol's first bar to its last."""
+    out = []
+    for j, s in enumerate(symbols):
+        rows = np.flatnonzero(listed[:, j])
+        if not len(rows):
+            out.append(f"{s}: listed on no date")
+        elif len(rows) != rows[-1] - rows[0] + 1:
+            out.append(f"{s}: listed dates are not one run from its first bar to its last")
+    return out
+
+
 def _date_str(dates: np.ndarray, i: int) -> str:
     return str(dates[i])
 
@@ -344,6 +430,11 @@ def validate_arrays(data: MarketData) -> None:
             )
     elif data.feature_names:
         problems.append("feature_names given without features")
+    if data.listed is not None:
+        if data.listed.shape != (t, n):
+            problems.append(f"listed has shape {data.listed.shape}, expected {(t, n)}")
+        else:
+            problems += _listing_problems(data.listed, symbols)
     for f in data.fields:
         if getattr(data, f).shape != (t, n):
             problems.append(f"{f} has shape {getattr(data, f).shape}, expected {(t, n)}")
@@ -489,14 +580,20 @@ def _date_problems(
 
 def _apply_missing_policy(
     panels: dict[str, pd.DataFrame], policy: MissingPolicy, source: str
-) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Resolve ragged coverage. ``panels`` maps field -> wide frame (dates x symbols)."""
-    if policy not in ("error", "drop_symbol", "ffill"):
-        raise ConfigError(f"missing={policy!r}: choose 'error', 'drop_symbol' or 'ffill'")
+) -> tuple[dict[str, pd.DataFrame], list[str], pd.DataFrame | None]:
+    """Resolve ragged coverage. ``panels`` maps field -> wide frame (dates x symbols).
+
+    Returns the panels, notes on what changed, and for ``"point_in_time"`` the listing mask
+    (dates x symbols, bool; None for the other policies).
+    """
+    if policy not in MISSING_POLICIES:
+        raise ConfigError(f"missing={policy!r}: choose one of {list(MISSING_POLICIES)}")
+    if policy == "point_in_time":
+        return _point_in_time(panels, source)
     close = panels["close"]
     missing = close.isna()
     if not missing.to_numpy().any():
-        return panels, []
+        return panels, [], None
     notes: list[str] = []
     gaps = {
         sym: list(close.index[missing[sym].to_numpy()].strftime("%Y-%m-%d"))
@@ -511,7 +608,8 @@ def _apply_missing_policy(
             for sym, days in gaps.items()
         ]
         problems.append(
-            "ragged coverage: pass missing='drop_symbol' to drop these symbols or "
+            "ragged coverage: pass missing='point_in_time' to trade each symbol from its first "
+            "bar to its last, missing='drop_symbol' to drop these symbols or "
             "missing='ffill' to carry the last price forward (volume 0), or restrict the dates"
         )
         raise DataValidationError(source, problems)
@@ -522,7 +620,7 @@ def _apply_missing_policy(
                 source, [f"missing='drop_symbol' would drop every symbol ({dropped})"]
             )
         notes.append(f"dropped {len(dropped)} symbol(s) with incomplete coverage: {dropped}")
-        return {f: p.drop(columns=dropped) for f, p in panels.items()}, notes
+        return {f: p.drop(columns=dropped) for f, p in panels.items()}, notes, None
     # ffill: interior and trailing gaps take the last close; a symbol must exist on the first date
     leading = [sym for sym in close.columns if pd.isna(close[sym].iloc[0])]
     if leading:
@@ -557,7 +655,60 @@ def _apply_missing_policy(
         f"forward-filled {n_filled} missing bar(s) in {len(gaps)} symbol(s): "
         + ", ".join(f"{s} ({len(d)})" for s, d in gaps.items())
     )
-    return out, notes
+    return out, notes, None
+
+
+def _point_in_time(
+    panels: dict[str, pd.DataFrame], source: str
+) -> tuple[dict[str, pd.DataFrame], list[str], pd.DataFrame]:
+    """The ``"point_in_time"`` policy: each symbol is listed from its first bar to its last.
+
+    Gaps inside a listing take the last close (volume 0), as ``"ffill"`` does. Outside it,
+    prices are filled for bookkeeping only: the first close before the first bar, the last
+    close after the last bar (open, high and low equal to that close, volume 0); user
+    features are 0 there. The mask says which dates are real.
+    """
+    close = panels["close"]
+    present = close.notna()
+    empty = [str(s) for s in close.columns if not present[s].any()]
+    if empty:
+        raise DataValidationError(source, [f"{s}: no bars at all" for s in empty])
+    order = np.arange(len(close))[:, None]
+    has = present.to_numpy()
+    first = np.where(has, order, len(close)).min(axis=0)
+    last = np.where(has, order, -1).max(axis=0)
+    listed_values = (order >= first) & (order <= last)
+    listed = pd.DataFrame(listed_values, index=close.index, columns=close.columns)
+    inside_gaps = listed_values & ~has
+    filled_close = close.ffill().bfill()
+    out = {"close": filled_close}
+    for f, p in panels.items():
+        if f == "close":
+            continue
+        if f == "volume":
+            out[f] = p.where(present, 0.0)
+        elif f in PRICE_FIELDS:
+            out[f] = p.where(present, filled_close)
+        else:  # user features and raw closes: carried inside a listing, 0 outside
+            out[f] = p.ffill().where(listed, 0.0)
+    dates = close.index.strftime("%Y-%m-%d")
+    late_or_early = [
+        f"{s} {dates[a]}..{dates[b]}"
+        for s, a, b in zip(close.columns, first, last, strict=True)
+        if a > 0 or b < len(close) - 1
+    ]
+    notes = [
+        "universe: point_in_time (each symbol tradable from its first bar to its last; prices "
+        "outside a listing are filled for bookkeeping, never traded or shown); listed for part "
+        f"of the panel: {', '.join(late_or_early) if late_or_early else 'none'}"
+    ]
+    if inside_gaps.any():
+        counts = inside_gaps.sum(axis=0)
+        notes.append(
+            f"forward-filled {int(counts.sum())} missing bar(s) inside listings: "
+            + ", ".join(f"{s} ({int(c)})" for s, c in zip(close.columns, counts, strict=True) if c)
+        )
+    return out, notes, listed
 
 
 def _finish(
@@ -567,6 +718,7 @@ def _finish(
     notes: list[str],
     sectors: Mapping[str, str] | None = None,
     feature_columns: Sequence[str] = (),
+    listed: pd.DataFrame | None = None,
 ) -> MarketData:
     for note in notes:
         warnings.warn(f"{name}: {note}", DataWarning, stacklevel=3)
@@ -587,6 +739,7 @@ def _finish(
         feature_names=tuple(feature_columns),
         name=name,
         notes=tuple(notes),
+        listed=None if listed is None else listed[list(close.columns)].to_numpy(dtype=bool),
         **arrays,
     )
 
@@ -617,20 +770,28 @@ def from_long_frame(
 
     Columns (case-insensitive, aliases in :data:`COLUMN_ALIASES`): ``date``, ``symbol``,
     ``close`` required; ``open``, ``high``, ``low``, ``volume``, ``sector`` optional. Columns
-    named in ``feature_columns`` become user features (NaN allowed: "not yet defined"). Any
+    named in ``feature_columns`` become user features (NaN allowed: "not yet defined").
+    ``raw_close`` and/or ``adjustment_factor`` (``raw_close = close * adjustment_factor``, on
+    every row, positive) become the ``raw_close`` feature (see the module docstring). Any
     other column is an error naming it. Dates are ISO (``YYYY-MM-DD``) unless
     ``date_format`` (``strptime`` codes, e.g. ``%d/%m/%Y``) says otherwise.
     """
     if frame is None or len(frame) == 0:
         raise DataValidationError(name, ["empty input: no rows"])
-    feature_columns = list(feature_columns)
+    raw_columns = {
+        c: str(c).strip().lower()
+        for c in frame.columns
+        if str(c).strip().lower() in (RAW_CLOSE, ADJUSTMENT_FACTOR)
+    }
+    frame = frame.rename(columns=raw_columns)
+    feature_columns = [c for c in feature_columns if c not in raw_columns.values()]
     missing_features = [c for c in feature_columns if c not in frame.columns]
     if missing_features:
         raise DataValidationError(name, [f"feature column(s) {missing_features} not found"])
     clash = [c for c in feature_columns if str(c).strip().lower() in COLUMN_ALIASES]
     if clash:
         raise DataValidationError(name, [f"feature column(s) {clash} clash with price columns"])
-    df = _canonical_columns(frame, name, extra=feature_columns)
+    df = _canonical_columns(frame, name, extra=[*feature_columns, *raw_columns.values()])
     for required in ("date", "symbol", "close"):
         if required not in df.columns:
             raise DataValidationError(
@@ -682,11 +843,52 @@ def from_long_frame(
         sectors = df.groupby("symbol")["sector"].first().astype(str).to_dict()
     for c in feature_columns:
         df[c] = _numeric_column(df, c, name)
+    if raw_columns:
+        df[RAW_CLOSE] = _raw_close_column(df, name)
+        feature_columns.append(RAW_CLOSE)
     df = df.sort_values(["date", "symbol"])
     panels = {f: df.pivot(index="date", columns="symbol", values=f) for f in fields}
     panels.update({c: df.pivot(index="date", columns="symbol", values=c) for c in feature_columns})
-    panels, notes = _apply_missing_policy(panels, missing, name)
-    return _finish(panels, name=name, notes=notes, sectors=sectors, feature_columns=feature_columns)
+    panels, notes, listed = _apply_missing_policy(panels, missing, name)
+    return _finish(
+        panels,
+        name=name,
+        notes=notes,
+        sectors=sectors,
+        feature_columns=feature_columns,
+        listed=listed,
+    )
+
+
+def _raw_close_column(df: pd.DataFrame, source: str) -> pd.Series:
+    """Unadjusted closes from ``raw_close`` and/or ``adjustment_factor`` (``raw = close *
+    factor``): numbers on every row, positive; given both, they must agree (to 1e-6)."""
+    problems: list[str] = []
+    given = [c for c in (RAW_CLOSE, ADJUSTMENT_FACTOR) if c in df.columns]
+    for c in given:
+        values = _numeric_column(df, c, source)
+        bad = ~(values > 0) | ~np.isfinite(values)
+        for r in df.loc[bad, ["symbol", "date"]].head(_MAX_LISTED_PROBLEMS).itertuples():
+            problems.append(f"{r.symbol}: {c} is missing or not positive on {r.date.date()}")
+        df[c] = values
+    if problems:
+        raise DataValidationError(source, problems)
+    if ADJUSTMENT_FACTOR not in given:
+        return df[RAW_CLOSE]
+    from_factor = df["close"] * df[ADJUSTMENT_FACTOR]
+    if RAW_CLOSE in given:
+        off = (from_factor - df[RAW_CLOSE]).abs() > 1e-6 * df[RAW_CLOSE]
+        if off.any():
+            r = df.loc[off].iloc[0]
+            raise DataValidationError(
+                source,
+                [
+                    f"{r['symbol']}: raw_close {r[RAW_CLOSE]:g} on {r['date'].date()} is not "
+                    f"close x adjustment_factor ({r['close']:g} x {r[ADJUSTMENT_FACTOR]:g}); "
+                    f"{int(off.sum())} row(s) disagree"
+                ],
+            )
+    return from_factor
 
 
 def from_wide_frame(
@@ -741,8 +943,8 @@ def from_wide_frame(
             )
         df[col] = values
     # a panel with leading NaNs (symbol listed later) is ragged; let the policy decide
-    panels, notes = _apply_missing_policy({"close": df}, missing, name)
-    return _finish(panels, name=name, notes=notes)
+    panels, notes, listed = _apply_missing_policy({"close": df}, missing, name)
+    return _finish(panels, name=name, notes=notes, listed=listed)
 
 
 def _read_table(path: Path) -> pd.DataFrame:

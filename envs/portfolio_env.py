@@ -23,6 +23,11 @@ class MarketSnapshot:
     """What an agent may know after the close of ``date``: nothing later is in here.
 
     Prices are ``(lookback, N)`` windows ending at ``date``; ``positions`` are shares held.
+    ``raw_close``: the window's unadjusted closes where the data has them
+    (:attr:`~marketarena.envs.data.MarketData.raw_close`), else None. With a point-in-time
+    universe, ``listed`` (the window, bool) says which bars are real and ``tradable`` (``N``,
+    bool) which symbols the decision may trade; both None otherwise. ``session``: the index of
+    ``date`` among the data's trading dates (to number sessions, holidays skipped).
     """
 
     date: str
@@ -39,6 +44,10 @@ class MarketSnapshot:
     nav: float
     initial_cash: float
     rules: Mapping[str, Any]
+    raw_close: np.ndarray | None = None
+    listed: np.ndarray | None = None
+    tradable: np.ndarray | None = None
+    session: int | None = None
 
 
 class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -270,6 +279,8 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         def window(values: np.ndarray | None) -> np.ndarray | None:
             return None if values is None else values[rows].copy()
 
+        tradable = self.sim.tradable()
+
         return MarketSnapshot(
             date=str(d.dates[t]),
             dates=tuple(str(x) for x in d.dates[rows]),
@@ -285,6 +296,10 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
             nav=float(self.sim.nav[0]),
             initial_cash=self.rules.initial_cash,
             rules=self.rules.to_dict(),
+            raw_close=window(d.raw_close),
+            listed=window(d.listed),
+            tradable=None if tradable is None else tradable[0],
+            session=t,
         )
 
     # ------------------------------------------------------------ save/restore

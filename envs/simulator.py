@@ -24,6 +24,20 @@ buys are then scaled down together so that cash never goes negative. Slippage mo
 price against the trader (``price * (1 ± slippage_bps / 1e4)``); commission is
 ``commission_bps / 1e4`` of each fill's notional, at least ``min_fee`` per non-zero fill.
 
+Point-in-time universe (data loaded with ``missing="point_in_time"``, which sets
+:attr:`~marketarena.envs.data.MarketData.listed`): a symbol is tradable at decision ``t`` when
+both bar ``t`` (the last one the agent saw) and the fill bar are inside its listing. Any other
+symbol's target weight is forced to 0 (its share order, in :meth:`Simulator.step_orders`, to
+a sale of what is held); the rest of the portfolio trades as asked and cash takes what the
+symbol would have had. So a symbol cannot be bought before the decision after its first bar,
+and a position still held after its last bar ``L`` is sold by the first decision that cannot
+trade it (at ``L`` with next-bar execution, at ``L + 1`` with ``"close"``): it fills at the
+bookkeeping price of the bar after ``L``, which is the close of ``L`` carried forward, with
+commission and slippage charged as on any sale and no volume cap (the volume there is 0). A
+sale too small to pay ``min_fee`` is not sent, as for any sell: such a position stays on the
+book at that last close. The filled prices outside a listing never move, so a position
+outside it (there is none after the sale) neither gains nor loses.
+
 Accounting identity, per env and step (tested every step)::
 
     NAV(t+1) = NAV(t) + shares_before · (fill − close_t) + shares_after · (close_{t+1} − fill)
@@ -295,6 +309,12 @@ class Simulator:
         else:
             self._fill_rows, self._fill_offset = close, 0
         self._fill_is_mark = r.execution == "next_close"
+        # row t: which symbols the decision at t may trade (None: all, every date)
+        self._tradable: np.ndarray | None = None
+        if data.listed is not None:
+            listed = data.listed
+            offset = self._fill_offset
+            self._tradable = (listed[: len(listed) - offset] & listed[offset:]).astype(np.float64)
         self._fill_volume = None if data.volume is None else data.volume[self._fill_offset :]
         self.last_decision_index = data.n_periods - 2
         # the rules as the step reads them: flags and constants, looked up once
@@ -421,6 +441,20 @@ class Simulator:
         """Weights ``(n_envs, N + 1)`` at the last mark: assets, then cash (a new array)."""
         return self.holdings / self.nav[self._column]
 
+    def tradable(self) -> np.ndarray | None:
+        """Which symbols each env's next decision may trade, bool ``(n_envs, N)`` (see the
+        module docstring); None when every symbol trades on every date. After the last
+        decision date: the symbols listed on the final bar."""
+        if self._tradable is None:
+            return None
+        assert self.data.listed is not None
+        rows = np.minimum(self.t, len(self._tradable) - 1)
+        out: np.ndarray = self._tradable[rows] > 0
+        past = self.t >= len(self._tradable)
+        if past.any():
+            out[past] = self.data.listed[self.t[past]]
+        return out
+
     def write_weights(self, out: np.ndarray, ids: np.ndarray | slice = slice(None)) -> None:
         """Write the weights of envs ``ids`` into ``out`` ``(len(ids), N + 1)``."""
         np.divide(self.holdings[ids], self.nav[ids][:, None], out=out)
@@ -435,6 +469,8 @@ class Simulator:
         are dropped, so that returning the current weights trades nothing.
         """
         w = weights if projected else project_weights(weights, self.rules)
+        if self._tradable is not None:  # outside a listing the target is no position
+            w = w * self._rows(self._tradable)
         buys, sells = self._orders_from_weights(w)
         return self._execute(buys, sells)
 
@@ -447,6 +483,8 @@ class Simulator:
             raise ValueError("orders contain NaN or inf")
         if not self.rules.allow_short:  # long-only: never sell more than is held
             np.maximum(orders, -self.shares, out=orders)
+        if self._tradable is not None:  # outside a listing: close the position
+            orders = np.where(self._rows(self._tradable) > 0, orders, -self.shares)
         buys = np.maximum(orders, 0.0)
         return self._execute(buys, buys - orders)
 
@@ -510,6 +548,8 @@ class Simulator:
             assert self._fill_volume is not None  # resolved() refuses a cap without volume
             cap = fraction * self._rows(self._fill_volume)
             np.minimum(buys, cap, out=buys)
+            if self._tradable is not None:  # a forced sale outside a listing: no volume there
+                cap = np.where(self._rows(self._tradable) > 0, cap, np.inf)
             np.minimum(sells, cap, out=sells)
         if lot is not None:
             np.floor(buys / lot, out=buys)

@@ -488,6 +488,7 @@ def test_to_long_frame_round_trip_keeps_sectors():
 def test_manifest():
     data = small_panel()
     assert data.manifest() == {
+        "universe_policy": "full_panel",
         "name": "small",
         "sha256": data.content_hash(),
         "symbols": ["AAA", "BBB"],
