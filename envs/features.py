@@ -9,6 +9,9 @@ Features supplied with the data (``MarketData.features``, e.g. extra CSV columns
 ``feature_columns=``) are available by their names too, and take precedence over a registered
 feature of the same name.
 
+Any other name is looked up among the indicators (:mod:`marketarena.envs.indicators`), with its
+parameters in the name: ``features: [log_return, rsi_14, bb_pctb_20_2]``.
+
 Extend the registry with :func:`register_feature`::
 
     @register_feature("log_return_5")
@@ -27,6 +30,12 @@ import numpy as np
 
 from marketarena.envs.data import MarketData
 from marketarena.envs.errors import ConfigError, DataError, UnknownNameError
+from marketarena.envs.indicators import available_indicators, compute_indicator, resolve_indicator
+from marketarena.envs.regimes import (
+    regime_hmm_p_high_feature,
+    regime_trend_feature,
+    regime_vol_feature,
+)
 from marketarena.envs.settings import EnvSettings
 
 FeatureFunction = Callable[[MarketData], np.ndarray]
@@ -217,6 +226,35 @@ def log_volume_change(data: MarketData) -> np.ndarray:
     return _lagged_log_ratio(_require(data, "volume", "log_volume_change") + 1.0)
 
 
+# market regimes (envs/regimes.py) on the panel's equal-weighted index: market-wide, the same
+# value broadcast to every symbol
+register_feature("regime_trend")(regime_trend_feature)
+register_feature("regime_vol")(regime_vol_feature)
+register_feature("regime_hmm_p_high")(regime_hmm_p_high_feature)
+
+
+def _is_known(data: MarketData, name: str) -> bool:
+    if name in _REGISTRY or name in data.feature_names:
+        return True
+    try:
+        resolve_indicator(name)  # a known indicator with bad parameters raises ConfigError
+    except UnknownNameError:
+        return False
+    return True
+
+
+def feature_values(data: MarketData, name: str) -> np.ndarray:
+    """The ``(T, N)`` values of one feature: the data's own column of that name, else a
+    registered feature, else an indicator (``rsi_14``: :mod:`marketarena.envs.indicators`,
+    cached on disk)."""
+    if data.features is not None and name in data.feature_names:
+        return np.asarray(data.features[:, :, data.feature_names.index(name)])
+    if name in _REGISTRY:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.asarray(_REGISTRY[name](data), dtype=np.float64)
+    return compute_indicator(data, name)
+
+
 def compute_features(
     data: MarketData, names: Sequence[str] | None = None
 ) -> tuple[np.ndarray, int]:
@@ -231,21 +269,17 @@ def compute_features(
         names = EnvSettings().features
     if not names:
         raise ConfigError("at least one feature is required")
-    unknown = [n for n in names if n not in _REGISTRY and n not in data.feature_names]
+    unknown = [n for n in names if not _is_known(data, n)]
     if unknown:
         raise UnknownNameError(
             f"unknown feature(s) {unknown}; registered: {available_features()}; "
-            f"in {data.name}: {list(data.feature_names)}"
+            f"indicators: {[s.name for s in available_indicators()]} (with parameters, e.g. "
+            f"rsi_14); in {data.name}: {list(data.feature_names)}"
         )
     out = np.empty((data.n_periods, data.n_assets, len(names)), dtype=np.float32)
     first_valid = 0
     for k, name in enumerate(names):
-        # the data's own column wins over the registry
-        if data.features is not None and name in data.feature_names:
-            values = np.asarray(data.features[:, :, data.feature_names.index(name)])
-        else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                values = np.asarray(_REGISTRY[name](data), dtype=np.float64)
+        values = feature_values(data, name)
         if values.shape != (data.n_periods, data.n_assets):
             raise ValueError(
                 f"feature {name!r} returned shape {values.shape}, expected "
