@@ -61,8 +61,10 @@ from marketarena.agents.base import Resumable, hold
 from marketarena.agents.llm_cache import CacheMode, LLMCache
 from marketarena.agents.llm_prompt import (
     CASH,
+    PRICE_LEVELS,
     AnswerMode,
     DateMode,
+    PriceLevels,
     PromptBuilder,
     PromptSettings,
 )
@@ -123,6 +125,11 @@ class LLMConfig:
             instead of ~230 for 20 stocks, for small local models).
         close_prices: the last close in the prompt's market table beside the returns (off:
             ~20 % fewer prompt tokens for 20 stocks).
+        price_levels: how that close is shown: ``"rebased"`` (default: 100 at the window's
+            first session), ``"raw"`` (unadjusted, where the data has ``raw_close``) or
+            ``"adjusted"`` (the data's back-adjusted close, which leaks later corporate
+            actions); see :mod:`~marketarena.agents.llm_prompt`. Recorded in
+            :meth:`LLMAgent.diagnostics`.
         decide_every: ask the model every this many steps and hold in between.
         lookback: sessions of prices in the prompt.
         anonymize_tickers, dates, date_shift_days: see :mod:`~marketarena.agents.llm_prompt`.
@@ -149,6 +156,7 @@ class LLMConfig:
     answer: AnswerMode = "weights"
     max_picks: int = 5
     close_prices: bool = True
+    price_levels: PriceLevels = "rebased"
     decide_every: int = 1
     lookback: int = 20
     anonymize_tickers: bool = False
@@ -173,6 +181,10 @@ class LLMConfig:
             raise ConfigError(f"max_picks must be >= 1, got {self.max_picks}")
         if self.decide_every < 1 or self.lookback < 2 or self.max_concurrency < 1:
             raise ConfigError("decide_every and max_concurrency must be >= 1, lookback >= 2")
+        if self.price_levels not in PRICE_LEVELS:
+            raise ConfigError(
+                f"price_levels={self.price_levels!r}: choose one of {list(PRICE_LEVELS)}"
+            )
         if self.dates not in ("real", "hidden", "shifted"):
             raise ConfigError(f"dates={self.dates!r}: choose 'real', 'hidden' or 'shifted'")
         if self.timeout <= 0 or self.max_retries < 0 or self.max_answer_chars < 1:
@@ -391,15 +403,16 @@ class LLMAgent(Resumable):
         if self._builder is None or self._builder.symbols != tuple(symbols):
             c = self.config
             settings = PromptSettings(
-                c.lookback,
-                c.anonymize_tickers,
-                c.dates,
-                c.date_shift_days,
-                c.system_template,
-                c.user_template,
-                c.answer,
-                c.max_picks,
-                c.close_prices,
+                lookback=c.lookback,
+                anonymize_tickers=c.anonymize_tickers,
+                dates=c.dates,
+                date_shift_days=c.date_shift_days,
+                system_template=c.system_template,
+                user_template=c.user_template,
+                answer=c.answer,
+                max_picks=c.max_picks,
+                close_prices=c.close_prices,
+                price_levels=c.price_levels,
             )
             self._builder = PromptBuilder(symbols, settings)
         return self._builder
@@ -596,12 +609,15 @@ class LLMAgent(Resumable):
 
     # ----------------------------------------------------------- diagnostics
     def diagnostics(self) -> dict[str, Any]:
-        """Counts of outcomes, tokens, cost and latency of the run, and every decision."""
+        """Counts of outcomes, tokens, cost and latency of the run, every decision, and the
+        prompt's price levels and date mode."""
         d = self.decisions
         outcomes = Counter(x.outcome for x in d)
         live = [x.latency for x in d if not x.cached]
         return {
             "model": self.config.model,
+            "price_levels": self.config.price_levels,
+            "dates": self.config.dates,
             "decisions": len(d),
             "outcomes": {k: outcomes.get(k, 0) for k in ("ok", "repaired", *FAILURES)},
             "fallbacks": sum(outcomes.get(k, 0) for k in FAILURES),

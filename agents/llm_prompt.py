@@ -9,8 +9,28 @@ template may use any of :data:`TEMPLATE_FIELDS`; an unknown field is an error na
 available ones.
 
 Against memorised history: ``anonymize_tickers`` replaces symbols with stable aliases (``S01``,
-``S02``, ... in the data's column order), and ``dates`` can be ``"hidden"`` (sessions are
-numbered from the start of the backtest) or ``"shifted"`` by a fixed number of days.
+``S02``, ... in the data's column order), and ``dates`` can be ``"hidden"`` (trading sessions
+of the data are numbered from the first decision: ``session 1``, ``session 2``, ... with no gap
+over a holiday; the count is the index in the data's dates, kept in the agent's state, so a
+resumed or continued run goes on from where it stopped) or ``"shifted"`` by a fixed number of
+days.
+
+Price levels (``price_levels``, the market table's level column; returns are scale-free and the
+same in every mode, computed from the data's closes):
+
+* ``"rebased"`` (default): each symbol's close over its close at the window's first session,
+  times 100 (a symbol listed inside the window: at its first bar). No absolute price, nothing
+  to recall.
+* ``"raw"``: the unadjusted close as printed that day (the data's ``raw_close``, see
+  :mod:`marketarena.envs.data`); data without one is a ConfigError.
+* ``"adjusted"``: the data's close as it is. Back-adjusted panels (all the bundled ones) divide
+  past prices by every later split and dividend, so such a level reveals future corporate
+  actions (AAPL on 2018-01-02 shows 40.83; it traded near $172) and invites recall.
+
+With a point-in-time universe (``missing="point_in_time"``) a symbol the decision cannot
+trade (before its first bar, after its last) is left out of the market table, the symbol list
+and the answer schema; a position in it still shows in the weights, marked as sold at the next
+fill.
 """
 
 from __future__ import annotations
@@ -26,6 +46,8 @@ import numpy as np
 from marketarena.envs.errors import ConfigError, DataError, MissingFileError
 
 DateMode = Literal["real", "hidden", "shifted"]
+PriceLevels = Literal["rebased", "raw", "adjusted"]
+PRICE_LEVELS = ("rebased", "raw", "adjusted")
 #: ``weights``: a weight for every symbol and CASH (the full portfolio, ~10 tokens a symbol);
 #: ``picks``: up to ``max_picks`` names held in equal weights, CASH among them if wanted (a few
 #: dozen tokens in all: what a small local model answers in seconds)
@@ -89,6 +111,14 @@ class PromptSettings:
     #: the last close beside each symbol's returns in the market table (about 6 tokens a
     #: symbol; the returns carry what the model can use)
     close_prices: bool = True
+    #: how that level is shown: "rebased" (100 at the window's start), "raw" or "adjusted"
+    price_levels: PriceLevels = "rebased"
+
+    def __post_init__(self) -> None:
+        if self.price_levels not in PRICE_LEVELS:
+            raise ConfigError(
+                f"price_levels={self.price_levels!r}: choose one of {list(PRICE_LEVELS)}"
+            )
 
 
 class PromptBuilder:
@@ -106,21 +136,27 @@ class PromptBuilder:
             raise DataError(f"a symbol is named {CASH!r}, which the prompts reserve for cash")
         self.system_template = read_template(settings.system_template, "system.txt")
         self.user_template = read_template(settings.user_template, "user.txt")
-        self._first_date: str | None = None
+        self._first_session: int | None = None
+        #: columns the latest prompt offered (None: all), for the answer schema
+        self._offered: tuple[int, ...] | None = None
 
     def reset(self) -> None:
-        self._first_date = None
+        self._first_session = None
 
-    def date_label(self, date: str) -> str:
+    def date_label(self, snapshot: Any) -> str:
+        """The date as the prompt shows it: real, shifted, or ``session k``, where ``k``
+        counts the data's trading dates from the first decision's (``snapshot.session``)."""
         s = self.settings
-        if self._first_date is None:
-            self._first_date = date
+        date = snapshot.date
         if s.dates == "real":
-            return date
+            return str(date)
         if s.dates == "shifted":
             return str(np.datetime64(date) + np.timedelta64(s.date_shift_days, "D"))
-        sessions = int(np.busday_count(np.datetime64(self._first_date), np.datetime64(date)))
-        return f"session {sessions + 1}"
+        if snapshot.session is None:
+            raise ValueError("dates='hidden' needs the snapshot's session index")
+        if self._first_session is None:
+            self._first_session = int(snapshot.session)
+        return f"session {int(snapshot.session) - self._first_session + 1}"
 
     def messages(self, snapshot: Any) -> list[dict[str, str]]:
         fields = self.fields(snapshot)
@@ -133,16 +169,21 @@ class PromptBuilder:
         close = np.asarray(snapshot.close, dtype=float)  # (lookback + 1, N), last row = today
         rules = snapshot.rules
         weights = np.asarray(snapshot.weights, dtype=float)
+        tradable = snapshot.tradable
+        self._offered = (
+            None if tradable is None else tuple(np.flatnonzero(np.asarray(tradable)).tolist())
+        )
+        offered = self._offered_aliases()
         return {
-            "date": self.date_label(snapshot.date),
+            "date": self.date_label(snapshot),
             "nav": float(snapshot.nav),
             "cash": float(snapshot.cash),
             "cash_weight": float(weights[-1]),
             "total_return": float(snapshot.nav) / float(snapshot.initial_cash) - 1.0,
             "lookback": len(close) - 1,  # sessions of returns
-            "market_table": self.market_table(close),
+            "market_table": self.market_table(close, self.levels(snapshot, close), snapshot.listed),
             "weights_table": self.weights_table(weights),
-            "symbols": ", ".join([*self.aliases, CASH]),
+            "symbols": ", ".join([*offered, CASH]),
             "fill_timing": FILL_TIMING.get(str(rules.get("execution")), "at the next session"),
             "commission_bps": rules.get("commission_bps", 0),
             "slippage_bps": rules.get("slippage_bps", 0),
@@ -163,51 +204,85 @@ class PromptBuilder:
             'CASH, and\n"confidence" is a number from 0 to 1.'
         )
 
-    def market_table(self, close: np.ndarray) -> str:
-        """One line per symbol: last close (unless ``close_prices`` is off) and its 5- and
-        20-session returns (in %); "n/a" where fewer than k + 1 closes exist (early in the
-        data)."""
+    def _offered_columns(self) -> range | tuple[int, ...]:
+        return range(len(self.symbols)) if self._offered is None else self._offered
+
+    def _offered_aliases(self) -> list[str]:
+        return [self.aliases[j] for j in self._offered_columns()]
+
+    def levels(self, snapshot: Any, close: np.ndarray) -> np.ndarray:
+        """Today's level of each symbol under ``price_levels`` (module docstring)."""
+        mode = self.settings.price_levels
+        if mode == "adjusted":
+            return close[-1]
+        if mode == "raw":
+            raw = snapshot.raw_close
+            if raw is None:
+                raise ConfigError(
+                    "price_levels='raw' needs unadjusted closes, and this data has none: load "
+                    "a long file with a raw_close or adjustment_factor column (see "
+                    "marketarena.envs.data), or use price_levels='rebased'"
+                )
+            return np.asarray(raw, dtype=float)[-1]
+        # before a listing the bookkeeping price is the first close: 100 at the first bar
+        return 100.0 * close[-1] / close[0]
+
+    def market_table(
+        self, close: np.ndarray, levels: np.ndarray, listed: np.ndarray | None = None
+    ) -> str:
+        """One line per symbol offered: its level (unless ``close_prices`` is off) and its 5-
+        and 20-session returns (in %); "n/a" where fewer than k + 1 closes exist (early in the
+        data, or since a symbol's first bar)."""
 
         def ret(k: int, j: int) -> str:
-            return (
-                f"{(close[-1, j] / close[-1 - k, j] - 1) * 100:+.1f}" if k < len(close) else "n/a"
-            )
+            if k >= len(close) or (listed is not None and not listed[-1 - k, j]):
+                return "n/a"
+            return f"{(close[-1, j] / close[-1 - k, j] - 1) * 100:+.1f}"
 
+        columns = self._offered_columns()
         if not self.settings.close_prices:
             lines = ["symbol 5d 20d"]
-            lines += [f"{alias} {ret(5, j)} {ret(20, j)}" for j, alias in enumerate(self.aliases)]
+            lines += [f"{self.aliases[j]} {ret(5, j)} {ret(20, j)}" for j in columns]
             return "\n".join(lines)
-        lines = ["symbol close 5d 20d"]
-        lines += [
-            f"{alias} {close[-1, j]:.2f} {ret(5, j)} {ret(20, j)}"
-            for j, alias in enumerate(self.aliases)
-        ]
+        if self.settings.price_levels == "rebased":
+            ago = len(close) - 1
+            lines = [f"level: close rebased to 100 {ago} sessions ago", "symbol level 5d 20d"]
+        else:
+            lines = ["symbol close 5d 20d"]
+        lines += [f"{self.aliases[j]} {levels[j]:.2f} {ret(5, j)} {ret(20, j)}" for j in columns]
         return "\n".join(lines)
 
     def weights_table(self, weights: np.ndarray) -> str:
-        held = [f"{a} {w:.1%}" for a, w in zip(self.aliases, weights[:-1], strict=True) if w > 1e-4]
+        offered = set(self._offered_columns())
+        held = [
+            f"{a} {w:.1%}" + ("" if j in offered else " (not tradable: sold at the next fill)")
+            for j, (a, w) in enumerate(zip(self.aliases, weights[:-1], strict=True))
+            if w > 1e-4
+        ]
         return ", ".join([*held, f"{CASH} {weights[-1]:.1%}"])
 
     def output_schema(self) -> dict[str, Any]:
-        """The JSON schema of an answer: a weight per symbol and CASH, and a confidence; or,
-        with ``answer="picks"``, the names to hold in equal weights (CASH among them).
+        """The JSON schema of an answer: a weight per symbol the latest prompt offered and
+        CASH, and a confidence; or, with ``answer="picks"``, the names to hold in equal weights
+        (CASH among them).
 
         Kept minimal on purpose: every extra field is tokens the model must generate.
         """
+        offered = self._offered_aliases()
         if self.settings.answer == "picks":
             return {
                 "type": "object",
                 "properties": {
                     "buy": {
                         "type": "array",
-                        "items": {"type": "string", "enum": [*self.aliases, CASH]},
+                        "items": {"type": "string", "enum": [*offered, CASH]},
                         "maxItems": self.settings.max_picks,
                     },
                 },
                 "required": ["buy"],
                 "additionalProperties": False,
             }
-        names = [*self.aliases, CASH]
+        names = [*offered, CASH]
         weight = {"type": "number", "minimum": 0, "maximum": 1}
         return {
             "type": "object",

@@ -809,7 +809,8 @@ def test_the_prompt_at_t_knows_nothing_after_t():
 
 
 def test_the_market_table_returns_span_what_their_labels_say():
-    agent = LLMAgent(LLMConfig(cache_path=None))  # the default lookback: 20
+    # the default lookback: 20; adjusted levels are the data's closes
+    agent = LLMAgent(LLMConfig(cache_path=None, price_levels="adjusted"))
     env = PortfolioEnv(
         DATA,
         start=START,
@@ -1099,7 +1100,8 @@ def test_the_market_table_can_leave_out_the_closes(llm_server, tmp_path):
     agent = LLMAgent(make_config(llm_server.base_url, tmp_path, close_prices=False))
     snapshot = first_snapshot(agent)
     user = agent.prompt(snapshot)[1]["content"]
-    full = LLMAgent(make_config(llm_server.base_url, tmp_path)).prompt(snapshot)[1]["content"]
+    adjusted = make_config(llm_server.base_url, tmp_path, price_levels="adjusted")
+    full = LLMAgent(adjusted).prompt(snapshot)[1]["content"]
     close = np.asarray(snapshot.close)
     five = (close[-1, 2] / close[-6, 2] - 1) * 100
     assert "symbol 5d 20d" in user and "symbol close 5d 20d" in full
