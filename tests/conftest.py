@@ -44,3 +44,24 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 def make_market() -> Callable[..., MarketData]:
     """Build a MarketData from literal price lists (OHLC consistent when opens are given)."""
     return _make_market
+
+
+def _perturb_future(data: MarketData, t: int, *, scale: float = 0.1, seed: int = 0) -> MarketData:
+    """``data`` with every price of the bars after row ``t`` moved by a random factor (open,
+    high, low and close together, so each bar stays consistent); rows <= t are untouched."""
+    import dataclasses
+
+    shock = np.ones_like(data.close)
+    shock[t + 1 :] = np.exp(np.random.default_rng(seed).normal(0, scale, shock[t + 1 :].shape))
+    moved = {
+        field: getattr(data, field) * shock
+        for field in ("open", "high", "low", "close")
+        if getattr(data, field) is not None
+    }
+    return dataclasses.replace(data, **moved, name=f"{data.name}+future")
+
+
+@pytest.fixture
+def perturb_future() -> Callable[..., MarketData]:
+    """``perturb_future(data, t)``: the same market up to row ``t``, another one after it."""
+    return _perturb_future

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -383,7 +381,7 @@ def test_cli_replay_with_risk_rules_counts_the_interventions(ai, make_entry, tmp
     assert console.export_text().strip() == "error: --risk: risk.max_weight=-1.0: must be > 0"
 
 
-def test_replay_under_risk_reads_no_future_prices():
+def test_replay_under_risk_reads_no_future_prices(perturb_future):
     """A buy-and-hold log under a volatility target over a synthetic market: moving every
     price after session k changes nothing the replay decided up to k."""
     from marketarena.envs.synthetic import gbm_market
@@ -399,15 +397,7 @@ def test_replay_under_risk_reads_no_future_prices():
     ]
     log.append(LogEntry(5, dates[-1], 4, "no_trade", "", 0.0, held, 0.0))  # held to the end
     k = 40
-    shock = np.ones_like(data.close)
-    shock[k + 1 :] = np.exp(np.random.default_rng(0).normal(0, 0.1, shock[k + 1 :].shape))
-    future = dataclasses.replace(
-        data,
-        open=data.open * shock,
-        high=data.high * shock,
-        low=data.low * shock,
-        close=data.close * shock,
-    )
+    future = perturb_future(data, k)
     risk = {"vol_target": 0.05, "vol_lookback": 5}
     a, b = (replay(log, d, rules="default", risk=risk).result for d in (data, future))
     assert a.interventions, "the target must bind for the test to mean anything"

@@ -4,8 +4,6 @@ clear errors."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -169,22 +167,11 @@ def test_a_member_that_holds_keeps_its_own_sleeve():
 
 
 @pytest.mark.parametrize("method", ["risk_parity", "factor"])
-def test_the_allocator_reads_no_future_prices(method):
+def test_the_allocator_reads_no_future_prices(method, perturb_future):
     data = gbm_market(3, 200, seed=3)
     members = lambda: [EqualWeightAgent(5), BuyAndHoldAgent(), CashAgent()]  # noqa: E731
     t = 120
-    rng = np.random.default_rng(0)
-    shock = np.ones_like(data.close)
-    shock[t + 1 :] = np.exp(rng.normal(0, 0.1, shock[t + 1 :].shape))
-    # every price of the bars after t moves (OHLC together, so the bars stay consistent)
-    future = dataclasses.replace(
-        data,
-        open=data.open * shock,
-        high=data.high * shock,
-        low=data.low * shock,
-        close=data.close * shock,
-        name="future",
-    )
+    future = perturb_future(data, t)
     runs = []
     for d in (data, future):
         allocator = SleeveAllocator(members(), method=method, rebalance_every=5)
