@@ -132,6 +132,9 @@ class LLMConfig:
             :meth:`LLMAgent.diagnostics`.
         decide_every: ask the model every this many steps and hold in between.
         lookback: sessions of prices in the prompt.
+        news, headlines: a news file (:mod:`marketarena.envs.news`) and how many of its latest
+            headlines per symbol, published by the decision's close, end the prompt (``None``:
+            no news; not with ``anonymize_tickers``).
         anonymize_tickers, dates, date_shift_days: see :mod:`~marketarena.agents.llm_prompt`.
         system_template, user_template: prompt files (default: ``agents/prompts/``).
         cache_path, cache_mode: the SQLite cache (``None`` path: no cache).
@@ -159,6 +162,8 @@ class LLMConfig:
     price_levels: PriceLevels = "rebased"
     decide_every: int = 1
     lookback: int = 20
+    news: str | None = None
+    headlines: int = 3
     anonymize_tickers: bool = False
     dates: DateMode = "real"
     date_shift_days: int = 0
@@ -413,6 +418,8 @@ class LLMAgent(Resumable):
                 max_picks=c.max_picks,
                 close_prices=c.close_prices,
                 price_levels=c.price_levels,
+                news=c.news,
+                headlines=c.headlines,
             )
             self._builder = PromptBuilder(symbols, settings)
         return self._builder

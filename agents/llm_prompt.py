@@ -27,6 +27,11 @@ same in every mode, computed from the data's closes):
   past prices by every later split and dividend, so such a level reveals future corporate
   actions (AAPL on 2018-01-02 shows 40.83; it traded near $172) and invites recall.
 
+News (``news``: a news file, :mod:`marketarena.envs.news`): the user message ends with the
+latest ``headlines`` items per symbol published by the decision's session close (XNYS close
+times), newest first, without their times. Headlines name companies, so ``news`` and
+``anonymize_tickers`` cannot be combined.
+
 With a point-in-time universe (``missing="point_in_time"``) a symbol the decision cannot
 trade (before its first bar, after its last) is left out of the market table, the symbol list
 and the answer schema; a position in it still shows in the weights, marked as sold at the next
@@ -44,6 +49,7 @@ from typing import Any, Literal
 import numpy as np
 
 from marketarena.envs.errors import ConfigError, DataError, MissingFileError
+from marketarena.envs.news import latest_headlines, load_news, session_closes
 
 DateMode = Literal["real", "hidden", "shifted"]
 PriceLevels = Literal["rebased", "raw", "adjusted"]
@@ -113,11 +119,18 @@ class PromptSettings:
     close_prices: bool = True
     #: how that level is shown: "rebased" (100 at the window's start), "raw" or "adjusted"
     price_levels: PriceLevels = "rebased"
+    #: a news file whose latest ``headlines`` items per symbol end the user message
+    news: str | None = None
+    headlines: int = 3
 
     def __post_init__(self) -> None:
         if self.price_levels not in PRICE_LEVELS:
             raise ConfigError(
                 f"price_levels={self.price_levels!r}: choose one of {list(PRICE_LEVELS)}"
+            )
+        if self.news is not None and (self.anonymize_tickers or self.headlines < 1):
+            raise ConfigError(
+                "news needs headlines >= 1 and no anonymize_tickers (headlines name companies)"
             )
 
 
@@ -136,6 +149,7 @@ class PromptBuilder:
             raise DataError(f"a symbol is named {CASH!r}, which the prompts reserve for cash")
         self.system_template = read_template(settings.system_template, "system.txt")
         self.user_template = read_template(settings.user_template, "user.txt")
+        self.news = load_news(settings.news) if settings.news is not None else None
         self._first_session: int | None = None
         #: columns the latest prompt offered (None: all), for the answer schema
         self._offered: tuple[int, ...] | None = None
@@ -160,10 +174,25 @@ class PromptBuilder:
 
     def messages(self, snapshot: Any) -> list[dict[str, str]]:
         fields = self.fields(snapshot)
+        user = _format(self.user_template, fields, "user")
+        if self.news is not None:
+            user += "\n" + self.headlines_text(snapshot)
         return [
             {"role": "system", "content": _format(self.system_template, fields, "system")},
-            {"role": "user", "content": _format(self.user_template, fields, "user")},
+            {"role": "user", "content": user},
         ]
+
+    def headlines_text(self, snapshot: Any) -> str:
+        """The latest headlines per symbol published by the snapshot's session close."""
+        assert self.news is not None
+        close = session_closes([snapshot.date])[0]
+        k = self.settings.headlines
+        lines = [f"Latest headlines (up to {k} a symbol, newest first):"]
+        for alias, symbol in zip(self.aliases, self.symbols, strict=True):
+            lines += [
+                f"{alias}: {h.headline}" for h in latest_headlines(self.news, symbol, close, k)
+            ]
+        return "\n".join(lines if len(lines) > 1 else [*lines, "none"])
 
     def fields(self, snapshot: Any) -> dict[str, Any]:
         close = np.asarray(snapshot.close, dtype=float)  # (lookback + 1, N), last row = today

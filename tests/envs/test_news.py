@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from marketarena.agents.llm_agent import LLMAgent, LLMConfig
 from marketarena.envs.data import MarketData
 from marketarena.envs.errors import ConfigError, DataError, MissingFileError, UnknownNameError
 from marketarena.envs.features import compute_features
@@ -377,3 +378,31 @@ def test_the_first_row_window_opens_at_the_previous_close(tmp_path: Path) -> Non
     )
     assert align_news(panel(["2019-04-22"]), good_friday).rows[0] == 0
     assert align_news(panel(["2019-04-22"]), good_friday, calendar=None).rows[0] == -1
+
+
+def test_the_llm_prompt_ends_with_the_headlines_visible_at_the_decision() -> None:
+    dates = pd.bdate_range("2019-11-18", "2019-12-06")
+    data = panel(dates[dates != "2019-11-28"].to_numpy().astype("datetime64[D]"))
+    env = PortfolioEnv(data, window=2, snapshot_lookback=3, random_start=False, episode_length=None)
+    _, info = env.reset(seed=0)
+    while info["snapshot"].date != "2019-11-29":
+        info = env.step(env.current_weights())[4]
+    news = str(FIXTURES / "news.csv")
+    agent = LLMAgent(LLMConfig(lookback=2, cache_path=None, news=news, headlines=2))
+    user = agent.prompt(info["snapshot"])[1]["content"]
+    plain = LLMAgent(LLMConfig(lookback=2, cache_path=None)).prompt(info["snapshot"])[1]
+    # the prompt without news, then the headlines published by the 13:00 early close: not
+    # BBB's 13:01 item, nor AAA's of Saturday and Monday
+    assert user == plain["content"] + "\n" + "\n".join(
+        [
+            "Latest headlines (up to 2 a symbol, newest first):",
+            "AAA: AAA faces lawsuit over recall",
+            "AAA: AAA beats estimates, raises guidance",
+            "BBB: BBB did not miss forecasts",
+        ]
+    )
+    assert "headlines" not in plain["content"].lower()
+    first = env.reset(seed=0)[1]["snapshot"]  # 2019-11-19: nothing for the panel yet
+    assert agent.prompt(first)[1]["content"].endswith("newest first):\nnone")
+    with pytest.raises(ConfigError, match="headlines name companies"):
+        LLMAgent(LLMConfig(cache_path=None, news=news, anonymize_tickers=True)).prompt(first)
