@@ -40,6 +40,8 @@ from marketarena.envs.errors import (
     UnknownNameError,
 )
 from marketarena.envs.features import available_features, compute_features, register_feature
+from marketarena.envs.macro import load_macro, macro_values, with_macro
+from marketarena.envs.news import latest_headlines, load_news, news_features, with_news
 from marketarena.envs.portfolio_env import MarketSnapshot, PortfolioEnv
 from marketarena.envs.rewards import (
     DifferentialSharpeReward,
@@ -112,11 +114,16 @@ __all__ = [
     "from_wide_frame",
     "gbm_market",
     "get_task",
+    "latest_headlines",
     "load_csv",
     "load_dataset",
     "load_file",
+    "load_macro",
+    "load_news",
     "load_parquet",
+    "macro_values",
     "make_reward",
+    "news_features",
     "project_weights",
     "regime_switching_market",
     "register_feature",
@@ -126,4 +133,6 @@ __all__ = [
     "split_by_fractions",
     "task_env_kwargs",
     "walk_forward",
+    "with_macro",
+    "with_news",
 ]
