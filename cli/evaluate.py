@@ -23,6 +23,7 @@ from marketarena.cli.common import (
     print_report,
 )
 from marketarena.envs.data import BUNDLED
+from marketarena.envs.regimes import REGIME_KINDS
 from marketarena.evaluation.allocation import ALLOCATION_METHODS
 from marketarena.evaluation.ensembles import ENSEMBLE_KINDS
 
@@ -54,6 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=list(ALLOCATION_METHODS),
         help="repeatable: a multi-strategy allocator with a sleeve per --agent member, "
         "weighted by this method from the sleeves' trailing returns (skfolio)",
+    )
+    ev.add_argument(
+        "--regimes",
+        action="append",
+        choices=list(REGIME_KINDS),
+        help="repeatable: split every agent's performance by market regime (trend: bull/bear/"
+        "sideways; volatility: low/normal/high bands; hmm: a filtered Gaussian HMM's calm/"
+        "turbulent states), detected point-in-time on the universe's equal-weighted index",
     )
     ev.add_argument(
         "--data", help=f"bundled name {sorted(BUNDLED)} or a CSV/Parquet path (default sp500_20)"
@@ -118,6 +127,7 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
         "benchmark": args.benchmark,
         "ensembles": tuple(args.ensemble) if args.ensemble else None,
         "allocations": tuple(args.allocate) if args.allocate else None,
+        "regimes": tuple(args.regimes) if args.regimes else None,
         "include_baselines": False if args.no_baselines else None,
         "window": args.window,
         "periods_per_year": args.periods_per_year,
@@ -143,6 +153,8 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
     with tracing as trace_ids, backtest_progress(console) as update:
         report = evaluate(config, progress=update)
     print_report(report, console)
+    for table in report.regime_tables():
+        console.print(table)
     files = report.write(args.output)
     console.print(
         f"wrote {args.output}: metrics.json, metrics.csv, plots, {files['html'].name}",

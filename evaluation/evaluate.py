@@ -18,6 +18,11 @@ from marketarena.envs.settings import EnvSettings
 from marketarena.envs.splits import iso_date
 from marketarena.evaluation.allocation import ALLOCATION_METHODS, make_allocator
 from marketarena.evaluation.ensembles import ENSEMBLE_KINDS, make_ensemble
+from marketarena.evaluation.regimes import (
+    check_kinds,
+    evaluation_regimes,
+    evaluation_sector_rotation,
+)
 from marketarena.evaluation.report import EvaluationReport
 from marketarena.evaluation.runner import BacktestProgress, evaluate_agents
 
@@ -60,6 +65,10 @@ class EvaluationConfig:
             with ``server_threads`` inference threads (default: 2 when agents run one at a
             time, ``jobs=1``, since the LLM is then all that computes; else 1).
         jobs: agents backtested in parallel threads (LLM agents wait on their endpoint).
+        regimes: regime kinds (:data:`~marketarena.envs.regimes.REGIME_KINDS`: ``trend``,
+            ``volatility``, ``hmm``) to split every agent's performance by, detected (with
+            their defaults) on the equal-weighted index of the evaluated universe; the report
+            then shows the sector rotation too (:mod:`marketarena.evaluation.regimes`).
     """
 
     agents: tuple[str, ...]
@@ -82,6 +91,7 @@ class EvaluationConfig:
     tracking_uri: str | None = None
     llm: dict[str, Any] = field(default_factory=dict)
     jobs: int = 1
+    regimes: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if not self.agents and not self.include_baselines:
@@ -104,6 +114,7 @@ class EvaluationConfig:
             raise ConfigError(
                 "an allocator needs at least two strategies: give two or more --agent members"
             )
+        check_kinds(self.regimes)
         start = iso_date(self.start, "start") if self.start else None
         end = iso_date(self.end, "end") if self.end else None
         if start and end and start > end:  # ISO strings of real dates: ordered as dates
@@ -132,6 +143,7 @@ FILE_FIELDS: dict[str, str] = {
     "title": "str",
     "llm": "dict",
     "jobs": "int",
+    "regimes": "list",
 }
 _KIND_WORDS = {
     "list": "a list of names",
@@ -323,6 +335,8 @@ def _evaluate(config: EvaluationConfig, progress: BacktestProgress | None) -> Ev
         {"window": window, "features": features, "rules": config.rules, "risk": config.risk}
     )
     spec = {"data": data, "settings": env_settings}
+    # before the backtests: a detector whose lookback exceeds the data fails at once
+    regimes = evaluation_regimes(config.regimes, data, config.start, config.end)
     seeds = list(range(config.seeds))
     evaluations = evaluate_agents(
         agents,
@@ -347,14 +361,21 @@ def _evaluate(config: EvaluationConfig, progress: BacktestProgress | None) -> Ev
         "agent_specs": list(config.agents),
         "ensembles": list(config.ensembles),
         "allocations": list(config.allocations),
+        "regimes": list(config.regimes),
         # the env's settings (rules as resolved for the data); the dates are above
         **{k: v for k, v in first.settings.items() if k not in ("data", "start", "end")},
     }
     title = config.title or f"{data.name}: {settings['start']} to {settings['end']}"
+    sectors, sector_note = None, ""
+    if config.regimes:
+        sectors, sector_note = evaluation_sector_rotation(data, settings["start"], settings["end"])
     return EvaluationReport(
         title=title,
         evaluations=evaluations,
         settings=settings,
         periods_per_year=config.periods_per_year,
         risk_free=config.risk_free,
+        regimes=regimes,
+        sector_strength=sectors,
+        sector_note=sector_note,
     )

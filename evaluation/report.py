@@ -24,7 +24,9 @@ from rich.table import Table
 
 from marketarena.envs.data import SymbolCoverage
 from marketarena.envs.errors import MissingFileError
+from marketarena.envs.regimes import Regimes
 from marketarena.evaluation import metrics, plots, tearsheet
+from marketarena.evaluation import regimes as by_regime
 from marketarena.evaluation.metrics import DrawdownPeriod
 from marketarena.evaluation.runner import AgentEvaluation, BacktestResult
 
@@ -82,6 +84,8 @@ class AgentRow:
     representative: BacktestResult
     deflated_sharpe: float = float("nan")
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    #: the representative run split by regime, per detector kind
+    regime_stats: dict[str, list[by_regime.RegimeStats]] = field(default_factory=dict)
 
     # not `metrics.DrawdownPeriod`: in the class body `metrics` is the field above
     def drawdowns(self, top: int = 3) -> list[DrawdownPeriod]:
@@ -102,6 +106,8 @@ class AgentRow:
         for rule, counts in self.representative.intervention_counts().items():
             out[f"risk_{rule}_decisions"] = counts["decisions"]
             out[f"risk_{rule}_weight_moved"] = counts["weight_moved"]
+        for kind, stats in self.regime_stats.items():
+            out.update(by_regime.flat_regime_metrics(kind, stats))
         worst = self.drawdowns(top=1)
         if worst:
             dd = worst[0]
@@ -123,6 +129,11 @@ class EvaluationReport:
     risk_free: float = 0.0
     ci_level: float = 0.95
     bootstrap_resamples: int = 1000
+    #: regimes to split every agent's performance by (kind -> labels over the run's dates),
+    #: and the sector relative strength over them (None, and why in ``sector_note``)
+    regimes: dict[str, Regimes] = field(default_factory=dict)
+    sector_strength: Any = None
+    sector_note: str = ""
     _rows: list[AgentRow] | None = None
 
     def rows(self) -> list[AgentRow]:
@@ -175,6 +186,10 @@ class EvaluationReport:
             sharpe_range=(agg["sharpe"]["min"], agg["sharpe"]["max"]),
             representative=rep,
             diagnostics=rep.diagnostics,
+            regime_stats={
+                kind: by_regime.split_by_regime(rep, labels, **kw)
+                for kind, labels in self.regimes.items()
+            },
         )
 
     @property
@@ -208,6 +223,28 @@ class EvaluationReport:
                 cells.append(cell)
             table.add_row(escape(row.agent), *cells)
         return table
+
+    def regime_tables(self) -> list[Table]:
+        """A table per regime kind: every agent's representative run split by regime."""
+        rows = self.rows()
+        return [
+            by_regime.regime_table(labels, [(r.agent, r.regime_stats[kind]) for r in rows])
+            for kind, labels in self.regimes.items()
+        ]
+
+    def _regimes_html(self) -> str:
+        parts = []
+        for kind, labels in self.regimes.items():
+            stats = [(r.agent, r.regime_stats[kind]) for r in self.rows()]
+            parts.append(f"<h2>By {html.escape(kind)} regime</h2>")
+            parts.append(by_regime.regime_html(labels, stats))
+            parts.append(by_regime.figure_html(f"regimes: {kind}", by_regime.regime_figure(labels)))
+        if self.regimes:
+            parts.append(f"<p>{html.escape(self.sector_note)}</p>")
+        if self.sector_strength is not None and not self.sector_strength.empty:
+            figure = by_regime.sector_figure(self.sector_strength)
+            parts.append(by_regime.figure_html("sector rotation", figure))
+        return "\n".join(parts)
 
     def notes(self) -> list[str]:
         """One line per LLM agent: its decisions, outcomes, tokens, cost and latency; one per
@@ -313,6 +350,11 @@ class EvaluationReport:
                         "periods_per_year": self.periods_per_year,
                         "risk_free": self.risk_free,
                         "ci_level": self.ci_level,
+                        "regimes": {k: v.to_dict() for k, v in self.regimes.items()},
+                        "sector_strength": None
+                        if self.sector_strength is None
+                        else by_regime.sector_frame_to_dict(self.sector_strength),
+                        "sector_note": self.sector_note,
                         "runs": {
                             e.agent: [
                                 f"results/{slugify(e.agent)}__seed{r.seed}" for r in e.results
@@ -352,7 +394,8 @@ class EvaluationReport:
         interactive plotly charts, plotly.js inlined once: nothing else to ship or fetch.
         (The PNG plots are written beside it, for documents that cannot run scripts.)"""
         rows = [r.as_dict() for r in self.rows()]
-        keys = [k for k in rows[0] if k not in ("agent", "seeds")]
+        # the regime split has its own tables below
+        keys = [k for k in rows[0] if k not in ("agent", "seeds") and not k.startswith("regime_")]
         bench = self.benchmark_row()
         head = "".join(f"<th>{html.escape(k)}</th>" for k in ["agent", *keys])
 
@@ -392,6 +435,7 @@ benchmark. Charts show each agent's median-Sharpe run; drag to zoom, double-clic
 <tbody>{body}</tbody></table></div>
 {"".join(f"<p>{html.escape(n)}</p>" for n in self.notes())}
 {charts}
+{self._regimes_html()}
 <h2>Settings</h2><pre>{settings}</pre>
 <script>
 window.addEventListener("load", () => {{
@@ -436,6 +480,11 @@ def load_report(output: str | Path) -> EvaluationReport:
         periods_per_year=meta["periods_per_year"],
         risk_free=meta["risk_free"],
         ci_level=meta["ci_level"],
+        regimes={k: Regimes.from_dict(v) for k, v in meta.get("regimes", {}).items()},
+        sector_strength=None
+        if meta.get("sector_strength") is None
+        else by_regime.sector_frame_from_dict(meta["sector_strength"]),
+        sector_note=meta.get("sector_note", ""),
     )
 
 
