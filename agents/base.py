@@ -8,7 +8,8 @@ unchanged holds the portfolio (no trades). ``reset`` is called before every epis
 Optional abilities are Protocols too, checked with ``isinstance``: :class:`Resumable`
 (``get_state``/``set_state``, for persisted runs), :class:`Diagnosable` (``diagnostics()``),
 :class:`ReadsSnapshot` (``snapshot_lookback``), :class:`Composite` (``members``),
-:class:`Confident` (``confidence``) and :class:`ExpectsObservation` (``observation``).
+:class:`Confident` (``confidence``), :class:`ExpectsObservation` (``observation``) and
+:class:`ReadsMarketData` (``use_data``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from marketarena.envs.data import MarketData
 
 
 @runtime_checkable
@@ -120,3 +123,15 @@ class ExpectsObservation(Protocol):
     settings it needs (``window``, ``features``, ``symbols``; empty when unknown)."""
 
     observation: Mapping[str, Any]
+
+
+@runtime_checkable
+class ReadsMarketData(Protocol):
+    """An agent that evaluates a point-in-time signal over the env's whole panel once (the
+    rule agent's indicators) and reads the row of each decision's date: the runner calls
+    ``use_data(env.data)`` before the episode's first step. What it reads at row ``t`` must
+    use rows ``<= t`` only, which its perturb-the-future test shows."""
+
+    def use_data(self, data: MarketData) -> None:
+        """Precompute over ``data``, the panel the env trades."""
+        ...

@@ -13,7 +13,10 @@ A spec is one of:
 * an MLflow model URI: ``runs:/<run_id>/model`` or ``models:/<name>/<version>``;
 * an LLM: ``llm:<model>`` on the endpoint in ``llm_options["base_url"]`` (or
   ``OPENAI_BASE_URL``), or ``llm:local`` for the bundled local model (the caller starts the
-  server: see :class:`~marketarena.agents.llm_server.LocalLLMServer`).
+  server: see :class:`~marketarena.agents.llm_server.LocalLLMServer`);
+* a rule over indicators and features: ``rule:"rsi_14 < 30"`` holds equal weights in the
+  symbols where it is true, cash where it is true for none
+  (:class:`~marketarena.agents.rule_agent.RuleAgent`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 from marketarena.agents.base import Agent
 from marketarena.agents.baselines import BuyAndHoldAgent, EqualWeightAgent, RandomAgent
 from marketarena.agents.reference import CashAgent, SignalAgent
+from marketarena.agents.rule_agent import RuleAgent
 from marketarena.agents.sb3_agent import ALGORITHMS, SB3Agent
 from marketarena.envs.errors import ConfigError, MissingFileError
 from marketarena.envs.tasks import get_task
@@ -34,7 +38,8 @@ SPEC_HELP = (
     "signal:<Task>, reference:<Task> or baseline:<Task> (a diagnostic task), a saved "
     f"SB3 model ([{'|'.join(ALGORITHMS)}:]path/to/model.zip or a trained model folder), or an "
     "MLflow model (runs:/<run_id>/model, models:/<name>/<version>), or an LLM: llm:<model> "
-    "(with --base-url) or llm:local (the bundled local model)"
+    "(with --base-url) or llm:local (the bundled local model), or a rule over indicators: "
+    'rule:"rsi_14 < 30" (equal weight where true, cash otherwise)'
 )
 
 
@@ -62,6 +67,11 @@ def make_agent(
             if not options.get("base_url"):
                 raise ConfigError("llm:local needs the local server's base_url (start it first)")
         return LLMAgent(LLMConfig(model=model, **options))
+    if spec.startswith("rule:"):
+        rule = spec.removeprefix("rule:").strip()
+        if len(rule) >= 2 and rule[0] == rule[-1] and rule[0] in "'\"":
+            rule = rule[1:-1]  # rule:"rsi_14 < 30", quoted for the shell or YAML
+        return RuleAgent(rule)
     if spec.startswith(("runs:/", "models:/")):
         return _mlflow_agent(spec, tracking_uri)
     if Path(spec).is_dir():

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from marketarena.agents.base import Agent, Composite, Diagnosable, ReadsSnapshot
+from marketarena.agents.base import Agent, Composite, Diagnosable, ReadsMarketData, ReadsSnapshot
 from marketarena.envs.data import MarketData, resolve_data
 from marketarena.envs.errors import ConfigError, DataError, MissingFileError
 from marketarena.envs.portfolio_env import PortfolioEnv
@@ -317,8 +317,9 @@ def run_episode(
     The env and the agent are used as they are: reset them (or restore a saved state) first.
     ``step`` counts the steps already done (a resumed run's), so ``on_step`` sees the
     episode's own step numbers. A restored env already past its last decision date takes no
-    step.
+    step. An agent (or ensemble member) that :class:`ReadsMarketData` gets ``env.data`` first.
     """
+    give_market_data(agent, env.data)
     episode = Episode([info["date"]], [info["nav"]], [info["weights"]])
     done = _past_end(env)
     while not done:
@@ -338,6 +339,16 @@ def run_episode(
             on_step(step, info)
         done = terminated or truncated or _past_end(env)
     return episode
+
+
+def give_market_data(agent: Agent, data: MarketData) -> None:
+    """``agent.use_data(data)`` for the agent and every member of an ensemble that
+    :class:`~marketarena.agents.base.ReadsMarketData`."""
+    if isinstance(agent, ReadsMarketData):
+        agent.use_data(data)
+    if isinstance(agent, Composite):
+        for member in agent.members:
+            give_market_data(member, data)
 
 
 def _past_end(env: PortfolioEnv) -> bool:

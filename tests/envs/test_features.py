@@ -424,9 +424,10 @@ def test_close_only_panel_and_ohlc_feature(name, field):
 
 def test_unknown_feature_names_are_listed():
     with pytest.raises(KeyError) as info:
-        compute_features(three_rows(), ["log_return", "rsi_14", "macd"])
+        compute_features(three_rows(), ["log_return", "rsx_14", "macx"])
     message = str(info.value)
-    assert "['rsi_14', 'macd']" in message
+    assert "['rsx_14', 'macx']" in message
+    assert "indicators: ['atr', 'bb_lower'" in message  # names read as indicators otherwise
     for name in BUILTIN_FIRST_VALID:
         assert name in message  # the available ones are listed too
 

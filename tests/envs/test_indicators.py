@@ -418,3 +418,18 @@ def test_a_broken_plugin_is_a_warning_naming_it(tmp_path, monkeypatch, fresh_reg
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # loaded once: no second warning
         ind.available_indicators()
+
+
+# ------------------------------------------------------------------ env features
+def test_indicators_are_env_features_by_name(ohlcv):
+    from marketarena.envs.portfolio_env import PortfolioEnv
+
+    names = ["log_return", "rsi_14", "bb_pctb_20_2"]
+    env = PortfolioEnv(data=ohlcv, features=names, window=2, episode_length=50)
+    observation, info = env.reset(seed=0)
+    t = int(np.flatnonzero(ohlcv.dates == info["date"])[0])
+    window = observation[: 2 * 4 * 3].reshape(2, 4, 3)
+    rsi = ind.compute_indicator(ohlcv, "rsi_14")
+    np.testing.assert_allclose(window[:, :, 1], rsi[t - 1 : t + 1], rtol=1e-6)  # float32
+    with pytest.raises(ConfigError, match="indicator 'rsi_0': period must be positive"):
+        PortfolioEnv(data=ohlcv, features=["rsi_0"])
