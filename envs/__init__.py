@@ -40,6 +40,12 @@ from marketarena.envs.errors import (
     UnknownNameError,
 )
 from marketarena.envs.features import available_features, compute_features, register_feature
+from marketarena.envs.indicators import (
+    available_indicators,
+    compute_indicator,
+    indicator,
+    resolve_indicator,
+)
 from marketarena.envs.macro import load_macro, macro_values, with_macro
 from marketarena.envs.news import latest_headlines, load_news, news_features, with_news
 from marketarena.envs.portfolio_env import MarketSnapshot, PortfolioEnv
@@ -109,11 +115,14 @@ __all__ = [
     "TradingRules",
     "UnknownNameError",
     "available_features",
+    "available_indicators",
     "compute_features",
+    "compute_indicator",
     "from_long_frame",
     "from_wide_frame",
     "gbm_market",
     "get_task",
+    "indicator",
     "latest_headlines",
     "load_csv",
     "load_dataset",
@@ -129,6 +138,7 @@ __all__ = [
     "register_feature",
     "register_tasks",
     "resolve_data",
+    "resolve_indicator",
     "split_by_dates",
     "split_by_fractions",
     "task_env_kwargs",
