@@ -314,6 +314,10 @@ def compute_indicator_cached(data: MarketData, name: str) -> tuple[np.ndarray, b
     resolved = resolve_indicator(name)
     spec = resolved.spec
     lookback = resolved.lookback
+    if lookback < 0:
+        raise ValueError(
+            f"indicator {resolved.name!r} ({spec.source}) declares a negative lookback"
+        )
     if lookback >= data.n_periods:
         raise ConfigError(
             f"indicator {resolved.name!r} has a lookback of {lookback} rows, but {data.name} "

@@ -287,7 +287,13 @@ def test_the_framework_enforces_the_declared_lookback_and_shape(monkeypatch, mak
     def wrong_shape(close: np.ndarray) -> np.ndarray:
         return close[:, 0]
 
+    @ind.indicator("negative", lookback=-1)
+    def negative(close: np.ndarray) -> np.ndarray:
+        return close.copy()
+
     data = make_market([[1.0, 2.0]] * 6)
+    with pytest.raises(ValueError, match=r"'negative' .* declares a negative lookback"):
+        ind.compute_indicator(data, "negative")
     values = ind.compute_indicator(data, "early")
     assert np.isnan(values[:3]).all() and (values[3:] == data.close[3:]).all()
     with pytest.raises(ValueError, match=r"'wrong_shape' .* returned shape \(6,\)"):
