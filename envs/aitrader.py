@@ -199,6 +199,7 @@ def load_aitrader(
         volume=data.volume,
         name=label,
         notes=(*data.notes, *notes),
+        listed=data.listed,
     )
 
 

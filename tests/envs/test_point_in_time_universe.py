@@ -10,12 +10,14 @@ The hand panel, eight weekdays from 2024-01-01, closes only:
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from marketarena.envs.aitrader import load_aitrader
 from marketarena.envs.data import (
     DataValidationError,
     DataWarning,
@@ -87,6 +89,33 @@ def load_frame(frame: pd.DataFrame) -> MarketData:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         return from_long_frame(frame, name="pit", missing="point_in_time")
+
+
+def test_ai_trader_price_files_keep_the_listing(tmp_path):
+    """A symbol that starts trading later in AI-Trader's merged.jsonl is listed from then."""
+
+    def doc(symbol: str, closes: list[float | None]) -> dict:
+        bars = {
+            d: {
+                "1. buy price": f"{c:.4f}",
+                "2. high": f"{c:.4f}",
+                "3. low": f"{c:.4f}",
+                "4. sell price": f"{c:.4f}",
+                "5. volume": "1000",
+            }
+            for d, c in zip(DATES, closes, strict=True)
+            if c is not None
+        }
+        return {"Meta Data": {"2. Symbol": symbol}, "Time Series (Daily)": bars}
+
+    path = tmp_path / "merged.jsonl"
+    path.write_text("\n".join(json.dumps(doc(s, v)) for s, v in (("A", A), ("B", B))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        data = load_aitrader(path, missing="point_in_time")
+    assert data.listed is not None
+    np.testing.assert_array_equal(data.listed[:, 1], [False] * 3 + [True] * 5)
+    assert data.manifest()["universe_policy"] == "point_in_time"
 
 
 def test_slicing_and_selecting_keep_the_listing(panel):
