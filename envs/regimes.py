@@ -143,7 +143,7 @@ def _prices(prices: ArrayLike, where: str) -> np.ndarray:
 def _need_rows(p: np.ndarray, rows: int, where: str, what: str) -> None:
     if len(p) < rows:
         raise DataError(
-            f"{where}: {what} needs at least {rows} rows, but the series has {len(p)}; "
+            f"{where} need at least {rows} rows ({what}), but the series has {len(p)}; "
             "use a shorter lookback or more data"
         )
 

@@ -40,13 +40,18 @@ REGIME_METRICS = (
 )
 #: window of the sector relative strength in the report (rows; a quarter of sessions)
 SECTOR_WINDOW = 63
-#: shading colours of the regime chart, by label (the last one for unknown)
-_COLOURS = (
-    "rgba(44, 160, 44, 0.18)",
-    "rgba(255, 191, 0, 0.18)",
-    "rgba(214, 39, 40, 0.18)",
-    "rgba(127, 127, 127, 0.15)",
-)
+#: shading colours of the regime chart, by regime name (grey for others, e.g. unknown)
+_COLOURS = {
+    "bull": "rgba(44, 160, 44, 0.2)",
+    "calm": "rgba(44, 160, 44, 0.2)",
+    "low": "rgba(44, 160, 44, 0.2)",
+    "sideways": "rgba(255, 191, 0, 0.25)",
+    "normal": "rgba(255, 191, 0, 0.25)",
+    "bear": "rgba(214, 39, 40, 0.2)",
+    "turbulent": "rgba(214, 39, 40, 0.2)",
+    "high": "rgba(214, 39, 40, 0.2)",
+}
+_GREY = "rgba(127, 127, 127, 0.15)"
 
 
 @dataclass(frozen=True)
@@ -257,43 +262,46 @@ def _dates(values: np.ndarray) -> list[str]:
 
 
 def regime_figure(regimes: Regimes) -> Any:
-    """The series the regimes were detected on, its background shaded by regime: the band of
-    each row's label spans the period from that row to the next."""
+    """The series the regimes were detected on (1 at its first row), its background shaded
+    by regime: each row's band spans the period from that row to the next (one day for the
+    last), coloured by its label (green calm/bull/low, amber, red turbulent/bear/high)."""
     go = _go()
-    x = _dates(regimes.dates)
+    dates = np.asarray(regimes.dates).astype("datetime64[D]")
+    x = _dates(dates)
     level = regimes.prices / regimes.prices[0]
     low, high = float(level.min()), float(level.max())
     pad = 0.05 * (high - low or high)
-    top = high + pad
+    bottom, top = low - pad, high + pad
+    days = np.r_[np.diff(dates).astype(np.int64), 1]
+    widths = days * 86_400_000  # a date axis measures bar widths in milliseconds
     fig = go.Figure()
-    labels = regimes.labels
-    codes = [*range(len(regimes.names)), UNKNOWN]
-    for code in codes:
-        here = labels == code
-        if not here.any():
+    for code in [*range(len(regimes.names)), UNKNOWN]:
+        here = np.flatnonzero(regimes.labels == code)
+        if not here.size:
             continue
-        # a row's band runs to the next row: draw at rows with this label and the row after
-        shade = here | np.r_[False, here[:-1]]
+        name = regimes.name(code)
         fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=[top if s else None for s in shade],
-                name=regimes.name(code),
-                mode="none",
-                fill="tozeroy",
-                fillcolor=_COLOURS[code],
-                line={"shape": "hv"},
+            go.Bar(
+                x=[x[i] for i in here],
+                y=[top - bottom] * here.size,
+                base=bottom,
+                width=widths[here].tolist(),
+                offset=0,
+                name=name,
+                marker={"color": _COLOURS.get(name, _GREY), "line": {"width": 0}},
                 hoverinfo="skip",
             )
         )
     fig.add_trace(
         go.Scatter(x=x, y=level.tolist(), name=regimes.source, line={"color": "black", "width": 1})
     )
-    fig.update_yaxes(range=[low - pad, top], title_text="level (1 at the start)")
+    fig.update_yaxes(range=[bottom, top], title_text="level (1 at the start)")
     fig.update_layout(
         title=f"{regimes.source}, shaded by {regimes.kind} regime",
         template="plotly_white",
         height=380,
+        barmode="overlay",
+        bargap=0,
         margin={"l": 60, "r": 20, "t": 50, "b": 40},
         hovermode="x unified",
         legend={"font": {"size": 10}},

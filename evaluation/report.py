@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -132,7 +133,7 @@ class EvaluationReport:
     #: regimes to split every agent's performance by (kind -> labels over the run's dates),
     #: and the sector relative strength over them (None, and why in ``sector_note``)
     regimes: dict[str, Regimes] = field(default_factory=dict)
-    sector_strength: Any = None
+    sector_strength: pd.DataFrame | None = None
     sector_note: str = ""
     _rows: list[AgentRow] | None = None
 

@@ -292,11 +292,17 @@ def test_bad_input_is_a_clear_error(make_market):
     data = gbm_market(2, 100, seed=1)
     with pytest.raises(UnknownNameError, match=r"unknown regime kind 'moon'.*trend"):
         R.detect_regimes("moon", data)
-    with pytest.raises(DataError, match=r"a 200-row average.*needs at least 220 rows.*has 100"):
+    with pytest.raises(
+        DataError,
+        match=r"trend regimes need at least 220 rows \(a 200-row average and its 20-row "
+        r"slope\), but the series has 100",
+    ):
         R.detect_regimes("trend", data)
-    with pytest.raises(DataError, match="needs at least 273 rows"):
+    with pytest.raises(DataError, match="volatility regimes need at least 273 rows"):
         R.volatility_regimes(R.market_index(data))
-    with pytest.raises(DataError, match="504 returns before the first fit"):
+    with pytest.raises(
+        DataError, match=r"HMM regimes need at least 505 rows \(504 returns before the first fit\)"
+    ):
         R.hmm_volatility_regimes(R.market_index(data))
     with pytest.raises(ConfigError, match="n_states must be 2 or 3"):
         R.hmm_volatility_regimes(R.market_index(data), n_states=4, min_history=20)

@@ -164,10 +164,13 @@ def test_the_regime_chart_shades_each_regime():
     assert names[-1] == regimes.source
     shaded = {t.name: t for t in fig.data[:-1]}
     assert set(shaded) <= {"low", "normal", "high", "unknown"} and len(shaded) >= 3
-    # a row's band is drawn at that row and the next one
-    high = np.array([y is not None for y in shaded["high"].y])
-    here = regimes.labels == 2
-    np.testing.assert_array_equal(high, here | np.r_[False, here[:-1]])
+    # a band per row of the regime, from that row to the next
+    here = np.flatnonzero(regimes.labels == 2)
+    high = shaded["high"]
+    assert list(high.x) == [str(regimes.dates[i]) for i in here]
+    gaps = np.r_[np.diff(regimes.dates).astype(np.int64), 1]  # one day for the last row
+    assert list(high.width) == [int(gaps[i]) * 86_400_000 for i in here]
+    assert high.offset == 0
 
 
 def test_sector_rotation_over_the_bundled_panel():
@@ -271,7 +274,7 @@ def test_bad_regime_input(tmp_path):
     )
     assert code == 1
     assert (
-        "error: trend regimes: a 200-row average and its 20-row slope needs at least 220 rows"
-        in (text.replace("\n", " "))
+        "error: trend regimes need at least 220 rows (a 200-row average and its 20-row slope), "
+        "but the series has 150" in (text.replace("\n", " "))
     )
     assert "Traceback" not in text
