@@ -56,7 +56,7 @@ def handle_list(args: argparse.Namespace, console: Console) -> int:
         defaults = dict(spec.defaults)
         table.add_row(
             spec.name,
-            describe_params(spec) or "-",
+            describe_params(defaults) or "-",
             str(spec.lookback(defaults)),
             ", ".join(spec.inputs),
             escape(spec.source),
@@ -75,7 +75,7 @@ def handle_show(args: argparse.Namespace, console: Console) -> int:
         data = data.select(args.symbols)
     values, hit = compute_indicator_cached(data, args.name)
     spec = resolved.spec
-    params = ", ".join(f"{k}={v}" for k, v in resolved.params.items()) or "none"
+    params = describe_params(resolved.params) or "none"
     folder = cache_dir()
     if folder is None:
         cache = "off (MARKETARENA_CACHE_DIR=off): computed"

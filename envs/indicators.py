@@ -578,6 +578,7 @@ def xs_rank(close: np.ndarray, *, period: int) -> np.ndarray:
     return _cross_sectional_rank(trailing)
 
 
-def describe_params(spec: IndicatorSpec) -> str:
-    """``period=14`` style text of a spec's parameters and defaults (empty when none)."""
-    return ", ".join(f"{k}={_format(v)}" for k, v in spec.defaults)
+def describe_params(params: Mapping[str, ParamValue]) -> str:
+    """``period=20, k=2`` style text of parameter values, written as names write them
+    (empty when there are none)."""
+    return ", ".join(f"{k}={_format(v)}" for k, v in params.items())
