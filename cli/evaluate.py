@@ -67,6 +67,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--data", help=f"bundled name {sorted(BUNDLED)} or a CSV/Parquet path (default sp500_20)"
     )
+    ev.add_argument(
+        "--news",
+        metavar="FILE",
+        help="news events (CSV/JSONL: published_at with timezone, symbol, headline, optional "
+        "body, score, event): news_count, sentiment and event_<kind> features, and the latest "
+        "headlines in llm: agents' prompts",
+    )
+    ev.add_argument(
+        "--macro",
+        metavar="FILE",
+        help="economic indicators (CSV: series, observation_date, release_date, value; a row "
+        "per vintage): macro_<series> features, each visible from its release",
+    )
     ev.add_argument("--start", help="first date (default: the data's first usable date)")
     ev.add_argument("--end", help="last date (default: the data's last)")
     ev.add_argument("--seeds", type=int, help="seeds per agent (0..N-1; default 1)")
@@ -128,6 +141,8 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
         "ensembles": tuple(args.ensemble) if args.ensemble else None,
         "allocations": tuple(args.allocate) if args.allocate else None,
         "regimes": tuple(args.regimes) if args.regimes else None,
+        "news": args.news,
+        "macro": args.macro,
         "include_baselines": False if args.no_baselines else None,
         "window": args.window,
         "periods_per_year": args.periods_per_year,

@@ -13,6 +13,8 @@ from marketarena.agents.llm_server import local_model_served
 from marketarena.agents.registry import make_agent
 from marketarena.envs.data import resolve_data
 from marketarena.envs.errors import ConfigError, MissingFileError
+from marketarena.envs.macro import with_macro
+from marketarena.envs.news import with_news
 from marketarena.envs.risk import build_risk
 from marketarena.envs.settings import EnvSettings
 from marketarena.envs.splits import iso_date
@@ -69,6 +71,11 @@ class EvaluationConfig:
             ``volatility``, ``hmm``) to split every agent's performance by, detected (with
             their defaults) on the equal-weighted index of the evaluated universe; the report
             then shows the sector rotation too (:mod:`marketarena.evaluation.regimes`).
+        news: a news file (:mod:`marketarena.envs.news`): its ``news_count``, ``sentiment``
+            and ``event_<kind>`` become feature columns of the data (for ``features``), and
+            ``llm:`` agents see its latest ``headlines`` per symbol (``llm.news`` wins).
+        macro: a vintage file (:mod:`marketarena.envs.macro`): its ``macro_<series>``
+            become market-wide feature columns of the data.
     """
 
     agents: tuple[str, ...]
@@ -92,6 +99,8 @@ class EvaluationConfig:
     llm: dict[str, Any] = field(default_factory=dict)
     jobs: int = 1
     regimes: tuple[str, ...] = ()
+    news: str | None = None
+    macro: str | None = None
 
     def validate(self) -> None:
         if not self.agents and not self.include_baselines:
@@ -144,6 +153,8 @@ FILE_FIELDS: dict[str, str] = {
     "llm": "dict",
     "jobs": "int",
     "regimes": "list",
+    "news": "str",
+    "macro": "str",
 }
 _KIND_WORDS = {
     "list": "a list of names",
@@ -268,6 +279,8 @@ def build_agents(config: EvaluationConfig) -> list[Agent]:
         specs += [b for b in BASELINES if b not in specs]
     uri = config.tracking_uri
     llm = {k: v for k, v in config.llm.items() if k != "server_threads"}
+    if config.news is not None:
+        llm = {"news": config.news, **llm}
     agents = [make_agent(spec, uri, llm) for spec in specs]
     for kind in config.ensembles:
         # fresh members: an ensemble's members must not share state with the single agents
@@ -331,6 +344,10 @@ def _evaluate(config: EvaluationConfig, progress: BacktestProgress | None) -> Ev
     window, features, universe = observation_settings(config, agents)
     if universe:
         data = data.select(universe)
+    if config.news is not None:
+        data = with_news(data, config.news)
+    if config.macro is not None:
+        data = with_macro(data, config.macro)
     env_settings = EnvSettings.from_dict(
         {"window": window, "features": features, "rules": config.rules, "risk": config.risk}
     )

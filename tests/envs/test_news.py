@@ -406,3 +406,46 @@ def test_the_llm_prompt_ends_with_the_headlines_visible_at_the_decision() -> Non
     assert agent.prompt(first)[1]["content"].endswith("newest first):\nnone")
     with pytest.raises(ConfigError, match="headlines name companies"):
         LLMAgent(LLMConfig(cache_path=None, news=news, anonymize_tickers=True)).prompt(first)
+
+
+def test_evaluate_takes_news_and_macro_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from marketarena.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    news = write_csv(
+        tmp_path / "news.csv",
+        [
+            ["2019-11-29T12:59:00-05:00", "AAPL", "Apple shares surge", "", ""],
+            ["2019-12-02T15:00:00-05:00", "MSFT", "Microsoft beats estimates", "", "earnings"],
+        ],
+    )
+    config = tmp_path / "eval.yaml"
+    config.write_text(
+        "features: [log_return, sentiment, event_earnings, macro_synthetic_rate]\nwindow: 3\n"
+    )
+    argv = ["evaluate", "--config", str(config), "--agent", "equal_weight", "--no-baselines"]
+    argv += ["--start", "2019-11-25", "--end", "2019-12-31", "--benchmark", "none"]
+    argv += ["--news", str(news), "--macro", str(FIXTURES / "macro.csv"), "--output", "out"]
+    console = Console(record=True, width=200)
+    assert main(argv, console=console) == 0, console.export_text()
+    settings = json.loads((tmp_path / "out" / "metrics.json").read_text())["settings"]
+    assert settings["features"] == [
+        "log_return",
+        "sentiment",
+        "event_earnings",
+        "macro_synthetic_rate",
+    ]
+    assert settings["data"]["notes"] == [
+        f"news: 2 of 2 items from {news}",
+        f"macro: macro_synthetic_cpi, macro_synthetic_rate from {FIXTURES / 'macro.csv'}; "
+        "1 '.' values skipped",
+    ]
+    # the rate is first released on 2019-11-25: with a 3-row window the first decision is 11-27
+    assert settings["start"] == "2019-11-27"
+    code = main([*argv[:-2], "--output", "bad", "--news", "missing.csv"], console=console)
+    assert code == 1 and "error: news file not found: missing.csv" in console.export_text()
