@@ -28,6 +28,8 @@ from marketarena.envs.data import (
 from marketarena.envs.errors import ConfigError
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.envs.simulator import Simulator, TradingRules
+from marketarena.envs.synthetic import gbm_market
+from marketarena.envs.vector_env import PortfolioVectorEnv
 
 DATES = pd.bdate_range("2024-01-01", periods=8).strftime("%Y-%m-%d").tolist()
 A = [10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0]
@@ -317,3 +319,38 @@ def test_drop_symbol_lets_a_later_delisting_decide_the_universe_from_the_start()
     first_a = episode(delisted, [0.5, 0.5, 0.0])[0][0]
     first_b = episode(trades_on, [0.3, 0.3, 0.4, 0.0])[0][0]
     assert first_a.shape != first_b.shape
+
+
+def test_the_vector_env_trades_a_point_in_time_universe_as_single_envs_do():
+    """Symbols listed late and delisted early in a 300-day GBM panel: four vector envs and
+    four single envs, random starts and actions, agree step for step (NAV and observation)."""
+    frame = gbm_market(n_assets=5, n_periods=300, seed=3).to_long_frame()
+    symbols = sorted(frame["symbol"].unique())
+    day = frame.groupby("symbol").cumcount()
+    live = {symbols[1]: (60, 299), symbols[2]: (0, 150), symbols[3]: (100, 220)}
+    keep = np.ones(len(frame), dtype=bool)
+    for s, (lo, hi) in live.items():
+        mine = (frame["symbol"] == s).to_numpy()
+        keep &= ~mine | ((day >= lo) & (day <= hi)).to_numpy()
+    data = load_frame(frame[keep])
+    kwargs = {"window": 5, "episode_length": 40, "features": ("log_return", "log_return_5")}
+    venv = PortfolioVectorEnv(4, data, **kwargs)
+    singles = [PortfolioEnv(data, **kwargs) for _ in range(4)]
+    obs, _ = venv.reset(seed=7)
+    single_obs = [env.reset(seed=7 + i)[0] for i, env in enumerate(singles)]
+    np.testing.assert_array_equal(obs, np.stack(single_obs))
+    actions = np.random.default_rng(1).uniform(0, 1, size=(120, 4, 6))
+    for k in range(120):
+        obs, _, term, trunc, info = venv.step(actions[k])
+        for i, env in enumerate(singles):
+            o, _, te, tr, inf = env.step(actions[k, i])
+            assert (te, tr) == (term[i], trunc[i])
+            np.testing.assert_allclose(info["nav"][i], inf["nav"], rtol=1e-12)
+            sim = env.sim
+            t = int(sim.t[0])
+            assert sim.cash[0] + sim.shares[0] @ data.close[t] == pytest.approx(sim.nav[0])
+            listed = data.listed[t] if data.listed is not None else None
+            assert listed is not None and (sim.shares[0][~listed] == 0).all()
+            if te or tr:
+                o, _ = env.reset()
+            np.testing.assert_allclose(obs[i], o, rtol=1e-6, atol=1e-7)
