@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from rich.console import Console
@@ -72,3 +74,35 @@ def test_mistakes_are_one_error_line(argv, message):
     code, out = run(["indicators", "show", *argv])
     assert code == EXIT_ERROR
     assert message in out and "Traceback" not in out
+
+
+def test_evaluate_takes_rule_agents(tmp_path):
+    out = tmp_path / "evaluation"
+    code, text = run(
+        [
+            "evaluate",
+            "--agent",
+            'rule:"rsi_14 < 30"',
+            "--agent",
+            'rule:"rsi_14 < 0"',
+            "--no-baselines",
+            "--data",
+            "sp500_ohlcv_30",
+            "--output",
+            str(out),
+        ]
+    )
+    assert code == EXIT_OK, text
+    rows = {r["agent"]: r for r in json.loads((out / "metrics.json").read_text())["agents"]}
+    assert list(rows) == ["rule:rsi_14 < 30", "rule:rsi_14 < 0"]
+    assert rows["rule:rsi_14 < 0"]["final_nav"] == 10_000  # never true: cash throughout
+    assert rows["rule:rsi_14 < 0"]["number_of_trades"] == 0
+    assert rows["rule:rsi_14 < 30"]["number_of_trades"] > 0
+
+
+def test_evaluate_refuses_an_unsafe_rule_in_one_line(tmp_path):
+    code, out = run(
+        ["evaluate", "--agent", "rule:\"open('x').read() > 0\"", "--output", str(tmp_path)]
+    )
+    assert code == EXIT_ERROR and "Traceback" not in out
+    assert "error: rule \"open('x').read() > 0\": a call is not allowed" in out
