@@ -176,7 +176,7 @@ def smoothed_hmm(p: np.ndarray) -> np.ndarray:
     return model.predict_proba(x)
 
 
-@pytest.mark.parametrize("t", [260, 349])
+@pytest.mark.parametrize("t", [260, 349, 350])  # 350: a refit row, fitted on data up to it
 def test_hmm_is_point_in_time_and_a_smoothed_hmm_is_not(t):
     p = switching_prices()
     assert_point_in_time(lambda x: R.hmm_volatility_regimes(x, **HMM_KW)[1], p, t)
