@@ -190,6 +190,10 @@ class LLMConfig:
             raise ConfigError(
                 f"price_levels={self.price_levels!r}: choose one of {list(PRICE_LEVELS)}"
             )
+        if self.news is not None:  # the prompt's own check, before any request is made
+            PromptSettings(
+                anonymize_tickers=self.anonymize_tickers, news=self.news, headlines=self.headlines
+            )
         if self.dates not in ("real", "hidden", "shifted"):
             raise ConfigError(f"dates={self.dates!r}: choose 'real', 'hidden' or 'shifted'")
         if self.timeout <= 0 or self.max_retries < 0 or self.max_answer_chars < 1:

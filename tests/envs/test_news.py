@@ -405,7 +405,9 @@ def test_the_llm_prompt_ends_with_the_headlines_visible_at_the_decision() -> Non
     first = env.reset(seed=0)[1]["snapshot"]  # 2019-11-19: nothing for the panel yet
     assert agent.prompt(first)[1]["content"].endswith("newest first):\nnone")
     with pytest.raises(ConfigError, match="headlines name companies"):
-        LLMAgent(LLMConfig(cache_path=None, news=news, anonymize_tickers=True)).prompt(first)
+        LLMConfig(cache_path=None, news=news, anonymize_tickers=True)
+    with pytest.raises(ConfigError, match="headlines >= 1"):
+        LLMConfig(cache_path=None, news=news, headlines=0)
 
 
 def test_evaluate_takes_news_and_macro_files(
