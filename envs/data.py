@@ -207,7 +207,9 @@ class MarketData:
         span = f"{self.dates[0]}..{self.dates[-1]}" if self.n_periods else "empty"
         return (
             f"MarketData(name={self.name!r}, {self.n_periods} dates {span}, "
-            f"{self.n_assets} symbols, fields={list(self.fields)})"
+            f"{self.n_assets} symbols, fields={list(self.fields)}"
+            + ("" if self.listed is None else ", universe=point_in_time")
+            + ")"
         )
 
     # ---------------------------------------------------------------- lookup

@@ -16,7 +16,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 
+from marketarena.cli import main
 from marketarena.envs.aitrader import load_aitrader
 from marketarena.envs.data import (
     DataValidationError,
@@ -118,6 +120,22 @@ def test_ai_trader_price_files_keep_the_listing(tmp_path):
     assert data.listed is not None
     np.testing.assert_array_equal(data.listed[:, 1], [False] * 3 + [True] * 5)
     assert data.manifest()["universe_policy"] == "point_in_time"
+
+
+def test_marketarena_data_says_which_universe(tmp_path):
+    path = tmp_path / "listings.csv"
+    long_frame({"A": A, "B": B, "C": C}).to_csv(path, index=False)
+    console = Console(record=True, width=400)  # the note on one line
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        code = main(["data", "validate", str(path), "--missing", "point_in_time"], console=console)
+    text = console.export_text()
+    assert code == 0
+    assert "3 symbols, fields=['close'], universe=point_in_time)" in text
+    assert "note: universe: point_in_time" in text
+    assert (
+        "listed for part of the panel: B 2024-01-04..2024-01-10, C 2024-01-01..2024-01-08" in text
+    )
 
 
 def test_slicing_and_selecting_keep_the_listing(panel):
