@@ -26,7 +26,9 @@ delisting in 2020 removes a symbol from a backtest of 2010: the universe knows t
 from its first bar to its last): the simulator lets it be traded only while listed (see
 :class:`~marketarena.envs.simulator.Simulator`), features outside its listing are 0 and the LLM
 prompt leaves it out. Its prices outside the listing are filled for bookkeeping only (before
-the first bar: the first close; after the last: the last close; volume 0).
+the first bar: the first close; after the last: the last close; volume 0). A feature whose
+window reaches back before a symbol's first bar sees those flat prices there (zero returns),
+as features see zeros before they are defined.
 
 Point-in-time price levels. Most panels hold back-adjusted closes: levels that already carry
 every later split and dividend. A long file may add ``raw_close`` (the unadjusted close as
