@@ -223,3 +223,19 @@ def test_the_state_to_persist_is_the_last_selection_not_the_table(hand):
     fresh.use_data(hand)
     held = {**info_at(hand, 3), "weights": np.array([0.7, 0.0, 0.0, 0.3])}
     np.testing.assert_array_equal(fresh.act(np.zeros(1), held), held["weights"])  # still A
+
+
+def test_a_persisted_run_continued_equals_one_run(tmp_path):
+    """Resumed and continued runs rebuild the agent from its spec; the runner hands the
+    rebuilt agent the (longer) data, and earlier rows read the same."""
+    from marketarena.evaluation.saved_runs.persisted import continue_backtest, start_backtest
+    from marketarena.evaluation.saved_runs.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    spec = 'rule:"rsi_14 < 45 or xs_rank_10 > 0.8"'
+    start_backtest(store, "parts", spec, "sp500_ohlcv_30", "2009-10-01", "2010-02-26")
+    parts = continue_backtest(store, "parts", "2010-06-30")
+    whole = start_backtest(store, "whole", spec, "sp500_ohlcv_30", "2009-10-01", "2010-06-30")
+    assert len(whole.nav) > 150 and (whole.turnover > 0).sum() > 5
+    np.testing.assert_array_equal(parts.dates, whole.dates)
+    np.testing.assert_allclose(parts.nav, whole.nav, rtol=1e-12)
