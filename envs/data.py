@@ -335,14 +335,17 @@ class MarketData:
         return frame.reset_index()
 
     def listings(self) -> dict[str, tuple[str, str]]:
-        """Each symbol's first and last listed date (the whole panel without :attr:`listed`)."""
+        """Each symbol's first and last listed date (the whole panel without :attr:`listed`;
+        ``("-", "-")`` for a symbol listed on none of these dates)."""
         first, last = str(self.dates[0]), str(self.dates[-1])
         if self.listed is None:
             return {s: (first, last) for s in self.symbols}
         out = {}
         for j, s in enumerate(self.symbols):
             rows = np.flatnonzero(self.listed[:, j])
-            out[s] = (str(self.dates[rows[0]]), str(self.dates[rows[-1]]))
+            out[s] = (
+                (str(self.dates[rows[0]]), str(self.dates[rows[-1]])) if len(rows) else ("-", "-")
+            )
         return out
 
     def manifest(self) -> dict[str, object]:
@@ -369,13 +372,12 @@ class MarketData:
 
 # ---------------------------------------------------------------------------- validation
 def _listing_problems(listed: np.ndarray, symbols: Sequence[str]) -> list[str]:
-    """A listing is one run of dates: from a symbol's first bar to its last."""
+    """A listing is one run of dates: from a symbol's first bar to its last (none at all in a
+    slice of the panel before or after it)."""
     out = []
     for j, s in enumerate(symbols):
         rows = np.flatnonzero(listed[:, j])
-        if not len(rows):
-            out.append(f"{s}: listed on no date")
-        elif len(rows) != rows[-1] - rows[0] + 1:
+        if len(rows) and len(rows) != rows[-1] - rows[0] + 1:
             out.append(f"{s}: listed dates are not one run from its first bar to its last")
     return out
 

@@ -143,6 +143,9 @@ def test_slicing_and_selecting_keep_the_listing(panel):
     assert part.listed is not None
     np.testing.assert_array_equal(part.listed[:, 1], [False, True, True, True, True])
     np.testing.assert_array_equal(part.listed[:, 0], [True, True, True, True, False])
+    # a slice that ends before B's first bar (a run's data up to its end) lists B nowhere
+    early = panel.slice(None, "2024-01-03")
+    assert early.listings()["B"] == ("-", "-") and early.listings()["A"][0] == "2024-01-01"
 
 
 def test_the_listing_is_part_of_the_content_hash(panel):
@@ -178,10 +181,6 @@ def test_a_symbol_without_bars_and_a_broken_listing_are_refused():
     listed[3] = False
     with pytest.raises(DataValidationError, match="A: listed dates are not one run"):
         MarketData(dates=DATES, symbols=("A",), close=np.array(A)[:, None], listed=listed)
-    with pytest.raises(DataValidationError, match="A: listed on no date"):
-        MarketData(
-            dates=DATES, symbols=("A",), close=np.array(A)[:, None], listed=np.zeros((8, 1), bool)
-        )
     with pytest.raises(ConfigError, match="point_in_time"):
         from_long_frame(long_frame({"A": A}), missing="sometimes")  # type: ignore[arg-type]
 
