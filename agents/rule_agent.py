@@ -9,9 +9,10 @@ and never trades.
 A rule is a Python-like condition over indicator and feature names, parsed with :mod:`ast`
 into a safe evaluator (nothing is ``eval``-ed). Allowed: comparisons (``< <= > >= == !=``,
 chained as ``20 < rsi_14 < 40``), ``and``/``or``/``not``, ``+ - * /``, unary ``-``, numbers,
-and names: registered features (``log_return``, :mod:`marketarena.envs.features`) and
-indicators with their parameters (``rsi_14``, ``bb_pctb_20_2``,
-:mod:`marketarena.envs.indicators`). Anything else (a call, an attribute, a subscript, an
+and names: the bar's prices (``open``, ``high``, ``low``, ``close``, ``volume``), registered
+features (``log_return``, :mod:`marketarena.envs.features`) and indicators with their
+parameters (``rsi_14``, ``bb_pctb_20_2``, :mod:`marketarena.envs.indicators`), e.g.
+``close > bb_upper_20_2``. Anything else (a call, an attribute, a subscript, an
 unknown name, a rule that is a number rather than a condition) is a
 :class:`~marketarena.envs.errors.ConfigError` naming the offending part. A symbol is selected
 only where every name in the rule is defined (NaN before an indicator's lookback is "not
@@ -41,7 +42,7 @@ from marketarena.agents.base import Resumable, hold, n_assets
 from marketarena.envs.data import MarketData
 from marketarena.envs.errors import ConfigError, UnknownNameError
 from marketarena.envs.features import available_features, feature_values
-from marketarena.envs.indicators import available_indicators, resolve_indicator
+from marketarena.envs.indicators import INPUTS, available_indicators, resolve_indicator
 
 _COMPARISONS: dict[type[ast.cmpop], Callable[[Any, Any], np.ndarray]] = {
     ast.Lt: np.less,
@@ -97,7 +98,7 @@ class Rule:
     def _refuse(self, node: ast.AST, what: str) -> ConfigError:
         return ConfigError(
             f"rule {self.text!r}: {what} is not allowed: {self._part(node)!r} (use comparisons, "
-            "and/or/not, + - * /, numbers and indicator or feature names)"
+            "and/or/not, + - * /, numbers, prices and indicator or feature names)"
         )
 
     def _check(self, node: ast.AST) -> str:
@@ -144,13 +145,14 @@ class Rule:
 
     def _check_name(self, node: ast.Name) -> None:
         name = node.id
-        if name not in available_features():
+        if name not in INPUTS and name not in available_features():
             try:
                 resolve_indicator(name)  # bad parameters of a known indicator raise here
             except UnknownNameError:
                 raise ConfigError(
-                    f"rule {self.text!r}: unknown name {name!r}; use a feature "
-                    f"({available_features()}) or an indicator with its parameters "
+                    f"rule {self.text!r}: unknown name {name!r}; use a price "
+                    f"({', '.join(INPUTS)}), a feature ({available_features()}) or an "
+                    "indicator with its parameters "
                     f"({[s.name for s in available_indicators()]}, e.g. rsi_14)"
                 ) from None
         if name not in self.names:
@@ -159,13 +161,23 @@ class Rule:
     def evaluate(self, data: MarketData) -> np.ndarray:
         """The ``(T, N)`` boolean table: the rule at every row and symbol, False where any
         name it uses is undefined (NaN). Row ``t`` uses rows ``<= t`` only."""
-        values = {name: feature_values(data, name) for name in self.names}
+        values = {name: self._values(data, name) for name in self.names}
         defined = np.ones((data.n_periods, data.n_assets), dtype=bool)
         for array in values.values():
             defined &= np.isfinite(array)
         with np.errstate(divide="ignore", invalid="ignore"):
             result = self._value(self.body, values)
         return np.asarray(result, dtype=bool) & defined
+
+    def _values(self, data: MarketData, name: str) -> np.ndarray:
+        if name not in INPUTS:
+            return feature_values(data, name)
+        prices = getattr(data, name)
+        if prices is None:
+            raise ConfigError(
+                f"rule {self.text!r} uses {name}, but {data.name} has only {list(data.fields)}"
+            )
+        return np.asarray(prices, dtype=np.float64)
 
     def _value(self, node: ast.AST, values: Mapping[str, np.ndarray]) -> Any:
         if isinstance(node, ast.Constant):

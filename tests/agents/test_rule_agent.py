@@ -51,6 +51,18 @@ def test_the_rule_table_by_hand(hand):
     np.testing.assert_array_equal(either[1:3], [[1, 1, 0], [1, 0, 0]])
 
 
+def test_prices_are_names_too(hand):
+    from marketarena.envs.indicators import compute_indicator
+
+    table = Rule("close > bb_upper_3_1").evaluate(hand)
+    upper = compute_indicator(hand, "bb_upper_3_1")
+    np.testing.assert_array_equal(table, np.nan_to_num(upper, nan=np.inf) < hand.close)
+    assert table.any()
+    np.testing.assert_array_equal(Rule("close >= 10.5").evaluate(hand), hand.close >= 10.5)
+    with pytest.raises(ConfigError, match=r"uses volume, but hand has only \['close'\]"):
+        Rule("volume > 0").evaluate(hand)
+
+
 def test_undefined_rows_are_never_selected_even_under_not(hand):
     assert not Rule("not log_return > 0").evaluate(hand)[0].any()  # row 0: no return yet
     table = Rule("not log_return > 0 and xs_rank_2 >= 0").evaluate(hand)
@@ -78,7 +90,7 @@ def test_indicators_in_rules_equal_the_indicators(hand):
         ("log_return in (1, 2)", "the operator In is not allowed"),
         ("log_return > 0 and True", "a constant other than a number is not allowed: 'True'"),
         ("log_return > 'x'", "a constant other than a number is not allowed: \"'x'\""),
-        ("foo < 3", "unknown name 'foo'; use a feature"),
+        ("foo < 3", "unknown name 'foo'; use a price (open, high, low, close, volume), a feature"),
         ("rsi_x < 30", "indicator 'rsi_x': period must be a whole number"),
         ("rsi_14 + 1", "is a number, not a condition"),
         ("(rsi_14 < 30) < 2", "'rsi_14 < 30' is a condition where a number is needed"),
@@ -178,7 +190,10 @@ def test_changing_the_future_leaves_every_earlier_action_unchanged():
     changed = dataclasses.replace(
         data, **{f: getattr(data, f) * scale for f in ("open", "high", "low", "close")}
     )
-    rule = "rsi_14 < 50 and bb_pctb_20_2 < 0.6 or macd_hist > 0 and atr_14 / close_to_open > 0"
+    rule = (
+        "rsi_14 < 50 and bb_pctb_20_2 < 0.6 or macd_hist > 0 and atr_14 / close_to_open > 0 "
+        "or close > bb_upper_20_1"
+    )
     actions = []
     for market in (data, changed):
         agent = RuleAgent(rule)
