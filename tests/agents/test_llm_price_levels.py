@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +26,8 @@ from marketarena.envs.data import (
 )
 from marketarena.envs.errors import ConfigError
 from marketarena.envs.portfolio_env import PortfolioEnv
+from marketarena.evaluation.saved_runs.persisted import continue_backtest, start_backtest
+from marketarena.evaluation.saved_runs.store import RunStore
 
 
 def agent_for(**settings) -> LLMAgent:
@@ -280,3 +285,61 @@ def test_a_position_in_a_delisted_symbol_shows_as_sold_at_the_next_fill():
     text = user(agent, info["snapshot"])
     assert "\nC " not in text  # its last bar: it cannot be traded any more
     assert re.search(r"Current weights: C 100\.0% \(not tradable: sold at the next fill\)", text)
+
+
+@dataclass
+class Reply:
+    """A scripted answer for the ``llm_server`` fixture (see tests/agents/conftest.py)."""
+
+    status: int = 200
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    trickle: float = 0.0
+
+
+def all_cash() -> Reply:
+    content = json.dumps({"weights": {"A": 0.0, "B": 0.0, "CASH": 1.0}, "confidence": 0.5})
+    message = {"role": "assistant", "content": content}
+    body = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "scripted",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+    }
+    return Reply(200, body)
+
+
+def test_a_persisted_run_numbers_sessions_on_through_a_continue(llm_server, tmp_path, monkeypatch):
+    """A stored run with hidden dates over 2024-07-02..07-05, continued to 07-11: its prompts
+    number the sessions 1, 2, ... with no gap at the 4 July holiday nor at the continue."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    dates = [d for d in pd.bdate_range("2024-07-01", "2024-07-12").strftime("%Y-%m-%d")]
+    dates.remove("2024-07-04")
+    rows = [
+        {"date": d, "symbol": s, "close": base + i}
+        for i, d in enumerate(dates)
+        for s, base in (("A", 100.0), ("B", 50.0))
+    ]
+    path = tmp_path / "holiday.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    llm_server.script(then=all_cash())
+    llm = {
+        "base_url": llm_server.base_url,
+        "dates": "hidden",
+        "lookback": 2,
+        "cache_path": str(tmp_path / "llm_cache.sqlite"),
+        "max_retries": 0,
+    }
+    store = RunStore(tmp_path / "runs.sqlite")
+    settings = {"window": 1, "features": ("log_return",)}
+    start_backtest(
+        store, "h", "llm:scripted", str(path), "2024-07-02", "2024-07-05", llm=llm, **settings
+    )
+    assert len(llm_server.requests) == 2  # decisions on 07-02 and 07-03
+    continue_backtest(store, "h", "2024-07-11")
+    labels = [r.body["messages"][1]["content"].splitlines()[0] for r in llm_server.requests]
+    # 07-02, 07-03, 07-05, 07-08, 07-09, 07-10: weekdays would make 07-05 session 4
+    assert labels == [f"Date: session {k}" for k in range(1, 7)]
