@@ -8,9 +8,10 @@ value is never read; the old file simply stops being used.
 Entries are ``.npy`` files under :func:`cache_dir` (``$MARKETARENA_CACHE_DIR``, else
 ``~/.cache/marketarena``), ``<kind>/<sha256 of the key>.npy``, written atomically (a temporary
 file, then a rename), so two runs computing the same entry at once both end with a whole file.
-A file that cannot be read back (truncated or corrupted) is recomputed and rewritten, with a :class:`CacheWarning` naming it; a cache folder
-that cannot be written is a warning too, and the value is still returned. Set
-``MARKETARENA_CACHE_DIR=off`` to compute everything afresh and write nothing.
+A file that cannot be read back (truncated or corrupted) is recomputed and rewritten, with a
+:class:`CacheWarning` naming it; a cache folder that cannot be written is a warning too, and
+the value is still returned. Set ``MARKETARENA_CACHE_DIR=off`` to compute everything afresh
+and write nothing.
 """
 
 from __future__ import annotations
