@@ -87,6 +87,8 @@ class Rule:
             ) from None
         self.body = tree.body
         self.names: list[str] = []
+        #: names that are no price, feature or indicator: columns the data must have
+        self.data_columns: list[str] = []
         if self._check(self.body) != "condition":
             raise ConfigError(
                 f"rule {self.text!r} is a number, not a condition; compare it, e.g. {self.text} > 0"
@@ -149,18 +151,24 @@ class Rule:
             try:
                 resolve_indicator(name)  # bad parameters of a known indicator raise here
             except UnknownNameError:
-                raise ConfigError(
-                    f"rule {self.text!r}: unknown name {name!r}; use a price "
-                    f"({', '.join(INPUTS)}), a feature ({available_features()}) or an "
-                    "indicator with its parameters "
-                    f"({[s.name for s in available_indicators()]}, e.g. rsi_14)"
-                ) from None
+                # perhaps a column of the data (news sentiment, a macro series): checked
+                # against the data when it comes (use_data), before the first decision
+                if name not in self.data_columns:
+                    self.data_columns.append(name)
         if name not in self.names:
             self.names.append(name)
 
     def evaluate(self, data: MarketData) -> np.ndarray:
         """The ``(T, N)`` boolean table: the rule at every row and symbol, False where any
         name it uses is undefined (NaN). Row ``t`` uses rows ``<= t`` only."""
+        missing = [n for n in self.data_columns if n not in data.feature_names]
+        if missing:
+            raise ConfigError(
+                f"rule {self.text!r}: unknown name(s) {missing}; use a price "
+                f"({', '.join(INPUTS)}), a feature ({available_features()}), an indicator "
+                f"with its parameters ({[s.name for s in available_indicators()]}, e.g. "
+                f"rsi_14) or a column of {data.name} ({list(data.feature_names)})"
+            )
         values = {name: self._values(data, name) for name in self.names}
         defined = np.ones((data.n_periods, data.n_assets), dtype=bool)
         for array in values.values():

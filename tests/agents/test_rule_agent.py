@@ -40,6 +40,23 @@ def info_at(data: MarketData, row: int) -> dict:
 
 
 # ------------------------------------------------------------------------- the table
+def test_a_column_of_the_data_is_a_name_and_an_unknown_one_fails_on_the_data(hand):
+    from marketarena.envs.news import add_feature_columns
+
+    sentiment = np.array([[0, 0, 0], [0.5, -0.2, 0], [0, 0, 0.1], [0, 0, 0], [-1, 1, 0]])
+    data = add_feature_columns(hand, {"sentiment": sentiment}, "hand-made sentiment")
+    table = Rule("sentiment > 0").evaluate(data)
+    np.testing.assert_array_equal(table, sentiment > 0)
+    with pytest.raises(ConfigError) as caught:
+        Rule("foo < 3 and sentiment > 0").evaluate(data)
+    message = str(caught.value)
+    assert "unknown name(s) ['foo']; use a price (open, high, low, close, volume)" in message
+    assert "or a column of hand (['sentiment'])" in message
+    agent = RuleAgent("foo < 3")
+    with pytest.raises(ConfigError, match=r"unknown name\(s\) \['foo'\]"):
+        agent.use_data(hand)
+
+
 def test_the_rule_table_by_hand(hand):
     table = Rule("log_return > 0").evaluate(hand)
     expected = [[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 0]]
@@ -90,7 +107,6 @@ def test_indicators_in_rules_equal_the_indicators(hand):
         ("log_return in (1, 2)", "the operator In is not allowed"),
         ("log_return > 0 and True", "a constant other than a number is not allowed: 'True'"),
         ("log_return > 'x'", "a constant other than a number is not allowed: \"'x'\""),
-        ("foo < 3", "unknown name 'foo'; use a price (open, high, low, close, volume), a feature"),
         ("rsi_x < 30", "indicator 'rsi_x': period must be a whole number"),
         ("rsi_14 + 1", "is a number, not a condition"),
         ("(rsi_14 < 30) < 2", "'rsi_14 < 30' is a condition where a number is needed"),
