@@ -156,6 +156,23 @@ class PromptBuilder:
 
     def reset(self) -> None:
         self._first_session = None
+        self.__dict__.pop("_weekday_origin", None)  # a new episode counts sessions
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a builder from a run's checkpoint. One saved before prompts had price levels,
+        headlines and session-counted hidden dates (it has no ``_first_session``) goes on
+        making the prompts its run began with: adjusted closes, no headlines, and hidden dates
+        numbered by weekdays from its first decision (``_weekday_origin``), so that a resumed
+        or continued old run asks what the uninterrupted run asked."""
+        state = dict(state)
+        if "_first_session" not in state:
+            settings = state["settings"]
+            for name, before in (("price_levels", "adjusted"), ("news", None), ("headlines", 3)):
+                if name not in vars(settings):
+                    object.__setattr__(settings, name, before)
+            state["_weekday_origin"] = state.pop("_first_date", None)
+            state.update(_first_session=None, news=None, _offered=None)
+        self.__dict__.update(state)
 
     def date_label(self, snapshot: Any) -> str:
         """The date as the prompt shows it: real, shifted, or ``session k``, where ``k``
@@ -166,6 +183,10 @@ class PromptBuilder:
             return str(date)
         if s.dates == "shifted":
             return str(np.datetime64(date) + np.timedelta64(s.date_shift_days, "D"))
+        origin = self.__dict__.get("_weekday_origin")
+        if origin is not None:  # a builder saved by an older version: weekdays, as it began
+            weekdays = np.busday_count(np.datetime64(origin), np.datetime64(date))
+            return f"session {int(weekdays) + 1}"
         if snapshot.session is None:
             raise ValueError("dates='hidden' needs the snapshot's session index")
         if self._first_session is None:

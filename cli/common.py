@@ -150,6 +150,13 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     llm.add_argument("--llm-dates", choices=["real", "hidden", "shifted"])
     llm.add_argument("--llm-lookback", type=int, help="sessions of prices in the prompt")
     llm.add_argument(
+        "--llm-price-levels",
+        choices=["rebased", "raw", "adjusted"],
+        help="price levels in the prompt: rebased to 100 at the window's start (default), raw "
+        "(as printed that day; data with raw_close or adjustment_factor) or adjusted (the "
+        "back-adjusted closes, which reveal later splits and dividends)",
+    )
+    llm.add_argument(
         "--llm-timeout",
         type=float,
         metavar="SECONDS",
@@ -189,6 +196,7 @@ def llm_options(args: argparse.Namespace) -> dict[str, object]:
             ("anonymize_tickers", args.llm_anonymize or None),
             ("dates", args.llm_dates),
             ("lookback", args.llm_lookback),
+            ("price_levels", args.llm_price_levels),
             ("timeout", args.llm_timeout),
             ("max_retries", args.llm_max_retries),
             ("deadline", args.llm_deadline),

@@ -102,7 +102,12 @@ def _build(spec: Mapping[str, Any], end: str, data: MarketData | None = None) ->
     data = data if data is not None else resolve_data(spec["data"])
     if spec.get("universe"):
         data = data.select(spec["universe"])
-    agent = make_agent(spec["agent"], spec.get("tracking_uri"), spec.get("llm") or {})
+    llm = dict(spec.get("llm") or {})
+    if spec["agent"].startswith("llm:"):
+        # a run stored before prompts had price levels showed adjusted closes; new runs store
+        # their levels (start_backtest), so only those older runs take this
+        llm.setdefault("price_levels", "adjusted")
+    agent = make_agent(spec["agent"], spec.get("tracking_uri"), llm)
     if not isinstance(agent, Resumable):
         raise ConfigError(
             f"agent {spec['agent']!r} cannot be persisted: it has no get_state/set_state "
@@ -195,6 +200,10 @@ def start_backtest(
         "tracking_uri": tracking_uri,
         **chosen.to_dict(),
     }
+    if agent.startswith("llm:"):  # stored, so a resume shows the prices this run showed
+        from marketarena.agents.llm_agent import LLMConfig
+
+        spec["llm"].setdefault("price_levels", LLMConfig.price_levels)
     with _served(spec) as served:
         market, built_agent, env = _build(served, end)
         spec.update(env.settings.to_dict())  # as run: one episode over the whole range
