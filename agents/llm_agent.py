@@ -69,7 +69,10 @@ from marketarena.agents.llm_prompt import (
     PromptSettings,
 )
 from marketarena.agents.llm_tracing import record_decision
-from marketarena.envs.errors import ConfigError, MarketArenaError
+from marketarena.envs.data import MarketData
+from marketarena.envs.errors import ConfigError, MarketArenaError, UnknownNameError
+from marketarena.envs.features import available_features, feature_values
+from marketarena.envs.indicators import resolve_indicator
 
 OutputMode = Literal["json_schema", "tool"]
 #: outcomes that come from the endpoint, not the answer: asked again on a rerun
@@ -135,6 +138,10 @@ class LLMConfig:
         news, headlines: a news file (:mod:`marketarena.envs.news`) and how many of its latest
             headlines per symbol, published by the decision's close, end the prompt (``None``:
             no news; not with ``anonymize_tickers``).
+        indicators: indicators or features by name (``rsi_14``, ``macd_hist_12_26_9``, a
+            column of the data such as ``sentiment``) whose values at the decision's close
+            are shown per symbol in the prompt (:mod:`marketarena.envs.indicators`; computed
+            once over the env's data, point-in-time as every indicator is).
         anonymize_tickers, dates, date_shift_days: see :mod:`~marketarena.agents.llm_prompt`.
         system_template, user_template: prompt files (default: ``agents/prompts/``).
         cache_path, cache_mode: the SQLite cache (``None`` path: no cache).
@@ -164,6 +171,7 @@ class LLMConfig:
     lookback: int = 20
     news: str | None = None
     headlines: int = 3
+    indicators: tuple[str, ...] = ()
     anonymize_tickers: bool = False
     dates: DateMode = "real"
     date_shift_days: int = 0
@@ -194,6 +202,11 @@ class LLMConfig:
             PromptSettings(
                 anonymize_tickers=self.anonymize_tickers, news=self.news, headlines=self.headlines
             )
+        if isinstance(self.indicators, str):
+            object.__setattr__(self, "indicators", (self.indicators,))
+        if not all(isinstance(n, str) and n for n in self.indicators):
+            raise ConfigError(f"indicators must be names, e.g. [rsi_14], got {self.indicators!r}")
+        object.__setattr__(self, "indicators", tuple(dict.fromkeys(self.indicators)))
         if self.dates not in ("real", "hidden", "shifted"):
             raise ConfigError(f"dates={self.dates!r}: choose 'real', 'hidden' or 'shifted'")
         if self.timeout <= 0 or self.max_retries < 0 or self.max_answer_chars < 1:
@@ -209,6 +222,16 @@ class LLMConfig:
         if self.deadline is not None:
             return self.deadline
         return self.timeout * (self.max_retries + 1) + 10.0 * self.max_retries
+
+
+def _indicator(name: str) -> bool:
+    """Whether ``name`` is an indicator with valid parameters (bad parameters of a known
+    indicator raise their own ConfigError)."""
+    try:
+        resolve_indicator(name)
+    except UnknownNameError:
+        return False
+    return True
 
 
 class LLMEndpointDown(MarketArenaError, RuntimeError):
@@ -355,7 +378,7 @@ class LLMAgent(Resumable):
 
     #: the cache connection and the HTTP client are reopened, and the config comes from the
     #: agent's spec (a resumed run may reach its endpoint at another URL), not saved
-    _transient = ("cache", "_client", "config")
+    _transient = ("cache", "_client", "config", "_indicator_values")
 
     def __init__(self, config: LLMConfig = LLMConfig()) -> None:
         self.config = config
@@ -369,6 +392,8 @@ class LLMAgent(Resumable):
         self._builder: PromptBuilder | None = None
         self._step = 0
         self._connection_failures = 0  # in a row
+        #: the prompt's indicators over the env's data (use_data): dates and name -> (T, N)
+        self._indicator_values: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
 
     # ---------------------------------------------------------------- protocol
     def reset(self, *, seed: int | None = None) -> None:
@@ -378,6 +403,45 @@ class LLMAgent(Resumable):
         self.confidence = None
         if self._builder is not None:
             self._builder.reset()
+
+    def use_data(self, data: MarketData) -> None:
+        """Compute the prompt's ``indicators`` over the env's data once (the runner calls this
+        before the first step; :class:`~marketarena.agents.base.ReadsMarketData`). A name
+        that is no feature, indicator or column of the data is a ConfigError."""
+        names = self.config.indicators
+        if not names:
+            return
+        unknown = [
+            n
+            for n in names
+            if n not in data.feature_names and n not in available_features() and not _indicator(n)
+        ]
+        if unknown:
+            raise ConfigError(
+                f"{self.name}: unknown prompt indicator(s) {unknown}; use a feature "
+                f"({available_features()}), an indicator with its parameters (e.g. rsi_14: "
+                f"marketarena indicators list) or a column of {data.name} "
+                f"({list(data.feature_names)})"
+            )
+        self._indicator_values = (
+            np.asarray(data.dates),
+            {n: np.asarray(feature_values(data, n), dtype=np.float64) for n in names},
+        )
+
+    def _indicators_at(self, snapshot: Any) -> dict[str, np.ndarray] | None:
+        """Each prompt indicator's values ``(N,)`` at the snapshot's date (its decision)."""
+        if not self.config.indicators:
+            return None
+        if self._indicator_values is None:
+            raise ValueError(
+                f"{self.name} shows indicators: give it the env's data first "
+                "(agent.use_data(env.data); run_backtest does this)"
+            )
+        dates, values = self._indicator_values
+        row = int(np.searchsorted(dates, np.datetime64(snapshot.date)))
+        if row >= len(dates) or dates[row] != np.datetime64(snapshot.date):
+            raise ValueError(f"{self.name}: {snapshot.date} is not a date of the data it was given")
+        return {name: v[row] for name, v in values.items()}
 
     def act(self, observation: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
         step = self._step
@@ -391,7 +455,7 @@ class LLMAgent(Resumable):
                 f"snapshot_lookback={self.snapshot_lookback} (run_backtest does this for you)"
             )
         builder = self._builder_for(snapshot.symbols)
-        messages = builder.messages(snapshot)
+        messages = builder.messages(snapshot, self._indicators_at(snapshot))
         decision, text = self._ask(messages, builder, snapshot.date)
         parsed = parse_answer(text, builder) if decision.outcome == "ok" else None
         if parsed is not None:
@@ -406,7 +470,7 @@ class LLMAgent(Resumable):
 
     def prompt(self, snapshot: Any) -> list[dict[str, str]]:
         """The messages the agent would send for ``snapshot`` (for inspection and tests)."""
-        return self._builder_for(snapshot.symbols).messages(snapshot)
+        return self._builder_for(snapshot.symbols).messages(snapshot, self._indicators_at(snapshot))
 
     def _builder_for(self, symbols: tuple[str, ...]) -> PromptBuilder:
         if self._builder is None or self._builder.symbols != tuple(symbols):
@@ -628,6 +692,7 @@ class LLMAgent(Resumable):
         return {
             "model": self.config.model,
             "price_levels": self.config.price_levels,
+            "indicators": list(self.config.indicators),
             "dates": self.config.dates,
             "decisions": len(d),
             "outcomes": {k: outcomes.get(k, 0) for k in ("ok", "repaired", *FAILURES)},

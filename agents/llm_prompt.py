@@ -193,15 +193,34 @@ class PromptBuilder:
             self._first_session = int(snapshot.session)
         return f"session {int(snapshot.session) - self._first_session + 1}"
 
-    def messages(self, snapshot: Any) -> list[dict[str, str]]:
+    def messages(
+        self, snapshot: Any, indicators: Mapping[str, np.ndarray] | None = None
+    ) -> list[dict[str, str]]:
+        """The system and user messages for ``snapshot``; ``indicators`` (name -> each
+        symbol's value at the decision) add a table after the market table's message."""
         fields = self.fields(snapshot)
         user = _format(self.user_template, fields, "user")
+        if indicators:
+            user += "\n" + self.indicators_text(indicators)
         if self.news is not None:
             user += "\n" + self.headlines_text(snapshot)
         return [
             {"role": "system", "content": _format(self.system_template, fields, "system")},
             {"role": "user", "content": user},
         ]
+
+    def indicators_text(self, indicators: Mapping[str, np.ndarray]) -> str:
+        """A table of the indicators' values at the decision's close, a row per symbol the
+        prompt offers ("n/a" where one is not yet defined)."""
+        names = list(indicators)
+        lines = ["Indicators at this session's close:", " ".join(["symbol", *names])]
+        for j in self._offered_columns():
+            cells = [
+                f"{float(indicators[n][j]):.2f}" if np.isfinite(indicators[n][j]) else "n/a"
+                for n in names
+            ]
+            lines.append(" ".join([self.aliases[j], *cells]))
+        return "\n".join(lines)
 
     def headlines_text(self, snapshot: Any) -> str:
         """The latest headlines per symbol published by the snapshot's session close."""

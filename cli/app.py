@@ -50,9 +50,10 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     parser = build_parser()
     args = parser.parse_args(argv)
     if console is None:
-        console = Console()
+        # no emoji codes: an agent named llm:m prints "llm:m: ..." (":m:" is an emoji code)
+        console = Console(emoji=False)
         if not console.is_terminal:  # pipes and CI logs: don't squeeze tables into 80 columns
-            console = Console(width=180)
+            console = Console(width=180, emoji=False)
     # MLflow announces database migrations and new experiments at INFO; the CLI says what it
     # logs where itself, so keep MLflow's warnings only (MLflow reads this when imported)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -60,7 +61,9 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         return args.handler(args, console)
     except MarketArenaError as exc:
         # soft wrap: a long message stays one line in a log (the terminal folds it)
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         console.print("interrupted", highlight=False)

@@ -150,6 +150,13 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     llm.add_argument("--llm-dates", choices=["real", "hidden", "shifted"])
     llm.add_argument("--llm-lookback", type=int, help="sessions of prices in the prompt")
     llm.add_argument(
+        "--llm-indicator",
+        action="append",
+        metavar="NAME",
+        help="an indicator or feature whose value at each decision is shown per symbol in the "
+        "prompt, e.g. --llm-indicator rsi_14 (repeatable; marketarena indicators list)",
+    )
+    llm.add_argument(
         "--llm-price-levels",
         choices=["rebased", "raw", "adjusted"],
         help="price levels in the prompt: rebased to 100 at the window's start (default), raw "
@@ -197,6 +204,7 @@ def llm_options(args: argparse.Namespace) -> dict[str, object]:
             ("dates", args.llm_dates),
             ("lookback", args.llm_lookback),
             ("price_levels", args.llm_price_levels),
+            ("indicators", list(args.llm_indicator) if args.llm_indicator else None),
             ("timeout", args.llm_timeout),
             ("max_retries", args.llm_max_retries),
             ("deadline", args.llm_deadline),
