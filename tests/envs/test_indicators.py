@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import shutil
+import subprocess
 import sys
 import textwrap
 import tomllib
@@ -387,11 +389,14 @@ def fresh_registry(monkeypatch):
 def test_plugins_are_discovered_from_an_installed_package(
     tmp_path, monkeypatch, fresh_registry, make_market
 ):
-    project = tomllib.loads((PLUGIN / "pyproject.toml").read_text())["project"]
-    declared = project["entry-points"][ind.ENTRY_POINT_GROUP]
-    _install_dist_info(tmp_path / "site", project["name"], declared)
-    monkeypatch.syspath_prepend(str(PLUGIN))  # the package's code
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))  # its installed metadata
+    # a real installation: pip builds the fixture package (offline, from a copy, so nothing
+    # is written into the repository) into a site folder that then goes on sys.path
+    source = shutil.copytree(PLUGIN, tmp_path / "src")
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index"]
+    site = tmp_path / "site"
+    subprocess.run([*pip, "--no-build-isolation", "--target", str(site), str(source)], check=True)
+    assert (site / "demo_indicators" / "__init__.py").exists()
+    monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     assert "demo_change" not in ind._REGISTRY
 
