@@ -19,7 +19,18 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from marketarena.cli import bench, data, demo, evaluate, indicators, llm, replay, runs, training
+from marketarena.cli import (
+    bench,
+    data,
+    demo,
+    evaluate,
+    indicators,
+    llm,
+    replay,
+    runs,
+    serve,
+    training,
+)
 from marketarena.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID_DATA, EXIT_OK
 from marketarena.envs.errors import MarketArenaError
 
@@ -41,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"marketarena {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for group in (demo, evaluate, training, bench, replay, runs, llm, data, indicators):
+    for group in (demo, evaluate, training, bench, replay, runs, llm, data, indicators, serve):
         group.register(subparsers)
     return parser
 

@@ -1,9 +1,9 @@
 """What the library imports: the layer contract, no import cycles, every dependency declared.
 
-- Layers (DESIGN.md): ``envs`` < ``agents`` < ``evaluation`` < ``training`` < ``cli``; a lower
-  layer never imports a higher one, not even inside a function. The contract lives in
-  pyproject.toml (``[tool.importlinter]``) and is checked by import-linter's ``lint-imports``,
-  here and in ``.ci/run``; a planted violation shows that the check can fail.
+- Layers (DESIGN.md): ``envs`` < ``agents`` < ``evaluation`` < ``training`` < ``service`` <
+  ``cli``; a lower layer never imports a higher one, not even inside a function. The contract
+  lives in pyproject.toml (``[tool.importlinter]``) and is checked by import-linter's
+  ``lint-imports``, here and in ``.ci/run``; a planted violation shows that the check can fail.
 - No import cycles at import time: import-linter's ``acyclic_siblings`` also counts imports in
   function bodies (the usual way to break a cycle), so the module-level graph is built here
   with ``ast``. Imports under ``if TYPE_CHECKING:`` do not run and do not count.
@@ -128,7 +128,7 @@ def test_the_layer_contract_is_kept():
     assert re.search(r"Contracts: [1-9]\d* kept, 0 broken\.", report), report
 
 
-PLANTED_LAYERS = ("cli", "training", "evaluation", "agents", "envs")
+PLANTED_LAYERS = ("cli", "service", "training", "evaluation", "agents", "envs")
 
 
 def _planted_tree(root: Path, violation: str | None) -> Path:

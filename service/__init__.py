@@ -1,0 +1,1 @@
+"""The marketarena service: a FastAPI app over the run store (``marketarena serve``)."""
