@@ -160,3 +160,37 @@ def make_llm_server() -> Iterator[Callable[[], ScriptedServer]]:
 @pytest.fixture
 def llm_server(make_llm_server: Callable[[], ScriptedServer]) -> ScriptedServer:
     return make_llm_server()
+
+
+@dataclass
+class Reply:
+    """One scripted answer: a status, a body (a dict or list is sent as JSON), headers, a
+    delay before answering, and a trickle between the body's bytes."""
+
+    status: int = 200
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    trickle: float = 0.0
+
+
+def _weights_answer(weights: Mapping[str, float], confidence: float = 0.5) -> Reply:
+    content = json.dumps({"weights": dict(weights), "confidence": confidence})
+    message = {"role": "assistant", "content": content}
+    return Reply(
+        body={
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": "scripted",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+        }
+    )
+
+
+@pytest.fixture
+def weights_answer() -> Callable[..., Reply]:
+    """``weights_answer({"A": 0.5, "CASH": 0.5})``: a chat completion (for ``script``)
+    answering with these target weights (the json_schema form)."""
+    return _weights_answer

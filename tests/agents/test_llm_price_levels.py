@@ -7,9 +7,6 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -287,32 +284,9 @@ def test_a_position_in_a_delisted_symbol_shows_as_sold_at_the_next_fill():
     assert re.search(r"Current weights: C 100\.0% \(not tradable: sold at the next fill\)", text)
 
 
-@dataclass
-class Reply:
-    """A scripted answer for the ``llm_server`` fixture (see tests/agents/conftest.py)."""
-
-    status: int = 200
-    body: Any = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    trickle: float = 0.0
-
-
-def all_cash() -> Reply:
-    content = json.dumps({"weights": {"A": 0.0, "B": 0.0, "CASH": 1.0}, "confidence": 0.5})
-    message = {"role": "assistant", "content": content}
-    body = {
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": "scripted",
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-    }
-    return Reply(200, body)
-
-
-def test_a_persisted_run_numbers_sessions_on_through_a_continue(llm_server, tmp_path, monkeypatch):
+def test_a_persisted_run_numbers_sessions_on_through_a_continue(
+    llm_server, tmp_path, monkeypatch, weights_answer
+):
     """A stored run with hidden dates over 2024-07-02..07-05, continued to 07-11: its prompts
     number the sessions 1, 2, ... with no gap at the 4 July holiday nor at the continue."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
@@ -325,7 +299,7 @@ def test_a_persisted_run_numbers_sessions_on_through_a_continue(llm_server, tmp_
     ]
     path = tmp_path / "holiday.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
-    llm_server.script(then=all_cash())
+    llm_server.script(then=weights_answer({"A": 0.0, "B": 0.0, "CASH": 1.0}))
     llm = {
         "base_url": llm_server.base_url,
         "dates": "hidden",
