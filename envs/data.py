@@ -1121,12 +1121,16 @@ def load_path(
     path: str | Path, *, missing: MissingPolicy = "error", date_format: str | None = None
 ) -> MarketData:
     """A data file of any kind the library reads: AI-Trader price files (a ``merged.jsonl``
-    or a folder of ``daily_prices_<SYMBOL>.json``, see :mod:`marketarena.envs.aitrader`), else
-    a CSV or Parquet file (:func:`load_file`, with ``date_format``)."""
+    or a folder of ``daily_prices_<SYMBOL>.json``, see :mod:`marketarena.envs.aitrader`), a
+    data directory of per-symbol CSV files (:mod:`marketarena.envs.providers`), else a CSV or
+    Parquet file (:func:`load_file`, with ``date_format``)."""
     from marketarena.envs.aitrader import is_aitrader_file, load_aitrader
+    from marketarena.envs.providers import is_data_dir, load_data_dir
 
     if Path(path).exists() and is_aitrader_file(path):
         return load_aitrader(path, missing=missing)
+    if is_data_dir(path):
+        return load_data_dir(path, missing=missing)
     return load_file(path, missing=missing, date_format=date_format)
 
 

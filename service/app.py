@@ -123,5 +123,10 @@ def include_routers(app: FastAPI) -> None:
 
 
 def _routers() -> list[Any]:
-    """The service's routers (each module defines ``router``)."""
-    return []
+    """The service's routers (each module defines ``router``; imported here, as they import
+    this module)."""
+    from marketarena.service import routes_data
+
+    return [
+        routes_data.router,
+    ]

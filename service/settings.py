@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,10 @@ class ServiceSettings:
         max_body_bytes: a larger request body is refused with 413.
         workers: simulation jobs running at once (each in its own process).
         webhooks: webhook targets (see the webhooks module), as given in the config.
+        providers: the data providers ``POST /data/download`` tries, in fallback order, when
+            a request names none (default: the built-in ``local``).
+        provider_limits: requests per minute per provider name (over a provider's own
+            default; one without either is not limited).
     """
 
     store: str = "runs.sqlite"
@@ -68,6 +73,8 @@ class ServiceSettings:
     max_body_bytes: int = 1_000_000
     workers: int = 1
     webhooks: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    providers: tuple[str, ...] = ("local",)
+    provider_limits: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -76,6 +83,9 @@ class ServiceSettings:
             raise ConfigError(f"max_body_bytes {self.max_body_bytes}: must be >= 1024")
         if self.workers < 1:
             raise ConfigError(f"workers {self.workers}: must be >= 1")
+        bad_limits = {k: v for k, v in self.provider_limits.items() if not v > 0}
+        if bad_limits:
+            raise ConfigError(f"provider_limits {bad_limits}: requests per minute must be > 0")
         if self.token is None and not is_loopback(self.host):
             raise ConfigError(
                 f"refusing to serve on {self.host} without a token: set {TOKEN_ENV} or pass "
