@@ -372,6 +372,22 @@ class DataDir:
             out.append(RangeRows(symbol, len(dates), first, last))
         return out
 
+    def frame_without(
+        self, symbols: Sequence[str], start: str | None, end: str | None
+    ) -> pd.DataFrame:
+        """The folder's long frame as :meth:`delete_range` would leave it (nothing is
+        written): to check what a deletion would change before making it."""
+        frames = []
+        for symbol in self.symbols():
+            frame = self.read(symbol)
+            if symbol in symbols:
+                frame = frame.loc[~_in_range(frame, start, end)]
+            if len(frame):
+                frames.append(frame)
+        if not frames:
+            return pd.DataFrame(columns=["date", "symbol", "close"])
+        return pd.concat(frames, ignore_index=True)
+
     def delete_range(
         self, symbols: Sequence[str], start: str | None, end: str | None
     ) -> dict[str, int]:

@@ -9,10 +9,9 @@ The folder is ``settings.data_dir`` (see :mod:`marketarena.envs.providers` for i
   providers in that fallback order (default ``settings.providers``), each under its rate
   limit (``settings.provider_limits``); every failure is in the response.
 - ``DELETE /data/range?symbols=A,B&start=&end=[&force=true]``: delete those rows. Refused with
-  409 when a stored run depends on them, unless ``force=true``. A run depends on the rows of
-  its symbols dated up to its end when its data is this folder: its ``data_sha256`` hashes
-  the data from the first date through its end (a continued run checks it), so deleting any
-  such row would leave it unable to continue.
+  409 when a stored run depends on them, unless ``force=true``: when the folder, as the
+  deletion would leave it, would no longer give a run on it the data it was computed on (its
+  ``data_sha256``, from the first date through its end, which continuing the run checks).
 
 An unknown symbol or provider is a 404 naming it.
 """
@@ -25,14 +24,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
-from marketarena.envs.errors import MissingFileError, UnknownNameError
-from marketarena.envs.providers import (
-    SYMBOL_PATTERN,
-    DataDir,
-    Downloader,
-    RangeRows,
-    available_providers,
-)
+from marketarena.envs.data import MarketData, from_long_frame
+from marketarena.envs.errors import DataError, MissingFileError, UnknownNameError
+from marketarena.envs.providers import SYMBOL_PATTERN, DataDir, Downloader, available_providers
 from marketarena.evaluation.saved_runs.store import RunInfo, RunStore
 from marketarena.service.app import settings_of
 from marketarena.service.settings import ServiceSettings
@@ -166,18 +160,53 @@ def _uses(spec: dict[str, Any], folder: Path) -> bool:
     return resolved == folder or folder in resolved.parents
 
 
-def _dependents(settings: ServiceSettings, rows: list[RangeRows]) -> list[str]:
-    """Each stored run that depends on some of ``rows``, in words."""
-    folder = Path(settings.data_dir).resolve()
+def _dependents(
+    settings: ServiceSettings, data: DataDir, symbols: list[str], start: str | None, end: str | None
+) -> list[str]:
+    """Each stored run on this folder that deleting the range would break, in words.
+
+    A run stores the hash of its data from the first date through its end (``data_sha256``,
+    checked when it continues): the folder as the deletion would leave it is loaded as the
+    run loads it (its universe selected) and hashed the same way. A run breaks when that
+    data no longer loads (e.g. a symbol left with holes), lacks one of its symbols, or hashes
+    differently. A run on one file of the folder breaks when that file loses rows.
+    """
+    folder = data.path.resolve()
+    runs = [r for r in _runs(settings.store) if _uses(r.spec, folder)]
+    rows = {r.symbol: r for r in data.rows_in_range(symbols, start, end) if r.rows}
+    if not runs or not rows:
+        return []
+    after: MarketData | None = None
+    broken = ""
+    try:
+        frame = data.frame_without(symbols, start, end)
+        after = from_long_frame(frame, name=data.path.name) if len(frame) else None
+    except DataError as exc:
+        broken = str(exc).splitlines()[0]
+    deleted = ", ".join(f"{r.symbol} {r.first_date}..{r.last_date}" for r in rows.values())
     out = []
-    for run in _runs(settings.store):
-        if not _uses(run.spec, folder):
+    for run in runs:
+        spec_end = str(run.spec.get("end"))
+        label = f"run {run.run_id!r} (data through {spec_end})"
+        if Path(str(run.spec["data"])).resolve() != folder:
+            if Path(str(run.spec["data"])).stem in rows:
+                out.append(f"{label} reads that file ({deleted})")
             continue
-        end = str(run.spec.get("end"))
-        hit = [r for r in rows if r.rows and r.symbol in run.symbols and str(r.first_date) <= end]
-        if hit:
-            named = ", ".join(f"{r.symbol} from {r.first_date}" for r in hit)
-            out.append(f"run {run.run_id!r} (data through {end}) uses {named}")
+        if after is None:
+            out.append(f"{label}: the folder would no longer load ({broken or 'no rows left'})")
+            continue
+        lost = [s for s in run.symbols if s not in after.symbols]
+        if lost:
+            out.append(f"{label}: its symbol(s) {lost} would be gone")
+            continue
+        try:  # the hash start_backtest stores: the run's symbols, first date through end
+            changed = after.select(run.symbols).slice(
+                None, spec_end
+            ).content_hash() != run.spec.get("data_sha256")
+        except DataError:
+            changed = True
+        if changed:
+            out.append(f"{label}: its data up to {spec_end} would change ({deleted})")
     return out
 
 
@@ -196,8 +225,7 @@ def delete_range(
         raise HTTPException(422, f"invalid request: end: {end} is before start {start}")
     data = DataDir(settings.data_dir)
     _known(data, chosen)
-    rows = data.rows_in_range(chosen, start, end)
-    dependents = _dependents(settings, rows)
+    dependents = _dependents(settings, data, chosen, start, end)
     if dependents and not force:
         raise HTTPException(
             409,
