@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pytest
 from rich.console import Console
 
@@ -111,14 +110,7 @@ def test_a_persisted_backtest_keeps_its_rules_and_resumes_under_them(tmp_path, m
 
     spec = RunStore("runs.sqlite", create=False).run("capped").spec
     assert spec["risk"]["max_weight"] == 0.04
-    weights = np.array(
-        [
-            json.loads(w)
-            for (w,) in RunStore("runs.sqlite", create=False)._db.execute(
-                "SELECT weights FROM days WHERE run_id = 'capped' ORDER BY step"
-            )
-        ]
-    )
+    weights = RunStore("runs.sqlite", create=False).days("capped").attrs["weights"]
     assert weights[:, :-1].max() <= 0.04 * 1.25  # capped at each fill, one day of drift
 
 
