@@ -23,6 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sv.add_argument("--data-dir", default="data", help="the folder of downloaded data")
     sv.add_argument("--token-file", help="a file whose first line is the API token")
     sv.add_argument("--workers", type=int, default=1, help="simulation jobs at once")
+    sv.add_argument(
+        "--webhooks",
+        metavar="FILE",
+        help="a YAML or JSON file of webhook targets (url, secret_env, events; see "
+        "marketarena.service.webhooks)",
+    )
     sv.set_defaults(handler=handle_serve)
 
 
@@ -31,6 +37,7 @@ def handle_serve(args: argparse.Namespace, console: Console) -> int:
 
     from marketarena.service.app import create_app
     from marketarena.service.settings import ServiceSettings, read_token
+    from marketarena.service.webhooks import read_webhooks
 
     settings = ServiceSettings(
         store=args.store,
@@ -39,6 +46,7 @@ def handle_serve(args: argparse.Namespace, console: Console) -> int:
         port=args.port,
         token=read_token(args.token_file),
         workers=args.workers,
+        webhooks=read_webhooks(args.webhooks) if args.webhooks else (),
     )
     auth = "token required" if settings.token else "no token (loopback only)"
     console.print(

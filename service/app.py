@@ -125,8 +125,10 @@ def include_routers(app: FastAPI) -> None:
 def _routers() -> list[Any]:
     """The service's routers (each module defines ``router``; imported here, as they import
     this module)."""
-    from marketarena.service import routes_data
+    from marketarena.service import jobs, routes_data, routes_runs
 
     return [
+        jobs.router,
+        routes_runs.router,
         routes_data.router,
     ]
