@@ -1,4 +1,5 @@
-"""``marketarena backtest``, ``positions`` and ``leaderboard``: persisted runs in SQLite."""
+"""``marketarena backtest``, ``positions``, ``leaderboard`` and ``runs upgrade``: persisted runs
+in a run store (a SQLite file or a PostgreSQL URL)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from marketarena.evaluation.saved_runs.persisted import Positions
     from marketarena.evaluation.saved_runs.store import RunStore
 
+STORE_HELP = "the runs database: a SQLite file or a postgresql://user:password@host/db URL"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     bt = subparsers.add_parser(
@@ -64,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bt.add_argument("--risk", action="append", metavar="KEY=VALUE", help=RISK_HELP)
     bt.add_argument("--window", type=int, help="observation window (default: the env's)")
-    bt.add_argument("--store", default="runs.sqlite", help="the runs database")
+    bt.add_argument("--store", default="runs.sqlite", help=STORE_HELP)
     add_llm_options(bt)
     bt.set_defaults(handler=handle_backtest)
 
@@ -74,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which = pos.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="one run")
     which.add_argument("--agent", metavar="SPEC", help="every run of this agent spec")
-    pos.add_argument("--store", default="runs.sqlite")
+    pos.add_argument("--store", default="runs.sqlite", help=STORE_HELP)
     pos.add_argument("--start")
     pos.add_argument("--end")
     pos.add_argument("--symbol")
@@ -84,9 +87,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     lb = subparsers.add_parser("leaderboard", help="finished runs over the same dates, ranked")
     lb.add_argument("runs", nargs="*", help="run names (default: every finished run)")
-    lb.add_argument("--store", default="runs.sqlite")
+    lb.add_argument("--store", default="runs.sqlite", help=STORE_HELP)
     lb.add_argument("--output", help="folder for the report")
     lb.set_defaults(handler=handle_leaderboard)
+
+    maintain = subparsers.add_parser("runs", help="maintain a run store")
+    maintain_sub = maintain.add_subparsers(dest="runs_command", required=True)
+    upgrade = maintain_sub.add_parser(
+        "upgrade",
+        help="rewrite the pickled checkpoints an older marketarena stored in the safe format",
+        description="Unpickle each checkpoint an older marketarena wrote and store it again in "
+        "the safe JSON format, so that its runs can be resumed and continued. Unpickling can "
+        "run code: only for a store you trust, said with --trust.",
+    )
+    upgrade.add_argument("store", help=STORE_HELP)
+    upgrade.add_argument(
+        "--trust", action="store_true", help="I trust this store's pickles (required)"
+    )
+    upgrade.set_defaults(handler=handle_runs_upgrade)
 
 
 def handle_backtest(args: argparse.Namespace, console: Console) -> int:
@@ -117,7 +135,7 @@ def handle_backtest(args: argparse.Namespace, console: Console) -> int:
 
 def _resume_backtest_hint(store: RunStore, run_id: str, store_path: str) -> str:
     """What Ctrl-C prints: how to resume ``run_id`` when the store has it unfinished."""
-    from marketarena.evaluation.saved_runs.store import RunNotFound
+    from marketarena.evaluation.saved_runs.store import RunNotFound, is_url
 
     try:
         info = store.run(run_id)
@@ -125,9 +143,11 @@ def _resume_backtest_hint(store: RunStore, run_id: str, store_path: str) -> str:
         return "interrupted before the run started: nothing was stored"
     if info.status == "finished":
         return f"interrupted: run {run_id} is finished"
+    # a URL without its password: the hint is printed
+    where = shlex.quote(store.url) if is_url(store_path) else shell_path(store_path)
     return (
         f"interrupted after {info.days} completed day(s): resume with marketarena backtest "
-        f"--resume {shlex.quote(run_id)} --store {shell_path(store_path)}"
+        f"--resume {shlex.quote(run_id)} --store {where}"
     )
 
 
@@ -262,4 +282,19 @@ def handle_leaderboard(args: argparse.Namespace, console: Console) -> int:
     if args.output:
         report.write(args.output)
         console.print(f"wrote {args.output}", highlight=False)
+    return EXIT_OK
+
+
+def handle_runs_upgrade(args: argparse.Namespace, console: Console) -> int:
+    from marketarena.evaluation.saved_runs.store import RunStore
+
+    store = RunStore(args.store, create=False)
+    try:
+        converted = store.upgrade_checkpoints(trust=args.trust)
+    finally:
+        store.close()
+    if not converted:
+        console.print(f"{store.path}: no pickled checkpoints, nothing to upgrade", highlight=False)
+    for run_id in converted:
+        console.print(f"run {run_id}: checkpoint rewritten in the safe format", highlight=False)
     return EXIT_OK

@@ -7,6 +7,9 @@ counted trading sessions (they counted weekdays): an LLM run with hidden dates, 
 ran the same backtest uninterrupted to 2019-07-12. Continuing the stored run with this version
 must ask exactly those prompts (adjusted closes; "session 9" after the 4 July holiday, as the
 weekday count gave) and end with exactly those NAVs.
+
+That version pickled its checkpoints: this one never unpickles on reading, so the run is
+continued after ``marketarena runs upgrade STORE --trust`` rewrote them in the safe format.
 """
 
 from __future__ import annotations
@@ -64,6 +67,15 @@ def test_an_old_llm_run_continues_with_the_prompts_and_navs_it_began_with(
     llm_server.script(then=equal_weights())
     console = Console(record=True, width=300)
     argv = ["backtest", "--continue", "r", "--end", "2019-07-12", "--store", str(store)]
+    code = main([*argv, "--base-url", llm_server.base_url], console=console)
+    assert code == 1 and not llm_server.requests
+    assert (
+        f"error: run r's checkpoint was written by an older marketarena as a pickle; "
+        f"`marketarena runs upgrade {store} --trust` converts it (only for a store you trust: "
+        "a pickle can run code)"
+    ) in console.export_text()
+    assert main(["runs", "upgrade", str(store), "--trust"], console=console) == 0
+    assert "run r: checkpoint rewritten in the safe format" in console.export_text()
     code = main([*argv, "--base-url", llm_server.base_url], console=console)
     assert code == 0, console.export_text()
     asked = [r.body["messages"][1]["content"] for r in llm_server.requests]
