@@ -1,8 +1,11 @@
-"""Shared fixtures: small hand-made markets."""
+"""Shared fixtures: small hand-made markets; run stores on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -65,3 +68,43 @@ def _perturb_future(data: MarketData, t: int, *, scale: float = 0.1, seed: int =
 def perturb_future() -> Callable[..., MarketData]:
     """``perturb_future(data, t)``: the same market up to row ``t``, another one after it."""
     return _perturb_future
+
+
+POSTGRES_ENV = "MARKETARENA_TEST_POSTGRES_URL"
+
+
+def postgres_url() -> str:
+    """``$MARKETARENA_TEST_POSTGRES_URL`` (``.ci/postgres.sh`` prints one); skips the test when
+    it is unset, except in CI (``CI`` set), where its absence fails the test."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must set {POSTGRES_ENV} (see .ci/postgres.sh)")
+        pytest.skip(f"{POSTGRES_ENV} is not set: run `export {POSTGRES_ENV}=$(.ci/postgres.sh)`")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """Where a new, empty run store goes: a SQLite file in the test's folder, or a
+    ``postgresql://`` URL whose connections use a schema of the test's own (created here,
+    dropped with everything in it afterwards)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "runs.sqlite")
+        return
+    import psycopg2
+
+    def execute(sql: str) -> None:
+        conn = psycopg2.connect(base)
+        try:
+            conn.autocommit = True
+            conn.cursor().execute(sql)
+        finally:
+            conn.close()
+
+    base = postgres_url()
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    execute(f"CREATE SCHEMA {schema}")
+    joiner = "&" if "?" in base else "?"
+    yield f"{base}{joiner}options={quote(f'-csearch_path={schema}')}"
+    execute(f"DROP SCHEMA {schema} CASCADE")

@@ -54,8 +54,9 @@ def assert_same_run(store: RunStore, run_a: str, other: RunStore, run_b: str) ->
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = RunStore(tmp_path / "runs.sqlite")
+def store(store_url):
+    """A new run store, on SQLite and on PostgreSQL (the root conftest's ``store_url``)."""
+    s = RunStore(store_url)
     yield s
     s.close()
 
@@ -268,7 +269,7 @@ def test_continue_refuses_ranges_that_do_not_extend_the_run(store, market):
     d = market["dates"]
     start(store, "short", market)
     rows = store.days("short")
-    base = ["backtest", "--store", str(store.path), "--continue", "short", "--data", market["v2"]]
+    base = ["backtest", "--store", store.connect_url, "--continue", "short", "--data", market["v2"]]
     for end in (d[39], d[30], d[2]):  # the run's own end, inside it, before it
         code, text = run_cli([*base, "--end", end])
         assert code == EXIT_ERROR
@@ -297,7 +298,7 @@ def test_continue_refuses_data_that_changed_on_completed_days(store, market):
         [
             "backtest",
             "--store",
-            str(store.path),
+            store.connect_url,
             "--continue",
             "short",
             "--end",
@@ -328,10 +329,10 @@ def test_continue_and_resume_need_the_right_state(store, market):
         continue_backtest(store, "cut", d[59], data=market["v2"])
     with pytest.raises(ValueError, match=r"run 'cut' already exists in .*: --resume it"):
         start(store, "cut", market)
-    code, text = run_cli(["backtest", "--store", str(store.path), "--resume", "nope"])
+    code, text = run_cli(["backtest", "--store", store.connect_url, "--resume", "nope"])
     assert code == EXIT_ERROR and "no run 'nope' in" in text and "runs: ['cut']" in text
     code, text = run_cli(
-        ["backtest", "--store", str(store.path), "--resume", "cut", "--agent", "random"]
+        ["backtest", "--store", store.connect_url, "--resume", "cut", "--agent", "random"]
     )
     assert code == EXIT_ERROR
     assert "give one of --agent (a new run), --resume RUN or --continue RUN" in text
@@ -379,7 +380,7 @@ def tiny_backtest(store, folder, agent: str, run: str, end: str) -> tuple[int, s
             "--rule",
             "preset=aitrader",
             "--store",
-            str(store.path),
+            store.connect_url,
         ]
     )
 
@@ -499,7 +500,7 @@ def table_rows(text: str) -> list[list[str]]:
 
 
 def test_cli_positions_prints_holdings_fills_and_turnover(two_runs, tmp_path):
-    store = str(two_runs.path)
+    store = two_runs.connect_url
     code, text = run_cli(
         ["positions", "--run", "ew", "--store", store, "--output", str(tmp_path / "pos")]
     )
@@ -574,7 +575,7 @@ def test_cli_positions_prints_holdings_fills_and_turnover(two_runs, tmp_path):
 
 def test_cli_leaderboard_ranks_runs_over_the_same_dates(two_runs):
     store = two_runs
-    code, text = run_cli(["leaderboard", "--store", str(store.path)])
+    code, text = run_cli(["leaderboard", "--store", store.connect_url])
     assert code == EXIT_OK, text
     assert "leaderboard: 2025-10-02 to 2025-10-06" in text
     # best final NAV first; return (NAV / 10000 - 1): bh -0.2325%, ew -0.2575%
@@ -587,9 +588,9 @@ def test_cli_leaderboard_refuses_runs_over_different_dates(two_runs, ai):
     folder = str(ai.root / "daily")  # the folder the two runs used
     code, text = tiny_backtest(store, folder, "buy_and_hold", "short", "2025-10-03")
     assert code == EXIT_OK, text
-    code, text = run_cli(["leaderboard", "--store", str(store.path)])
+    code, text = run_cli(["leaderboard", "--store", store.connect_url])
     assert code == EXIT_ERROR
     assert "a leaderboard compares runs over the same dates and data; these differ:" in text
     assert "short 2025-10-02..2025-10-03" in text
-    code, text = run_cli(["leaderboard", "bh", "ew", "--store", str(store.path)])
+    code, text = run_cli(["leaderboard", "bh", "ew", "--store", store.connect_url])
     assert code == EXIT_OK
