@@ -21,7 +21,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -115,20 +115,26 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     return app
 
 
+class PublicRouter(APIRouter):
+    """A router whose routes need no token: the dashboard's page and static files, which hold
+    no data (the page asks the API, with the token, for everything it shows)."""
+
+
 def include_routers(app: FastAPI) -> None:
-    """Every router of the service, each behind the token check."""
+    """Every router of the service, each behind the token check (but a :class:`PublicRouter`)."""
     auth = [Depends(require_token)]
     for router in _routers():
-        app.include_router(router, dependencies=auth)
+        app.include_router(router, dependencies=[] if isinstance(router, PublicRouter) else auth)
 
 
 def _routers() -> list[Any]:
     """The service's routers (each module defines ``router``; imported here, as they import
     this module)."""
-    from marketarena.service import jobs, routes_data, routes_runs
+    from marketarena.service import dashboard, jobs, routes_data, routes_runs
 
     return [
         jobs.router,
         routes_runs.router,
         routes_data.router,
+        dashboard.router,
     ]
