@@ -172,13 +172,13 @@ def test_coverage_of_an_unknown_or_malformed_symbol(tmp_path):
 
 
 @pytest.fixture
-def with_run(tmp_path):
+def with_run(tmp_path, store_url):
     """A data folder (AXP, BA, KO from 2009-08-21 to 2009-12-31) and a stored run of
     AXP and BA on it from 2009-09-15 to 2009-10-28 (the bundled sample then skips to
-    2009-11-05)."""
-    client = _client(tmp_path)
+    2009-11-05), in a store on SQLite and on PostgreSQL."""
+    client = _client(tmp_path, store=store_url)
     _download(client, ["AXP", "BA", "KO"], "2009-08-21", "2009-12-31")
-    store = RunStore(tmp_path / "runs.sqlite")
+    store = RunStore(store_url)
     data = str(tmp_path / "data")
     start_backtest(
         store, "ew", "equal_weight", data, "2009-09-15", "2009-10-28", universe=("AXP", "BA")
