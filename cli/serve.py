@@ -33,8 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle_serve(args: argparse.Namespace, console: Console) -> int:
+    import sqlalchemy
     import uvicorn
 
+    from marketarena.evaluation.saved_runs.store import is_url
     from marketarena.service.app import create_app
     from marketarena.service.settings import ServiceSettings, read_token
     from marketarena.service.webhooks import read_webhooks
@@ -49,9 +51,11 @@ def handle_serve(args: argparse.Namespace, console: Console) -> int:
         webhooks=read_webhooks(args.webhooks) if args.webhooks else (),
     )
     auth = "token required" if settings.token else "no token (loopback only)"
+    store = settings.store
+    if is_url(store):  # a database URL's password is never printed
+        store = sqlalchemy.make_url(store).render_as_string(hide_password=True)
     console.print(
-        f"serving {settings.store} on http://{settings.host}:{settings.port} ({auth}); "
-        f"API docs at /docs",
+        f"serving {store} on http://{settings.host}:{settings.port} ({auth}); API docs at /docs",
         highlight=False,
     )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")

@@ -317,8 +317,13 @@ class JobManager:
         from marketarena.agents.registry import make_agent
         from marketarena.envs.data import resolve_data
 
-        resolve_data(request.data)  # an unknown name or a missing file: 400 naming it
+        market = resolve_data(request.data)  # an unknown name or a missing file: a 400
         start, end = request.start.isoformat(), request.end.isoformat()
+        first, last = str(market.dates[0]), str(market.dates[-1])
+        if start >= last:
+            raise ConfigError(f"start {start}: the data {request.data} ends on {last}")
+        if end <= first:
+            raise ConfigError(f"end {end}: the data {request.data} starts on {first}")
         run_ids = request.run_ids or [f"{m}@{start}" for m in request.models]
         tasks = []
         for model, run_id in zip(request.models, run_ids, strict=True):

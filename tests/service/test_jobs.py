@@ -249,6 +249,14 @@ def test_requests_are_checked_before_anything_is_queued(tmp_path):
         )
         assert "unknown agent 'momentumz'" in refused({**ok, "models": ["momentumz"]}, 400)["error"]
         assert "unknown data 'nope'" in refused({**ok, "data": "nope"}, 400)["error"]
+        assert (
+            "start 2023-01-03: the data sp500_20 ends on 2022-12-28"
+            in refused({**ok, "start": "2023-01-03", "end": "2023-02-01"}, 400)["error"]
+        )
+        assert (
+            "end 1989-02-01: the data sp500_20 starts on 1990-01-02"
+            in refused({**ok, "start": "1989-01-03", "end": "1989-02-01"}, 400)["error"]
+        )
         assert client.get("/jobs").json() == []
 
         r = client.get("/jobs/abc123")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -15,7 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from marketarena.cli import main
+from marketarena.cli.common import EXIT_ERROR
 from marketarena.envs.errors import ConfigError, MissingFileError
 from marketarena.evaluation.saved_runs.store import RunStore
 from marketarena.service.webhooks import read_webhooks, signature
@@ -30,8 +34,9 @@ class Receiver:
     """A real HTTP server on loopback that checks each delivery's signature with the secret
     (its own HMAC, not the library's) and answers ``status``."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, delay_s: float = 0.0) -> None:
         self.status = status
+        self.delay_s = delay_s
         self.received: list[dict] = []
         receiver = self
 
@@ -51,6 +56,7 @@ class Receiver:
                         "raw": body.decode() + str(dict(self.headers)),
                     }
                 )
+                time.sleep(receiver.delay_s)
                 self.send_response(receiver.status)
                 self.end_headers()
 
@@ -74,8 +80,8 @@ def receiver(monkeypatch):
     monkeypatch.setenv(SECRET_ENV, SECRET)
     made: list[Receiver] = []
 
-    def make(status: int = 200) -> Receiver:
-        made.append(Receiver(status))
+    def make(status: int = 200, delay_s: float = 0.0) -> Receiver:
+        made.append(Receiver(status, delay_s))
         return made[-1]
 
     yield make
@@ -137,6 +143,19 @@ def test_the_config_file_names_what_is_wrong(tmp_path, monkeypatch):
     as_json = tmp_path / "hooks.json"
     as_json.write_text(json.dumps([{"url": "https://example.org/h", "secret_env": SECRET_ENV}]))
     assert read_webhooks(as_json) == ({"url": "https://example.org/h", "secret_env": SECRET_ENV},)
+
+
+def test_serve_refuses_a_bad_webhooks_file_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    hooks = tmp_path / "hooks.yaml"
+    hooks.write_text(f"webhooks:\n  - url: http://127.0.0.1:9/h\n    secret_env: {SECRET_ENV}\n")
+    out = io.StringIO()
+    code = main(["serve", "--webhooks", str(hooks)], console=Console(file=out, width=300))
+    assert code == EXIT_ERROR
+    assert out.getvalue().strip() == (
+        f"error: webhooks file {hooks}: webhooks[0].secret_env: environment variable "
+        f"{SECRET_ENV} is not set"
+    )
 
 
 def _hooks(url: str, **more) -> tuple[dict, ...]:
@@ -213,6 +232,19 @@ def test_a_failing_receiver_is_retried_then_dead_lettered(
     assert len(retried) == 2 and "attempt 1 failed (HTTP 500); retrying in 0.05 s" in retried[0]
     server.stop()
     _nowhere([], caplog, store, store_url)
+
+
+def test_a_slow_receiver_never_holds_up_a_job(live_server, receiver, wait, tmp_path):
+    hook = receiver(delay_s=0.25)
+    hooks = _hooks(hook.url, events=["trade.executed"])
+    server = live_server(store=str(tmp_path / "runs.sqlite"), webhooks=hooks)
+    started = time.monotonic()
+    job = server.client.post("/simulate", json={"models": ["random"], **SHORT})
+    assert job.status_code == 202 and time.monotonic() - started < 1.0
+    wait(lambda: server.client.get(f"/jobs/{job.json()['id']}").json()["status"] == "done", 30, "")
+    # 11 days of trades, a quarter of a second each at the receiver: most are still to come
+    assert len(hook.received) < 11 and server.app.state.jobs.webhooks.pending() > 0
+    wait(lambda: len(hook.received) == 11, 30, "every day's trades")
 
 
 def _nowhere(responses: list[str], caplog, store: RunStore, store_url: str) -> None:
