@@ -105,6 +105,21 @@ class SimulateRequest(BaseModel):
             raise ValueError(f"run ids must be distinct and non-empty: {run_ids}")
         return run_ids
 
+    @field_validator("llm")
+    @classmethod
+    def _for_llm_models(cls, llm: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        import dataclasses
+
+        from marketarena.agents.llm_agent import LLMConfig
+
+        if llm and not any(m.startswith("llm:") for m in info.data.get("models") or []):
+            raise ValueError("LLM options, but no model is an LLM (llm:<model>)")
+        options = sorted({f.name for f in dataclasses.fields(LLMConfig)} - {"model", "name"})
+        unknown = sorted(set(llm) - set(options))
+        if unknown:
+            raise ValueError(f"unknown LLM option(s) {unknown}; options: {options}")
+        return llm
+
     @field_validator("end")
     @classmethod
     def _after_start(cls, end: dt.date, info: ValidationInfo) -> dt.date:
@@ -134,6 +149,19 @@ class SimulateRequest(BaseModel):
         return risk
 
 
+def _session_options(llm: dict[str, Any]) -> dict[str, Any]:
+    """``llm`` when it holds only options a resumed or continued run may change."""
+    from marketarena.evaluation.saved_runs.persisted import SESSION_LLM_OPTIONS
+
+    other = sorted(set(llm) - set(SESSION_LLM_OPTIONS))
+    if other:
+        raise ValueError(
+            f"{other}: a resumed or continued run keeps its LLM options; only "
+            f"{list(SESSION_LLM_OPTIONS)} may be given"
+        )
+    return llm
+
+
 class ContinueRequest(BaseModel):
     """Extend finished runs to a later end date (on newer data whose earlier days match)."""
 
@@ -145,6 +173,8 @@ class ContinueRequest(BaseModel):
         default_factory=dict, description="this session's LLM endpoint options (base_url, ...)"
     )
 
+    _session = field_validator("llm")(_session_options)
+
 
 class ResumeRequest(BaseModel):
     """Options of a resumed run's session (nothing that shapes its decisions)."""
@@ -154,6 +184,8 @@ class ResumeRequest(BaseModel):
     llm: dict[str, Any] = Field(
         default_factory=dict, description="this session's LLM endpoint options (base_url, ...)"
     )
+
+    _session = field_validator("llm")(_session_options)
 
 
 # ------------------------------------------------------------------ the worker
@@ -327,8 +359,10 @@ class JobManager:
         run_ids = request.run_ids or [f"{m}@{start}" for m in request.models]
         tasks = []
         for model, run_id in zip(request.models, run_ids, strict=True):
-            if model != "llm:local":  # the bundled model is served when the job runs
-                make_agent(model, None, request.llm)
+            # every option checked (none holds a secret: keys come from api_key_env); the
+            # bundled model's server starts when the job runs, so a placeholder stands in here
+            local = {"base_url": "http://127.0.0.1:1/v1"} if model == "llm:local" else {}
+            make_agent(model, None, {**request.llm, **local})
             self.store.require_new(run_id)
             tasks.append(
                 {
@@ -364,7 +398,10 @@ class JobManager:
                             f"{[r.run_id for r in runs]} are finished; POST /simulate/continue "
                             "extends one)",
                         )
-                    tasks += [_task("resume", r, llm=dict(llm)) for r in unfinished]
+                    tasks += [
+                        _task("resume", r, llm=dict(llm), last_completed=r.last_date)
+                        for r in unfinished
+                    ]
                 return self.submit("resume", tasks)
             for job in sorted(self.store.jobs(), key=lambda j: j["created"], reverse=True):
                 if job["status"] in ("failed", "cancelled"):
@@ -466,7 +503,8 @@ class JobManager:
                 tasks.append(task)  # never created: start it as asked
                 continue
             if info.status != "finished":
-                tasks.append(_task("resume", info, llm=dict(llm or task.get("llm") or {})))
+                session = dict(llm or task.get("llm") or {})
+                tasks.append(_task("resume", info, llm=session, last_completed=info.last_date))
             elif task["action"] == "continue" and info.spec["end"] < task["end"]:
                 tasks.append(task)
         return tasks
@@ -560,6 +598,8 @@ class JobManager:
 
 
 def _task(action: str, run: RunInfo, **fields: Any) -> dict[str, Any]:
+    """A job's task on an existing run (a resume's ``last_completed``: the day it goes on
+    from, as the store had it when the job was made)."""
     return {"action": action, "model": str(run.spec["agent"]), "run_id": run.run_id, **fields}
 
 

@@ -99,7 +99,8 @@ def test_a_killed_worker_fails_its_job_and_the_resume_is_bit_identical(
     resumed = client.post("/simulate/resume")  # the last incomplete job
     assert resumed.status_code == 202, resumed.text
     assert resumed.json()["kind"] == "resume" and resumed.json()["spec"]["resumes"] == job["id"]
-    assert resumed.json()["spec"]["tasks"][0]["action"] == "resume"
+    task = resumed.json()["spec"]["tasks"][0]
+    assert task["action"] == "resume" and task["last_completed"] == cut.last_date
     done = finished(client, resumed.json()["id"], wait)
     assert done["status"] == "done", done
     assert done["progress"]["random@2018-01-02"]["done"] == total
@@ -246,6 +247,20 @@ def test_requests_are_checked_before_anything_is_queued(tmp_path):
         )
         assert (
             "colour: Extra inputs are not permitted" in refused({**ok, "colour": 1}, 422)["error"]
+        )
+        assert (
+            "llm: Value error, LLM options, but no model is an LLM"
+            in (refused({**ok, "llm": {"base_url": "http://127.0.0.1:1/v1"}}, 422)["error"])
+        )
+        assert (
+            "llm: Value error, unknown LLM option(s) ['api_key']"
+            in (refused({**ok, "models": ["llm:gpt-4o"], "llm": {"api_key": "sk-x"}}, 422)["error"])
+        )
+        r = client.post("/simulate/resume", json={"llm": {"lookback": 5}})
+        assert r.status_code == 422
+        assert (
+            "llm: Value error, ['lookback']: a resumed or continued run keeps"
+            in (r.json()["error"])
         )
         assert "unknown agent 'momentumz'" in refused({**ok, "models": ["momentumz"]}, 400)["error"]
         assert "unknown data 'nope'" in refused({**ok, "data": "nope"}, 400)["error"]
