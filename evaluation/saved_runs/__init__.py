@@ -1,7 +1,11 @@
 """Saved runs: the run store, persisted backtests and the replay of recorded trade logs.
 
-* :mod:`~marketarena.evaluation.saved_runs.store`: :class:`RunStore`, a SQLite file of runs,
-  each completed day (NAV, holdings, fills) with a checkpoint to resume from.
+* :mod:`~marketarena.evaluation.saved_runs.store`: :class:`RunStore`, a SQLite file or a
+  PostgreSQL database of runs, each completed day (NAV, holdings, fills) with a checkpoint to
+  resume from, and the service's jobs and webhook deliveries; its schema migrations (Alembic)
+  ship in ``migrations/``.
+* :mod:`~marketarena.evaluation.saved_runs.codec`: the checkpoints' format, JSON with type
+  tags and an allowlist of classes, which cannot run code when read.
 * :mod:`~marketarena.evaluation.saved_runs.persisted`: backtests recorded day by day in a
   store — start, resume after a crash, continue when new data arrives — and what is read
   back from it: results, positions, holding periods, turnover, the leaderboard.

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -156,6 +155,9 @@ class PickledCheckpointError(DataError):
 
 @dataclass(frozen=True)
 class RunInfo:
+    """A stored run: its spec and symbols, ``running`` or ``finished``, and its last
+    completed date and number of completed days (``None`` and 0 before the first)."""
+
     run_id: str
     spec: dict[str, Any]
     symbols: tuple[str, ...]
@@ -183,19 +185,34 @@ class RunStore:
     version on opening (a store made before migrations is recognised and upgraded).
 
     :attr:`path` names the store in messages (the file, or the URL without its password);
-    :attr:`url` is the SQLAlchemy URL without the password, :attr:`connect_url` with it.
+    :attr:`url` is the SQLAlchemy URL without the password, :attr:`connect_url` with it. A
+    store's connections are its process's own: another process (a worker) opens its own
+    ``RunStore(store.connect_url)``; every method is one short transaction.
     """
 
     def __init__(self, location: str | Path = DEFAULT_STORE, *, create: bool = True) -> None:
         if is_url(location):
-            url = sa.make_url(str(location))
-            if url.get_backend_name() == "sqlite" and url.database:
+            try:
+                url = sa.make_url(str(location))
+            except sa.exc.ArgumentError:
+                url = None
+            backend = url.get_backend_name() if url is not None else None
+            if (
+                url is None
+                or backend not in ("sqlite", "postgresql")
+                or (backend == "sqlite" and not url.database)
+            ):
+                shown = url.render_as_string(hide_password=True) if url else "that URL"
+                raise ConfigError(
+                    f"cannot open the runs database {shown}: give a SQLite file's path, "
+                    "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+                )
+            if url.database and backend == "sqlite":
                 self._open_sqlite(Path(url.database), create)
             else:
                 self._open_server(url, create)
         else:
             self._open_sqlite(Path(location), create)
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------ opening
     def _open_sqlite(self, path: Path, create: bool) -> None:

@@ -30,6 +30,7 @@ from marketarena.evaluation.saved_runs.codec import StateEncodeError
 from marketarena.evaluation.saved_runs.persisted import load_result
 from marketarena.evaluation.saved_runs.store import (
     HEAD,
+    MIGRATIONS,
     JobNotFound,
     PickledCheckpointError,
     RunNotFound,
@@ -243,6 +244,29 @@ def test_a_new_store_is_made_at_the_newest_schema_and_reopened_as_it_is(store):
     again = RunStore(store.connect_url, create=False)
     assert again.job("j")["kind"] == "resume"
     again.close()
+
+
+def test_head_is_the_newest_migration_shipped():
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory(str(MIGRATIONS)).get_current_head() == HEAD
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("sqlite://", "sqlite://"),  # in memory: nothing would be kept
+        ("mysql://u:secret@localhost/db", "mysql://u:***@localhost/db"),
+        ("nonsense://", "nonsense://"),
+    ],
+)
+def test_a_url_of_another_kind_is_refused_naming_it_without_its_password(location, shown):
+    with pytest.raises(ConfigError) as caught:
+        RunStore(location)
+    assert str(caught.value) == (
+        f"cannot open the runs database {shown}: give a SQLite file's path, sqlite:///PATH or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+    )
 
 
 def test_opening_without_create_makes_nothing(store_url, tmp_path):
