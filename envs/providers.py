@@ -300,6 +300,18 @@ class DataDir:
             return []
         return sorted(p.stem for p in self.path.glob("*.csv"))
 
+    def signature(self) -> tuple[tuple[str, int, int], ...]:
+        """Each file's name, size and modification time (ns): it changes when the folder's
+        data does (every write replaces a file), so it keys answers computed from it."""
+        if not self.path.is_dir():
+            return ()
+        found = []
+        for entry in os.scandir(self.path):
+            if entry.name.endswith(".csv") or entry.name == MANIFEST:
+                info = entry.stat()
+                found.append((entry.name, info.st_size, info.st_mtime_ns))
+        return tuple(sorted(found))
+
     def read(self, symbol: str) -> pd.DataFrame:
         """One symbol's rows as stored (empty when it has no file)."""
         path = self._file(symbol)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field, field_validator
 
 from marketarena.envs.data import MarketData, from_long_frame
@@ -29,6 +30,7 @@ from marketarena.envs.errors import DataError, MissingFileError, UnknownNameErro
 from marketarena.envs.providers import SYMBOL_PATTERN, DataDir, Downloader, available_providers
 from marketarena.evaluation.saved_runs.store import RunInfo, RunStore
 from marketarena.service.app import settings_of
+from marketarena.service.cache import cache_of
 from marketarena.service.settings import ServiceSettings
 
 router = APIRouter(prefix="/data", tags=["data"])
@@ -65,35 +67,48 @@ def _known(data: DataDir, symbols: list[str]) -> None:
         )
 
 
-@router.get("/coverage")
+@router.get("/coverage", response_model=list[dict[str, Any]])
 def coverage(
+    request: Request,
     settings: Settings,
     symbols: Annotated[str | None, Query(description="comma-separated; default all")] = None,
-) -> list[dict[str, Any]]:
+) -> Response:
     """Per symbol: first and last date, rows, and gaps (dates inside its span on which other
     symbols of the folder have bars and it has none)."""
     data = DataDir(settings.data_dir)
     chosen = _symbols(symbols)
     if chosen is not None:
         _known(data, chosen)
-    return [
-        {
-            "symbol": c.symbol,
-            "first_date": c.first_date,
-            "last_date": c.last_date,
-            "rows": c.rows,
-            "gaps": c.gaps,
-        }
-        for c in data.coverage(chosen)
-    ]
+
+    def compute() -> list[dict[str, Any]]:
+        return [
+            {
+                "symbol": c.symbol,
+                "first_date": c.first_date,
+                "last_date": c.last_date,
+                "rows": c.rows,
+                "gaps": c.gaps,
+            }
+            for c in data.coverage(chosen)
+        ]
+
+    key = ("data/coverage", str(data.path), tuple(chosen or ()), data.signature())
+    return cache_of(request).response(key, compute)
 
 
-@router.get("/status")
-def status(settings: Settings) -> dict[str, Any]:
+@router.get("/status", response_model=dict[str, Any])
+def status(request: Request, settings: Settings) -> Response:
     """The folder's symbols, date span, rows and size, the last download per provider, and
     the providers (their fallback order by default and every one installed)."""
-    providers = {"default_order": list(settings.providers), "available": available_providers()}
-    return {**DataDir(settings.data_dir).status(), "providers": providers}
+    data = DataDir(settings.data_dir)
+
+    def compute() -> dict[str, Any]:
+        providers = {"default_order": list(settings.providers), "available": available_providers()}
+        return {**data.status(), "providers": providers}
+
+    installed = tuple(sorted(available_providers()))
+    key = ("data/status", str(data.path), settings.providers, installed, data.signature())
+    return cache_of(request).response(key, compute)
 
 
 class DownloadRequest(BaseModel):

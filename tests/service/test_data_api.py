@@ -225,10 +225,13 @@ def test_deleting_rows_a_stored_run_depends_on_is_refused_unless_forced(tmp_path
     assert r.status_code == 200
     n_after = load_dataset("sp500_ohlcv_30").slice("2009-11-02", "2009-12-31").n_periods
     assert r.json() == {"deleted": dict.fromkeys(("AXP", "BA", "KO"), n_after), "forced_over": []}
+    covered = client.get("/data/coverage").json()  # answered from the cache until a change
+    assert [c["symbol"] for c in covered] == ["AXP", "BA", "KO"]
     r = client.delete("/data/range", params={"symbols": "KO"})
-    assert (
-        r.status_code == 200 and r.json()["forced_over"] == [] and folder.symbols() == ["AXP", "BA"]
-    )
+    assert r.status_code == 200 and r.json()["forced_over"] == []
+    assert folder.symbols() == ["AXP", "BA"]
+    assert [c["symbol"] for c in client.get("/data/coverage").json()] == ["AXP", "BA"]
+    assert client.get("/data/status").json()["symbols"] == ["AXP", "BA"]
     # forced: the rows go, and the run can no longer continue on this data
     params = {"symbols": "AXP,BA", "start": "2009-09-01", "end": "2009-09-02", "force": "true"}
     r = client.delete("/data/range", params=params)
