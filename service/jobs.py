@@ -363,7 +363,14 @@ class JobManager:
             # bundled model's server starts when the job runs, so a placeholder stands in here
             local = {"base_url": "http://127.0.0.1:1/v1"} if model == "llm:local" else {}
             make_agent(model, None, {**request.llm, **local})
-            self.store.require_new(run_id)
+            try:
+                self.store.require_new(run_id)
+            except ConfigError:  # the store's message speaks of the CLI's options
+                raise HTTPException(
+                    409,
+                    f"run {run_id!r} already exists: resume it (POST /simulate/resume), "
+                    "continue it (POST /simulate/continue) or name the new run (run_ids)",
+                ) from None
             tasks.append(
                 {
                     "action": "start",
@@ -638,7 +645,12 @@ router = APIRouter(tags=["jobs"], lifespan=lifespan)
 
 def manager_of(request: Request) -> JobManager:
     """The app's :class:`JobManager` (made at startup)."""
-    manager: JobManager = request.app.state.jobs
+    manager: JobManager | None = getattr(request.app.state, "jobs", None)
+    if manager is None:
+        raise RuntimeError(
+            "the job manager starts with the app's lifespan: run the app under uvicorn, or "
+            "enter `with TestClient(app)`"
+        )
     return manager
 
 
@@ -651,7 +663,7 @@ Models = Annotated[
 @router.post("/simulate", status_code=202)
 def simulate(body: SimulateRequest, request: Request) -> dict[str, Any]:
     """Queue a simulation: one persisted run per model (run ids ``<model>@<start>`` unless
-    given). 409 when a model is being simulated by another job; 400 when a run id exists."""
+    given). 409 when a model is being simulated by another job or a run id is taken."""
     return manager_of(request).simulate(body)
 
 

@@ -29,7 +29,9 @@ HMAC-SHA256, keyed by the secret, of ``f"{timestamp}.".encode() + body`` (see
 Deliveries run in one background thread (never in a request or a simulation's day); an
 attempt that fails (no answer, or a status other than 2xx) is retried after ``backoff_s``,
 ``2 * backoff_s``, ... (at most 60 s apart), ``retries`` times; then the delivery is recorded
-as ``dead`` in the run store's deliveries (url, event, payload, attempts, last error).
+as ``dead`` in the run store's deliveries (url, event, payload, attempts, last error). A server
+that stops gives the deliveries due in the next 5 s their chance, and records the retries
+still waiting as dead letters too.
 """
 
 from __future__ import annotations
@@ -175,14 +177,15 @@ class _Delivery:
     event: str = field(compare=False)
     payload: dict[str, Any] = field(compare=False)
     attempts: int = field(default=0, compare=False)
+    last_error: str = field(default="", compare=False)
 
 
 class WebhookSender:
     """Delivers events to ``targets`` from a background thread, with retries, recording dead
     letters in ``dead_letters``; :meth:`send` never blocks on the network.
 
-    Call :meth:`start` once, :meth:`close` at shutdown (it gives pending deliveries up to
-    ``drain_s`` seconds, then stops; what is left is neither sent nor recorded).
+    Call :meth:`start` once, :meth:`close` at shutdown (deliveries due within its
+    ``drain_s`` are made; later retries become dead letters).
     """
 
     def __init__(self, targets: Sequence[WebhookTarget], dead_letters: DeadLetters) -> None:
@@ -219,16 +222,28 @@ class WebhookSender:
         with self._wake:
             return len(self._queue) + self._busy
 
+    def _due_before(self, when: float) -> bool:
+        """Whether a delivery is in flight or due (a first attempt or a retry) before
+        ``when``."""
+        with self._wake:
+            return bool(self._busy or any(d.due <= when for d in self._queue))
+
     def close(self, drain_s: float = 5.0) -> None:
-        """Stop the thread after at most ``drain_s`` seconds of pending deliveries."""
-        deadline = time.monotonic() + drain_s
-        while self.pending() and time.monotonic() < deadline:
+        """Deliver what is due in the next ``drain_s`` seconds, stop the thread, and record
+        the rest (retries waiting longer) as dead letters."""
+        deadline = time.time() + drain_s
+        while time.time() < deadline and self._due_before(deadline):
             time.sleep(0.05)
         with self._wake:
             self._stopping = True
             self._wake.notify()
         if self._thread.is_alive():
             self._thread.join(timeout=max(t.timeout_s for t in self.targets) + 1)
+        with self._wake:
+            left, self._queue = self._queue, []
+        for delivery in sorted(left):
+            error = delivery.last_error or "not attempted"
+            self._dead_letter(delivery, f"{error}; the server stopped before it was delivered")
 
     def _loop(self) -> None:
         while True:
@@ -269,6 +284,7 @@ class WebhookSender:
             error = f"{type(exc).__name__}: {exc}"
         if not error:
             return
+        delivery.last_error = error
         if delivery.attempts <= target.retries:
             delay = min(target.backoff_s * 2 ** (delivery.attempts - 1), MAX_BACKOFF_S)
             log.warning(
@@ -284,8 +300,12 @@ class WebhookSender:
                 heapq.heappush(self._queue, delivery)
                 self._wake.notify()
             return
+        self._dead_letter(delivery, error)
+
+    def _dead_letter(self, delivery: _Delivery, error: str) -> None:
+        target = delivery.target
         log.error(
-            "webhook %s to %s: failed %d times (%s); recorded as a dead letter",
+            "webhook %s to %s: %d attempt(s) failed (%s); recorded as a dead letter",
             delivery.event,
             target.url,
             delivery.attempts,

@@ -301,12 +301,16 @@ def test_requests_are_checked_before_anything_is_queued(tmp_path):
         assert client.get("/jobs").json() == []
 
 
-def test_a_taken_run_id_is_a_400(tmp_path):
+def test_a_taken_run_id_is_a_409(tmp_path):
     path = tmp_path / "runs.sqlite"
     start_backtest(RunStore(path), "mine", "random", "sp500_20", **SHORT)
     with TestClient(create_app(ServiceSettings(store=str(path)))) as client:
         r = client.post("/simulate", json={"models": ["random"], "run_ids": ["mine"], **SHORT})
-        assert r.status_code == 400 and "run 'mine' already exists" in r.json()["error"]
+        assert r.status_code == 409
+        assert r.json()["error"] == (
+            "run 'mine' already exists: resume it (POST /simulate/resume), continue it "
+            "(POST /simulate/continue) or name the new run (run_ids)"
+        )
         assert client.get("/jobs").json() == []
 
 

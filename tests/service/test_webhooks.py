@@ -234,6 +234,22 @@ def test_a_failing_receiver_is_retried_then_dead_lettered(
     _nowhere([], caplog, store, store_url)
 
 
+def test_a_stopping_server_dead_letters_the_retries_still_waiting(
+    live_server, receiver, wait, tmp_path
+):
+    hook = receiver(status=500)
+    hooks = _hooks(hook.url, events=["job.completed"], retries=3, backoff_s=30)
+    server = live_server(store=str(tmp_path / "runs.sqlite"), webhooks=hooks)
+    server.client.post("/simulate", json={"models": ["random"], **SHORT})
+    wait(lambda: hook.received, 30, "the first attempt")
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 5  # no waiting on a retry due in 30 s
+    (dead,) = RunStore(tmp_path / "runs.sqlite", create=False).deliveries(status="dead")
+    assert dead["attempts"] == 1 and dead["event"] == "job.completed"
+    assert dead["last_error"] == "HTTP 500; the server stopped before it was delivered"
+
+
 def test_a_slow_receiver_never_holds_up_a_job(live_server, receiver, wait, tmp_path):
     hook = receiver(delay_s=0.25)
     hooks = _hooks(hook.url, events=["trade.executed"])
