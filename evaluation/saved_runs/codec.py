@@ -122,12 +122,13 @@ def loads(data: bytes, where: str = "state") -> Any:
 
 
 # --------------------------------------------------------------------------- writing
-_PLAIN = (type(None), bool, int, float, str)
+_PLAIN = frozenset({type(None), bool, int, float, str})  # written as they are
+_LEAVES = (bytes, np.generic, enum.Enum)  # no identity to keep, nothing inside
 
 
 def _tracked(value: Any) -> bool:
     """Values whose identity the state keeps (mutable or object-like)."""
-    return not isinstance(value, (*_PLAIN, bytes, np.generic, enum.Enum, tuple, frozenset))
+    return not isinstance(value, (*_LEAVES, tuple, frozenset))
 
 
 class _Encoder:
@@ -138,7 +139,7 @@ class _Encoder:
 
     # the first pass finds the values reached more than once
     def count(self, value: Any) -> None:
-        if type(value) in _PLAIN:
+        if type(value) in _PLAIN or isinstance(value, _LEAVES):
             return
         if _tracked(value):
             key = id(value)
@@ -147,12 +148,16 @@ class _Encoder:
                 return
             self.keep.append(value)
         for child in _children(value):
-            self.count(child)
+            if type(child) not in _PLAIN:
+                self.count(child)
 
     def encode(self, value: Any, path: str) -> Any:
-        kind = type(value)
-        if kind in _PLAIN:
+        if type(value) in _PLAIN:
             return value
+        if isinstance(value, np.generic):  # before the rest: date histories hold many
+            if value.dtype.fields is not None or value.dtype.hasobject:
+                raise self._refuse(value, path, "a structured or object numpy scalar")
+            return {_TAG: "np", "dtype": value.dtype.str, "b64": _b64(value.tobytes())}
         key = id(value)
         if _tracked(value) and self.seen.get(key, 0) > 1:
             if key in self.ids:
@@ -164,12 +169,15 @@ class _Encoder:
         return self._node(value, path, shared=False)
 
     def _node(self, value: Any, path: str, *, shared: bool) -> Any:
-        if isinstance(value, list):
-            items = [self.encode(v, f"{path}[{n}]") for n, v in enumerate(value)]
+        if type(value) is list:
+            items = self._items(value, path)
             return {_TAG: "list", "items": items} if shared else items
-        if isinstance(value, dict) and type(value) is dict:
+        if type(value) is dict:
             if not shared and all(type(k) is str for k in value) and _TAG not in value:
-                return {k: self.encode(v, f"{path}[{k!r}]") for k, v in value.items()}
+                return {
+                    k: v if type(v) in _PLAIN else self.encode(v, f"{path}[{k!r}]")
+                    for k, v in value.items()
+                }
             pairs = [
                 [self.encode(k, f"{path} key {k!r}"), self.encode(v, f"{path}[{k!r}]")]
                 for k, v in value.items()
@@ -188,10 +196,6 @@ class _Encoder:
             return {_TAG: "bytes", "b64": _b64(value)}
         if isinstance(value, np.ndarray) and type(value) is np.ndarray:
             return self._array(value, path)
-        if isinstance(value, np.generic):
-            if value.dtype.fields is not None or value.dtype.hasobject:
-                raise self._refuse(value, path, "a structured or object numpy scalar")
-            return {_TAG: "np", "dtype": value.dtype.str, "b64": _b64(value.tobytes())}
         if type(value) is np.random.Generator:
             bits = value.bit_generator
             return {
@@ -220,11 +224,17 @@ class _Encoder:
         state = _object_state(value)
         if type(state) is dict and all(type(k) is str for k in state) and _TAG not in state:
             # the instance's own __dict__: not shared with anything, so written in place
-            return {k: self.encode(v, f"{path}.{k}") for k, v in state.items()}
+            return {
+                k: v if type(v) in _PLAIN else self.encode(v, f"{path}.{k}")
+                for k, v in state.items()
+            }
         return self.encode(state, f"{path}.__getstate__()")
 
     def _items(self, values: Any, path: str) -> list[Any]:
-        return [self.encode(v, f"{path}[{n}]") for n, v in enumerate(values)]
+        # the path of an item is only written out where there is something to encode
+        return [
+            v if type(v) in _PLAIN else self.encode(v, f"{path}[{n}]") for n, v in enumerate(values)
+        ]
 
     def _array(self, array: np.ndarray, path: str) -> dict[str, Any]:
         dtype = array.dtype
