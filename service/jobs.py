@@ -19,7 +19,9 @@ with the exit code; its runs keep every completed day and resume bit for bit.
 
 Server restarts: a new server marks the jobs a previous server left ``running`` as ``failed``
 (resumable with ``POST /simulate/resume``), and runs the ones it left ``queued``. A worker
-whose server is gone stops after its current day.
+whose server is gone stops after its current day. So one server serves a store at a time: a
+second one started over the same database would take the first one's running jobs for
+leftovers.
 
 Two jobs never simulate the same model at once: a request naming a model that a queued or
 running job (or a cancelled one whose worker is still finishing its day) covers is refused
