@@ -29,28 +29,41 @@ class JsonCache:
     def __init__(self, size: int = 256) -> None:
         self.size = size
         self._bodies: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._computing: dict[Hashable, threading.Lock] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def response(self, key: Hashable, compute: Callable[[], Any]) -> Response:
-        """A JSON response of ``compute()``, computed once per ``key``. Two requests missing
-        the same key at once may both compute it (the same answer, stored once)."""
+        """A JSON response of ``compute()``, computed once per ``key``: requests that miss the
+        same key at once wait for the first one's answer rather than computing it again."""
+        body = self._get(key)
+        if body is None:
+            with self._lock:
+                computing = self._computing.setdefault(key, threading.Lock())
+            with computing:
+                body = self._get(key)
+                if body is None:
+                    value = jsonable_encoder(compute())
+                    body = json.dumps(
+                        value, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+                    ).encode()
+                    with self._lock:
+                        self.misses += 1
+                        self._bodies[key] = body
+                        while len(self._bodies) > self.size:
+                            self._bodies.popitem(last=False)
+            with self._lock:
+                self._computing.pop(key, None)
+        return Response(body, media_type="application/json")
+
+    def _get(self, key: Hashable) -> bytes | None:
         with self._lock:
             body = self._bodies.get(key)
             if body is not None:
                 self._bodies.move_to_end(key)
                 self.hits += 1
-        if body is None:
-            body = json.dumps(
-                jsonable_encoder(compute()), ensure_ascii=False, allow_nan=False
-            ).encode()
-            with self._lock:
-                self.misses += 1
-                self._bodies[key] = body
-                while len(self._bodies) > self.size:
-                    self._bodies.popitem(last=False)
-        return Response(body, media_type="application/json")
+            return body
 
 
 def cache_of(request: Request) -> JsonCache:

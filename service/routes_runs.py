@@ -16,11 +16,13 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import Response
 
 from marketarena.evaluation.report import EvaluationReport
 from marketarena.evaluation.runner import AgentEvaluation
 from marketarena.evaluation.saved_runs import persisted
 from marketarena.evaluation.saved_runs.store import RunInfo, RunNotFound, RunStore
+from marketarena.service.cache import cache_of
 from marketarena.service.jobs import manager_of, not_found
 
 router = APIRouter(tags=["runs"])
@@ -115,13 +117,13 @@ def run_metrics(
     return plain({"runs": ids, "metrics": rows})
 
 
-@router.get("/leaderboard")
+@router.get("/leaderboard", response_model=dict[str, Any])
 def get_leaderboard(
     request: Request,
     runs: Annotated[
         list[str], Query(description="run ids to rank (default: every finished run); repeat")
     ] = [],  # noqa: B006 (FastAPI copies query defaults)
-) -> dict[str, Any]:
+) -> Response | dict[str, Any]:
     """Finished runs over the same dates and data, best final NAV first (``rows`` is empty
     while no run has finished; runs over different dates are a 400 listing them)."""
     store = store_of(request)
@@ -129,14 +131,20 @@ def get_leaderboard(
         infos = [store.run(r) for r in runs] if runs else store.runs()
     if not any(i.status == "finished" for i in infos):
         return {"title": "leaderboard: no finished runs", "rows": []}
-    report = persisted.leaderboard(store, runs)
-    rows = report.as_dict()["agents"]
-    for rank, (row, evaluation) in enumerate(zip(rows, report.evaluations, strict=True), 1):
-        row["rank"] = rank
-        row["run_id"] = row.pop("agent")
-        row["model"] = evaluation.results[0].agent
-        row["final_nav"] = float(evaluation.results[0].nav[-1])
-    return plain({"title": report.title, "rows": rows})
+
+    def compute() -> dict[str, Any]:
+        report = persisted.leaderboard(store, runs)
+        rows = report.as_dict()["agents"]
+        for rank, (row, evaluation) in enumerate(zip(rows, report.evaluations, strict=True), 1):
+            row["rank"] = rank
+            row["run_id"] = row.pop("agent")
+            row["model"] = evaluation.results[0].agent
+            row["final_nav"] = float(evaluation.results[0].nav[-1])
+        return plain({"title": report.title, "rows": rows})
+
+    # what the ranking reads: the chosen runs (default: the finished ones) and their days
+    read = tuple((i.run_id, i.status, i.days) for i in infos if runs or i.status == "finished")
+    return cache_of(request).response(("leaderboard", tuple(runs), read), compute)
 
 
 def _check_range(start_date: dt.date | None, end_date: dt.date | None) -> None:
@@ -172,14 +180,14 @@ def _day_rows(
     return out
 
 
-@router.get("/positions/history")
+@router.get("/positions/history", response_model=dict[str, Any])
 def positions_history(
     request: Request,
     model: Model,
     start_date: dt.date | None = None,
     end_date: dt.date | None = None,
     symbol: Annotated[str | None, Query(description="one symbol's positions only")] = None,
-) -> dict[str, Any]:
+) -> Response:
     """A run's timeline from ``start_date`` to ``end_date`` (default: all of it): each
     completed day's NAV, cash, positions and weights, every trade, the holding periods per
     symbol and the turnover."""
@@ -192,6 +200,18 @@ def positions_history(
         )
     start = start_date.isoformat() if start_date else None
     end = end_date.isoformat() if end_date else None
+    key = ("positions/history", model, info.run_id, info.status, info.days, start, end, symbol)
+    return cache_of(request).response(key, lambda: _history(store, model, info, start, end, symbol))
+
+
+def _history(
+    store: RunStore,
+    model: str,
+    info: RunInfo,
+    start: str | None,
+    end: str | None,
+    symbol: str | None,
+) -> dict[str, Any]:
     positions = persisted.load_positions(store, info.run_id, start, end, symbol)
     if positions.days.empty:
         raise HTTPException(
@@ -221,8 +241,10 @@ def positions_snapshot(
     model: Model,
     date: Annotated[
         dt.date | None,
-        Query(description="the holdings after this day's close (the last completed day on or "
-        "before it; default: the run's last completed day)"),
+        Query(
+            description="the holdings after this day's close (the last completed day on or "
+            "before it; default: the run's last completed day)"
+        ),
     ] = None,
 ) -> dict[str, Any]:
     """A run's holdings after one day: NAV, cash, each position's shares, weight and value,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from marketarena.envs.providers import ENTRY_POINT_GROUP, DataDir
 from marketarena.evaluation.saved_runs.persisted import continue_backtest, start_backtest
 from marketarena.evaluation.saved_runs.store import RunStore
 from marketarena.service.app import create_app
+from marketarena.service.cache import JsonCache
 from marketarena.service.settings import ServiceSettings
 
 TOKEN = "data-api-s3cret"
@@ -270,3 +274,26 @@ def test_delete_range_errors(tmp_path, with_run):
         r = client.delete("/data/range", params=params)
         assert r.status_code == 422, params
         assert field in r.json()["error"]
+
+
+def test_the_response_cache_computes_each_key_once():
+    cache = JsonCache(size=2)
+    calls: list[str] = []
+    gate = threading.Event()
+
+    def slow() -> dict:
+        calls.append("slow")
+        gate.wait(5)
+        return {"value": 1.5}
+
+    with ThreadPoolExecutor(8) as pool:  # eight requests miss the same key at once
+        answers = [pool.submit(cache.response, ("k", 1), slow) for _ in range(8)]
+        time.sleep(0.2)
+        gate.set()
+        bodies = {f.result().body for f in answers}
+    assert bodies == {b'{"value":1.5}'} and calls == ["slow"]
+    assert (cache.hits, cache.misses) == (7, 1)
+    # a new version is a new key; the oldest key goes beyond the size
+    cache.response(("k", 2), lambda: {"value": 2})
+    cache.response(("k", 3), lambda: {"value": 3})
+    assert cache.response(("k", 1), lambda: {"value": "again"}).body == b'{"value":"again"}'
