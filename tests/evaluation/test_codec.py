@@ -265,3 +265,64 @@ def test_a_plugin_allows_its_own_class(monkeypatch) -> None:
     assert codec.allow_state_class(PluginState) is PluginState
     back = codec.loads(codec.dumps(PluginState(1.0, [2.0])))
     assert type(back) is PluginState and back == PluginState(1.0, [2.0])
+
+
+def ensembles() -> list:
+    from marketarena.agents.baselines import BuyAndHoldAgent, EqualWeightAgent, RandomAgent
+    from marketarena.evaluation.allocation import SleeveAllocator
+    from marketarena.evaluation.ensembles import (
+        PerformanceWeightedEnsemble,
+        SelectionEnsemble,
+        VotingEnsemble,
+        WeightedAverageEnsemble,
+    )
+
+    def members() -> list:
+        return [RandomAgent(rebalance_every=3), EqualWeightAgent(), BuyAndHoldAgent()]
+
+    return [
+        WeightedAverageEnsemble(members()),
+        VotingEnsemble(members()),
+        PerformanceWeightedEnsemble(members(), window=10, min_periods=5),
+        SelectionEnsemble(members(), rebalance_every=5, validation_window=10),
+        SleeveAllocator(members(), method="risk_parity", window=10, min_periods=5),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_ensembles_and_allocators_states_round_trip(index: int) -> None:
+    """Their members' states and their own (shadow returns in deques, selections, numpy
+    generators), after a backtest has filled them."""
+    from marketarena.evaluation.runner import run_backtest
+
+    agent = ensembles()[index]
+    run_backtest(agent, {"data": "sp500_20"}, "2020-01-02", "2020-04-30", 3)
+    state = agent.get_state()
+    back = codec.loads(codec.dumps(state, "agent_state"))
+    assert_same_state(back, state)
+    twin = ensembles()[index]
+    twin.set_state(back)
+    assert_same_state(twin.get_state(), state)
+
+
+def assert_same_state(a: object, b: object, where: str = "state") -> None:
+    """``a`` and ``b`` hold the same types and values, arrays and floats bit for bit."""
+    assert type(a) is type(b), f"{where}: {type(a)} != {type(b)}"
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple, deque)):
+        assert len(a) == len(b) and getattr(a, "maxlen", None) == getattr(b, "maxlen", None)
+        for n, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{where}[{n}]")
+    elif isinstance(a, np.ndarray):
+        assert_same_array(b, a)
+    elif isinstance(a, np.random.Generator):
+        assert_same_state(a.bit_generator.state, b.bit_generator.state, f"{where}.state")
+    elif isinstance(a, (float, np.generic)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), where
+    elif hasattr(a, "__dict__") and not isinstance(a, type):
+        assert_same_state(vars(a), vars(b), f"{where}.__dict__")
+    else:
+        assert a == b, where
