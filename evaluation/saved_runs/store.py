@@ -752,7 +752,6 @@ def _with_driver(url: sa.URL) -> sa.URL:
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # transactions are begun by _sqlite_begin, not by the sqlite3 module's implicit BEGIN
     dbapi_connection.isolation_level = None
-    dbapi_connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
 
