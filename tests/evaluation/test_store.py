@@ -47,6 +47,14 @@ def store(store_url):
     s.close()
 
 
+def marketarena() -> list[str]:
+    """The ``marketarena`` console script beside this Python (or ``python -c`` its main)."""
+    script = Path(sys.executable).with_name("marketarena")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from marketarena.cli import main; sys.exit(main())"]
+
+
 def run_cli(argv: list[str]) -> tuple[int, str]:
     console = Console(record=True, width=300)
     code = main(argv, console=console)
@@ -427,12 +435,19 @@ def test_the_cli_backtests_continues_and_reads_runs_in_a_store_given_by_url(stor
     url = store_url if "://" in store_url else f"sqlite:///{store_url}"
     agent, start, middle, end, seed = "random:5", "2020-01-02", "2020-02-14", "2020-03-31", 4
     dates = ["--start", start, "--end", middle, "--seed", str(seed)]
-    code, text = run_cli(["backtest", "--agent", agent, *dates, "--run", "r", "--store", url])
-    assert code == EXIT_OK, text
+    # the installed command, in a process of its own
+    done = subprocess.run(
+        [*marketarena(), "backtest", "--agent", agent, *dates, "--run", "r", "--store", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    assert "run r stored in" in done.stdout
     code, text = run_cli(["backtest", "--continue", "r", "--end", end, "--store", url])
     assert code == EXIT_OK, text
     password = sa.make_url(url).password
-    assert not password or password not in text
+    assert not password or password not in text + done.stdout + done.stderr
     store = RunStore(url, create=False)
     stored = load_result(store, "r")
     store.close()
