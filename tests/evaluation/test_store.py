@@ -430,6 +430,23 @@ def test_several_processes_write_one_store_at_once(store_url):
     store.close()
 
 
+def test_threads_of_one_process_share_a_store(store):
+    """As a server's request threads do: each call takes a pooled connection of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store.create_run("r", {"agent": "x"}, ["AAA"])
+
+    def work(k: int) -> int:
+        store.create_job(f"j{k}", "simulate", {"k": k})
+        store.update_job(f"j{k}", status="done", progress={"k": k})
+        return len(store.jobs()) + store.run("r").days
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(pool.map(work, range(40)))
+    assert min(seen) >= 1 and max(seen) == 40
+    assert sorted(j["progress"]["k"] for j in store.jobs("done")) == list(range(40))
+
+
 # ------------------------------------------------------------------------------- CLI
 def test_the_cli_backtests_continues_and_reads_runs_in_a_store_given_by_url(store_url):
     url = store_url if "://" in store_url else f"sqlite:///{store_url}"
