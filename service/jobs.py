@@ -335,7 +335,7 @@ class JobManager:
     def submit(self, kind: str, tasks: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         """Queue a job of ``tasks`` (409 when one of their models is being simulated)."""
         with self._lock:
-            self._refuse_overlaps([t["model"] for t in tasks])
+            self._refuse_overlaps([t["model"] for t in tasks], [t["run_id"] for t in tasks])
             job_id = uuid.uuid4().hex[:12]
             self.store.create_job(job_id, kind, {"tasks": tasks, **extra})
             self.store.update_job(
@@ -351,44 +351,46 @@ class JobManager:
         from marketarena.agents.registry import make_agent
         from marketarena.envs.data import resolve_data
 
-        market = resolve_data(request.data)  # an unknown name or a missing file: a 400
-        start, end = request.start.isoformat(), request.end.isoformat()
-        first, last = str(market.dates[0]), str(market.dates[-1])
-        if start >= last:
-            raise ConfigError(f"start {start}: the data {request.data} ends on {last}")
-        if end <= first:
-            raise ConfigError(f"end {end}: the data {request.data} starts on {first}")
-        run_ids = request.run_ids or [f"{m}@{start}" for m in request.models]
-        tasks = []
-        for model, run_id in zip(request.models, run_ids, strict=True):
-            # every option checked (none holds a secret: keys come from api_key_env); the
-            # bundled model's server starts when the job runs, so a placeholder stands in here
-            local = {"base_url": "http://127.0.0.1:1/v1"} if model == "llm:local" else {}
-            make_agent(model, None, {**request.llm, **local})
-            try:
-                self.store.require_new(run_id)
-            except ConfigError:  # the store's message speaks of the CLI's options
-                raise HTTPException(
-                    409,
-                    f"run {run_id!r} already exists: resume it (POST /simulate/resume), "
-                    "continue it (POST /simulate/continue) or name the new run (run_ids)",
-                ) from None
-            tasks.append(
-                {
-                    "action": "start",
-                    "model": model,
-                    "run_id": run_id,
-                    "data": request.data,
-                    "start": start,
-                    "end": end,
-                    "seed": request.seed,
-                    "rules": request.rules,
-                    "risk": request.risk,
-                    "window": request.window,
-                    "llm": request.llm,
-                }
-            )
-        return self.submit("simulate", tasks)
+        with self._lock:  # no other request takes a run id between check and queue
+            market = resolve_data(request.data)  # an unknown name or a missing file: a 400
+            start, end = request.start.isoformat(), request.end.isoformat()
+            first, last = str(market.dates[0]), str(market.dates[-1])
+            if start >= last:
+                raise ConfigError(f"start {start}: the data {request.data} ends on {last}")
+            if end <= first:
+                raise ConfigError(f"end {end}: the data {request.data} starts on {first}")
+            run_ids = request.run_ids or [f"{m}@{start}" for m in request.models]
+            self._refuse_overlaps(request.models, run_ids)  # before a worker's run is "taken"
+            tasks = []
+            for model, run_id in zip(request.models, run_ids, strict=True):
+                # every option checked (none holds a secret: keys come from api_key_env); the
+                # bundled model's server starts when the job runs, so a placeholder stands in here
+                local = {"base_url": "http://127.0.0.1:1/v1"} if model == "llm:local" else {}
+                make_agent(model, None, {**request.llm, **local})
+                try:
+                    self.store.require_new(run_id)
+                except ConfigError:  # the store's message speaks of the CLI's options
+                    raise HTTPException(
+                        409,
+                        f"run {run_id!r} already exists: resume it (POST /simulate/resume), "
+                        "continue it (POST /simulate/continue) or name the new run (run_ids)",
+                    ) from None
+                tasks.append(
+                    {
+                        "action": "start",
+                        "model": model,
+                        "run_id": run_id,
+                        "data": request.data,
+                        "start": start,
+                        "end": end,
+                        "seed": request.seed,
+                        "rules": request.rules,
+                        "risk": request.risk,
+                        "window": request.window,
+                        "llm": request.llm,
+                    }
+                )
+            return self.submit("simulate", tasks)
 
     def resume(self, models: Sequence[str], llm: Mapping[str, Any]) -> dict[str, Any]:
         """With ``models``: each model's unfinished runs, from their last completed day.
@@ -479,7 +481,8 @@ class JobManager:
         return self.store.job(job_id)
 
     # -------------------------------------------------------------- internals
-    def _refuse_overlaps(self, models: Sequence[str]) -> None:
+    def _refuse_overlaps(self, models: Sequence[str], run_ids: Sequence[str] = ()) -> None:
+        """409 when a queued or running job covers one of ``models`` or ``run_ids``."""
         active = self.store.jobs(status="queued") + self.store.jobs(status="running")
         # a cancelled job's worker may still be computing its last day
         active += [
@@ -489,6 +492,10 @@ class JobManager:
         ]
         for job in active:
             covered = {t["model"] for t in job["spec"]["tasks"]}
+            for run_id in set(run_ids) & {t["run_id"] for t in job["spec"]["tasks"]}:
+                raise HTTPException(
+                    409, f"run {run_id!r} is being simulated by job {job['id']} ({job['status']})"
+                )
             for model in models:
                 if model in covered:
                     raise HTTPException(

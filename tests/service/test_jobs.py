@@ -124,6 +124,10 @@ def test_cancel_stops_after_a_day_and_the_models_resume(live_server, wait, tmp_p
     assert f"model 'equal_weight:3' is being simulated by job {job['id']}" in clash.json()["error"]
     clash = client.post("/simulate/resume", params={"models": "equal_weight:3"})
     assert clash.status_code == 409 and job["id"] in clash.json()["error"]
+    clash = client.post("/simulate", json={"models": ["random"], "run_ids": [run_id], **SHORT})
+    assert (
+        clash.json()["error"] == f"run {run_id!r} is being simulated by job {job['id']} (running)"
+    )
 
     wait(
         lambda: client.get(f"/jobs/{job['id']}").json()["progress"][run_id].get("done"), 30, "a day"
