@@ -82,10 +82,12 @@ def _run_row(info: RunInfo) -> dict[str, Any]:
     }
 
 
-@router.get("/runs")
-def list_runs(request: Request) -> list[dict[str, Any]]:
+@router.get("/runs", response_model=list[dict[str, Any]])
+def list_runs(request: Request) -> Response:
     """Every stored run: model, status, dates, completed days."""
-    return [_run_row(r) for r in store_of(request).runs()]
+    store = store_of(request)
+    key = ("runs", tuple(sorted(store.versions().items())))
+    return cache_of(request).response(key, lambda: [_run_row(r) for r in store.runs()])
 
 
 @router.get("/runs/{run_id:path}/metrics")
@@ -127,9 +129,13 @@ def get_leaderboard(
     """Finished runs over the same dates and data, best final NAV first (``rows`` is empty
     while no run has finished; runs over different dates are a 400 listing them)."""
     store = store_of(request)
+    versions = store.versions()
     with not_found(RunNotFound):
-        infos = [store.run(r) for r in runs] if runs else store.runs()
-    if not any(i.status == "finished" for i in infos):
+        for r in runs:
+            if r not in versions:
+                store.run(r)  # the 404, naming the runs there are
+    ranked = runs or [r for r, (status, _) in versions.items() if status == "finished"]
+    if not any(versions[r][0] == "finished" for r in ranked):
         return {"title": "leaderboard: no finished runs", "rows": []}
 
     def compute() -> dict[str, Any]:
@@ -142,9 +148,9 @@ def get_leaderboard(
             row["final_nav"] = float(evaluation.results[0].nav[-1])
         return plain({"title": report.title, "rows": rows})
 
-    # what the ranking reads: the chosen runs (default: the finished ones) and their days
-    read = tuple((i.run_id, i.status, i.days) for i in infos if runs or i.status == "finished")
-    return cache_of(request).response(("leaderboard", tuple(runs), read), compute)
+    # what the ranking reads: the chosen runs (default: the finished ones) as they are now
+    key = ("leaderboard", tuple(runs), tuple((r, versions[r]) for r in ranked))
+    return cache_of(request).response(key, compute)
 
 
 def _check_range(start_date: dt.date | None, end_date: dt.date | None) -> None:

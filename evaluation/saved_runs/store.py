@@ -349,6 +349,15 @@ class RunStore:
             run_id, json.loads(row[0]), tuple(json.loads(row[1])), row[2], last[0], int(last[1])
         )
 
+    def versions(self) -> dict[str, tuple[str, float]]:
+        """Each run's status and last update time (set by every write to the run: a new day,
+        its end, a new spec), in one query over the runs table alone: what the service keys
+        its cached answers on, so that it re-reads a run only when it changed."""
+        t = runs_table
+        with self._read() as conn:
+            rows = conn.execute(sa.select(t.c.run_id, t.c.status, t.c.updated)).all()
+        return {str(r[0]): (str(r[1]), float(r[2])) for r in rows}
+
     def runs(self) -> list[RunInfo]:
         with self._read() as conn:
             ids = list(conn.scalars(sa.select(runs_table.c.run_id).order_by("created")))

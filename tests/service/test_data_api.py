@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from marketarena.envs.data import load_dataset
 from marketarena.envs.errors import DataError
-from marketarena.envs.providers import ENTRY_POINT_GROUP, DataDir
+from marketarena.envs.providers import ENTRY_POINT_GROUP, DataDir, Downloader
 from marketarena.evaluation.saved_runs.persisted import continue_backtest, start_backtest
 from marketarena.evaluation.saved_runs.store import RunStore
 from marketarena.service.app import create_app
@@ -297,3 +297,29 @@ def test_the_response_cache_computes_each_key_once():
     cache.response(("k", 2), lambda: {"value": 2})
     cache.response(("k", 3), lambda: {"value": 3})
     assert cache.response(("k", 1), lambda: {"value": "again"}).body == b'{"value":"again"}'
+
+
+def test_cached_run_answers_follow_the_store(tmp_path, store_url):
+    """/runs, /leaderboard and /positions/history come from the response cache, keyed on the
+    runs' versions: a run written by another connection (a worker) shows at once."""
+    data = DataDir(tmp_path / "data")
+    Downloader().download(data, ["AXP", "BA"], "2009-08-21", "2009-12-31", ["local"])
+    writer = RunStore(store_url)
+    start_backtest(writer, "a", "equal_weight", str(data.path), "2009-09-15", "2009-10-28")
+    settings = ServiceSettings(store=store_url, data_dir=str(data.path), token=TOKEN)
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        assert [r["run_id"] for r in client.get("/runs").json()] == ["a"]
+        assert [r["run_id"] for r in client.get("/leaderboard").json()["rows"]] == ["a"]
+        before = client.get("/positions/history", params={"model": "a"}).json()
+        assert before["end_date"] == "2009-10-28"
+        version = writer.versions()["a"]
+        start_backtest(writer, "b", "buy_and_hold", str(data.path), "2009-09-15", "2009-10-28")
+        continue_backtest(writer, "a", "2009-12-15")
+        assert writer.versions()["a"] != version and writer.versions()["a"][0] == "finished"
+        runs = {r["run_id"]: r for r in client.get("/runs").json()}
+        assert sorted(runs) == ["a", "b"] and runs["a"]["last_date"] == "2009-12-15"
+        after = client.get("/positions/history", params={"model": "a"}).json()
+        assert after["end_date"] == "2009-12-15" and len(after["days"]) > len(before["days"])
+        board = client.get("/leaderboard", params={"runs": ["b"]}).json()
+        assert [r["run_id"] for r in board["rows"]] == ["b"]
+    writer.close()
