@@ -116,15 +116,15 @@ async def wait_job(session: aiohttp.ClientSession, base: str, job_id: str, timeo
         await asyncio.sleep(0.2)
 
 
-async def seed(session: aiohttp.ClientSession, base: str, data_dir: str) -> str:
-    """Data and three finished runs; the run id whose positions the test reads."""
-    body = {"symbols": SEED_SYMBOLS, "start": "2009-08-21", "end": "2010-08-20"}
+async def seed(session: aiohttp.ClientSession, base: str, data_dir: str, end: str) -> str:
+    """Data and three finished runs up to ``end``; the run id whose positions are read."""
+    body = {"symbols": SEED_SYMBOLS, "start": "2009-08-21", "end": end}
     await call(session, "POST", f"{base}/data/download", body)
     job = await call(
         session,
         "POST",
         f"{base}/simulate",
-        {"models": SEED_MODELS, "data": data_dir, "start": "2009-09-01", "end": "2010-08-20"},
+        {"models": SEED_MODELS, "data": data_dir, "start": "2009-09-01", "end": end},
     )
     await wait_job(session, base, job["id"], 300)
     return str(job["run_ids"][0])
@@ -174,7 +174,7 @@ async def run(args: argparse.Namespace, base: str, token: str, data_dir: str | N
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout) as s:
         if data_dir is not None:
-            model_run = await seed(s, base, data_dir)
+            model_run = await seed(s, base, data_dir, args.seed_end)
         else:
             runs = (await call(s, "GET", f"{base}/runs"))["items"]
             if not runs:
@@ -225,7 +225,8 @@ async def run(args: argparse.Namespace, base: str, token: str, data_dir: str | N
     print(f"simulation job {job['id']} before: {progress(before)}")
     print(f"simulation job {job['id']} after:  {progress(after)}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"endpoints": rows, "all": total}, indent=1))
+        figures = {"endpoints": rows, "all": total, "job": {"before": before, "after": after}}
+        Path(args.json).write_text(json.dumps(figures, indent=1))
     running = after["status"] == "running"
     met = total["rps"] >= args.min_rps and total["p99_ms"] < args.max_p99_ms
     print(
@@ -244,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="an existing server (default: start one, seeded)")
     parser.add_argument("--token", default="", help="its token (with --url)")
     parser.add_argument("--job-models", default="equal_weight", help="the job's models")
+    parser.add_argument(
+        "--seed-end", default="2010-08-20", help="the seeded runs' end (start 2009-09-01)"
+    )
     parser.add_argument("--min-rps", type=float, default=500.0)
     parser.add_argument("--max-p99-ms", type=float, default=100.0)
     parser.add_argument("--json", help="also write the figures to this file")

@@ -193,3 +193,29 @@ def test_every_ppo_sweep_variant_is_a_valid_config_that_differs_from_the_shipped
     assert lr["algo"]["hyperparameters"]["learning_rate"] == 0.001
     assert lr["algo"]["hyperparameters"]["n_epochs"] == 4  # a merge, not a replacement
     assert lr["algo"]["total_timesteps"] == 300_000
+
+
+def test_the_load_test_runs_against_a_served_store_while_a_job_runs(tmp_path):
+    import json
+
+    import load_test
+
+    out = tmp_path / "load.json"
+    short = ["--duration", "1", "--warmup", "1", "--seed-end", "2009-11-30", "--json", str(out)]
+    # the targets are the benchmark's claim, not this test's: its machine may be busy
+    code = load_test.main([*short, "--min-rps", "1", "--max-p99-ms", "1e9"])
+    figures = json.loads(out.read_text())
+    assert code == 0
+    assert list(figures["endpoints"]) == [
+        "/leaderboard",
+        "/runs",
+        "/positions/history?model=equal_weight@2009-09-01",
+        "/data/coverage",
+        "/health",
+    ]
+    assert all(e["requests"] > 0 and e["errors"] == 0 for e in figures["endpoints"].values())
+    assert figures["all"]["requests"] == sum(e["requests"] for e in figures["endpoints"].values())
+    before, after = (figures["job"][k] for k in ("before", "after"))
+    assert before["status"] == after["status"] == "running"
+    [run] = after["progress"]
+    assert after["progress"][run]["done"] > before["progress"][run].get("done", 0)
