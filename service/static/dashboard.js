@@ -228,11 +228,14 @@ async function refreshJobs() {
     const tr = el("tr");
     tr.dataset.job = job.id;
     tr.dataset.status = job.status;
+    tr.dataset.kind = job.kind;
     const cell = el("td");
     if (job.status === "queued" || job.status === "running") {
       const cancel = el("button", "cancel");
       cancel.addEventListener("click", () => act("DELETE", `/jobs/${job.id}`));
       cell.append(cancel);
+    } else if ((job.status === "failed" || job.status === "cancelled") && !job.finished) {
+      cell.append(el("span", "stopping...", "muted")); // its worker ends the current day
     } else if (job.status === "failed" || job.status === "cancelled") {
       const resume = el("button", "resume");
       resume.addEventListener("click", () => act("POST", "/simulate/resume"));

@@ -5,6 +5,7 @@ by a click that completes, the token kept for the tab only)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -23,7 +24,7 @@ from marketarena.service.settings import ServiceSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from dashboard_screenshots import Chromium, free_port, serve, start_job_from_page
+from dashboard_screenshots import BrowserError, Chromium, free_port, serve, start_job_from_page
 
 TOKEN = "dashboard-s3cret"
 STATIC = Path(__file__).resolve().parents[2] / "service" / "static"
@@ -120,8 +121,61 @@ async def _drive(url: str, data: str, executable: str) -> dict:
             ".includes('equal_weight:5@2009-10-01') && "
             "document.getElementById('equity-chart').data.length"
         )
+        # continue that run to the data's end with the page's continue button
+        await browser.fill("#ext-models", "equal_weight:5")
+        await browser.fill("#ext-end", "2010-02-26")
+        await browser.click("#continue-job")
+        seen["continued"] = await _job_ends(browser, "continue")
+        # a long job cancelled from its row, then resumed from the cancelled row
+        await browser.fill("#sim-models", "random:3")
+        await browser.fill("#sim-data", "sp500_20")
+        await browser.fill("#sim-start", "1991-01-02")
+        await browser.fill("#sim-end", "2022-12-28")
+        await browser.click("#start-job")
+        await browser.wait_for(_row("simulate", "running"), timeout=30)
+        await browser.click(f"{_row('simulate', 'running', selector=True)} button")
+        seen["cancelled"] = await browser.wait_for(_row("simulate", "cancelled"), timeout=30)
+        # its resume button shows once the worker has stopped (after the current day)
+        cancelled_row = _row("simulate", "cancelled", selector=True)
+        await browser.wait_for(f"!!document.querySelector('{cancelled_row} button')", timeout=30)
+        for _ in range(20):  # the worker's process may outlive the job by a moment: a 409
+            await browser.click(f"{cancelled_row} button")
+            with contextlib.suppress(BrowserError):
+                seen["resumed"] = await browser.wait_for(_row("resume", "running"), timeout=1)
+                break
+            message = await browser.evaluate(MESSAGE)
+            if message:
+                seen.setdefault("refused", message)
+        else:
+            raise AssertionError(f"never resumed: {await browser.evaluate(MESSAGE)}")
+        await browser.click(f"{_row('resume', 'running', selector=True)} button")
+        await browser.wait_for(_row("resume", "cancelled"), timeout=30)
         seen["console"] = browser.console
     return seen
+
+
+MESSAGE = "document.getElementById('message').textContent"
+
+
+def _row(kind: str, status: str, selector: bool = False) -> str:
+    """The job table's row of a ``kind`` job in ``status``: a CSS selector, or a JavaScript
+    expression giving its job id (or undefined)."""
+    css = f'#jobs tr[data-status="{status}"][data-kind="{kind}"]'
+    if selector:
+        return css
+    return f"document.querySelector('{css}')?.dataset.job"
+
+
+async def _job_ends(browser: Chromium, kind: str) -> str:
+    """The status a ``kind`` job ends in (the table's first, i.e. newest, row of that kind)."""
+    return str(
+        await browser.wait_for(
+            f"(() => {{ const r = document.querySelector('#jobs tr[data-kind=\"{kind}\"]');"
+            " return r && ['done', 'failed', 'cancelled'].includes(r.dataset.status)"
+            " && r.dataset.status + ': ' + r.textContent; })()",
+            timeout=60,
+        )
+    )
 
 
 @pytest.mark.skipif(
@@ -163,4 +217,13 @@ def test_the_dashboard_in_headless_chromium(tmp_path, seeded):
     assert job["status"] == "done" and job["run_ids"] == ["equal_weight:5@2009-10-01"]
     assert "equal_weight:5@2009-10-01" in seen["runs_after"] and seen["curves_after"] == 3
     assert store.run("equal_weight:5@2009-10-01").status == "finished"
+    assert seen["continued"].startswith("done"), seen["continued"]
+    continued = store.run("equal_weight:5@2009-10-01")
+    assert continued.status == "finished" and continued.last_date == "2010-02-26"
+    cancelled, resumed = store.job(seen["cancelled"]), store.job(seen["resumed"])
+    assert cancelled["status"] == "cancelled" and cancelled["run_ids"] == ["random:3@1991-01-02"]
+    assert resumed["kind"] == "resume" and resumed["run_ids"] == ["random:3@1991-01-02"]
+    assert store.run("random:3@1991-01-02").status == "running"  # unfinished, resumable
+    if "refused" in seen:  # the page showed why a click too early did nothing
+        assert "is being simulated by job" in seen["refused"]
     assert not [m for m in seen["console"] if "Error" in m], seen["console"]
