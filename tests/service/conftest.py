@@ -1,8 +1,6 @@
-"""Shared service fixtures: run stores on SQLite and PostgreSQL, a live server, polling.
+"""Shared service fixtures: a live server, polling.
 
-- ``store_url``: parametrized over ``sqlite`` (a file in the test's folder) and ``postgres``
-  (a fresh schema of ``$MARKETARENA_TEST_POSTGRES_URL``, dropped afterwards; skipped outside
-  CI when the variable is unset, a failure in CI).
+- ``store_url`` (tests/conftest.py): a new store on SQLite and on PostgreSQL.
 - ``live_server``: a factory, ``live_server(settings) -> Server``: the app on uvicorn on
   127.0.0.1 and a free port, in a thread, stopped (lifespan shutdown included) after the test;
   ``server.client`` is an HTTP client with the settings' token.
@@ -11,15 +9,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import httpx2
 import pytest
@@ -27,38 +22,6 @@ import uvicorn
 
 from marketarena.service.app import create_app
 from marketarena.service.settings import ServiceSettings
-
-POSTGRES_ENV = "MARKETARENA_TEST_POSTGRES_URL"
-
-
-def _postgres_url() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must set {POSTGRES_ENV} (see .ci/postgres.sh)")
-        pytest.skip(f"{POSTGRES_ENV} is not set: run `export {POSTGRES_ENV}=$(.ci/postgres.sh)`")
-    return url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    """A new, empty run store: a SQLite file, or a PostgreSQL schema of its own."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "runs.sqlite")
-        return
-    import psycopg2
-
-    base = _postgres_url()
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg2.connect(base) as conn:
-        conn.autocommit = True
-        conn.cursor().execute(f"CREATE SCHEMA {schema}")
-    driver = base.replace("postgresql://", "postgresql+psycopg2://", 1)
-    joiner = "&" if "?" in driver else "?"
-    yield f"{driver}{joiner}options={quote(f'-csearch_path={schema}')}"
-    with psycopg2.connect(base) as conn:
-        conn.autocommit = True
-        conn.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def free_port() -> int:
