@@ -211,6 +211,7 @@ def start_backtest(
         spec["data_sha256"] = _prefix_hash(market, spec["end"])
         observation, info = env.reset(seed=seed)
         built_agent.reset(seed=seed)
+        spec["first_date"] = str(info["date"])  # the first mark: read without the checkpoint
         store.create_run(run_id, spec, market.symbols)
         _run_days(store, run_id, env, built_agent, observation, info, 0, progress)
         store.finish(run_id, agent_diagnostics(built_agent))
@@ -300,9 +301,8 @@ def load_result(store: RunStore, run_id: str) -> BacktestResult:
     info = store.run(run_id)
     spec = info.spec
     days = store.days(run_id)
-    checkpoint_state = store.checkpoint(run_id)
     initial = _initial_cash(spec)
-    first_date = _first_date(spec, checkpoint_state)
+    first_date = _first_date(store, run_id, spec)
     n = len(info.symbols)
     start_weights = np.zeros(n + 1)
     start_weights[-1] = 1.0
@@ -331,10 +331,16 @@ def _initial_cash(spec: Mapping[str, Any]) -> float:
     return (build_rules(spec.get("rules")) or TradingRules()).initial_cash
 
 
-def _first_date(spec: Mapping[str, Any], checkpoint: tuple | None) -> str:
+def _first_date(store: RunStore, run_id: str, spec: Mapping[str, Any]) -> str:
+    """The run's first mark (the date before its first day): in the spec of runs made since
+    it is stored there; for older runs from the env state in the checkpoint (decoding an LLM
+    run's whole state: slow), or ``start`` before the first day is done."""
+    if "first_date" in spec:
+        return str(spec["first_date"])
+    checkpoint = store.checkpoint(run_id)
     if checkpoint is not None:
         return str(checkpoint[1]["date_history"][0])
-    return spec["start"]
+    return str(spec["start"])
 
 
 def holding_periods(days: pd.DataFrame, symbols: tuple[str, ...]) -> pd.DataFrame:
