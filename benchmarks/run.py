@@ -42,6 +42,7 @@ SECTIONS = (
     "torch_threads",
     "ppo_quality",
     "learning_throughput",
+    "service_load",
 )
 
 
@@ -213,6 +214,7 @@ def write_docs(report: dict[str, Any], command: str, path: Path) -> None:
         ("torch_threads", "PPO fps with 1 and 2 torch threads (why algo.torch_threads is 1)"),
         ("ppo_quality", "A short PPO run against random weights and the baselines"),
         ("learning_throughput", "PPO learning throughput on the diagnostic tasks"),
+        ("service_load", "The service's read endpoints under load, while a simulation runs"),
     ):
         if key not in s:
             continue
@@ -221,6 +223,11 @@ def write_docs(report: dict[str, Any], command: str, path: Path) -> None:
             import learning_throughput
 
             lines += [*learning_throughput.docs(s[key]), ""]
+            continue
+        if key == "service_load":  # per endpoint, the job beside it
+            import service_load
+
+            lines += [*service_load.docs(s[key]), ""]
             continue
         if key == "profile_step" and "ratios" in s[key]:  # ratios and stages, beside a baseline
             import profile_step
