@@ -1,0 +1,41 @@
+"""Live market data: feeds of complete bar sets for a universe and an interval.
+
+* :mod:`~marketarena.envs.feeds.base`: :class:`Bar`, :class:`BarSet`, the :class:`Feed`
+  protocol, :class:`FeedStats` and the policy for late, duplicate, out-of-order and gapped
+  bars (:class:`BarAssembler`, shared by every feed).
+* :mod:`~marketarena.envs.feeds.stream`: the machinery of the network and file feeds
+  (:class:`StreamFeed`, :class:`Backoff`).
+"""
+
+from __future__ import annotations
+
+from marketarena.envs.feeds.base import (
+    DEFAULT_GRACE,
+    INTERVALS,
+    Bar,
+    BarAssembler,
+    BarSet,
+    Feed,
+    FeedStats,
+    bar_sets_to_market_data,
+    check_interval,
+    daily_bar_end,
+    to_utc,
+)
+from marketarena.envs.feeds.stream import Backoff, StreamFeed
+
+__all__ = [
+    "DEFAULT_GRACE",
+    "INTERVALS",
+    "Backoff",
+    "Bar",
+    "BarAssembler",
+    "BarSet",
+    "Feed",
+    "FeedStats",
+    "StreamFeed",
+    "bar_sets_to_market_data",
+    "check_interval",
+    "daily_bar_end",
+    "to_utc",
+]
