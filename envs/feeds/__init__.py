@@ -4,7 +4,9 @@
   protocol, :class:`FeedStats` and the policy for late, duplicate, out-of-order and gapped
   bars (:class:`BarAssembler`, shared by every feed).
 * :mod:`~marketarena.envs.feeds.stream`: the machinery of the network and file feeds
-  (:class:`StreamFeed`, :class:`Backoff`).
+  (:class:`StreamFeed`, :class:`Backoff`, :class:`FeedUnavailableError`).
+* :mod:`~marketarena.envs.feeds.replay`: a stored daily dataset streamed over a WebSocket
+  (:class:`ReplayServer`, :class:`ReplayFeed`).
 """
 
 from __future__ import annotations
@@ -22,17 +24,22 @@ from marketarena.envs.feeds.base import (
     daily_bar_end,
     to_utc,
 )
-from marketarena.envs.feeds.stream import Backoff, StreamFeed
+from marketarena.envs.feeds.replay import BackgroundServer, ReplayFeed, ReplayServer
+from marketarena.envs.feeds.stream import Backoff, FeedUnavailableError, StreamFeed
 
 __all__ = [
     "DEFAULT_GRACE",
     "INTERVALS",
+    "BackgroundServer",
     "Backoff",
     "Bar",
     "BarAssembler",
     "BarSet",
     "Feed",
     "FeedStats",
+    "FeedUnavailableError",
+    "ReplayFeed",
+    "ReplayServer",
     "StreamFeed",
     "bar_sets_to_market_data",
     "check_interval",

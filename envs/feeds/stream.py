@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from marketarena.envs.errors import ConfigError
+from marketarena.envs.errors import ConfigError, MarketArenaError
 from marketarena.envs.feeds.base import (
     DEFAULT_GRACE,
     Bar,
@@ -23,10 +23,16 @@ from marketarena.envs.feeds.base import (
 )
 from marketarena.envs.news import DEFAULT_CALENDAR
 
-__all__ = ["Backoff", "StreamFeed"]
+__all__ = ["Backoff", "FeedUnavailableError", "StreamFeed"]
 
 #: seconds between a feed's wake-ups while it waits (grace periods, close(), idle timeouts)
 TICK = 0.05
+
+
+class FeedUnavailableError(MarketArenaError, ConnectionError):
+    """A feed's source failed ``attempts`` times in a row (connection errors, timeouts,
+    server errors): an outage. :class:`~marketarena.envs.feeds.fallback.FallbackFeed`
+    switches to its next feed on it; alone, it ends the run with its message."""
 
 
 class Backoff:
