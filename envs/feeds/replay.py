@@ -66,8 +66,7 @@ class BackgroundServer:
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port)
             await site.start()
-            sockets = site._server.sockets if site._server is not None else ()  # type: ignore[union-attr]
-            self.port = sockets[0].getsockname()[1]
+            self.port = int(self._runner.addresses[0][1])
 
         def run() -> None:
             asyncio.set_event_loop(loop)
