@@ -102,6 +102,26 @@ def _build(spec: Mapping[str, Any], end: str, data: MarketData | None = None) ->
     data = data if data is not None else resolve_data(spec["data"])
     if spec.get("universe"):
         data = data.select(spec["universe"])
+    agent = build_agent(spec)
+    env = make_backtest_env(
+        {
+            "data": data,
+            "settings": spec_settings(spec),
+            "snapshot_lookback": snapshot_lookback(agent),
+        },
+        end=end,
+    )
+    return data, agent, env
+
+
+def spec_settings(spec: Mapping[str, Any]) -> EnvSettings:
+    """The env settings a run's spec holds (older runs: rules, window and features only)."""
+    return EnvSettings.from_dict({k: v for k, v in spec.items() if k in setting_names()})
+
+
+def build_agent(spec: Mapping[str, Any]) -> ResumableAgent:
+    """A run's agent, made from its spec (not reset); :class:`ConfigError` when it cannot be
+    persisted."""
     llm = dict(spec.get("llm") or {})
     if spec["agent"].startswith("llm:"):
         # a run stored before prompts had price levels showed adjusted closes; new runs store
@@ -113,12 +133,7 @@ def _build(spec: Mapping[str, Any], end: str, data: MarketData | None = None) ->
             f"agent {spec['agent']!r} cannot be persisted: it has no get_state/set_state "
             "(see marketarena.agents.Resumable)"
         )
-    # the spec holds the env's settings (older runs: rules, window and features only)
-    settings = EnvSettings.from_dict({k: v for k, v in spec.items() if k in setting_names()})
-    env = make_backtest_env(
-        {"data": data, "settings": settings, "snapshot_lookback": snapshot_lookback(agent)}, end=end
-    )
-    return data, agent, env
+    return agent
 
 
 def _run_days(
@@ -130,8 +145,10 @@ def _run_days(
     info: Mapping[str, Any],
     step: int,
     progress: Progress | None,
+    checkpoint_extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """The runner's episode loop, each completed day recorded with its checkpoint."""
+    """The runner's episode loop, each completed day recorded with its checkpoint (the env's
+    state, with ``checkpoint_extra``'s entries added: a paper run's delivered bars)."""
     total = env.core.last_decision - env.core.first_decision + 1
     decided = [str(info["date"])]  # the date of the decision each recorded day carried out
 
@@ -151,7 +168,7 @@ def _run_days(
             step,
             day,
             env.sim.last_fills(0),
-            env.get_state(),
+            {**env.get_state(), **(checkpoint_extra or {})},
             agent.get_state(),
             interventions,
         )
@@ -244,6 +261,7 @@ def resume_backtest(
     session's endpoint options (:data:`SESSION_LLM_OPTIONS`, e.g. a new ``base_url``), used
     for the rest of the run and not stored."""
     info = store.run(run_id)
+    _refuse_paper(info)
     if info.status == "finished":
         return load_result(store, run_id)
     with _served(_with_session_llm(run_id, info.spec, llm)) as served:
@@ -265,6 +283,7 @@ def continue_backtest(
     """Extend a finished run to ``end`` on (possibly newer) ``data``; ``llm`` as for
     :func:`resume_backtest`."""
     info = store.run(run_id)
+    _refuse_paper(info)
     spec = dict(info.spec)
     if info.status != "finished":
         raise ConfigError(f"run {run_id!r} did not finish: --resume it before continuing it")
@@ -294,6 +313,15 @@ def continue_backtest(
         _run_days(store, run_id, env, agent, observation, env_info, step, progress)
         store.finish(run_id, agent_diagnostics(agent))
     return load_result(store, run_id)
+
+
+def _refuse_paper(info: RunInfo) -> None:
+    """A paper run grows with its feed's bars, which its data source does not hold."""
+    if "paper" in info.spec:
+        raise ConfigError(
+            f"run {info.run_id!r} is a paper run: continue it with marketarena paper --resume "
+            f"{info.run_id} --feed ..."
+        )
 
 
 def load_result(store: RunStore, run_id: str) -> BacktestResult:
