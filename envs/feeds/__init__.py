@@ -7,6 +7,8 @@
   (:class:`StreamFeed`, :class:`Backoff`, :class:`FeedUnavailableError`).
 * :mod:`~marketarena.envs.feeds.replay`: a stored daily dataset streamed over a WebSocket
   (:class:`ReplayServer`, :class:`ReplayFeed`).
+* :mod:`~marketarena.envs.feeds.files`: a CSV file followed as rows are appended
+  (:class:`FileFeed`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from marketarena.envs.feeds.base import (
     daily_bar_end,
     to_utc,
 )
+from marketarena.envs.feeds.files import FileFeed
 from marketarena.envs.feeds.replay import BackgroundServer, ReplayFeed, ReplayServer
 from marketarena.envs.feeds.stream import Backoff, FeedUnavailableError, StreamFeed
 
@@ -38,6 +41,7 @@ __all__ = [
     "Feed",
     "FeedStats",
     "FeedUnavailableError",
+    "FileFeed",
     "ReplayFeed",
     "ReplayServer",
     "StreamFeed",
