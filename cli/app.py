@@ -26,6 +26,7 @@ from marketarena.cli import (
     evaluate,
     indicators,
     llm,
+    paper,
     replay,
     runs,
     serve,
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     for group in (demo, evaluate, training, bench, replay, runs, llm, data, indicators, serve):
         group.register(subparsers)
+    paper.register(subparsers)
     return parser
 
 

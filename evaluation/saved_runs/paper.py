@@ -57,7 +57,9 @@ import pandas as pd
 from marketarena.agents.base import ResumableAgent
 from marketarena.envs.data import DataValidationError, MarketData, resolve_data
 from marketarena.envs.errors import ConfigError, DataError
-from marketarena.envs.feeds.base import INTERVALS, BarSet, check_interval
+from marketarena.envs.feeds.base import INTERVALS, BarSet, Feed, check_interval, daily_bar_end
+from marketarena.envs.feeds.replay import ReplayFeed, ReplayServer
+from marketarena.envs.feeds.stream import Backoff
 from marketarena.envs.news import DEFAULT_CALENDAR, _calendar
 from marketarena.envs.settings import EnvSettings
 from marketarena.evaluation.runner import agent_diagnostics, make_backtest_env, snapshot_lookback
@@ -173,6 +175,11 @@ class PaperSession:
     @property
     def symbols(self) -> tuple[str, ...]:
         return self.history.symbols
+
+    @property
+    def timezone(self) -> str:
+        """The exchange calendar's time zone (e.g. ``America/New_York``)."""
+        return str(self._calendar().tz)
 
     def _data(self, dates: list[str], rows: Mapping[str, list[np.ndarray]]) -> MarketData:
         h = self.history
@@ -414,6 +421,46 @@ def resume_paper(
         yield PaperSession(store, run_id, spec, history, agent, step, env_state, bars)
 
 
+#: the feed specs :func:`open_feed` takes
+FEED_HELP = (
+    "replay:ws://HOST:PORT/ws (a running replay server), replay:DATA (a bundled dataset or "
+    "data path replayed by a local server this command starts, at --speed sets a second)"
+)
+
+
+@contextmanager
+def open_feed(
+    spec: str,
+    session: PaperSession,
+    *,
+    speed: float | None = None,
+    backoff: Backoff | None = None,
+) -> Iterator[Feed]:
+    """The feed ``spec`` names (:data:`FEED_HELP`) for ``session``'s symbols, interval and
+    calendar, delivering bar sets after its last recorded bar; closed (and a local replay
+    server stopped) when the block ends."""
+    kind, sep, target = spec.partition(":")
+    if not sep or not target:
+        raise ConfigError(f"--feed {spec!r}: use {FEED_HELP}")
+    calendar = session.calendar_name
+    after = daily_bar_end(session.last_date, calendar)
+    if kind != "replay":
+        raise ConfigError(f"--feed {spec!r}: unknown feed kind {kind!r}; use {FEED_HELP}")
+    if target.startswith(("ws://", "wss://")):
+        feed = ReplayFeed(target, session.symbols, calendar=calendar, after=after, backoff=backoff)
+        try:
+            yield feed
+        finally:
+            feed.close()
+        return
+    with ReplayServer(target, speed=speed, calendar=calendar) as server:
+        feed = server.feed(session.symbols, after=after, backoff=backoff)
+        try:
+            yield feed
+        finally:
+            feed.close()
+
+
 def run_paper(
     session: PaperSession,
     feed: Iterable[BarSet],
@@ -445,11 +492,13 @@ def run_paper(
 
 
 __all__ = [
+    "FEED_HELP",
     "INTERVALS",
     "PAPER_INTERVALS",
     "PaperBar",
     "PaperCounts",
     "PaperSession",
+    "open_feed",
     "resume_paper",
     "run_paper",
     "start_paper",

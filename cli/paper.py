@@ -1,0 +1,184 @@
+"""``marketarena paper``: an agent trading a live (or replayed) feed, recorded in a run store
+like a backtest; ``--resume`` continues a paper run after a crash, Ctrl-C or a feed's end."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from marketarena.agents.registry import SPEC_HELP
+from marketarena.cli.common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    RISK_HELP,
+    add_llm_options,
+    llm_options,
+    parse_date,
+    parse_risk,
+    parse_rules,
+    shell_path,
+)
+from marketarena.cli.runs import STORE_HELP
+from marketarena.envs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from marketarena.evaluation.saved_runs.paper import PaperBar, PaperSession
+    from marketarena.evaluation.saved_runs.store import RunStore
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from marketarena.evaluation.saved_runs.paper import FEED_HELP
+
+    p = subparsers.add_parser(
+        "paper",
+        help="paper trading: an agent on each new bar of a live or replayed feed",
+        description="Run an agent on each new bar set of a feed under the backtest's rules "
+        "(decide after the bar's close, fill at the next bar), recording every bar in the run "
+        "store like `backtest` (positions, leaderboard and the API read it). The run starts "
+        "all cash after --data's history up to --start. Ctrl-C stops it; --resume continues "
+        "it from its last recorded bar. Daily bars only; bar sets outside the --calendar's "
+        "sessions are ignored and counted.",
+    )
+    p.add_argument("--agent", metavar="SPEC", help=f"a new run's agent: {SPEC_HELP}")
+    p.add_argument("--resume", metavar="RUN", help="continue a paper run from its last bar")
+    p.add_argument("--run", help="name of a new run (default: paper:AGENT@START)")
+    p.add_argument("--feed", required=True, help=FEED_HELP)
+    p.add_argument("--data", help="a new run's history: bundled name or path (default sp500_20)")
+    p.add_argument(
+        "--start", help="a new run's first mark, all cash (default: the history's last date)"
+    )
+    p.add_argument(
+        "--interval", default="1d", help="bar interval (1d; intraday is not supported yet)"
+    )
+    p.add_argument(
+        "--calendar", default="XNYS", help="exchange calendar of sessions (exchange_calendars)"
+    )
+    p.add_argument("--speed", type=float, default=5.0, help="replay:DATA: bar sets a second")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--until", help="stop before the first bar dated after this date")
+    stop.add_argument("--bars", type=int, help="stop after recording this many bars")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rule", action="append", metavar="KEY=VALUE", help="trading rule")
+    p.add_argument("--risk", action="append", metavar="KEY=VALUE", help=RISK_HELP)
+    p.add_argument("--window", type=int, help="observation window (default: the env's)")
+    p.add_argument("--store", default="runs.sqlite", help=STORE_HELP)
+    add_llm_options(p)
+    p.set_defaults(handler=handle_paper)
+
+
+def handle_paper(args: argparse.Namespace, console: Console) -> int:
+    from marketarena.envs.feeds.stream import FeedUnavailableError
+    from marketarena.evaluation.saved_runs import paper
+    from marketarena.evaluation.saved_runs.store import RunStore
+    from marketarena.evaluation.tracking import tracking_uri
+
+    if bool(args.agent) == bool(args.resume):
+        raise ConfigError("give one of --agent (a new paper run) or --resume RUN")
+    start = parse_date(args.start, "--start")
+    until = parse_date(args.until, "--until")
+    if args.bars is not None and args.bars < 1:
+        raise ConfigError(f"--bars must be >= 1, got {args.bars}")
+    if not args.speed > 0:
+        raise ConfigError(f"--speed must be > 0 bar sets a second, got {args.speed}")
+    store = RunStore(args.store, create=bool(args.agent))
+    if args.resume:
+        opened = paper.resume_paper(store, args.resume, llm=llm_options(args))
+        run_id = args.resume
+    else:
+        run_id = args.run or f"paper:{args.agent}@{start or 'latest'}"
+        window = {} if args.window is None else {"window": args.window}
+        opened = paper.start_paper(
+            store,
+            run_id,
+            args.agent,
+            args.data or "sp500_20",
+            start=start,
+            interval=args.interval,
+            calendar=args.calendar,
+            seed=args.seed,
+            rules=parse_rules(args.rule),
+            risk=parse_risk(args.risk),
+            llm=llm_options(args),
+            tracking_uri=tracking_uri(),
+            **window,
+        )
+    hint = (
+        f"marketarena paper --resume {shlex.quote(run_id)} --store {_where(store, args.store)} "
+        f"--feed {shlex.quote(args.feed)}"
+    )
+    with opened as session:
+        console.print(
+            f"paper run {run_id}: {session.spec['agent']} on {len(session.symbols)} symbols, "
+            f"{session.spec['paper']['interval']} bars, {session.calendar_name} sessions "
+            f"(times in UTC and {session.timezone}); last recorded bar {session.last_date}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        with paper.open_feed(args.feed, session, speed=args.speed) as feed:
+            try:
+                paper.run_paper(
+                    session,
+                    feed,
+                    until=until,
+                    bars=args.bars,
+                    on_bar=lambda bar: _print_bar(bar, session, console),
+                )
+            except KeyboardInterrupt:
+                console.print(
+                    f"interrupted after bar {session.last_date}: resume with {hint}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                return EXIT_INTERRUPTED
+            except FeedUnavailableError as exc:
+                console.print(
+                    f"[red]error:[/red] {exc}; the run is kept up to {session.last_date}: "
+                    f"resume with {hint}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                return EXIT_ERROR
+            finally:
+                _print_counts(session, feed.stats.as_dict(), console)
+    console.print(
+        f"run {run_id} stored in {store.path} ({session.step} bars, last {session.last_date}); "
+        f"continue it with {hint}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return EXIT_OK
+
+
+def _where(store: RunStore, location: str) -> str:
+    """The store as a command to paste names it (a URL without its password)."""
+    from marketarena.evaluation.saved_runs.store import is_url
+
+    return shlex.quote(store.url) if is_url(location) else shell_path(location)
+
+
+def _print_bar(bar: PaperBar, session: PaperSession, console: Console) -> None:
+    local = bar.end.tz_convert(session.timezone)
+    console.print(
+        f"{bar.date} close {bar.end:%H:%M} UTC ({local:%H:%M %Z})  decided {bar.decided}  "
+        f"NAV {bar.nav:,.2f}  turnover {bar.turnover:.3f}  costs {bar.costs:,.2f}  "
+        f"fills {bar.fills}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _print_counts(session: PaperSession, stats: dict[str, object], console: Console) -> None:
+    counts = session.counts
+    console.print(f"paper: {counts.line()}", highlight=False, soft_wrap=True)
+    for problem in counts.problems[-5:]:
+        console.print(f"  rejected: {problem}", highlight=False, soft_wrap=True)
+    shown = {k: v for k, v in stats.items() if k not in ("events", "gap_spans") and v}
+    console.print(
+        "feed: " + (", ".join(f"{k} {v}" for k, v in shown.items()) or "nothing received"),
+        highlight=False,
+        soft_wrap=True,
+    )
