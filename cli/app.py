@@ -29,6 +29,7 @@ from marketarena.cli import (
     paper,
     replay,
     runs,
+    schedule,
     serve,
     training,
 )
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     for group in (demo, evaluate, training, bench, replay, runs, llm, data, indicators, serve):
         group.register(subparsers)
+    schedule.register(subparsers)
     paper.register(subparsers)
     return parser
 
