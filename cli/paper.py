@@ -78,6 +78,7 @@ def handle_paper(args: argparse.Namespace, console: Console) -> int:
 
     if bool(args.agent) == bool(args.resume):
         raise ConfigError("give one of --agent (a new paper run) or --resume RUN")
+    paper.check_feed(args.feed)
     start = parse_date(args.start, "--start")
     until = parse_date(args.until, "--until")
     if args.bars is not None and args.bars < 1:

@@ -57,6 +57,7 @@ import pandas as pd
 from marketarena.agents.base import ResumableAgent
 from marketarena.envs.data import DataValidationError, MarketData, resolve_data
 from marketarena.envs.errors import ConfigError, DataError
+from marketarena.envs.features import compute_features
 from marketarena.envs.feeds.base import INTERVALS, BarSet, Feed, check_interval, daily_bar_end
 from marketarena.envs.feeds.replay import ReplayFeed, ReplayServer
 from marketarena.envs.feeds.stream import Backoff
@@ -364,6 +365,13 @@ def start_paper(
     first = str(history.dates[-1])
     chosen = EnvSettings.resolve(settings, overrides).replace(start=first, end=first)
     _calendar(calendar, pd.Timestamp(first), pd.Timestamp(first))  # an unknown name: an error
+    _, first_valid = compute_features(history, chosen.features)
+    if first_valid + chosen.window - 1 > history.n_periods - 1:
+        usable = market.dates[min(first_valid + chosen.window - 1, market.n_periods - 1)]
+        raise DataError(
+            f"{market.name} up to {first} is too short a history for the {chosen.window}-row "
+            f"observation window and its features: start on {usable} or later"
+        )
     spec: dict[str, Any] = {
         "agent": agent,
         "data": str(data),
@@ -428,6 +436,16 @@ FEED_HELP = (
 )
 
 
+def check_feed(spec: str) -> str:
+    """The target of a feed spec (:data:`FEED_HELP`), or a :class:`ConfigError` naming it."""
+    kind, sep, target = spec.partition(":")
+    if not sep or not target:
+        raise ConfigError(f"--feed {spec!r}: use {FEED_HELP}")
+    if kind != "replay":
+        raise ConfigError(f"--feed {spec!r}: unknown feed kind {kind!r}; use {FEED_HELP}")
+    return target
+
+
 @contextmanager
 def open_feed(
     spec: str,
@@ -439,13 +457,9 @@ def open_feed(
     """The feed ``spec`` names (:data:`FEED_HELP`) for ``session``'s symbols, interval and
     calendar, delivering bar sets after its last recorded bar; closed (and a local replay
     server stopped) when the block ends."""
-    kind, sep, target = spec.partition(":")
-    if not sep or not target:
-        raise ConfigError(f"--feed {spec!r}: use {FEED_HELP}")
+    target = check_feed(spec)
     calendar = session.calendar_name
     after = daily_bar_end(session.last_date, calendar)
-    if kind != "replay":
-        raise ConfigError(f"--feed {spec!r}: unknown feed kind {kind!r}; use {FEED_HELP}")
     if target.startswith(("ws://", "wss://")):
         feed = ReplayFeed(target, session.symbols, calendar=calendar, after=after, backoff=backoff)
         try:
@@ -498,6 +512,7 @@ __all__ = [
     "PaperBar",
     "PaperCounts",
     "PaperSession",
+    "check_feed",
     "open_feed",
     "resume_paper",
     "run_paper",
