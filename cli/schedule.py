@@ -16,11 +16,11 @@ from marketarena.cli.common import EXIT_INTERRUPTED, EXIT_OK, shell_path
 def register(subparsers: argparse._SubParsersAction) -> None:
     sc = subparsers.add_parser(
         "schedule",
-        help="run scheduled simulations (continue stored runs) from a YAML file",
+        help="scheduled simulations (continue backtests, trade paper runs) from a YAML file",
         description="Validate a schedule file (cron, after_close or interval entries with time "
-        "zones; each continues a stored run), print every entry's next firings in its time "
-        "zone, then run them until Ctrl-C. Every firing, skip, miss, success and failure is "
-        "logged and appended to the history file (JSON lines).",
+        "zones; each continues a stored backtest or trades a paper run), print every entry's "
+        "next firings in its time zone, then run them until Ctrl-C. Every firing, skip, miss, "
+        "success and failure is logged and appended to the history file (JSON lines).",
     )
     sc.add_argument("file", help="the schedule's YAML file")
     sc.add_argument(

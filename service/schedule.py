@@ -1,4 +1,4 @@
-"""Scheduled simulations: continue stored runs on a timetable read from a YAML file.
+"""Scheduled simulations: continue stored runs and paper runs on a timetable from a YAML file.
 
 The file
 --------
@@ -22,6 +22,13 @@ The file
         trading_days_only: true     # skip the dates that are not sessions of `calendar`
         action: continue
         run: equal_weight@2024-01-02
+      - name: paper
+        after_close: true
+        offset: 15min
+        action: paper               # a paper run: trade the folder's new bars
+        run: paper:equal_weight@latest
+        data: data
+        download: {providers: [local]}
       - name: intraday
         interval: 15min             # every 15 minutes (anchored at midnight 2000-01-01)
         market_hours: true          # only from a session's open to its close
@@ -29,11 +36,11 @@ The file
         run: equal_weight@2024-01-02
 
 Keys of an entry: ``name`` (unique), one trigger (``cron``, ``after_close: true`` or
-``interval``), ``action`` (``continue``), ``run``, and optionally ``timezone``, ``calendar``
-(an exchange_calendars name, default ``XNYS``), ``offset`` (after_close only),
-``trading_days_only`` (cron only), ``market_hours`` (interval only), ``store``, ``data``,
-``download`` (``providers``: the fallback order; ``symbols``: default the folder's) and
-``misfire_grace``. Durations are seconds or ``90s``, ``30min``, ``1h``, ``2d``.
+``interval``), ``action`` (``continue`` a backtest or ``paper``), ``run``, and optionally
+``timezone``, ``calendar`` (an exchange_calendars name, default ``XNYS``), ``offset``
+(after_close only), ``trading_days_only`` (cron only), ``market_hours`` (interval only),
+``store``, ``data``, ``download`` (``providers``: the fallback order; ``symbols``: default the
+folder's) and ``misfire_grace``. Durations are seconds or ``90s``, ``30min``, ``1h``, ``2d``.
 :func:`load_schedule` checks everything before anything runs: an error names the file, the
 entry and the key (a bad cron expression, an unknown time zone or calendar, a run that is not
 in its store).
@@ -43,10 +50,16 @@ Timing
 Firing times come from APScheduler 3.x triggers (:class:`CronTrigger` and
 :class:`IntervalTrigger`, and the two below built on its :class:`BaseTrigger`), computed in
 the entry's time zone, so a 16:30 New York entry fires at 21:30 UTC in winter and 20:30 UTC in
-summer. The ``continue`` action extends the run to the firing's date in that time zone
-(``marketarena backtest --continue RUN --end <that date>``): a bar enters the run once its
-close is in the data, and its decision fills at the next bar, as in every backtest. A run left
-unfinished (a firing stopped mid-way) is resumed first.
+summer. An action works up to the last session of ``calendar`` that has closed at the firing's
+instant (the firing's own date from its close on, the session before during it): a bar that
+is not complete is never downloaded or traded. The ``continue`` action extends the run to
+that date (``marketarena backtest --continue RUN --end <that date>``); each decision is made
+after a bar's close and fills at the next bar, as in every backtest. A run left
+unfinished (a firing stopped mid-way) is resumed first. The ``paper`` action resumes a paper
+run and trades the bar sets of its data folder after its last recorded bar, up to that
+session (``marketarena paper --resume RUN --feed replay:DATA --until <that date>``, replayed without
+waiting); both actions first download into the folder (``data``) when the entry says
+``download``.
 
 Misfires and overlaps
 ---------------------
@@ -100,6 +113,7 @@ __all__ = [
     "TradingHoursTrigger",
     "load_schedule",
     "run_continue",
+    "run_paper",
     "sessions",
     "utc_now",
 ]
@@ -111,7 +125,7 @@ _TICK = dt.timedelta(microseconds=1)
 INTERVAL_ANCHOR = dt.datetime(2000, 1, 1)
 #: firings looked at, at most, when counting missed ones (a long-stopped 1-minute entry)
 MAX_COUNTED = 100_000
-ACTIONS = ("continue",)
+ACTIONS = ("continue", "paper")
 ENTRY_KEYS = {
     "name",
     "cron",
@@ -139,6 +153,7 @@ class Sessions:
     nanoseconds, sorted), early closes included."""
 
     days: frozenset[str]
+    dates: tuple[str, ...]
     opens: np.ndarray
     closes: np.ndarray
 
@@ -149,6 +164,11 @@ class Sessions:
         """The first close at or after ``moment`` (None past the calendar's end)."""
         i = int(np.searchsorted(self.closes, _ns(moment), side="left"))
         return _from_ns(self.closes[i]) if i < len(self.closes) else None
+
+    def last_closed(self, moment: dt.datetime) -> str | None:
+        """The date of the last session whose close is at or before ``moment``."""
+        i = int(np.searchsorted(self.closes, _ns(moment), side="right")) - 1
+        return self.dates[i] if i >= 0 else None
 
     def is_open(self, moment: dt.datetime) -> bool:
         """Whether ``moment`` is within a session, from its open to its close (both in)."""
@@ -182,6 +202,7 @@ def sessions(calendar: str) -> Sessions:
         cal = xcals.get_calendar(calendar)
         return Sessions(
             days=frozenset(cal.sessions.strftime("%Y-%m-%d")),
+            dates=tuple(cal.sessions.strftime("%Y-%m-%d")),
             opens=pd.DatetimeIndex(cal.opens).asi8.copy(),
             closes=pd.DatetimeIndex(cal.closes).asi8.copy(),
         )
@@ -262,6 +283,7 @@ class ScheduleEntry:
     trigger: BaseTrigger
     timezone: ZoneInfo
     when: str
+    calendar: str
     action: str
     run: str
     store: str
@@ -425,6 +447,7 @@ def _entry(raw: Any, index: int, defaults: Mapping[str, Any], source: str) -> Sc
         trigger=trigger,
         timezone=zone,
         when=when,
+        calendar=_calendar_name(raw.get("calendar", "XNYS"), f"{where}: calendar"),
         action=str(action),
         run=run,
         store=str(raw.get("store", defaults["store"])),
@@ -457,11 +480,17 @@ def _check_runs(entries: tuple[ScheduleEntry, ...], source: str) -> None:
         except MarketArenaError as exc:
             raise ConfigError(f"{where}: store: {exc}") from None
         try:
-            store.run(entry.run)
+            is_paper = "paper" in store.run(entry.run).spec
         except RunNotFound:
             raise ConfigError(f"{where}: run: no run {entry.run!r} in {store.path}") from None
         finally:
             store.close()
+        if is_paper != (entry.action == "paper"):
+            kind = "a paper run" if is_paper else "a backtest"
+            raise ConfigError(
+                f"{where}: run: {entry.run!r} is {kind}: use action: "
+                f"{'paper' if is_paper else 'continue'}"
+            )
 
 
 def load_schedule(path: str | Path, *, check_runs: bool = True) -> Schedule:
@@ -501,31 +530,46 @@ def load_schedule(path: str | Path, *, check_runs: bool = True) -> Schedule:
 
 
 # ----------------------------------------------------------------------------- actions
+def _last_closed(entry: ScheduleEntry, fired: dt.datetime) -> dt.date:
+    """The last session of the entry's calendar closed at ``fired``: what an action may use."""
+    last = sessions(entry.calendar).last_closed(fired)
+    if last is None:
+        raise ConfigError(f"entry {entry.name!r}: no {entry.calendar} session closed by {fired}")
+    return dt.date.fromisoformat(last)
+
+
+def _refresh(entry: ScheduleEntry, today: dt.date) -> list[str]:
+    """Download the days after the data folder's last date up to ``today`` when the entry
+    downloads (its symbols: the folder's unless it names them); what was done, as notes."""
+    from marketarena.envs.providers import DataDir, Downloader
+
+    if not entry.download or entry.data is None:
+        return []
+    folder = DataDir(entry.data)
+    last = folder.status()["last_date"]
+    start = dt.date.fromisoformat(last) + dt.timedelta(days=1) if last else today
+    if start > today:
+        return []
+    symbols = entry.download_symbols or tuple(folder.symbols())
+    report = Downloader().download(
+        folder, symbols, start.isoformat(), today.isoformat(), entry.download
+    )
+    notes = [f"downloaded {sum(report.added.values())} row(s)"]
+    if report.missing:
+        notes.append(f"no provider had {report.missing}")
+    return notes
+
+
 def run_continue(entry: ScheduleEntry, fired: dt.datetime) -> str:
     """The ``continue`` action: refresh the data folder when the entry downloads, then extend
-    the run to the firing's date in the entry's time zone (a run left unfinished is resumed
+    the run to the last session closed at the firing (a run left unfinished is resumed
     first). Returns what it did, in one line."""
-    import numpy as np
-
     from marketarena.envs.data import resolve_data
-    from marketarena.envs.providers import DataDir, Downloader
     from marketarena.evaluation.saved_runs import persisted
     from marketarena.evaluation.saved_runs.store import RunStore
 
-    today = fired.astimezone(entry.timezone).date()
-    notes = []
-    if entry.download and entry.data is not None:
-        folder = DataDir(entry.data)
-        last = folder.status()["last_date"]
-        start = dt.date.fromisoformat(last) + dt.timedelta(days=1) if last else today
-        if start <= today:
-            symbols = entry.download_symbols or tuple(folder.symbols())
-            report = Downloader().download(
-                folder, symbols, start.isoformat(), today.isoformat(), entry.download
-            )
-            notes.append(f"downloaded {sum(report.added.values())} row(s)")
-            if report.missing:
-                notes.append(f"no provider had {report.missing}")
+    today = _last_closed(entry, fired)
+    notes = _refresh(entry, today)
     store = RunStore(entry.store, create=False)
     try:
         info = store.run(entry.run)
@@ -554,8 +598,35 @@ def run_continue(entry: ScheduleEntry, fired: dt.datetime) -> str:
         store.close()
 
 
+def run_paper(entry: ScheduleEntry, fired: dt.datetime) -> str:
+    """The ``paper`` action: refresh the data folder when the entry downloads, then resume
+    the paper run and trade the bar sets the folder (``data``, default the run's own) holds
+    after its last recorded bar, up to the last session closed at the firing, replayed
+    without waiting (``marketarena paper --resume RUN --feed replay:DATA --until DATE``).
+    Returns what it did, in one line."""
+    from marketarena.evaluation.saved_runs import paper
+    from marketarena.evaluation.saved_runs.store import RunStore
+
+    today = _last_closed(entry, fired)
+    notes = _refresh(entry, today)
+    store = RunStore(entry.store, create=False)
+    try:
+        with paper.resume_paper(store, entry.run) as session:
+            before = session.last_date
+            source = entry.data or session.spec["data"]
+            with paper.open_feed(f"replay:{source}", session) as feed:
+                counts = paper.run_paper(session, feed, until=today.isoformat())
+            notes.append(
+                f"paper run {entry.run} traded from {before} to {session.last_date} "
+                f"({counts.line()})"
+            )
+        return "; ".join(notes)
+    finally:
+        store.close()
+
+
 Action = Callable[[ScheduleEntry, dt.datetime], str]
-ACTION_FUNCTIONS: Mapping[str, Action] = {"continue": run_continue}
+ACTION_FUNCTIONS: Mapping[str, Action] = {"continue": run_continue, "paper": run_paper}
 
 
 # --------------------------------------------------------------------------- scheduler

@@ -25,6 +25,7 @@ import pytest
 from marketarena.cli import main
 from marketarena.envs.errors import ConfigError
 from marketarena.envs.providers import DataDir, Downloader
+from marketarena.evaluation.saved_runs import paper
 from marketarena.evaluation.saved_runs.persisted import load_result, start_backtest
 from marketarena.evaluation.saved_runs.store import RunStore
 from marketarena.service.schedule import (
@@ -298,9 +299,30 @@ def test_a_failing_firing_is_recorded_naming_the_entry_and_the_schedule_goes_on(
 SYMBOLS = ["AXP", "BA", "CAT"]
 
 
-def test_continue_extends_a_stored_run_to_the_firing_date_as_one_backtest_would(tmp_path):
+def _folder_until_2009(tmp_path: Path) -> DataDir:
     folder = DataDir(tmp_path / "data")
     Downloader().download(folder, SYMBOLS, "2009-09-01", "2009-12-31", ["local"])
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("trigger", "fire", "end", "days"),
+    [
+        # after Friday's close: through Friday, 2010-01-15 (10 sessions since 2009-12-31)
+        (
+            "after_close: true\n" + 12 * " " + "offset: 30min",
+            utc(2010, 1, 15, 21, 30),
+            "2010-01-15",
+            10,
+        ),
+        # at noon in New York the 15th's bar is not complete: through Thursday the 14th
+        ('cron: "0 12 * * *"', utc(2010, 1, 15, 17), "2010-01-14", 9),
+    ],
+)
+def test_continue_extends_a_stored_run_through_the_last_closed_session_as_one_backtest_would(
+    tmp_path, trigger, fire, end, days
+):
+    folder = _folder_until_2009(tmp_path)
     store_path = tmp_path / "runs.sqlite"
     store = RunStore(store_path)
     start_backtest(store, "ew", "equal_weight:5", str(folder.path), "2009-09-01", "2009-12-31")
@@ -312,8 +334,7 @@ def test_continue_extends_a_stored_run_to_the_firing_date_as_one_backtest_would(
         store: {store_path}
         entries:
           - name: nightly
-            after_close: true
-            offset: 30min
+            {trigger}
             timezone: America/New_York
             action: continue
             run: ew
@@ -322,32 +343,109 @@ def test_continue_extends_a_stored_run_to_the_firing_date_as_one_backtest_would(
         """,
     )
     schedule = load_schedule(path)
-    clock = FakeClock(utc(2010, 1, 15, 20))  # Friday 15:00 in New York
+    clock = FakeClock(utc(2010, 1, 15, 14))  # Friday 09:00 in New York
     scheduler = Scheduler(schedule, clock=clock)
     scheduler.start()
-    assert scheduler.next_firing("nightly") == utc(2010, 1, 15, 21, 30)
-    clock.now = utc(2010, 1, 15, 21, 30)
+    assert scheduler.next_firing("nightly") == fire
+    clock.now = fire
     scheduler.tick()
     scheduler.join()
     done = read_history(schedule.history)[-1]
     assert done.event == "succeeded", done.detail
-    assert "downloaded 30 row(s)" in done.detail  # 10 sessions x 3 symbols
-    assert "continued from 2009-12-31 to 2010-01-15 (+10 days)" in done.detail
+    assert f"downloaded {3 * days} row(s)" in done.detail  # no row after `end`
+    assert f"continued from 2009-12-31 to {end} (+{days} days)" in done.detail
 
     store = RunStore(store_path, create=False)
     continued = load_result(store, "ew")
-    assert store.run("ew").days == days_before + 10
-    assert str(continued.dates[-1]) == "2010-01-15"
+    assert store.run("ew").days == days_before + days
+    assert str(continued.dates[-1]) == end
     whole_store = RunStore(tmp_path / "whole.sqlite")
-    whole = start_backtest(
-        whole_store, "ew", "equal_weight:5", str(folder.path), "2009-09-01", "2010-01-15"
-    )
+    whole = start_backtest(whole_store, "ew", "equal_weight:5", str(folder.path), "2009-09-01", end)
     np.testing.assert_array_equal(continued.dates, whole.dates)
     np.testing.assert_array_equal(continued.nav, whole.nav)  # bit for bit
-    # Monday 2010-01-18 (Martin Luther King Jr. Day) is no session: next is Tuesday's close
-    assert scheduler.next_firing("nightly") == utc(2010, 1, 19, 21, 30)
     store.close()
     whole_store.close()
+
+
+def test_after_close_skips_a_holiday_monday(tmp_path):
+    schedule = one_entry(tmp_path, "after_close: true\ntimezone: America/New_York")
+    clock = FakeClock(utc(2010, 1, 15, 22))
+    scheduler, _ = recording_scheduler(schedule, clock)
+    scheduler.start()
+    # Monday 2010-01-18 (Martin Luther King Jr. Day) is no session: next is Tuesday's close
+    assert scheduler.next_firing("job") == utc(2010, 1, 19, 21)
+
+
+def test_paper_trades_the_folders_new_bars_as_one_backtest_would(tmp_path):
+    folder = _folder_until_2009(tmp_path)
+    store_path = tmp_path / "runs.sqlite"
+    store = RunStore(store_path)
+    with paper.start_paper(store, "p", "equal_weight:5", str(folder.path)) as session:
+        session.close()  # the run's first mark: 2009-12-31, all cash
+    store.close()
+    path = write(
+        tmp_path,
+        f"""
+        store: {store_path}
+        entries:
+          - name: paper
+            after_close: true
+            offset: 15min
+            timezone: America/New_York
+            action: paper
+            run: p
+            data: {folder.path}
+            download: {{providers: [local]}}
+        """,
+    )
+    schedule = load_schedule(path)
+    clock = FakeClock(utc(2010, 1, 15, 21, 15))
+    scheduler = Scheduler(schedule, clock=clock)
+    scheduler.start()
+    scheduler.tick()
+    scheduler.join()
+    clock.now = utc(2010, 1, 19, 21, 15)  # Tuesday: one more bar
+    scheduler.tick()
+    scheduler.join()
+    events = [e for e in read_history(schedule.history) if e.event == "succeeded"]
+    assert len(events) == 2, read_history(schedule.history)
+    assert "traded from 2009-12-31 to 2010-01-15 (10 bar set(s) received, 10 recorded" in (
+        events[0].detail
+    )
+    assert "traded from 2010-01-15 to 2010-01-19 (1 bar set(s) received, 1 recorded" in (
+        events[1].detail
+    )
+    store = RunStore(store_path, create=False)
+    traded = load_result(store, "p")
+    whole_store = RunStore(tmp_path / "whole.sqlite")
+    whole = start_backtest(
+        whole_store, "w", "equal_weight:5", str(folder.path), "2009-12-31", "2010-01-19"
+    )
+    np.testing.assert_array_equal(traded.dates, whole.dates)
+    np.testing.assert_array_equal(traded.nav, whole.nav)
+    store.close()
+    whole_store.close()
+
+
+def test_an_action_that_does_not_fit_the_run_is_refused_naming_the_entry(tmp_path):
+    folder = _folder_until_2009(tmp_path)
+    store_path = tmp_path / "runs.sqlite"
+    store = RunStore(store_path)
+    with paper.start_paper(store, "p", "equal_weight:5", str(folder.path)) as session:
+        session.close()
+    start_backtest(store, "b", "equal_weight:5", str(folder.path), "2009-12-01", "2009-12-31")
+    store.close()
+    for run, action, message in (
+        ("p", "continue", "entry 'job': run: 'p' is a paper run: use action: paper"),
+        ("b", "paper", "entry 'job': run: 'b' is a backtest: use action: continue"),
+    ):
+        path = write(
+            tmp_path,
+            f"store: {store_path}\nentries:\n  - {{name: job, interval: 1h, action: {action}, "
+            f"run: {run}}}\n",
+        )
+        with pytest.raises(ConfigError, match=message):
+            load_schedule(path)
 
 
 # ------------------------------------------------------------------------- bad files
