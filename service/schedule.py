@@ -47,25 +47,26 @@ in its store).
 
 Timing
 ------
-Firing times come from APScheduler 3.x triggers (:class:`CronTrigger` and
-:class:`IntervalTrigger`, and the two below built on its :class:`BaseTrigger`), computed in
-the entry's time zone, so a 16:30 New York entry fires at 21:30 UTC in winter and 20:30 UTC in
-summer. An action works up to the last session of ``calendar`` that has closed at the firing's
-instant (the firing's own date from its close on, the session before during it): a bar that
-is not complete is never downloaded or traded. The ``continue`` action extends the run to
-that date (``marketarena backtest --continue RUN --end <that date>``); each decision is made
-after a bar's close and fills at the next bar, as in every backtest. A run left
-unfinished (a firing stopped mid-way) is resumed first. The ``paper`` action resumes a paper
-run and trades the bar sets of its data folder after its last recorded bar, up to that
-session (``marketarena paper --resume RUN --feed replay:DATA --until <that date>``, replayed without
-waiting); both actions first download into the folder (``data``) when the entry says
-``download``.
+Firing times come from APScheduler 3.x triggers (:class:`CronTrigger`,
+:class:`IntervalTrigger`, and this module's three built on its :class:`BaseTrigger`),
+computed in the entry's time zone, so a 16:30 New York entry fires at 21:30 UTC in winter and
+20:30 UTC in summer. An action works up to the last session of ``calendar`` that has closed
+at the firing's instant (the firing's own date from its close on, the session before during
+it): a bar that is not complete is never downloaded or traded. The ``continue`` action
+extends the run to that date (``marketarena backtest --continue RUN --end <that date>``);
+each decision is made after a bar's close and fills at the next bar, as in every backtest. A
+run left unfinished (a firing stopped mid-way) is resumed first. The ``paper`` action resumes
+a paper run and trades the bar sets of its data folder after its last recorded bar, up to
+that session (``marketarena paper --resume RUN --feed replay:DATA --until <that date>``,
+replayed without waiting). Both actions first download into the folder (``data``) when the
+entry says ``download``.
 
 Misfires and overlaps
 ---------------------
 :class:`Scheduler` dispatches the firings (its clock is injectable, so tests step through
 months without sleeping). Each entry runs in a worker thread, at most one at a time: a firing
-that comes while the entry's last one still runs is skipped and logged. Firings due together
+that comes while the entry's last one still runs is skipped and logged, and so is one whose
+run (the same run in the same store) another entry's firing is running. Firings due together
 (the process slept) are coalesced into the latest one. A firing later than ``misfire_grace``
 is not run, and logged. On start, the firings missed while the scheduler was down (after the
 entry's last firing in the history) run once, now, when the latest is within the grace time;
@@ -777,6 +778,16 @@ class Scheduler:
         running = self._workers.get(entry.name)
         if running is not None and running.is_alive():
             self.record(entry.name, "skipped", latest, "its previous firing is still running")
+            return
+        busy = [
+            other.name
+            for other in self.schedule.entries
+            if (other.store, other.run) == (entry.store, entry.run) and other.name in self.running()
+        ]
+        if busy:
+            self.record(
+                entry.name, "skipped", latest, f"run {entry.run} is being run by entry {busy[0]!r}"
+            )
             return
         self.record(entry.name, "fired", latest, f"{entry.action} {entry.run}")
         worker = threading.Thread(

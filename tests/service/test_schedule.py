@@ -207,6 +207,36 @@ def test_a_firing_while_the_last_one_still_runs_is_skipped_and_logged(tmp_path, 
     assert "job skipped" in caplog.text and "still running" in caplog.text
 
 
+def test_two_entries_of_one_run_never_run_it_at_once(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        entries:
+          - {name: first, interval: 1min, action: continue, run: r}
+          - {name: second, interval: 1min, action: continue, run: r}
+          - {name: other, interval: 1min, action: continue, run: r2}
+        """,
+    )
+    schedule = load_schedule(path, check_runs=False)
+    clock = FakeClock(utc(2024, 5, 1, 12))
+    release = threading.Event()
+
+    def slow(entry: ScheduleEntry, fired: dt.datetime) -> str:
+        assert release.wait(10)
+        return entry.run
+
+    scheduler, _ = recording_scheduler(schedule, clock, slow)
+    scheduler.start()
+    scheduler.tick()
+    assert sorted(scheduler.running()) == ["first", "other"]
+    release.set()
+    scheduler.join()
+    skipped = [e for e in read_history(schedule.history) if e.event == "skipped"]
+    assert [(e.entry, e.detail) for e in skipped] == [
+        ("second", "run r is being run by entry 'first'")
+    ]
+
+
 def _history_with_last_firing(schedule: Schedule, scheduled: dt.datetime) -> None:
     fired = {"time": scheduled.isoformat(), "entry": "job", "scheduled": scheduled.isoformat()}
     schedule.history.write_text(
@@ -367,6 +397,49 @@ def test_continue_extends_a_stored_run_through_the_last_closed_session_as_one_ba
     whole_store.close()
 
 
+def test_a_firing_uses_no_bar_after_its_session_even_when_the_folder_has_them(tmp_path):
+    """Perturb the future: two folders equal up to 2010-01-15 and different after give the
+    same continued run at a firing after the 15th's close."""
+    results = []
+    for scale in (1.0, 1.5):
+        base = tmp_path / f"x{scale}"
+        folder = DataDir(base / "data")
+        Downloader().download(folder, SYMBOLS, "2009-09-01", "2010-02-26", ["local"])
+        for symbol in SYMBOLS:
+            frame = folder.read(symbol)
+            later = frame["date"] > "2010-01-15"
+            for column in ("open", "high", "low", "close"):
+                frame.loc[later, column] *= scale
+            frame.to_csv(folder.path / f"{symbol}.csv", index=False)
+        store = RunStore(base / "runs.sqlite")
+        start_backtest(store, "ew", "equal_weight:5", str(folder.path), "2009-09-01", "2009-12-31")
+        store.close()
+        path = write(
+            base,
+            f"""
+            store: {base / "runs.sqlite"}
+            entries:
+              - name: nightly
+                after_close: true
+                timezone: America/New_York
+                action: continue
+                run: ew
+                data: {folder.path}
+            """,
+        )
+        clock = FakeClock(utc(2010, 1, 15, 21))
+        scheduler = Scheduler(load_schedule(path), clock=clock)
+        scheduler.start()
+        scheduler.tick()
+        scheduler.join()
+        store = RunStore(base / "runs.sqlite", create=False)
+        results.append(load_result(store, "ew"))
+        store.close()
+    assert str(results[0].dates[-1]) == "2010-01-15"
+    np.testing.assert_array_equal(results[0].dates, results[1].dates)
+    np.testing.assert_array_equal(results[0].nav, results[1].nav)
+
+
 def test_after_close_skips_a_holiday_monday(tmp_path):
     schedule = one_entry(tmp_path, "after_close: true\ntimezone: America/New_York")
     clock = FakeClock(utc(2010, 1, 15, 22))
@@ -507,6 +580,16 @@ def test_bad_entries_are_one_error_line_naming_the_entry_and_the_key(
 def test_bad_files_are_clear_errors(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         load_schedule(write(tmp_path, text), check_runs=False)
+
+
+def test_a_damaged_history_file_is_a_clear_error_naming_its_line(tmp_path):
+    schedule = one_entry(tmp_path, "interval: 1h")
+    _history_with_last_firing(schedule, utc(2024, 5, 1, 12))
+    with schedule.history.open("a") as fh:
+        fh.write('{"time": "yesterday"}\n')
+    scheduler, _ = recording_scheduler(schedule, FakeClock(utc(2024, 5, 1, 13)))
+    with pytest.raises(ConfigError, match=r"history file .*, line 3: not a history record"):
+        scheduler.start()
 
 
 def test_a_missing_file_is_one_line(tmp_path, capsys):
