@@ -5,11 +5,15 @@ what a feed delivers out of policy is ignored and counted; an outage keeps it re
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
@@ -110,6 +114,104 @@ def test_paper_run_over_a_replayed_period_equals_the_backtest(tmp_path, server, 
     info = store.run("paper")
     assert info.status == "finished" and info.spec["end"] == END
     assert info.spec["data_sha256"] == store.run("bt").spec["data_sha256"]
+
+
+def test_an_sb3_agent_trades_a_paper_run_as_in_the_backtest(tmp_path, server):
+    """A PPO model (its observations: the feature window over the grown data) and a
+    turnover risk rule: the paper run equals the backtest."""
+    from stable_baselines3 import PPO
+
+    from marketarena.envs.portfolio_env import PortfolioEnv
+
+    env = PortfolioEnv("sp500_20", end=START, episode_length=32)
+    PPO("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu").learn(
+        32
+    ).save(tmp_path / "ppo.zip")
+    agent = f"ppo:{tmp_path / 'ppo.zip'}"
+    store = RunStore(tmp_path / "runs.sqlite")
+    risk = {"max_turnover": 0.5}
+    backtest = persisted.start_backtest(store, "bt", agent, "sp500_20", START, END, risk=risk)
+    with (
+        paper.start_paper(store, "paper", agent, "sp500_20", start=START, risk=risk) as session,
+        paper.open_feed("replay:" + server.url, session) as feed,
+    ):
+        paper.run_paper(session, feed)
+    assert_same_run(persisted.load_result(store, "paper"), backtest)
+    assert backtest.interventions  # the rule acted
+
+
+class FakeChatServer:
+    """An OpenAI-compatible endpoint on 127.0.0.1 whose answer is a function of the prompt
+    (weights on three symbols from the request's hash): equal answers mean equal prompts."""
+
+    def __init__(self, symbols: tuple[str, ...]) -> None:
+        prompts = self.prompts = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = json.dumps(body["messages"], sort_keys=True)
+                prompts.append(prompt)
+                digest = hashlib.sha256(prompt.encode()).digest()
+                weights = {symbols[b % len(symbols)]: 0.3 for b in digest[:3]}
+                weights["CASH"] = 1.0 - sum(weights.values())
+                content = json.dumps({"weights": weights, "confidence": 0.5})
+                reply = json.dumps(
+                    {
+                        "id": "chatcmpl-1",
+                        "object": "chat.completion",
+                        "created": 1700000000,
+                        "model": "fake",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": content},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+
+def test_an_llm_agent_sees_the_same_prompts_in_a_paper_run(tmp_path, server, sp500, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    chat = FakeChatServer(sp500.symbols)
+    try:
+        llm = {"base_url": chat.base_url, "cache_path": None, "lookback": 5}
+        store = RunStore(tmp_path / "runs.sqlite")
+        end = "2022-11-30"
+        backtest = persisted.start_backtest(
+            store, "bt", "llm:fake", "sp500_20", START, end, llm=llm
+        )
+        with (
+            paper.start_paper(store, "paper", "llm:fake", "sp500_20", start=START, llm=llm) as s,
+            paper.open_feed("replay:" + server.url, s) as feed,
+        ):
+            paper.run_paper(s, feed, until=end)
+    finally:
+        chat.httpd.shutdown()
+    assert len(chat.prompts) == 2 * 21
+    assert chat.prompts[:21] == chat.prompts[21:]
+    assert_same_run(persisted.load_result(store, "paper"), backtest)
+    paper_llm, backtest_llm = store.diagnostics("paper"), store.diagnostics("bt")
+    assert paper_llm["outcomes"] == backtest_llm["outcomes"] and paper_llm["outcomes"]["ok"] == 21
+    assert [d["date"] for d in paper_llm["log"]] == [d["date"] for d in backtest_llm["log"]]
 
 
 def test_paper_run_with_opens_fills_at_the_next_open_as_the_backtest(tmp_path):
