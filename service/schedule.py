@@ -40,7 +40,9 @@ Keys of an entry: ``name`` (unique), one trigger (``cron``, ``after_close: true`
 ``timezone``, ``calendar`` (an exchange_calendars name, default ``XNYS``), ``offset``
 (after_close only), ``trading_days_only`` (cron only), ``market_hours`` (interval only),
 ``store``, ``data``, ``download`` (``providers``: the fallback order; ``symbols``: default the
-folder's) and ``misfire_grace``. Durations are seconds or ``90s``, ``30min``, ``1h``, ``2d``.
+folder's) and ``misfire_grace``. Durations are seconds or ``90s``, ``30min``, ``1h``,
+``2d``. An interval counts elapsed time (a ``1d`` interval is an hour off its local time
+across a DST change): for a time of day, use ``cron``.
 :func:`load_schedule` checks everything before anything runs: an error names the file, the
 entry and the key (a bad cron expression, an unknown time zone or calendar, a run that is not
 in its store).
