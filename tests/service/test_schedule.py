@@ -171,6 +171,22 @@ def test_an_interval_within_market_hours_stops_at_the_close_and_restarts_at_the_
     ]
 
 
+def test_an_interval_keeps_its_pace_through_the_dst_change(tmp_path):
+    schedule = one_entry(tmp_path, "interval: 15min\ntimezone: America/New_York")
+    clock = FakeClock(utc(2024, 3, 10, 6, 31))  # 01:31 EST; at 02:00 clocks go to 03:00 EDT
+    scheduler, ran = recording_scheduler(schedule, clock)
+    fire_through(scheduler, clock, "job", utc(2024, 3, 10, 7, 31))
+    assert [fired for _, fired in ran] == [
+        utc(2024, 3, 10, 6, 45),
+        utc(2024, 3, 10, 7),  # 03:00 EDT
+        utc(2024, 3, 10, 7, 15),
+        utc(2024, 3, 10, 7, 30),
+    ]
+    clock.now = utc(2024, 5, 1, 16, 0, 5)  # summer: the next quarter hour, not one in the past
+    scheduler.start()
+    assert scheduler.next_firing("job") == utc(2024, 5, 1, 16, 15)
+
+
 # ---------------------------------------------------------------- overlaps and misfires
 def test_a_firing_while_the_last_one_still_runs_is_skipped_and_logged(tmp_path, caplog):
     schedule = one_entry(tmp_path, "interval: 1min")
