@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--calendar", default="XNYS", help="exchange calendar of sessions (exchange_calendars)"
     )
     p.add_argument("--speed", type=float, default=5.0, help="replay:DATA: bar sets a second")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="file:PATH: stop after this long without a new bar (default: wait for more)",
+    )
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--until", help="stop before the first bar dated after this date")
     stop.add_argument("--bars", type=int, help="stop after recording this many bars")
@@ -83,6 +89,8 @@ def handle_paper(args: argparse.Namespace, console: Console) -> int:
     until = parse_date(args.until, "--until")
     if args.bars is not None and args.bars < 1:
         raise ConfigError(f"--bars must be >= 1, got {args.bars}")
+    if args.idle_timeout is not None and not args.idle_timeout > 0:
+        raise ConfigError(f"--idle-timeout must be > 0 seconds, got {args.idle_timeout}")
     if not args.speed > 0:
         raise ConfigError(f"--speed must be > 0 bar sets a second, got {args.speed}")
     store = RunStore(args.store, create=bool(args.agent))
@@ -119,7 +127,9 @@ def handle_paper(args: argparse.Namespace, console: Console) -> int:
             highlight=False,
             soft_wrap=True,
         )
-        with paper.open_feed(args.feed, session, speed=args.speed) as feed:
+        with paper.open_feed(
+            args.feed, session, speed=args.speed, idle_timeout=args.idle_timeout
+        ) as feed:
             try:
                 paper.run_paper(
                     session,

@@ -59,6 +59,7 @@ from marketarena.envs.data import DataValidationError, MarketData, resolve_data
 from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.features import compute_features
 from marketarena.envs.feeds.base import INTERVALS, BarSet, Feed, check_interval, daily_bar_end
+from marketarena.envs.feeds.files import FileFeed
 from marketarena.envs.feeds.replay import ReplayFeed, ReplayServer
 from marketarena.envs.feeds.stream import Backoff
 from marketarena.envs.news import DEFAULT_CALENDAR, _calendar
@@ -432,8 +433,11 @@ def resume_paper(
 #: the feed specs :func:`open_feed` takes
 FEED_HELP = (
     "replay:ws://HOST:PORT/ws (a running replay server), replay:DATA (a bundled dataset or "
-    "data path replayed by a local server this command starts, at --speed sets a second)"
+    "data path replayed by a local server this command starts, at --speed sets a second), "
+    "file:PATH (a CSV file followed as rows are appended: date,symbol,open,high,low,close,"
+    "volume)"
 )
+FEED_KINDS = ("replay", "file")
 
 
 def check_feed(spec: str) -> str:
@@ -441,7 +445,7 @@ def check_feed(spec: str) -> str:
     kind, sep, target = spec.partition(":")
     if not sep or not target:
         raise ConfigError(f"--feed {spec!r}: use {FEED_HELP}")
-    if kind != "replay":
+    if kind not in FEED_KINDS:
         raise ConfigError(f"--feed {spec!r}: unknown feed kind {kind!r}; use {FEED_HELP}")
     return target
 
@@ -453,13 +457,30 @@ def open_feed(
     *,
     speed: float | None = None,
     backoff: Backoff | None = None,
+    idle_timeout: float | None = None,
 ) -> Iterator[Feed]:
     """The feed ``spec`` names (:data:`FEED_HELP`) for ``session``'s symbols, interval and
     calendar, delivering bar sets after its last recorded bar; closed (and a local replay
-    server stopped) when the block ends."""
+    server stopped) when the block ends. ``idle_timeout``: a ``file:`` feed ends after this
+    many seconds without a new bar (default None: it waits for more)."""
     target = check_feed(spec)
     calendar = session.calendar_name
     after = daily_bar_end(session.last_date, calendar)
+    if spec.startswith("file:"):
+        interval = session.spec["paper"]["interval"]
+        followed = FileFeed(
+            target,
+            session.symbols,
+            interval,
+            calendar=calendar,
+            after=after,
+            idle_timeout=idle_timeout,
+        )
+        try:
+            yield followed
+        finally:
+            followed.close()
+        return
     if target.startswith(("ws://", "wss://")):
         feed = ReplayFeed(target, session.symbols, calendar=calendar, after=after, backoff=backoff)
         try:
@@ -507,6 +528,7 @@ def run_paper(
 
 __all__ = [
     "FEED_HELP",
+    "FEED_KINDS",
     "INTERVALS",
     "PAPER_INTERVALS",
     "PaperBar",
