@@ -51,7 +51,20 @@ def handle_schedule(args: argparse.Namespace, console: Console) -> int:
     if args.dry_run:
         return EXIT_OK
 
+    tenths: dict[str, int] = {}  # per entry, the tenth of its run last printed
+
+    def progress(entry: str, date: str, fraction: float) -> None:
+        if fraction == fraction:  # known: a line for each tenth of the run done
+            if tenths.get(entry) == int(fraction * 10):
+                return
+            tenths[entry] = int(fraction * 10)
+            console.print(f"  {escape(entry)}: {date} ({fraction:.0%})", highlight=False)
+        else:
+            console.print(f"  {escape(entry)}: {date}", highlight=False)
+
     def show(event: ScheduleEvent) -> None:
+        if event.event == "fired":
+            tenths.pop(event.entry, None)
         when = event.time.strftime("%Y-%m-%d %H:%M:%S UTC")
         colour = {"failed": "red", "missed": "yellow", "skipped": "yellow"}.get(event.event)
         name = f"[{colour}]{event.event}[/{colour}]" if colour else event.event
@@ -64,7 +77,7 @@ def handle_schedule(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"running until Ctrl-C; history in {shell_path(schedule.history)}", highlight=False
     )
-    scheduler = Scheduler(schedule, report=show)
+    scheduler = Scheduler(schedule, report=show, progress=progress)
     stop = threading.Event()
     try:
         scheduler.run(stop)

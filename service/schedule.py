@@ -93,6 +93,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from math import nan
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -123,6 +124,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 UTC = dt.UTC
+#: an action's progress: the date just done and the fraction of the run done (NaN: unknown)
+Progress = Callable[[str, float], None]
 _TICK = dt.timedelta(microseconds=1)
 #: an interval entry counts its firings from this local midnight (so 15min fires at :00, :15...)
 INTERVAL_ANCHOR = dt.datetime(2000, 1, 1)
@@ -563,10 +566,11 @@ def _refresh(entry: ScheduleEntry, today: dt.date) -> list[str]:
     return notes
 
 
-def run_continue(entry: ScheduleEntry, fired: dt.datetime) -> str:
+def run_continue(entry: ScheduleEntry, fired: dt.datetime, progress: Progress | None = None) -> str:
     """The ``continue`` action: refresh the data folder when the entry downloads, then extend
     the run to the last session closed at the firing (a run left unfinished is resumed
-    first). Returns what it did, in one line."""
+    first). ``progress`` sees each completed day and the run's fraction done. Returns what it
+    did, in one line."""
     from marketarena.envs.data import resolve_data
     from marketarena.evaluation.saved_runs import persisted
     from marketarena.evaluation.saved_runs.store import RunStore
@@ -577,7 +581,7 @@ def run_continue(entry: ScheduleEntry, fired: dt.datetime) -> str:
     try:
         info = store.run(entry.run)
         if info.status != "finished":
-            persisted.resume_backtest(store, entry.run)
+            persisted.resume_backtest(store, entry.run, progress)
             notes.append("resumed the unfinished run")
             info = store.run(entry.run)
         spec = info.spec
@@ -590,7 +594,9 @@ def run_continue(entry: ScheduleEntry, fired: dt.datetime) -> str:
             notes.append(f"run {entry.run} is up to date: no data after {spec['end']}")
             return "; ".join(notes)
         before = info.days
-        persisted.continue_backtest(store, entry.run, today.isoformat(), data=source)
+        persisted.continue_backtest(
+            store, entry.run, today.isoformat(), data=source, progress=progress
+        )
         after = store.run(entry.run)
         notes.append(
             f"run {entry.run} continued from {spec['end']} to {after.spec['end']} "
@@ -601,12 +607,13 @@ def run_continue(entry: ScheduleEntry, fired: dt.datetime) -> str:
         store.close()
 
 
-def run_paper(entry: ScheduleEntry, fired: dt.datetime) -> str:
+def run_paper(entry: ScheduleEntry, fired: dt.datetime, progress: Progress | None = None) -> str:
     """The ``paper`` action: refresh the data folder when the entry downloads, then resume
     the paper run and trade the bar sets the folder (``data``, default the run's own) holds
     after its last recorded bar, up to the last session closed at the firing, replayed
     without waiting (``marketarena paper --resume RUN --feed replay:DATA --until DATE``).
-    Returns what it did, in one line."""
+    ``progress`` sees each recorded bar's date (its fraction: NaN). Returns what it did, in
+    one line."""
     from marketarena.evaluation.saved_runs import paper
     from marketarena.evaluation.saved_runs.store import RunStore
 
@@ -618,7 +625,12 @@ def run_paper(entry: ScheduleEntry, fired: dt.datetime) -> str:
             before = session.last_date
             source = entry.data or session.spec["data"]
             with paper.open_feed(f"replay:{source}", session) as feed:
-                counts = paper.run_paper(session, feed, until=today.isoformat())
+                counts = paper.run_paper(
+                    session,
+                    feed,
+                    until=today.isoformat(),
+                    on_bar=None if progress is None else lambda bar: progress(bar.date, nan),
+                )
             notes.append(
                 f"paper run {entry.run} traded from {before} to {session.last_date} "
                 f"({counts.line()})"
@@ -628,7 +640,7 @@ def run_paper(entry: ScheduleEntry, fired: dt.datetime) -> str:
         store.close()
 
 
-Action = Callable[[ScheduleEntry, dt.datetime], str]
+Action = Callable[[ScheduleEntry, dt.datetime, Progress], str]
 ACTION_FUNCTIONS: Mapping[str, Action] = {"continue": run_continue, "paper": run_paper}
 
 
@@ -693,13 +705,16 @@ class Scheduler:
     ``clock`` gives the time (aware, default: now); :meth:`start` handles what was missed
     while the scheduler was down, :meth:`tick` runs what is due at the clock's time, and
     :meth:`run` loops until ``stop`` is set. ``actions`` maps an action name to its function
-    (default: :data:`ACTION_FUNCTIONS`); ``report`` sees every event as it is recorded.
+    (default: :data:`ACTION_FUNCTIONS`; one is called with the entry, the firing and a
+    :data:`Progress`); ``report`` sees every event as it is recorded, ``progress`` each day a
+    firing completes (entry, date, fraction of the run done).
     """
 
     schedule: Schedule
     clock: Callable[[], dt.datetime] = utc_now
     actions: Mapping[str, Action] = field(default_factory=lambda: dict(ACTION_FUNCTIONS))
     report: Callable[[ScheduleEvent], None] | None = None
+    progress: Callable[[str, str, float], None] | None = None
     _next: dict[str, dt.datetime | None] = field(default_factory=dict, init=False)
     _workers: dict[str, threading.Thread] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -798,9 +813,16 @@ class Scheduler:
         self._workers[entry.name] = worker
         worker.start()
 
+    def _progress_of(self, name: str) -> Progress:
+        def progress(date: str, fraction: float) -> None:
+            if self.progress is not None:
+                self.progress(name, date, fraction)
+
+        return progress
+
     def _execute(self, entry: ScheduleEntry, fired: dt.datetime) -> None:
         try:
-            detail = self.actions[entry.action](entry, fired)
+            detail = self.actions[entry.action](entry, fired, self._progress_of(entry.name))
         except Exception as exc:  # a failed firing is recorded; the schedule goes on
             text = " ".join(str(exc).split())
             self.record(

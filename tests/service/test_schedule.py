@@ -63,7 +63,7 @@ def recording_scheduler(
     """A scheduler whose ``continue`` action only records (entry, firing)."""
     ran: list[tuple[str, dt.datetime]] = []
 
-    def record(entry: ScheduleEntry, fired: dt.datetime) -> str:
+    def record(entry: ScheduleEntry, fired: dt.datetime, progress) -> str:
         ran.append((entry.name, fired))
         return "recorded"
 
@@ -194,7 +194,7 @@ def test_a_firing_while_the_last_one_still_runs_is_skipped_and_logged(tmp_path, 
     release = threading.Event()
     calls = []
 
-    def slow(entry: ScheduleEntry, fired: dt.datetime) -> str:
+    def slow(entry: ScheduleEntry, fired: dt.datetime, progress) -> str:
         calls.append(fired)
         assert release.wait(10)
         return "done"
@@ -237,7 +237,7 @@ def test_two_entries_of_one_run_never_run_it_at_once(tmp_path):
     clock = FakeClock(utc(2024, 5, 1, 12))
     release = threading.Event()
 
-    def slow(entry: ScheduleEntry, fired: dt.datetime) -> str:
+    def slow(entry: ScheduleEntry, fired: dt.datetime, progress) -> str:
         assert release.wait(10)
         return entry.run
 
@@ -331,7 +331,7 @@ def test_a_failing_firing_is_recorded_naming_the_entry_and_the_schedule_goes_on(
     schedule = one_entry(tmp_path, "interval: 1h")
     clock = FakeClock(utc(2024, 5, 1, 12))
 
-    def broken(entry: ScheduleEntry, fired: dt.datetime) -> str:
+    def broken(entry: ScheduleEntry, fired: dt.datetime, progress) -> str:
         raise RuntimeError("the data folder\nis gone")
 
     scheduler, _ = recording_scheduler(schedule, clock, broken)
@@ -390,7 +390,8 @@ def test_continue_extends_a_stored_run_through_the_last_closed_session_as_one_ba
     )
     schedule = load_schedule(path)
     clock = FakeClock(utc(2010, 1, 15, 14))  # Friday 09:00 in New York
-    scheduler = Scheduler(schedule, clock=clock)
+    shown: list[tuple[str, str, float]] = []
+    scheduler = Scheduler(schedule, clock=clock, progress=lambda *day: shown.append(day))
     scheduler.start()
     assert scheduler.next_firing("nightly") == fire
     clock.now = fire
@@ -405,6 +406,9 @@ def test_continue_extends_a_stored_run_through_the_last_closed_session_as_one_ba
     continued = load_result(store, "ew")
     assert store.run("ew").days == days_before + days
     assert str(continued.dates[-1]) == end
+    # each new day was shown as it completed, the last one the run's end
+    assert [date for _, date, _ in shown] == [str(d) for d in continued.dates[-days:]]
+    assert {name for name, _, _ in shown} == {"nightly"} and shown[-1][2] == 1.0
     whole_store = RunStore(tmp_path / "whole.sqlite")
     whole = start_backtest(whole_store, "ew", "equal_weight:5", str(folder.path), "2009-09-01", end)
     np.testing.assert_array_equal(continued.dates, whole.dates)
