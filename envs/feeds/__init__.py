@@ -9,10 +9,14 @@
   (:class:`ReplayServer`, :class:`ReplayFeed`).
 * :mod:`~marketarena.envs.feeds.files`: a CSV file followed as rows are appended
   (:class:`FileFeed`).
+* :mod:`~marketarena.envs.feeds.adapters`: providers, with API keys from the environment,
+  rate limits and reconnects (:class:`PollingRestFeed`, :class:`StreamingWebSocketFeed`).
+* :mod:`~marketarena.envs.feeds.fallback`: a fallback order of feeds (:class:`FallbackFeed`).
 """
 
 from __future__ import annotations
 
+from marketarena.envs.feeds.adapters import PollingRestFeed, StreamingWebSocketFeed
 from marketarena.envs.feeds.base import (
     DEFAULT_GRACE,
     INTERVALS,
@@ -26,6 +30,7 @@ from marketarena.envs.feeds.base import (
     daily_bar_end,
     to_utc,
 )
+from marketarena.envs.feeds.fallback import FallbackFeed
 from marketarena.envs.feeds.files import FileFeed
 from marketarena.envs.feeds.replay import BackgroundServer, ReplayFeed, ReplayServer
 from marketarena.envs.feeds.stream import Backoff, FeedUnavailableError, StreamFeed
@@ -38,13 +43,16 @@ __all__ = [
     "Bar",
     "BarAssembler",
     "BarSet",
+    "FallbackFeed",
     "Feed",
     "FeedStats",
     "FeedUnavailableError",
     "FileFeed",
+    "PollingRestFeed",
     "ReplayFeed",
     "ReplayServer",
     "StreamFeed",
+    "StreamingWebSocketFeed",
     "bar_sets_to_market_data",
     "check_interval",
     "daily_bar_end",

@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
@@ -501,7 +502,11 @@ class BarAssembler:
         cal = self._calendar_for(last, end)
         # a bar ending at e is in trading hours when its last minute (e - 1 min) is
         minute = pd.Timedelta(minutes=1)
-        return [e for e in ends if cal.is_open_on_minute(e - minute, ignore_breaks=True)]
+        with warnings.catch_warnings():
+            # exchange_calendars 4.13 reads DatetimeIndex.values of tz-aware times, which
+            # pandas 3.1 deprecates: its warning, not ours
+            warnings.filterwarnings("ignore", ".*values returning an ndarray")
+            return [e for e in ends if cal.is_open_on_minute(e - minute, ignore_breaks=True)]
 
 
 def _filled(last: Bar, end: pd.Timestamp) -> Bar:

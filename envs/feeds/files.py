@@ -11,8 +11,9 @@ Following:
 * the file is read from its start (rows before ``after`` are skipped), then polled every
   ``poll`` seconds (default 1) for new bytes;
 * a last line without its newline is a row still being written: it waits for the newline;
-* a file that shrinks (truncated) or is replaced by another (rotated: a new inode) is read
-  again from its start, counted in ``stats.truncations`` and reported (an event and a log
+* a file that shrinks (truncated), whose last bytes read changed (rewritten in place, even
+  past its old length) or that is replaced by another (rotated: a new inode) is read again
+  from its start, counted in ``stats.truncations`` and reported (an event and a log
   warning); rows already delivered come back as identical duplicates or late bars and are
   dropped by the shared policy, so nothing is delivered twice;
 * a row that cannot be parsed (wrong column count, a field that is not a number, a time
@@ -41,6 +42,8 @@ __all__ = ["FileFeed"]
 
 log = logging.getLogger("marketarena.feeds")
 _FIELDS = ("open", "high", "low", "close", "volume")
+#: how many of the last bytes read are checked, each poll, to be still there
+_CHECKED = 256
 
 
 class FileFeed(StreamFeed):
@@ -87,6 +90,7 @@ class FileFeed(StreamFeed):
     async def _bars(self) -> AsyncGenerator[Bar | None, None]:
         inode: tuple[int, int] | None = None
         offset = 0
+        seen = b""  # the last bytes read, to notice a file rewritten in place
         line_no = 0
         header: list[str] | None = None
         buffer = b""
@@ -102,16 +106,21 @@ class FileFeed(StreamFeed):
                 await asyncio.sleep(self.poll)
                 continue
             identity = (info.st_dev, info.st_ino)
-            if inode is not None and (identity != inode or info.st_size < offset):
-                what = "replaced (rotated)" if identity != inode else "truncated"
+            if inode is not None and (
+                identity != inode
+                or info.st_size < offset
+                or (info.st_size > offset and self._rewritten(offset, seen))
+            ):
+                what = "replaced (rotated)" if identity != inode else "truncated or rewritten"
                 self.stats.truncations += 1
                 self._report(f"the file was {what}; reading it again from its start")
-                offset, line_no, header, buffer = 0, 0, None, b""
+                offset, line_no, header, buffer, seen = 0, 0, None, b"", b""
             inode = identity
             if info.st_size > offset:
                 with open(self.path, "rb") as fh:
                     fh.seek(offset)
                     chunk = fh.read(info.st_size - offset)
+                seen = (seen + chunk)[-_CHECKED:]
                 offset += len(chunk)
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")  # the last piece: a line not yet ended
@@ -134,6 +143,13 @@ class FileFeed(StreamFeed):
                         yield bar
             yield None
             await asyncio.sleep(self.poll)
+
+    def _rewritten(self, offset: int, seen: bytes) -> bool:
+        """Whether the bytes before ``offset`` are no longer those read (the file was
+        truncated and rewritten past the old length between two polls)."""
+        with open(self.path, "rb") as fh:
+            fh.seek(offset - len(seen))
+            return fh.read(len(seen)) != seen
 
     def _parse(self, header: list[str], text: str, line_no: int) -> Bar | None:
         row = next(csv.reader([text]))

@@ -62,7 +62,9 @@ class BackgroundServer:
         failed: list[BaseException] = []
 
         async def serve() -> None:
-            self._runner = web.AppRunner(self.app, handle_signals=False)
+            self._runner = web.AppRunner(
+                self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+            )
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port)
             await site.start()
