@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pandas as pd
 import pytest
 from aiohttp import web
@@ -174,6 +175,43 @@ class FakePolygon:
         return ws
 
 
+@dataclass
+class FlakyRelay:
+    """A WebSocket relay in front of another server (a ReplayServer): it passes the client's
+    messages up and the server's down, but cuts the first connection after ``cut_after``
+    messages down, as a network that drops mid-stream. ``subscriptions``: what each
+    connection asked for."""
+
+    upstream: str
+    cut_after: int
+    connections: int = 0
+    subscriptions: list[dict[str, Any]] = field(default_factory=list)
+    server: BackgroundServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"ws://127.0.0.1:{self.server.port}/ws"
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.connections += 1
+        first = self.connections == 1
+        subscription = await ws.receive_json()
+        self.subscriptions.append(subscription)
+        async with aiohttp.ClientSession() as session, session.ws_connect(self.upstream) as up:
+            await up.send_json(subscription)
+            relayed = 0
+            async for msg in up:
+                if first and relayed == self.cut_after:
+                    break
+                await ws.send_str(msg.data)
+                relayed += 1
+        await ws.close()
+        return ws
+
+
 def _serve(handler: Callable[..., Any], path: str) -> BackgroundServer:
     app = web.Application()
     app.router.add_get(path, handler)
@@ -196,6 +234,22 @@ def fake_rest() -> Iterator[Callable[..., FakeRest]]:
         fake.server = _serve(fake.handle, "/bars/latest")
         started.append(fake.server)
         return fake
+
+    yield make
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def flaky_relay() -> Iterator[Callable[..., FlakyRelay]]:
+    """Start FlakyRelay servers (stopped after the test): ``flaky_relay(url, cut_after)``."""
+    started: list[BackgroundServer] = []
+
+    def make(upstream: str, cut_after: int) -> FlakyRelay:
+        relay = FlakyRelay(upstream, cut_after)
+        relay.server = _serve(relay.handle, "/ws")
+        started.append(relay.server)
+        return relay
 
     yield make
     for s in started:

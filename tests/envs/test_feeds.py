@@ -266,6 +266,27 @@ def test_replay_speed_paces_the_sets() -> None:
     assert len(sets) == 6 and took >= 5 / 20
 
 
+def test_replay_reconnects_mid_set_and_resumes_without_losing_or_repeating(flaky_relay) -> None:
+    data = (
+        load_dataset("sp500_ohlcv_30")
+        .select(["IBM", "KO", "XOM"])
+        .slice("2010-06-01", "2010-06-30")
+    )
+    with ReplayServer(data) as server:
+        # ready, then 4 sets of 3 bars + a "set" marker, then 2 bars of the 5th set: cut
+        relay = flaky_relay(server.url, cut_after=1 + 4 * 4 + 2)
+        feed = ReplayFeed(relay.url, data.symbols, backoff=Backoff(**FAST))
+        sets = list(feed)
+    again = bar_sets_to_market_data(sets)
+    assert np.array_equal(again.dates, data.dates)
+    for f in ("open", "high", "low", "close", "volume"):
+        assert np.array_equal(getattr(again, f), getattr(data, f)), f
+    assert relay.subscriptions[0]["after"] is None
+    assert relay.subscriptions[1]["after"] == daily_bar_end(data.dates[3]).isoformat()
+    # the two bars of the half-received set come again: identical, dropped and counted
+    assert (feed.stats.reconnects, feed.stats.duplicates, feed.stats.filled) == (1, 2, 0)
+
+
 def test_a_replay_server_that_is_gone_is_an_outage_after_the_backoff() -> None:
     data = load_dataset("sp500_ohlcv_30").select(["KO"]).slice("2010-06-01", "2010-06-08")
     server = ReplayServer(data).start()
