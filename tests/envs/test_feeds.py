@@ -354,6 +354,23 @@ def test_the_file_feed_notices_a_file_rewritten_in_place_past_its_old_length(
     assert feed.stats.truncations == 1 and feed.stats.garbage == 0
 
 
+def test_a_live_feed_forward_fills_a_symbol_silent_past_the_grace_period(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bars.csv"
+    path.write_text(
+        "date,symbol,close\n2024-03-05T10:00:00-05:00,A,10\n2024-03-05T10:00:00-05:00,B,20\n"
+        "2024-03-05T10:05:00-05:00,A,11\n"
+    )
+    feed = FileFeed(path, ["A", "B"], "5min", poll=0.01, grace=0.1, idle_timeout=0.5)
+    started = time.monotonic()
+    first, second = list(feed)
+    assert time.monotonic() - started >= 0.1
+    assert first.filled == () and second.filled == ("B",)
+    assert second.bars["B"].close == 20 and second.bars["B"].filled
+    assert feed.stats.filled == 1
+
+
 def test_the_file_feed_reads_daily_rows_as_session_closes(tmp_path: Path) -> None:
     path = tmp_path / "daily.csv"
     path.write_text("date,symbol,close\n2024-07-03,A,10\n2024-07-05,A,11\n")
@@ -411,6 +428,39 @@ def test_rest_adapter_rides_out_rate_limits_drops_and_garbage(
     assert (stats.filled, stats.gaps, stats.late, stats.duplicates) == (0, 0, 0, 0)
     assert set(fake.keys_seen) == {SECRET}  # the key reaches the provider...
     _no_secret(stats.events, caplog)  # ...and nothing else
+
+
+def test_rest_adapter_daily_bars_end_at_session_closes(
+    fake_rest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MARKETARENA_REST_API_KEY", SECRET)
+    days = [pd.Timestamp("2024-07-02"), pd.Timestamp("2024-07-03"), pd.Timestamp("2024-07-05")]
+    bars = [
+        {"sym": s, "start": d, "o": 10.0, "h": 13.0, "l": 9.0, "c": 10.0 + i, "v": 1.0}
+        for i, d in enumerate(days)
+        for s in ("A", "B")
+    ]
+    fake = fake_rest(bars)
+    feed = PollingRestFeed(
+        fake.url,
+        ["A", "B"],
+        "1d",
+        poll=0.01,
+        requests_per_minute=None,
+        until=daily_bar_end("2024-07-05"),
+        idle_timeout=3,
+    )
+    sets = list(feed)
+    assert [s.end for s in sets] == [
+        pd.Timestamp(t, tz="UTC")
+        for t in (
+            "2024-07-02 20:00",
+            "2024-07-03 17:00",
+            "2024-07-05 20:00",  # 07-03 closes at 13:00
+        )
+    ]
+    assert [s.date for s in sets] == ["2024-07-02", "2024-07-03", "2024-07-05"]
+    assert [s.bars["B"].close for s in sets] == [10, 11, 12] and feed.stats.gaps == 0
 
 
 def test_rest_adapter_spaces_requests_by_its_rate_limit(
