@@ -135,9 +135,6 @@ class Bar:
     volume: float | None = None
     filled: bool = False
 
-    def key(self) -> tuple[str, pd.Timestamp]:
-        return (self.symbol, self.end)
-
     def values(self) -> tuple[float | None, ...]:
         """The prices and volume, to compare two versions of one bar."""
         return (self.open, self.high, self.low, self.close, self.volume)
@@ -377,11 +374,6 @@ class BarAssembler:
         """Emit every pending set (forward-filled): the source has ended."""
         with self._lock:
             return self._emit_through(max(self._pending)) if self._pending else []
-
-    @property
-    def pending(self) -> int:
-        """How many sets are waiting for bars."""
-        return len(self._pending)
 
     # ---------------------------------------------------------------- checks
     def _where(self, bar: Bar) -> str:

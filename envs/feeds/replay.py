@@ -46,7 +46,8 @@ log = logging.getLogger("marketarena.feeds")
 
 class BackgroundServer:
     """An aiohttp application served on ``host:port`` (port 0: a free one) by an event loop
-    in a daemon thread: ``start()`` returns once it listens, ``stop()`` once it has closed."""
+    in a daemon thread: ``start()`` returns once it listens, ``stop()`` once it has closed
+    (connections still open get 1 s to finish). No access log: a URL may carry a key."""
 
     def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app, self.host, self.port = app, host, port
@@ -145,7 +146,6 @@ class ReplayServer:
         app = web.Application()
         app.router.add_get("/ws", self._handle)
         self._server = BackgroundServer(app, host, port)
-        self.connections = 0
 
     @property
     def url(self) -> str:
@@ -202,7 +202,6 @@ class ReplayServer:
     async def _handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        self.connections += 1
         try:
             message = await ws.receive_json(timeout=30)
             symbols = message.get("symbols") or list(self.symbols)
@@ -239,8 +238,10 @@ class ReplayFeed(StreamFeed):
     A connection lost before the server's ``end`` is reopened after a :class:`Backoff`
     delay, asking for the dates after the last set emitted (a set half received is sent
     again whole; its repeated bars are identical duplicates, dropped and counted); after
-    ``backoff.attempts`` failures in a row it raises :class:`FeedUnavailableError`. Other
-    arguments as :class:`StreamFeed`.
+    ``backoff.attempts`` failures in a row it raises :class:`FeedUnavailableError`. A
+    message that cannot be read is skipped and counted (``stats.garbage``); the server's
+    refusal (an unknown symbol) is a :class:`DataError`. Other arguments as
+    :class:`StreamFeed`.
     """
 
     def __init__(
@@ -322,7 +323,13 @@ class ReplayFeed(StreamFeed):
                 log.warning("%s: skipped a message that is not replay JSON", self.name)
                 continue
             if kind == "bar":
-                yield Bar.from_json(message)
+                try:
+                    bar = Bar.from_json(message)
+                except DataError:
+                    self.stats.garbage += 1
+                    log.warning("%s: skipped a bar message that cannot be read", self.name)
+                    continue
+                yield bar
                 self.backoff.reset()
             elif kind == "end":
                 yield "end"
