@@ -138,13 +138,6 @@ def handle_paper(args: argparse.Namespace, console: Console) -> int:
                     bars=args.bars,
                     on_bar=lambda bar: _print_bar(bar, session, console),
                 )
-            except KeyboardInterrupt:
-                console.print(
-                    f"interrupted after bar {session.last_date}: resume with {hint}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-                return EXIT_INTERRUPTED
             except FeedUnavailableError as exc:
                 console.print(
                     f"[red]error:[/red] {exc}; the run is kept up to {session.last_date}: "
@@ -153,6 +146,17 @@ def handle_paper(args: argparse.Namespace, console: Console) -> int:
                     soft_wrap=True,
                 )
                 return EXIT_ERROR
+            except BaseException as exc:
+                # Ctrl-C inside the feed's event loop can surface as another error raised
+                # while the feed winds down (the cancelled read, its closing generator)
+                if not _interrupted(exc):
+                    raise
+                console.print(
+                    f"interrupted after bar {session.last_date}: resume with {hint}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                return EXIT_INTERRUPTED
             finally:
                 _print_counts(session, feed.stats.as_dict(), console)
     console.print(
@@ -162,6 +166,16 @@ def handle_paper(args: argparse.Namespace, console: Console) -> int:
         soft_wrap=True,
     )
     return EXIT_OK
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C, or an error raised while handling it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__context__
+    return False
 
 
 def _where(store: RunStore, location: str) -> str:

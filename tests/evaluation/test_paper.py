@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -323,6 +324,41 @@ def test_a_paper_run_killed_mid_stream_and_resumed_equals_an_uninterrupted_one(t
     assert code == EXIT_OK, out
     assert_same_run(persisted.load_result(store, "killed"), persisted.load_result(store, "whole"))
     assert store.run("killed").days == 40
+
+
+def test_ctrl_c_stops_the_command_cleanly_with_the_command_that_resumes(tmp_path, monkeypatch):
+    store_path = tmp_path / "runs.sqlite"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "marketarena.cli", "paper", "--agent", "equal_weight:5"),
+            *("--feed", "replay:sp500_20", "--start", START, "--speed", "20", "--run", "c"),
+            *("--store", str(store_path)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the bars printed as they are recorded
+        lines.append(line)
+        if sum("decided" in x for x in lines) == 3:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=30)
+    out = "".join(lines) + rest
+    assert proc.returncode == 130, out
+    hint = next(x for x in out.splitlines() if x.startswith("interrupted after bar"))
+    command = hint.split("resume with ", 1)[1]
+    assert command.startswith("marketarena paper --resume c --store runs.sqlite --feed")
+    assert "paper: " in out and "feed: bars_received" in out
+    days = RunStore(store_path, create=False).run("c").days
+    assert days >= 3
+    monkeypatch.chdir(tmp_path)  # the hint's paths are the command's working directory's
+    code, out = run_cli([*shlex.split(command)[1:], "--speed", "1000"])
+    assert code == EXIT_OK, out
+    assert RunStore(store_path, create=False).run("c").days == 40
 
 
 def test_ctrl_c_leaves_the_run_resumable(tmp_path, sp500, monkeypatch):
