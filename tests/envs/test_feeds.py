@@ -605,3 +605,24 @@ def test_fallback_raises_when_every_feed_fails() -> None:
         list(FallbackFeed(feeds))
     with pytest.raises(ConfigError, match="same universe and interval"):
         FallbackFeed([feeds[0], ReplayFeed(url, ["KO", "PEP"])])
+
+
+# ------------------------------------------------------------------- backoff, close()
+def test_backoff_grows_exponentially_up_to_its_bound_then_gives_up() -> None:
+    backoff = Backoff(initial=0.5, factor=2.0, maximum=3.0, attempts=6)
+    assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 3.0, 3.0, None]
+    backoff.reset()
+    assert backoff.next_delay() == 0.5
+    with pytest.raises(ConfigError, match="factor >= 1"):
+        Backoff(factor=0.5)
+
+
+def test_close_from_another_thread_ends_a_running_iteration() -> None:
+    data = load_dataset("sp500_ohlcv_30").select(["KO"]).slice("2010-06-01", "2010-06-30")
+    with ReplayServer(data, speed=5) as server:
+        feed = server.feed()
+        threading.Timer(0.3, feed.close).start()
+        started = time.monotonic()
+        sets = list(feed)
+        assert time.monotonic() - started < 1.0
+    assert 1 <= len(sets) < data.n_periods
