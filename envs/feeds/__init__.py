@@ -12,6 +12,19 @@
 * :mod:`~marketarena.envs.feeds.adapters`: providers, with API keys from the environment,
   rate limits and reconnects (:class:`PollingRestFeed`, :class:`StreamingWebSocketFeed`).
 * :mod:`~marketarena.envs.feeds.fallback`: a fallback order of feeds (:class:`FallbackFeed`).
+
+Timing: a :class:`BarSet` is yielded only once its interval has ended (``BarSet.end``, tz-aware
+UTC; a daily set at its session's close) and its bars are in or its grace period has passed;
+a decision made on it fills at the next bar, as in a backtest. Nothing of a later interval is
+in it.
+
+Example (a stored panel replayed at 50 sets a second)::
+
+    from marketarena.envs.feeds import ReplayServer
+
+    with ReplayServer("sp500_ohlcv_30", speed=50) as server:
+        for bar_set in server.feed(["IBM", "KO"]):
+            print(bar_set.date, {s: b.close for s, b in bar_set.bars.items()})
 """
 
 from __future__ import annotations
