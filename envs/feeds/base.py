@@ -484,21 +484,22 @@ class BarAssembler:
             inner = [d for d in days if first < d < final]
             return [daily_bar_end(d, self.calendar) for d in inner]
         step = INTERVALS[self.interval]
-        n = int((end - last) / step) - 1
-        if n <= 0:
+        if end - last <= step:
             return []
-        ends = pd.date_range(last + step, periods=min(n, 200_000), freq=step)
-        ends = ends[ends < end]
         if self.calendar is None:
+            ends = pd.date_range(last + step, end - step, freq=step)
             return list(ends)
         cal = self._calendar_for(last, end)
-        # a bar ending at e is in trading hours when its last minute (e - 1 min) is
         minute = pd.Timedelta(minutes=1)
         with warnings.catch_warnings():
             # exchange_calendars 4.13 reads DatetimeIndex.values of tz-aware times, which
             # pandas 3.1 deprecates: its warning, not ours
             warnings.filterwarnings("ignore", ".*values returning an ndarray")
-            return [e for e in ends if cal.is_open_on_minute(e - minute, ignore_breaks=True)]
+            # a bar ending at e is in trading hours when its last minute (e - 1 min) is
+            trading = cal.minutes_in_range(last + step - minute, end - step - minute)
+        ends = pd.DatetimeIndex(trading).tz_convert("UTC") + minute
+        on_grid = ((ends - last) % step) == pd.Timedelta(0)
+        return list(ends[on_grid])
 
 
 def _filled(last: Bar, end: pd.Timestamp) -> Bar:
