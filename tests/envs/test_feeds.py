@@ -160,6 +160,16 @@ def test_gaps_are_counted_in_trading_hours_only() -> None:
     assert a.stats.gaps == 70 and len(a.stats.gap_spans) == 2
 
 
+def test_a_minute_gap_over_a_weekend_counts_trading_minutes_only() -> None:
+    a = BarAssembler(["A"], "1min")
+    a.add(bar("A", "2024-03-01 10:00", 10, interval="1min"))  # a Friday
+    a.add(bar("A", "2024-03-12 10:00", 10, interval="1min"))  # the Tuesday after next
+    # Fri 10:01-16:00 (360), Mon 4th-Fri 8th (5 x 390), Mon 11th (390), Tue 09:31-09:59 (29);
+    # the DST change of Sunday the 10th moves the UTC times, not the count
+    assert a.stats.gaps == 360 + 5 * 390 + 390 + 29
+    assert a.stats.gap_spans == [("2024-03-01T15:01:00+00:00", "2024-03-12T13:59:00+00:00")]
+
+
 def test_daily_gaps_follow_the_exchange_calendar() -> None:
     a = BarAssembler(["A"], "1d")
 
