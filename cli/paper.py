@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--agent", metavar="SPEC", help=f"a new run's agent: {SPEC_HELP}")
     p.add_argument("--resume", metavar="RUN", help="continue a paper run from its last bar")
     p.add_argument("--run", help="name of a new run (default: paper:AGENT@START)")
-    p.add_argument("--feed", required=True, help=FEED_HELP)
+    p.add_argument("--feed", required=True, action="append", help=FEED_HELP)
     p.add_argument("--data", help="a new run's history: bundled name or path (default sp500_20)")
     p.add_argument(
         "--start", help="a new run's first mark, all cash (default: the history's last date)"
@@ -84,7 +84,8 @@ def handle_paper(args: argparse.Namespace, console: Console) -> int:
 
     if bool(args.agent) == bool(args.resume):
         raise ConfigError("give one of --agent (a new paper run) or --resume RUN")
-    paper.check_feed(args.feed)
+    for feed_spec in args.feed:
+        paper.check_feed(feed_spec)
     start = parse_date(args.start, "--start")
     until = parse_date(args.until, "--until")
     if args.bars is not None and args.bars < 1:
@@ -117,7 +118,7 @@ def handle_paper(args: argparse.Namespace, console: Console) -> int:
         )
     hint = (
         f"marketarena paper --resume {shlex.quote(run_id)} --store {_where(store, args.store)} "
-        f"--feed {shlex.quote(args.feed)}"
+        + " ".join(f"--feed {shlex.quote(f)}" for f in args.feed)
     )
     with opened as session:
         console.print(

@@ -46,8 +46,9 @@ refused with an error saying so.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +59,9 @@ from marketarena.agents.base import ResumableAgent
 from marketarena.envs.data import DataValidationError, MarketData, resolve_data
 from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.features import compute_features
+from marketarena.envs.feeds.adapters import PollingRestFeed
 from marketarena.envs.feeds.base import INTERVALS, BarSet, Feed, check_interval, daily_bar_end
+from marketarena.envs.feeds.fallback import FallbackFeed
 from marketarena.envs.feeds.files import FileFeed
 from marketarena.envs.feeds.replay import ReplayFeed, ReplayServer
 from marketarena.envs.feeds.stream import Backoff
@@ -435,9 +438,13 @@ FEED_HELP = (
     "replay:ws://HOST:PORT/ws (a running replay server), replay:DATA (a bundled dataset or "
     "data path replayed by a local server this command starts, at --speed sets a second), "
     "file:PATH (a CSV file followed as rows are appended: date,symbol,open,high,low,close,"
-    "volume)"
+    "volume), rest:URL (a polling REST provider, Alpha Vantage/IEX style, its API key in "
+    "MARKETARENA_REST_API_KEY); several --feed: tried in that order, the next taking over "
+    "after an outage of the one before"
 )
-FEED_KINDS = ("replay", "file")
+FEED_KINDS = ("replay", "file", "rest")
+#: where a ``rest:`` provider's API key is read from (never printed or stored)
+REST_KEY_ENV = "MARKETARENA_REST_API_KEY"
 
 
 def check_feed(spec: str) -> str:
@@ -447,53 +454,71 @@ def check_feed(spec: str) -> str:
         raise ConfigError(f"--feed {spec!r}: use {FEED_HELP}")
     if kind not in FEED_KINDS:
         raise ConfigError(f"--feed {spec!r}: unknown feed kind {kind!r}; use {FEED_HELP}")
+    if kind == "rest" and not os.environ.get(REST_KEY_ENV):
+        raise ConfigError(
+            f"--feed {spec!r}: the environment variable {REST_KEY_ENV} holds no API key; set "
+            "it to the provider's key"
+        )
     return target
 
 
 @contextmanager
 def open_feed(
-    spec: str,
+    spec: str | Sequence[str],
     session: PaperSession,
     *,
     speed: float | None = None,
     backoff: Backoff | None = None,
     idle_timeout: float | None = None,
+    poll: float | None = None,
 ) -> Iterator[Feed]:
-    """The feed ``spec`` names (:data:`FEED_HELP`) for ``session``'s symbols, interval and
-    calendar, delivering bar sets after its last recorded bar; closed (and a local replay
-    server stopped) when the block ends. ``idle_timeout``: a ``file:`` feed ends after this
-    many seconds without a new bar (default None: it waits for more)."""
-    target = check_feed(spec)
+    """The feed ``spec`` names (:data:`FEED_HELP`; several specs: a
+    :class:`~marketarena.envs.feeds.fallback.FallbackFeed` over them, in that order) for
+    ``session``'s symbols, interval and calendar, delivering bar sets after its last
+    recorded bar; closed (and local replay servers stopped) when the block ends.
+
+    ``speed``: bar sets a second of a local replay (default None: at once); ``backoff``:
+    the reconnects of network feeds (default: :class:`Backoff`'s); ``idle_timeout``: a
+    feed ends after this many seconds without a bar (default None: it waits);
+    ``poll``: seconds between a REST provider's polls (default its own, 15).
+    """
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    if not specs:
+        raise ConfigError(f"no --feed given: use {FEED_HELP}")
+    targets = [check_feed(s) for s in specs]
     calendar = session.calendar_name
-    after = daily_bar_end(session.last_date, calendar)
-    if spec.startswith("file:"):
-        interval = session.spec["paper"]["interval"]
-        followed = FileFeed(
-            target,
-            session.symbols,
-            interval,
-            calendar=calendar,
-            after=after,
-            idle_timeout=idle_timeout,
-        )
-        try:
-            yield followed
-        finally:
-            followed.close()
-        return
-    if target.startswith(("ws://", "wss://")):
-        feed = ReplayFeed(target, session.symbols, calendar=calendar, after=after, backoff=backoff)
-        try:
-            yield feed
-        finally:
-            feed.close()
-        return
-    with ReplayServer(target, speed=speed, calendar=calendar) as server:
-        feed = server.feed(session.symbols, after=after, backoff=backoff)
-        try:
-            yield feed
-        finally:
-            feed.close()
+    common: dict[str, Any] = {
+        "calendar": calendar,
+        "after": daily_bar_end(session.last_date, calendar),
+        "idle_timeout": idle_timeout,
+    }
+    interval = session.spec["paper"]["interval"]
+    with ExitStack() as stack:
+        feeds: list[Feed] = []
+        for one, target in zip(specs, targets, strict=True):
+            kind = one.partition(":")[0]
+            made: Feed
+            if kind == "file":
+                made = FileFeed(target, session.symbols, interval, **common)
+            elif kind == "rest":
+                extra: dict[str, Any] = {} if poll is None else {"poll": poll}
+                made = PollingRestFeed(
+                    target,
+                    session.symbols,
+                    interval,
+                    api_key_env=REST_KEY_ENV,
+                    backoff=backoff,
+                    **extra,
+                    **common,
+                )
+            elif target.startswith(("ws://", "wss://")):
+                made = ReplayFeed(target, session.symbols, backoff=backoff, **common)
+            else:
+                server = stack.enter_context(ReplayServer(target, speed=speed, calendar=calendar))
+                made = ReplayFeed(server.url, session.symbols, backoff=backoff, **common)
+            stack.callback(made.close)
+            feeds.append(made)
+        yield feeds[0] if len(feeds) == 1 else FallbackFeed(feeds)
 
 
 def run_paper(
@@ -531,6 +556,7 @@ __all__ = [
     "FEED_KINDS",
     "INTERVALS",
     "PAPER_INTERVALS",
+    "REST_KEY_ENV",
     "PaperBar",
     "PaperCounts",
     "PaperSession",

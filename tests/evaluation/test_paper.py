@@ -493,6 +493,29 @@ def test_a_provider_outage_stops_the_run_with_a_clear_error_and_it_resumes(tmp_p
     assert_same_run(persisted.load_result(store, "p"), backtest)
 
 
+def test_an_outage_falls_back_to_the_next_feed_and_the_run_goes_on(tmp_path, sp500, server):
+    """Two feeds in order: the first provider goes down after 6 sets, the second (another
+    replay server) takes over after the last set delivered: the run equals the backtest."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    provider = FailingProvider(sp500, sets=6)
+    provider.server.start()
+    try:
+        with (
+            paper.start_paper(store, "p", "random:3", "sp500_20", start=START) as session,
+            paper.open_feed(
+                ["replay:" + provider.url, "replay:" + server.url],
+                session,
+                backoff=Backoff(0.01, 1, 0.01, 2),
+            ) as feed,
+        ):
+            counts = paper.run_paper(session, feed)
+    finally:
+        provider.server.stop()
+    assert feed.stats.switches == 1 and counts.recorded == 40 and counts.stale == 0
+    backtest = persisted.start_backtest(store, "bt", "random:3", "sp500_20", START, END)
+    assert_same_run(persisted.load_result(store, "p"), backtest)
+
+
 # ------------------------------------------------------------------------- reads
 def test_positions_and_leaderboard_read_a_paper_run(tmp_path, server):
     store_path = str(tmp_path / "runs.sqlite")
@@ -539,6 +562,7 @@ def test_positions_and_leaderboard_read_a_paper_run(tmp_path, server):
         (["--interval", "2d"], "interval '2d': use one of"),
         (["--feed", "kafka:topic"], "unknown feed kind 'kafka'"),
         (["--feed", "replay"], "--feed 'replay': use replay:ws://"),
+        (["--feed", "rest:http://127.0.0.1:9/v1"], "MARKETARENA_REST_API_KEY holds no API key"),
         (["--calendar", "XMARS"], "unknown exchange calendar 'XMARS'"),
         (["--bars", "0"], "--bars must be >= 1"),
         (["--start", "2022-13-01"], "--start"),
@@ -547,7 +571,8 @@ def test_positions_and_leaderboard_read_a_paper_run(tmp_path, server):
         (["--risk", "nope=1"], "--risk"),
     ],
 )
-def test_bad_cli_input_is_one_error_line(tmp_path, extra, message):
+def test_bad_cli_input_is_one_error_line(tmp_path, extra, message, monkeypatch):
+    monkeypatch.delenv("MARKETARENA_REST_API_KEY", raising=False)
     argv = ["paper", "--agent", "random:3", "--feed", "replay:sp500_20"]
     argv += ["--store", str(tmp_path / "s.sqlite")]
     for flag in dict.fromkeys(extra[::2]):
