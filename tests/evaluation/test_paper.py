@@ -554,6 +554,38 @@ def test_positions_and_leaderboard_read_a_paper_run(tmp_path, server):
     assert code == EXIT_ERROR and "is a paper run: continue it with marketarena paper" in out
 
 
+def test_the_service_reads_a_paper_run_as_a_backtest(tmp_path, server):
+    """GET /runs, /leaderboard and /positions/history over a store with a paper run and the
+    backtest over its dates: the same rows, the same final NAV."""
+    from fastapi.testclient import TestClient
+
+    from marketarena.service.app import create_app
+    from marketarena.service.settings import ServiceSettings
+
+    store_path = str(tmp_path / "runs.sqlite")
+    store = RunStore(store_path)
+    persisted.start_backtest(store, "bt", "equal_weight:5", "sp500_20", START, END)
+    with (
+        paper.start_paper(store, "pp", "equal_weight:5", "sp500_20", start=START) as session,
+        paper.open_feed("replay:" + server.url, session) as feed,
+    ):
+        paper.run_paper(session, feed)
+    token = "paper-t0ken"
+    app = create_app(ServiceSettings(store=store_path, token=token))
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as client:
+        runs = {r["run_id"]: r for r in client.get("/runs").json()}
+        assert runs["pp"]["status"] == "finished" and runs["pp"]["days"] == 40
+        assert runs["pp"]["last_date"] == runs["bt"]["last_date"] == END
+        board = client.get("/leaderboard").json()
+        assert board["title"] == f"leaderboard: {START} to {END}"
+        finals = {row["model"]: row["final_nav"] for row in board["rows"]}
+        assert len(board["rows"]) == 2 and len(set(finals.values())) == 1
+        paper_history = client.get("/positions/history", params={"model": "pp"}).json()
+        backtest_history = client.get("/positions/history", params={"model": "bt"}).json()
+        assert paper_history["days"] == backtest_history["days"]
+        assert paper_history["trades"] == backtest_history["trades"]
+
+
 # ---------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     ("extra", "message"),
