@@ -129,7 +129,7 @@ def handle_paper(args: argparse.Namespace, console: Console) -> int:
             soft_wrap=True,
         )
         with paper.open_feed(
-            args.feed, session, speed=args.speed, idle_timeout=args.idle_timeout
+            args.feed, session, speed=args.speed, idle_timeout=args.idle_timeout, until=until
         ) as feed:
             try:
                 paper.run_paper(

@@ -471,6 +471,7 @@ def open_feed(
     backoff: Backoff | None = None,
     idle_timeout: float | None = None,
     poll: float | None = None,
+    until: str | None = None,
 ) -> Iterator[Feed]:
     """The feed ``spec`` names (:data:`FEED_HELP`; several specs: a
     :class:`~marketarena.envs.feeds.fallback.FallbackFeed` over them, in that order) for
@@ -480,7 +481,8 @@ def open_feed(
     ``speed``: bar sets a second of a local replay (default None: at once); ``backoff``:
     the reconnects of network feeds (default: :class:`Backoff`'s); ``idle_timeout``: a
     feed ends after this many seconds without a bar (default None: it waits);
-    ``poll``: seconds between a REST provider's polls (default its own, 15).
+    ``poll``: seconds between a REST provider's polls (default its own, 15); ``until``: a
+    date whose session's bar set is the last a feed delivers (default None: no end).
     """
     specs = [spec] if isinstance(spec, str) else list(spec)
     if not specs:
@@ -491,6 +493,7 @@ def open_feed(
         "calendar": calendar,
         "after": daily_bar_end(session.last_date, calendar),
         "idle_timeout": idle_timeout,
+        "until": None if until is None else daily_bar_end(until, calendar),
     }
     interval = session.spec["paper"]["interval"]
     with ExitStack() as stack:

@@ -235,21 +235,26 @@ def test_paper_run_with_opens_fills_at_the_next_open_as_the_backtest(tmp_path):
 
 
 def test_a_paper_run_follows_a_growing_file(tmp_path, sp500):
-    """file:PATH through the CLI: rows appended by another writer become bars; the run
-    stops when no bar comes for --idle-timeout, and --resume picks up the rows appended
-    since; the whole equals the backtest."""
+    """file:PATH through the CLI: the run stops at --until (rows after it wait in the file);
+    --resume picks up the rows after its last bar and those appended since, and stops when
+    no bar comes for --idle-timeout; the whole equals the backtest."""
     path = tmp_path / "bars.csv"
     long = sp500.slice("2022-11-01", END).to_long_frame()
     long["date"] = long["date"].dt.strftime("%Y-%m-%d")
-    first, rest = long[long["date"] <= "2022-11-15"], long[long["date"] > "2022-11-15"]
-    first.to_csv(path, index=False)
+    rest = long[long["date"] > "2022-11-17"]
     store_path = str(tmp_path / "runs.sqlite")
-    common = ["--feed", f"file:{path}", "--store", store_path, "--idle-timeout", "1.5"]
-    code, out = run_cli(["paper", "--agent", "random:3", "--start", START, "--run", "f", *common])
-    assert code == EXIT_OK, out
+    long[long["date"] <= "2022-11-17"].to_csv(path, index=False)
+    common = ["--feed", f"file:{path}", "--store", store_path]
+    code, out = run_cli(
+        [
+            *("paper", "--agent", "random:3", "--start", START, "--run", "f"),
+            *("--until", "2022-11-15", *common),
+        ]
+    )
+    assert code == EXIT_OK, out  # the feed ended at --until's session: no wait for more rows
     assert "paper: 11 bar set(s) received, 11 recorded" in out
     rest.to_csv(path, mode="a", header=False, index=False)
-    code, out = run_cli(["paper", "--resume", "f", *common])
+    code, out = run_cli(["paper", "--resume", "f", *common, "--idle-timeout", "1.5"])
     assert code == EXIT_OK, out
     assert "paper: 29 bar set(s) received, 29 recorded" in out
     store = RunStore(store_path, create=False)
