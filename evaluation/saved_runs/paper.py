@@ -20,7 +20,8 @@ equals the backtest's over the same bars, bit for bit (a test checks NAVs, fills
 Why this is exact and fast: the env and the agent stay in memory between bars (the agent
 object itself; the env's state, handed from one bar's env to the next); only the env is
 rebuilt over the grown data (features are point-in-time, so rows already seen do not change;
-about 2 ms for 8,000 rows of 20 symbols), never the run. The checkpoint written with each
+about 2 ms for sp500_20's 8,300 rows of 20 symbols; a bar takes about 15 ms in all, its
+store transaction included), never the run. The checkpoint written with each
 bar holds the env's and agent's states and the bars delivered so far (``paper_bars``), in
 the same transaction as the bar's record: a crash loses nothing recorded, and
 :func:`resume_paper` rebuilds the data (history + delivered bars) and continues from the
@@ -38,6 +39,20 @@ Policy for what a feed delivers (counted in :class:`PaperCounts`):
   ``problems``; the run goes on with the next set (the pending decision fills there);
 * sessions of the calendar skipped between two recorded bars: counted, ``gaps`` (nothing is
   invented for them; the decision fills at the next bar that arrives).
+
+Bar sets the feed forward-filled (a symbol silent past its grace period, see
+:mod:`~marketarena.envs.feeds.base`) are traded as delivered; the feed counts them.
+
+Feeds (:func:`open_feed`): a replay server's WebSocket, a local replay of a dataset, a
+followed CSV file, a polling REST provider, or several of them as a fallback order; each
+asks only for the bar sets after the run's last recorded bar. :func:`run_paper` trades a
+feed until it ends (or ``until``/``bars``), then marks the run finished (a leaderboard reads
+it); an error, an outage or Ctrl-C leaves it as its last recorded bar left it. Either way
+:func:`resume_paper` continues it::
+
+    with start_paper(store, "p", "equal_weight:5", "sp500_20", start="2022-10-31") as s:
+        with open_feed("replay:sp500_20", s) as feed:
+            run_paper(s, feed, on_bar=print)
 
 Only daily bars (``interval="1d"``) are traded: a MarketData row, the env's dates, the run
 store's days and every report are calendar days (``datetime64[D]``); intraday intervals are
