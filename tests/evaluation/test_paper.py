@@ -521,6 +521,49 @@ def test_an_outage_falls_back_to_the_next_feed_and_the_run_goes_on(tmp_path, sp5
     assert_same_run(persisted.load_result(store, "p"), backtest)
 
 
+def test_a_rest_provider_feeds_a_paper_run_and_its_key_is_never_shown(tmp_path, sp500, monkeypatch):
+    """rest:URL through the CLI against a local provider speaking the polling REST protocol
+    (401 without the key): the run equals the backtest; the key is in no output and no
+    byte of the store."""
+    key = "sk-paper-s3cret-key"
+    monkeypatch.setenv("MARKETARENA_REST_API_KEY", key)
+    rows = [i for i, d in enumerate(sp500.dates) if START < str(d) <= END]
+
+    async def latest(request: web.Request) -> web.Response:
+        if request.query.get("apikey") != key:
+            raise web.HTTPUnauthorized()
+        symbols = request.query["symbols"].split(",")
+        bars = {
+            s: [{"t": str(sp500.dates[i]), "c": float(sp500.close[i, j])} for i in rows]
+            for j, s in enumerate(sp500.symbols)
+            if s in symbols
+        }
+        return web.json_response({"bars": bars})
+
+    app = web.Application()
+    app.router.add_get("/v1/bars/latest", latest)
+    provider = BackgroundServer(app).start()
+    try:
+        store_path = tmp_path / "runs.sqlite"
+        feed = f"rest:http://{provider.host}:{provider.port}/v1"
+        code, out = run_cli(
+            [
+                *("paper", "--agent", "random:3", "--start", START, "--run", "r"),
+                *("--feed", feed, "--idle-timeout", "1", "--store", str(store_path)),
+            ]
+        )
+    finally:
+        provider.stop()
+    assert code == EXIT_OK, out
+    assert "paper: 40 bar set(s) received, 40 recorded" in out
+    assert key not in out
+    stored = list(tmp_path.glob("runs.sqlite*"))  # the database and its write-ahead log
+    assert stored and not any(key.encode() in f.read_bytes() for f in stored)
+    store = RunStore(store_path, create=False)
+    backtest = persisted.start_backtest(store, "bt", "random:3", "sp500_20", START, END)
+    assert_same_run(persisted.load_result(store, "r"), backtest)
+
+
 # ------------------------------------------------------------------------- reads
 def test_positions_and_leaderboard_read_a_paper_run(tmp_path, server):
     store_path = str(tmp_path / "runs.sqlite")
