@@ -8,6 +8,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from marketarena.agents.registry import SPEC_HELP
 from marketarena.cli.common import (
@@ -23,7 +24,7 @@ from marketarena.cli.common import (
     shell_path,
 )
 from marketarena.cli.runs import STORE_HELP
-from marketarena.envs.errors import ConfigError
+from marketarena.envs.errors import ConfigError, MarketArenaError
 
 if TYPE_CHECKING:
     from marketarena.evaluation.saved_runs.paper import PaperBar, PaperSession
@@ -77,7 +78,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle_paper(args: argparse.Namespace, console: Console) -> int:
-    from marketarena.envs.feeds.stream import FeedUnavailableError
     from marketarena.evaluation.saved_runs import paper
     from marketarena.evaluation.saved_runs.store import RunStore
     from marketarena.evaluation.tracking import tracking_uri
@@ -139,10 +139,11 @@ def handle_paper(args: argparse.Namespace, console: Console) -> int:
                     bars=args.bars,
                     on_bar=lambda bar: _print_bar(bar, session, console),
                 )
-            except FeedUnavailableError as exc:
+            except MarketArenaError as exc:  # an outage, an invalid bar, a refused key
+                problem = " ".join(str(exc).split())  # one line, a list of problems included
                 console.print(
-                    f"[red]error:[/red] {exc}; the run is kept up to {session.last_date}: "
-                    f"resume with {hint}",
+                    f"[red]error:[/red] {escape(problem)}; the run is kept up to "
+                    f"{session.last_date}: resume with {hint}",
                     highlight=False,
                     soft_wrap=True,
                 )

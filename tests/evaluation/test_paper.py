@@ -430,12 +430,13 @@ def test_a_missed_session_is_counted_and_the_decision_fills_at_the_next_bar(tmp_
 
 
 class FailingProvider:
-    """A provider speaking the replay protocol that goes down after ``sets`` bar sets: the
-    connection is cut mid-stream and every reconnect is answered 503."""
+    """A provider speaking the replay protocol that fails after ``sets`` bar sets: it goes
+    down (the connection cut mid-stream, every reconnect answered 503), or with
+    ``invalid=True`` it sends a bar whose close is negative."""
 
-    def __init__(self, data, sets: int) -> None:
+    def __init__(self, data, sets: int, invalid: bool = False) -> None:
         self.replay = ReplayServer(data)  # not started: its bars and session closes
-        self.sets, self.down, self.refused = sets, False, 0
+        self.sets, self.invalid, self.down, self.refused = sets, invalid, False, 0
         app = web.Application()
         app.router.add_get("/ws", self.handle)
         self.server = BackgroundServer(app)
@@ -456,7 +457,10 @@ class FailingProvider:
         symbols = message["symbols"]
         await ws.send_json({"type": "ready", "symbols": symbols, "interval": "1d"})
         for n, t in enumerate(rows):
-            if n == self.sets:
+            if n == self.sets and self.invalid:
+                bad = {**self.replay.bars_of(t, symbols)[0].to_json(), "close": -1.0}
+                await ws.send_json({"type": "bar", **bad})
+            elif n == self.sets:
                 self.down = True
                 assert request.transport is not None
                 request.transport.abort()
@@ -494,6 +498,35 @@ def test_a_provider_outage_stops_the_run_with_a_clear_error_and_it_resumes(tmp_p
         paper.open_feed("replay:" + again.url, session) as feed,
     ):
         paper.run_paper(session, feed)
+    backtest = persisted.start_backtest(store, "bt", "random:3", "sp500_20", START, END)
+    assert_same_run(persisted.load_result(store, "p"), backtest)
+
+
+def test_an_invalid_bar_stops_the_command_with_a_clear_error_and_the_run_resumes(
+    tmp_path, sp500, server
+):
+    provider = FailingProvider(sp500, sets=6, invalid=True)
+    provider.server.start()
+    store_path = str(tmp_path / "runs.sqlite")
+    try:
+        code, out = run_cli(
+            [
+                *("paper", "--agent", "random:3", "--start", START, "--run", "p"),
+                *("--feed", "replay:" + provider.url, "--store", store_path),
+            ]
+        )
+    finally:
+        provider.server.stop()
+    assert code == EXIT_ERROR
+    (line,) = [x for x in out.splitlines() if x.startswith("error: ")]
+    assert "AAPL at 2022-11-09T21:00:00+00:00: close -1.0 is not a positive price" in line
+    assert "the run is kept up to 2022-11-08: resume with marketarena paper --resume p" in line
+    store = RunStore(store_path, create=False)
+    assert store.run("p").days == 6 and store.run("p").status == "running"
+    code, out = run_cli(
+        ["paper", "--resume", "p", "--feed", "replay:" + server.url, "--store", store_path]
+    )
+    assert code == EXIT_OK, out
     backtest = persisted.start_backtest(store, "bt", "random:3", "sp500_20", START, END)
     assert_same_run(persisted.load_result(store, "p"), backtest)
 
