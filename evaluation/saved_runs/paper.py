@@ -300,7 +300,7 @@ class PaperSession:
         decided = str(info["date"])
         delivered: dict[str, Any] = {k: np.array(v) for k, v in bars.items() if k != "dates"}
         checkpoint = {"paper_bars": {**delivered, "dates": list(bars["dates"])}}
-        persisted._run_days(
+        persisted.run_days(
             self.store,
             self.run_id,
             env,
@@ -412,7 +412,7 @@ def start_paper(
         from marketarena.agents.llm_agent import LLMConfig
 
         spec["llm"].setdefault("price_levels", LLMConfig.price_levels)
-    with persisted._served(spec) as served:
+    with persisted.serving(spec) as served:
         built = persisted.build_agent(served)
         built.reset(seed=seed)
         store.create_run(run_id, spec, history.symbols)
@@ -434,7 +434,7 @@ def resume_paper(
         )
     spec = dict(info.spec)
     history = _history(spec)
-    with persisted._served(persisted._with_session_llm(run_id, spec, llm)) as served:
+    with persisted.serving(persisted.with_session_llm(run_id, spec, llm)) as served:
         agent = persisted.build_agent(served)
         agent.reset(seed=spec["seed"])
         checkpoint = store.checkpoint(run_id)

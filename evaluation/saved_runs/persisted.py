@@ -69,7 +69,7 @@ SESSION_LLM_OPTIONS = (
 )
 
 
-def _with_session_llm(
+def with_session_llm(
     run_id: str, spec: Mapping[str, Any], llm: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """``spec`` with this session's endpoint options (``llm``) over the stored ones; an option
@@ -91,7 +91,7 @@ def _with_session_llm(
 
 
 @contextmanager
-def _served(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+def serving(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """``spec`` with an endpoint for its agent: ``llm:local`` gets the bundled model, served
     for the block (a new port each time, so the stored spec never holds one)."""
     with local_model_served((spec["agent"],), spec.get("llm") or {}) as llm:
@@ -136,7 +136,7 @@ def build_agent(spec: Mapping[str, Any]) -> ResumableAgent:
     return agent
 
 
-def _run_days(
+def run_days(
     store: RunStore,
     run_id: str,
     env: PortfolioEnv,
@@ -221,7 +221,7 @@ def start_backtest(
         from marketarena.agents.llm_agent import LLMConfig
 
         spec["llm"].setdefault("price_levels", LLMConfig.price_levels)
-    with _served(spec) as served:
+    with serving(spec) as served:
         market, built_agent, env = _build(served, end)
         spec.update(env.settings.to_dict())  # as run: one episode over the whole range
         spec["end"] = str(market.dates[env.core.last_decision + 1])
@@ -230,7 +230,7 @@ def start_backtest(
         built_agent.reset(seed=seed)
         spec["first_date"] = str(info["date"])  # the first mark: read without the checkpoint
         store.create_run(run_id, spec, market.symbols)
-        _run_days(store, run_id, env, built_agent, observation, info, 0, progress)
+        run_days(store, run_id, env, built_agent, observation, info, 0, progress)
         store.finish(run_id, agent_diagnostics(built_agent))
     return load_result(store, run_id)
 
@@ -264,9 +264,9 @@ def resume_backtest(
     _refuse_paper(info)
     if info.status == "finished":
         return load_result(store, run_id)
-    with _served(_with_session_llm(run_id, info.spec, llm)) as served:
+    with serving(with_session_llm(run_id, info.spec, llm)) as served:
         _, agent, env, observation, env_info, step = _restore(store, run_id, served, served["end"])
-        _run_days(store, run_id, env, agent, observation, env_info, step, progress)
+        run_days(store, run_id, env, agent, observation, env_info, step, progress)
         store.finish(run_id, agent_diagnostics(agent))
     return load_result(store, run_id)
 
@@ -305,12 +305,12 @@ def continue_backtest(
             f"{market.name} differs from the data run {run_id!r} was computed on, up to "
             f"{spec['end']}: continuing would mix histories"
         )
-    with _served(_with_session_llm(run_id, spec, llm)) as served:
+    with serving(with_session_llm(run_id, spec, llm)) as served:
         _, agent, env, observation, env_info, step = _restore(store, run_id, served, end, market)
         new_end = str(market.dates[env.core.last_decision + 1])
         spec.update(end=new_end, data=str(source), data_sha256=_prefix_hash(market, new_end))
         store.update_spec(run_id, spec, "running")
-        _run_days(store, run_id, env, agent, observation, env_info, step, progress)
+        run_days(store, run_id, env, agent, observation, env_info, step, progress)
         store.finish(run_id, agent_diagnostics(agent))
     return load_result(store, run_id)
 
