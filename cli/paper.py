@@ -58,18 +58,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--calendar", default="XNYS", help="exchange calendar of sessions (exchange_calendars)"
     )
-    p.add_argument("--speed", type=float, default=5.0, help="replay:DATA: bar sets a second")
+    p.add_argument(
+        "--speed", type=float, default=5.0, help="replay:DATA: bar sets a second (default 5)"
+    )
     p.add_argument(
         "--idle-timeout",
         type=float,
         metavar="SECONDS",
-        help="file:PATH: stop after this long without a new bar (default: wait for more)",
+        help="stop when the feed brings no bar for this long (default: wait for more)",
     )
     stop = p.add_mutually_exclusive_group()
-    stop.add_argument("--until", help="stop before the first bar dated after this date")
+    stop.add_argument("--until", help="the last session to trade: stop after its bar set")
     stop.add_argument("--bars", type=int, help="stop after recording this many bars")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rule", action="append", metavar="KEY=VALUE", help="trading rule")
+    p.add_argument(
+        "--rule", action="append", metavar="KEY=VALUE", help="trading rule, e.g. commission_bps=10"
+    )
     p.add_argument("--risk", action="append", metavar="KEY=VALUE", help=RISK_HELP)
     p.add_argument("--window", type=int, help="observation window (default: the env's)")
     p.add_argument("--store", default="runs.sqlite", help=STORE_HELP)
@@ -84,6 +88,24 @@ def handle_paper(args: argparse.Namespace, console: Console) -> int:
 
     if bool(args.agent) == bool(args.resume):
         raise ConfigError("give one of --agent (a new paper run) or --resume RUN")
+    if args.resume:
+        given = [
+            flag
+            for flag, value in (
+                ("--data", args.data),
+                ("--start", args.start),
+                ("--rule", args.rule),
+                ("--risk", args.risk),
+                ("--window", args.window),
+                ("--run", args.run),
+            )
+            if value
+        ]
+        if given:
+            raise ConfigError(
+                f"--resume continues run {args.resume!r} with the settings it began with: "
+                f"drop {', '.join(given)}"
+            )
     for feed_spec in args.feed:
         paper.check_feed(feed_spec)
     start = parse_date(args.start, "--start")

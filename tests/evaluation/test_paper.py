@@ -680,6 +680,7 @@ def test_the_service_reads_a_paper_run_as_a_backtest(tmp_path, server):
         (["--bars", "0"], "--bars must be >= 1"),
         (["--start", "2022-13-01"], "--start"),
         (["--resume", "x"], "give one of --agent"),
+        (["--agent", "", "--resume", "x", "--rule", "lot_size=1"], "drop --rule"),
         (["--agent", "nope"], "unknown agent 'nope'"),
         (["--risk", "nope=1"], "--risk"),
     ],
