@@ -38,7 +38,9 @@ Policy for what a feed delivers (counted in :class:`PaperCounts`):
   refuses, a symbol of the run missing): ignored, ``rejected``, its reason kept in
   ``problems``; the run goes on with the next set (the pending decision fills there);
 * sessions of the calendar skipped between two recorded bars: counted, ``gaps`` (nothing is
-  invented for them; the decision fills at the next bar that arrives).
+  invented for them; the decision fills at the next bar that arrives);
+* after a bar whose NAV hits the ruin level (``rules.ruin_fraction``) the run ends, as a
+  backtest's episode does: :func:`run_paper` stops there, and the session takes no more bars.
 
 Bar sets the feed forward-filled (a symbol silent past its grace period, see
 :mod:`~marketarena.envs.feeds.base`) are traded as delivered; the feed counts them.
@@ -137,7 +139,7 @@ def _check_interval(interval: str) -> None:
         raise ConfigError(f"--interval {interval}: {INTRADAY_MISSING}")
 
 
-def _history(spec: Mapping[str, Any]) -> MarketData:
+def _history(run_id: str, spec: Mapping[str, Any]) -> MarketData:
     """The run's data up to its start, checked against the hash stored when it began."""
     data = resolve_data(spec["data"])
     if spec.get("universe"):
@@ -146,7 +148,7 @@ def _history(spec: Mapping[str, Any]) -> MarketData:
     if history.content_hash() != spec["paper"]["history_sha256"]:
         raise DataError(
             f"{data.name} up to {spec['paper']['history_end']} differs from the history paper "
-            f"run {spec.get('run_id', '')!r} began with: resuming would mix histories"
+            f"run {run_id!r} began with: resuming would mix histories"
         )
     return history
 
@@ -185,6 +187,11 @@ class PaperSession:
         }
         self.data = self._data(self._dates, self._rows)
         self._cal: Any = None
+        rules = self.settings.rules
+        #: the NAV hit the ruin level: the episode ended, as a backtest's would; no more bars
+        self.ruined = env_state is not None and env_state["nav"] <= (
+            rules.ruin_fraction * rules.initial_cash
+        )
 
     # ------------------------------------------------------------------ state
     @property
@@ -246,6 +253,11 @@ class PaperSession:
         and return it, or apply the policy (module docstring) and return None."""
         counts = self.counts
         counts.received += 1
+        if self.ruined:
+            raise ConfigError(
+                f"paper run {self.run_id!r} ended on {self.last_date}: its NAV hit the ruin "
+                "level, which ends a backtest's episode too"
+            )
         if bar_set.interval != self.spec["paper"]["interval"]:
             raise ConfigError(
                 f"the feed delivers {bar_set.interval} bars; paper run {self.run_id!r} trades "
@@ -313,6 +325,7 @@ class PaperSession:
         )
         self.step += 1
         self.env_state = env.get_state()
+        self.ruined = bool(env.sim.breached()[0])
         return PaperBar(
             step=self.step,
             decided=decided,
@@ -433,7 +446,7 @@ def resume_paper(
             "--continue it"
         )
     spec = dict(info.spec)
-    history = _history(spec)
+    history = _history(run_id, spec)
     with persisted.serving(persisted.with_session_llm(run_id, spec, llm)) as served:
         agent = persisted.build_agent(served)
         agent.reset(seed=spec["seed"])
@@ -563,7 +576,7 @@ def run_paper(
         done += 1
         if on_bar is not None:
             on_bar(bar)
-        if bars is not None and done >= bars:
+        if session.ruined or (bars is not None and done >= bars):
             break
     session.close()
     return session.counts

@@ -419,6 +419,26 @@ def test_late_off_session_and_bad_bar_sets_are_ignored_counted_and_the_run_goes_
     assert "2022-11-24" not in by_date  # the real data has no Thanksgiving bar either
 
 
+def test_a_run_ruined_ends_where_the_backtest_ends(tmp_path, sp500):
+    """ruin_fraction=0.999: the first bar that loses 0.1% ends the episode in the backtest;
+    the paper run stops at the same bar and takes no more."""
+    rules = {"ruin_fraction": 0.999, "commission_bps": 5}
+    store = RunStore(tmp_path / "runs.sqlite")
+    backtest = persisted.start_backtest(
+        store, "bt", "equal_weight:5", "sp500_20", START, END, rules=rules
+    )
+    assert len(backtest.nav) < 41
+    sets = bar_sets(sp500, START, END)
+    with paper.start_paper(store, "p", "equal_weight:5", "sp500_20", start=START, rules=rules) as s:
+        counts = paper.run_paper(s, sets)
+        assert s.ruined and counts.recorded == len(backtest.nav) - 1
+        with pytest.raises(ConfigError, match="hit the ruin level"):
+            s.add(sets[-1])
+    assert_same_run(persisted.load_result(store, "p"), persisted.load_result(store, "bt"))
+    with paper.resume_paper(store, "p") as s, pytest.raises(ConfigError, match="ruin level"):
+        paper.run_paper(s, sets)
+
+
 def test_a_missed_session_is_counted_and_the_decision_fills_at_the_next_bar(tmp_path, sp500):
     sets = bar_sets(sp500, START, END)
     store = RunStore(tmp_path / "runs.sqlite")
