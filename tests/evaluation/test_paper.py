@@ -419,6 +419,22 @@ def test_late_off_session_and_bad_bar_sets_are_ignored_counted_and_the_run_goes_
     assert "2022-11-24" not in by_date  # the real data has no Thanksgiving bar either
 
 
+def test_resuming_on_a_changed_history_is_refused(tmp_path, sp500):
+    path = tmp_path / "history.csv"
+    frame = sp500.slice("2022-06-01", END).to_long_frame()
+    frame.to_csv(path, index=False)
+    store = RunStore(tmp_path / "runs.sqlite")
+    with paper.start_paper(store, "p", "random:3", str(path), start=START) as s:
+        paper.run_paper(s, bar_sets(sp500, START, END)[:3])
+    frame.loc[0, "close"] *= 1.01  # a revised print long before the run began
+    frame.to_csv(path, index=False)
+    with (
+        pytest.raises(DataError, match="differs from the history paper run 'p' began with"),
+        paper.resume_paper(store, "p"),
+    ):
+        pass
+
+
 def test_a_run_ruined_ends_where_the_backtest_ends(tmp_path, sp500):
     """ruin_fraction=0.999: the first bar that loses 0.1% ends the episode in the backtest;
     the paper run stops at the same bar and takes no more."""
