@@ -5,6 +5,7 @@ poll, a growing file) driven by a private event loop, so that a feed is a plain 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
@@ -171,15 +172,26 @@ class StreamFeed:
     def __iter__(self) -> Iterator[BarSet]:
         loop = asyncio.new_event_loop()
         sets = self._sets()
+        pending: asyncio.Future[BarSet] | None = None
         try:
             while not self._closed.is_set():
+                pending = asyncio.ensure_future(sets.__anext__(), loop=loop)
                 try:
-                    item = loop.run_until_complete(sets.__anext__())
+                    item = loop.run_until_complete(pending)
                 except StopAsyncIteration:
                     return
+                pending = None
                 yield item
         finally:
-            loop.run_until_complete(sets.aclose())
+            # interrupted while waiting (Ctrl-C): cancel the wait and let the generator see
+            # the cancellation before closing it, so that its cleanup runs and nothing is
+            # reported as "already running" or left pending
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(pending)
+            with contextlib.suppress(RuntimeError):
+                loop.run_until_complete(sets.aclose())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 

@@ -4,6 +4,8 @@ feed, and the provider adapters against local fake servers (tests/envs/conftest.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -636,3 +638,36 @@ def test_close_from_another_thread_ends_a_running_iteration() -> None:
         sets = list(feed)
         assert time.monotonic() - started < 1.0
     assert 1 <= len(sets) < data.n_periods
+
+
+CTRL_C_SCRIPT = """
+import os, signal, threading
+from marketarena.envs.data import load_dataset
+from marketarena.envs.feeds import ReplayServer
+data = load_dataset("sp500_20").select(["AAPL", "XOM"]).slice("2022-11-01", "2022-12-28")
+with ReplayServer(data, speed=2) as server:
+    feed = server.feed()
+    threading.Timer(1.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    try:
+        for s in feed:
+            print("set", s.date, flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_while_a_feed_waits_closes_it_cleanly(tmp_path):
+    """Ctrl-C during the wait for the next set: the wait is cancelled and the feed's
+    generator closed before its loop, so nothing is printed but what the program prints (it
+    was "RuntimeError: Event loop is closed" and "Unclosed client session")."""
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "interrupted"
+    assert done.stdout.count("set ") >= 1
+    assert done.stderr == "", done.stderr
