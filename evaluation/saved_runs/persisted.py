@@ -29,7 +29,7 @@ import pandas as pd
 from marketarena.agents.base import Resumable, ResumableAgent
 from marketarena.agents.llm_server import local_model_served
 from marketarena.agents.registry import make_agent
-from marketarena.envs.data import MarketData, resolve_data
+from marketarena.envs.data import MarketData, as_dates, resolve_data
 from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.envs.settings import EnvSettings, build_rules, setting_names
@@ -340,7 +340,7 @@ def load_result(store: RunStore, run_id: str) -> BacktestResult:
         agent=spec["agent"],
         data_name=str(spec["data"]),
         symbols=info.symbols,
-        dates=np.array([first_date, *days["date"]], dtype="datetime64[D]"),
+        dates=as_dates([first_date, *days["date"]]),
         nav=np.r_[initial, days["nav"].to_numpy()],
         weights=np.vstack([start_weights, days.attrs["weights"]])
         if len(days)
