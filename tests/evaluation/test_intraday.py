@@ -150,6 +150,11 @@ def test_a_paper_run_over_replayed_5min_bars_equals_the_backtest(tmp_path, files
     assert run.metrics() == backtest.metrics(periods_per_year=252 * 78)
     assert run.metrics() != backtest.metrics(periods_per_year=252)
     assert store.run("pp").spec["end"] == END
+    assert persisted.run_report(run).periods_per_year == 252 * 78  # the table annualises so
+    board = persisted.leaderboard(store, ["pp", "bt"])
+    assert board.periods_per_year == 252 * 78
+    first, second = (row.metrics for row in board.rows())
+    assert first == second
 
 
 def test_marketarena_paper_interval_5min(tmp_path, files):
@@ -214,3 +219,7 @@ def test_an_intraday_paper_run_stopped_and_resumed_equals_the_backtest(tmp_path,
     assert list(run.dates) == list(backtest.dates)
     assert np.array_equal(run.nav, backtest.nav)
     pd.testing.assert_frame_equal(run.fills, backtest.fills)
+    positions = persisted.load_positions(store, "pp")
+    assert " a bar (" in positions.summary() and " bars over 3 symbols" in positions.summary()
+    summary = persisted.turnover_summary(positions.days)
+    assert summary["annual_turnover"] == pytest.approx(summary["mean_daily_turnover"] * 252 * 78)
