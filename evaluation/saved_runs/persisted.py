@@ -405,10 +405,11 @@ def mean_holding_period(periods: pd.DataFrame) -> float:
 
 def turnover_summary(days: pd.DataFrame) -> dict[str, float]:
     """Mean turnover per recorded day (per bar for intraday runs), annual turnover
-    (annualised with :func:`~marketarena.envs.data.periods_per_year` of the dates: 252 a
-    year for days, 252 x 78 for 5-minute bars) and total costs."""
+    (annualised with :func:`~marketarena.envs.data.periods_per_year` of a ``date`` column:
+    252 a year for days or without dates, 252 x 78 for 5-minute bars) and total costs."""
     turnover = days["turnover"].to_numpy()
-    per_year = data_periods_per_year(days["date"]) if len(days) else metrics.PERIODS_PER_YEAR
+    dated = "date" in days.columns and len(days) > 0
+    per_year = data_periods_per_year(days["date"]) if dated else metrics.PERIODS_PER_YEAR
     return {
         "mean_daily_turnover": float(turnover.mean()) if len(turnover) else float("nan"),
         "annual_turnover": float(metrics.turnover(turnover, per_year))
@@ -496,8 +497,9 @@ class Positions:
         periods = self.holding_periods()
         turnover = turnover_summary(self.days)
         held = mean_holding_period(periods)
-        dates = as_dates(self.days["date"])
-        unit = "day" if dates.dtype == np.dtype("datetime64[D]") else "bar"
+        dated = "date" in self.days.columns and len(self.days) > 0
+        intraday = dated and as_dates(self.days["date"]).dtype != np.dtype("datetime64[D]")
+        unit = "bar" if intraday else "day"
         return (
             f"turnover: {turnover['mean_daily_turnover']:.3f} a {unit} "
             f"({turnover['annual_turnover']:.1f} a year), costs {turnover['total_costs']:,.2f}; "
