@@ -41,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(decide after the bar's close, fill at the next bar), recording every bar in the run "
         "store like `backtest` (positions, leaderboard and the API read it). The run starts "
         "all cash after --data's history up to --start. Ctrl-C stops it; --resume continues "
-        "it from its last recorded bar. Daily bars only; bar sets outside the --calendar's "
-        "sessions are ignored and counted.",
+        "it from its last recorded bar. Daily bars, or the intraday bars (--interval 5min, ...) "
+        "of an intraday --data; bar sets outside the --calendar's sessions (for intraday "
+        "bars: its trading hours) are ignored and counted.",
     )
     p.add_argument("--agent", metavar="SPEC", help=f"a new run's agent: {SPEC_HELP}")
     p.add_argument("--resume", metavar="RUN", help="continue a paper run from its last bar")
@@ -53,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--start", help="a new run's first mark, all cash (default: the history's last date)"
     )
     p.add_argument(
-        "--interval", default="1d", help="bar interval (1d; intraday is not supported yet)"
+        "--interval",
+        default="1d",
+        help="bar interval: 1d (default) or --data's intraday one (1min, 5min, 15min, 1h)",
     )
     p.add_argument(
         "--calendar", default="XNYS", help="exchange calendar of sessions (exchange_calendars)"

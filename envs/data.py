@@ -20,6 +20,25 @@ theirs: whether ``02/01/2020`` is day first or month first is never guessed. Rag
 ``"error"`` (default), ``"drop_symbol"``, ``"ffill"`` or ``"point_in_time"`` — and the
 non-default policies emit a :class:`DataWarning` saying exactly what they changed.
 
+Intraday bars. A row may be an intraday bar instead of a day: its date is then the bar's END
+as a UTC timestamp (``datetime64[s]``, naive values meaning UTC; a bar stamped 14:35 covers
+14:30..14:35, the convention of :mod:`marketarena.envs.feeds`). A long file gets them from a
+``date`` (or ``timestamp``) column with times: ``2024-03-04T09:35:00-05:00`` (converted to
+UTC) or ``2024-03-04 14:35`` (read as UTC). The rule: a file whose dates carry several
+different times on one day is intraday and keeps them; otherwise times are dropped and the
+rows are days, as they always were (a daily file stamped 16:00 stays daily). A
+:class:`MarketData` built directly is intraday when its dates are not all at midnight
+(:attr:`MarketData.intraday`). Dates are then shown as ``2024-03-04T14:35:00``; a day alone
+given as a start or end (``--start 2024-03-05``, :meth:`MarketData.slice`) means that day's
+first bar (start) or last bar (end). The bar interval is inferred
+(:attr:`MarketData.bar_interval`) and sets :attr:`MarketData.periods_per_year`, ``252 x`` the
+bars of a 6.5-hour session (XNYS; 5-minute bars: 252 x 78), which annualises metrics and, when
+the rules leave ``periods_per_year`` at its daily default, the borrow charge and the risk
+layer. The loaders keep every row: bars outside trading hours stay in a backtest's data (a
+paper run skips them as they arrive, see :mod:`marketarena.evaluation.saved_runs.paper`, so a
+backtest that it must equal uses in-session bars). News, macro series and regimes align on
+trading days and refuse intraday data.
+
 Universes. ``"drop_symbol"`` keeps the symbols with full coverage of the whole panel, so a
 delisting in 2020 removes a symbol from a backtest of 2010: the universe knows the future.
 ``"point_in_time"`` keeps every symbol and records when each is listed (:attr:`MarketData.listed`,
@@ -108,6 +127,64 @@ class DataWarning(UserWarning):
     """A loader changed the data under a non-default policy (dropped or filled values)."""
 
 
+def _dates_unit(dates: np.ndarray) -> str:
+    """``datetime64[D]`` for days (every value at midnight), else ``datetime64[s]``."""
+    if dates.dtype.kind == "M" and np.datetime_data(dates.dtype)[0] != "D":
+        seconds = dates.astype("datetime64[s]")
+        if (seconds != seconds.astype("datetime64[D]")).any():
+            return "datetime64[s]"
+    return "datetime64[D]"
+
+
+#: trading days a year, the annualisation of daily bars
+TRADING_DAYS_PER_YEAR = 252
+#: the length of a regular session of the default calendar (XNYS: 09:30-16:00 New York)
+SESSION_LENGTH = pd.Timedelta(hours=6, minutes=30)
+
+
+def bar_interval(dates: np.ndarray) -> pd.Timedelta | None:
+    """The bar length of intraday ``dates`` (bar ends): the most common step between two
+    bars of one (UTC) day, the shortest on a tie; None for days or one bar a day."""
+    dates = as_dates(dates)
+    if dates.dtype == np.dtype("datetime64[D]") or len(dates) < 2:
+        return None
+    same_day = dates[1:].astype("datetime64[D]") == dates[:-1].astype("datetime64[D]")
+    steps = np.diff(dates).astype(np.int64)[same_day]
+    if not len(steps):
+        return None
+    values, counts = np.unique(steps, return_counts=True)
+    return pd.Timedelta(seconds=int(values[np.argmax(counts)]))
+
+
+def periods_per_year(dates: np.ndarray) -> int:
+    """Bars per year for annualising returns over ``dates``: 252 for days; for intraday bars
+    ``252 x SESSION_LENGTH / interval`` (:func:`bar_interval`; 5-minute bars: 252 x 78 =
+    19656, hourly: 1638), at least 252."""
+    step = bar_interval(dates)
+    if step is None:
+        return TRADING_DAYS_PER_YEAR
+    return max(TRADING_DAYS_PER_YEAR, int(TRADING_DAYS_PER_YEAR * (SESSION_LENGTH / step)))
+
+
+def require_daily(data: MarketData, what: str) -> None:
+    """A :class:`DataError` when ``data`` holds intraday bars: ``what`` (news, macro series,
+    regimes) aligns on days only."""
+    if data.intraday:
+        raise DataError(
+            f"{what} align on trading days; {data.name} holds intraday bars "
+            f"({data.bar_interval}): use daily data"
+        )
+
+
+def as_dates(values: object) -> np.ndarray:
+    """``values`` (dates, timestamps or their ISO strings) as ``datetime64[D]`` when every
+    one is at midnight (days), else ``datetime64[s]`` (intraday bar ends, UTC)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind != "M":
+        arr = pd.DatetimeIndex(pd.to_datetime(list(arr.reshape(-1)))).to_numpy()
+    return arr.astype(_dates_unit(arr))
+
+
 def _readonly(array: np.ndarray, dtype: DTypeLike = np.float64) -> np.ndarray:
     out = np.ascontiguousarray(array, dtype=dtype)
     if out is array or out.base is not None:
@@ -121,7 +198,9 @@ class MarketData:
     """An immutable panel of daily bars for ``N`` symbols over ``T`` dates.
 
     Attributes:
-        dates: ``(T,)`` ``datetime64[D]``, strictly increasing.
+        dates: ``(T,)`` ``datetime64[D]``, strictly increasing; for intraday bars
+            ``datetime64[s]``: each bar's END in UTC (naive values meaning UTC), see
+            :attr:`intraday`.
         symbols: the ``N`` symbols, in column order.
         close: ``(T, N)`` closing (or adjusted closing) prices; always present.
         open, high, low, volume: ``(T, N)`` or ``None`` for close-only data.
@@ -152,8 +231,14 @@ class MarketData:
     listed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        dates = np.asarray(self.dates).astype("datetime64[D]")
-        object.__setattr__(self, "dates", _readonly(dates, dtype="datetime64[D]"))
+        dates = np.asarray(self.dates)
+        if dates.dtype.kind in "USO":  # strings or date objects: numpy reads their unit
+            try:
+                dates = np.asarray(self.dates, dtype="datetime64")
+            except (TypeError, ValueError):
+                dates = dates.astype("datetime64[D]")  # as before: numpy names what is wrong
+        unit = _dates_unit(dates)
+        object.__setattr__(self, "dates", _readonly(dates.astype(unit), dtype=unit))
         object.__setattr__(self, "symbols", tuple(str(s) for s in self.symbols))
         if self.sectors is not None:
             object.__setattr__(self, "sectors", tuple(str(s) for s in self.sectors))
@@ -182,6 +267,24 @@ class MarketData:
     @property
     def fields(self) -> tuple[str, ...]:
         return tuple(f for f in OHLCV_FIELDS if getattr(self, f) is not None)
+
+    @property
+    def intraday(self) -> bool:
+        """True for intraday bars: :attr:`dates` are then ``datetime64[s]`` bar ENDS in UTC
+        (a bar ending 14:35 covers 14:30..14:35). Dates given with times of day that are not
+        all midnight make an intraday panel; all at midnight (or ``datetime64[D]``): daily."""
+        return bool(self.dates.dtype != np.dtype("datetime64[D]"))
+
+    @property
+    def bar_interval(self) -> pd.Timedelta | None:
+        """The bar length of intraday data (:func:`bar_interval`); None for daily data."""
+        return bar_interval(self.dates)
+
+    @property
+    def periods_per_year(self) -> int:
+        """Bars per year (:func:`periods_per_year`): 252 for daily data, ``252 x`` the bars
+        of a 6.5-hour session for intraday data (``252 x 78`` for 5-minute bars)."""
+        return periods_per_year(self.dates)
 
     @property
     def universe(self) -> str:
@@ -228,6 +331,8 @@ class MarketData:
             stamp = pd.NaT
         if pd.isna(stamp):
             raise ConfigError(f"{date!r} is not a date: write it as YYYY-MM-DD")
+        if self.intraday:
+            return self._index_of_time(date, stamp, side)
         d = np.datetime64(stamp.date(), "D")
         if side == "left":
             i = int(np.searchsorted(self.dates, d, side="left"))
@@ -240,6 +345,33 @@ class MarketData:
         if i < 0:
             raise DataError(
                 f"{self.name}: no trading date on or before {d} (data starts {self.dates[0]})"
+            )
+        return i
+
+    def _index_of_time(self, date: object, stamp: pd.Timestamp, side: str) -> int:
+        """:meth:`index_of` on intraday data: a day alone (``2024-03-05``) means its first
+        bar (``left``) or its last (``right``); a time means that instant (UTC when naive,
+        converted to UTC when it has a zone)."""
+        if stamp.tzinfo is not None:
+            stamp = stamp.tz_convert("UTC").tz_localize(None)
+        at = np.datetime64(stamp.to_datetime64(), "s")
+        if isinstance(date, np.datetime64):
+            day_only = np.datetime_data(date.dtype)[0] in ("Y", "M", "W", "D")
+        else:
+            day_only = isinstance(date, str) and len(date.strip()) <= 10
+        if day_only and side == "right":
+            at = np.datetime64(stamp.date(), "D") + np.timedelta64(1, "D") - np.timedelta64(1, "s")
+        if side == "left":
+            i = int(np.searchsorted(self.dates, at, side="left"))
+            if i >= self.n_periods:
+                raise DataError(
+                    f"{self.name}: no bar on or after {date} (data ends {self.dates[-1]})"
+                )
+            return i
+        i = int(np.searchsorted(self.dates, at, side="right")) - 1
+        if i < 0:
+            raise DataError(
+                f"{self.name}: no bar on or before {date} (data starts {self.dates[0]})"
             )
         return i
 
@@ -536,7 +668,11 @@ def _parse_dates(
         raise DataValidationError(source, _date_problems(raw, bad, symbols, date_format))
     if getattr(parsed, "tz", None) is not None:
         parsed = parsed.tz_convert(None)
-    return pd.DatetimeIndex(parsed).normalize()
+    parsed = pd.DatetimeIndex(parsed)
+    days = parsed.normalize()
+    if parsed.nunique() > days.nunique():  # several times on one day: intraday bars, kept
+        return parsed
+    return days
 
 
 def _date_problems(
@@ -738,7 +874,7 @@ def _finish(
     if feature_columns:
         features = np.stack([arrays.pop(c) for c in feature_columns], axis=2)
     return MarketData(
-        dates=close.index.to_numpy().astype("datetime64[D]"),
+        dates=close.index.to_numpy(),
         symbols=symbols,
         sectors=sector_tuple,
         features=features,

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from marketarena.envs.data import MarketData
+from marketarena.envs.data import MarketData, require_daily
 from marketarena.envs.errors import DataError, MissingFileError, UnknownNameError
 from marketarena.envs.news import DEFAULT_CALENDAR, add_feature_columns, session_closes
 
@@ -218,7 +218,10 @@ def macro_values(
     Args:
         calendar: the exchange calendar of the close times, for releases given as exact times.
         series: the series to use (default: all in the file, sorted).
+
+    Intraday data is a :class:`DataError`: releases align on session closes.
     """
+    require_daily(data, "macro series")
     names = list(vintages.series) if series is None else list(series)
     unknown = [n for n in names if n not in vintages.series]
     if unknown:

@@ -75,7 +75,7 @@ import numpy as np
 import pandas as pd
 
 from marketarena.envs.cache import cached_array, source_hash
-from marketarena.envs.data import MarketData
+from marketarena.envs.data import MarketData, require_daily
 from marketarena.envs.errors import ConfigError, DataError, MissingFileError, UnknownNameError
 
 __all__ = [
@@ -421,8 +421,10 @@ def align_news(
     """The row at which each item becomes visible in ``data`` (module docstring: timing).
 
     Warns (:class:`NewsWarning`) about items after the last close and about symbols that are
-    not in the panel; both are ignored.
+    not in the panel; both are ignored. Intraday data is a :class:`DataError` (news aligns
+    on session closes).
     """
+    require_daily(data, "news items")
     closes = session_closes(data.dates, calendar)
     windows = np.concatenate([[_opening_close(data.dates[0], calendar)], closes])
     # position k in [1, T] means close(k-2) < published <= close(k-1): visible from row k-1

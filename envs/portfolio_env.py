@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from marketarena.envs.core import PortfolioCore
-from marketarena.envs.data import MarketData
+from marketarena.envs.data import MarketData, as_dates
 from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.settings import EnvSettings
 from marketarena.envs.simulator import StepResult
@@ -394,4 +394,4 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
 
     @property
     def date_history(self) -> np.ndarray:
-        return np.asarray(self._date_history, dtype="datetime64[D]")
+        return as_dates(self._date_history)

@@ -37,7 +37,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from marketarena.envs.cache import cached_array, source_hash
-from marketarena.envs.data import MarketData
+from marketarena.envs.data import MarketData, require_daily
 from marketarena.envs.errors import ConfigError, DataError, UnknownNameError
 
 #: the label of a row before a detector's lookback
@@ -459,7 +459,8 @@ def detect_regimes(
     the equal-weighted index of ``data`` (:func:`market_index`).
 
     ``end``: rows after this date are left out (they cannot change the labels up to it, and
-    the HMM's refits after it cost time). ``params`` go to the detector.
+    the HMM's refits after it cost time). ``params`` go to the detector. Intraday data is a
+    :class:`DataError`: regimes are labelled per trading day.
     """
     if kind not in REGIME_KINDS:
         raise UnknownNameError(f"unknown regime kind {kind!r}; the kinds are: {list(REGIME_KINDS)}")
@@ -468,6 +469,7 @@ def detect_regimes(
             raise DataError(f"regime index {index.name} has {index.n_assets} columns; give one")
         dates, prices, source = index.dates, np.asarray(index.close[:, 0]), index.symbols[0]
     else:
+        require_daily(data, "regimes")
         dates, prices = data.dates, market_index(data)
         source = f"equal-weighted index of {data.name}"
     if end is not None:

@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from marketarena.envs.data import MarketData
+from marketarena.envs.data import TRADING_DAYS_PER_YEAR, MarketData
 from marketarena.envs.errors import ConfigError, DataError
 
 Execution = Literal["next_open", "next_close", "close"]
@@ -83,7 +83,10 @@ class TradingRules:
         max_weight: optional cap on any one asset's target weight; the excess stays in cash.
         ruin_fraction: the episode terminates when NAV falls to ``ruin_fraction`` of the
             initial cash or below.
-        periods_per_year: bars per year, for the borrow charge.
+        periods_per_year: bars per year, for the borrow charge (and the risk layer's
+            annualised volatility). On intraday data the daily default 252 means "not set":
+            :meth:`resolved` makes it the data's :attr:`MarketData.periods_per_year` (252 x 78
+            for 5-minute bars); any other value is kept.
     """
 
     initial_cash: float = 10_000.0
@@ -141,7 +144,10 @@ class TradingRules:
             raise ConfigError(
                 f"max_volume_fraction needs volume, but {data.name} has no volume column"
             )
-        return replace(self, execution=execution)
+        periods = self.periods_per_year
+        if data.intraday and periods == TRADING_DAYS_PER_YEAR:
+            periods = data.periods_per_year
+        return replace(self, execution=execution, periods_per_year=periods)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -18,7 +18,9 @@ from marketarena.envs.errors import ConfigError, DataError, UnknownNameError
 def iso_date(value: str | dt.date | np.datetime64, what: str = "date") -> str:
     """``value`` as a ``YYYY-MM-DD`` string: an ISO date string (``2018-01-02``,
     ``20180102``), a ``datetime.date`` (which YAML makes of an unquoted date), a ``datetime``
-    at any time of day, or a numpy date.
+    at any time of day, or a numpy date. A string or numpy value with a time of day (an
+    intraday bar's end, ``2024-03-05T14:35``) is kept as ``YYYY-MM-DDTHH:MM:SS`` in UTC
+    (converted when it has a zone, read as UTC when naive).
 
     A value that is not a real date (``2018-13-45``, ``13/01/2020``, ``abc``) is a
     :class:`~marketarena.envs.errors.ConfigError` naming ``what`` (e.g. ``--start``); dates
@@ -29,6 +31,9 @@ def iso_date(value: str | dt.date | np.datetime64, what: str = "date") -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, np.datetime64) and not np.isnat(value):
+        seconds = value.astype("datetime64[s]")
+        if seconds != seconds.astype("datetime64[D]"):  # an intraday bar's end
+            return str(seconds)
         return str(value.astype("datetime64[D]"))
     if isinstance(value, int) and not isinstance(value, bool):  # YAML reads 20180102 so
         value = str(value)
@@ -37,6 +42,14 @@ def iso_date(value: str | dt.date | np.datetime64, what: str = "date") -> str:
             return dt.date.fromisoformat(value.strip()).isoformat()
         except ValueError:
             pass
+        try:  # a time of day (intraday bars): UTC when naive, converted to UTC otherwise
+            stamp = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            pass
+        else:
+            if stamp.tzinfo is not None:
+                stamp = stamp.astimezone(dt.UTC).replace(tzinfo=None)
+            return stamp.isoformat(timespec="seconds")
     raise ConfigError(f"{what} {value!r} is not a date: write it as YYYY-MM-DD")
 
 

@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from marketarena.envs.data import SymbolCoverage
+from marketarena.envs.data import periods_per_year as data_periods_per_year
 from marketarena.envs.errors import MissingFileError
 from marketarena.envs.regimes import Regimes
 from marketarena.evaluation import metrics, plots, tearsheet
@@ -136,6 +137,17 @@ class EvaluationReport:
     sector_strength: pd.DataFrame | None = None
     sector_note: str = ""
     _rows: list[AgentRow] | None = None
+
+    def __post_init__(self) -> None:
+        """On intraday results the daily default 252 means "not set": ``periods_per_year``
+        becomes that of their bars (:func:`~marketarena.envs.data.periods_per_year`, 252 x 78
+        for 5-minute bars), from the first intraday result."""
+        if self.periods_per_year != metrics.PERIODS_PER_YEAR:
+            return
+        for result in (r for e in self.evaluations for r in e.results):
+            if result.dates.dtype != np.dtype("datetime64[D]"):
+                self.periods_per_year = data_periods_per_year(result.dates)
+                return
 
     def rows(self) -> list[AgentRow]:
         if self._rows is None:

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from marketarena.agents.base import Agent, Composite, Diagnosable, ReadsMarketData, ReadsSnapshot
-from marketarena.envs.data import MarketData, resolve_data
+from marketarena.envs.data import MarketData, as_dates, resolve_data
+from marketarena.envs.data import periods_per_year as data_periods_per_year
 from marketarena.envs.errors import ConfigError, DataError, MissingFileError
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.evaluation import metrics
@@ -86,14 +87,16 @@ class BacktestResult:
         return self.benchmark[1:] / self.benchmark[:-1] - 1.0
 
     def metrics(
-        self, periods_per_year: int = metrics.PERIODS_PER_YEAR, risk_free: float = 0.0
+        self, periods_per_year: int | None = None, risk_free: float = 0.0
     ) -> dict[str, float]:
-        """The standard metric table (see :func:`metrics.summary`)."""
+        """The standard metric table (see :func:`metrics.summary`). ``periods_per_year``
+        None: from the dates (:func:`~marketarena.envs.data.periods_per_year`: 252 for days,
+        252 x 78 for 5-minute bars)."""
         out = metrics.summary(
             self.returns,
             benchmark_returns=self.benchmark_returns,
             risk_free=risk_free,
-            periods_per_year=periods_per_year,
+            periods_per_year=periods_per_year or data_periods_per_year(self.dates),
             turnover=self.turnover,
             weights=self.weights[1:, :-1],
             costs=self.costs,
@@ -176,7 +179,7 @@ class BacktestResult:
             agent=meta["agent"],
             data_name=meta["data_name"],
             symbols=symbols,
-            dates=pd.to_datetime(daily["date"]).to_numpy().astype("datetime64[D]"),
+            dates=as_dates(pd.to_datetime(daily["date"]).to_numpy()),
             nav=daily["nav"].to_numpy(dtype=float),
             weights=daily[weight_cols].to_numpy(dtype=float),
             turnover=daily["turnover"].to_numpy(dtype=float)[1:],
@@ -411,7 +414,7 @@ def run_backtest(
     if progress is not None:
         on_step = _reporting(on_step, progress, steps_left(env))
     episode = run_episode(agent, env, observation, info, on_step=on_step)
-    date_arr = np.asarray(episode.dates, dtype="datetime64[D]")
+    date_arr = as_dates(episode.dates)
     fills = (
         env.sim.history(0).fills_frame()
         if env.sim.record

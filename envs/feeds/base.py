@@ -70,7 +70,9 @@ __all__ = [
     "bar_sets_to_market_data",
     "check_interval",
     "daily_bar_end",
+    "interval_of",
     "to_utc",
+    "utc_naive",
 ]
 
 #: the intervals a feed delivers, and their lengths
@@ -517,14 +519,16 @@ def _filled(last: Bar, end: pd.Timestamp) -> Bar:
 
 
 def bar_sets_to_market_data(sets: Sequence[BarSet], name: str = "feed") -> MarketData:
-    """Daily bar sets as a :class:`MarketData` (row = ``BarSet.date``, columns = the first
-    set's symbols; open/high/low/volume when every bar has them), validated as any load is.
-    Forward-filled bars enter as they were emitted. Intraday sets are refused (a
-    :class:`ConfigError`): a MarketData row is a day."""
+    """Bar sets of one interval as a :class:`MarketData` (columns = the first set's symbols;
+    open/high/low/volume when every bar has them), validated as any load is. A daily set's
+    row is its ``BarSet.date``; an intraday set's row is its ``end`` (``datetime64[s]``, UTC:
+    the intraday :class:`MarketData` convention). Forward-filled bars enter as they were
+    emitted. Sets of several intervals are a :class:`ConfigError`."""
     if not sets:
         raise DataError(f"{name}: no bar sets")
-    if any(s.interval != "1d" for s in sets):
-        raise ConfigError(f"{name}: only daily ('1d') bar sets make a MarketData")
+    intervals = sorted({s.interval for s in sets})
+    if len(intervals) > 1:
+        raise ConfigError(f"{name}: bar sets of several intervals {intervals} make no MarketData")
     symbols = sets[0].symbols
     columns: dict[str, Any] = {}
     for f in ("open", "high", "low", "close", "volume"):
@@ -533,5 +537,28 @@ def bar_sets_to_market_data(sets: Sequence[BarSet], name: str = "feed") -> Marke
         )
         if f == "close" or not any(v is None for v in values.ravel()):
             columns[f] = values.astype(np.float64)
-    dates = np.array([s.date for s in sets], dtype="datetime64[D]")
+    if intervals == ["1d"]:
+        dates = np.array([s.date for s in sets], dtype="datetime64[D]")
+    else:
+        dates = np.array([utc_naive(s.end) for s in sets], dtype="datetime64[s]")
     return MarketData(dates=dates, symbols=symbols, name=name, **columns)
+
+
+def utc_naive(end: pd.Timestamp) -> np.datetime64:
+    """A bar's end (tz-aware) as the naive UTC ``datetime64[s]`` of an intraday
+    :class:`MarketData` row."""
+    return np.datetime64(to_utc(end, "bar end").tz_localize(None).to_datetime64(), "s")
+
+
+def interval_of(data: MarketData) -> str:
+    """The :data:`INTERVALS` name of ``data``'s bars (``"1d"`` for daily data); an intraday
+    bar length that is none of them is a :class:`ConfigError`."""
+    step = data.bar_interval
+    if not data.intraday:
+        return "1d"
+    for key, length in INTERVALS.items():
+        if key != "1d" and step == length:
+            return key
+    raise ConfigError(
+        f"{data.name}: intraday bars of {step} are none of the feed intervals {list(INTERVALS)}"
+    )

@@ -6,10 +6,12 @@ The replay protocol (JSON text messages over a WebSocket at ``ws://HOST:PORT/ws`
 --------------------------------------------------------------------------------
 1. The client sends ``{"action": "subscribe", "symbols": [...], "after": ISO | null}``
    (``symbols`` null: all; ``after``: replay only dates whose bars end after it).
-2. The server answers ``{"type": "ready", "symbols": [...], "interval": "1d", "dates": N}``
+2. The server answers ``{"type": "ready", "symbols": [...], "interval": I, "dates": N}``
+   (``I``: ``"1d"`` for a daily dataset, else its intraday bars' length, e.g. ``"5min"``)
    or ``{"type": "error", "message": ...}`` (an unknown symbol) and closes.
 3. For each date in order, one ``{"type": "bar", ...}`` per symbol (the fields of
-   :meth:`Bar.to_json`: the stored values exactly, ``end`` the session close in UTC), then
+   :meth:`Bar.to_json`: the stored values exactly, ``end`` the session close in UTC for a
+   daily dataset, the row's timestamp (a bar's end, UTC) for an intraday one), then
    ``{"type": "set", "end": ISO}``; the server waits ``1 / speed`` seconds between dates
    (``speed`` None: no wait).
 4. ``{"type": "end"}`` after the last date, then the server closes.
@@ -35,7 +37,7 @@ from aiohttp import web
 
 from marketarena.envs.data import MarketData, resolve_data
 from marketarena.envs.errors import ConfigError, DataError
-from marketarena.envs.feeds.base import DEFAULT_GRACE, Bar
+from marketarena.envs.feeds.base import DEFAULT_GRACE, Bar, check_interval, interval_of
 from marketarena.envs.feeds.stream import TICK, Backoff, FeedUnavailableError, StreamFeed
 from marketarena.envs.news import DEFAULT_CALENDAR, session_closes
 
@@ -113,7 +115,7 @@ class BackgroundServer:
 
 
 class ReplayServer:
-    """Serves one daily dataset over the replay protocol (module docstring).
+    """Serves one dataset, daily or intraday, over the replay protocol (module docstring).
 
     Args:
         data: a :class:`MarketData`, a bundled dataset name or a data path (a data folder of
@@ -141,7 +143,11 @@ class ReplayServer:
         self.data = resolve_data(data)
         self.speed = speed
         self.calendar = calendar
-        ends = session_closes(self.data.dates, calendar)
+        #: the interval served: ``"1d"`` for daily data, else the intraday bars' length
+        self.interval = interval_of(self.data)
+        # an intraday row IS its bar's end (UTC); a daily row ends at its session's close
+        intraday = self.data.intraday
+        ends = self.data.dates if intraday else session_closes(self.data.dates, calendar)
         self.ends = [pd.Timestamp(e).tz_localize("UTC") for e in ends]
         app = web.Application()
         app.router.add_get("/ws", self._handle)
@@ -170,7 +176,13 @@ class ReplayServer:
 
     def feed(self, symbols: Sequence[str] | None = None, **kwargs: Any) -> ReplayFeed:
         """A :class:`ReplayFeed` reading this server (default: all its symbols)."""
-        return ReplayFeed(self.url, symbols or self.symbols, calendar=self.calendar, **kwargs)
+        return ReplayFeed(
+            self.url,
+            symbols or self.symbols,
+            calendar=self.calendar,
+            interval=self.interval,
+            **kwargs,
+        )
 
     def bars_of(self, t: int, symbols: Sequence[str]) -> list[Bar]:
         """The bars of date row ``t`` for ``symbols``: the stored values exactly."""
@@ -189,7 +201,7 @@ class ReplayServer:
                 Bar(
                     s,
                     self.ends[t],
-                    "1d",
+                    self.interval,
                     close=close,
                     open=value("open"),
                     high=value("high"),
@@ -213,7 +225,12 @@ class ReplayServer:
             after_ts = pd.Timestamp(after).tz_convert("UTC") if after else None
             rows = [t for t, e in enumerate(self.ends) if after_ts is None or e > after_ts]
             await ws.send_json(
-                {"type": "ready", "symbols": symbols, "interval": "1d", "dates": len(rows)}
+                {
+                    "type": "ready",
+                    "symbols": symbols,
+                    "interval": self.interval,
+                    "dates": len(rows),
+                }
             )
             for t in rows:
                 for bar in self.bars_of(t, symbols):
@@ -232,8 +249,9 @@ class ReplayServer:
 
 
 class ReplayFeed(StreamFeed):
-    """The :class:`~marketarena.envs.feeds.base.Feed` of a :class:`ReplayServer`: daily
-    (``"1d"``) bar sets, exactly the stored bars, in order.
+    """The :class:`~marketarena.envs.feeds.base.Feed` of a :class:`ReplayServer`: bar sets
+    of ``interval`` (default ``"1d"``; the server's :attr:`ReplayServer.interval`), exactly
+    the stored bars, in order.
 
     A connection lost before the server's ``end`` is reopened after a :class:`Backoff`
     delay, asking for the dates after the last set emitted (a set half received is sent
@@ -250,6 +268,7 @@ class ReplayFeed(StreamFeed):
         symbols: Sequence[str],
         *,
         calendar: str | None = DEFAULT_CALENDAR,
+        interval: str = "1d",
         grace: float = DEFAULT_GRACE,
         after: Any = None,
         until: Any = None,
@@ -259,7 +278,7 @@ class ReplayFeed(StreamFeed):
     ) -> None:
         super().__init__(
             symbols,
-            "1d",
+            check_interval(interval),
             name=name,
             calendar=calendar,
             grace=grace,

@@ -56,9 +56,15 @@ it); an error, an outage or Ctrl-C leaves it as its last recorded bar left it. E
         with open_feed("replay:sp500_20", s) as feed:
             run_paper(s, feed, on_bar=print)
 
-Only daily bars (``interval="1d"``) are traded: a MarketData row, the env's dates, the run
-store's days and every report are calendar days (``datetime64[D]``); intraday intervals are
-refused with an error saying so.
+Intervals: daily bars (``"1d"``: a row per session, dated by its day) or intraday bars
+(``"1min"``, ``"5min"``, ``"15min"``, ``"1h"``), which need intraday history data of that
+interval (:class:`~marketarena.envs.data.MarketData` rows stamped with each bar's END in UTC,
+``datetime64[s]``); the run store's days, positions and reports then show those timestamps,
+and the metrics annualise with ``252 x`` the bars of a 6.5-hour session. An intraday bar set
+is traded when its bar lies inside a session of the calendar (its end after the session's
+open and at or before its close, early closes included); a bar outside trading hours
+(pre-market, after hours, a holiday) is skipped and counted (``off_session``), as a daily
+set dated on a holiday is.
 """
 
 from __future__ import annotations
@@ -77,7 +83,15 @@ from marketarena.envs.data import DataValidationError, MarketData, resolve_data
 from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.features import compute_features
 from marketarena.envs.feeds.adapters import PollingRestFeed
-from marketarena.envs.feeds.base import INTERVALS, BarSet, Feed, check_interval, daily_bar_end
+from marketarena.envs.feeds.base import (
+    INTERVALS,
+    BarSet,
+    Feed,
+    check_interval,
+    daily_bar_end,
+    interval_of,
+    utc_naive,
+)
 from marketarena.envs.feeds.fallback import FallbackFeed
 from marketarena.envs.feeds.files import FileFeed
 from marketarena.envs.feeds.replay import ReplayFeed, ReplayServer
@@ -88,12 +102,8 @@ from marketarena.evaluation.runner import agent_diagnostics, make_backtest_env, 
 from marketarena.evaluation.saved_runs import persisted
 from marketarena.evaluation.saved_runs.store import RunStore
 
-#: the intervals a paper run trades
-PAPER_INTERVALS = ("1d",)
-INTRADAY_MISSING = (
-    "intraday bars are not supported yet: MarketData rows, the env's dates, the run store's "
-    "days and the reports are calendar days (datetime64[D]); use --interval 1d"
-)
+#: the intervals a paper run trades (those of its history data)
+PAPER_INTERVALS = tuple(INTERVALS)
 
 
 @dataclass
@@ -133,10 +143,15 @@ class PaperBar:
     weights: np.ndarray
 
 
-def _check_interval(interval: str) -> None:
+def _check_interval(interval: str, history: MarketData) -> None:
+    """``interval`` must be one of :data:`PAPER_INTERVALS` and the history's own."""
     check_interval(interval)
-    if interval not in PAPER_INTERVALS:
-        raise ConfigError(f"--interval {interval}: {INTRADAY_MISSING}")
+    own = interval_of(history)
+    if interval != own:
+        raise ConfigError(
+            f"--interval {interval}: {history.name} holds {own} bars; a paper run trades bars "
+            "of its history's interval"
+        )
 
 
 def _history(run_id: str, spec: Mapping[str, Any]) -> MarketData:
@@ -216,7 +231,7 @@ class PaperSession:
             f: np.vstack([getattr(h, f), np.array(rows[f])]) for f in self.fields
         }
         return MarketData(
-            dates=np.concatenate([h.dates, np.array(dates, dtype="datetime64[D]")]),
+            dates=np.concatenate([h.dates, np.array(dates, dtype=h.dates.dtype)]),
             symbols=h.symbols,
             sectors=h.sectors,
             name=h.name,
@@ -226,22 +241,28 @@ class PaperSession:
 
     def _calendar(self) -> Any:
         if self._cal is None:
-            start = pd.Timestamp(self.spec["paper"]["history_end"])
+            start = pd.Timestamp(self.spec["paper"]["history_end"]).normalize()
             end = max(pd.Timestamp.now().normalize(), start) + pd.Timedelta(days=400)
             self._cal = _calendar(self.calendar_name, start, end)
         return self._cal
 
-    def _is_session(self, date: str) -> bool:
+    def _is_session(self, date: str, end: pd.Timestamp | None = None) -> bool:
+        """Whether ``date`` is a session; with ``end`` (an intraday bar's end, UTC), whether
+        that bar lies in the session's trading hours (after its open, at or before its close)."""
         cal = self._calendar()
         day = pd.Timestamp(date)
         if not cal.first_session <= day <= cal.last_session:
             return day.weekday() < 5  # beyond the calendar's range: weekdays
-        return bool(cal.is_session(day))
+        if not cal.is_session(day):
+            return False
+        if end is None:
+            return True
+        return bool(cal.session_open(day) < end <= cal.session_close(day))
 
     def _sessions_between(self, first: str, last: str) -> int:
         """Sessions strictly between two dates."""
         cal = self._calendar()
-        lo, hi = pd.Timestamp(first), pd.Timestamp(last)
+        lo, hi = pd.Timestamp(first).normalize(), pd.Timestamp(last).normalize()
         lo, hi = max(lo, cal.first_session), min(hi, cal.last_session)
         if hi <= lo:
             return 0
@@ -263,11 +284,12 @@ class PaperSession:
                 f"the feed delivers {bar_set.interval} bars; paper run {self.run_id!r} trades "
                 f"{self.spec['paper']['interval']} bars"
             )
-        date = str(np.datetime64(bar_set.date, "D"))
+        intraday = bar_set.interval != "1d"
+        date = str(utc_naive(bar_set.end) if intraday else np.datetime64(bar_set.date, "D"))
         if date <= self.last_date:
             counts.stale += 1
             return None
-        if not self._is_session(date):
+        if not self._is_session(bar_set.date, bar_set.end if intraday else None):
             counts.off_session += 1
             return None
         missing = [s for s in self.symbols if s not in bar_set.bars]
@@ -375,13 +397,14 @@ def start_paper(
     """A new paper run of ``agent`` (a spec, as for a backtest) from ``data``'s history up to
     ``start`` (default: its last date), the run's first mark, all cash.
 
-    ``interval``: the bars it trades (``"1d"``; intraday is refused); ``calendar``: the
+    ``interval``: the bars it trades (``"1d"``, or the intraday interval of ``data``: see
+    the module docstring); ``calendar``: the
     exchange calendar whose sessions it decides in (``exchange_calendars`` name, default
     XNYS). ``settings``/``overrides`` as for
     :func:`~marketarena.evaluation.saved_runs.persisted.start_backtest` (rules, risk, ...).
     Everything checkable is checked before the run is created.
     """
-    _check_interval(interval)
+    check_interval(interval)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
     store.require_new(run_id)
@@ -394,9 +417,11 @@ def start_paper(
             "feed do not carry: paper runs need OHLCV (or close-only) data"
         )
     history = market.slice(None, start)
+    _check_interval(interval, history)
     first = str(history.dates[-1])
     chosen = EnvSettings.resolve(settings, overrides).replace(start=first, end=first)
-    _calendar(calendar, pd.Timestamp(first), pd.Timestamp(first))  # an unknown name: an error
+    day = pd.Timestamp(first).normalize()
+    _calendar(calendar, day, day)  # an unknown name: an error
     _, first_valid = compute_features(history, chosen.features)
     if first_valid + chosen.window - 1 > history.n_periods - 1:
         usable = market.dates[min(first_valid + chosen.window - 1, market.n_periods - 1)]
@@ -517,13 +542,18 @@ def open_feed(
         raise ConfigError(f"no --feed given: use {FEED_HELP}")
     targets = [check_feed(s) for s in specs]
     calendar = session.calendar_name
+    interval = session.spec["paper"]["interval"]
+    after = (
+        daily_bar_end(session.last_date, calendar)
+        if interval == "1d"
+        else pd.Timestamp(session.last_date).tz_localize("UTC")
+    )
     common: dict[str, Any] = {
         "calendar": calendar,
-        "after": daily_bar_end(session.last_date, calendar),
+        "after": after,
         "idle_timeout": idle_timeout,
         "until": None if until is None else daily_bar_end(until, calendar),
     }
-    interval = session.spec["paper"]["interval"]
     with ExitStack() as stack:
         feeds: list[Feed] = []
         for one, target in zip(specs, targets, strict=True):
@@ -543,10 +573,14 @@ def open_feed(
                     **common,
                 )
             elif target.startswith(("ws://", "wss://")):
-                made = ReplayFeed(target, session.symbols, backoff=backoff, **common)
+                made = ReplayFeed(
+                    target, session.symbols, interval=interval, backoff=backoff, **common
+                )
             else:
                 server = stack.enter_context(ReplayServer(target, speed=speed, calendar=calendar))
-                made = ReplayFeed(server.url, session.symbols, backoff=backoff, **common)
+                made = ReplayFeed(
+                    server.url, session.symbols, interval=interval, backoff=backoff, **common
+                )
             stack.callback(made.close)
             feeds.append(made)
         yield feeds[0] if len(feeds) == 1 else FallbackFeed(feeds)

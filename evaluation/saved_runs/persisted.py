@@ -29,7 +29,8 @@ import pandas as pd
 from marketarena.agents.base import Resumable, ResumableAgent
 from marketarena.agents.llm_server import local_model_served
 from marketarena.agents.registry import make_agent
-from marketarena.envs.data import MarketData, resolve_data
+from marketarena.envs.data import MarketData, as_dates, resolve_data
+from marketarena.envs.data import periods_per_year as data_periods_per_year
 from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.envs.settings import EnvSettings, build_rules, setting_names
@@ -340,7 +341,7 @@ def load_result(store: RunStore, run_id: str) -> BacktestResult:
         agent=spec["agent"],
         data_name=str(spec["data"]),
         symbols=info.symbols,
-        dates=np.array([first_date, *days["date"]], dtype="datetime64[D]"),
+        dates=as_dates([first_date, *days["date"]]),
         nav=np.r_[initial, days["nav"].to_numpy()],
         weights=np.vstack([start_weights, days.attrs["weights"]])
         if len(days)
@@ -403,10 +404,17 @@ def mean_holding_period(periods: pd.DataFrame) -> float:
 
 
 def turnover_summary(days: pd.DataFrame) -> dict[str, float]:
+    """Mean turnover per recorded day (per bar for intraday runs), annual turnover
+    (annualised with :func:`~marketarena.envs.data.periods_per_year` of a ``date`` column:
+    252 a year for days or without dates, 252 x 78 for 5-minute bars) and total costs."""
     turnover = days["turnover"].to_numpy()
+    dated = "date" in days.columns and len(days) > 0
+    per_year = data_periods_per_year(days["date"]) if dated else metrics.PERIODS_PER_YEAR
     return {
         "mean_daily_turnover": float(turnover.mean()) if len(turnover) else float("nan"),
-        "annual_turnover": float(metrics.turnover(turnover)) if len(turnover) else float("nan"),
+        "annual_turnover": float(metrics.turnover(turnover, per_year))
+        if len(turnover)
+        else float("nan"),
         "total_costs": float(days["costs"].sum()),
     }
 
@@ -489,10 +497,13 @@ class Positions:
         periods = self.holding_periods()
         turnover = turnover_summary(self.days)
         held = mean_holding_period(periods)
+        dated = "date" in self.days.columns and len(self.days) > 0
+        intraday = dated and as_dates(self.days["date"]).dtype != np.dtype("datetime64[D]")
+        unit = "bar" if intraday else "day"
         return (
-            f"turnover: {turnover['mean_daily_turnover']:.3f} a day "
+            f"turnover: {turnover['mean_daily_turnover']:.3f} a {unit} "
             f"({turnover['annual_turnover']:.1f} a year), costs {turnover['total_costs']:,.2f}; "
-            f"mean holding period {held:.1f} days over {len(periods)} "
+            f"mean holding period {held:.1f} {unit}s over {len(periods)} "
             f"symbol{'' if len(periods) == 1 else 's'}"
         )
 

@@ -710,7 +710,7 @@ def test_the_service_reads_a_paper_run_as_a_backtest(tmp_path, server):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--interval", "5min"], "intraday bars are not supported yet"),
+        (["--interval", "5min"], "sp500_20 holds 1d bars"),
         (["--interval", "2d"], "interval '2d': use one of"),
         (["--feed", "kafka:topic"], "unknown feed kind 'kafka'"),
         (["--feed", "replay"], "--feed 'replay': use replay:ws://"),
