@@ -1,0 +1,416 @@
+"""The arena: N agents trade one market at once, and their net order flow moves prices.
+
+:class:`ArenaEnv` is a PettingZoo ``ParallelEnv``. Every agent holds its own portfolio over
+the same universe; the agents are the batch axis of one
+:class:`~marketarena.envs.core.PortfolioCore` (the code :class:`PortfolioEnv` runs), whose
+simulator is an :class:`ImpactSimulator`: the only difference from a plain backtest is the
+price at which orders fill and at which books are marked.
+
+## Timing (as in ``PortfolioEnv``)
+
+* Every agent decides after the close of bar ``t``, from data with index ``<= t``, public
+  prices moved by the permanent impact of flow up to bar ``t``, and (optionally) the
+  aggregate net flow of bar ``t`` -- never another agent's decision at ``t``.
+* All orders of step ``t`` fill together on the fill bar (open of ``t+1`` by default,
+  ``rules.execution``), at one price per asset moved by their net flow, and the books are
+  marked at the close of ``t+1`` after permanent impact.
+
+## Impact model (Almgren–Chriss style, point in time)
+
+For asset ``j`` at decision ``t``:
+
+* ``sigma_j``: the standard deviation (ddof 0) of the historical log close-to-close returns
+  of the last ``impact_window`` bars ending at ``t`` (fewer at the start of the data; 0 at
+  ``t = 0``); ``V_j``: the mean historical volume of the last ``impact_window`` bars ending
+  at ``t``. Both use rows ``<= t`` only.
+* ``q_j``: the net order flow in shares: the sum over agents of buys minus sells as sized at
+  the close of ``t`` (after the lot and volume-cap limits, before buys are scaled to the cash
+  left, which depends on the fill price), plus the noise traders' flow.
+* Temporary impact: every order on asset ``j`` fills at
+  ``p_fill = p_ref * exp(sign(q_j) * eta * sigma_j * |q_j / V_j| ** beta)``, where ``p_ref``
+  is the historical fill-bar price times the permanent factor ``F_j`` accumulated so far.
+  Commission and slippage (``rules``) apply on top, as in ``PortfolioEnv``.
+* Permanent impact: after the fill, ``F_j <- F_j * exp(gamma * sigma_j * q_j / V_j)``; every
+  later price of ``j`` (marks, fills, the public prices in observations) is the historical
+  price times ``F_j``. ``F`` is 1 at reset.
+
+``eta = gamma = 0`` (the default) is no impact: with one agent the arena is then
+``PortfolioEnv`` step for step (tested). Noise traders (``noise_scale`` > 0) add a flow of
+``noise_scale * V_j * z`` shares per asset and step, ``z`` standard normal from the env's
+RNG (``reset(seed=...)``).
+
+## Rewards
+
+``reward_mode``: ``"absolute"`` (default): each agent's own reward (``settings.reward``,
+default the log return of its NAV, after costs and impact); ``"relative"``: its reward minus
+the mean reward of the other agents; ``"rank"``: ``(number of agents it beat - number that
+beat it) / (n_agents - 1)`` on the step's rewards, in ``[-1, 1]``. ``relative`` and ``rank``
+need at least two agents.
+
+## Observations
+
+Each agent's observation is its ``PortfolioEnv`` observation (the feature window of rows
+``<= t``, its own weights and cash fraction), then the permanent impact factors ``F`` (``N``:
+public price over historical price), then, with ``observe_flow=True``, the aggregate net
+flow of the last bar over trailing volume, ``q_j / V_j`` (``N``; 0 before the first step).
+
+## Episodes
+
+One episode for all agents: a start drawn by the env's RNG (or the first eligible date, or
+``options={"start": ...}``), truncation when the date range or ``episode_length`` ends.
+When an agent's NAV hits the ruin level (``rules.ruin_fraction``) the episode ends for all:
+that agent is terminated, the others truncated (a market with a ruined agent that keeps its
+book but cannot act is not modelled).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from pettingzoo import ParallelEnv
+
+from marketarena.envs.core import PortfolioCore
+from marketarena.envs.data import MarketData
+from marketarena.envs.errors import ConfigError
+from marketarena.envs.settings import EnvSettings
+from marketarena.envs.simulator import Simulator, StepResult, TradingRules
+
+__all__ = ["REWARD_MODES", "ArenaEnv", "ImpactModel", "ImpactSimulator"]
+
+RewardMode = Literal["absolute", "relative", "rank"]
+REWARD_MODES: tuple[str, ...] = ("absolute", "relative", "rank")
+
+
+class ImpactModel:
+    """Temporary and permanent price impact of net order flow (see the module docstring).
+
+    Args:
+        data: the market; needs volume when any coefficient is non-zero.
+        eta: temporary impact coefficient (>= 0).
+        beta: temporary impact exponent (> 0; 0.5 is the square-root law).
+        gamma: permanent impact coefficient (>= 0).
+        window: bars of trailing volatility and volume (>= 2).
+    """
+
+    def __init__(
+        self,
+        data: MarketData,
+        eta: float = 0.0,
+        beta: float = 0.5,
+        gamma: float = 0.0,
+        window: int = 20,
+    ) -> None:
+        for name, value in (("impact_eta", eta), ("impact_gamma", gamma)):
+            if not np.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+        if not np.isfinite(beta) or beta <= 0:
+            raise ConfigError(f"impact_beta must be a finite number > 0, got {beta}")
+        if window < 2:
+            raise ConfigError(f"impact_window must be >= 2, got {window}")
+        self.eta, self.beta, self.gamma, self.window = float(eta), float(beta), float(gamma), window
+        self.active = eta > 0 or gamma > 0
+        n_t, n = data.close.shape
+        if data.volume is None:
+            if self.active:
+                raise ConfigError(
+                    f"{data.name} has no volume: the impact model (impact_eta, impact_gamma) "
+                    "needs it; use data with volume or zero impact"
+                )
+            self.sigma = np.zeros((n_t, n))
+            self.volume = np.ones((n_t, n))
+            return
+        self.sigma, self.volume = self.trailing(data.close, data.volume, window)
+        if self.active and np.any(self.volume <= 0):
+            t, j = np.argwhere(self.volume <= 0)[0]
+            raise ConfigError(
+                f"{data.name}: trailing volume of {data.symbols[j]} is 0 on {data.dates[t]}; "
+                "the impact model divides by it"
+            )
+
+    @staticmethod
+    def trailing(
+        close: np.ndarray, volume: np.ndarray, window: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``t``: the volatility of the log returns and the mean volume of the ``window``
+        bars ending at ``t`` (fewer at the start); rows ``<= t`` only."""
+        n_t, n = close.shape
+        log_ret = np.zeros((n_t, n))
+        log_ret[1:] = np.diff(np.log(close), axis=0)
+        sigma = np.zeros((n_t, n))
+        mean_volume = np.zeros((n_t, n))
+        for t in range(n_t):
+            lo = max(0, t - window + 1)
+            mean_volume[t] = volume[lo : t + 1].mean(axis=0)
+            rets = log_ret[max(1, lo) : t + 1]
+            if len(rets):
+                sigma[t] = rets.std(axis=0)
+        return sigma, mean_volume
+
+    def temporary(self, t: int, flow: np.ndarray) -> np.ndarray:
+        """Log shift of the fill price for net ``flow`` ``(N,)`` at decision ``t``."""
+        x = flow / self.volume[t]
+        return np.sign(x) * self.eta * self.sigma[t] * np.abs(x) ** self.beta
+
+    def permanent(self, t: int, flow: np.ndarray) -> np.ndarray:
+        """Log shift of every later price for net ``flow`` ``(N,)`` at decision ``t``."""
+        return self.gamma * self.sigma[t] * flow / self.volume[t]
+
+
+class ImpactSimulator(Simulator):
+    """A :class:`Simulator` whose envs are agents in one market: they step together (one
+    decision index), and their net flow moves the fill and mark prices (:class:`ImpactModel`).
+
+    ``factor`` ``(N,)``: the permanent impact factors; ``last_flow`` ``(N,)``: the last step's
+    net flow in shares (noise included); ``last_impact_cost`` ``(n_envs,)``: what each agent
+    paid (positive) or gained through the temporary impact of its fills, against ``p_ref``.
+    """
+
+    def __init__(
+        self,
+        data: MarketData,
+        rules: TradingRules | None,
+        n_envs: int,
+        impact: ImpactModel,
+        noise_scale: float = 0.0,
+        *,
+        record: bool = False,
+        dtype: type = np.float64,
+    ) -> None:
+        super().__init__(data, rules, n_envs, record=record, dtype=dtype)
+        self.impact = impact
+        self.noise_scale = noise_scale
+        self.rng = np.random.default_rng()
+        self.factor = np.ones(self.n_assets)
+        self.last_flow = np.zeros(self.n_assets)
+        self.last_fill = np.zeros((n_envs, self.n_assets))
+        self.last_impact_cost = np.zeros(n_envs)
+
+    def reset(self, start: int | np.ndarray, env_ids: np.ndarray | None = None) -> None:
+        if env_ids is not None:
+            raise ValueError("the agents of an arena share one episode: reset them together")
+        super().reset(start)
+        self.factor = np.ones(self.n_assets)
+        self.last_flow = np.zeros(self.n_assets)
+        self.last_impact_cost = np.zeros(self.n_envs)
+
+    def _execute(self, buys: np.ndarray, sells: np.ndarray) -> StepResult:
+        """As :meth:`Simulator._execute`, at prices moved by the agents' net flow."""
+        fill, mark = self._prices()
+        if self._limits:
+            self._limit_orders(buys, sells)
+        t = int(self.t[0])
+        flow = buys.sum(axis=0) - sells.sum(axis=0)
+        if self.noise_scale > 0:
+            flow = flow + self.noise_scale * self.impact.volume[t] * self.rng.standard_normal(
+                self.n_assets
+            )
+        ref = fill * self.factor
+        fill = ref * np.exp(self.impact.temporary(t, flow))
+        self.factor = self.factor * np.exp(self.impact.permanent(t, flow))
+        mark = mark * self.factor
+        self.last_flow = flow
+        self.last_fill = fill
+        sell_value, sell_fee, cash, available = self._sell(sells, fill, buys)
+        buy_value, buy_fee = self._buy(buys, fill, cash, available)
+        # buys are final (scaled to the cash) only now
+        self.last_impact_cost = np.vecdot(buys - sells, fill - ref)
+        res = self._charge(sell_value, buy_value, sell_fee, buy_fee)
+        self._book(buys, sells, mark, cash, res)
+        if self.record:
+            self._record(buys, sells, fill)
+        return res
+
+
+class ArenaEnv(ParallelEnv):
+    """N agents, one market, price impact; see the module docstring for the full spec.
+
+    Args:
+        n_agents: number of agents (>= 1; ``"relative"`` and ``"rank"`` rewards need 2).
+        data: :class:`MarketData`, a bundled dataset name or a file path.
+        settings, overrides: an :class:`EnvSettings` and any of its fields as keywords, as
+            for ``PortfolioEnv`` (every agent trades under the same settings).
+        reward_mode: ``"absolute"`` (default), ``"relative"`` or ``"rank"``.
+        impact_eta, impact_beta, impact_gamma, impact_window: the :class:`ImpactModel`
+            (defaults 0, 0.5, 0, 20: no impact).
+        noise_scale: noise traders' flow per step as a multiple of trailing volume (default
+            0: none).
+        observe_flow: append the last bar's aggregate net flow over trailing volume to each
+            observation (default False).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"name": "marketarena_arena_v0", "render_modes": []}
+
+    def __init__(
+        self,
+        n_agents: int = 2,
+        data: MarketData | str = "sp500_20",
+        settings: EnvSettings | None = None,
+        *,
+        reward_mode: str = "absolute",
+        impact_eta: float = 0.0,
+        impact_beta: float = 0.5,
+        impact_gamma: float = 0.0,
+        impact_window: int = 20,
+        noise_scale: float = 0.0,
+        observe_flow: bool = False,
+        **overrides: Any,
+    ) -> None:
+        if not isinstance(n_agents, int | np.integer) or n_agents < 1:
+            raise ConfigError(f"n_agents must be an integer >= 1, got {n_agents!r}")
+        if reward_mode not in REWARD_MODES:
+            raise ConfigError(f"reward_mode={reward_mode!r}: choose one of {list(REWARD_MODES)}")
+        if reward_mode != "absolute" and n_agents < 2:
+            raise ConfigError(
+                f"reward_mode={reward_mode!r} compares agents: it needs n_agents >= 2, "
+                f"got {n_agents}"
+            )
+        if not np.isfinite(noise_scale) or noise_scale < 0:
+            raise ConfigError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
+        self.core = core = PortfolioCore(data, n_agents, settings, **overrides)
+        self.settings = core.settings
+        self.data = core.data
+        self.impact = ImpactModel(self.data, impact_eta, impact_beta, impact_gamma, impact_window)
+        # the core's plain simulator is replaced by the impact one (same data, rules, batch)
+        self.sim = core.sim = ImpactSimulator(
+            self.data,
+            self.settings.rules,
+            n_agents,
+            self.impact,
+            noise_scale,
+            dtype=np.dtype(self.settings.price_dtype).type,
+        )
+        self.reward_mode = reward_mode
+        self.observe_flow = observe_flow
+        self.n_agents = n_agents
+        self.possible_agents = [f"agent_{i}" for i in range(n_agents)]
+        self.agents: list[str] = []
+        self._index = {a: i for i, a in enumerate(self.possible_agents)}
+        n = core.n_assets
+        self.obs_dim = core.obs_dim + n + (n if observe_flow else 0)
+        self._obs_space = spaces.Box(-np.inf, np.inf, shape=(self.obs_dim,), dtype=np.float32)
+        self._action_space = core.action_spec.space(n)
+        self._np_random, _ = seeding.np_random()
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        """Every agent's: ``Box(-inf, inf, (obs_dim,), float32)`` (one object for all)."""
+        return self._obs_space
+
+    def action_space(self, agent: str) -> spaces.Space:
+        """Every agent's: ``PortfolioEnv``'s action space (one object for all)."""
+        return self._action_space
+
+    # ------------------------------------------------------------------ API
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        """A fresh episode for every agent (all cash). ``seed`` seeds the start draw and the
+        noise traders; ``options={"start": "YYYY-MM-DD"}`` fixes the start date."""
+        if seed is not None:
+            self._np_random, _ = seeding.np_random(seed)
+        core = self.core
+        if options and "start" in options:
+            t0 = core.start_index(options["start"])
+        elif self.settings.random_start:
+            t0 = core.draw_start(self._np_random)
+        else:
+            t0 = core.first_decision
+        if seed is not None:  # drawn after the start, which is then PortfolioEnv's draw
+            self.sim.rng = np.random.default_rng(self._np_random.integers(2**63))
+        core.reset_envs(np.full(self.n_agents, t0))
+        self.agents = list(self.possible_agents)
+        return self._observations(), self._infos(None)
+
+    def step(
+        self, actions: dict[str, np.ndarray]
+    ) -> tuple[
+        dict[str, np.ndarray],
+        dict[str, float],
+        dict[str, bool],
+        dict[str, bool],
+        dict[str, dict[str, Any]],
+    ]:
+        """One bar for every agent. ``actions``: one action per live agent (as in
+        ``PortfolioEnv``)."""
+        if not self.agents:
+            raise RuntimeError("step() called after the episode ended; call reset() first")
+        missing = [a for a in self.agents if a not in actions]
+        unknown = [a for a in actions if a not in self.agents]
+        if missing or unknown:
+            raise ValueError(
+                f"actions must hold one action per live agent {self.agents}: "
+                f"missing {missing}, unknown or finished {unknown}"
+            )
+        core = self.core
+        n = core.n_assets
+        batch = np.empty((self.n_agents, n + 1))
+        for agent in self.agents:
+            a = np.asarray(actions[agent])
+            if a.shape != (n + 1,):
+                raise ValueError(
+                    f"{agent}'s action has shape {a.shape}; expected ({n + 1},): one weight "
+                    f"per asset ({n}) and one for cash"
+                )
+            batch[self._index[agent]] = a
+        result, reward, terminated, truncated = core.step(batch)
+        reward = self._shaped(reward)
+        live = self.agents
+        obs = self._observations(live)
+        infos = self._infos(result, live)
+        ended = bool(terminated.any() or truncated.any())
+        rewards = {a: float(reward[self._index[a]]) for a in live}
+        terms = {a: bool(terminated[self._index[a]]) for a in live}
+        truncs = {a: ended and not terms[a] for a in live}
+        if ended:
+            self.agents = []
+        return obs, rewards, terms, truncs, infos
+
+    # ------------------------------------------------------------- helpers
+    def _shaped(self, reward: np.ndarray) -> np.ndarray:
+        if self.reward_mode == "absolute":
+            return reward
+        if self.reward_mode == "relative":
+            others = (reward.sum() - reward) / (self.n_agents - 1)
+            return reward - others
+        beat = (reward[:, None] > reward[None, :]).sum(axis=1)
+        beaten = (reward[:, None] < reward[None, :]).sum(axis=1)
+        return (beat - beaten) / (self.n_agents - 1)
+
+    def _observations(self, agents: list[str] | None = None) -> dict[str, np.ndarray]:
+        core, sim = self.core, self.sim
+        base = core.observe(np.empty((self.n_agents, core.obs_dim), dtype=np.float32))
+        parts = [base, np.broadcast_to(sim.factor, (self.n_agents, core.n_assets))]
+        if self.observe_flow:
+            t_prev = max(int(sim.t[0]) - 1, 0)
+            flow = sim.last_flow / self.impact.volume[t_prev]
+            parts.append(np.broadcast_to(flow, (self.n_agents, core.n_assets)))
+        obs = np.concatenate(parts, axis=1, dtype=np.float32)
+        names = self.possible_agents if agents is None else agents
+        return {a: obs[self._index[a]] for a in names}
+
+    def _infos(
+        self, result: StepResult | None, agents: list[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        sim = self.sim
+        t = int(sim.t[0])
+        weights = sim.weight
+        out = {}
+        for a in self.possible_agents if agents is None else agents:
+            i = self._index[a]
+            out[a] = {
+                "date": self.data.dates[t],
+                "nav": float(sim.nav[i]),
+                "cash": float(sim.cash[i]),
+                "weights": weights[i],
+                "prices": sim.mark[i].copy(),  # public: after permanent impact
+                "turnover": 0.0 if result is None else float(result.turnover[i]),
+                "costs": 0.0 if result is None else float(result.costs[i]),
+                "impact_cost": 0.0 if result is None else float(sim.last_impact_cost[i]),
+                "step": t - int(self.core.episode_start[i]),
+            }
+        return out
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,321 @@
+"""The arena: PettingZoo's API and seed tests, equality with PortfolioEnv, the impact model on
+hand-computed cases, conservation, no look-ahead, determinism and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from pettingzoo.test import parallel_api_test, parallel_seed_test
+
+from marketarena.envs import PortfolioEnv
+from marketarena.envs.arena import ArenaEnv, ImpactModel
+from marketarena.envs.data import MarketData
+from marketarena.envs.errors import ConfigError
+from marketarena.envs.simulator import TradingRules
+from marketarena.envs.synthetic import gbm_market
+
+SMALL = {"window": 5, "episode_length": 30}
+
+
+@pytest.fixture(scope="module")
+def market() -> MarketData:
+    return gbm_market(3, 120, seed=7)
+
+
+def _actions(env: ArenaEnv, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    n = env.core.n_assets + 1
+    return {a: rng.random(n).astype(np.float32) for a in env.agents}
+
+
+def _hand_market() -> MarketData:
+    """Two assets over 6 days; A's closes move by hand-picked returns, B is flat."""
+    close_a = [100.0, 110.0, 99.0, 104.0, 100.0, 102.0]
+    close_b = [50.0] * 6
+    close = np.array([close_a, close_b]).T
+    opens = close * 1.01
+    volume = np.array([[1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0], [500.0] * 6]).T
+    return MarketData(
+        dates=np.datetime64("2024-01-01") + np.arange(6),
+        symbols=("A", "B"),
+        close=close,
+        open=opens,
+        high=np.maximum(close, opens),
+        low=np.minimum(close, opens),
+        volume=volume,
+    )
+
+
+_FREE = TradingRules(commission_bps=0, slippage_bps=0)
+
+
+# ----------------------------------------------------------------- PettingZoo
+def test_pettingzoo_api_and_seed(market):
+    env = ArenaEnv(3, market, impact_eta=0.5, impact_gamma=0.2, noise_scale=0.1, **SMALL)
+    parallel_api_test(env, num_cycles=40)
+    parallel_seed_test(
+        lambda: ArenaEnv(
+            3,
+            market,
+            impact_eta=0.5,
+            impact_gamma=0.2,
+            noise_scale=0.1,
+            observe_flow=True,
+            **SMALL,
+        )
+    )
+
+
+# ---------------------------------------------------- equals PortfolioEnv
+@pytest.mark.parametrize("execution", ["next_open", "next_close"])
+def test_one_agent_without_impact_is_portfolio_env(market, execution):
+    rules = TradingRules(commission_bps=10, slippage_bps=5, execution=execution)
+    arena = ArenaEnv(1, market, rules=rules, **SMALL)
+    single = PortfolioEnv(market, rules=rules, **SMALL)
+    obs_a, info_a = arena.reset(seed=11)
+    obs_s, info_s = single.reset(seed=11)
+    d = single.observation_space.shape[0]
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        np.testing.assert_array_equal(obs_a["agent_0"][:d], obs_s)
+        np.testing.assert_array_equal(obs_a["agent_0"][d:], np.ones(3, dtype=np.float32))
+        assert info_a["agent_0"]["nav"] == info_s["nav"]
+        assert info_a["agent_0"]["cash"] == info_s["cash"]
+        assert info_a["agent_0"]["date"] == info_s["date"]
+        if not arena.agents:
+            break
+        action = rng.random(4).astype(np.float32)
+        obs_a, rew_a, term_a, trunc_a, info_a = arena.step({"agent_0": action})
+        obs_s, rew_s, term_s, trunc_s, info_s = single.step(action)
+        assert rew_a["agent_0"] == rew_s
+        assert (term_a["agent_0"], trunc_a["agent_0"]) == (term_s, trunc_s)
+        assert info_a["agent_0"]["costs"] == info_s["costs"]
+        assert info_a["agent_0"]["turnover"] == info_s["turnover"]
+        assert info_a["agent_0"]["impact_cost"] == 0.0
+    else:
+        pytest.fail("the episode did not end")
+    assert not arena.agents and trunc_s
+
+
+# -------------------------------------------------------- the impact model
+def test_trailing_volatility_and_volume_by_hand():
+    data = _hand_market()
+    model = ImpactModel(data, eta=1.0, gamma=1.0, window=3)
+    close = [100.0, 110.0, 99.0, 104.0, 100.0, 102.0]
+    r = [math.log(close[i] / close[i - 1]) for i in range(1, 6)]
+
+    def std(xs):
+        m = sum(xs) / len(xs)
+        return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+
+    # t = 0: no return yet; t = 1: one return (std 0); t = 3: returns 1..3; t = 5: 3..5
+    expected = [0.0, 0.0, std(r[0:2]), std(r[0:3]), std(r[1:4]), std(r[2:5])]
+    np.testing.assert_allclose(model.sigma[:, 0], expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(model.sigma[:, 1], 0.0)
+    np.testing.assert_allclose(model.volume[:, 0], [1000, 1500, 2000, 3000, 4000, 5000], rtol=1e-15)
+
+
+def test_one_buyer_moves_fill_and_later_prices_by_hand():
+    data = _hand_market()
+    eta, beta, gamma = 0.8, 0.5, 0.3
+    env = ArenaEnv(
+        2, data, rules=_FREE, window=1, episode_length=2, random_start=False,
+        impact_eta=eta, impact_beta=beta, impact_gamma=gamma, impact_window=3,
+    )  # fmt: skip
+    obs, _ = env.reset(options={"start": "2024-01-04"})  # t = 3
+    close_a = 104.0
+    sigma = np.std(np.log([110.0 / 100.0, 99.0 / 110.0, 104.0 / 99.0]))  # bars 1..3, ddof 0
+    volume = (2000.0 + 3000.0 + 4000.0) / 3
+    # agent 0 puts everything into A, agent 1 stays in cash
+    q = 10_000.0 / close_a  # shares, sized at the close of t
+    obs, rewards, _, _, info = env.step(
+        {"agent_0": np.array([1.0, 0.0, 0.0]), "agent_1": np.array([0.0, 0.0, 1.0])}
+    )
+    ref = 101.0  # the open of t + 1 = 4 (1% over its close of 100)
+    fill = ref * math.exp(eta * sigma * (q / volume) ** beta)
+    factor = math.exp(gamma * sigma * q / volume)
+    bought = q  # the fill (about 103) is below the close of t: the cash pays the whole order
+    assert fill > ref and factor > 1 and bought * fill < 10_000.0
+    np.testing.assert_allclose(env.sim.last_fill[0], [fill, data.open[4, 1]], rtol=1e-13)
+    np.testing.assert_allclose(env.sim.shares[0], [bought, 0.0], rtol=1e-12)
+    mark = 100.0 * factor
+    assert info["agent_0"]["nav"] == pytest.approx(bought * mark + 10_000.0 - bought * fill)
+    assert info["agent_0"]["impact_cost"] == pytest.approx(bought * (fill - ref), rel=1e-12)
+    np.testing.assert_allclose(info["agent_0"]["prices"], [mark, 50.0], rtol=1e-13)
+    assert info["agent_1"]["nav"] == 10_000.0 and rewards["agent_1"] == 0.0
+    assert rewards["agent_0"] == pytest.approx(math.log(info["agent_0"]["nav"] / 10_000.0))
+    d = env.core.obs_dim
+    np.testing.assert_allclose(obs["agent_1"][d:], [factor, 1.0], rtol=1e-6)  # public prices
+
+
+def test_permanent_impact_persists_without_flow():
+    """A buy moves A's later prices for good; a step without flow moves them no further."""
+    data = _hand_market()
+    env = ArenaEnv(
+        2, data, rules=_FREE, window=1, episode_length=3, random_start=False,
+        impact_eta=2.0, impact_gamma=2.0, impact_window=3,
+    )  # fmt: skip
+    env.reset(options={"start": "2024-01-03"})
+    cash = np.array([0.0, 0.0, 1.0])
+    env.step({"agent_0": np.array([1.0, 0.0, 0.0]), "agent_1": cash})
+    factor = env.sim.factor.copy()
+    assert factor[0] > 1.0 and factor[1] == 1.0
+    _, _, _, _, info = env.step({"agent_0": env.sim.weight[0], "agent_1": cash})  # both hold
+    np.testing.assert_array_equal(env.sim.last_flow, [0.0, 0.0])
+    np.testing.assert_array_equal(env.sim.factor, factor)
+    np.testing.assert_array_equal(env.sim.last_fill[0], data.open[4] * factor)
+    np.testing.assert_array_equal(info["agent_1"]["prices"], data.close[4] * factor)
+    assert info["agent_0"]["impact_cost"] == 0.0
+
+
+# ----------------------------------------------------------- conservation
+def test_accounting_holds_for_every_agent_every_step(market):
+    rules = TradingRules(commission_bps=10, slippage_bps=5)
+    env = ArenaEnv(
+        4, market, rules=rules, impact_eta=1.0, impact_gamma=0.5, noise_scale=0.2,
+        observe_flow=True, **SMALL,
+    )  # fmt: skip
+    env.reset(seed=3)
+    sim = env.sim
+    rng = np.random.default_rng(1)
+    steps = 0
+    while env.agents:
+        t = int(sim.t[0])
+        shares0, cash0, nav0 = sim.shares.copy(), sim.cash.copy(), sim.nav.copy()
+        mark0, factor0 = sim.mark.copy(), sim.factor.copy()
+        _, _, _, _, info = env.step(_actions(env, rng))
+        steps += 1
+        traded = sim.shares - shares0
+        fill, mark = sim.last_fill, sim.mark
+        ref = market.open[t + 1] * factor0
+        np.testing.assert_allclose(
+            mark, np.broadcast_to(market.close[t + 1] * sim.factor, mark.shape), rtol=1e-14
+        )
+        for i, a in enumerate(env.possible_agents):
+            costs = info[a]["costs"]
+            # cash: pays the fills at the impacted price plus costs
+            assert sim.cash[i] == pytest.approx(cash0[i] - traded[i] @ fill[i] - costs, abs=1e-7)
+            assert sim.cash[i] >= 0.0
+            # NAV identity and its change: PnL on the book, on the fills, less costs
+            assert info[a]["nav"] == pytest.approx(sim.cash[i] + sim.shares[i] @ mark[i], rel=1e-13)
+            pnl = shares0[i] @ (mark[i] - mark0[i]) + traded[i] @ (mark[i] - fill[i])
+            assert info[a]["nav"] == pytest.approx(nav0[i] + pnl - costs, abs=1e-7)
+            # impact cost: what the fills paid over the pre-trade public price
+            assert info[a]["impact_cost"] == pytest.approx(traded[i] @ (fill[i] - ref), abs=1e-7)
+        # all agents share one market: one flow, one fill price per asset
+        np.testing.assert_array_equal(fill, np.broadcast_to(fill[0], fill.shape))
+    assert steps == 30
+
+
+# ---------------------------------------------------------- no look-ahead
+def test_no_look_ahead(market):
+    t_cut = 40
+    future = dataclasses.replace(
+        market,
+        close=np.where(np.arange(120)[:, None] > t_cut, market.close * 1.7, market.close),
+        open=np.where(np.arange(120)[:, None] > t_cut, market.open * 0.6, market.open),
+        high=np.where(np.arange(120)[:, None] > t_cut, market.high * 1.7, market.high),
+        low=np.where(np.arange(120)[:, None] > t_cut, market.low * 0.6, market.low),
+        volume=np.where(np.arange(120)[:, None] > t_cut, market.volume * 9, market.volume),
+    )
+    kwargs = dict(
+        impact_eta=1.0, impact_gamma=0.5, noise_scale=0.2, observe_flow=True,
+        random_start=False, window=5, episode_length=60,
+    )  # fmt: skip
+    runs = []
+    for data in (market, future):
+        env = ArenaEnv(3, data, **kwargs)
+        obs, _ = env.reset(seed=5)
+        rng = np.random.default_rng(2)
+        seen = [obs]
+        while int(env.sim.t[0]) < t_cut:
+            obs, *_ = env.step(_actions(env, rng))
+            seen.append(obs)
+        assert int(env.sim.t[0]) == t_cut
+        runs.append(seen)
+    for a_obs, b_obs in zip(*runs, strict=True):
+        for agent in a_obs:
+            np.testing.assert_array_equal(a_obs[agent], b_obs[agent])
+
+
+# ------------------------------------------------------------ determinism
+def _run(market, seed, reward_mode="absolute"):
+    env = ArenaEnv(
+        3, market, impact_eta=1.0, impact_gamma=0.5, noise_scale=0.3, observe_flow=True,
+        reward_mode=reward_mode, **SMALL,
+    )  # fmt: skip
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(9)
+    out = [np.concatenate(list(obs.values()))]
+    rewards = []
+    while env.agents:
+        obs, rew, *_ = env.step(_actions(env, rng))
+        out.append(np.concatenate(list(obs.values())))
+        rewards.append(np.array(list(rew.values())))
+    return np.array(out), np.array(rewards)
+
+
+def test_deterministic_per_seed(market):
+    obs1, rew1 = _run(market, 4)
+    obs2, rew2 = _run(market, 4)
+    np.testing.assert_array_equal(obs1, obs2)
+    np.testing.assert_array_equal(rew1, rew2)
+    obs3, _ = _run(market, 5)
+    assert obs3.shape != obs1.shape or not np.array_equal(obs1, obs3)
+
+
+def test_relative_and_rank_rewards(market):
+    _, absolute = _run(market, 4)
+    _, relative = _run(market, 4, "relative")
+    _, rank = _run(market, 4, "rank")
+    for r, rel, rk in zip(absolute, relative, rank, strict=True):
+        for i in range(3):
+            others = [r[j] for j in range(3) if j != i]
+            assert rel[i] == pytest.approx(r[i] - sum(others) / 2, abs=1e-15)
+            beat = sum(r[i] > o for o in others) - sum(r[i] < o for o in others)
+            assert rk[i] == beat / 2
+    assert np.abs(relative.sum(axis=1)).max() < 1e-12  # zero-sum across agents
+    assert set(np.unique(rank)) <= {-1.0, -0.5, 0.0, 0.5, 1.0}
+
+
+# -------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_agents": 0}, "n_agents must be an integer >= 1"),
+        ({"impact_eta": -0.1}, "impact_eta must be a finite number >= 0"),
+        ({"impact_gamma": -1.0}, "impact_gamma must be a finite number >= 0"),
+        ({"impact_beta": 0.0}, "impact_beta must be a finite number > 0"),
+        ({"impact_window": 1}, "impact_window must be >= 2"),
+        ({"noise_scale": -1.0}, "noise_scale must be a finite number >= 0"),
+        ({"reward_mode": "sharpe"}, "reward_mode='sharpe': choose one of"),
+        ({"n_agents": 1, "reward_mode": "relative"}, "needs n_agents >= 2, got 1"),
+        ({"n_agents": 1, "reward_mode": "rank"}, "needs n_agents >= 2, got 1"),
+    ],
+)
+def test_bad_config_is_rejected(market, kwargs, match):
+    kwargs = {"n_agents": 2, **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        ArenaEnv(data=market, **SMALL, **kwargs)
+
+
+def test_impact_without_volume_is_rejected(market):
+    no_volume = dataclasses.replace(market, volume=None)
+    ArenaEnv(2, no_volume, **SMALL)  # no impact: volume not needed
+    with pytest.raises(ConfigError, match="has no volume"):
+        ArenaEnv(2, no_volume, impact_eta=0.1, **SMALL)
+
+
+def test_bad_actions_are_rejected(market):
+    env = ArenaEnv(2, market, **SMALL)
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step({})
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"missing \['agent_1'\]"):
+        env.step({"agent_0": np.ones(4)})
+    with pytest.raises(ValueError, match=r"unknown or finished \['agent_9'\]"):
+        env.step({"agent_0": np.ones(4), "agent_1": np.ones(4), "agent_9": np.ones(4)})
+    with pytest.raises(ValueError, match="agent_1's action has shape"):
+        env.step({"agent_0": np.ones(4), "agent_1": np.ones(3)})
