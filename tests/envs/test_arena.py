@@ -84,6 +84,8 @@ def test_one_agent_without_impact_is_portfolio_env(market, execution):
         assert info_a["agent_0"]["nav"] == info_s["nav"]
         assert info_a["agent_0"]["cash"] == info_s["cash"]
         assert info_a["agent_0"]["date"] == info_s["date"]
+        np.testing.assert_array_equal(info_a["agent_0"]["prices"], info_s["prices"])
+        np.testing.assert_array_equal(info_a["agent_0"]["weights"], info_s["weights"])
         if not arena.agents:
             break
         action = rng.random(4).astype(np.float32)
@@ -207,6 +209,22 @@ def test_accounting_holds_for_every_agent_every_step(market):
         # all agents share one market: one flow, one fill price per asset
         np.testing.assert_array_equal(fill, np.broadcast_to(fill[0], fill.shape))
     assert steps == 30
+
+
+def test_one_ruined_agent_ends_the_episode_for_all(market):
+    """Ruin terminates that agent; the others are truncated, and no agent is left."""
+    rules = TradingRules(commission_bps=100, slippage_bps=0, ruin_fraction=0.995)
+    env = ArenaEnv(2, market, rules=rules, **SMALL)
+    env.reset(seed=1)
+    _, _, term, trunc, info = env.step(
+        {"agent_0": np.array([1.0, 1.0, 1.0, 0.0]), "agent_1": np.array([0.0, 0.0, 0.0, 1.0])}
+    )
+    assert info["agent_0"]["nav"] < 0.995 * 10_000.0
+    assert term == {"agent_0": True, "agent_1": False}
+    assert trunc == {"agent_0": False, "agent_1": True}
+    assert env.agents == []
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step({})
 
 
 # ---------------------------------------------------------- no look-ahead
