@@ -334,19 +334,7 @@ class MarketData:
         if self.intraday:
             return self._index_of_time(date, stamp, side)
         d = np.datetime64(stamp.date(), "D")
-        if side == "left":
-            i = int(np.searchsorted(self.dates, d, side="left"))
-            if i >= self.n_periods:
-                raise DataError(
-                    f"{self.name}: no trading date on or after {d} (data ends {self.dates[-1]})"
-                )
-            return i
-        i = int(np.searchsorted(self.dates, d, side="right")) - 1
-        if i < 0:
-            raise DataError(
-                f"{self.name}: no trading date on or before {d} (data starts {self.dates[0]})"
-            )
-        return i
+        return self._search(d, side, "trading date", d)
 
     def _index_of_time(self, date: object, stamp: pd.Timestamp, side: str) -> int:
         """:meth:`index_of` on intraday data: a day alone (``2024-03-05``) means its first
@@ -361,17 +349,22 @@ class MarketData:
             day_only = isinstance(date, str) and len(date.strip()) <= 10
         if day_only and side == "right":
             at = np.datetime64(stamp.date(), "D") + np.timedelta64(1, "D") - np.timedelta64(1, "s")
+        return self._search(at, side, "bar", date)
+
+    def _search(self, at: np.datetime64, side: str, what: str, shown: object) -> int:
+        """The first row at or after ``at`` (``left``) or the last at or before it
+        (``right``); a clear error naming ``what`` and ``shown`` when there is none."""
         if side == "left":
             i = int(np.searchsorted(self.dates, at, side="left"))
             if i >= self.n_periods:
                 raise DataError(
-                    f"{self.name}: no bar on or after {date} (data ends {self.dates[-1]})"
+                    f"{self.name}: no {what} on or after {shown} (data ends {self.dates[-1]})"
                 )
             return i
         i = int(np.searchsorted(self.dates, at, side="right")) - 1
         if i < 0:
             raise DataError(
-                f"{self.name}: no bar on or before {date} (data starts {self.dates[0]})"
+                f"{self.name}: no {what} on or before {shown} (data starts {self.dates[0]})"
             )
         return i
 
