@@ -224,49 +224,35 @@ def minute_bars() -> Callable[[list[str], str, int], list[dict[str, Any]]]:
     return _minute_bars
 
 
-@pytest.fixture
-def fake_rest() -> Iterator[Callable[..., FakeRest]]:
-    """Start FakeRest servers (stopped after the test): ``fake_rest(bars, script=...)``."""
+def _servers(build: Callable[..., Any], path: str) -> Iterator[Callable[..., Any]]:
+    """A fixture body: ``make(...)`` builds a fake with ``build(...)`` and serves its
+    ``handle`` at ``path`` on 127.0.0.1; every server started is stopped after the test."""
     started: list[BackgroundServer] = []
 
-    def make(bars: list[dict[str, Any]], **kwargs: Any) -> FakeRest:
-        fake = FakeRest(bars, **kwargs)
-        fake.server = _serve(fake.handle, "/bars/latest")
+    def make(*args: Any, **kwargs: Any) -> Any:
+        fake = build(*args, **kwargs)
+        fake.server = _serve(fake.handle, path)
         started.append(fake.server)
         return fake
 
     yield make
-    for s in started:
-        s.stop()
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def fake_rest() -> Iterator[Callable[..., FakeRest]]:
+    """Start FakeRest servers (stopped after the test): ``fake_rest(bars, script=...)``."""
+    yield from _servers(FakeRest, "/bars/latest")
 
 
 @pytest.fixture
 def flaky_relay() -> Iterator[Callable[..., FlakyRelay]]:
     """Start FlakyRelay servers (stopped after the test): ``flaky_relay(url, cut_after)``."""
-    started: list[BackgroundServer] = []
-
-    def make(upstream: str, cut_after: int) -> FlakyRelay:
-        relay = FlakyRelay(upstream, cut_after)
-        relay.server = _serve(relay.handle, "/ws")
-        started.append(relay.server)
-        return relay
-
-    yield make
-    for s in started:
-        s.stop()
+    yield from _servers(FlakyRelay, "/ws")
 
 
 @pytest.fixture
 def fake_polygon() -> Iterator[Callable[..., FakePolygon]]:
     """Start FakePolygon servers (stopped after the test): ``fake_polygon(bars, ...)``."""
-    started: list[BackgroundServer] = []
-
-    def make(bars: list[dict[str, Any]], **kwargs: Any) -> FakePolygon:
-        fake = FakePolygon(bars, **kwargs)
-        fake.server = _serve(fake.handle, "/stocks")
-        started.append(fake.server)
-        return fake
-
-    yield make
-    for s in started:
-        s.stop()
+    yield from _servers(FakePolygon, "/stocks")
