@@ -39,7 +39,6 @@ import hashlib
 import os
 import re
 import socket
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -93,6 +92,8 @@ class Backend:
             raise ConfigError(f"llm_capacity must be >= 1, got {self.llm_capacity}")
         if self.address is not None:
             check_address(self.address)
+        if self.is_ray:
+            import_ray()  # not installed: said before anything runs
 
     @property
     def is_ray(self) -> bool:
@@ -235,63 +236,80 @@ def _check_resources(ray: Any, resources: Sequence[str]) -> None:
             )
 
 
-class _Ledger:
-    """On the driver's node: every task's attempts, and progress reports waiting for the
-    driver."""
+def _ledger_class() -> type:
+    """The ledger actor's class: on the driver's node, every task's attempts and the progress
+    reports waiting for the driver. Made here, like :func:`_task_body`, so that Ray ships it
+    by value: a task holding its handle never imports marketarena to use it."""
 
-    def __init__(self) -> None:
-        self.attempts: dict[str, int] = {}
-        self.reports: list[tuple[Any, ...]] = []
+    class Ledger:
+        def __init__(self) -> None:
+            self.attempts: dict[str, int] = {}
+            self.reports: list[tuple[Any, ...]] = []
 
-    def start(self, key: str) -> int:
-        self.attempts[key] = self.attempts.get(key, 0) + 1
-        return self.attempts[key]
+        def start(self, key: str) -> int:
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            return self.attempts[key]
 
-    def report(self, payload: tuple[Any, ...]) -> None:
-        self.reports.append(payload)
+        def report(self, payload: tuple[Any, ...]) -> None:
+            self.reports.append(payload)
 
-    def drain(self) -> list[tuple[Any, ...]]:
-        out, self.reports = self.reports, []
+        def drain(self) -> list[tuple[Any, ...]]:
+            out, self.reports = self.reports, []
+            return out
+
+        def counts(self) -> dict[str, int]:
+            return dict(self.attempts)
+
+    return Ledger
+
+
+def _task_body() -> Callable[..., Any]:
+    """The body of every task, made here so that Ray ships it by value: a worker runs it, and
+    records the attempt, before it imports marketarena (seconds on a fresh worker), so that a
+    worker or node that dies during those imports still counts as an attempt."""
+
+    def run(
+        blob: bytes,
+        key: str,
+        shared: list[Any],
+        ledger: Any,
+        cwd: str,
+        env: Mapping[str, str],
+        every: float,
+    ) -> Any:
+        """Record the attempt; run the job (``blob``: the pickled job function and its
+        arguments) in the driver's working directory and environment, with the shared inputs
+        from the object store; send its progress at most every ``every`` seconds, and its last
+        report before returning."""
+        import os
+        import pickle
+        import time
+
+        import ray
+
+        ray.get(ledger.start.remote(key))
+        if os.path.isdir(cwd):
+            os.chdir(cwd)
+        os.environ.update(env)
+        fn, args = pickle.loads(blob)
+        last = [0.0]
+        pending: list[tuple[Any, ...]] = []
+
+        def report(*payload: Any) -> None:
+            now = time.monotonic()
+            if now - last[0] >= every:
+                ledger.report.remote(payload)
+                last[0] = now
+                pending.clear()
+            else:
+                pending[:] = [payload]
+
+        out = fn(args, ray.get(shared[0]), report)
+        if pending:
+            ray.get(ledger.report.remote(pending[0]))
         return out
 
-    def counts(self) -> dict[str, int]:
-        return dict(self.attempts)
-
-
-def _ray_job(
-    fn: JobFn,
-    key: str,
-    args: Any,
-    shared: Mapping[str, Any],
-    ledger: Any,
-    cwd: str,
-    env: Mapping[str, str],
-) -> Any:
-    """A task's body: record the attempt, run the job in the driver's working directory and
-    environment, send its progress at most every :data:`REPORT_EVERY` seconds (and its last
-    report before returning)."""
-    import ray
-
-    ray.get(ledger.start.remote(key))
-    if os.path.isdir(cwd):
-        os.chdir(cwd)
-    os.environ.update(env)
-    last = [0.0]
-    pending: list[tuple[Any, ...]] = []
-
-    def report(*payload: Any) -> None:
-        now = time.monotonic()
-        if now - last[0] >= REPORT_EVERY:
-            ledger.report.remote(payload)
-            last[0] = now
-            pending.clear()
-        else:
-            pending[:] = [payload]
-
-    out = fn(args, shared, report)
-    if pending:
-        ray.get(ledger.report.remote(pending[0]))
-    return out
+    return run
 
 
 #: environment variables a task takes from the driver
@@ -314,7 +332,8 @@ def run_tasks(
     Ray's object store once with Ray. ``report(*payload)`` inside a job calls
     ``on_report(*payload)`` on the driver (directly locally; through the ledger actor with
     Ray, throttled). ``progress(done, total, description)`` is called before each job locally
-    (with the job's key) and as jobs finish with Ray, and once at the end. ``threads``: local
+    (with the job's key; the caller reports the end), and as jobs finish with Ray (with the
+    key of the job that finished). ``threads``: local
     jobs run in that many threads. An exception raised by a job is raised here (Ray's wrapper
     removed: a user error stays one line).
     """
@@ -337,8 +356,6 @@ def run_tasks(
                 if progress is not None:
                     progress(i, len(tasks), task.key)
                 values.append(fn(task.args, shared, notify))
-        if progress is not None:
-            progress(len(tasks), len(tasks), "done")
         return Outcome(values, [1] * len(tasks))
     needed = sorted({r for t in tasks for r in t.resources})
     with ray_connection(backend, needed) as ray:
@@ -359,16 +376,20 @@ def _run_on_ray(
 
     here = ray.get_runtime_context().get_node_id()
     ledger = (
-        ray.remote(_Ledger)
+        ray.remote(_ledger_class())
         .options(
             num_cpus=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
         )
         .remote()
     )
-    shared_ref = ray.put(dict(shared))  # once; every task gets it by reference
+    from ray import cloudpickle
+
+    # once; every task gets it by reference (inside a list: fetched after the attempt is
+    # recorded, not before the task starts)
+    shared_ref = [ray.put(dict(shared))]
     env = {k: os.environ[k] for k in _DRIVER_ENV if k in os.environ}
-    remote = ray.remote(_ray_job)
+    remote = ray.remote(_task_body())
     refs = {
         remote.options(
             num_cpus=t.num_cpus,
@@ -376,7 +397,15 @@ def _run_on_ray(
             max_retries=backend.max_retries,
             retry_exceptions=False,
             name=t.key[:200],
-        ).remote(fn, t.key, t.args, shared_ref, ledger, os.getcwd(), env): i
+        ).remote(
+            cloudpickle.dumps((fn, t.args)),
+            t.key,
+            shared_ref,
+            ledger,
+            os.getcwd(),
+            env,
+            REPORT_EVERY,
+        ): i
         for i, t in enumerate(tasks)
     }
     values: list[Any] = [None] * len(tasks)
