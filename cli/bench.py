@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare settings without looking at the test split; optimistic for RL agents, whose "
         "model is selected there)",
     )
-    add_backend_options(be, "every (agent, task, seed) job")
+    add_backend_options(be, "every (agent, task, seed) job a Ray task, the report the same")
     add_llm_options(be)
     be.add_argument("--output", default="reports/bench", help="report and training runs folder")
     be.add_argument("--mlflow", action="store_true", help="a parent run, a nested run per job")

@@ -196,8 +196,7 @@ def add_backend_options(parser: argparse.ArgumentParser, what: str) -> None:
         "--backend",
         choices=["local", "ray"],
         default="local",
-        help=f"local (default: this process) or ray: {what} as Ray tasks, the report the "
-        'same (needs pip install "marketarena[ray]")',
+        help=f'local (default: this process) or ray: {what} (needs pip install "marketarena[ray]")',
     )
     group.add_argument(
         "--address",

@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="agents backtested in parallel threads (default 1)",
     )
     add_yes_option(ev)
-    add_backend_options(ev, "every (agent, seed) backtest")
+    add_backend_options(ev, "every (agent, seed) backtest a Ray task, the report the same")
     add_llm_options(ev)
     ev.add_argument("--output", default="reports/evaluation", help="report folder")
     ev.add_argument("--mlflow", action="store_true", help="log the evaluation as an MLflow run")

@@ -205,6 +205,7 @@ def ray_connection(backend: Backend, resources: Sequence[str] = ()) -> Iterator[
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
     if backend.address is None:
         kwargs |= {
+            "address": "local",  # a new Ray, even where another one runs on this machine
             "num_cpus": os.cpu_count() or 1,
             "resources": {r: float(backend.llm_capacity) for r in resources},
             "include_dashboard": False,

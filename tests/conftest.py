@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -113,9 +114,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
 
 
 # --------------------------------------------------------------------------- Ray cluster
-RAY_PORT = 6379
-
-
 class RayCluster:
     """A real Ray cluster on this machine, in a network namespace of its own that has only
     the loopback interface (``unshare -n``, as root): every node and every driver binds and
@@ -124,12 +122,15 @@ class RayCluster:
     with its files under a short temporary folder (Unix socket paths are limited in length).
     """
 
-    address = f"127.0.0.1:{RAY_PORT}"
-
     def __init__(self, root: str) -> None:
+        import random
         import subprocess
         import sys
 
+        # the namespace has its own ports, but `ray start --head` also refuses a port that a
+        # Ray elsewhere on the machine uses (it finds them by their processes): a rare one
+        self.port = random.randint(30000, 39999)
+        self.address = f"127.0.0.1:{self.port}"
         self.root = root
         self.python = sys.executable
         # no token file under ~/.ray; a dead node noticed within seconds, not half a minute
@@ -144,6 +145,16 @@ class RayCluster:
             ["unshare", "-n", "sh", "-c", "ip link set lo up && exec sleep infinity"],
             start_new_session=True,
         )
+        # until the holder is `sleep` (the namespace made, lo up): an nsenter before that
+        # would enter this process's own namespace
+        from pathlib import Path
+
+        cmdline = Path(f"/proc/{self.holder.pid}/cmdline")
+        deadline = time.monotonic() + 30
+        while cmdline.read_bytes() != b"sleep\0infinity\0":
+            if self.holder.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("unshare -n did not make a network namespace")
+            time.sleep(0.02)
         self.nodes: list[subprocess.Popen] = []
 
     def command(self, *argv: str) -> list[str]:
@@ -160,7 +171,7 @@ class RayCluster:
         import subprocess
         from pathlib import Path
 
-        role = ["--head", f"--port={RAY_PORT}", "--include-dashboard=false"] if head else []
+        role = ["--head", f"--port={self.port}", "--include-dashboard=false"] if head else []
         role += [] if head else [f"--address={self.address}"]
         log = Path(self.root) / f"node{len(self.nodes)}.log"
         node = subprocess.Popen(
@@ -188,7 +199,7 @@ class RayCluster:
             f"deadline = time.time() + {timeout}\n"
             "while True:  # the head's GCS first: ray.init before it listens can hang\n"
             "    try:\n"
-            f"        socket.create_connection(('127.0.0.1', {RAY_PORT}), 1).close()\n"
+            f"        socket.create_connection(('127.0.0.1', {self.port}), 1).close()\n"
             "        break\n"
             "    except OSError:\n"
             "        if time.time() > deadline: sys.exit('the head did not start')\n"
@@ -199,7 +210,15 @@ class RayCluster:
             "    if time.time() > deadline: sys.exit('nodes did not join')\n"
             "    time.sleep(0.5)\n"
         )
-        self.run(self.python, "-c", script, timeout=timeout + 60)
+        proc = self.run(self.python, "-c", script, timeout=timeout + 60, check=False)
+        if proc.returncode != 0:
+            from pathlib import Path
+
+            logs = "\n".join(
+                f"--- {log.name}:\n" + "\n".join(log.read_text().splitlines()[-15:])
+                for log in sorted(Path(self.root).glob("node*.log"))
+            )
+            pytest.fail(f"the Ray cluster did not start: {proc.stdout}{proc.stderr}\n{logs}")
 
     def environment(self, **extra: str) -> dict[str, str]:
         return {**os.environ, **self.ray_env, **extra}
