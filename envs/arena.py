@@ -17,11 +17,14 @@ price at which orders fill and at which books are marked.
 
 ## Impact model (Almgren–Chriss style, point in time)
 
-For asset ``j`` at decision ``t``:
+Its coefficients are ``settings.impact`` (:class:`ImpactSettings`: ``eta``, ``beta``,
+``gamma``, ``window``, ``noise_scale``; defaults 0, 0.5, 0, 20, 0), given like any env
+setting: ``ArenaEnv(..., impact={"eta": 0.5})``, a config's ``env.impact`` or
+``--set env.impact.eta=0.5``. For asset ``j`` at decision ``t``:
 
 * ``sigma_j``: the standard deviation (ddof 0) of the historical log close-to-close returns
-  of the last ``impact_window`` bars ending at ``t`` (fewer at the start of the data; 0 at
-  ``t = 0``); ``V_j``: the mean historical volume of the last ``impact_window`` bars ending
+  of the last ``impact.window`` bars ending at ``t`` (fewer at the start of the data; 0 at
+  ``t = 0``); ``V_j``: the mean historical volume of the last ``impact.window`` bars ending
   at ``t``. Both use rows ``<= t`` only.
 * ``q_j``: the net order flow in shares: the sum over agents of buys minus sells as sized at
   the close of ``t`` (after the lot and volume-cap limits, before buys are scaled to the cash
@@ -37,7 +40,8 @@ For asset ``j`` at decision ``t``:
 ``eta = gamma = 0`` (the default) is no impact: with one agent the arena is then
 ``PortfolioEnv`` step for step (tested). Noise traders (``noise_scale`` > 0) add a flow of
 ``noise_scale * V_j * z`` shares per asset and step, ``z`` standard normal from the env's
-RNG (``reset(seed=...)``).
+RNG (``reset(seed=...)``). ``PortfolioEnv`` itself refuses impact settings: one agent whose
+own trades move prices is ``ArenaEnv(n_agents=1, impact=...)``.
 
 ## Rewards
 
@@ -65,6 +69,7 @@ book but cannot act is not modelled).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -75,10 +80,10 @@ from pettingzoo import ParallelEnv
 from marketarena.envs.core import PortfolioCore
 from marketarena.envs.data import MarketData
 from marketarena.envs.errors import ConfigError
-from marketarena.envs.settings import EnvSettings
+from marketarena.envs.settings import EnvSettings, ImpactSettings
 from marketarena.envs.simulator import Simulator, StepResult, TradingRules
 
-__all__ = ["REWARD_MODES", "ArenaEnv", "ImpactModel", "ImpactSimulator"]
+__all__ = ["REWARD_MODES", "ArenaEnv", "ImpactModel", "ImpactSettings", "ImpactSimulator"]
 
 RewardMode = Literal["absolute", "relative", "rank"]
 REWARD_MODES: tuple[str, ...] = ("absolute", "relative", "rank")
@@ -88,35 +93,20 @@ class ImpactModel:
     """Temporary and permanent price impact of net order flow (see the module docstring).
 
     Args:
-        data: the market; needs volume when any coefficient is non-zero.
-        eta: temporary impact coefficient (>= 0).
-        beta: temporary impact exponent (> 0; 0.5 is the square-root law).
-        gamma: permanent impact coefficient (>= 0).
-        window: bars of trailing volatility and volume (>= 2).
+        data: the market; needs volume when ``settings.active`` (eta or gamma > 0).
+        settings: :class:`ImpactSettings` (eta, beta, gamma, window; checked there).
     """
 
-    def __init__(
-        self,
-        data: MarketData,
-        eta: float = 0.0,
-        beta: float = 0.5,
-        gamma: float = 0.0,
-        window: int = 20,
-    ) -> None:
-        for name, value in (("impact_eta", eta), ("impact_gamma", gamma)):
-            if not np.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
-        if not np.isfinite(beta) or beta <= 0:
-            raise ConfigError(f"impact_beta must be a finite number > 0, got {beta}")
-        if window < 2:
-            raise ConfigError(f"impact_window must be >= 2, got {window}")
-        self.eta, self.beta, self.gamma, self.window = float(eta), float(beta), float(gamma), window
-        self.active = eta > 0 or gamma > 0
+    def __init__(self, data: MarketData, settings: ImpactSettings) -> None:
+        self.settings = settings
+        self.eta, self.beta, self.gamma = settings.eta, settings.beta, settings.gamma
+        self.window = window = settings.window
+        self.active = settings.active
         n_t, n = data.close.shape
         if data.volume is None:
             if self.active:
                 raise ConfigError(
-                    f"{data.name} has no volume: the impact model (impact_eta, impact_gamma) "
+                    f"{data.name} has no volume: the impact model (impact.eta, impact.gamma) "
                     "needs it; use data with volume or zero impact"
                 )
             self.sigma = np.zeros((n_t, n))
@@ -163,6 +153,9 @@ class ImpactSimulator(Simulator):
     """A :class:`Simulator` whose envs are agents in one market: they step together (one
     decision index), and their net flow moves the fill and mark prices (:class:`ImpactModel`).
 
+    It is built by :class:`PortfolioCore` (``simulator=functools.partial(ImpactSimulator,
+    impact=settings.impact)``) with the core's data, rules, batch and price dtype.
+
     ``factor`` ``(N,)``: the permanent impact factors; ``last_flow`` ``(N,)``: the last step's
     net flow in shares (noise included); ``last_impact_cost`` ``(n_envs,)``: what each agent
     paid (positive) or gained through the temporary impact of its fills, against ``p_ref``.
@@ -173,15 +166,14 @@ class ImpactSimulator(Simulator):
         data: MarketData,
         rules: TradingRules | None,
         n_envs: int,
-        impact: ImpactModel,
-        noise_scale: float = 0.0,
         *,
+        impact: ImpactSettings,
         record: bool = False,
         dtype: type = np.float64,
     ) -> None:
         super().__init__(data, rules, n_envs, record=record, dtype=dtype)
-        self.impact = impact
-        self.noise_scale = noise_scale
+        self.impact = ImpactModel(data, impact)
+        self.noise_scale = impact.noise_scale
         self.rng = np.random.default_rng()
         self.factor = np.ones(self.n_assets)
         self.last_flow = np.zeros(self.n_assets)
@@ -231,12 +223,11 @@ class ArenaEnv(ParallelEnv):
         n_agents: number of agents (>= 1; ``"relative"`` and ``"rank"`` rewards need 2).
         data: :class:`MarketData`, a bundled dataset name or a file path.
         settings, overrides: an :class:`EnvSettings` and any of its fields as keywords, as
-            for ``PortfolioEnv`` (every agent trades under the same settings).
+            for ``PortfolioEnv`` (every agent trades under the same settings); the impact
+            model and the noise traders are its ``impact`` (:class:`ImpactSettings` or a
+            dict of its fields, e.g. ``impact={"eta": 0.5, "gamma": 0.1,
+            "noise_scale": 0.05}``; defaults: no impact, no noise).
         reward_mode: ``"absolute"`` (default), ``"relative"`` or ``"rank"``.
-        impact_eta, impact_beta, impact_gamma, impact_window: the :class:`ImpactModel`
-            (defaults 0, 0.5, 0, 20: no impact).
-        noise_scale: noise traders' flow per step as a multiple of trailing volume (default
-            0: none).
         observe_flow: append the last bar's aggregate net flow over trailing volume to each
             observation (default False).
     """
@@ -250,11 +241,6 @@ class ArenaEnv(ParallelEnv):
         settings: EnvSettings | None = None,
         *,
         reward_mode: str = "absolute",
-        impact_eta: float = 0.0,
-        impact_beta: float = 0.5,
-        impact_gamma: float = 0.0,
-        impact_window: int = 20,
-        noise_scale: float = 0.0,
         observe_flow: bool = False,
         **overrides: Any,
     ) -> None:
@@ -267,21 +253,15 @@ class ArenaEnv(ParallelEnv):
                 f"reward_mode={reward_mode!r} compares agents: it needs n_agents >= 2, "
                 f"got {n_agents}"
             )
-        if not np.isfinite(noise_scale) or noise_scale < 0:
-            raise ConfigError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
-        self.core = core = PortfolioCore(data, n_agents, settings, **overrides)
+        resolved = EnvSettings.resolve(settings, overrides)
+        build = functools.partial(ImpactSimulator, impact=resolved.impact)
+        self.core = core = PortfolioCore(data, n_agents, resolved, simulator=build)
         self.settings = core.settings
         self.data = core.data
-        self.impact = ImpactModel(self.data, impact_eta, impact_beta, impact_gamma, impact_window)
-        # the core's plain simulator is replaced by the impact one (same data, rules, batch)
-        self.sim = core.sim = ImpactSimulator(
-            self.data,
-            self.settings.rules,
-            n_agents,
-            self.impact,
-            noise_scale,
-            dtype=np.dtype(self.settings.price_dtype).type,
-        )
+        sim = core.sim
+        assert isinstance(sim, ImpactSimulator)
+        self.sim = sim
+        self.impact = sim.impact
         self.reward_mode = reward_mode
         self.observe_flow = observe_flow
         self.n_agents = n_agents

@@ -8,16 +8,21 @@ import math
 
 import numpy as np
 import pytest
+import yaml
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
-from marketarena.envs import PortfolioEnv
-from marketarena.envs.arena import ArenaEnv, ImpactModel
+from marketarena.envs import PortfolioEnv, PortfolioVectorEnv
+from marketarena.envs.arena import ArenaEnv, ImpactModel, ImpactSettings, ImpactSimulator
+from marketarena.envs.core import PortfolioCore
 from marketarena.envs.data import MarketData
 from marketarena.envs.errors import ConfigError
-from marketarena.envs.simulator import TradingRules
+from marketarena.envs.settings import EnvSettings
+from marketarena.envs.simulator import Simulator, TradingRules
 from marketarena.envs.synthetic import gbm_market
 
 SMALL = {"window": 5, "episode_length": 30}
+NOISY = {"eta": 0.5, "gamma": 0.2, "noise_scale": 0.1}
+STRONG = {"eta": 1.0, "gamma": 0.5, "noise_scale": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +58,13 @@ _FREE = TradingRules(commission_bps=0, slippage_bps=0)
 
 # ----------------------------------------------------------------- PettingZoo
 def test_pettingzoo_api_and_seed(market):
-    env = ArenaEnv(3, market, impact_eta=0.5, impact_gamma=0.2, noise_scale=0.1, **SMALL)
+    env = ArenaEnv(3, market, impact=NOISY, **SMALL)
     parallel_api_test(env, num_cycles=40)
     parallel_seed_test(
         lambda: ArenaEnv(
             3,
             market,
-            impact_eta=0.5,
-            impact_gamma=0.2,
-            noise_scale=0.1,
+            impact=NOISY,
             observe_flow=True,
             **SMALL,
         )
@@ -104,7 +107,7 @@ def test_one_agent_without_impact_is_portfolio_env(market, execution):
 # -------------------------------------------------------- the impact model
 def test_trailing_volatility_and_volume_by_hand():
     data = _hand_market()
-    model = ImpactModel(data, eta=1.0, gamma=1.0, window=3)
+    model = ImpactModel(data, ImpactSettings(eta=1.0, gamma=1.0, window=3))
     close = [100.0, 110.0, 99.0, 104.0, 100.0, 102.0]
     r = [math.log(close[i] / close[i - 1]) for i in range(1, 6)]
 
@@ -124,7 +127,7 @@ def test_one_buyer_moves_fill_and_later_prices_by_hand():
     eta, beta, gamma = 0.8, 0.5, 0.3
     env = ArenaEnv(
         2, data, rules=_FREE, window=1, episode_length=2, random_start=False,
-        impact_eta=eta, impact_beta=beta, impact_gamma=gamma, impact_window=3,
+        impact={"eta": eta, "beta": beta, "gamma": gamma, "window": 3},
     )  # fmt: skip
     obs, _ = env.reset(options={"start": "2024-01-04"})  # t = 3
     close_a = 104.0
@@ -157,7 +160,7 @@ def test_permanent_impact_persists_without_flow():
     data = _hand_market()
     env = ArenaEnv(
         2, data, rules=_FREE, window=1, episode_length=3, random_start=False,
-        impact_eta=2.0, impact_gamma=2.0, impact_window=3,
+        impact={"eta": 2.0, "gamma": 2.0, "window": 3},
     )  # fmt: skip
     env.reset(options={"start": "2024-01-03"})
     cash = np.array([0.0, 0.0, 1.0])
@@ -176,8 +179,7 @@ def test_permanent_impact_persists_without_flow():
 def test_accounting_holds_for_every_agent_every_step(market):
     rules = TradingRules(commission_bps=10, slippage_bps=5)
     env = ArenaEnv(
-        4, market, rules=rules, impact_eta=1.0, impact_gamma=0.5, noise_scale=0.2,
-        observe_flow=True, **SMALL,
+        4, market, rules=rules, impact=STRONG, observe_flow=True, **SMALL,
     )  # fmt: skip
     env.reset(seed=3)
     sim = env.sim
@@ -239,7 +241,7 @@ def test_no_look_ahead(market):
         volume=np.where(np.arange(120)[:, None] > t_cut, market.volume * 9, market.volume),
     )
     kwargs = dict(
-        impact_eta=1.0, impact_gamma=0.5, noise_scale=0.2, observe_flow=True,
+        impact=STRONG, observe_flow=True,
         random_start=False, window=5, episode_length=60,
     )  # fmt: skip
     runs = []
@@ -261,7 +263,7 @@ def test_no_look_ahead(market):
 # ------------------------------------------------------------ determinism
 def _run(market, seed, reward_mode="absolute"):
     env = ArenaEnv(
-        3, market, impact_eta=1.0, impact_gamma=0.5, noise_scale=0.3, observe_flow=True,
+        3, market, impact={**STRONG, "noise_scale": 0.3}, observe_flow=True,
         reward_mode=reward_mode, **SMALL,
     )  # fmt: skip
     obs, _ = env.reset(seed=seed)
@@ -303,11 +305,15 @@ def test_relative_and_rank_rewards(market):
     ("kwargs", "match"),
     [
         ({"n_agents": 0}, "n_agents must be an integer >= 1"),
-        ({"impact_eta": -0.1}, "impact_eta must be a finite number >= 0"),
-        ({"impact_gamma": -1.0}, "impact_gamma must be a finite number >= 0"),
-        ({"impact_beta": 0.0}, "impact_beta must be a finite number > 0"),
-        ({"impact_window": 1}, "impact_window must be >= 2"),
-        ({"noise_scale": -1.0}, "noise_scale must be a finite number >= 0"),
+        ({"impact": {"eta": -0.1}}, r"impact\.eta must be a finite number >= 0"),
+        ({"impact": {"gamma": -1.0}}, r"impact\.gamma must be a finite number >= 0"),
+        ({"impact": {"beta": 0.0}}, r"impact\.beta must be a finite number > 0"),
+        ({"impact": {"window": 1}}, r"impact\.window must be >= 2"),
+        ({"impact": {"window": 2.5}}, r"impact\.window=2\.5: takes a whole number"),
+        ({"impact": {"eta": "big"}}, r"impact\.eta='big': takes a number"),
+        ({"impact": {"noise_scale": -1.0}}, r"impact\.noise_scale must be a finite number >= 0"),
+        ({"impact": {"etta": 0.1}}, r"unknown impact setting\(s\) \['etta'\]; valid: \['eta'"),
+        ({"impact": 0.1}, "impact=0.1: takes a mapping"),
         ({"reward_mode": "sharpe"}, "reward_mode='sharpe': choose one of"),
         ({"n_agents": 1, "reward_mode": "relative"}, "needs n_agents >= 2, got 1"),
         ({"n_agents": 1, "reward_mode": "rank"}, "needs n_agents >= 2, got 1"),
@@ -323,7 +329,7 @@ def test_impact_without_volume_is_rejected(market):
     no_volume = dataclasses.replace(market, volume=None)
     ArenaEnv(2, no_volume, **SMALL)  # no impact: volume not needed
     with pytest.raises(ConfigError, match="has no volume"):
-        ArenaEnv(2, no_volume, impact_eta=0.1, **SMALL)
+        ArenaEnv(2, no_volume, impact={"eta": 0.1}, **SMALL)
 
 
 def test_bad_actions_are_rejected(market):
@@ -337,3 +343,61 @@ def test_bad_actions_are_rejected(market):
         env.step({"agent_0": np.ones(4), "agent_1": np.ones(4), "agent_9": np.ones(4)})
     with pytest.raises(ValueError, match="agent_1's action has shape"):
         env.step({"agent_0": np.ones(4), "agent_1": np.ones(3)})
+
+
+# ------------------------------------------------------------ impact settings
+def test_impact_settings_nest_in_env_settings_and_configs(tmp_path):
+    from marketarena.training.config import load_config
+
+    settings = EnvSettings(impact={"eta": 0.3, "noise_scale": 0.1})
+    assert settings.impact == ImpactSettings(eta=0.3, noise_scale=0.1)
+    assert settings.to_dict()["impact"] == {
+        "eta": 0.3, "beta": 0.5, "gamma": 0.0, "window": 20, "noise_scale": 0.1,
+    }  # fmt: skip
+    assert EnvSettings.from_dict(settings.to_dict()) == settings
+    assert EnvSettings().impact == ImpactSettings() and ImpactSettings().inert
+    path = tmp_path / "arena.yaml"
+    path.write_text(yaml.safe_dump({"env": {"impact": {"eta": 0.2, "window": 5}}}))
+    loaded = load_config(path, ["env.impact.gamma=0.1"]).env.to_settings()
+    assert loaded.impact == ImpactSettings(eta=0.2, gamma=0.1, window=5)
+    path.write_text(yaml.safe_dump({"env": {"impact": {"gama": 0.1}}}))
+    with pytest.raises(ConfigError, match=r"unknown impact setting\(s\) \['gama'\]"):
+        load_config(path)
+
+
+def test_arena_takes_impact_from_settings_or_overrides(market):
+    settings = EnvSettings(window=5, episode_length=30, impact=STRONG)
+    from_settings = ArenaEnv(2, market, settings)
+    from_overrides = ArenaEnv(2, market, window=5, episode_length=30, impact=STRONG)
+    for env in (from_settings, from_overrides):
+        assert env.settings.impact == ImpactSettings(**STRONG)
+        assert (env.impact.eta, env.impact.gamma, env.sim.noise_scale) == (1.0, 0.5, 0.2)
+    # overrides on top of settings replace the impact whole, as for risk
+    env = ArenaEnv(2, market, settings, impact={"gamma": 0.1})
+    assert env.settings.impact == ImpactSettings(gamma=0.1)
+
+
+@pytest.mark.parametrize("impact", [{"eta": 0.1}, {"gamma": 0.1}, {"noise_scale": 0.1}])
+def test_single_and_vector_envs_refuse_impact(market, impact):
+    """One PortfolioEnv has no other agents: impact there is an error pointing to the arena
+    with one agent, not a setting silently ignored."""
+    with pytest.raises(ConfigError, match=r"ArenaEnv\(n_agents=1, impact=\.\.\.\)"):
+        PortfolioEnv(market, impact=impact, **SMALL)
+    with pytest.raises(ConfigError, match="does not model price impact"):
+        PortfolioVectorEnv(2, market, impact=impact, **SMALL)
+    PortfolioEnv(market, impact={"window": 5, "beta": 0.7}, **SMALL)  # inert: allowed
+    ArenaEnv(1, market, impact=impact, **SMALL)
+
+
+def test_core_builds_the_simulator_it_is_given(market):
+    built = []
+
+    def factory(data, rules, n_envs, *, record, dtype):
+        sim = Simulator(data, rules, n_envs, record=record, dtype=dtype)
+        built.append((data, n_envs, record, dtype))
+        return sim
+
+    core = PortfolioCore(market, 3, record=True, simulator=factory, price_dtype="float32", **SMALL)
+    assert built == [(market, 3, True, np.float32)] and core.sim.n_envs == 3
+    arena = ArenaEnv(2, market, impact=STRONG, **SMALL)
+    assert arena.core.sim is arena.sim and isinstance(arena.sim, ImpactSimulator)
