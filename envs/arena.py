@@ -65,11 +65,21 @@ One episode for all agents: a start drawn by the env's RNG (or the first eligibl
 When an agent's NAV hits the ruin level (``rules.ruin_fraction``) the episode ends for all:
 that agent is terminated, the others truncated (a market with a ruined agent that keeps its
 book but cannot act is not modelled).
+
+## Saving and restoring
+
+:meth:`ArenaEnv.get_state` returns everything that changes from step to step (the agents'
+portfolios, the episode, reward and risk state, the impact factors, the last flow, the noise
+RNG, the live agents, the env's RNG) as plain values and numpy arrays (the run store's codec
+writes them as JSON); :meth:`ArenaEnv.set_state` on a fresh arena built with the same data,
+agent count and settings continues the episode bit for bit (tested).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -79,7 +89,7 @@ from pettingzoo import ParallelEnv
 
 from marketarena.envs.core import PortfolioCore
 from marketarena.envs.data import MarketData
-from marketarena.envs.errors import ConfigError
+from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.settings import EnvSettings, ImpactSettings
 from marketarena.envs.simulator import Simulator, StepResult, TradingRules
 
@@ -187,6 +197,31 @@ class ImpactSimulator(Simulator):
         self.factor = np.ones(self.n_assets)
         self.last_flow = np.zeros(self.n_assets)
         self.last_impact_cost = np.zeros(self.n_envs)
+
+    def market_state(self) -> dict[str, Any]:
+        """What the market carries from step to step (copies): the permanent factors, the
+        last net flow and the noise traders' RNG state."""
+        return {
+            "factor": self.factor.copy(),
+            "last_flow": self.last_flow.copy(),
+            "noise_rng": copy.deepcopy(self.rng.bit_generator.state),
+        }
+
+    def set_market_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`market_state` after every agent's portfolio
+        (:meth:`Simulator.set_state`): the marks become the public prices again."""
+        n = self.n_assets
+        factor = np.array(state["factor"], dtype=np.float64)
+        last_flow = np.array(state["last_flow"], dtype=np.float64)
+        for name, value in (("factor", factor), ("last_flow", last_flow)):
+            if value.shape != (n,):
+                raise DataError(
+                    f"saved market state: {name} has shape {value.shape}; this arena has "
+                    f"{n} assets ({self.data.name})"
+                )
+        self.factor, self.last_flow = factor, last_flow
+        self.rng = _generator(state["noise_rng"])
+        self.mark = self._close[self.t] * factor  # as a step marks: history times F
 
     def _execute(self, buys: np.ndarray, sells: np.ndarray) -> StepResult:
         """As :meth:`Simulator._execute`, at prices moved by the agents' net flow."""
@@ -392,5 +427,79 @@ class ArenaEnv(ParallelEnv):
             }
         return out
 
+    # ------------------------------------------------------------ save/restore
+    def get_state(self) -> dict[str, Any]:
+        """Everything that changes from step to step (copies, plain values, numpy arrays
+        and RNG states, as the run store's codec writes them): every agent's portfolio
+        (:meth:`~marketarena.envs.simulator.Simulator.get_state`), the episode's bounds, the
+        reward's and the risk layer's state, the market (:meth:`ImpactSimulator.market_state`:
+        the impact factors, the last flow, the noise RNG), the live agents and the env's RNG
+        (the next episode's start and noise seed)."""
+        core, sim = self.core, self.sim
+        return {
+            "portfolios": [sim.get_state(i) for i in range(self.n_agents)],
+            "episode_start": int(core.episode_start[0]),
+            "episode_end": int(core.episode_end[0]),
+            "reward": copy.deepcopy(vars(core.reward_fn)),
+            **({} if core.risk is None else {"risk": core.risk.get_state()}),
+            "market": sim.market_state(),
+            "agents": list(self.agents),
+            "np_random": copy.deepcopy(self._np_random.bit_generator.state),
+        }
+
+    def set_state(
+        self, state: Mapping[str, Any]
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        """Put the arena back where :meth:`get_state` saw it, on an arena with the same
+        number of agents, data and settings (fresh or not: no ``reset`` needed); returns the
+        live agents' observations and infos (as ``reset`` does: no step result). The next
+        ``step`` is then, bit for bit, the step the saved arena would have taken."""
+        core, sim = self.core, self.sim
+        portfolios = state["portfolios"]
+        if len(portfolios) != self.n_agents:
+            raise DataError(
+                f"saved state has {len(portfolios)} agents; this arena has {self.n_agents}"
+            )
+        unknown = [a for a in state["agents"] if a not in self._index]
+        if unknown:
+            raise DataError(f"saved state names agents {unknown} this arena does not have")
+        times = {int(p["t"]) for p in portfolios}
+        t = times.pop()
+        if times or not core.first_decision <= t <= core.last_decision + 1:
+            raise DataError(
+                f"saved state's agents are at decision indices {sorted({t, *times})}; they "
+                f"must share one, in {core.first_decision}..{core.last_decision + 1} "
+                f"({self.data.dates[core.first_decision]}.."
+                f"{self.data.dates[core.last_decision + 1]})"
+            )
+        if core.risk is not None and "risk" not in state:
+            raise DataError(
+                "saved state has no risk-layer state, but this arena has risk rules: resume "
+                "with the settings the run was started with"
+            )
+        for i, portfolio in enumerate(portfolios):
+            sim.set_state(portfolio, i)
+        sim.set_market_state(state["market"])
+        core.episode_start[:] = state["episode_start"]
+        core.episode_end[:] = state["episode_end"]
+        vars(core.reward_fn).update(copy.deepcopy(dict(state["reward"])))
+        if core.risk is not None:
+            core.risk.set_state(state["risk"])
+        self.agents = list(state["agents"])
+        self._np_random = _generator(state["np_random"])
+        return self._observations(self.agents), self._infos(None, self.agents)
+
     def close(self) -> None:
         pass
+
+
+def _generator(saved: Mapping[str, Any]) -> np.random.Generator:
+    """A numpy ``Generator`` from a saved ``bit_generator.state`` (a copy of it)."""
+    kind = getattr(np.random, str(saved["bit_generator"]), None)
+    if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
+        raise DataError(
+            f"saved RNG state names {saved['bit_generator']!r}: not a numpy bit generator"
+        )
+    bit_generator = kind()
+    bit_generator.state = copy.deepcopy(dict(saved))
+    return np.random.Generator(bit_generator)

@@ -3,6 +3,7 @@ hand-computed cases, conservation, no look-ahead, determinism and bad input."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -15,7 +16,7 @@ from marketarena.envs import PortfolioEnv, PortfolioVectorEnv
 from marketarena.envs.arena import ArenaEnv, ImpactModel, ImpactSettings, ImpactSimulator
 from marketarena.envs.core import PortfolioCore
 from marketarena.envs.data import MarketData
-from marketarena.envs.errors import ConfigError
+from marketarena.envs.errors import ConfigError, DataError
 from marketarena.envs.settings import EnvSettings
 from marketarena.envs.simulator import Simulator, TradingRules
 from marketarena.envs.synthetic import gbm_market
@@ -401,3 +402,98 @@ def test_core_builds_the_simulator_it_is_given(market):
     assert built == [(market, 3, True, np.float32)] and core.sim.n_envs == 3
     arena = ArenaEnv(2, market, impact=STRONG, **SMALL)
     assert arena.core.sim is arena.sim and isinstance(arena.sim, ImpactSimulator)
+
+
+# ------------------------------------------------------------- save/restore
+RESUMABLE = {
+    "impact": {"eta": 1.0, "gamma": 0.5, "noise_scale": 0.3},
+    "observe_flow": True,
+    "reward": "differential_sharpe",
+    "risk": {"stop_loss": 0.02, "stop_cooldown": 2, "max_turnover": 0.8},
+    **SMALL,
+}
+
+
+def _continue(env: ArenaEnv, seed: int, steps: int) -> list:
+    """``steps`` more steps from where ``env`` is (or until the episode ends), with actions
+    from ``seed``: everything the env returns."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps):
+        if not env.agents:
+            break
+        out.append(env.step(_actions(env, rng)))
+    return out
+
+
+def _assert_same(a, b) -> None:
+    """Equal, bit for bit, through dicts, lists, tuples and arrays."""
+    if isinstance(a, dict):
+        assert list(a) == list(b)
+        for key in a:
+            _assert_same(a[key], b[key])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_same(x, y)
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert type(a) is type(b) and (a == b or (a != a and b != b)), (a, b)
+
+
+@pytest.mark.parametrize("via_json", [False, True])
+def test_restored_arena_continues_bit_for_bit(market, via_json):
+    from marketarena.evaluation.saved_runs import codec
+
+    env = ArenaEnv(3, market, reward_mode="relative", **RESUMABLE)
+    env.reset(seed=8)
+    obs_k, *_, infos_k = _continue(env, 1, 7)[-1]  # k = 7 steps
+    state = env.get_state()
+    if via_json:
+        state = codec.loads(codec.dumps(state, "env_state"), "env_state")
+    expected = _continue(env, 2, 12)  # m = 12 more
+    assert np.ptp(env.sim.factor) > 0 and np.abs(env.sim.last_flow).min() > 0  # impact, noise
+
+    fresh = ArenaEnv(3, market, reward_mode="relative", **RESUMABLE)
+    obs, infos = fresh.set_state(state)
+    assert fresh.agents == ["agent_0", "agent_1", "agent_2"]
+    # what the saved arena saw after step k (impact factors, last flow, prices), bar the
+    # step's own results, which set_state does not replay
+    _assert_same(obs, obs_k)
+    step_results = ("turnover", "costs", "impact_cost")
+    for agent, info in infos_k.items():
+        assert infos[agent]["step"] == 7
+        _assert_same(
+            {k: v for k, v in infos[agent].items() if k not in step_results},
+            {k: v for k, v in info.items() if k not in step_results},
+        )
+    _assert_same(_continue(fresh, 2, 12), expected)
+    # the env's RNG carried over too: the next episodes start and trade alike
+    env.reset(), fresh.reset()
+    _assert_same(_continue(fresh, 3, 5), _continue(env, 3, 5))
+
+
+def test_restoring_a_finished_episode_and_bad_states(market):
+    env = ArenaEnv(2, market, **RESUMABLE)
+    env.reset(seed=1)
+    _continue(env, 1, 100)
+    assert env.agents == []
+    fresh = ArenaEnv(2, market, **RESUMABLE)
+    assert fresh.set_state(env.get_state()) == ({}, {})
+    with pytest.raises(RuntimeError, match="call reset"):
+        fresh.step({})
+    state = env.get_state()
+    with pytest.raises(DataError, match="saved state has 2 agents; this arena has 3"):
+        ArenaEnv(3, market, **RESUMABLE).set_state(state)
+    uneven = copy.deepcopy(state)
+    uneven["portfolios"][1]["t"] -= 1
+    with pytest.raises(DataError, match=r"decision indices \[\d+, \d+\]; they must share one"):
+        fresh.set_state(uneven)
+    with pytest.raises(DataError, match="no risk-layer state"):
+        fresh.set_state({k: v for k, v in state.items() if k != "risk"})
+    other = ArenaEnv(2, gbm_market(4, 120, seed=7), **RESUMABLE)
+    other.reset(seed=1)
+    with pytest.raises(DataError, match="factor has shape"):
+        other.set_state({**state, "portfolios": other.get_state()["portfolios"]})
