@@ -31,7 +31,6 @@ from marketarena.cli import (
     replay,
     runs,
     schedule,
-    selfplay,
     serve,
     training,
 )
@@ -60,7 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
         group.register(subparsers)
     schedule.register(subparsers)
     paper.register(subparsers)
-    selfplay.register(subparsers)
     arena.register(subparsers)
     return parser
 
