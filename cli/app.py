@@ -31,6 +31,7 @@ from marketarena.cli import (
     replay,
     runs,
     schedule,
+    selfplay,
     serve,
     training,
 )
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         group.register(subparsers)
     schedule.register(subparsers)
     paper.register(subparsers)
+    selfplay.register(subparsers)
     arena.register(subparsers)
     return parser
 
