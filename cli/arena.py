@@ -110,7 +110,7 @@ def parse_periods(
         first, sep, last = item.partition(":")
         if not sep:
             raise ConfigError(f"--period {item!r}: expected START:END, e.g. 2019-01-02:2019-12-31")
-        option = f"--period {item}"
+        option = f"--period {item}:"
         out.append((parse_date(first or None, option), parse_date(last or None, option)))
     return tuple(out)
 
@@ -119,10 +119,6 @@ def handle_arena(args: argparse.Namespace, console: Console) -> int:
     from marketarena.evaluation.arena import Tournament, log_tournament, run_tournament
     from marketarena.evaluation.tracking import tracking_uri
 
-    impact = parse_assignments(args.impact)
-    for key, value in impact.items():
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"--impact {key}={value}: impact parameters must be >= 0")
     settings: dict[str, Any] = {}
     if args.data:
         settings["data"] = args.data
@@ -131,7 +127,7 @@ def handle_arena(args: argparse.Namespace, console: Console) -> int:
         ensembles=tuple(args.ensemble or ()),
         periods=parse_periods(args.period, args.start, args.end),
         seeds=args.seeds,
-        impact=impact,
+        impact=parse_assignments(args.impact),
         reward=args.reward,
         format=args.format,
         rules=parse_rules(args.rule),

@@ -691,7 +691,8 @@ def _resolved_period(
     try:
         env = _arena(2, data, settings, period, impact=dict(impact))
     except (ConfigError, DataError) as exc:
-        raise type(exc)(f"period {start or ''}:{end or ''}: {exc}") from None
+        where = f"{start or 'the data start'}:{end or 'the data end'}"
+        raise type(exc)(f"period {where}: {exc}") from None
     core = env.core
     return {
         "start": start,

@@ -329,3 +329,56 @@ def test_bad_input_is_refused(tmp_path, change, message):
     with pytest.raises((ConfigError, DataError), match=message):
         run_tournament(_tournament(**change), tmp_path)
     assert not (tmp_path / "matches.jsonl").exists()
+
+
+class _Spy:
+    """Equal weight; keeps what it was shown at every decision."""
+
+    name = "spy"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    def reset(self, *, seed=None) -> None:
+        self.seen = []
+
+    def act(self, observation, info):
+        self.seen.append((observation.copy(), info["nav"], info["prices"].copy(), info["date"]))
+        return np.r_[np.full(3, 0.25), 0.25]
+
+
+class _Switcher:
+    """Equal weight until decision ``k``, then ``then`` for good."""
+
+    name = "switcher"
+
+    def __init__(self, k: int, then: np.ndarray) -> None:
+        self.k, self.then, self.step = k, then, 0
+
+    def reset(self, *, seed=None) -> None:
+        self.step = 0
+
+    def act(self, observation, info):
+        self.step += 1
+        return self.then if self.step > self.k else np.r_[np.full(3, 0.25), 0.25]
+
+
+def test_a_seat_never_sees_the_others_current_decision():
+    """Two opponents that differ only from decision k on: the spy's observations and infos
+    are identical up to and including decision k (the opponent's decision at k is unseen),
+    and differ after it (its flow moved prices)."""
+    k = 10
+    spies = []
+    for then in (np.array([1.0, 0, 0, 0]), np.array([0, 0, 0, 1.0])):
+        spy = _Spy()
+        match = Match(0, ("2000-01-10", "2000-03-31"), 0, ("spy", "switcher"))
+        run_match([spy, _Switcher(k, then)], MARKET, SETTINGS, match, impact={"gamma": 2.0})
+        spies.append(spy.seen)
+    first, second = spies
+    for a, b in zip(first[: k + 1], second[: k + 1], strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:2] == b[1:2] and a[3] == b[3]
+        np.testing.assert_array_equal(a[2], b[2])
+    assert not np.array_equal(first[k + 1][2], second[k + 1][2])  # public prices moved
+    obs_dim = len(first[0][0])
+    assert obs_dim == 5 * 3 * len(SETTINGS.features) + 3 + 1  # PortfolioEnv's shape
