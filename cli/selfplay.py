@@ -16,9 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train PPO by self-play against a league in the arena",
         description="Self-play PPO: one policy trades the learner seats of several arena "
         "markets against the latest self, past snapshots and fixed opponents; logs to MLflow. "
-        "See configs/selfplay.yaml.",
+        "See configs/selfplay/sp500.yaml.",
     )
-    sp.add_argument("--config", help="YAML config (see configs/selfplay.yaml)")
+    sp.add_argument("--config", help="YAML config (see configs/selfplay/sp500.yaml)")
     sp.add_argument(
         "--set",
         action="append",
@@ -37,7 +37,9 @@ def handle_selfplay(args: argparse.Namespace, console: Console) -> int:
     )
 
     if not args.config and not args.set:
-        raise ConfigError("give --config FILE (see configs/selfplay.yaml) and/or --set key=value")
+        raise ConfigError(
+            "give --config FILE (see configs/selfplay/sp500.yaml) and/or --set key=value"
+        )
     config = load_selfplay_config(args.config, args.set or ())
     try:
         result = train_selfplay(config)

@@ -392,3 +392,24 @@ def test_the_command_trains_and_reports_the_league(market_csv, tmp_path, monkeyp
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("tiny__ppo__2__")
     assert f"model: runs/{run_dir.name}/model" in text
+
+
+def test_the_shipped_config_trains(tmp_path):
+    """configs/selfplay/sp500.yaml, cut to one market and one short rollout."""
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "selfplay" / "sp500.yaml"
+    config = load_selfplay_config(
+        shipped,
+        [
+            "arena.n_markets=1",
+            "algo.total_timesteps=16",
+            "algo.hyperparameters={n_steps: 16, batch_size: 16, n_epochs: 1}",
+            f"training.output_dir={tmp_path}",
+            "training.progress_bar=false",
+            "mlflow.enabled=false",
+        ],
+    )
+    assert config.env.to_settings().impact.eta > 0 and config.arena.reward_mode == "relative"
+    result = train_selfplay(config)
+    assert result.timesteps == 16
+    agent = make_agent(str(result.model_dir))
+    assert agent.observation["symbols"] == ["JNJ", "JPM", "KO", "PG", "XOM"]
