@@ -234,16 +234,21 @@ class ImpactSimulator(Simulator):
             flow = flow + self.noise_scale * self.impact.volume[t] * self.rng.standard_normal(
                 self.n_assets
             )
-        ref = fill * self.factor
-        fill = ref * np.exp(self.impact.temporary(t, flow))
-        self.factor = self.factor * np.exp(self.impact.permanent(t, flow))
-        mark = mark * self.factor
+        active = self.impact.active
+        if active:
+            ref = fill * self.factor
+            fill = ref * np.exp(self.impact.temporary(t, flow))
+            self.factor = self.factor * np.exp(self.impact.permanent(t, flow))
+            mark = mark * self.factor
+        # else F stays 1: fills and marks are the history's, as in a plain Simulator
         self.last_flow = flow
         self.last_fill = fill
         sell_value, sell_fee, cash, available = self._sell(sells, fill, buys)
         buy_value, buy_fee = self._buy(buys, fill, cash, available)
         # buys are final (scaled to the cash) only now
-        self.last_impact_cost = np.vecdot(buys - sells, fill - ref)
+        self.last_impact_cost = (
+            np.vecdot(buys - sells, fill - ref) if active else np.zeros(self.n_envs)
+        )
         res = self._charge(sell_value, buy_value, sell_fee, buy_fee)
         self._book(buys, sells, mark, cash, res)
         if self.record:
@@ -303,6 +308,7 @@ class ArenaEnv(ParallelEnv):
         self.possible_agents = [f"agent_{i}" for i in range(n_agents)]
         self.agents: list[str] = []
         self._index = {a: i for i, a in enumerate(self.possible_agents)}
+        self._agent_set = set(self.possible_agents)
         n = core.n_assets
         self.obs_dim = core.obs_dim + n + (n if observe_flow else 0)
         self._obs_space = spaces.Box(-np.inf, np.inf, shape=(self.obs_dim,), dtype=np.float32)
@@ -336,7 +342,8 @@ class ArenaEnv(ParallelEnv):
             self.sim.rng = np.random.default_rng(self._np_random.integers(2**63))
         core.reset_envs(np.full(self.n_agents, t0))
         self.agents = list(self.possible_agents)
-        return self._observations(), self._infos(None)
+        weights = self.sim.weight
+        return self._observations(weights), self._infos(None, weights)
 
     def step(
         self, actions: dict[str, np.ndarray]
@@ -348,39 +355,52 @@ class ArenaEnv(ParallelEnv):
         dict[str, dict[str, Any]],
     ]:
         """One bar for every agent. ``actions``: one action per live agent (as in
-        ``PortfolioEnv``)."""
-        if not self.agents:
+        ``PortfolioEnv``). The agents live and end together: every dict returned has every
+        agent, and when the episode ends ``agents`` becomes empty."""
+        agents = self.agents
+        if not agents:
             raise RuntimeError("step() called after the episode ended; call reset() first")
-        missing = [a for a in self.agents if a not in actions]
-        unknown = [a for a in actions if a not in self.agents]
-        if missing or unknown:
+        if not isinstance(actions, Mapping):
+            raise TypeError(
+                f"actions must be a dict of agent name to action, got {type(actions).__name__}"
+            )
+        if actions.keys() != self._agent_set:
+            missing = [a for a in agents if a not in actions]
+            unknown = [a for a in actions if a not in self._index]
             raise ValueError(
-                f"actions must hold one action per live agent {self.agents}: "
+                f"actions must hold one action per live agent {agents}: "
                 f"missing {missing}, unknown or finished {unknown}"
             )
         core = self.core
-        n = core.n_assets
-        batch = np.empty((self.n_agents, n + 1))
-        for agent in self.agents:
-            a = np.asarray(actions[agent])
-            if a.shape != (n + 1,):
-                raise ValueError(
-                    f"{agent}'s action has shape {a.shape}; expected ({n + 1},): one weight "
-                    f"per asset ({n}) and one for cash"
-                )
-            batch[self._index[agent]] = a
+        try:  # one array, rows in agent order; float64 as a PortfolioEnv's batch of one
+            batch = np.array([actions[a] for a in agents], dtype=np.float64)
+        except (ValueError, TypeError):
+            batch = None
+        if batch is None or batch.shape != (self.n_agents, core.n_assets + 1):
+            self._raise_bad_shape(actions)
         result, reward, terminated, truncated = core.step(batch)
         reward = self._shaped(reward)
-        live = self.agents
-        obs = self._observations(live)
-        infos = self._infos(result, live)
+        weights = self.sim.weight
+        obs = self._observations(weights)
+        infos = self._infos(result, weights)
         ended = bool(terminated.any() or truncated.any())
-        rewards = {a: float(reward[self._index[a]]) for a in live}
-        terms = {a: bool(terminated[self._index[a]]) for a in live}
-        truncs = {a: ended and not terms[a] for a in live}
+        terms = terminated.tolist()
+        rewards = dict(zip(agents, reward.tolist(), strict=True))
+        truncs = dict(zip(agents, [ended and not x for x in terms], strict=True))
         if ended:
             self.agents = []
-        return obs, rewards, terms, truncs, infos
+        return obs, rewards, dict(zip(agents, terms, strict=True)), truncs, infos
+
+    def _raise_bad_shape(self, actions: dict[str, np.ndarray]) -> None:
+        n = self.core.n_assets
+        for agent in self.agents:
+            shape = np.shape(actions[agent])
+            if shape != (n + 1,):
+                raise ValueError(
+                    f"{agent}'s action has shape {shape}; expected ({n + 1},): one weight "
+                    f"per asset ({n}) and one for cash"
+                )
+        raise ValueError("actions must be arrays of numbers")  # e.g. ragged nested lists
 
     # ------------------------------------------------------------- helpers
     def _shaped(self, reward: np.ndarray) -> np.ndarray:
@@ -393,39 +413,54 @@ class ArenaEnv(ParallelEnv):
         beaten = (reward[:, None] < reward[None, :]).sum(axis=1)
         return (beat - beaten) / (self.n_agents - 1)
 
-    def _observations(self, agents: list[str] | None = None) -> dict[str, np.ndarray]:
+    def _observations(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Every agent's observation (rows of one new array); ``weights``: ``sim.weight``.
+        The agents share the decision index, so the feature window is one row, broadcast."""
         core, sim = self.core, self.sim
-        base = core.observe(np.empty((self.n_agents, core.obs_dim), dtype=np.float32))
-        parts = [base, np.broadcast_to(sim.factor, (self.n_agents, core.n_assets))]
+        t = int(sim.t[0])
+        ws, d, n = core.window_size, core.obs_dim, core.n_assets
+        obs = np.empty((self.n_agents, self.obs_dim), dtype=np.float32)
+        obs[:, :ws] = core.windows[t - (core.window - 1)]
+        obs[:, ws:d] = weights
+        obs[:, d : d + n] = sim.factor
         if self.observe_flow:
-            t_prev = max(int(sim.t[0]) - 1, 0)
-            flow = sim.last_flow / self.impact.volume[t_prev]
-            parts.append(np.broadcast_to(flow, (self.n_agents, core.n_assets)))
-        obs = np.concatenate(parts, axis=1, dtype=np.float32)
-        names = self.possible_agents if agents is None else agents
-        return {a: obs[self._index[a]] for a in names}
+            obs[:, d + n :] = sim.last_flow / self.impact.volume[max(t - 1, 0)]
+        return dict(zip(self.possible_agents, obs, strict=True))
 
-    def _infos(
-        self, result: StepResult | None, agents: list[str] | None = None
-    ) -> dict[str, dict[str, Any]]:
+    def _infos(self, result: StepResult | None, weights: np.ndarray) -> dict[str, dict[str, Any]]:
         sim = self.sim
         t = int(sim.t[0])
-        weights = sim.weight
-        out = {}
-        for a in self.possible_agents if agents is None else agents:
-            i = self._index[a]
-            out[a] = {
-                "date": self.data.dates[t],
-                "nav": float(sim.nav[i]),
-                "cash": float(sim.cash[i]),
-                "weights": weights[i],
-                "prices": sim.mark[i].copy(),  # public: after permanent impact
-                "turnover": 0.0 if result is None else float(result.turnover[i]),
-                "costs": 0.0 if result is None else float(result.costs[i]),
-                "impact_cost": 0.0 if result is None else float(sim.last_impact_cost[i]),
-                "step": t - int(self.core.episode_start[i]),
+        date, step = self.data.dates[t], t - int(self.core.episode_start[0])
+        prices = sim.mark.copy()  # public: after permanent impact
+        zeros = [0.0] * self.n_agents
+        turnover = zeros if result is None else result.turnover.tolist()
+        costs = zeros if result is None else result.costs.tolist()
+        impact = zeros if result is None else sim.last_impact_cost.tolist()
+        rows = zip(
+            self.possible_agents,
+            sim.nav.tolist(),
+            sim.cash.tolist(),
+            weights,
+            prices,
+            turnover,
+            costs,
+            impact,
+            strict=True,
+        )
+        return {
+            a: {
+                "date": date,
+                "nav": nav,
+                "cash": cash,
+                "weights": w,
+                "prices": p,
+                "turnover": to,
+                "costs": c,
+                "impact_cost": ic,
+                "step": step,
             }
-        return out
+            for a, nav, cash, w, p, to, c, ic in rows
+        }
 
     # ------------------------------------------------------------ save/restore
     def get_state(self) -> dict[str, Any]:
@@ -460,9 +495,11 @@ class ArenaEnv(ParallelEnv):
             raise DataError(
                 f"saved state has {len(portfolios)} agents; this arena has {self.n_agents}"
             )
-        unknown = [a for a in state["agents"] if a not in self._index]
-        if unknown:
-            raise DataError(f"saved state names agents {unknown} this arena does not have")
+        if state["agents"] not in ([], self.possible_agents):
+            raise DataError(
+                f"saved state's live agents are {state['agents']}: an arena's agents live and "
+                f"end together, so they are all of {self.possible_agents} or none"
+            )
         times = {int(p["t"]) for p in portfolios}
         t = times.pop()
         if times or not core.first_decision <= t <= core.last_decision + 1:
@@ -487,7 +524,10 @@ class ArenaEnv(ParallelEnv):
             core.risk.set_state(state["risk"])
         self.agents = list(state["agents"])
         self._np_random = _generator(state["np_random"])
-        return self._observations(self.agents), self._infos(None, self.agents)
+        if not self.agents:
+            return {}, {}
+        weights = sim.weight
+        return self._observations(weights), self._infos(None, weights)
 
     def close(self) -> None:
         pass

@@ -344,6 +344,13 @@ def test_bad_actions_are_rejected(market):
         env.step({"agent_0": np.ones(4), "agent_1": np.ones(4), "agent_9": np.ones(4)})
     with pytest.raises(ValueError, match="agent_1's action has shape"):
         env.step({"agent_0": np.ones(4), "agent_1": np.ones(3)})
+    with pytest.raises(ValueError, match="agent_0's action has shape \\(1, 4\\)"):
+        env.step({"agent_0": np.ones((1, 4)), "agent_1": np.ones((1, 4))})
+    with pytest.raises(TypeError, match="actions must be a dict of agent name to action, got list"):
+        env.step([np.ones(4), np.ones(4)])
+    with pytest.raises(ValueError, match="actions must be arrays of numbers"):
+        env.step({"agent_0": ["a"] * 4, "agent_1": [None] * 4})
+    env.step({"agent_0": [0.0, 0.0, 0.0, 1.0], "agent_1": (1, 0, 0, 0)})  # any array-like
 
 
 # ------------------------------------------------------------ impact settings
@@ -491,6 +498,8 @@ def test_restoring_a_finished_episode_and_bad_states(market):
     uneven["portfolios"][1]["t"] -= 1
     with pytest.raises(DataError, match=r"decision indices \[\d+, \d+\]; they must share one"):
         fresh.set_state(uneven)
+    with pytest.raises(DataError, match="live and end together"):
+        fresh.set_state({**state, "agents": ["agent_1"]})
     with pytest.raises(DataError, match="no risk-layer state"):
         fresh.set_state({k: v for k, v in state.items() if k != "risk"})
     other = ArenaEnv(2, gbm_market(4, 120, seed=7), **RESUMABLE)
