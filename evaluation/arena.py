@@ -41,8 +41,9 @@ draws and losses against the second, and the mean of its return minus the second
 ## The output folder
 
 ``tournament.json`` (the settings: agents, seeds, periods, impact, reward, format, rules, the
-data's manifest with its hash, the git SHA), ``matches.jsonl`` (one line per finished match,
-in schedule order, each appended in one write and synced), ``matches/NNNN/<agent>.json`` (the
+data's manifest with its hash, the git SHA it started at), ``matches.jsonl`` (one line per
+finished match, in schedule order, each appended in one write and synced, with the git SHA
+that played it), ``matches/NNNN/<agent>.json`` (the
 match's daily results per agent, written before its line), ``ratings.csv``,
 ``head_to_head.csv``, ``report.md``, and ``agents/``: the evaluation report over every agent's
 matches (:meth:`~marketarena.evaluation.report.EvaluationReport.write`: ``metrics.csv``,
@@ -54,8 +55,9 @@ matches (:meth:`~marketarena.evaluation.report.EvaluationReport.write`: ``metric
 finished matches (a line in ``matches.jsonl``) and runs the rest; a match killed part-way has
 no line and is replayed from its start, and since a match depends on its seed only, the folder
 ends as an uninterrupted run's, byte for byte (``elapsed_s`` of each line and the plotly
-figures' random element ids in ``agents/report.html`` aside). Settings that differ are
-refused, naming each.
+figures' random element ids in ``agents/report.html`` aside). An LLM agent's replayed match
+is the same when its answers come from its request cache (``llm_cache.sqlite`` by default);
+without a cache it asks the model again. Settings that differ are refused, naming each.
 """
 
 from __future__ import annotations
@@ -630,8 +632,10 @@ def _run(
         },
         "matches": len(matches),
         "data": data.manifest(),
+        "git_sha": git_sha(),
     }
-    records = _open_folder(out, settings, matches, resume)
+    settings, records = _open_folder(out, settings, matches, resume)
+    sha = git_sha()
     skipped = len(records)
     done = {r["match"] for r in records}
     for match in matches:
@@ -655,7 +659,7 @@ def _run(
         folder.mkdir(parents=True, exist_ok=True)
         for res in result.results:
             _write_atomic(folder / f"{slugify(res.agent)}.json", res)
-        record = result.record(time.perf_counter() - began)
+        record = {**result.record(time.perf_counter() - began), "git_sha": sha}
         _append_line(out / "matches.jsonl", record)
         records.append(record)
     if progress is not None and matches:
@@ -704,20 +708,28 @@ def _resolved_period(
 
 def _open_folder(
     out: Path, settings: dict[str, Any], matches: Sequence[Match], resume: bool
-) -> list[dict[str, Any]]:
-    """The finished matches' lines of ``out`` (a new folder: none), after checking that its
-    tournament is this one; a torn last line (a kill mid-write) is cut off."""
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The tournament's settings as ``out`` holds them (a new folder: ``settings``, written
+    there) and its finished matches' lines, after checking that its tournament is this one
+    (the git SHA aside: it records where the tournament started; each line has its own); a
+    torn last line (a kill mid-write) is cut off."""
     path = out / "tournament.json"
     text = json.dumps(settings, indent=2, default=str) + "\n"
     if not path.exists():
         if resume:
             raise ConfigError(f"--resume: {out} holds no tournament (no tournament.json)")
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return []
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return json.loads(text), []
     stored = json.loads(path.read_text())
     given = json.loads(text)
-    differ = [k for k in sorted(set(stored) | set(given)) if stored.get(k) != given.get(k)]
+    differ = [
+        k
+        for k in sorted(set(stored) | set(given))
+        if k != "git_sha" and stored.get(k) != given.get(k)
+    ]
     if differ:
         what = "; ".join(
             f"{k}: {json.dumps(given.get(k), default=str)[:120]} here, "
@@ -730,7 +742,7 @@ def _open_folder(
         )
     lines_path = out / "matches.jsonl"
     if not lines_path.exists():
-        return []
+        return stored, []
     raw = lines_path.read_bytes()
     keep = raw[: raw.rfind(b"\n") + 1]
     if len(keep) != len(raw):
@@ -747,7 +759,7 @@ def _open_folder(
                 f"{lines_path}: match {index} is {expected} in the schedule, but the line "
                 f"says { ({k: record.get(k) for k in expected}) }"
             )
-    return records
+    return stored, records
 
 
 def _append_line(path: Path, record: Mapping[str, Any]) -> None:
@@ -830,7 +842,7 @@ def _markdown(
         "",
         f"{n_matches} matches ({settings['format']}), seeds {settings['seeds']}, periods "
         f"{periods}; reward {settings['reward']}; impact {impact}. Data sha256 "
-        f"`{settings['data']['sha256']}`, git `{git_sha()}`.",
+        f"`{settings['data']['sha256']}`, git `{settings['git_sha']}` (at the start).",
         "",
         "## Ratings (TrueSkill; conservative = mu - 3 sigma)",
         "",
