@@ -80,7 +80,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NoReturn
 
 import numpy as np
 from gymnasium import spaces
@@ -234,7 +234,7 @@ class ImpactSimulator(Simulator):
             flow = flow + self.noise_scale * self.impact.volume[t] * self.rng.standard_normal(
                 self.n_assets
             )
-        active = self.impact.active
+        active, ref = self.impact.active, fill
         if active:
             ref = fill * self.factor
             fill = ref * np.exp(self.impact.temporary(t, flow))
@@ -391,7 +391,7 @@ class ArenaEnv(ParallelEnv):
             self.agents = []
         return obs, rewards, dict(zip(agents, terms, strict=True)), truncs, infos
 
-    def _raise_bad_shape(self, actions: dict[str, np.ndarray]) -> None:
+    def _raise_bad_shape(self, actions: dict[str, np.ndarray]) -> NoReturn:
         n = self.core.n_assets
         for agent in self.agents:
             shape = np.shape(actions[agent])
