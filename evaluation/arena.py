@@ -10,9 +10,11 @@ the end, are dropped), and an ``info`` with ``PortfolioEnv``'s keys (``date``, `
 ``cash``, ``weights``, ``prices``, ``turnover``, ``costs``, ``step``; ``risk`` when risk rules
 are on; ``snapshot`` for agents that read one). Prices are the public ones: historical prices
 times the permanent impact factors; in a snapshot each bar's open, high, low, close (and raw
-close) are scaled by the factors as of that bar's close (1 before the match started). No
-agent ever sees another seat's decision at the same step: every seat acts on the state after
-the close of ``t``, then all orders fill together (the arena's timing). With one seat and zero
+close) are scaled by the factors as of that bar's close (1 before the match started). An
+agent that reads the whole panel (a rule agent's indicators,
+:class:`~marketarena.agents.base.ReadsMarketData`) reads the historical one. No agent ever
+sees another seat's decision at the same step: every seat acts on the state after the close
+of ``t``, then all orders fill together (the arena's timing; tested). With one seat and zero
 impact a seat's NAV path is :func:`~marketarena.evaluation.runner.run_backtest`'s (tested).
 
 ## The schedule
