@@ -15,6 +15,8 @@ from marketarena.agents.registry import SPEC_HELP
 from marketarena.cli.common import (
     EXIT_OK,
     add_llm_options,
+    add_yes_option,
+    confirm_llm_requests,
     llm_options,
     parse_assignments,
     parse_date,
@@ -84,6 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a trading rule for every seat, e.g. --rule commission_bps=2",
     )
     p.add_argument("--window", type=int, help="observation window (default: the models')")
+    add_yes_option(p)
     add_llm_options(p)
     p.add_argument("--out", default="reports/arena", help="output folder (default reports/arena)")
     p.add_argument(
@@ -116,7 +119,12 @@ def parse_periods(
 
 
 def handle_arena(args: argparse.Namespace, console: Console) -> int:
-    from marketarena.evaluation.arena import Tournament, log_tournament, run_tournament
+    from marketarena.evaluation.arena import (
+        Tournament,
+        llm_request_estimates,
+        log_tournament,
+        run_tournament,
+    )
     from marketarena.evaluation.tracking import tracking_uri
 
     settings: dict[str, Any] = {}
@@ -136,6 +144,8 @@ def handle_arena(args: argparse.Namespace, console: Console) -> int:
         tracking_uri=tracking_uri(),
         **settings,
     )
+    config.validate()  # before the estimates: they resolve the periods
+    confirm_llm_requests(llm_request_estimates(config), args.yes, console)
     with tournament_progress(console) as update:
         result = run_tournament(config, args.out, resume=args.resume, progress=update)
     if result.skipped:

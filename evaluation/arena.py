@@ -73,7 +73,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -87,7 +87,13 @@ from marketarena.envs.portfolio_env import MarketSnapshot
 from marketarena.envs.settings import EnvSettings, build_impact
 from marketarena.envs.splits import iso_date
 from marketarena.evaluation import metrics
-from marketarena.evaluation.evaluate import EvaluationConfig, build_agents, observation_settings
+from marketarena.evaluation.evaluate import (
+    EvaluationConfig,
+    LLMRequestEstimate,
+    build_agents,
+    observation_settings,
+)
+from marketarena.evaluation.evaluate import llm_request_estimates as evaluation_estimates
 from marketarena.evaluation.report import EvaluationReport, slugify
 from marketarena.evaluation.runner import (
     BACKTEST_SETTINGS,
@@ -189,6 +195,41 @@ class Tournament:
             tracking_uri=self.tracking_uri,
             llm=dict(self.llm),
         )
+
+
+def llm_request_estimates(config: Tournament) -> list[LLMRequestEstimate]:
+    """What each ``llm:`` agent of ``config`` would ask for in the whole tournament, before
+    anything runs: its decisions in each period (as
+    :func:`~marketarena.evaluation.evaluate.llm_request_estimates` counts them) times the
+    matches it plays there, in its own seat and as a member of every ensemble. An upper
+    bound: a match whose prompts are in the LLM cache asks nothing."""
+    specs = tuple(spec for spec in config.agents if spec.startswith("llm:"))
+    if not specs:
+        return []
+    competitors = len(config.agents) + len(config.ensembles)
+    per_seed = 1 if config.format == "all" else competitors - 1
+    plays = config.seeds * per_seed * (1 + len(config.ensembles))
+    found: dict[str, list[LLMRequestEstimate]] = {spec: [] for spec in specs}
+    for start, end in config.periods:
+        # resolve_data takes a MarketData as well as a name or path
+        period = EvaluationConfig(
+            agents=specs, data=cast(str, config.data), start=start, end=end, llm=dict(config.llm)
+        )
+        for estimate in evaluation_estimates(period):
+            found[estimate.agent].append(estimate)
+    out = []
+    for spec, per_period in found.items():
+        costs = [e.cost_usd for e in per_period]
+        out.append(
+            LLMRequestEstimate(
+                spec,
+                plays * sum(e.requests for e in per_period),
+                plays * sum(e.prompt_tokens for e in per_period),
+                plays * sum(e.completion_tokens for e in per_period),
+                None if None in costs else plays * sum(c or 0.0 for c in costs),
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,26 @@ def test_a_killed_tournament_resumes_to_the_uninterrupted_result(prices, tmp_pat
     assert "holds another tournament (matches: 18 here, 12 there; seeds: [0, 1, 2] here" in text
 
 
+def test_llm_requests_past_a_thousand_need_yes(prices):
+    """llm:gpt-x plays 2 matches a seed (3 competitors in pairs), 5 seeds, 399 sessions each:
+    3,990 requests, refused without --yes before anything runs."""
+    code, text = run(
+        "arena",
+        "--agent", "llm:gpt-x",
+        "--agent", "cash",
+        "--agent", "buy_and_hold",
+        "--seeds", "5",
+        "--base-url", "http://127.0.0.1:9/v1",
+        "--data", prices,
+        "--window", "5",
+        "--out", "llm",
+    )  # fmt: skip
+    assert code == EXIT_ERROR
+    assert "llm:gpt-x: 3,990 LLM requests" in text
+    assert "error: llm:gpt-x would make 3,990 requests (more than 1,000): pass --yes" in text
+    assert not os.path.exists("llm")
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
