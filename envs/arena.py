@@ -121,6 +121,7 @@ class ImpactModel:
                 )
             self.sigma = np.zeros((n_t, n))
             self.volume = np.ones((n_t, n))
+            self._coefficients()
             return
         self.sigma, self.volume = self.trailing(data.close, data.volume, window)
         if self.active and np.any(self.volume <= 0):
@@ -129,6 +130,12 @@ class ImpactModel:
                 f"{data.name}: trailing volume of {data.symbols[j]} is 0 on {data.dates[t]}; "
                 "the impact model divides by it"
             )
+        self._coefficients()
+
+    def _coefficients(self) -> None:
+        """The per-bar coefficients a step multiplies by, computed once."""
+        self._eta_sigma = self.eta * self.sigma
+        self._gamma_sigma = self.gamma * self.sigma
 
     @staticmethod
     def trailing(
@@ -150,13 +157,15 @@ class ImpactModel:
         return sigma, mean_volume
 
     def temporary(self, t: int, flow: np.ndarray) -> np.ndarray:
-        """Log shift of the fill price for net ``flow`` ``(N,)`` at decision ``t``."""
+        """Log shift of the fill price for net ``flow`` ``(N,)`` at decision ``t``:
+        ``sign(x) * eta * sigma * |x| ** beta`` with ``x = flow / V``."""
         x = flow / self.volume[t]
-        return np.sign(x) * self.eta * self.sigma[t] * np.abs(x) ** self.beta
+        return np.copysign(self._eta_sigma[t] * np.abs(x) ** self.beta, x)
 
     def permanent(self, t: int, flow: np.ndarray) -> np.ndarray:
-        """Log shift of every later price for net ``flow`` ``(N,)`` at decision ``t``."""
-        return self.gamma * self.sigma[t] * flow / self.volume[t]
+        """Log shift of every later price for net ``flow`` ``(N,)`` at decision ``t``:
+        ``gamma * sigma * flow / V``."""
+        return self._gamma_sigma[t] * flow / self.volume[t]
 
 
 class ImpactSimulator(Simulator):
@@ -184,6 +193,7 @@ class ImpactSimulator(Simulator):
         super().__init__(data, rules, n_envs, record=record, dtype=dtype)
         self.impact = ImpactModel(data, impact)
         self.noise_scale = impact.noise_scale
+        self._noise_volume = self.noise_scale * self.impact.volume  # a step's noise: this * z
         self.rng = np.random.default_rng()
         self.factor = np.ones(self.n_assets)
         self.last_flow = np.zeros(self.n_assets)
@@ -231,15 +241,15 @@ class ImpactSimulator(Simulator):
         t = int(self.t[0])
         flow = buys.sum(axis=0) - sells.sum(axis=0)
         if self.noise_scale > 0:
-            flow = flow + self.noise_scale * self.impact.volume[t] * self.rng.standard_normal(
-                self.n_assets
-            )
-        active, ref = self.impact.active, fill
-        if active:
-            ref = fill * self.factor
-            fill = ref * np.exp(self.impact.temporary(t, flow))
+            flow += self._noise_volume[t] * self.rng.standard_normal(self.n_assets)
+        moved = None  # fill minus reference price, per asset
+        if self.impact.active:  # the agents share one date: one row of prices for all
+            ref = fill[0] * self.factor
+            fill_row = ref * np.exp(self.impact.temporary(t, flow))
+            moved = fill_row - ref
             self.factor = self.factor * np.exp(self.impact.permanent(t, flow))
-            mark = mark * self.factor
+            fill = np.broadcast_to(fill_row, fill.shape)
+            mark = np.broadcast_to(mark[0] * self.factor, mark.shape)
         # else F stays 1: fills and marks are the history's, as in a plain Simulator
         self.last_flow = flow
         self.last_fill = fill
@@ -247,7 +257,7 @@ class ImpactSimulator(Simulator):
         buy_value, buy_fee = self._buy(buys, fill, cash, available)
         # buys are final (scaled to the cash) only now
         self.last_impact_cost = (
-            np.vecdot(buys - sells, fill - ref) if active else np.zeros(self.n_envs)
+            np.zeros(self.n_envs) if moved is None else np.vecdot(buys - sells, moved)
         )
         res = self._charge(sell_value, buy_value, sell_fee, buy_fee)
         self._book(buys, sells, mark, cash, res)
