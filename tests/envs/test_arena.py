@@ -506,3 +506,62 @@ def test_restoring_a_finished_episode_and_bad_states(market):
     other.reset(seed=1)
     with pytest.raises(DataError, match="factor has shape"):
         other.set_state({**state, "portfolios": other.get_state()["portfolios"]})
+
+
+# ----------------------------------------------- noise traders and observed flow
+def test_noise_flow_moves_prices_but_no_agent_s_book(market):
+    """Agents that hold trade nothing: their cash and shares stay as they are, while the
+    noise traders' flow (replayed from a copy of the noise RNG) moves the public prices."""
+    impact = {"eta": 1.0, "gamma": 0.5, "noise_scale": 0.3}
+    env = ArenaEnv(3, market, impact=impact, **SMALL)
+    env.reset(seed=2)
+    sim, model = env.sim, env.impact
+    env.step(_actions(env, np.random.default_rng(0)))  # everyone takes positions
+    for _ in range(8):
+        t = int(sim.t[0])
+        shares0, cash0, factor0 = sim.shares.copy(), sim.cash.copy(), sim.factor.copy()
+        z = copy.deepcopy(sim.rng).standard_normal(3)
+        hold = {a: sim.weight[i] for i, a in enumerate(env.possible_agents)}
+        _, _, _, _, info = env.step(hold)
+        np.testing.assert_array_equal(sim.shares, shares0)
+        np.testing.assert_array_equal(sim.cash, cash0)
+        noise = 0.3 * model.volume[t] * z
+        np.testing.assert_array_equal(sim.last_flow, noise)  # the agents' flow is 0
+        expected = factor0 * np.exp(0.5 * model.sigma[t] * noise / model.volume[t])
+        np.testing.assert_allclose(sim.factor, expected, rtol=1e-14)
+        assert not np.array_equal(sim.factor, factor0)
+        for i, a in enumerate(env.possible_agents):
+            assert info[a]["costs"] == 0.0 and info[a]["impact_cost"] == 0.0
+            marks = market.close[t + 1] * sim.factor
+            assert info[a]["nav"] == pytest.approx(cash0[i] + shares0[i] @ marks, rel=1e-13)
+
+
+def test_observed_flow_is_the_last_bar_s_flow_only(market):
+    """The flow an agent sees after the step decided at ``t - 1`` is that step's net orders
+    (here all filled: no costs, no noise) over the trailing volume at ``t - 1``, and stays
+    the same when the volume after ``t`` changes."""
+    t_cut = 45
+    later = np.arange(120)[:, None] > t_cut
+    future = dataclasses.replace(market, volume=np.where(later, market.volume * 7, market.volume))
+    kwargs = dict(
+        rules=_FREE, impact={"eta": 0.5, "gamma": 0.3}, observe_flow=True,
+        random_start=False, window=5, episode_length=60,
+    )  # fmt: skip
+    seen = []
+    for data in (market, future):
+        env = ArenaEnv(2, data, **kwargs)
+        env.reset(seed=4)
+        sim, d, n = env.sim, env.core.obs_dim, 3
+        rng = np.random.default_rng(6)
+        flows = []
+        while int(sim.t[0]) < t_cut:
+            t, shares0 = int(sim.t[0]), sim.shares.copy()
+            obs, *_ = env.step(_actions(env, rng))
+            traded = (sim.shares - shares0).sum(axis=0)  # the orders, as filled
+            by_hand = traded / env.impact.volume[t]
+            for a in env.possible_agents:
+                np.testing.assert_allclose(obs[a][d + n :], by_hand, rtol=1e-6, atol=1e-9)
+            flows.append(obs["agent_0"][d + n :])
+        seen.append(np.array(flows))
+    np.testing.assert_array_equal(seen[0], seen[1])
+    assert np.abs(seen[0]).max() > 0
