@@ -53,14 +53,17 @@ MLflow (``mlflow.enabled``): params (the flattened config and the splits); tags 
 hash; metrics at every rollout end: SB3's ``rollout/`` and ``train/``, ``selfplay/`` (episodes
 finished, the learner's mean episode return and reward, its win rate) and per league member
 ``league/<member>/learner_return``, ``.../opponent_return``, ``.../win_rate``
-(``<member>`` with characters MLflow refuses replaced by ``_``); artifacts: ``config.yaml``,
-``manifest.json``, ``league.json`` and the final model under ``model/``.
+(``<member>`` with characters MLflow refuses replaced by ``_``: ``equal_weight_21``), and the
+same per group (``league/group_latest/...``, ``group_snapshots``, ``group_fixed``);
+artifacts: ``config.yaml``, ``manifest.json``, ``league.json`` and the final model under
+``model/``.
 
 A win: the learner seats' mean episode return (final NAV over starting NAV, minus 1) above
 the opponent seat's; a tie counts one half. Only the train split is used.
 
 Determinism: a run is a function of its config (two runs with the same seed end with
-identical parameters) on CPU with ``algo.torch_threads`` threads (default 1).
+identical parameters) on CPU with ``algo.torch_threads`` threads (default 1). A stopped run
+does not resume: it starts again (``marketarena train --resume`` is for training runs).
 """
 
 from __future__ import annotations
