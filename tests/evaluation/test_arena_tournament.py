@@ -332,18 +332,21 @@ def test_bad_input_is_refused(tmp_path, change, message):
 
 
 class _Spy:
-    """Equal weight; keeps what it was shown at every decision."""
+    """Equal weight; keeps what it was shown at every decision (a 3-bar snapshot too)."""
 
     name = "spy"
+    snapshot_lookback = 3
 
     def __init__(self) -> None:
         self.seen: list[tuple] = []
+        self.snapshots: list = []
 
     def reset(self, *, seed=None) -> None:
-        self.seen = []
+        self.seen, self.snapshots = [], []
 
     def act(self, observation, info):
         self.seen.append((observation.copy(), info["nav"], info["prices"].copy(), info["date"]))
+        self.snapshots.append(info["snapshot"])
         return np.r_[np.full(3, 0.25), 0.25]
 
 
@@ -374,6 +377,17 @@ def test_a_seat_never_sees_the_others_current_decision():
         match = Match(0, ("2000-01-10", "2000-03-31"), 0, ("spy", "switcher"))
         run_match([spy, _Switcher(k, then)], MARKET, SETTINGS, match, impact={"gamma": 2.0})
         spies.append(spy.seen)
+        # the snapshot's closes are the public prices the spy was shown, bar by bar, and
+        # the historical ones before the match; its book is its own
+        prices = [seen[2] for seen in spy.seen]
+        for t, snap in enumerate(spy.snapshots[2:], start=2):
+            np.testing.assert_array_equal(snap.close, np.vstack(prices[t - 2 : t + 1]))
+            assert snap.nav == spy.seen[t][1]
+        first_row = MARKET.dates.tolist().index(spy.seen[0][3])
+        np.testing.assert_array_equal(
+            spy.snapshots[0].close[:2], MARKET.close[first_row - 2 : first_row]
+        )
+        assert not np.array_equal(prices[-1], MARKET.close[first_row + len(prices) - 1])
     first, second = spies
     for a, b in zip(first[: k + 1], second[: k + 1], strict=True):
         np.testing.assert_array_equal(a[0], b[0])
