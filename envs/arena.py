@@ -239,7 +239,7 @@ class ImpactSimulator(Simulator):
         if self._limits:
             self._limit_orders(buys, sells)
         t = int(self.t[0])
-        flow = buys.sum(axis=0) - sells.sum(axis=0)
+        flow = (buys - sells).sum(axis=0)
         if self.noise_scale > 0:
             flow += self._noise_volume[t] * self.rng.standard_normal(self.n_assets)
         moved = None  # fill minus reference price, per asset
@@ -248,8 +248,9 @@ class ImpactSimulator(Simulator):
             fill_row = ref * np.exp(self.impact.temporary(t, flow))
             moved = fill_row - ref
             self.factor = self.factor * np.exp(self.impact.permanent(t, flow))
-            fill = np.broadcast_to(fill_row, fill.shape)
-            mark = np.broadcast_to(mark[0] * self.factor, mark.shape)
+            fill = np.empty(fill.shape)
+            fill[:] = fill_row
+            mark = mark * self.factor
         # else F stays 1: fills and marks are the history's, as in a plain Simulator
         self.last_flow = flow
         self.last_fill = fill
