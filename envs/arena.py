@@ -80,7 +80,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, NoReturn
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from gymnasium import spaces
@@ -388,7 +388,7 @@ class ArenaEnv(ParallelEnv):
         except (ValueError, TypeError):
             batch = None
         if batch is None or batch.shape != (self.n_agents, core.n_assets + 1):
-            self._raise_bad_shape(actions)
+            batch = self._checked_batch(actions)
         result, reward, terminated, truncated = core.step(batch)
         reward = self._shaped(reward)
         weights = self.sim.weight
@@ -402,16 +402,23 @@ class ArenaEnv(ParallelEnv):
             self.agents = []
         return obs, rewards, dict(zip(agents, terms, strict=True)), truncs, infos
 
-    def _raise_bad_shape(self, actions: dict[str, np.ndarray]) -> NoReturn:
+    def _checked_batch(self, actions: Mapping[str, Any]) -> np.ndarray:
+        """The actions as one array, agent by agent, naming the first bad one (the slow path
+        of ``step``, after the one-call conversion failed)."""
         n = self.core.n_assets
-        for agent in self.agents:
-            shape = np.shape(actions[agent])
-            if shape != (n + 1,):
+        batch = np.empty((self.n_agents, n + 1))
+        for i, agent in enumerate(self.agents):
+            try:
+                a = np.asarray(actions[agent], dtype=np.float64)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{agent}'s action is not an array of numbers: {exc}") from None
+            if a.shape != (n + 1,):
                 raise ValueError(
-                    f"{agent}'s action has shape {shape}; expected ({n + 1},): one weight "
+                    f"{agent}'s action has shape {a.shape}; expected ({n + 1},): one weight "
                     f"per asset ({n}) and one for cash"
                 )
-        raise ValueError("actions must be arrays of numbers")  # e.g. ragged nested lists
+            batch[i] = a
+        return batch
 
     # ------------------------------------------------------------- helpers
     def _shaped(self, reward: np.ndarray) -> np.ndarray:

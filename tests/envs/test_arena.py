@@ -348,7 +348,7 @@ def test_bad_actions_are_rejected(market):
         env.step({"agent_0": np.ones((1, 4)), "agent_1": np.ones((1, 4))})
     with pytest.raises(TypeError, match="actions must be a dict of agent name to action, got list"):
         env.step([np.ones(4), np.ones(4)])
-    with pytest.raises(ValueError, match="actions must be arrays of numbers"):
+    with pytest.raises(ValueError, match="agent_0's action is not an array of numbers"):
         env.step({"agent_0": ["a"] * 4, "agent_1": [None] * 4})
     env.step({"agent_0": [0.0, 0.0, 0.0, 1.0], "agent_1": (1, 0, 0, 0)})  # any array-like
 
