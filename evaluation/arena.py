@@ -45,10 +45,10 @@ draws and losses against the second, and the mean of its return minus the second
 ``tournament.json`` (the settings: agents, seeds, periods, impact, reward, format, rules, the
 data's manifest with its hash, the git SHA it started at), ``matches.jsonl`` (one line per
 finished match, in schedule order, each appended in one write and synced, with the git SHA
-that played it), ``matches/NNNN/<agent>.json`` (the
-match's daily results per agent, written before its line), ``ratings.csv``,
-``head_to_head.csv``, ``report.md``, and ``agents/``: the evaluation report over every agent's
-matches (:meth:`~marketarena.evaluation.report.EvaluationReport.write`: ``metrics.csv``,
+that played it), ``matches/NNNN/KK_<agent>.json`` (the match's daily results per agent,
+``KK`` its place among the agents, written before its line), ``ratings.csv``,
+``head_to_head.csv``, ``report.md``, and ``agents/``: the evaluation report over every
+agent's matches (:meth:`~marketarena.evaluation.report.EvaluationReport.write`: ``metrics.csv``,
 ``metrics.json``, daily CSVs, plots, ``report.html``).
 
 ## Resume
@@ -701,7 +701,7 @@ def _run(
         folder = out / "matches" / f"{match.index:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         for res in result.results:
-            _write_atomic(folder / f"{slugify(res.agent)}.json", res)
+            _write_atomic(result_path(out, match.index, names, res.agent), res)
         record = {**result.record(time.perf_counter() - began), "git_sha": sha}
         _append_line(out / "matches.jsonl", record)
         records.append(record)
@@ -805,6 +805,13 @@ def _open_folder(
     return stored, records
 
 
+def result_path(out: Path, match: int, agents: Sequence[str], agent: str) -> Path:
+    """Where match ``match``'s result of ``agent`` is saved: ``matches/NNNN/KK_<slug>.json``,
+    ``KK`` its place among ``agents`` (two names may share a slug)."""
+    k = list(agents).index(agent)
+    return out / "matches" / f"{match:04d}" / f"{k:02d}_{slugify(agent)}.json"
+
+
 def _append_line(path: Path, record: Mapping[str, Any]) -> None:
     """Append one JSON line in a single write, then sync it to disk."""
     line = (json.dumps(record, allow_nan=False) + "\n").encode()
@@ -847,7 +854,7 @@ def _write_outputs(
         AgentEvaluation(
             name,
             [
-                BacktestResult.load(out / "matches" / f"{m.index:04d}" / f"{slugify(name)}.json")
+                BacktestResult.load(result_path(out, m.index, names, name))
                 for m in matches
                 if name in m.agents
             ],

@@ -22,6 +22,7 @@ from marketarena.evaluation.arena import (
     ranks,
     rate,
     ratings_table,
+    result_path,
     run_match,
     run_tournament,
     schedule,
@@ -242,7 +243,8 @@ def test_a_tournament_writes_its_folder_and_is_deterministic(tmp_path):
     for record in lines:
         assert record["rank"] == ranks(record["return"])
         for name in record["agents"]:
-            res = json.loads((out / "matches" / f"{record['match']:04d}" / _slug(name)).read_text())
+            path = result_path(out, record["match"], config.agents, name)
+            res = json.loads(path.read_text())
             nav = res["daily"]["nav"]
             assert record["return"][name] == nav[-1] / nav[0] - 1
     # impact moved the fills (a cost, or a gain when trading against the others' flow)
@@ -275,10 +277,6 @@ def test_a_tournament_writes_its_folder_and_is_deterministic(tmp_path):
     rerun = run_tournament(config, tmp_path / "one")
     assert rerun.skipped == 12
     assert _files(tmp_path / "one") == _files(tmp_path / "two")
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_") + ".json"
 
 
 def test_llm_sb3_and_an_ensemble_take_part(tmp_path, sb3_model, llm_options, llm_server):
