@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="the impact model, e.g. --impact eta=0.1 --impact gamma=0.05; keys: eta, beta, "
-        "gamma, window, noise_scale (default: no impact)",
+        "gamma, window, noise_scale (default: no impact); impact needs data with volume, e.g. "
+        "--data sp500_ohlcv_30",
     )
     p.add_argument(
         "--reward",
@@ -85,7 +86,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="a trading rule for every seat, e.g. --rule commission_bps=2",
     )
-    p.add_argument("--window", type=int, help="observation window (default: the models')")
+    p.add_argument(
+        "--window",
+        type=int,
+        help="observation window (default: what trained models expect, else the env's)",
+    )
     add_yes_option(p)
     add_llm_options(p)
     p.add_argument("--out", default="reports/arena", help="output folder (default reports/arena)")
