@@ -179,6 +179,38 @@ def test_the_league_keeps_the_last_snapshots():
     assert [m.name for m in league.snapshots] == ["s2", "s3"]
 
 
+def drawn_opponents(market_csv: Path, seed: int, episodes: int) -> list[str]:
+    """The members a 3-seat market drew for its 2 opponent seats over ``episodes`` one-step
+    episodes, with every group populated (baselines stand in for the learner's copies)."""
+    data = resolve_data(str(market_csv))
+    market = ArenaEnv(3, data, window=4, episode_length=1, end="2000-08-31")
+    league = League(
+        LeagueProbabilities(latest=0.5, snapshots=0.3, fixed=0.2),
+        [member("ew", "fixed"), member("bh", "fixed")],
+    )
+    league.set_latest(EqualWeightAgent(name="latest"))
+    league.add_snapshot(member("s1", "snapshots"))
+    league.add_snapshot(member("s2", "snapshots"))
+    env = SelfPlayVecEnv([market], 1, league, ActionSpec("normalize"))
+    env.seed(seed)
+    env.reset()
+    names = []
+    for _ in range(episodes):
+        names += [m.name for m in env.drawn[0]]
+        env.step(np.array([[0.0, 0.0, 0.0, 1.0]]))
+    return names
+
+
+def test_the_env_draws_opponents_per_the_seeded_probabilities(market_csv):
+    names = drawn_opponents(market_csv, 0, 1500)
+    assert names == drawn_opponents(market_csv, 0, 1500)
+    assert names != drawn_opponents(market_csv, 1, 1500)
+    n = len(names)
+    counts = Counter(names)
+    for name, p in {"latest": 0.5, "s1": 0.15, "s2": 0.15, "ew": 0.1, "bh": 0.1}.items():
+        assert abs(counts[name] / n - p) < 4 * np.sqrt(p * (1 - p) / n), name
+
+
 # ---------------------------------------------------------------------- the vec env
 class Recorder:
     """An opponent that records what it is given and buys its first asset."""
