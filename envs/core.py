@@ -196,6 +196,12 @@ class PortfolioCore:
         n, f = data.n_assets, len(self.feature_names)
         self.n_assets = n
         self.window_size = self.window * n * f
+        if self.window >= data.n_periods:  # a window and at least the bar its orders fill on
+            raise DataError(
+                f"window={self.window} needs more than {self.window} rows of {data.name}, "
+                f"which has {data.n_periods} ({data.dates[0]}..{data.dates[-1]}): use a "
+                "shorter window or longer data"
+            )
         self.windows = np.lib.stride_tricks.as_strided(
             feats,
             shape=(data.n_periods - self.window + 1, self.window_size),
