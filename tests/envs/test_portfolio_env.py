@@ -454,4 +454,4 @@ def test_a_window_as_long_as_the_data_is_a_clear_error(n_periods: int, window: i
     short = gbm_market(3, n_periods, seed=0)
     with pytest.raises(DataError, match=rf"window={window} needs more than {window} rows"):
         PortfolioEnv(short, window=window)
-    PortfolioEnv(short, window=n_periods - 2)  # returns start at row 1; one bar to fill on
+    PortfolioEnv(short, window=n_periods - 2, episode_length=None)  # one decision left
