@@ -450,11 +450,17 @@ def _assert_same(a, b) -> None:
         assert type(a) is type(b) and (a == b or (a != a and b != b)), (a, b)
 
 
-@pytest.mark.parametrize("via_json", [False, True])
-def test_restored_arena_continues_bit_for_bit(market, via_json):
+@pytest.mark.parametrize(
+    ("via_json", "cash"),
+    # an integer initial cash (as `--rule initial_cash=50000000` gives) once left a fresh
+    # simulator's NAV an integer array, which truncated the restored NAV
+    [(False, 10_000.0), (True, 10_000.0), (False, 50_000_000)],
+)
+def test_restored_arena_continues_bit_for_bit(market, via_json, cash):
     from marketarena.evaluation.saved_runs import codec
 
-    env = ArenaEnv(3, market, reward_mode="relative", **RESUMABLE)
+    kwargs = {**RESUMABLE, "rules": TradingRules(initial_cash=cash)}
+    env = ArenaEnv(3, market, reward_mode="relative", **kwargs)
     env.reset(seed=8)
     obs_k, *_, infos_k = _continue(env, 1, 7)[-1]  # k = 7 steps
     state = env.get_state()
@@ -463,7 +469,7 @@ def test_restored_arena_continues_bit_for_bit(market, via_json):
     expected = _continue(env, 2, 12)  # m = 12 more
     assert np.ptp(env.sim.factor) > 0 and np.abs(env.sim.last_flow).min() > 0  # impact, noise
 
-    fresh = ArenaEnv(3, market, reward_mode="relative", **RESUMABLE)
+    fresh = ArenaEnv(3, market, reward_mode="relative", **kwargs)
     obs, infos = fresh.set_state(state)
     assert fresh.agents == ["agent_0", "agent_1", "agent_2"]
     # what the saved arena saw after step k (impact factors, last flow, prices), bar the
