@@ -8,8 +8,9 @@ Sections: throughput (ours, the bare-numpy reference, peers), SB3 PPO throughput
 share of training time, memory against the number of envs, cost growth in data length /
 assets / envs, float32 precision, a profile of the single-env step, PPO fps with 1 and 2 torch
 threads, a short PPO run against the baselines, PPO's end-to-end learning throughput on a
-diagnostic task, and a bench sweep on Ray with 1 and 2 workers (the one section that uses
-more than one core). Every ratio is measured in the same run; nothing in the report is typed in by
+diagnostic task, the arena's agent-steps/s against the single and vector envs (``arena``),
+and a bench sweep on Ray with 1 and 2 workers (the one section that uses more than one
+core). Every ratio is measured in the same run; nothing in the report is typed in by
 hand. ``--only`` reruns some sections: when the saved ``latest.json`` is of the same mode
 (full or quick), their results replace those sections' there, the other sections keep theirs,
 the rerun is recorded (``reruns``) and the docs page is rewritten from the merged report.
@@ -44,8 +45,11 @@ SECTIONS = (
     "ppo_quality",
     "learning_throughput",
     "service_load",
+    "arena",
     "ray_scaling",
 )
+#: sections whose module is not named after them
+MODULES = {"arena": "arena_throughput"}
 
 
 def machine() -> dict[str, Any]:
@@ -217,6 +221,7 @@ def write_docs(report: dict[str, Any], command: str, path: Path) -> None:
         ("ppo_quality", "A short PPO run against random weights and the baselines"),
         ("learning_throughput", "PPO learning throughput on the diagnostic tasks"),
         ("service_load", "The service's read endpoints under load, while a simulation runs"),
+        ("arena", "The arena: agent-steps/s against the single and vector envs"),
         ("ray_scaling", "A bench sweep on Ray: 1 and 2 workers"),
     ):
         if key not in s:
@@ -439,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"machine": machine(), "quick": args.quick, "sections": {}}
     for name in args.only or SECTIONS:
         console.print(f"[bold]{name}[/bold] ...")
-        module = importlib.import_module(name)
+        module = importlib.import_module(MODULES.get(name, name))
         t0 = time.perf_counter()
         if name == "profile_step":
             result = module.run(quick=args.quick, output=args.output)

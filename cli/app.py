@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from marketarena.cli import (
+    arena,
     bench,
     data,
     demo,
@@ -30,6 +31,7 @@ from marketarena.cli import (
     replay,
     runs,
     schedule,
+    selfplay,
     serve,
     training,
 )
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         group.register(subparsers)
     schedule.register(subparsers)
     paper.register(subparsers)
+    selfplay.register(subparsers)
+    arena.register(subparsers)
     return parser
 
 

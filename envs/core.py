@@ -9,6 +9,7 @@ bounds, rewards, termination and the observation — lives here once and works o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,16 @@ from marketarena.envs.settings import (
 )
 from marketarena.envs.simulator import Simulator, StepResult, column_index
 
-__all__ = ["ACTION_MAPPINGS", "ActionMapping", "ActionSpec", "PortfolioCore", "build_rules"]
+__all__ = [
+    "ACTION_MAPPINGS",
+    "ActionMapping",
+    "ActionSpec",
+    "PortfolioCore",
+    "SimulatorFactory",
+    "build_rules",
+]
+#: builds the core's simulator: ``(data, rules, n_envs, *, record, dtype) -> Simulator``
+SimulatorFactory = Callable[..., Simulator]
 _DEFAULTS = EnvSettings()
 # 0-d arrays: numpy converts a Python float on every operation, an array it does not
 _ZERO, _ONE, _TINY = np.array(0.0), np.array(1.0), np.array(1e-300)
@@ -142,6 +152,10 @@ class PortfolioCore:
 
     ``settings`` (:class:`EnvSettings`; default: the defaults) with keyword ``overrides`` of
     its fields are resolved into ``self.settings``; ``record`` keeps fills and snapshots.
+    ``simulator`` builds the simulator, called once as ``simulator(data, rules, n_envs,
+    record=record, dtype=dtype)`` (default :class:`Simulator`: independent envs). The
+    default refuses ``settings.impact`` with non-zero impact or noise (a
+    :class:`ConfigError`): price impact needs a simulator that models it (the arena's).
 
     Observations are written into ``obs`` ``(n_envs, D)`` float32 in place: the feature
     window comes from a strided view in which row ``r`` is the contiguous block
@@ -155,13 +169,22 @@ class PortfolioCore:
         settings: EnvSettings | None = None,
         *,
         record: bool = False,
+        simulator: SimulatorFactory | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = s = EnvSettings.resolve(settings, overrides)
+        if simulator is None and not s.impact.inert:
+            raise ConfigError(
+                f"impact={s.impact.to_dict()}: a single or vector env has no other agents and "
+                "does not model price impact or noise traders; for one agent whose own trades "
+                "move prices use ArenaEnv(n_agents=1, impact=...), or set impact.eta, "
+                "impact.gamma and impact.noise_scale to 0"
+            )
         self.data = data = resolve_data(data)
         self.n_envs = n_envs
         dtype = np.dtype(s.price_dtype).type
-        self.sim = Simulator(data, s.rules, n_envs, record=record, dtype=dtype)
+        factory: SimulatorFactory = Simulator if simulator is None else simulator
+        self.sim = factory(data, s.rules, n_envs, record=record, dtype=dtype)
         self.rules = self.sim.rules
         self.window = s.window
         self.feature_names = s.features
@@ -173,6 +196,12 @@ class PortfolioCore:
         n, f = data.n_assets, len(self.feature_names)
         self.n_assets = n
         self.window_size = self.window * n * f
+        if self.window >= data.n_periods:  # a window and at least the bar its orders fill on
+            raise DataError(
+                f"window={self.window} needs more than {self.window} rows of {data.name}, "
+                f"which has {data.n_periods} ({data.dates[0]}..{data.dates[-1]}): use a "
+                "shorter window or longer data"
+            )
         self.windows = np.lib.stride_tricks.as_strided(
             feats,
             shape=(data.n_periods - self.window + 1, self.window_size),

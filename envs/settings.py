@@ -37,6 +37,82 @@ OBSERVATION_SETTINGS = ("window", "features")
 _BOUNDS = {"ge": ">=", "gt": ">", "lt": "<"}
 
 
+@dataclass(frozen=True)
+class ImpactSettings:
+    """Price impact of the agents' net order flow and the noise traders of an arena
+    (:class:`~marketarena.envs.arena.ArenaEnv`; its module docstring has the model).
+
+    Attributes:
+        eta: temporary impact coefficient (>= 0; default 0: none).
+        beta: temporary impact exponent (> 0; default 0.5, the square-root law).
+        gamma: permanent impact coefficient (>= 0; default 0: none).
+        window: bars of trailing volatility and volume (>= 2; default 20).
+        noise_scale: noise traders' flow per step as a multiple of trailing volume (>= 0;
+            default 0: none).
+
+    A plain :class:`~marketarena.envs.PortfolioEnv` or ``PortfolioVectorEnv`` refuses
+    non-zero ``eta``, ``gamma`` or ``noise_scale`` (a :class:`ConfigError`), which it would
+    otherwise ignore: impact is what the arena adds; one agent whose own trades move prices
+    is ``ArenaEnv(n_agents=1, impact=...)``.
+    Values are checked on construction; a bad one is a :class:`ConfigError` naming it.
+    """
+
+    eta: float = 0.0
+    beta: float = 0.5
+    gamma: float = 0.0
+    window: int = 20
+    noise_scale: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("eta", "beta", "gamma", "noise_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+                raise ConfigError(f"impact.{name}={value!r}: takes a number")
+            object.__setattr__(self, name, float(value))
+        for name in ("eta", "gamma", "noise_scale"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ConfigError(f"impact.{name} must be a finite number >= 0, got {value}")
+        if not np.isfinite(self.beta) or self.beta <= 0:
+            raise ConfigError(f"impact.beta must be a finite number > 0, got {self.beta}")
+        window = self.window
+        if isinstance(window, bool) or not isinstance(window, int | np.integer):
+            raise ConfigError(f"impact.window={window!r}: takes a whole number")
+        if window < 2:
+            raise ConfigError(f"impact.window must be >= 2, got {window}")
+        object.__setattr__(self, "window", int(window))
+
+    @property
+    def active(self) -> bool:
+        """Whether flow moves prices (``eta`` or ``gamma`` > 0)."""
+        return self.eta > 0 or self.gamma > 0
+
+    @property
+    def inert(self) -> bool:
+        """Whether nothing moves prices: no impact and no noise traders (``beta`` and
+        ``window`` then do nothing)."""
+        return not self.active and self.noise_scale == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def build_impact(value: ImpactSettings | Mapping[str, Any] | None) -> ImpactSettings:
+    """Impact settings from an :class:`ImpactSettings`, a dict of its fields, or None (the
+    defaults: no impact)."""
+    if value is None:
+        return ImpactSettings()
+    if isinstance(value, ImpactSettings):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"impact={value!r}: takes a mapping of its fields, e.g. {{eta: 0.1}}")
+    known = [f.name for f in fields(ImpactSettings)]
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown impact setting(s) {unknown}; valid: {known}")
+    return ImpactSettings(**dict(value))
+
+
 def build_rules(rules: TradingRules | Mapping[str, Any] | str | None) -> TradingRules | None:
     """Rules from a :class:`TradingRules`, a preset name (:data:`RULE_PRESETS`), a dict of
     fields (optionally with ``preset``: its fields override the preset's), or None."""
@@ -187,6 +263,9 @@ class EnvSettings:
         risk: risk rules between the agent's target weights and the simulator
             (:class:`~marketarena.envs.risk.RiskSettings`; also a dict of its fields; all off
             by default), so agents train and trade under them.
+        impact: price impact and noise traders (:class:`ImpactSettings`; also a dict of its
+            fields; none by default). Only :class:`~marketarena.envs.arena.ArenaEnv` models
+            it: the single and vector envs refuse non-zero impact or noise.
 
     Values are converted and checked on construction (a bad one is a
     :class:`~marketarena.envs.errors.ConfigError`, a ``ValueError``, naming it); checks that
@@ -216,6 +295,10 @@ class EnvSettings:
     risk: RiskSettings = field(
         default_factory=RiskSettings,
         metadata=_meta(convert=build_risk, file_type=dict[str, Any], file_default=dict),
+    )
+    impact: ImpactSettings = field(
+        default_factory=ImpactSettings,
+        metadata=_meta(convert=build_impact, file_type=dict[str, Any], file_default=dict),
     )
 
     def __post_init__(self) -> None:
@@ -249,7 +332,7 @@ class EnvSettings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, TradingRules | RiskSettings):
+            if isinstance(value, TradingRules | RiskSettings | ImpactSettings):
                 value = value.to_dict()
             elif isinstance(value, tuple):
                 value = list(value)

@@ -357,8 +357,8 @@ class Simulator:
         self.holdings = np.zeros((n, m + 1))
         self.holdings[:, m] = r.initial_cash
         self._values, self._cash = self.holdings[:, :m], self.holdings[:, m]
-        self.nav = np.full(n, r.initial_cash)
-        self.peak_nav = np.full(n, r.initial_cash)
+        self.nav = np.full(n, float(r.initial_cash))
+        self.peak_nav = np.full(n, float(r.initial_cash))
         self.mark = np.array(close[np.zeros(n, dtype=np.int64)], dtype=np.float64)
         zeros = np.zeros(n)
         self._result = StepResult(

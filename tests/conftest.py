@@ -1,12 +1,19 @@
-"""Shared fixtures: small hand-made markets; run stores on SQLite and PostgreSQL."""
+"""Shared fixtures: small hand-made markets; run stores on SQLite and PostgreSQL; a scripted
+OpenAI-compatible server for LLM agents (below); a two-node Ray cluster in a network namespace
+of loopback only (at the end)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote
 
@@ -111,6 +118,192 @@ def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     joiner = "&" if "?" in base else "?"
     yield f"{base}{joiner}options={quote(f'-csearch_path={schema}')}"
     execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+# ------------------------------------------------------------ a scripted LLM server
+# A scripted OpenAI-compatible server for the LLM agent's tests.
+#
+# A real HTTP server on 127.0.0.1 (a free port, in a thread) answers ``POST
+# /v1/chat/completions`` from a queue of scripted replies; when the queue is empty it repeats
+# ``then`` (or answers 418, an unscripted request). A reply is any object with ``status``,
+# ``body`` (a dict or list is sent as JSON, a str as it is), ``headers``, ``delay`` (seconds
+# before answering) and optionally ``trickle`` (seconds between the body's bytes, sent one at a
+# time: a server that is never silent long enough for a read timeout); the tests build them.
+# The server records every request (headers and JSON body) and the most requests it had in
+# flight at once. (Here, not in tests/agents/: LLM agents take part in evaluation tests too.)
+
+
+@dataclass
+class Recorded:
+    headers: dict[str, str]  # names in lower case
+    body: dict[str, Any]
+    received: float  # time.monotonic()
+
+
+@dataclass
+class _Error:
+    status: int
+    message: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": "test_error", "code": self.status}}
+
+
+class ScriptedServer:
+    def __init__(self) -> None:
+        self.queue: deque[Any] = deque()
+        self.then: Any = None
+        self.requests: list[Recorded] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.echo_authorization = False  # put the Authorization header into error messages
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def script(self, *replies: Any, then: Any = None) -> ScriptedServer:
+        self.queue.extend(replies)
+        self.then = then
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _next(self) -> Any:
+        with self._lock:
+            if self.queue:
+                return self.queue.popleft()
+        return self.then or _Error(418, "unscripted request")
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                raw = self.rfile.read(length)
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    self._send(_Error(404, f"no route {self.path}"))
+                    return
+                with server._lock:
+                    server.requests.append(
+                        Recorded(
+                            {k.lower(): v for k, v in self.headers.items()},
+                            json.loads(raw),
+                            time.monotonic(),
+                        )
+                    )
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    reply = server._next()
+                    if reply.delay:
+                        server._stop.wait(reply.delay)
+                    if server.echo_authorization and reply.status >= 400:
+                        auth = self.headers.get("Authorization", "")
+                        reply = _Error(reply.status, f"bad key {auth}", reply.headers)
+                    self._send(reply)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _send(self, reply: Any) -> None:
+                body = reply.body
+                if isinstance(body, dict | list):
+                    data = json.dumps(body).encode()
+                elif isinstance(body, str):
+                    data = body.encode()
+                else:
+                    data = body or b""
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for key, value in reply.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    trickle = getattr(reply, "trickle", 0.0)
+                    if not trickle:
+                        self.wfile.write(data)
+                    for i in range(len(data) if trickle else 0):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        if server._stop.wait(trickle):
+                            return
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                    pass
+
+        return Handler
+
+
+@pytest.fixture
+def make_llm_server() -> Iterator[Callable[[], ScriptedServer]]:
+    """Start scripted servers (each on its own port); all are closed after the test."""
+    servers: list[ScriptedServer] = []
+
+    def make() -> ScriptedServer:
+        servers.append(ScriptedServer())
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def llm_server(make_llm_server: Callable[[], ScriptedServer]) -> ScriptedServer:
+    return make_llm_server()
+
+
+@dataclass
+class Reply:
+    """One scripted answer: a status, a body (a dict or list is sent as JSON), headers, a
+    delay before answering, and a trickle between the body's bytes."""
+
+    status: int = 200
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    trickle: float = 0.0
+
+
+def _weights_answer(weights: Mapping[str, float], confidence: float = 0.5) -> Reply:
+    content = json.dumps({"weights": dict(weights), "confidence": confidence})
+    message = {"role": "assistant", "content": content}
+    return Reply(
+        body={
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": "scripted",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+        }
+    )
+
+
+@pytest.fixture
+def weights_answer() -> Callable[..., Reply]:
+    """``weights_answer({"A": 0.5, "CASH": 0.5})``: a chat completion (for ``script``)
+    answering with these target weights (the json_schema form)."""
+    return _weights_answer
 
 
 # --------------------------------------------------------------------------- Ray cluster

@@ -104,3 +104,14 @@ def test_a_model_trained_in_python_is_evaluated_with_its_own_observation_setting
     args = ["evaluate", "--agent", "models/w7", "--start", "2015-01-02", "--end", "2015-03-31"]
     assert main([*args, "--output", "eval7"], console=console) == 0
     assert "ppo:w7" in console.export_text()
+
+
+def test_arena_example_runs_and_prints_what_the_readme_shows(capsys):
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if "ArenaEnv" in b
+    )
+    exec(compile(block, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    shown = README[README.index(block) + len(block) :]
+    shown = shown[shown.index("```text\n") + 8 : shown.index("```", shown.index("```text\n") + 8)]
+    assert printed == shown

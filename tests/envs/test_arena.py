@@ -3,21 +3,27 @@ hand-computed cases, conservation, no look-ahead, determinism and bad input."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
 import numpy as np
 import pytest
+import yaml
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
-from marketarena.envs import PortfolioEnv
-from marketarena.envs.arena import ArenaEnv, ImpactModel
+from marketarena.envs import PortfolioEnv, PortfolioVectorEnv
+from marketarena.envs.arena import ArenaEnv, ImpactModel, ImpactSettings, ImpactSimulator
+from marketarena.envs.core import PortfolioCore
 from marketarena.envs.data import MarketData
-from marketarena.envs.errors import ConfigError
-from marketarena.envs.simulator import TradingRules
+from marketarena.envs.errors import ConfigError, DataError
+from marketarena.envs.settings import EnvSettings
+from marketarena.envs.simulator import Simulator, TradingRules
 from marketarena.envs.synthetic import gbm_market
 
 SMALL = {"window": 5, "episode_length": 30}
+NOISY = {"eta": 0.5, "gamma": 0.2, "noise_scale": 0.1}
+STRONG = {"eta": 1.0, "gamma": 0.5, "noise_scale": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +59,13 @@ _FREE = TradingRules(commission_bps=0, slippage_bps=0)
 
 # ----------------------------------------------------------------- PettingZoo
 def test_pettingzoo_api_and_seed(market):
-    env = ArenaEnv(3, market, impact_eta=0.5, impact_gamma=0.2, noise_scale=0.1, **SMALL)
+    env = ArenaEnv(3, market, impact=NOISY, **SMALL)
     parallel_api_test(env, num_cycles=40)
     parallel_seed_test(
         lambda: ArenaEnv(
             3,
             market,
-            impact_eta=0.5,
-            impact_gamma=0.2,
-            noise_scale=0.1,
+            impact=NOISY,
             observe_flow=True,
             **SMALL,
         )
@@ -104,7 +108,7 @@ def test_one_agent_without_impact_is_portfolio_env(market, execution):
 # -------------------------------------------------------- the impact model
 def test_trailing_volatility_and_volume_by_hand():
     data = _hand_market()
-    model = ImpactModel(data, eta=1.0, gamma=1.0, window=3)
+    model = ImpactModel(data, ImpactSettings(eta=1.0, gamma=1.0, window=3))
     close = [100.0, 110.0, 99.0, 104.0, 100.0, 102.0]
     r = [math.log(close[i] / close[i - 1]) for i in range(1, 6)]
 
@@ -124,7 +128,7 @@ def test_one_buyer_moves_fill_and_later_prices_by_hand():
     eta, beta, gamma = 0.8, 0.5, 0.3
     env = ArenaEnv(
         2, data, rules=_FREE, window=1, episode_length=2, random_start=False,
-        impact_eta=eta, impact_beta=beta, impact_gamma=gamma, impact_window=3,
+        impact={"eta": eta, "beta": beta, "gamma": gamma, "window": 3},
     )  # fmt: skip
     obs, _ = env.reset(options={"start": "2024-01-04"})  # t = 3
     close_a = 104.0
@@ -157,7 +161,7 @@ def test_permanent_impact_persists_without_flow():
     data = _hand_market()
     env = ArenaEnv(
         2, data, rules=_FREE, window=1, episode_length=3, random_start=False,
-        impact_eta=2.0, impact_gamma=2.0, impact_window=3,
+        impact={"eta": 2.0, "gamma": 2.0, "window": 3},
     )  # fmt: skip
     env.reset(options={"start": "2024-01-03"})
     cash = np.array([0.0, 0.0, 1.0])
@@ -176,8 +180,7 @@ def test_permanent_impact_persists_without_flow():
 def test_accounting_holds_for_every_agent_every_step(market):
     rules = TradingRules(commission_bps=10, slippage_bps=5)
     env = ArenaEnv(
-        4, market, rules=rules, impact_eta=1.0, impact_gamma=0.5, noise_scale=0.2,
-        observe_flow=True, **SMALL,
+        4, market, rules=rules, impact=STRONG, observe_flow=True, **SMALL,
     )  # fmt: skip
     env.reset(seed=3)
     sim = env.sim
@@ -239,7 +242,7 @@ def test_no_look_ahead(market):
         volume=np.where(np.arange(120)[:, None] > t_cut, market.volume * 9, market.volume),
     )
     kwargs = dict(
-        impact_eta=1.0, impact_gamma=0.5, noise_scale=0.2, observe_flow=True,
+        impact=STRONG, observe_flow=True,
         random_start=False, window=5, episode_length=60,
     )  # fmt: skip
     runs = []
@@ -261,7 +264,7 @@ def test_no_look_ahead(market):
 # ------------------------------------------------------------ determinism
 def _run(market, seed, reward_mode="absolute"):
     env = ArenaEnv(
-        3, market, impact_eta=1.0, impact_gamma=0.5, noise_scale=0.3, observe_flow=True,
+        3, market, impact={**STRONG, "noise_scale": 0.3}, observe_flow=True,
         reward_mode=reward_mode, **SMALL,
     )  # fmt: skip
     obs, _ = env.reset(seed=seed)
@@ -303,11 +306,15 @@ def test_relative_and_rank_rewards(market):
     ("kwargs", "match"),
     [
         ({"n_agents": 0}, "n_agents must be an integer >= 1"),
-        ({"impact_eta": -0.1}, "impact_eta must be a finite number >= 0"),
-        ({"impact_gamma": -1.0}, "impact_gamma must be a finite number >= 0"),
-        ({"impact_beta": 0.0}, "impact_beta must be a finite number > 0"),
-        ({"impact_window": 1}, "impact_window must be >= 2"),
-        ({"noise_scale": -1.0}, "noise_scale must be a finite number >= 0"),
+        ({"impact": {"eta": -0.1}}, r"impact\.eta must be a finite number >= 0"),
+        ({"impact": {"gamma": -1.0}}, r"impact\.gamma must be a finite number >= 0"),
+        ({"impact": {"beta": 0.0}}, r"impact\.beta must be a finite number > 0"),
+        ({"impact": {"window": 1}}, r"impact\.window must be >= 2"),
+        ({"impact": {"window": 2.5}}, r"impact\.window=2\.5: takes a whole number"),
+        ({"impact": {"eta": "big"}}, r"impact\.eta='big': takes a number"),
+        ({"impact": {"noise_scale": -1.0}}, r"impact\.noise_scale must be a finite number >= 0"),
+        ({"impact": {"etta": 0.1}}, r"unknown impact setting\(s\) \['etta'\]; valid: \['eta'"),
+        ({"impact": 0.1}, "impact=0.1: takes a mapping"),
         ({"reward_mode": "sharpe"}, "reward_mode='sharpe': choose one of"),
         ({"n_agents": 1, "reward_mode": "relative"}, "needs n_agents >= 2, got 1"),
         ({"n_agents": 1, "reward_mode": "rank"}, "needs n_agents >= 2, got 1"),
@@ -323,7 +330,7 @@ def test_impact_without_volume_is_rejected(market):
     no_volume = dataclasses.replace(market, volume=None)
     ArenaEnv(2, no_volume, **SMALL)  # no impact: volume not needed
     with pytest.raises(ConfigError, match="has no volume"):
-        ArenaEnv(2, no_volume, impact_eta=0.1, **SMALL)
+        ArenaEnv(2, no_volume, impact={"eta": 0.1}, **SMALL)
 
 
 def test_bad_actions_are_rejected(market):
@@ -337,3 +344,230 @@ def test_bad_actions_are_rejected(market):
         env.step({"agent_0": np.ones(4), "agent_1": np.ones(4), "agent_9": np.ones(4)})
     with pytest.raises(ValueError, match="agent_1's action has shape"):
         env.step({"agent_0": np.ones(4), "agent_1": np.ones(3)})
+    with pytest.raises(ValueError, match="agent_0's action has shape \\(1, 4\\)"):
+        env.step({"agent_0": np.ones((1, 4)), "agent_1": np.ones((1, 4))})
+    with pytest.raises(TypeError, match="actions must be a dict of agent name to action, got list"):
+        env.step([np.ones(4), np.ones(4)])
+    with pytest.raises(ValueError, match="agent_0's action is not an array of numbers"):
+        env.step({"agent_0": ["a"] * 4, "agent_1": [None] * 4})
+    env.step({"agent_0": [0.0, 0.0, 0.0, 1.0], "agent_1": (1, 0, 0, 0)})  # any array-like
+
+
+# ------------------------------------------------------------ impact settings
+def test_impact_settings_nest_in_env_settings_and_configs(tmp_path):
+    from marketarena.training.config import load_config
+
+    settings = EnvSettings(impact={"eta": 0.3, "noise_scale": 0.1})
+    assert settings.impact == ImpactSettings(eta=0.3, noise_scale=0.1)
+    assert settings.to_dict()["impact"] == {
+        "eta": 0.3, "beta": 0.5, "gamma": 0.0, "window": 20, "noise_scale": 0.1,
+    }  # fmt: skip
+    assert EnvSettings.from_dict(settings.to_dict()) == settings
+    assert EnvSettings().impact == ImpactSettings() and ImpactSettings().inert
+    path = tmp_path / "arena.yaml"
+    path.write_text(yaml.safe_dump({"env": {"impact": {"eta": 0.2, "window": 5}}}))
+    loaded = load_config(path, ["env.impact.gamma=0.1"]).env.to_settings()
+    assert loaded.impact == ImpactSettings(eta=0.2, gamma=0.1, window=5)
+    path.write_text(yaml.safe_dump({"env": {"impact": {"gama": 0.1}}}))
+    with pytest.raises(ConfigError, match=r"unknown impact setting\(s\) \['gama'\]"):
+        load_config(path)
+
+
+def test_arena_takes_impact_from_settings_or_overrides(market):
+    settings = EnvSettings(window=5, episode_length=30, impact=STRONG)
+    from_settings = ArenaEnv(2, market, settings)
+    from_overrides = ArenaEnv(2, market, window=5, episode_length=30, impact=STRONG)
+    for env in (from_settings, from_overrides):
+        assert env.settings.impact == ImpactSettings(**STRONG)
+        assert (env.impact.eta, env.impact.gamma, env.sim.noise_scale) == (1.0, 0.5, 0.2)
+    # overrides on top of settings replace the impact whole, as for risk
+    env = ArenaEnv(2, market, settings, impact={"gamma": 0.1})
+    assert env.settings.impact == ImpactSettings(gamma=0.1)
+
+
+@pytest.mark.parametrize("impact", [{"eta": 0.1}, {"gamma": 0.1}, {"noise_scale": 0.1}])
+def test_single_and_vector_envs_refuse_impact(market, impact):
+    """One PortfolioEnv has no other agents: impact there is an error pointing to the arena
+    with one agent, not a setting silently ignored."""
+    with pytest.raises(ConfigError, match=r"ArenaEnv\(n_agents=1, impact=\.\.\.\)"):
+        PortfolioEnv(market, impact=impact, **SMALL)
+    with pytest.raises(ConfigError, match="does not model price impact"):
+        PortfolioVectorEnv(2, market, impact=impact, **SMALL)
+    PortfolioEnv(market, impact={"window": 5, "beta": 0.7}, **SMALL)  # inert: allowed
+    ArenaEnv(1, market, impact=impact, **SMALL)
+
+
+def test_core_builds_the_simulator_it_is_given(market):
+    built = []
+
+    def factory(data, rules, n_envs, *, record, dtype):
+        sim = Simulator(data, rules, n_envs, record=record, dtype=dtype)
+        built.append((data, n_envs, record, dtype))
+        return sim
+
+    core = PortfolioCore(market, 3, record=True, simulator=factory, price_dtype="float32", **SMALL)
+    assert built == [(market, 3, True, np.float32)] and core.sim.n_envs == 3
+    arena = ArenaEnv(2, market, impact=STRONG, **SMALL)
+    assert arena.core.sim is arena.sim and isinstance(arena.sim, ImpactSimulator)
+
+
+# ------------------------------------------------------------- save/restore
+RESUMABLE = {
+    "impact": {"eta": 1.0, "gamma": 0.5, "noise_scale": 0.3},
+    "observe_flow": True,
+    "reward": "differential_sharpe",
+    "risk": {"stop_loss": 0.02, "stop_cooldown": 2, "max_turnover": 0.8},
+    **SMALL,
+}
+
+
+def _continue(env: ArenaEnv, seed: int, steps: int) -> list:
+    """``steps`` more steps from where ``env`` is (or until the episode ends), with actions
+    from ``seed``: everything the env returns."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps):
+        if not env.agents:
+            break
+        out.append(env.step(_actions(env, rng)))
+    return out
+
+
+def _assert_same(a, b) -> None:
+    """Equal, bit for bit, through dicts, lists, tuples and arrays."""
+    if isinstance(a, dict):
+        assert list(a) == list(b)
+        for key in a:
+            _assert_same(a[key], b[key])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_same(x, y)
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert type(a) is type(b) and (a == b or (a != a and b != b)), (a, b)
+
+
+@pytest.mark.parametrize(
+    ("via_json", "cash"),
+    # an integer initial cash (as `--rule initial_cash=50000000` gives) once left a fresh
+    # simulator's NAV an integer array, which truncated the restored NAV
+    [(False, 10_000.0), (True, 10_000.0), (False, 50_000_000)],
+)
+def test_restored_arena_continues_bit_for_bit(market, via_json, cash):
+    from marketarena.evaluation.saved_runs import codec
+
+    kwargs = {**RESUMABLE, "rules": TradingRules(initial_cash=cash)}
+    env = ArenaEnv(3, market, reward_mode="relative", **kwargs)
+    env.reset(seed=8)
+    obs_k, *_, infos_k = _continue(env, 1, 7)[-1]  # k = 7 steps
+    state = env.get_state()
+    if via_json:
+        state = codec.loads(codec.dumps(state, "env_state"), "env_state")
+    expected = _continue(env, 2, 12)  # m = 12 more
+    assert np.ptp(env.sim.factor) > 0 and np.abs(env.sim.last_flow).min() > 0  # impact, noise
+
+    fresh = ArenaEnv(3, market, reward_mode="relative", **kwargs)
+    obs, infos = fresh.set_state(state)
+    assert fresh.agents == ["agent_0", "agent_1", "agent_2"]
+    # what the saved arena saw after step k (impact factors, last flow, prices), bar the
+    # step's own results, which set_state does not replay
+    _assert_same(obs, obs_k)
+    step_results = ("turnover", "costs", "impact_cost")
+    for agent, info in infos_k.items():
+        assert infos[agent]["step"] == 7
+        _assert_same(
+            {k: v for k, v in infos[agent].items() if k not in step_results},
+            {k: v for k, v in info.items() if k not in step_results},
+        )
+    _assert_same(_continue(fresh, 2, 12), expected)
+    # the env's RNG carried over too: the next episodes start and trade alike
+    env.reset(), fresh.reset()
+    _assert_same(_continue(fresh, 3, 5), _continue(env, 3, 5))
+
+
+def test_restoring_a_finished_episode_and_bad_states(market):
+    env = ArenaEnv(2, market, **RESUMABLE)
+    env.reset(seed=1)
+    _continue(env, 1, 100)
+    assert env.agents == []
+    fresh = ArenaEnv(2, market, **RESUMABLE)
+    assert fresh.set_state(env.get_state()) == ({}, {})
+    with pytest.raises(RuntimeError, match="call reset"):
+        fresh.step({})
+    state = env.get_state()
+    with pytest.raises(DataError, match="saved state has 2 agents; this arena has 3"):
+        ArenaEnv(3, market, **RESUMABLE).set_state(state)
+    uneven = copy.deepcopy(state)
+    uneven["portfolios"][1]["t"] -= 1
+    with pytest.raises(DataError, match=r"decision indices \[\d+, \d+\]; they must share one"):
+        fresh.set_state(uneven)
+    with pytest.raises(DataError, match="live and end together"):
+        fresh.set_state({**state, "agents": ["agent_1"]})
+    with pytest.raises(DataError, match="no risk-layer state"):
+        fresh.set_state({k: v for k, v in state.items() if k != "risk"})
+    other = ArenaEnv(2, gbm_market(4, 120, seed=7), **RESUMABLE)
+    other.reset(seed=1)
+    with pytest.raises(DataError, match="factor has shape"):
+        other.set_state({**state, "portfolios": other.get_state()["portfolios"]})
+
+
+# ----------------------------------------------- noise traders and observed flow
+def test_noise_flow_moves_prices_but_no_agent_s_book(market):
+    """Agents that hold trade nothing: their cash and shares stay as they are, while the
+    noise traders' flow (replayed from a copy of the noise RNG) moves the public prices."""
+    impact = {"eta": 1.0, "gamma": 0.5, "noise_scale": 0.3}
+    env = ArenaEnv(3, market, impact=impact, **SMALL)
+    env.reset(seed=2)
+    sim, model = env.sim, env.impact
+    env.step(_actions(env, np.random.default_rng(0)))  # everyone takes positions
+    for _ in range(8):
+        t = int(sim.t[0])
+        shares0, cash0, factor0 = sim.shares.copy(), sim.cash.copy(), sim.factor.copy()
+        z = copy.deepcopy(sim.rng).standard_normal(3)
+        hold = {a: sim.weight[i] for i, a in enumerate(env.possible_agents)}
+        _, _, _, _, info = env.step(hold)
+        np.testing.assert_array_equal(sim.shares, shares0)
+        np.testing.assert_array_equal(sim.cash, cash0)
+        noise = 0.3 * model.volume[t] * z
+        np.testing.assert_array_equal(sim.last_flow, noise)  # the agents' flow is 0
+        expected = factor0 * np.exp(0.5 * model.sigma[t] * noise / model.volume[t])
+        np.testing.assert_allclose(sim.factor, expected, rtol=1e-14)
+        assert not np.array_equal(sim.factor, factor0)
+        for i, a in enumerate(env.possible_agents):
+            assert info[a]["costs"] == 0.0 and info[a]["impact_cost"] == 0.0
+            marks = market.close[t + 1] * sim.factor
+            assert info[a]["nav"] == pytest.approx(cash0[i] + shares0[i] @ marks, rel=1e-13)
+
+
+def test_observed_flow_is_the_last_bar_s_flow_only(market):
+    """The flow an agent sees after the step decided at ``t - 1`` is that step's net orders
+    (here all filled: no costs, no noise) over the trailing volume at ``t - 1``, and stays
+    the same when the volume after ``t`` changes."""
+    t_cut = 45
+    later = np.arange(120)[:, None] > t_cut
+    future = dataclasses.replace(market, volume=np.where(later, market.volume * 7, market.volume))
+    kwargs = dict(
+        rules=_FREE, impact={"eta": 0.5, "gamma": 0.3}, observe_flow=True,
+        random_start=False, window=5, episode_length=60,
+    )  # fmt: skip
+    seen = []
+    for data in (market, future):
+        env = ArenaEnv(2, data, **kwargs)
+        env.reset(seed=4)
+        sim, d, n = env.sim, env.core.obs_dim, 3
+        rng = np.random.default_rng(6)
+        flows = []
+        while int(sim.t[0]) < t_cut:
+            t, shares0 = int(sim.t[0]), sim.shares.copy()
+            obs, *_ = env.step(_actions(env, rng))
+            traded = (sim.shares - shares0).sum(axis=0)  # the orders, as filled
+            by_hand = traded / env.impact.volume[t]
+            for a in env.possible_agents:
+                np.testing.assert_allclose(obs[a][d + n :], by_hand, rtol=1e-6, atol=1e-9)
+            flows.append(obs["agent_0"][d + n :])
+        seen.append(np.array(flows))
+    np.testing.assert_array_equal(seen[0], seen[1])
+    assert np.abs(seen[0]).max() > 0

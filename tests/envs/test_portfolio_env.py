@@ -445,3 +445,13 @@ def test_huge_finite_actions_are_scaled_before_normalising(action, expected):
 
     weights = ActionSpec("normalize").to_weights(np.array([action]))
     np.testing.assert_allclose(weights[0], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("n_periods", "window"), [(10, 32), (10, 10)])
+def test_a_window_as_long_as_the_data_is_a_clear_error(n_periods: int, window: int) -> None:
+    from marketarena.envs.errors import DataError
+
+    short = gbm_market(3, n_periods, seed=0)
+    with pytest.raises(DataError, match=rf"window={window} needs more than {window} rows"):
+        PortfolioEnv(short, window=window)
+    PortfolioEnv(short, window=n_periods - 2, episode_length=None)  # one decision left
