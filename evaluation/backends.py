@@ -325,6 +325,7 @@ def run_tasks(
     *,
     progress: Progress | None = None,
     on_report: Callable[..., None] | None = None,
+    on_result: Callable[[int, Any], None] | None = None,
     threads: int = 1,
 ) -> Outcome:
     """Run ``fn(task.args, shared, report)`` for every task; the results in task order.
@@ -335,8 +336,10 @@ def run_tasks(
     Ray, throttled). ``progress(done, total, description)`` is called before each job locally
     (with the job's key; the caller reports the end), and as jobs finish with Ray (with the
     key of the job that finished). ``threads``: local
-    jobs run in that many threads. An exception raised by a job is raised here (Ray's wrapper
-    removed: a user error stays one line).
+    jobs run in that many threads. ``on_result(i, value)`` is called on the driver as each
+    job's result arrives (in the order they finish; to save it at once, e.g. for a resume).
+    An exception raised by a job is raised here (Ray's wrapper removed: a user error stays
+    one line).
     """
     shared = shared or {}
     keys = [t.key for t in tasks]
@@ -347,20 +350,27 @@ def run_tasks(
         if on_report is not None:
             on_report(*payload)
 
+    def arrived(i: int, value: Any) -> None:
+        if on_result is not None:
+            on_result(i, value)
+
     if not backend.is_ray:
         if threads > 1 and len(tasks) > 1:
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 values = list(pool.map(lambda t: fn(t.args, shared, notify), tasks))
+            for i, value in enumerate(values):
+                arrived(i, value)
         else:
             values = []
             for i, task in enumerate(tasks):
                 if progress is not None:
                     progress(i, len(tasks), task.key)
                 values.append(fn(task.args, shared, notify))
+                arrived(i, values[-1])
         return Outcome(values, [1] * len(tasks))
     needed = sorted({r for t in tasks for r in t.resources})
     with ray_connection(backend, needed) as ray:
-        return _run_on_ray(ray, backend, fn, tasks, shared, progress, notify)
+        return _run_on_ray(ray, backend, fn, tasks, shared, progress, notify, arrived)
 
 
 def _run_on_ray(
@@ -371,6 +381,7 @@ def _run_on_ray(
     shared: Mapping[str, Any],
     progress: Progress | None,
     notify: Callable[..., None],
+    arrived: Callable[[int, Any], None],
 ) -> Outcome:
     from ray.exceptions import RayTaskError
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -427,6 +438,7 @@ def _run_on_ray(
                     if isinstance(cause, BaseException):
                         raise cause from None
                     raise
+                arrived(i, values[i])
                 done += 1
                 if progress is not None:
                     progress(done, len(tasks), tasks[i].key)

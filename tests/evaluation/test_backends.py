@@ -301,3 +301,41 @@ def test_bad_address_one_line(address, message, tmp_path):
 def test_address_needs_the_ray_backend():
     with pytest.raises(ValueError, match="--address is for --backend ray"):
         Backend("local", "127.0.0.1:6379").validate()
+
+
+# -------------------------------------------------------------------------------- arena
+def test_arena_on_ray_equals_local(ray_cluster, tmp_path):
+    """Every match a task on the cluster, saved as it finishes: the ratings, the
+    head-to-head table and the report equal the local run's, and so do the match lines but
+    for the seconds each took."""
+    args = [
+        "arena",
+        "--agent",
+        "random:5",
+        "--agent",
+        "equal_weight:10",
+        "--agent",
+        "buy_and_hold",
+        "--seeds",
+        "2",
+        "--start",
+        "2021-01-04",
+        "--end",
+        "2021-06-30",
+    ]
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    code, text = run_cli(*args, "--out", str(local))
+    assert code == 0, text
+    proc = ray_cluster.cli(*args, "--out", str(ray), cwd=tmp_path)
+    assert "ray: 6 tasks on 2 node(s), 0 retried" in proc.stdout, proc.stdout
+    for name in ("ratings.csv", "head_to_head.csv", "report.md"):
+        assert (local / name).read_bytes() == (ray / name).read_bytes(), name
+
+    def lines(folder: Path) -> list[dict]:
+        records = [json.loads(line) for line in (folder / "matches.jsonl").read_text().splitlines()]
+        return sorted(
+            ({k: v for k, v in r.items() if k != "elapsed_s"} for r in records),
+            key=lambda r: r["match"],
+        )
+
+    assert lines(local) == lines(ray)
