@@ -8,8 +8,9 @@ Sections: throughput (ours, the bare-numpy reference, peers), SB3 PPO throughput
 share of training time, memory against the number of envs, cost growth in data length /
 assets / envs, float32 precision, a profile of the single-env step, PPO fps with 1 and 2 torch
 threads, a short PPO run against the baselines, PPO's end-to-end learning throughput on a
-diagnostic task, and the arena's agent-steps/s against the single and vector envs
-(``arena``). Every ratio is measured in the same run; nothing in the report is typed in by
+diagnostic task, the arena's agent-steps/s against the single and vector envs (``arena``),
+and a bench sweep on Ray with 1 and 2 workers (the one section that uses more than one
+core). Every ratio is measured in the same run; nothing in the report is typed in by
 hand. ``--only`` reruns some sections: when the saved ``latest.json`` is of the same mode
 (full or quick), their results replace those sections' there, the other sections keep theirs,
 the rerun is recorded (``reruns``) and the docs page is rewritten from the merged report.
@@ -45,6 +46,7 @@ SECTIONS = (
     "learning_throughput",
     "service_load",
     "arena",
+    "ray_scaling",
 )
 #: sections whose module is not named after them
 MODULES = {"arena": "arena_throughput"}
@@ -220,6 +222,7 @@ def write_docs(report: dict[str, Any], command: str, path: Path) -> None:
         ("learning_throughput", "PPO learning throughput on the diagnostic tasks"),
         ("service_load", "The service's read endpoints under load, while a simulation runs"),
         ("arena", "The arena: agent-steps/s against the single and vector envs"),
+        ("ray_scaling", "A bench sweep on Ray: 1 and 2 workers"),
     ):
         if key not in s:
             continue
@@ -233,6 +236,11 @@ def write_docs(report: dict[str, Any], command: str, path: Path) -> None:
             import service_load
 
             lines += [*service_load.docs(s[key]), ""]
+            continue
+        if key == "ray_scaling":  # the three runs, the efficiency, the projection
+            import ray_scaling
+
+            lines += [*ray_scaling.docs(s[key]), ""]
             continue
         if key == "profile_step" and "ratios" in s[key]:  # ratios and stages, beside a baseline
             import profile_step
@@ -353,6 +361,13 @@ def collect_targets(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "value": ratio,
             "target": f">= {t['a_over_b']:g}x",
             "met": ratio >= t["a_over_b"],
+        }
+    ray_scaling = sections.get("ray_scaling")
+    if ray_scaling:
+        out["bench sweep on Ray: efficiency of 2 workers, t1 / (2 t2)"] = {
+            "value": ray_scaling["efficiency"],
+            "target": ">= 0.8",
+            "met": ray_scaling["efficiency"] >= 0.8,
         }
     return out
 

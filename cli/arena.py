@@ -14,8 +14,11 @@ from rich.table import Table
 from marketarena.agents.registry import SPEC_HELP
 from marketarena.cli.common import (
     EXIT_OK,
+    add_backend_options,
     add_llm_options,
     add_yes_option,
+    backend_line,
+    backend_options,
     confirm_llm_requests,
     llm_options,
     parse_assignments,
@@ -92,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="observation window (default: what trained models expect, else the env's)",
     )
     add_yes_option(p)
+    add_backend_options(p, "every match a Ray task, the ratings and tables the same")
     add_llm_options(p)
     p.add_argument("--out", default="reports/arena", help="output folder (default reports/arena)")
     p.add_argument(
@@ -147,6 +151,7 @@ def handle_arena(args: argparse.Namespace, console: Console) -> int:
         window=args.window,
         llm=llm_options(args),
         tracking_uri=tracking_uri(),
+        backend=backend_options(args),
         **settings,
     )
     config.validate()  # before the estimates: they resolve the periods
@@ -160,6 +165,9 @@ def handle_arena(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(ratings_table(result))
     console.print(head_to_head_table(result))
+    where = backend_line(result.settings.get("backend"))
+    if where:
+        console.print(where, highlight=False)
     console.print(
         f"wrote {args.out}: matches.jsonl, ratings.csv, head_to_head.csv, report.md, "
         "agents/ (metrics per agent, report.html)",

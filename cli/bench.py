@@ -8,7 +8,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from marketarena.agents.registry import SPEC_HELP
-from marketarena.cli.common import EXIT_OK, add_llm_options, llm_options
+from marketarena.cli.common import (
+    EXIT_OK,
+    add_backend_options,
+    add_llm_options,
+    backend_line,
+    backend_options,
+    llm_options,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare settings without looking at the test split; optimistic for RL agents, whose "
         "model is selected there)",
     )
+    add_backend_options(be, "every (agent, task, seed) job a Ray task, the report the same")
     add_llm_options(be)
     be.add_argument("--output", default="reports/bench", help="report and training runs folder")
     be.add_argument("--mlflow", action="store_true", help="a parent run, a nested run per job")
@@ -79,6 +87,7 @@ def handle_bench(args: argparse.Namespace, console: Console) -> int:
         experiment=args.experiment,
         llm=llm_options(args),
         split=args.split,
+        backend=backend_options(args),
     )
     config.validate()  # bad input is one line, before any progress bar
     columns = (
@@ -109,6 +118,9 @@ def handle_bench(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     for line in report.lines():
         console.print(escape(line), highlight=False)
+    where = backend_line(report.settings.get("backend"))
+    if where:
+        console.print(where, highlight=False)
     console.print(
         f"wrote {args.output}: results.json, results.csv, aggregates.json, "
         "performance_profiles.png, report.html",

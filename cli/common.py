@@ -16,6 +16,7 @@ from rich.console import Console
 from marketarena.envs.errors import ConfigError
 
 if TYPE_CHECKING:
+    from marketarena.evaluation.backends import Backend
     from marketarena.evaluation.evaluate import LLMRequestEstimate
     from marketarena.evaluation.report import EvaluationReport
     from marketarena.evaluation.runner import BacktestProgress
@@ -186,6 +187,48 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
         "--llm-retry-failed",
         action="store_true",
         help="ask again where the cache holds an unusable answer or an error",
+    )
+
+
+def add_backend_options(parser: argparse.ArgumentParser, what: str) -> None:
+    group = parser.add_argument_group("where the jobs run")
+    group.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help=f'local (default: this process) or ray: {what} (needs pip install "marketarena[ray]")',
+    )
+    group.add_argument(
+        "--address",
+        help="with --backend ray: auto, host:port of a head node or ray://host:port "
+        "(default: a local Ray started on demand with this machine's CPUs)",
+    )
+    group.add_argument(
+        "--max-retries",
+        type=int,
+        default=3,
+        help="with --backend ray: runs of a task whose worker or node died (default 3)",
+    )
+
+
+def backend_options(args: argparse.Namespace) -> Backend:
+    """The :class:`~marketarena.evaluation.backends.Backend` the flags ask for, checked."""
+    from marketarena.evaluation.backends import Backend
+
+    backend = Backend(args.backend, args.address, args.max_retries)
+    backend.validate()
+    return backend
+
+
+def backend_line(summary: dict[str, object] | None) -> str | None:
+    """``ray: 12 tasks on 2 nodes, 1 retried after a worker or node failure`` (None for a
+    local run)."""
+    if not summary:
+        return None
+    retries = summary["retries"]
+    return (
+        f"ray: {summary['tasks']} tasks on {summary['nodes']} node(s), {retries} "
+        f"retried after a worker or node failure"
     )
 
 

@@ -12,8 +12,11 @@ from marketarena.agents.registry import SPEC_HELP
 from marketarena.cli.common import (
     EXIT_OK,
     RISK_HELP,
+    add_backend_options,
     add_llm_options,
     add_yes_option,
+    backend_line,
+    backend_options,
     backtest_progress,
     confirm_llm_requests,
     llm_options,
@@ -112,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="agents backtested in parallel threads (default 1)",
     )
     add_yes_option(ev)
+    add_backend_options(ev, "every (agent, seed) backtest a Ray task, the report the same")
     add_llm_options(ev)
     ev.add_argument("--output", default="reports/evaluation", help="report folder")
     ev.add_argument("--mlflow", action="store_true", help="log the evaluation as an MLflow run")
@@ -155,7 +159,12 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
         settings["benchmark"] = None
     llm = {**(settings.pop("llm", None) or {}), **llm_options(args)}
     config = EvaluationConfig(
-        tracking_uri=tracking_uri(), llm=llm, rules=rules, risk=risk, **settings
+        tracking_uri=tracking_uri(),
+        llm=llm,
+        rules=rules,
+        risk=risk,
+        backend=backend_options(args),
+        **settings,
     )
     estimates = llm_request_estimates(config)
     confirm_llm_requests(estimates, args.yes, console)
@@ -168,6 +177,9 @@ def handle_evaluate(args: argparse.Namespace, console: Console) -> int:
     with tracing as trace_ids, backtest_progress(console) as update:
         report = evaluate(config, progress=update)
     print_report(report, console)
+    where = backend_line(report.settings.get("backend"))
+    if where:
+        console.print(where, highlight=False)
     for table in report.regime_tables():
         console.print(table)
     files = report.write(args.output)

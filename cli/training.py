@@ -7,7 +7,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from marketarena.cli.common import EXIT_INTERRUPTED, EXIT_OK, shell_path
+from marketarena.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    add_backend_options,
+    backend_options,
+    shell_path,
+)
 from marketarena.envs.errors import ConfigError
 
 
@@ -51,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="retrain the best config and evaluate it once on the test split",
     )
     tu.add_argument("--output", default="tuning", help="folder for trials and results")
+    add_backend_options(
+        tu, "the trials on Ray Tune (Optuna's sampler, ASHA early stopping; no --storage)"
+    )
     tu.set_defaults(handler=handle_tune)
 
 
@@ -125,13 +134,14 @@ def handle_tune(args: argparse.Namespace, console: Console) -> int:
     if args.retrain:
         overrides.append("tuning.retrain=true")
     config = load_config(args.config, overrides)
+    backend = backend_options(args)
 
     def on_trial(trial) -> None:
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         console.print(f"trial {trial.number}: {trial.state.name.lower()} {value}", highlight=False)
 
     try:
-        result = tune(config, out_dir=args.output, on_trial=on_trial)
+        result = tune(config, out_dir=args.output, on_trial=on_trial, backend=backend)
     except KeyboardInterrupt:
         console.print(
             "interrupted: the study is saved; run the same command again to resume", highlight=False

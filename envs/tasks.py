@@ -316,8 +316,10 @@ class Task:
         return f"marketarena/{self.name}-v0"
 
     def market(self) -> MarketData:
-        """The task's data (generated once per process; :class:`MarketData` is immutable)."""
-        return _task_market(self.name)
+        """The task's data (generated once per process, or given by
+        :func:`use_task_markets`; :class:`MarketData` is immutable)."""
+        given = _GIVEN_MARKETS.get(self.name)
+        return given if given is not None else _task_market(self.name)
 
     def splits(self) -> dict[str, tuple[str, str]]:
         """Inclusive ``(start, end)`` dates of the train, validation and test splits."""
@@ -436,6 +438,17 @@ def get_task(name: str) -> Task:
 def is_task_id(name: str) -> bool:
     """Whether ``name`` is written as a task id (``marketarena/X-v0``), known or not."""
     return name.startswith("marketarena/") and name.endswith("-v0")
+
+
+_GIVEN_MARKETS: dict[str, MarketData] = {}
+
+
+def use_task_markets(markets: Mapping[str, MarketData]) -> None:
+    """Use these tasks' data in this process instead of generating them again: a Ray worker
+    gets them from the driver's object store (one copy per node) rather than rebuilding them
+    per task. Each must be ``get_task(name).market()`` of the same code (the driver's)."""
+    for name, data in markets.items():
+        _GIVEN_MARKETS[get_task(name).name] = data
 
 
 @cache

@@ -87,11 +87,16 @@ from marketarena.envs.portfolio_env import MarketSnapshot
 from marketarena.envs.settings import EnvSettings, build_impact
 from marketarena.envs.splits import iso_date
 from marketarena.evaluation import metrics
+from marketarena.evaluation.backends import LOCAL, Backend, Task, run_tasks
 from marketarena.evaluation.evaluate import (
     EvaluationConfig,
     LLMRequestEstimate,
+    Recipe,
+    agent_recipes,
+    build_agent,
     build_agents,
     observation_settings,
+    recipe_resources,
 )
 from marketarena.evaluation.evaluate import llm_request_estimates as evaluation_estimates
 from marketarena.evaluation.report import EvaluationReport, slugify
@@ -144,6 +149,11 @@ class Tournament:
         llm: :class:`~marketarena.agents.llm_agent.LLMConfig` fields for ``llm:`` agents.
         tracking_uri: where ``runs:/`` and ``models:/`` agents come from.
         bootstrap_resamples, ci_level, bootstrap_seed: the mean-return intervals.
+        backend: where the matches run (:mod:`marketarena.evaluation.backends`): one after
+            the other here, or each a Ray task (its agents built afresh from their specs, the
+            data in the object store once, one request stream of an ``llm:`` agent's endpoint
+            per match); each match is saved as it finishes, whatever the order, and the
+            ratings, head-to-head table and report are the same.
     """
 
     agents: tuple[str, ...]
@@ -161,9 +171,11 @@ class Tournament:
     bootstrap_resamples: int = 1000
     ci_level: float = 0.95
     bootstrap_seed: int = 0
+    backend: Backend = LOCAL
 
     def validate(self) -> None:
         """Refuse what cannot run, before anything does (a :class:`ConfigError`)."""
+        self.backend.validate()
         if len(self.agents) + len(self.ensembles) < 2:
             raise ConfigError(
                 f"the arena needs at least two agents, got {len(self.agents)}: "
@@ -681,43 +693,69 @@ def _run(
     sha = git_sha()
     skipped = len(records)
     done = {r["match"] for r in records}
-    for match in matches:
-        if match.index in done:
-            continue
-        report = None
-        if progress is not None:
-            report = _match_progress(progress, len(records), len(matches), match)
-        fresh = {a.name: a for a in build_agents(ev)}
-        began = time.perf_counter()
-        result = run_match(
-            [fresh[n] for n in match.agents],
-            data,
-            env_settings,
-            match,
-            reward=config.reward,
-            impact=impact,
-            progress=report,
+    pending = [m for m in matches if m.index not in done]
+    recipes = dict(zip(names, agent_recipes(ev), strict=True))
+    tasks = [
+        Task(
+            f"match {m.index}: {' vs '.join(m.agents)} (seed {m.seed})",
+            ([recipes[n] for n in m.agents], m),
+            resources={
+                k: 1.0 for n in m.agents for k in recipe_resources(ev, recipes[n])
+            },  # the seats decide in turn: one request stream per match
         )
+        for m in pending
+    ]
+
+    def save(i: int, played: tuple[MatchResult, float]) -> None:
+        """A match as it finishes: its results and its line, so that a resume skips it."""
+        result, elapsed = played
+        match = result.match
         folder = out / "matches" / f"{match.index:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         for res in result.results:
             _write_atomic(result_path(out, match.index, names, res.agent), res)
-        record = {**result.record(time.perf_counter() - began), "git_sha": sha}
+        record = {**result.record(elapsed), "git_sha": sha}
         _append_line(out / "matches.jsonl", record)
         records.append(record)
+
+    def step(index: int, step: int, steps: int) -> None:
+        if progress is not None:
+            progress(len(records), len(matches), matches[index], step, steps)
+
+    shared = {
+        "data": data,
+        "evaluation": ev,
+        "settings": env_settings,
+        "reward": config.reward,
+        "impact": impact,
+    }
+    outcome = run_tasks(config.backend, _match_job, tasks, shared, on_report=step, on_result=save)
+    if config.backend.is_ray:
+        settings = {**settings, "backend": outcome.summary(config.backend)}
     if progress is not None and matches:
         progress(len(matches), len(matches), matches[-1], 1, 1)
     records.sort(key=lambda r: r["match"])
     return _write_outputs(config, out, settings, names, matches, records, skipped)
 
 
-def _match_progress(
-    progress: TournamentProgress, done: int, total: int, match: Match
-) -> StepProgress:
-    def report(step: int, steps: int) -> None:
-        progress(done, total, match, step, steps)
-
-    return report
+def _match_job(
+    args: tuple[list[Recipe], Match], shared: Mapping[str, Any], report: Any
+) -> tuple[MatchResult, float]:
+    """One match, as :func:`run_tasks` runs it (here or as a Ray task): fresh agents from
+    their recipes, the data from ``shared``; its result and the seconds it took."""
+    recipes, match = args
+    agents = [build_agent(shared["evaluation"], recipe) for recipe in recipes]
+    began = time.perf_counter()
+    result = run_match(
+        agents,
+        shared["data"],
+        shared["settings"],
+        match,
+        reward=shared["reward"],
+        impact=shared["impact"],
+        progress=lambda step, steps: report(match.index, step, steps),
+    )
+    return result, time.perf_counter() - began
 
 
 def _arena(

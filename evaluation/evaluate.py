@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from marketarena.envs.risk import build_risk
 from marketarena.envs.settings import EnvSettings
 from marketarena.envs.splits import iso_date
 from marketarena.evaluation.allocation import ALLOCATION_METHODS, make_allocator
+from marketarena.evaluation.backends import LOCAL, Backend, Task, llm_resource, run_tasks
 from marketarena.evaluation.ensembles import ENSEMBLE_KINDS, make_ensemble
 from marketarena.evaluation.regimes import (
     check_kinds,
@@ -26,7 +29,13 @@ from marketarena.evaluation.regimes import (
     evaluation_sector_rotation,
 )
 from marketarena.evaluation.report import EvaluationReport
-from marketarena.evaluation.runner import BacktestProgress, evaluate_agents
+from marketarena.evaluation.runner import (
+    AgentEvaluation,
+    BacktestProgress,
+    BacktestResult,
+    evaluate_agents,
+    run_backtest,
+)
 
 #: the benchmark used when ``benchmark="auto"``
 DEFAULT_BENCHMARKS = {"sp500_20": "sp500_index"}
@@ -76,6 +85,10 @@ class EvaluationConfig:
             ``llm:`` agents see its latest ``headlines`` per symbol (``llm.news`` wins).
         macro: a vintage file (:mod:`marketarena.envs.macro`): its ``macro_<series>``
             become market-wide feature columns of the data.
+        backend: where the backtests run (:mod:`marketarena.evaluation.backends`): here
+            (``jobs`` threads), or on Ray, every (agent, seed) a task of its own with the
+            agent built afresh from its spec and the data in the object store once; the
+            report is the same, bit for bit, and its settings say where it ran.
     """
 
     agents: tuple[str, ...]
@@ -101,8 +114,10 @@ class EvaluationConfig:
     regimes: tuple[str, ...] = ()
     news: str | None = None
     macro: str | None = None
+    backend: Backend = LOCAL
 
     def validate(self) -> None:
+        self.backend.validate()
         if not self.agents and not self.include_baselines:
             raise ConfigError("no agents to evaluate: give at least one agent")
         if self.seeds < 1:
@@ -273,22 +288,52 @@ def llm_request_estimates(config: EvaluationConfig) -> list[LLMRequestEstimate]:
     return out
 
 
-def build_agents(config: EvaluationConfig) -> list[Agent]:
+#: how an evaluation builds one of its agents: ``("agent", spec)``, ``("ensemble", kind)`` or
+#: ``("allocate", method)`` (the last two over all of ``config.agents``)
+Recipe = tuple[str, str]
+
+
+def agent_recipes(config: EvaluationConfig) -> list[Recipe]:
+    """The evaluation's agents in order: the specs (and the baselines), the ensembles, the
+    allocators."""
     specs = list(config.agents)
     if config.include_baselines:
         specs += [b for b in BASELINES if b not in specs]
+    return (
+        [("agent", s) for s in specs]
+        + [("ensemble", k) for k in config.ensembles]
+        + [("allocate", m) for m in config.allocations]
+    )
+
+
+def build_agent(config: EvaluationConfig, recipe: Recipe) -> Agent:
+    """A fresh agent from its recipe (an ensemble's or allocator's members fresh too: they
+    must not share state with the single agents)."""
     uri = config.tracking_uri
     llm = {k: v for k, v in config.llm.items() if k != "server_threads"}
     if config.news is not None:
         llm = {"news": config.news, **llm}
-    agents = [make_agent(spec, uri, llm) for spec in specs]
-    for kind in config.ensembles:
-        # fresh members: an ensemble's members must not share state with the single agents
-        agents.append(make_ensemble(kind, [make_agent(spec, uri, llm) for spec in config.agents]))
-    for method in config.allocations:
-        members = [make_agent(spec, uri, llm) for spec in config.agents]
-        agents.append(make_allocator(method, members))
-    return agents
+    kind, name = recipe
+    if kind == "agent":
+        return make_agent(name, uri, llm)
+    members = [make_agent(spec, uri, llm) for spec in config.agents]
+    if kind == "ensemble":
+        return make_ensemble(name, members)
+    return make_allocator(name, members)
+
+
+def build_agents(config: EvaluationConfig) -> list[Agent]:
+    return [build_agent(config, recipe) for recipe in agent_recipes(config)]
+
+
+def recipe_resources(config: EvaluationConfig, recipe: Recipe) -> dict[str, float]:
+    """A recipe's Ray resources: one request stream of the LLM endpoint when it (or a member)
+    is an ``llm:`` agent."""
+    kind, name = recipe
+    specs = [name] if kind == "agent" else list(config.agents)
+    if any(s.startswith("llm:") for s in specs):
+        return {llm_resource(config.llm.get("base_url")): 1.0}
+    return {}
 
 
 def observation_settings(
@@ -355,16 +400,20 @@ def _evaluate(config: EvaluationConfig, progress: BacktestProgress | None) -> Ev
     # before the backtests: a detector whose lookback exceeds the data fails at once
     regimes = evaluation_regimes(config.regimes, data, config.start, config.end)
     seeds = list(range(config.seeds))
-    evaluations = evaluate_agents(
-        agents,
-        spec,
-        config.start,
-        config.end,
-        seeds,
-        benchmark=benchmark,
-        progress=progress,
-        jobs=config.jobs,
-    )
+    where: dict[str, Any] = {}
+    if config.backend.is_ray:
+        evaluations, where = _evaluate_on_ray(config, agents, spec, seeds, benchmark, progress)
+    else:
+        evaluations = evaluate_agents(
+            agents,
+            spec,
+            config.start,
+            config.end,
+            seeds,
+            benchmark=benchmark,
+            progress=progress,
+            jobs=config.jobs,
+        )
     first = evaluations[0].results[0]
     settings = {
         "data": data.manifest(),
@@ -382,6 +431,8 @@ def _evaluate(config: EvaluationConfig, progress: BacktestProgress | None) -> Ev
         # the env's settings (rules as resolved for the data); the dates are above
         **{k: v for k, v in first.settings.items() if k not in ("data", "start", "end")},
     }
+    if where:
+        settings["backend"] = where
     title = config.title or f"{data.name}: {settings['start']} to {settings['end']}"
     sectors, sector_note = None, ""
     if config.regimes:
@@ -396,3 +447,59 @@ def _evaluate(config: EvaluationConfig, progress: BacktestProgress | None) -> Ev
         sector_strength=sectors,
         sector_note=sector_note,
     )
+
+
+def _backtest_job(
+    args: tuple[EvaluationConfig, Recipe, int], shared: Mapping[str, Any], report: Any
+) -> BacktestResult:
+    """One (agent, seed) backtest of a Ray evaluation: the agent built from its recipe, the
+    env from the shared spec."""
+    config, recipe, seed = args
+    agent = build_agent(config, recipe)
+    return run_backtest(
+        agent,
+        shared["spec"],
+        config.start,
+        config.end,
+        seed,
+        benchmark=shared["benchmark"],
+        progress=partial(report, agent.name, seed),
+    )
+
+
+def _evaluate_on_ray(
+    config: EvaluationConfig,
+    agents: list[Agent],
+    spec: dict[str, Any],
+    seeds: list[int],
+    benchmark: str | None,
+    progress: BacktestProgress | None,
+) -> tuple[list[AgentEvaluation], dict[str, Any]]:
+    """Every (agent, seed) as a Ray task; the evaluations as the local path builds them."""
+    recipes = agent_recipes(config)
+    names = [a.name for a in agents]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"agent names must be unique; repeated: {duplicates}")
+    bench = resolve_data(benchmark) if isinstance(benchmark, str) else benchmark
+    tasks = [
+        Task(
+            f"{name} (seed {seed})",
+            (config, recipe, seed),
+            resources=recipe_resources(config, recipe),
+        )
+        for name, recipe in zip(names, recipes, strict=True)
+        for seed in seeds
+    ]
+    outcome = run_tasks(
+        config.backend,
+        _backtest_job,
+        tasks,
+        {"spec": spec, "benchmark": bench},
+        on_report=progress,
+    )
+    n = len(seeds)
+    evaluations = [
+        AgentEvaluation(name, outcome.values[i * n : (i + 1) * n]) for i, name in enumerate(names)
+    ]
+    return evaluations, outcome.summary(config.backend)

@@ -29,6 +29,7 @@ from marketarena.envs.data import periods_per_year as data_periods_per_year
 from marketarena.envs.errors import ConfigError, DataError, MissingFileError
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.evaluation import metrics
+from marketarena.evaluation.backends import LOCAL, Task, run_tasks
 
 FILL_COLUMNS = ("date", "symbol", "side", "shares", "price", "cost")
 
@@ -515,7 +516,9 @@ def evaluate_agents(
     """Backtest every agent for every seed over the same range; one evaluation per agent.
 
     ``jobs > 1`` runs different agents in parallel threads (each agent's seeds stay in order,
-    since an agent carries state); useful when agents wait on an LLM endpoint.
+    since an agent carries state); useful when agents wait on an LLM endpoint. (On Ray,
+    :func:`marketarena.evaluation.evaluate.evaluate` runs every (agent, seed) as a task of its
+    own, with the agent built afresh from its spec.)
     """
     names = [a.name for a in agents]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -533,9 +536,5 @@ def evaluate_agents(
             )
         return AgentEvaluation(agent.name, results)
 
-    if jobs <= 1 or len(agents) == 1:
-        return [run_agent(a) for a in agents]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(run_agent, agents))
+    tasks = [Task(a.name, a) for a in agents]
+    return run_tasks(LOCAL, lambda a, _, __: run_agent(a), tasks, threads=jobs).values

@@ -1,8 +1,10 @@
 """Shared fixtures: small hand-made markets; run stores on SQLite and PostgreSQL; a scripted
-OpenAI-compatible server for LLM agents (below)."""
+OpenAI-compatible server for LLM agents (below); a two-node Ray cluster in a network namespace
+of loopback only (at the end)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -302,3 +304,228 @@ def weights_answer() -> Callable[..., Reply]:
     """``weights_answer({"A": 0.5, "CASH": 0.5})``: a chat completion (for ``script``)
     answering with these target weights (the json_schema form)."""
     return _weights_answer
+
+
+# --------------------------------------------------------------------------- Ray cluster
+class RayCluster:
+    """A real Ray cluster on this machine, in a network namespace of its own that has only
+    the loopback interface (``unshare -n``, as root): every node and every driver binds and
+    talks on 127.0.0.1, and no traffic leaves loopback. Each node is ``ray start --block`` in
+    a process group of its own (so that one node can be killed, raylet and workers at once),
+    with its files under a short temporary folder (Unix socket paths are limited in length).
+    """
+
+    def __init__(self, root: str) -> None:
+        import random
+        import subprocess
+        import sys
+
+        # the namespace has its own ports, but `ray start --head` also refuses a port that a
+        # Ray elsewhere on the machine uses (it finds them by their processes): a rare one
+        self.port = random.randint(30000, 39999)
+        self.address = f"127.0.0.1:{self.port}"
+        self.root = root
+        self.python = sys.executable
+        # no token file under ~/.ray; a dead node noticed within seconds, not half a minute
+        self.ray_env = {
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+        }
+        # holds the namespace; every command joins it with nsenter
+        self.holder = subprocess.Popen(
+            ["unshare", "-n", "sh", "-c", "ip link set lo up && exec sleep infinity"],
+            start_new_session=True,
+        )
+        # until the holder is `sleep` (the namespace made, lo up): an nsenter before that
+        # would enter this process's own namespace
+        from pathlib import Path
+
+        cmdline = Path(f"/proc/{self.holder.pid}/cmdline")
+        deadline = time.monotonic() + 30
+        while cmdline.read_bytes() != b"sleep\0infinity\0":
+            if self.holder.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("unshare -n did not make a network namespace")
+            time.sleep(0.02)
+        self.nodes: list[subprocess.Popen] = []
+
+    def command(self, *argv: str) -> list[str]:
+        """``argv`` run inside the cluster's network namespace."""
+        return ["nsenter", "-t", str(self.holder.pid), "-n", *argv]
+
+    def ray_bin(self) -> str:
+        from pathlib import Path
+
+        return str(Path(self.python).parent / "ray")
+
+    def start_node(self, *, head: bool = False, num_cpus: int = 1) -> Any:
+        """A node (the head, or a worker joining it); returns its process (group leader)."""
+        import subprocess
+        from pathlib import Path
+
+        role = ["--head", f"--port={self.port}", "--include-dashboard=false"] if head else []
+        role += [] if head else [f"--address={self.address}"]
+        log = Path(self.root) / f"node{len(self.nodes)}.log"
+        node = subprocess.Popen(
+            self.command(
+                self.ray_bin(),
+                "start",
+                "--block",
+                *role,
+                "--node-ip-address=127.0.0.1",
+                f"--num-cpus={num_cpus}",
+                "--disable-usage-stats",
+            ),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            env=self.environment(),
+            start_new_session=True,
+        )
+        self.nodes.append(node)
+        return node
+
+    def wait_for_nodes(self, n: int, timeout: float = 120) -> None:
+        """Block until ``n`` nodes are alive."""
+        script = (
+            "import socket, sys, time\n"
+            f"deadline = time.time() + {timeout}\n"
+            "while True:  # the head's GCS first: ray.init before it listens can hang\n"
+            "    try:\n"
+            f"        socket.create_connection(('127.0.0.1', {self.port}), 1).close()\n"
+            "        break\n"
+            "    except OSError:\n"
+            "        if time.time() > deadline: sys.exit('the head did not start')\n"
+            "        time.sleep(0.5)\n"
+            "import ray\n"
+            f"ray.init(address={self.address!r}, log_to_driver=False)\n"
+            f"while sum(x['Alive'] for x in ray.nodes()) < {n}:\n"
+            "    if time.time() > deadline: sys.exit('nodes did not join')\n"
+            "    time.sleep(0.5)\n"
+        )
+        proc = self.run(self.python, "-c", script, timeout=timeout + 60, check=False)
+        if proc.returncode != 0:
+            from pathlib import Path
+
+            logs = "\n".join(
+                f"--- {log.name}:\n" + "\n".join(log.read_text().splitlines()[-15:])
+                for log in sorted(Path(self.root).glob("node*.log"))
+            )
+            pytest.fail(f"the Ray cluster did not start: {proc.stdout}{proc.stderr}\n{logs}")
+
+    def environment(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, **self.ray_env, **extra}
+
+    def cli(self, *args: str, cwd: Any = None, check: bool = True, **env: str) -> Any:
+        """``marketarena <args> --backend ray --address <the cluster>`` run as a driver in
+        the namespace; ``env``: more environment variables."""
+        argv = [self.python, "-m", "marketarena.cli", *args]
+        argv += ["--backend", "ray", "--address", self.address]
+        return self.run(*argv, cwd=cwd, check=check, env=env)
+
+    def run(
+        self,
+        *argv: str,
+        cwd: Any = None,
+        timeout: float = 300,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> Any:
+        """Run ``argv`` in the namespace (a driver, a script); with ``check``, fails the test
+        on a non-zero exit, with its output."""
+        import subprocess
+
+        proc = subprocess.run(
+            self.command(*argv),
+            cwd=cwd,
+            env=self.environment(**(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            pytest.fail(f"{argv} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    @staticmethod
+    def processes(node: Any) -> dict[int, bytes]:
+        """A node's processes (``ray start`` and every descendant: the raylet, its agents,
+        its workers, which Ray puts in process groups of their own), with their command
+        lines (a busy worker's is ``ray::<function>``)."""
+        from pathlib import Path
+
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                    parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+        found, frontier = {node.pid}, [node.pid]
+        while frontier:
+            pid = frontier.pop()
+            children = [c for c, parent in parents.items() if parent == pid and c not in found]
+            found.update(children)
+            frontier.extend(children)
+        out = {}
+        for pid in found:
+            try:
+                out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+        return out
+
+    def kill(self, node: Any) -> None:
+        """Kill a node at once, as a machine dies: SIGKILL to ``ray start``, its raylet and
+        every worker of it."""
+        import signal
+
+        for pid in self.processes(node):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
+
+    def stop(self) -> None:
+        """Every node killed (nothing of a test cluster needs a clean shutdown), then the
+        namespace's holder."""
+        import signal
+
+        for node in reversed(self.nodes):
+            self.kill(node)
+        os.killpg(self.holder.pid, signal.SIGKILL)
+        self.holder.wait()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """A head node and a second worker node, one CPU each, on 127.0.0.1 in a namespace with
+    only loopback; needs Ray (the dev extra), root and ``unshare``/``nsenter`` (CI has all)."""
+    import importlib.util
+    import shutil
+    import tempfile
+
+    missing = (
+        "Ray (the dev extra)"
+        if importlib.util.find_spec("ray") is None
+        else "root, unshare and nsenter"
+        if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter")
+        else None
+    )
+    if missing:  # CI has them all: there a missing one fails the tests
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            f"the Ray cluster tests need {missing} (a network namespace of loopback only)"
+        )
+    root = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    cluster = RayCluster(root)
+    try:
+        cluster.start_node(head=True)
+        cluster.wait_for_nodes(1)
+        cluster.start_node()
+        cluster.wait_for_nodes(2)
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)

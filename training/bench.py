@@ -49,8 +49,9 @@ from marketarena.agents.registry import SPEC_HELP, make_agent
 from marketarena.agents.sb3_agent import SB3Agent
 from marketarena.envs.errors import ConfigError, MissingFileError
 from marketarena.envs.settings import OBSERVATION_SETTINGS
-from marketarena.envs.tasks import TASKS, get_task
+from marketarena.envs.tasks import TASKS, get_task, use_task_markets
 from marketarena.evaluation import bench_stats, tracking
+from marketarena.evaluation.backends import LOCAL, Backend, Task, llm_resource, run_tasks
 from marketarena.evaluation.metrics import PERIODS_PER_YEAR
 from marketarena.evaluation.report import format_value, slugify
 from marketarena.evaluation.runner import BacktestResult
@@ -117,6 +118,10 @@ class BenchConfig:
         llm: :class:`~marketarena.agents.llm_agent.LLMConfig` fields for ``llm:`` agents.
         split: where jobs are scored: ``"test"`` (the default; nothing tunes on it) or
             ``"validation"`` (for choosing settings; see the module docstring).
+        backend: where the jobs run (:mod:`marketarena.evaluation.backends`): one after the
+            other here, or as Ray tasks (a training declares its torch threads as CPUs, an
+            ``llm:`` agent its endpoint; the tasks' data put in the object store once). The
+            rows and aggregates are the same either way; the settings say where it ran.
     """
 
     agents: tuple[str, ...] = ("ppo",)
@@ -130,6 +135,7 @@ class BenchConfig:
     experiment: str = "marketarena-bench"
     llm: Mapping[str, Any] = field(default_factory=dict)
     split: str = "test"
+    backend: Backend = LOCAL
 
     def task_names(self) -> tuple[str, ...]:
         """Canonical task names; an unknown task lists the tasks."""
@@ -161,6 +167,7 @@ class BenchConfig:
         self.task_names()
         self.seed_list()
         check_split(self.split)
+        self.backend.validate()
         if not self.agents:
             raise ConfigError("no agents: give at least one agent")
         if self.timesteps is not None and self.timesteps < 1:
@@ -173,6 +180,7 @@ class BenchConfig:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        del out["backend"]  # recorded as settings["backend"] by a Ray bench
         out.update(
             tasks=list(self.task_names()),
             seeds=list(self.seed_list()),
@@ -729,26 +737,67 @@ def _run_bench(config: BenchConfig, progress: Progress | None) -> BenchReport:
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mlflow_run_id": None,
     }
-    rows: list[dict[str, Any]] = []
     with _parent_run(config) as parent:
+        parent_id = None
         if parent is not None:
-            settings["mlflow_run_id"] = parent.info.run_id
+            parent_id = settings["mlflow_run_id"] = parent.info.run_id
             _log_bench_params(config, settings)
-        for i, job in enumerate(jobs):
-            if progress is not None:
-                progress(i, len(jobs), job.describe())
-            with _job_run(config, job) as run:
-                row = run_job(job, config, run.info.run_id if run is not None else None)
-                if run is not None:
-                    _log_job(row)
-            rows.append(row)
+        backend = config.backend
+        # on Ray, each job's MLflow run is made here, and a retried task resumes it
+        run_ids = _job_runs(config, jobs, parent_id) if backend.is_ray else [None] * len(jobs)
+        shared = {"markets": {t: get_task(t).market() for t in tasks}, "parent": parent_id}
+        outcome = run_tasks(
+            backend,
+            _bench_job,
+            [
+                Task(job.describe(), (job, config, run_id), **_job_resources(job, config))
+                for job, run_id in zip(jobs, run_ids, strict=True)
+            ],
+            shared if backend.is_ray else {"parent": parent_id},
+            progress=progress,
+        )
+        rows: list[dict[str, Any]] = outcome.values
         if progress is not None:
             progress(len(jobs), len(jobs), "aggregating")
+        if backend.is_ray:
+            settings["backend"] = outcome.summary(backend)
         report = summarise(rows, config, settings)
+        if outcome.retries:
+            report.notes.append(
+                f"ray: {outcome.retries} task attempt(s) retried after a worker or node "
+                "failure; every job's result was gathered once"
+            )
         files = report.write(config.output)
         if parent is not None:
             _log_aggregates(report, files)
     return report
+
+
+def _bench_job(
+    args: tuple[Job, BenchConfig, str | None], shared: Mapping[str, Any], report: Any
+) -> dict[str, Any]:
+    """One job, as :func:`run_tasks` runs it: in its MLflow run when MLflow is on (made here
+    under the bench's run, or made by the driver and resumed: ``run_id``)."""
+    job, config, run_id = args
+    if shared.get("markets"):
+        use_task_markets(shared["markets"])
+    with _job_run(config, job, run_id, shared.get("parent")) as run:
+        row = run_job(job, config, run.info.run_id if run is not None else None)
+        if run is not None:
+            _log_job(row)
+    return row
+
+
+def _job_resources(job: Job, config: BenchConfig) -> dict[str, Any]:
+    """A job's Ray resources: a training's torch threads as CPUs (else 1), and one request
+    stream of the LLM endpoint for an ``llm:`` agent."""
+    out: dict[str, Any] = {"num_cpus": 1.0}
+    if job.agent.kind == "rl":
+        threads = training_config(job.agent, job.task, job.seed, config).algo.torch_threads
+        out["num_cpus"] = float(threads)
+    if job.agent.spec.startswith("llm:"):
+        out["resources"] = {llm_resource(config.llm.get("base_url")): 1.0}
+    return out
 
 
 def _task_settings(name: str) -> dict[str, Any]:
@@ -775,20 +824,55 @@ def _parent_run(config: BenchConfig) -> Iterator[Any]:
         yield run
 
 
-def _job_run(config: BenchConfig, job: Job) -> Any:
+def _job_tags(job: Job) -> dict[str, str]:
+    return {"kind": "bench_job", "agent": job.agent.name, "task": job.task, "seed": str(job.seed)}
+
+
+def _job_run_name(job: Job) -> str:
+    return f"{job.agent.name} | {job.task} | seed {job.seed}"
+
+
+def _job_run(
+    config: BenchConfig, job: Job, run_id: str | None = None, parent_id: str | None = None
+) -> Any:
+    """The job's MLflow run: ``run_id`` resumed, else a new run nested under ``parent_id``
+    (or under the active run)."""
     if not config.mlflow:
         return nullcontext(None)
     import mlflow
 
-    parent = mlflow.active_run()
-    tags = {"kind": "bench_job", "agent": job.agent.name, "task": job.task, "seed": str(job.seed)}
+    if run_id is not None:
+        return tracking.mlflow_run(config.experiment, None, _job_tags(job), run_id=run_id)
+    if parent_id is None:
+        parent = mlflow.active_run()
+        parent_id = parent.info.run_id if parent else None
     return tracking.mlflow_run(
         config.experiment,
-        f"{job.agent.name} | {job.task} | seed {job.seed}",
-        tags,
+        _job_run_name(job),
+        _job_tags(job),
         nested=True,
-        parent_run_id=parent.info.run_id if parent else None,
+        parent_run_id=parent_id,
     )
+
+
+def _job_runs(config: BenchConfig, jobs: Sequence[Job], parent_id: str | None) -> list[str | None]:
+    """A run per job under the bench's run, made before the jobs start (Ray): a task
+    retried after a node failure resumes its job's run instead of making a second one."""
+    if not config.mlflow:
+        return [None] * len(jobs)
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    experiment = tracking.set_experiment(config.experiment)
+    out: list[str | None] = []
+    for job in jobs:
+        tags = _job_tags(job)
+        if parent_id is not None:
+            tags[MLFLOW_PARENT_RUN_ID] = parent_id
+        run = client.create_run(experiment.experiment_id, tags=tags, run_name=_job_run_name(job))
+        out.append(run.info.run_id)
+    return out
 
 
 def _log_bench_params(config: BenchConfig, settings: dict[str, Any]) -> None:

@@ -13,6 +13,14 @@ own distributed mode; a study is always created with ``load_if_exists``, so reru
 resumes it). With an RDB storage, workers send heartbeats, so a killed worker's trial is
 marked failed and the others carry on.
 
+On Ray (``backend``, ``marketarena tune --backend ray``): Ray Tune runs the trials, each a
+Ray actor with the config's torch threads as its CPUs, sampled by Optuna's own sampler
+(``OptunaSearch`` with the same TPE or random sampler and search space) and stopped early by
+ASHA (``pruner: none`` runs every trial to its end), with the same objective, folds, seeds and
+MLflow nesting; Ray Tune keeps its state under ``<output>/<study>/ray``, not in an Optuna
+storage. The best config, importances, plots and the optional retrain are then made as here,
+from the trials Ray ran.
+
 Tracking: the study has one MLflow run; each trial's training run is nested under it. At
 the end the study run records the best trial, parameter importances and Optuna's plots, and
 the best configuration is written as a ready-to-train YAML. With ``retrain``, the best
@@ -40,6 +48,7 @@ import yaml
 
 from marketarena.envs.errors import ConfigError, MarketArenaError
 from marketarena.evaluation import metrics, tracking
+from marketarena.evaluation.backends import LOCAL, Backend, ray_connection
 from marketarena.training import search_spaces
 from marketarena.training.config import Config, build_config, merge
 from marketarena.training.train import load_universe, split_ranges, train
@@ -192,18 +201,21 @@ def make_storage(url: str | None, heartbeat_interval: int = 10, grace_period: in
         ) from None
 
 
-def make_sampler(name: str, seed: int) -> Any:
-    """The sampler, its random stream seeded at the first trial it draws (see
-    :func:`trial_seed`)."""
+def _sampler_class(name: str) -> tuple[Any, dict[str, Any]]:
     import optuna
 
     if name == "tpe":
-        base: Any = optuna.samplers.TPESampler
-        kwargs = {"multivariate": True, "n_startup_trials": 5}
-    elif name == "random":
-        base, kwargs = optuna.samplers.RandomSampler, {}
-    else:
-        raise ConfigError(f"unknown sampler {name!r}; choose tpe or random")
+        return optuna.samplers.TPESampler, {"multivariate": True, "n_startup_trials": 5}
+    if name == "random":
+        return optuna.samplers.RandomSampler, {}
+    raise ConfigError(f"unknown sampler {name!r}; choose tpe or random")
+
+
+def make_sampler(name: str, seed: int) -> Any:
+    """The sampler, its random stream seeded at the first trial it draws (see
+    :func:`trial_seed`)."""
+    base: Any
+    base, kwargs = _sampler_class(name)
 
     class FirstTrialSeeded(base):
         _seeded = False
@@ -285,8 +297,10 @@ class Objective:
         self.on_result: Callable[[int, str, float | None], None] | None = None
 
     def trial_config(
-        self, params: dict[str, Any], fold: dict[str, str], seed: int, trial_number: int
+        self, params: dict[str, Any], fold: dict[str, str], seed: int, trial_number: int | str
     ) -> Config:
+        """A trial's training config (``trial_number``: its number, or its id on Ray Tune,
+        names the run)."""
         overrides = search_spaces.to_overrides(
             self.config.algo.name, params, self.config.algo.n_envs
         )
@@ -358,20 +372,25 @@ def _study_run(study: Any, config: Config) -> str | None:
     """The study's MLflow run: created by the first worker, found by the others."""
     if not config.mlflow.enabled:
         return None
-    import mlflow
-
     run_id = study.user_attrs.get(STUDY_RUN_ATTR)
     if run_id:
         return run_id
+    run_id = _new_study_run(study.study_name, config)
+    study.set_user_attr(STUDY_RUN_ATTR, run_id)
+    return study.user_attrs.get(STUDY_RUN_ATTR, run_id)
+
+
+def _new_study_run(name: str, config: Config, tags: dict[str, str] | None = None) -> str:
+    import mlflow
+
     mlflow.set_tracking_uri(tracking.tracking_uri())
     tracking.set_experiment(config.mlflow.experiment)
-    with mlflow.start_run(run_name=f"study:{study.study_name}") as run:
+    with mlflow.start_run(run_name=f"study:{name}") as run:
         mlflow.set_tags(
-            {"kind": "tuning", "study": study.study_name, "git_sha": tracking.git_sha()}
+            {"kind": "tuning", "study": name, "git_sha": tracking.git_sha(), **(tags or {})}
         )
         mlflow.log_params(tracking.flatten({"base": _public_dict(config)}))
-    study.set_user_attr(STUDY_RUN_ATTR, run.info.run_id)
-    return study.user_attrs.get(STUDY_RUN_ATTR, run.info.run_id)
+    return str(run.info.run_id)
 
 
 def tune(
@@ -379,8 +398,12 @@ def tune(
     *,
     out_dir: str | Path = "tuning",
     on_trial: Callable[[Any], None] | None = None,
+    backend: Backend = LOCAL,
 ) -> TuneResult:
-    """Run ``config.tuning.n_trials`` more trials (or until ``timeout``) on the shared study."""
+    """Run ``config.tuning.n_trials`` more trials (or until ``timeout``) on the shared study.
+
+    ``backend``: local (the default) runs Optuna here, ``n_jobs`` trials at once, on the
+    study in ``tuning.storage``; Ray runs the trials on Ray Tune (:func:`tune_on_ray`)."""
     import optuna
 
     t = config.tuning
@@ -388,6 +411,9 @@ def tune(
     # bad input (search space, folds) fails before a study or an MLflow run is created
     search_spaces.space_for(config.algo.name, t.search)
     fold_splits(config)
+    backend.validate()
+    if backend.is_ray:
+        return tune_on_ray(config, out_dir=out_dir, on_trial=on_trial, backend=backend)
     storage = make_storage(t.storage, t.heartbeat_interval, t.grace_period)
     out = Path(out_dir).resolve() / study_name
     out.mkdir(parents=True, exist_ok=True)
@@ -572,3 +598,176 @@ def retrain_and_test(best: Config, study: Any, out: Path) -> dict[str, float]:
         "deflated_sharpe": float(dsr),
         "n_trials": float(len(values)),
     }
+
+
+# ------------------------------------------------------------------------------ Ray Tune
+def _optuna_distributions(space: dict[str, Any]) -> dict[str, Any]:
+    """The sampled parameters of a search space as Optuna distributions."""
+    import optuna.distributions as d
+
+    out: dict[str, Any] = {}
+    for name, dist in space.items():
+        if isinstance(dist, search_spaces.Float):
+            out[name] = d.FloatDistribution(dist.low, dist.high, log=dist.log)
+        elif isinstance(dist, search_spaces.Int):
+            out[name] = d.IntDistribution(dist.low, dist.high, log=dist.log)
+        elif isinstance(dist, search_spaces.Categorical):
+            out[name] = d.CategoricalDistribution(list(dist.choices))
+    return out
+
+
+def tune_on_ray(
+    config: Config,
+    *,
+    out_dir: str | Path = "tuning",
+    on_trial: Callable[[Any], None] | None = None,
+    backend: Backend,
+) -> TuneResult:
+    """The study on Ray Tune (see the module docstring): ``n_trials`` trials (or until
+    ``timeout``), ``n_jobs`` at once when above 1 (else as many as the cluster's CPUs take).
+
+    Every trial reports each validation score of its first (fold, seed) to ASHA, then the
+    median over all of them (its value, as in :class:`Objective`) as its final result. A
+    trial ASHA stopped is recorded as pruned, one that raised as failed; their training runs
+    left open in MLflow are closed as killed.
+    """
+    import optuna
+    from ray import tune as ray_tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    t = config.tuning
+    if t.storage:
+        raise ConfigError(
+            "tuning.storage (--storage) is the Optuna backend's: Ray Tune keeps a study's "
+            "state under its output folder; leave it out with --backend ray"
+        )
+    study_name = t.study or config.name
+    out = Path(out_dir).resolve() / study_name
+    out.mkdir(parents=True, exist_ok=True)
+    space = search_spaces.space_for(config.algo.name, t.search)
+    distributions = _optuna_distributions(space)
+    fixed = search_spaces.fixed_values(space)
+    run_id = (
+        _new_study_run(study_name, config, {"backend": "ray"}) if config.mlflow.enabled else None
+    )
+    objective = Objective(config, out, run_id)
+    objective_name = t.objective
+    evaluations = max(1, config.algo.total_timesteps // config.training.eval_every)
+    cwd = str(Path.cwd())
+    uri = tracking.tracking_uri()
+
+    def trainable(params: dict[str, Any]) -> None:
+        """One trial, in a Ray actor: train per (fold, seed), report to Ray Tune."""
+        import os
+
+        from ray import tune as session
+
+        os.chdir(cwd)  # Ray Tune starts a trial in a folder of its own
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        trial_id = session.get_context().get_trial_id()  # names its runs: <name>-t<id>
+        sampled = {**fixed, **params}
+        scores: list[float] = []
+
+        nan = []
+
+        def report(step: int, score: float) -> bool:
+            if not math.isfinite(score):
+                nan.append(step)  # a NaN validation score ends the trial: pruned
+                return False
+            session.report({"score": score, "step": step, "final": False})
+            return True
+
+        for fold in objective.folds:
+            for seed in config.tuning.seeds:
+                cfg = objective.trial_config(sampled, fold, seed, trial_id)
+                try:
+                    result = train(
+                        cfg,
+                        on_evaluation=report if not scores else None,
+                        mlflow_parent_run_id=run_id,
+                    )
+                except (ValueError, RuntimeError) as exc:
+                    if _NON_FINITE.search(str(exc)):
+                        return  # diverged: pruned
+                    raise
+                score = result.best_validation.get(objective_name)
+                if nan or score is None or not math.isfinite(score):
+                    return  # no final result: recorded as pruned
+                scores.append(float(score))
+        session.report({"score": float(statistics.median(scores)), "final": True, "scores": scores})
+
+    # one searcher draws every trial, so its stream is simply seeded (Ray Tune pickles it)
+    base, kwargs = _sampler_class(t.sampler)
+    sampler = base(seed=t.sampler_seed, **kwargs)
+    with _quiet_optuna():
+        searcher = OptunaSearch(
+            space=distributions, metric="score", mode="max", sampler=sampler, seed=t.sampler_seed
+        )
+    scheduler: Any = (
+        FIFOScheduler()
+        if t.pruner == "none"
+        else ASHAScheduler(
+            time_attr="training_iteration",
+            metric="score",
+            mode="max",
+            max_t=evaluations + 1,
+            grace_period=1,
+            reduction_factor=2,
+        )
+    )
+    from ray.tune import RunConfig, TuneConfig, Tuner
+
+    with ray_connection(backend), _quiet_optuna():
+        tuner = Tuner(
+            ray_tune.with_resources(trainable, {"cpu": config.algo.torch_threads}),
+            tune_config=TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=t.n_trials,
+                time_budget_s=t.timeout,
+                max_concurrent_trials=t.n_jobs if t.n_jobs > 1 else None,
+            ),
+            run_config=RunConfig(name="ray", storage_path=str(out), verbose=1),
+        )
+        grid = tuner.fit()
+    with _quiet_optuna():
+        study = optuna.create_study(study_name=study_name, direction="maximize")
+    study.set_user_attr("objective", objective_name)
+    states = optuna.trial.TrialState
+    for i in range(len(grid)):  # in the order Ray Tune made the trials
+        r = grid[i]
+        metrics, sampled = r.metrics or {}, r.config or {}
+        final = bool(metrics.get("final")) and r.error is None
+        state = states.COMPLETE if final else states.FAIL if r.error else states.PRUNED
+        params = {k: sampled[k] for k in distributions if k in sampled}
+        frozen = optuna.trial.create_trial(
+            params=params,
+            distributions={k: distributions[k] for k in params},
+            value=float(metrics["score"]) if final else None,
+            state=state,
+            user_attrs={"ray_trial_id": metrics.get("trial_id"), "scores": metrics.get("scores")},
+        )
+        study.add_trial(frozen)
+        if on_trial is not None:
+            on_trial(study.trials[-1])
+    if run_id is not None:
+        _close_killed_runs(run_id)
+    with _quiet_optuna():
+        return finish(study, config, out, run_id, storage_url=f"ray:{out / 'ray'}")
+
+
+def _close_killed_runs(study_run_id: str) -> None:
+    """Training runs under the study's run still marked running (their trial was stopped by
+    ASHA, which ends the trial's actor): marked killed."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    parent = client.get_run(study_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{study_run_id}' and "
+        "attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        client.set_terminated(run.info.run_id, "KILLED")

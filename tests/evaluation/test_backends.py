@@ -1,0 +1,341 @@
+"""``--backend ray`` on a real two-node Ray cluster (``ray_cluster`` in tests/conftest.py: a
+head and a worker node on 127.0.0.1, in a network namespace of loopback only): ``evaluate``
+and ``bench`` give the local backend's reports, a node killed mid-sweep loses and duplicates
+nothing and the report counts its retries, and what cannot work is one line.
+
+The local runs are in-process; every Ray run is a ``marketarena`` driver started inside the
+namespace.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from marketarena.cli import main
+from marketarena.evaluation.backends import Backend, llm_resource
+
+EVALUATE = [
+    "evaluate",
+    "--agent",
+    "random:5",
+    "--agent",
+    "equal_weight:10",
+    "--ensemble",
+    "mean",
+    "--seeds",
+    "2",
+    "--start",
+    "2021-01-04",
+    "--end",
+    "2021-06-30",
+]
+TINY_PPO = """\
+name: tiny
+env:
+  window: 8
+  episode_length: 64
+algo:
+  name: ppo
+  total_timesteps: 100000
+  n_envs: 2
+  net_arch: [16]
+  hyperparameters: {n_steps: 64, batch_size: 64, n_epochs: 2}
+training:
+  eval_every: 512
+  checkpoint_every: 512
+"""
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    console = Console(record=True, width=400)
+    code = main(list(args), console=console)
+    return code, console.export_text()
+
+
+def csv_rows(path: Path, drop: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(fh)]
+
+
+# ----------------------------------------------------------------------------- evaluate
+def test_evaluate_on_ray_equals_local(ray_cluster, tmp_path):
+    """Every (agent, seed) a task on the cluster; the files are the local run's, bit for
+    bit, and the report says where it ran."""
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    code, text = run_cli(*EVALUATE, "--output", str(local))
+    assert code == 0, text
+    proc = ray_cluster.cli(*EVALUATE, "--output", str(ray), cwd=tmp_path)
+    # 4 agents (2 listed, 2 baselines) and the ensemble, 2 seeds each
+    assert "ray: 10 tasks on 2 node(s), 0 retried after a worker or node failure" in proc.stdout
+    assert (local / "metrics.csv").read_bytes() == (ray / "metrics.csv").read_bytes()
+    daily = sorted(p.name for p in local.glob("daily_*.csv"))
+    assert len(daily) == 5
+    for name in daily:
+        assert (local / name).read_bytes() == (ray / name).read_bytes(), name
+    here, there = (json.loads((d / "metrics.json").read_text()) for d in (local, ray))
+    where = there["settings"].pop("backend")
+    assert where == {
+        "kind": "ray",
+        "address": ray_cluster.address,
+        "max_retries": 3,
+        "tasks": 10,
+        "nodes": 2,
+        "retries": 0,
+    }
+    assert here == there
+
+
+def test_missing_llm_endpoint_resource_is_one_line(ray_cluster, tmp_path):
+    """An llm: agent needs its endpoint's resource on the cluster: without it, one line that
+    says how a node declares the endpoint's capacity, before any task runs."""
+    url = "http://127.0.0.1:9/v1"
+    proc = ray_cluster.cli(
+        "evaluate",
+        "--agent",
+        "llm:some-model",
+        "--base-url",
+        url,
+        "--start",
+        "2021-06-01",
+        "--end",
+        "2021-06-30",
+        "--llm-cache",
+        "",
+        "--output",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+        check=False,
+    )
+    name = llm_resource(url)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    error = [line for line in proc.stdout.splitlines() if line.startswith("error:")]
+    assert error == [
+        f"error: the Ray cluster has no resource {name} for its LLM endpoint: declare the "
+        f"endpoint's capacity (request streams at once) on a node, e.g. ray start --head "
+        f"--resources='{{\"{name}\": 4}}'"
+    ], proc.stdout
+
+
+def test_llm_resource_names_the_endpoint():
+    """12 hex digits of the sha256 of the base URL (a trailing slash does not count);
+    without one, OPENAI_BASE_URL's."""
+    import hashlib
+
+    url = "http://10.0.0.5:8080/v1"
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    assert llm_resource(url) == llm_resource(url + "/") == f"llm:{digest}"
+    assert llm_resource("http://10.0.0.6:8080/v1") != llm_resource(url)
+
+
+# -------------------------------------------------------------------------------- bench
+def test_bench_with_training_and_mlflow_on_ray_equals_local(ray_cluster, tmp_path):
+    """A bench with PPO trainings and MLflow on: the rows (but the seconds each took and the
+    model's folder) and aggregates.json equal the local run's; every job's MLflow run is
+    nested under the bench's run, finished, with its training run nested under it."""
+    import mlflow
+
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(TINY_PPO)
+    args = [
+        "bench",
+        "--agent",
+        f"ppo:{tiny}",
+        "--agent",
+        "random",
+        "--task",
+        "Momentum",
+        "--seeds",
+        "1",
+        "--timesteps",
+        "512",
+        "--reps",
+        "200",
+        "--mlflow",
+    ]
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'local.db'}")
+        try:
+            code, text = run_cli(*args, "--output", str(local))
+        finally:
+            mlflow.set_tracking_uri(None)
+    assert code == 0, text
+    uri = f"sqlite:///{tmp_path / 'ray.db'}"
+    proc = ray_cluster.cli(*args, "--output", str(ray), cwd=tmp_path, MLFLOW_TRACKING_URI=uri)
+    assert "ray: 4 tasks on 2 node(s), 0 retried" in proc.stdout, proc.stdout
+    drop = ("seconds", "model")
+    assert csv_rows(local / "results.csv", drop) == csv_rows(ray / "results.csv", drop)
+    models = [r["model"] for r in csv_rows(ray / "results.csv") if r["model"]]
+    assert len(models) == 1 and all(Path(m).is_relative_to(ray / "runs") for m in models)
+    assert (local / "aggregates.json").read_bytes() == (ray / "aggregates.json").read_bytes()
+    settings = json.loads((ray / "results.json").read_text())["settings"]
+    assert settings["backend"]["retries"] == 0
+
+    client = mlflow.MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "marketarena-bench"]
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parent = settings["mlflow_run_id"]
+    jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+    assert len(jobs) == 4 and {r.info.status for r in jobs} == {"FINISHED"}
+    rows = {(r["agent"], r["seed"]): r for r in csv_rows(ray / "results.csv")}
+    for run in jobs:
+        row = rows[(run.data.tags["agent"], run.data.tags["seed"])]
+        assert run.data.metrics["test/score"] == pytest.approx(float(row["score"]), rel=1e-12)
+    job_ids = {r.info.run_id for r in jobs}
+    trainings = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in job_ids]
+    assert len(trainings) == 1
+
+
+# ---------------------------------------------------------------------- fault tolerance
+#: titles of a node's Ray processes that run no task
+IDLE_OR_AGENT = (b"ray::IDLE", b"ray::DashboardAgent", b"ray::RuntimeEnvAgent")
+
+
+def test_node_killed_mid_sweep(ray_cluster, tmp_path):
+    """A third node joins, takes backtests, and is killed (raylet and workers at once) while
+    one of them runs: its tasks run again on the nodes left, the report equals the local
+    run's (no result lost, none twice), and it counts the retries."""
+    args = [
+        "evaluate",
+        "--agent",
+        "random:5",
+        "--agent",
+        "random:10",
+        "--agent",
+        "equal_weight:10",
+        "--seeds",
+        "4",
+        "--benchmark",
+        "none",
+    ]  # the whole of the bundled data: about a second a backtest
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    code, text = run_cli(*args, "--output", str(local))
+    assert code == 0, text
+    victim = ray_cluster.start_node()
+    ray_cluster.wait_for_nodes(3)
+    argv = [sys.executable, "-m", "marketarena.cli", *args, "--output", str(ray)]
+    argv += ["--backend", "ray", "--address", ray_cluster.address]
+    driver = subprocess.Popen(
+        ray_cluster.command(*argv),
+        cwd=tmp_path,
+        env=ray_cluster.environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def busy() -> bool:  # Ray titles a worker running a task ray::<task name>
+        titles = [c for c in ray_cluster.processes(victim).values() if c.startswith(b"ray::")]
+        return any(not t.startswith(IDLE_OR_AGENT) for t in titles)
+
+    try:
+        deadline = time.time() + 240
+        while True:  # a backtest running on the third node, still running a moment later
+            assert driver.poll() is None, driver.communicate()[0]
+            assert time.time() < deadline, "no backtest ever ran on the third node"
+            if busy():
+                time.sleep(0.5)  # past the task's record of its attempt, its first step
+                if busy():
+                    break
+            time.sleep(0.05)
+        ray_cluster.kill(victim)
+        out, _ = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out
+    doc = json.loads((ray / "metrics.json").read_text())
+    backend = doc["settings"].pop("backend")
+    assert backend["tasks"] == 20 and backend["nodes"] == 2
+    assert backend["retries"] >= 1
+    assert f"on 2 node(s), {backend['retries']} retried after a worker or node failure" in out
+    assert doc == json.loads((local / "metrics.json").read_text())
+    assert (local / "metrics.csv").read_bytes() == (ray / "metrics.csv").read_bytes()
+    # every (agent, seed) once
+    runs = sorted(p.name for p in (ray / "results").iterdir())
+    assert runs == sorted(p.name for p in (local / "results").iterdir()) and len(runs) == 20
+
+
+# ------------------------------------------------------------------- what cannot work
+def test_without_ray_installed_one_line(monkeypatch, tmp_path):
+    """``--backend ray`` where ``import ray`` fails: one line saying how to install it."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    for command in (EVALUATE, ["bench", "--agent", "random", "--task", "Momentum"]):
+        code, text = run_cli(*command, "--output", str(tmp_path), "--backend", "ray")
+        assert code == 1
+        assert text.strip() == (
+            'error: --backend ray needs Ray, which is not installed: pip install "marketarena[ray]"'
+        )
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        (
+            "head-node",
+            "error: --address 'head-node': expected auto, host:port (a Ray head node) or "
+            "ray://host:port (a Ray client server)",
+        ),
+        ("127.0.0.1:1", "error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused"),
+    ],
+)
+def test_bad_address_one_line(address, message, tmp_path):
+    code, text = run_cli(
+        *EVALUATE, "--output", str(tmp_path), "--backend", "ray", "--address", address
+    )
+    assert code == 1
+    (line,) = text.strip().splitlines()
+    assert line.startswith(message), text
+
+
+def test_address_needs_the_ray_backend():
+    with pytest.raises(ValueError, match="--address is for --backend ray"):
+        Backend("local", "127.0.0.1:6379").validate()
+
+
+# -------------------------------------------------------------------------------- arena
+def test_arena_on_ray_equals_local(ray_cluster, tmp_path):
+    """Every match a task on the cluster, saved as it finishes: the ratings, the
+    head-to-head table and the report equal the local run's, and so do the match lines but
+    for the seconds each took."""
+    args = [
+        "arena",
+        "--agent",
+        "random:5",
+        "--agent",
+        "equal_weight:10",
+        "--agent",
+        "buy_and_hold",
+        "--seeds",
+        "2",
+        "--start",
+        "2021-01-04",
+        "--end",
+        "2021-06-30",
+    ]
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    code, text = run_cli(*args, "--out", str(local))
+    assert code == 0, text
+    proc = ray_cluster.cli(*args, "--out", str(ray), cwd=tmp_path)
+    assert "ray: 6 tasks on 2 node(s), 0 retried" in proc.stdout, proc.stdout
+    for name in ("ratings.csv", "head_to_head.csv", "report.md"):
+        assert (local / name).read_bytes() == (ray / name).read_bytes(), name
+
+    def lines(folder: Path) -> list[dict]:
+        records = [json.loads(line) for line in (folder / "matches.jsonl").read_text().splitlines()]
+        return sorted(
+            ({k: v for k, v in r.items() if k != "elapsed_s"} for r in records),
+            key=lambda r: r["match"],
+        )
+
+    assert lines(local) == lines(ray)
