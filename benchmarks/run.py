@@ -369,6 +369,13 @@ def collect_targets(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "target": ">= 0.8",
             "met": ray_scaling["efficiency"] >= 0.8,
         }
+        longer = ray_scaling.get("longer")
+        if longer:
+            out[f"the same with {longer['timesteps']:,}-step trainings"] = {
+                "value": longer["efficiency"],
+                "target": ">= 0.8",
+                "met": longer["efficiency"] >= 0.8,
+            }
     return out
 
 
