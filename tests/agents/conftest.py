@@ -7,6 +7,8 @@ A real HTTP server on 127.0.0.1 (a free port, in a thread) answers ``POST
 before answering) and optionally ``trickle`` (seconds between the body's bytes, sent one at a
 time: a server that is never silent long enough for a read timeout); the tests build them. The
 server records every request (headers and JSON body) and the most requests it had in flight at once.
+``route`` (a function of the request's JSON body returning a reply, or None for the queue)
+answers several callers from one server, e.g. each role of a team by its system prompt.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class ScriptedServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.echo_authorization = False  # put the Authorization header into error messages
+        self.route: Callable[[dict[str, Any]], Any] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -73,7 +76,10 @@ class ScriptedServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def _next(self) -> Any:
+    def _next(self, body: dict[str, Any]) -> Any:
+        routed = self.route(body) if self.route is not None else None
+        if routed is not None:
+            return routed
         with self._lock:
             if self.queue:
                 return self.queue.popleft()
@@ -92,18 +98,17 @@ class ScriptedServer:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(_Error(404, f"no route {self.path}"))
                     return
+                body = json.loads(raw)
                 with server._lock:
                     server.requests.append(
                         Recorded(
-                            {k.lower(): v for k, v in self.headers.items()},
-                            json.loads(raw),
-                            time.monotonic(),
+                            {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()
                         )
                     )
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
-                    reply = server._next()
+                    reply = server._next(body)
                     if reply.delay:
                         server._stop.wait(reply.delay)
                     if server.echo_authorization and reply.status >= 400:
