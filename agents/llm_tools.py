@@ -101,7 +101,8 @@ class _Range(_Arguments):
 
 class PricesArguments(_Range):
     fields: list[PriceField] = Field(
-        default_factory=lambda: list[PriceField](["close"]), description="price fields (default: close)"
+        default_factory=lambda: list[PriceField](["close"]),
+        description="price fields (default: close)",
     )
 
 
@@ -442,8 +443,7 @@ def get_news(box: Toolbox, args: NewsArguments) -> dict[str, Any]:
     row = box.t if args.end is None else box.date_row(args.end, "end", "right")
     if row < 0:
         raise ToolError(f"end: no session on or before {args.end}", "end")
-    close = session_closes([box.data.dates[row]])[0]
-    cut = np.datetime64(close.tz_convert("UTC").tz_localize(None).as_unit("ns").to_datetime64())
+    cut = session_closes([box.data.dates[row]])[0]  # datetime64[ns], UTC
     end = int(np.searchsorted(events.published_at, cut, "right"))
     wanted = {box.symbols[j] for j in cols}
     items = []
@@ -461,7 +461,7 @@ def get_news(box: Toolbox, args: NewsArguments) -> dict[str, Any]:
             )
             if len(items) == args.limit:
                 break
-    return {"until": str(close.tz_convert("UTC")), "items": items}
+    return {"until": str(np.datetime64(cut, "s")) + "Z", "items": items}
 
 
 def get_portfolio(box: Toolbox, args: NoArguments) -> dict[str, Any]:
