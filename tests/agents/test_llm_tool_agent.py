@@ -1,0 +1,283 @@
+"""The ``llm-tools:`` agent's loop against the scripted OpenAI-compatible server
+(tests/agents/conftest.py; a scripted list is a model calling tools).
+
+Short real backtests (3 stocks, daily decisions): a valid sequence of tool calls ending in
+``set_target_weights`` is traded, malformed calls and unknown tools are answered and the model
+recovers, every budget ends in the recorded hold, look-ahead is refused and counted, the
+conversation does not depend on later prices, and a replay from the cache needs no server.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from marketarena.agents import llm_agent
+from marketarena.agents.base import Resumable
+from marketarena.agents.llm_cache import LLMCacheMiss
+from marketarena.agents.llm_server import free_port
+from marketarena.agents.llm_tool_agent import LLMToolAgent, LLMToolConfig
+from marketarena.agents.llm_tools import ACTION_TOOL, Toolbox
+from marketarena.envs import PortfolioEnv
+from marketarena.envs.data import MarketData, load_dataset
+from marketarena.envs.errors import ConfigError
+from marketarena.evaluation.runner import run_backtest
+
+SYMBOLS = ("AAPL", "JNJ", "XOM")
+DATA = load_dataset("sp500_20").select(SYMBOLS)
+START, END = "2019-01-02", "2019-01-04"  # 2 decisions: 2019-01-02 and 2019-01-03
+FIRST = "2019-01-02"
+TARGET = {"AAPL": 0.5, "JNJ": 0.3, "XOM": 0.2}
+ACT = [(ACTION_TOOL, {"weights": TARGET})]
+CASH_ONLY = [(ACTION_TOOL, {"weights": {"CASH": 1.0}})]
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setattr(llm_agent, "_semaphores", {})
+
+
+def make(base_url: str, tmp_path: Path, **kwargs: Any) -> LLMToolAgent:
+    settings = {
+        "model": "scripted",
+        "base_url": base_url,
+        "max_retries": 0,
+        "timeout": 5.0,
+        "cache_path": str(tmp_path / "llm_cache.sqlite"),
+    }
+    return LLMToolAgent(LLMToolConfig(**{**settings, **kwargs}))
+
+
+def backtest(agent: Any, data: MarketData = DATA, end: str = END):
+    return run_backtest(agent, {"data": data, "window": 5}, START, end)
+
+
+class Scripted:
+    """An agent returning fixed actions, one a step: the independent path to what a tool
+    agent's actions must trade to."""
+
+    name = "scripted"
+
+    def __init__(self, *actions: list[float]) -> None:
+        self.actions = [np.asarray(a, dtype=float) for a in actions]
+
+    def reset(self, *, seed=None) -> None:
+        self.step = 0
+
+    def act(self, observation, info):
+        self.step += 1
+        return self.actions[self.step - 1]
+
+
+def first_box(data: MarketData = DATA) -> Toolbox:
+    env = PortfolioEnv(
+        data, window=5, start=START, episode_length=None, random_start=False, snapshot_lookback=1
+    )
+    return Toolbox(data, env.reset()[1]["snapshot"])
+
+
+def tool_messages(body: dict) -> list[dict]:
+    return [m for m in body["messages"] if m["role"] == "tool"]
+
+
+# ---------------------------------------------------------------------------- valid
+def test_a_valid_sequence_is_traded(llm_server, tmp_path):
+    llm_server.script(
+        [("get_prices", {"symbols": ["AAPL"], "last": 3})],
+        [("get_indicator", {"name": "rsi_14"}), ("calculate", {"expression": "1 - 0.5 - 0.3"})],
+        ACT,
+        then=CASH_ONLY,
+    )
+    agent = make(llm_server.base_url, tmp_path, prices={"scripted": (1.0, 2.0)})
+    result = backtest(agent)
+    # traded as the same actions given directly are
+    expected = backtest(Scripted([0.5, 0.3, 0.2, 0.0], [0, 0, 0, 1]))
+    np.testing.assert_array_equal(result.weights, expected.weights)
+    np.testing.assert_array_equal(result.nav, expected.nav)
+    assert result.turnover[0] > 0.9 and result.weights[2, -1] == 1.0
+    first, second = agent.decisions
+    assert first.outcome == "ok" and first.turns == 3 and first.tool_calls == 4
+    assert first.prompt_tokens == 300 and first.completion_tokens == 60
+    assert first.cost == pytest.approx((300 * 1.0 + 60 * 2.0) / 1e6)
+    assert second.outcome == "ok" and second.turns == 1
+
+    # what the model read back: the tools' results, as the toolbox gives them
+    bodies = [r.body for r in llm_server.requests]
+    assert len(bodies) == 4
+    box = first_box()
+    expected = box.dispatch("get_prices", {"symbols": ["AAPL"], "last": 3})
+    assert json.loads(tool_messages(bodies[1])[0]["content"]) == expected
+    assert expected["close"]["AAPL"][-1] == round(float(DATA.close[DATA.index_of(FIRST), 0]), 6)
+    assert json.loads(tool_messages(bodies[2])[2]["content"])["value"] == pytest.approx(0.2)
+    assert bodies[0]["tools"] == box.openai_tools() and bodies[0]["tool_choice"] == "auto"
+    assert FIRST in bodies[0]["messages"][0]["content"]
+
+    # the record: the transcript of every turn, in the run's diagnostics
+    log = agent.diagnostics()["log"][0]
+    assert [len(t["calls"]) for t in log["transcript"]] == [1, 2, 1]
+    assert log["transcript"][2]["calls"][0]["result"]["accepted"] is True
+    assert result.diagnostics["tool_calls"] == 5 and result.diagnostics["fallbacks"] == 0
+
+
+def test_malformed_arguments_are_fed_back_and_the_model_recovers(llm_server, tmp_path):
+    llm_server.script(
+        [(ACTION_TOOL, '{"weights": {"AAPL": 0.5,')],  # cut-off JSON
+        [(ACTION_TOOL, {"weights": {"AAPL": 2.0}})],  # not a weight
+        ACT,
+        then=CASH_ONLY,
+    )
+    agent = make(llm_server.base_url, tmp_path)
+    result = backtest(agent)
+    expected = backtest(Scripted([0.5, 0.3, 0.2, 0.0], [0, 0, 0, 1]))
+    np.testing.assert_array_equal(result.weights, expected.weights)
+    first = agent.decisions[0]
+    assert first.outcome == "ok" and first.tool_errors == 2 and first.turns == 3
+    errors = [json.loads(m["content"]) for m in tool_messages(llm_server.requests[2].body)]
+    assert "not JSON" in errors[0]["error"]
+    assert errors[1]["argument"] == "weights.AAPL"
+
+
+def test_an_unknown_tool_is_answered_and_the_model_recovers(llm_server, tmp_path):
+    llm_server.script([("buy_stock", {"symbol": "AAPL"})], ACT, then=CASH_ONLY)
+    agent = make(llm_server.base_url, tmp_path)
+    backtest(agent)
+    reply = json.loads(tool_messages(llm_server.requests[1].body)[0]["content"])
+    assert "unknown tool 'buy_stock'" in reply["error"]
+    assert agent.decisions[0].outcome == "ok" and agent.decisions[0].tool_errors == 1
+
+
+# -------------------------------------------------------------------------- budgets
+def assert_held(result) -> None:
+    """Nothing traded: the portfolio stayed in cash."""
+    np.testing.assert_array_equal(result.weights[:, -1], 1.0)
+    assert (result.turnover == 0).all()
+
+
+def test_a_loop_that_never_acts_spends_the_tool_budget_and_holds(llm_server, tmp_path):
+    llm_server.script(then=[("get_portfolio", {}), ("get_rules", {})])
+    agent = make(llm_server.base_url, tmp_path, max_tool_calls=3)
+    result = backtest(agent, end="2019-01-03")
+    assert_held(result)
+    (d,) = agent.decisions
+    assert d.outcome == "tool_budget" and "tool-call budget spent" in d.notes[0]
+    bodies = [r.body for r in llm_server.requests]
+    # 2 calls, then 1 run and 1 refused, then the last turn that must act
+    assert len(bodies) == 3 and d.tool_calls == 3
+    refused = json.loads(tool_messages(bodies[2])[-1]["content"])
+    assert "budget of 3 tool calls is spent" in refused["error"]
+    assert bodies[2]["tool_choice"] == {"type": "function", "function": {"name": ACTION_TOOL}}
+    assert result.diagnostics["outcomes"]["tool_budget"] == 1
+
+
+def test_text_without_tool_calls_counts_against_the_budget(llm_server, tmp_path):
+    llm_server.script(then=[])
+    agent = make(llm_server.base_url, tmp_path, max_tool_calls=2)
+    assert_held(backtest(agent, end="2019-01-03"))
+    assert agent.decisions[0].outcome == "tool_budget" and len(llm_server.requests) == 3
+    assert llm_server.requests[1].body["messages"][-1]["role"] == "user"  # the reminder
+
+
+def test_the_token_budget(llm_server, tool_calls_answer, tmp_path):
+    llm_server.script(then=tool_calls_answer([("get_portfolio", {})], prompt_tokens=600))
+    agent = make(llm_server.base_url, tmp_path, max_decision_tokens=1000)
+    assert_held(backtest(agent, end="2019-01-03"))
+    (d,) = agent.decisions
+    assert d.outcome == "token_budget" and d.turns == 2 and len(llm_server.requests) == 2
+    assert d.prompt_tokens == 1200
+
+
+def test_the_wall_clock_budget(llm_server, tool_calls_answer, tmp_path):
+    llm_server.script(then=tool_calls_answer([("get_portfolio", {})], delay=0.4))
+    agent = make(llm_server.base_url, tmp_path, decision_seconds=1.0)
+    assert_held(backtest(agent, end="2019-01-03"))
+    (d,) = agent.decisions
+    assert d.outcome == "time_budget" and 0.99 <= d.latency < 2.0
+    assert len(llm_server.requests) == 3  # the third was cut at what was left
+
+
+def test_budgets_must_be_positive():
+    with pytest.raises(ConfigError, match="max_tool_calls"):
+        LLMToolConfig(max_tool_calls=0)
+    with pytest.raises(ConfigError, match="decision_seconds"):
+        LLMToolConfig(decision_seconds=0)
+
+
+# ----------------------------------------------------------------------- look-ahead
+def test_a_request_for_the_future_is_refused_and_counted(llm_server, tmp_path):
+    llm_server.script([("get_prices", {"end": "2019-01-10"})], ACT)
+    agent = make(llm_server.base_url, tmp_path)
+    backtest(agent, end="2019-01-03")
+    (d,) = agent.decisions
+    assert d.outcome == "ok" and d.look_ahead_refusals == 1
+    refusal = json.loads(tool_messages(llm_server.requests[1].body)[0]["content"])
+    assert refusal["look_ahead"] is True and refusal["argument"] == "end"
+    assert agent.diagnostics()["look_ahead_refusals"] == 1
+
+
+def test_later_prices_change_no_prompt_result_or_transcript(make_llm_server, tmp_path):
+    t = DATA.index_of(FIRST)
+    rng = np.random.default_rng(7)
+    close = np.array(DATA.close)
+    close[t + 1 :] *= rng.uniform(0.5, 1.5, close[t + 1 :].shape)
+    future = MarketData(dates=DATA.dates, symbols=DATA.symbols, close=close, name=DATA.name)
+    script = (
+        [("get_prices", {"last": 30}), ("get_prices", {"end": "2019-02-01"})],
+        [("get_indicator", {"name": "rsi_14", "last": 10}), ("get_portfolio", {})],
+        [("get_indicator", {"name": "macd_hist_12_26_9", "last": 5}), ("get_rules", {})],
+        ACT,
+    )
+    runs = []
+    for name, data in (("real", DATA), ("future", future)):
+        server = make_llm_server().script(*script)
+        agent = make(server.base_url, tmp_path / name)
+        backtest(agent, data, end="2019-01-03")
+        bodies = [json.dumps(r.body, sort_keys=True) for r in server.requests]
+        runs.append((bodies, json.dumps(agent.diagnostics()["log"][0]["transcript"])))
+    assert runs[0] == runs[1]
+    assert len(runs[0][0]) == 4
+
+
+# ------------------------------------------------------------------------- replay
+def test_a_replay_from_the_cache_needs_no_server(llm_server, tmp_path):
+    llm_server.script([("get_prices", {"last": 2})], ACT, then=CASH_ONLY)
+    live_agent = make(llm_server.base_url, tmp_path)
+    live = backtest(live_agent)
+    gone = f"http://127.0.0.1:{free_port()}/v1"  # nobody listens there
+    replay_agent = make(gone, tmp_path, cache_mode="read_only")
+    replay = backtest(replay_agent)
+    np.testing.assert_array_equal(replay.nav, live.nav)
+    np.testing.assert_array_equal(replay.weights, live.weights)
+    strip = ("latency", "cached")
+    logs = [
+        [{k: v for k, v in d.items() if k not in strip} for d in a.diagnostics()["log"]]
+        for a in (live_agent, replay_agent)
+    ]
+    for log in logs:
+        for d in log:
+            for turn in d["transcript"]:
+                turn.pop("cached")
+    assert logs[0] == logs[1]
+    assert all(d.cached for d in replay_agent.decisions)
+    assert not any(d.cached for d in live_agent.decisions)
+    # another budget is another system prompt: a conversation the cache has never seen
+    other = make(gone, tmp_path, cache_mode="read_only", max_tool_calls=5)
+    with pytest.raises(LLMCacheMiss):
+        backtest(other)
+
+
+def test_a_resumed_agent_goes_on_as_the_uninterrupted_one(llm_server, tmp_path):
+    llm_server.script(ACT, then=CASH_ONLY)
+    agent = make(llm_server.base_url, tmp_path)
+    backtest(agent)
+    assert isinstance(agent, Resumable)
+    state = agent.get_state()
+    assert "_data" not in state and "cache" not in state
+    again = make(llm_server.base_url, tmp_path)
+    again.set_state(state)
+    assert again.diagnostics() == agent.diagnostics()
