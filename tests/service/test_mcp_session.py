@@ -1,0 +1,97 @@
+"""The session behind ``marketarena mcp serve``, in process: resuming, refusals, two clients.
+
+(The subprocess tests, with real transports, are in test_mcp_server.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from rich.console import Console
+
+from marketarena.cli.app import main
+from marketarena.envs.errors import ConfigError
+from marketarena.evaluation.mcp_session import DrivenBacktest
+from marketarena.evaluation.saved_runs.persisted import start_backtest
+from marketarena.evaluation.saved_runs.store import RunStore
+from marketarena.service.mcp_server import build_server
+
+DATA, START, END = "sp500_20", "2022-03-01", "2022-03-07"
+HOLD_AAPL = {"weights": {"AAPL": 1.0}}
+
+
+def serve(*args: str) -> tuple[int, str]:
+    """``marketarena mcp serve ARGS`` in process (for refusals: nothing gets to serve)."""
+    out = io.StringIO()
+    code = main(["mcp", "serve", *args], Console(file=out, width=400))
+    return code, out.getvalue().strip()
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Any:
+    store = RunStore(tmp_path / "runs.sqlite")
+    driven = DrivenBacktest.start(
+        store, "run", DATA, START, END, options={"data": DATA, "start": START, "end": END}
+    )
+    driven.open()
+    yield driven
+    driven.close()
+
+
+def test_a_run_resumes_only_with_its_own_options_and_only_while_unfinished(
+    session: DrivenBacktest, tmp_path: Path
+) -> None:
+    assert not session.call("set_target_weights", HOLD_AAPL).error
+    session.close()
+    store = str(tmp_path / "runs.sqlite")
+    code, text = serve("--run", "run", "--store", store, "--end", "2022-03-10")
+    assert (code, text) == (
+        1,
+        "error: run 'run' was started with {'end': '2022-03-07'}, not {'end': '2022-03-10'}: "
+        "resume it with the options it was started with (or --run run alone), or choose "
+        "another --run name for a new run",
+    )
+    resumed = DrivenBacktest.resume(RunStore(store), "run", options={"data": DATA, "end": END})
+    resumed.open()
+    assert resumed.toolbox is not None and resumed.toolbox.date == "2022-03-02"
+    while not resumed.over:
+        assert not resumed.call("set_target_weights", HOLD_AAPL).error
+    resumed.close()
+    code, text = serve("--run", "run", "--store", store)
+    assert (code, text) == (
+        1,
+        f"error: run 'run' in {store} is finished (4 days): choose another --run name for a "
+        "new run",
+    )
+
+
+def test_a_plain_backtest_is_not_served(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.sqlite")
+    start_backtest(store, "bt", "equal_weight", DATA, START, "2022-03-03")
+    with pytest.raises(ConfigError, match="run 'bt' is a backtest of 'equal_weight', not a run"):
+        DrivenBacktest.resume(store, "bt")
+
+
+def test_two_clients_take_turns_on_one_run(session: DrivenBacktest) -> None:
+    """Calls are serialised: each acts on the decision current when it runs."""
+
+    async def both() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        server = build_server(session)
+        async with Client(server) as one, Client(server) as two:
+            answers = await asyncio.gather(
+                one.call_tool("set_target_weights", HOLD_AAPL),
+                two.call_tool("set_target_weights", {"weights": {"MSFT": 1.0}}),
+            )
+            seen = await one.call_tool("get_portfolio", {})
+            return [a.structured_content for a in answers], seen.structured_content
+
+    answers, seen = asyncio.run(both())
+    assert sorted(a["decided"] for a in answers) == ["2022-03-01", "2022-03-02"]
+    assert seen["date"] == "2022-03-03"  # two decisions made, one each, none twice
+    log = session.agent.decisions
+    assert [len(d["calls"]) for d in log] == [1, 1, 1]
