@@ -4,6 +4,7 @@ call (:mod:`marketarena.service.mcp_server`, :mod:`marketarena.evaluation.mcp_se
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import socket
 from typing import Any
 
@@ -51,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="stdio",
         help="stdio (default: the client starts this command) or streamable HTTP at /mcp",
     )
-    sv.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
+    sv.add_argument(
+        "--host", default="127.0.0.1", help="HTTP address, loopback only (default 127.0.0.1)"
+    )
     sv.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
     sv.set_defaults(handler=handle_serve)
 
@@ -76,7 +79,7 @@ def handle_serve(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError("give --run NAME (to resume a run) or --start and --end (a new run)")
     run_id = args.run or f"mcp@{start}"
     if args.transport == "http":
-        _check_port(args.host, args.port)
+        _check_address(args.host, args.port)
     log = Console(stderr=True, highlight=False, soft_wrap=True)  # stdout may be the protocol
 
     def progress(date: str, fraction: float) -> None:
@@ -128,8 +131,21 @@ def handle_serve(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def _check_port(host: str, port: int) -> None:
-    """Refuse a port that cannot be bound before any run is created."""
+def _check_address(host: str, port: int) -> None:
+    """Refuse, before any run is created, an address that is not this machine's loopback
+    (the MCP server has no authentication) and a port that cannot be bound."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a name: what it resolves to (localhost: 127.0.0.1)
+        try:
+            address = ipaddress.ip_address(socket.gethostbyname(host))
+        except OSError:
+            address = None
+    if address is None or not address.is_loopback:
+        raise ConfigError(
+            f"--host {host}: the MCP server has no authentication, so it binds a loopback "
+            "address only (127.0.0.1, localhost)"
+        )
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shlex
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -132,6 +133,7 @@ class DrivenBacktest:
         if agent_state is not None:
             self.agent.set_state(agent_state)
         self.toolbox: Toolbox | None = None  # the current decision's; None once over
+        self.failure: str | None = None  # why the episode loop stopped, when it failed
         self._thread: threading.Thread | None = None
         self._initial: tuple[np.ndarray, dict[str, Any]] | None = None
 
@@ -294,6 +296,7 @@ class DrivenBacktest:
         event = self._events.get()
         self.toolbox = None
         if isinstance(event, BaseException):
+            self.failure = f"{type(event).__name__}: {event}"
             raise event
         if event == "decision":
             self.toolbox = Toolbox.from_env(self.env, news=self.news)
@@ -316,6 +319,15 @@ class DrivenBacktest:
         """
         with self._lock:
             box = self.toolbox
+            if self.failure is not None:
+                return Answer(
+                    {
+                        "error": f"the run stopped on an error ({self.failure}); its completed "
+                        "days are stored: restart the server to resume it",
+                        "argument": None,
+                    },
+                    error=True,
+                )
             if box is None:
                 return Answer(self._over_message(), error=True)
             result = box.dispatch(name, arguments)
@@ -379,7 +391,7 @@ class DrivenBacktest:
             "over": True,
             "message": f"the backtest is over: run {self.run_id} ({info.days} days, last "
             f"{info.last_date}) is stored in {self.store.path}; see marketarena positions "
-            f"--run {self.run_id} --store {self.store.path}",
+            f"--run {shlex.quote(self.run_id)} --store {shlex.quote(str(self.store.path))}",
             "run": self.run_id,
             "store": str(self.store.path),
         }

@@ -15,8 +15,8 @@ Several clients: one run is one portfolio, so calls are serialised: each runs al
 the decision current when it runs, whichever client sent it. Over stdio there is one client
 by construction; over HTTP a second client that trades the same run takes turns with the
 first (its action decides whatever decision is current), so give each agent its own server
-and run. The HTTP transport binds 127.0.0.1 by default and has no authentication: never
-expose it beyond the machine.
+and run. The HTTP transport has no authentication: it binds 127.0.0.1 by default, and
+``marketarena mcp serve`` refuses any address that is not a loopback one.
 """
 
 from __future__ import annotations

@@ -315,4 +315,12 @@ def test_startup_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
             *serve_args(tmp_path / "runs.sqlite", "--transport", "http", "--port", port)
         )
     assert code == 1 and text.startswith(f"error: --host/--port: cannot listen on 127.0.0.1:{port}")
+    code, text = run_cli(
+        *serve_args(tmp_path / "runs.sqlite", "--transport", "http", "--host", "0.0.0.0")
+    )
+    assert (code, text) == (
+        1,
+        "error: --host 0.0.0.0: the MCP server has no authentication, so it binds a loopback "
+        "address only (127.0.0.1, localhost)",
+    )
     assert RunStore(store).runs() == []  # nothing was created by a refused start

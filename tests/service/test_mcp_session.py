@@ -15,7 +15,7 @@ from mcp import Client
 from rich.console import Console
 
 from marketarena.cli.app import main
-from marketarena.envs.errors import ConfigError
+from marketarena.envs.errors import ConfigError, DataError
 from marketarena.evaluation.mcp_session import DrivenBacktest
 from marketarena.evaluation.saved_runs.persisted import start_backtest
 from marketarena.evaluation.saved_runs.store import RunStore
@@ -95,3 +95,51 @@ def test_two_clients_take_turns_on_one_run(session: DrivenBacktest) -> None:
     assert seen["date"] == "2022-03-03"  # two decisions made, one each, none twice
     log = session.agent.decisions
     assert [len(d["calls"]) for d in log] == [1, 1, 1]
+
+
+def test_news_is_served_point_in_time_and_a_changed_file_is_not_resumed(tmp_path: Path) -> None:
+    news = tmp_path / "news.csv"
+    news.write_text(
+        "published_at,symbol,headline,score\n"
+        "2022-02-28T10:00:00-05:00,AAPL,Apple before the first decision,0.5\n"
+        "2022-03-02T10:00:00-05:00,AAPL,Apple after the first decision,-0.5\n"
+    )
+    store = RunStore(tmp_path / "runs.sqlite")
+    driven = DrivenBacktest.start(store, "news", DATA, START, END, news=str(news))
+    driven.open()
+    first = driven.call("get_news", {"symbols": ["AAPL"]})
+    assert [i["headline"] for i in first.result["items"]] == ["Apple before the first decision"]
+    driven.call("set_target_weights", HOLD_AAPL)
+    second = driven.call("get_news", {"symbols": ["AAPL"]})
+    assert [i["headline"] for i in second.result["items"]] == [
+        "Apple after the first decision",
+        "Apple before the first decision",
+    ]
+    driven.close()
+    news.write_text(news.read_text().replace("0.5\n", "0.9\n", 1))
+    with pytest.raises(DataError, match=r"news file .* changed since run 'news' started"):
+        DrivenBacktest.resume(store, "news")
+
+
+def test_a_failed_day_stops_the_session_and_the_run_resumes_from_its_last_stored_day(
+    session: DrivenBacktest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert not session.call("set_target_weights", HOLD_AAPL).error
+    store = session.store
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "record_day", broken)
+    with pytest.raises(OSError, match="disk full"):
+        session.call("set_target_weights", HOLD_AAPL)
+    after = session.call("get_portfolio", {})
+    assert after.error and after.result["error"] == (
+        "the run stopped on an error (OSError: disk full); its completed days are stored: "
+        "restart the server to resume it"
+    )
+    monkeypatch.undo()
+    resumed = DrivenBacktest.resume(RunStore(tmp_path / "runs.sqlite"), "run")
+    resumed.open()
+    assert resumed.toolbox is not None and resumed.toolbox.date == "2022-03-02"
+    resumed.close()
