@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +144,37 @@ def test_a_failed_day_stops_the_session_and_the_run_resumes_from_its_last_stored
     resumed.open()
     assert resumed.toolbox is not None and resumed.toolbox.date == "2022-03-02"
     resumed.close()
+
+
+def test_every_read_tool_answers_the_same_whatever_comes_after_the_decision(
+    tmp_path: Path, perturb_future: Any
+) -> None:
+    """Two markets, equal up to the first decision's close and different after it: every
+    read tool's answer (over MCP's JSON) at that decision is byte-identical."""
+    from marketarena.envs.data import resolve_data
+
+    market = resolve_data(DATA).slice("2022-01-03", "2022-03-31")
+    t = market.index_of(START)
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("get_prices", {"last": 40, "fields": ["open", "high", "low", "close", "volume"]}),
+        ("get_prices", {"start": "2022-01-03"}),
+        ("get_indicator", {"name": "rsi_14", "last": 10}),
+        ("get_indicator", {"name": "macd_hist_12_26_9"}),
+        ("list_indicators", {}),
+        ("get_portfolio", {}),
+        ("get_rules", {}),
+        ("get_prices", {"end": "2022-03-02"}),
+        ("calculate", {"expression": "2 ** 10"}),
+    ]
+    answers = []
+    for name, data in (("same", market), ("moved", perturb_future(market, t))):
+        path = tmp_path / f"{name}.csv"
+        data.to_long_frame().to_csv(path, index=False)
+        driven = DrivenBacktest.start(
+            RunStore(tmp_path / f"{name}.sqlite"), name, str(path), START, END
+        )
+        driven.open()
+        answers.append([json.dumps(driven.call(tool, args).result) for tool, args in calls])
+        driven.close()
+    assert answers[0] == answers[1]
+    assert '"look_ahead": true' in answers[0][-2]
