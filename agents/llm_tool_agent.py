@@ -74,6 +74,8 @@ from marketarena.envs.errors import ConfigError
 from marketarena.envs.news import NewsEvents, load_news
 
 BUDGETS = ("tool_budget", "token_budget", "time_budget")
+#: the options only :class:`LLMToolConfig` has (an ``llm:`` agent's spec ignores them)
+TOOL_OPTIONS = ("max_tool_calls", "max_decision_tokens", "decision_seconds", "tool_choice")
 FAILURES = (*BUDGETS, *TRANSIENT, "api_error", "oversized")
 
 SYSTEM_PROMPT = (

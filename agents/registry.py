@@ -15,7 +15,8 @@ A spec is one of:
   ``OPENAI_BASE_URL``), or ``llm:local`` for the bundled local model (the caller starts the
   server: see :class:`~marketarena.agents.llm_server.LocalLLMServer`);
 * an LLM that calls tools: ``llm-tools:<model>`` (or ``llm-tools:local``), the same options
-  (:mod:`~marketarena.agents.llm_tool_agent`, whose budgets are fields of its config);
+  and its budgets (:data:`~marketarena.agents.llm_tool_agent.TOOL_OPTIONS`, which ``llm:``
+  agents ignore; see :mod:`~marketarena.agents.llm_tool_agent`);
 * an LLM team: ``team:<path.yaml>`` (:mod:`~marketarena.agents.llm_team`), with the
   ``llm_options`` it takes (``base_url``, ``cache_path``, ...);
 * a rule over indicators and features: ``rule:"rsi_14 < 30"`` holds equal weights in the
@@ -65,7 +66,10 @@ def make_agent(
         model = spec.removeprefix("llm:")
         if not model:
             raise ConfigError(f"agent {spec!r}: name the model, e.g. llm:gpt-4o-mini or llm:local")
-        options = dict(llm_options or {})
+        from marketarena.agents.llm_tool_agent import TOOL_OPTIONS
+
+        # one options mapping serves llm: and llm-tools: agents side by side
+        options = {k: v for k, v in (llm_options or {}).items() if k not in TOOL_OPTIONS}
         if model == "local":
             from marketarena.agents.llm_server import DEFAULT_MODEL_NAME
 

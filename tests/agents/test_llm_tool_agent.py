@@ -10,6 +10,7 @@ conversation does not depend on later prices, and a replay from the cache needs 
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,12 @@ import pytest
 
 from marketarena.agents import llm_agent
 from marketarena.agents.base import Resumable
+from marketarena.agents.llm_agent import LLMConfig
 from marketarena.agents.llm_cache import LLMCacheMiss
 from marketarena.agents.llm_server import free_port
-from marketarena.agents.llm_tool_agent import LLMToolAgent, LLMToolConfig
+from marketarena.agents.llm_tool_agent import TOOL_OPTIONS, LLMToolAgent, LLMToolConfig
 from marketarena.agents.llm_tools import ACTION_TOOL, Toolbox
+from marketarena.agents.registry import make_agent
 from marketarena.envs import PortfolioEnv
 from marketarena.envs.data import MarketData, load_dataset
 from marketarena.envs.errors import ConfigError
@@ -281,3 +284,20 @@ def test_a_resumed_agent_goes_on_as_the_uninterrupted_one(llm_server, tmp_path):
     again = make(llm_server.base_url, tmp_path)
     again.set_state(state)
     assert again.diagnostics() == agent.diagnostics()
+
+
+# ---------------------------------------------------------------------------- spec
+def test_the_agent_spec(llm_server):
+    agent = make_agent("llm-tools:gpt-x", llm_options={"base_url": llm_server.base_url})
+    assert isinstance(agent, LLMToolAgent) and agent.name == "llm-tools:gpt-x"
+    with pytest.raises(ConfigError, match="name the model"):
+        make_agent("llm-tools:")
+    with pytest.raises(ConfigError, match="base_url"):
+        make_agent("llm-tools:local")
+    # one options mapping for llm: and llm-tools: agents side by side
+    options = {"base_url": llm_server.base_url, "max_tool_calls": 3, "decision_seconds": 9.0}
+    assert make_agent("llm-tools:m", llm_options=options).config.max_tool_calls == 3
+    assert make_agent("llm:m", llm_options=options).name == "llm:m"
+    assert set(TOOL_OPTIONS) == {f.name for f in fields(LLMToolConfig)} - {
+        f.name for f in fields(LLMConfig)
+    }
