@@ -21,7 +21,7 @@ from marketarena.agents import llm_agent
 from marketarena.agents.base import Resumable
 from marketarena.agents.llm_agent import LLMConfig
 from marketarena.agents.llm_cache import LLMCacheMiss
-from marketarena.agents.llm_server import free_port
+from marketarena.agents.llm_server import LocalLLMServer, LocalLLMUnavailable, free_port
 from marketarena.agents.llm_tool_agent import TOOL_OPTIONS, LLMToolAgent, LLMToolConfig
 from marketarena.agents.llm_tools import ACTION_TOOL, Toolbox
 from marketarena.agents.registry import make_agent
@@ -301,3 +301,48 @@ def test_the_agent_spec(llm_server):
     assert set(TOOL_OPTIONS) == {f.name for f in fields(LLMToolConfig)} - {
         f.name for f in fields(LLMConfig)
     }
+
+
+# ----------------------------------------------------------------------- real model
+@pytest.fixture(scope="module")
+def local_server():
+    try:
+        server = LocalLLMServer(threads=1).start()
+    except LocalLLMUnavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_the_real_local_model_runs_the_loop_and_replays_offline(local_server, tmp_path):
+    """SmolLM2-135M behind llama.cpp: its server ignores ``tools`` for this model, so the model
+    answers in text; the loop reminds it, spends the (small) budget and holds, every turn is
+    recorded with real token counts, and an offline replay from the cache is exact."""
+    settings = {
+        "model": local_server.model_name,
+        "max_tokens": 40,
+        "max_tool_calls": 1,
+        "timeout": 120.0,
+        "max_retries": 0,
+        "cache_path": str(tmp_path / "llm_cache.sqlite"),
+    }
+    agent = LLMToolAgent(LLMToolConfig(base_url=local_server.base_url, **settings))
+    live = backtest(agent, end="2019-01-04")
+    assert len(live.nav) == 3 and np.isfinite(live.nav).all()
+    for d in agent.decisions:
+        assert d.outcome in ("ok", "tool_budget"), agent.diagnostics()["log"]
+        assert d.prompt_tokens > 0 and d.completion_tokens > 0 and not d.cached
+        assert d.turns == len(d.transcript) >= 1
+    held = [d.outcome == "tool_budget" for d in agent.decisions]
+    if all(held):  # nothing traded: the fallback holds the starting cash
+        np.testing.assert_array_equal(live.weights[:, -1], 1.0)
+
+    gone = f"http://127.0.0.1:{free_port()}/v1"
+    offline = LLMToolAgent(LLMToolConfig(base_url=gone, **{**settings, "cache_mode": "read_only"}))
+    replay = backtest(offline, end="2019-01-04")
+    np.testing.assert_array_equal(replay.nav, live.nav)
+    np.testing.assert_array_equal(replay.weights, live.weights)
+    assert [d.transcript for d in offline.decisions] == [
+        [{**t, "cached": True} for t in d.transcript] for d in agent.decisions
+    ]
