@@ -258,10 +258,12 @@ class DrivenBacktest:
         self._next()
 
     def close(self) -> None:
-        """Stop waiting for actions; an unfinished run stays resumable from its last day."""
-        if self._thread is not None and self._thread.is_alive():
-            self._actions.put(None)
-            self._thread.join()
+        """Stop waiting for actions (after the call in progress, if any); an unfinished run
+        stays resumable from its last completed day."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                self._actions.put(None)
+                self._thread.join()
 
     def _run(self, observation: np.ndarray, info: Mapping[str, Any]) -> None:
         try:
@@ -303,6 +305,7 @@ class DrivenBacktest:
 
     @property
     def over(self) -> bool:
+        """No decision is open: the run finished (or its episode loop stopped on an error)."""
         return self.toolbox is None
 
     def tool_specs(self) -> list[dict[str, Any]]:
