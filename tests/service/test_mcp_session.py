@@ -34,8 +34,9 @@ def serve(*args: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def session(tmp_path: Path) -> Any:
-    store = RunStore(tmp_path / "runs.sqlite")
+def session(store_url: str) -> Any:
+    """A new driven run ``run`` at its first decision, in a store on SQLite and PostgreSQL."""
+    store = RunStore(store_url)
     driven = DrivenBacktest.start(
         store, "run", DATA, START, END, options={"data": DATA, "start": START, "end": END}
     )
@@ -45,29 +46,28 @@ def session(tmp_path: Path) -> Any:
 
 
 def test_a_run_resumes_only_with_its_own_options_and_only_while_unfinished(
-    session: DrivenBacktest, tmp_path: Path
+    session: DrivenBacktest, store_url: str
 ) -> None:
     assert not session.call("set_target_weights", HOLD_AAPL).error
     session.close()
-    store = str(tmp_path / "runs.sqlite")
-    code, text = serve("--run", "run", "--store", store, "--end", "2022-03-10")
+    code, text = serve("--run", "run", "--store", store_url, "--end", "2022-03-10")
     assert (code, text) == (
         1,
         "error: run 'run' was started with {'end': '2022-03-07'}, not {'end': '2022-03-10'}: "
         "resume it with the options it was started with (or --run run alone), or choose "
         "another --run name for a new run",
     )
-    resumed = DrivenBacktest.resume(RunStore(store), "run", options={"data": DATA, "end": END})
+    resumed = DrivenBacktest.resume(RunStore(store_url), "run", options={"data": DATA, "end": END})
     resumed.open()
     assert resumed.toolbox is not None and resumed.toolbox.date == "2022-03-02"
     while not resumed.over:
         assert not resumed.call("set_target_weights", HOLD_AAPL).error
     resumed.close()
-    code, text = serve("--run", "run", "--store", store)
+    code, text = serve("--run", "run", "--store", store_url)
     assert (code, text) == (
         1,
-        f"error: run 'run' in {store} is finished (4 days): choose another --run name for a "
-        "new run",
+        f"error: run 'run' in {session.store.path} is finished (4 days): choose another --run "
+        "name for a new run",
     )
 
 
@@ -123,7 +123,7 @@ def test_news_is_served_point_in_time_and_a_changed_file_is_not_resumed(tmp_path
 
 
 def test_a_failed_day_stops_the_session_and_the_run_resumes_from_its_last_stored_day(
-    session: DrivenBacktest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    session: DrivenBacktest, monkeypatch: pytest.MonkeyPatch, store_url: str
 ) -> None:
     assert not session.call("set_target_weights", HOLD_AAPL).error
     store = session.store
@@ -140,7 +140,7 @@ def test_a_failed_day_stops_the_session_and_the_run_resumes_from_its_last_stored
         "restart the server to resume it"
     )
     monkeypatch.undo()
-    resumed = DrivenBacktest.resume(RunStore(tmp_path / "runs.sqlite"), "run")
+    resumed = DrivenBacktest.resume(RunStore(store_url), "run")
     resumed.open()
     assert resumed.toolbox is not None and resumed.toolbox.date == "2022-03-02"
     resumed.close()
