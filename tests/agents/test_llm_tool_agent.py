@@ -85,6 +85,11 @@ def first_box(data: MarketData = DATA) -> Toolbox:
     return Toolbox(data, env.reset()[1]["snapshot"])
 
 
+def transcripts(log: list[dict]) -> list[list[dict]]:
+    """The decisions' transcripts without the turns' ``cached`` flags."""
+    return [[{k: v for k, v in t.items() if k != "cached"} for t in d["transcript"]] for d in log]
+
+
 def tool_messages(body: dict) -> list[dict]:
     return [m for m in body["messages"] if m["role"] == "tool"]
 
@@ -256,16 +261,12 @@ def test_a_replay_from_the_cache_needs_no_server(llm_server, tmp_path):
     replay = backtest(replay_agent)
     np.testing.assert_array_equal(replay.nav, live.nav)
     np.testing.assert_array_equal(replay.weights, live.weights)
-    strip = ("latency", "cached")
-    logs = [
-        [{k: v for k, v in d.items() if k not in strip} for d in a.diagnostics()["log"]]
-        for a in (live_agent, replay_agent)
+    strip = ("latency", "cached", "transcript")
+    logs = [a.diagnostics()["log"] for a in (live_agent, replay_agent)]
+    assert transcripts(logs[0]) == transcripts(logs[1])
+    assert [{k: v for k, v in d.items() if k not in strip} for d in logs[0]] == [
+        {k: v for k, v in d.items() if k not in strip} for d in logs[1]
     ]
-    for log in logs:
-        for d in log:
-            for turn in d["transcript"]:
-                turn.pop("cached")
-    assert logs[0] == logs[1]
     assert all(d.cached for d in replay_agent.decisions)
     assert not any(d.cached for d in live_agent.decisions)
     # another budget is another system prompt: a conversation the cache has never seen
@@ -346,3 +347,33 @@ def test_the_real_local_model_runs_the_loop_and_replays_offline(local_server, tm
     assert [d.transcript for d in offline.decisions] == [
         [{**t, "cached": True} for t in d.transcript] for d in agent.decisions
     ]
+
+
+# --------------------------------------------------------------------- saved runs
+def test_a_saved_run_carries_the_transcripts_and_continues_as_one_run(llm_server, tmp_path):
+    from marketarena.evaluation.saved_runs.persisted import (
+        continue_backtest,
+        load_result,
+        start_backtest,
+    )
+    from marketarena.evaluation.saved_runs.store import RunStore
+
+    llm_server.script(then=[("get_prices", {"last": 2}), *ACT])
+    llm = {"base_url": llm_server.base_url, "cache_path": str(tmp_path / "c.sqlite")}
+    store = RunStore(tmp_path / "runs.sqlite")
+    args = {"universe": SYMBOLS, "llm": llm, "window": 5}
+    try:
+        start_backtest(store, "whole", "llm-tools:m", "sp500_20", START, "2019-01-08", **args)
+        start_backtest(store, "parts", "llm-tools:m", "sp500_20", START, END, **args)
+        continue_backtest(store, "parts", "2019-01-08")  # from the saved agent state
+        whole, parts = load_result(store, "whole"), load_result(store, "parts")
+    finally:
+        store.close()
+    np.testing.assert_array_equal(parts.nav, whole.nav)
+    np.testing.assert_array_equal(parts.weights, whole.weights)
+    log = whole.diagnostics["log"]
+    assert [d["date"] for d in log] == ["2019-01-02", "2019-01-03", "2019-01-04", "2019-01-07"]
+    assert transcripts(parts.diagnostics["log"]) == transcripts(log)  # "parts" replayed "whole"
+    calls = log[0]["transcript"][0]["calls"]
+    assert [c["name"] for c in calls] == ["get_prices", ACTION_TOOL]
+    assert calls[0]["result"]["dates"] == ["2018-12-31", "2019-01-02"]
