@@ -106,7 +106,9 @@ def test_an_mcp_client_over_stdio_trades_a_backtest_that_equals_the_scripted_one
 
     async def trade() -> None:
         with log.open("w") as errlog:
-            async with Client(stdio_client(params, errlog=errlog)) as client:
+            async with Client(
+                stdio_client(params, errlog=errlog), read_timeout_seconds=60
+            ) as client:
                 tools = {t.name: t for t in (await client.list_tools()).tools}
                 assert set(tools) == {
                     "get_prices",
@@ -252,7 +254,7 @@ def test_a_server_killed_mid_run_resumes_at_the_same_decision(
     proc, url = http_server()
 
     async def first_two() -> list[dict[str, Any]]:
-        async with Client(url) as client:
+        async with Client(url, read_timeout_seconds=60) as client:
             return [await act(client, w) for w in WEIGHTS[:2]]
 
     before = asyncio.run(first_two())
@@ -266,7 +268,7 @@ def test_a_server_killed_mid_run_resumes_at_the_same_decision(
     proc, url = http_server()  # the same command again
 
     async def the_rest() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        async with Client(url) as client:
+        async with Client(url, read_timeout_seconds=60) as client:
             portfolio = await client.call_tool("get_portfolio", {})
             assert portfolio.structured_content is not None
             return portfolio.structured_content, [await act(client, w) for w in WEIGHTS[2:]]
