@@ -377,3 +377,40 @@ def test_a_saved_run_carries_the_transcripts_and_continues_as_one_run(llm_server
     calls = log[0]["transcript"][0]["calls"]
     assert [c["name"] for c in calls] == ["get_prices", ACTION_TOOL]
     assert calls[0]["result"]["dates"] == ["2018-12-31", "2019-01-02"]
+
+
+# ------------------------------------------------------------------------- tracing
+@pytest.mark.slow  # MLflow's store takes seconds to create
+def test_each_decision_is_one_mlflow_trace_of_the_whole_conversation(
+    llm_server, tmp_path, monkeypatch
+):
+    import mlflow
+
+    from marketarena.agents import llm_tracing
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv(llm_tracing.ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    try:
+        llm_server.script([("get_portfolio", {})], ACT, then=[("get_rules", {})])
+        agent = make(llm_server.base_url, tmp_path, max_tool_calls=1)
+        exp_id = mlflow.MlflowClient().create_experiment("tool-traces")
+        with llm_tracing.llm_tracing(exp_id) as ids:
+            backtest(agent)
+        found = mlflow.search_traces(locations=[exp_id], return_type="list")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert len(found) == len(ids) == 2
+    by_date = {t.info.tags["marketarena.date"]: t for t in found}
+    assert {d: t.info.tags["marketarena.outcome"] for d, t in by_date.items()} == {
+        "2019-01-02": "ok",
+        "2019-01-03": "tool_budget",
+    }
+    (span,) = by_date["2019-01-02"].data.spans
+    messages = span.inputs["messages"]
+    roles = ["system", "user", "assistant", "tool", "assistant", "tool"]
+    assert [m["role"] for m in messages] == roles
+    assert json.loads(messages[-1]["content"])["accepted"] is True
+    assert span.attributes["prompt_tokens"] == 200
