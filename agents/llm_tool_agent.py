@@ -111,6 +111,14 @@ class LLMToolConfig(LLMConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for name in ("max_tool_calls", "max_decision_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        if isinstance(self.decision_seconds, bool) or not isinstance(
+            self.decision_seconds, int | float
+        ):
+            raise ConfigError(f"decision_seconds must be a number, got {self.decision_seconds!r}")
         if self.max_tool_calls < 1 or self.max_decision_tokens < 1:
             raise ConfigError("max_tool_calls and max_decision_tokens must be >= 1")
         if not self.decision_seconds > 0:

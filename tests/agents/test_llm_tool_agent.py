@@ -10,7 +10,7 @@ conversation does not depend on later prices, and a replay from the cache needs 
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -209,11 +209,44 @@ def test_the_wall_clock_budget(llm_server, tool_calls_answer, tmp_path):
     assert len(llm_server.requests) == 3  # the third was cut at what was left
 
 
-def test_budgets_must_be_positive():
-    with pytest.raises(ConfigError, match="max_tool_calls"):
-        LLMToolConfig(max_tool_calls=0)
-    with pytest.raises(ConfigError, match="decision_seconds"):
-        LLMToolConfig(decision_seconds=0)
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_tool_calls", 0),
+        ("max_tool_calls", "3"),
+        ("max_decision_tokens", 2.5),
+        ("decision_seconds", 0),
+        ("decision_seconds", "60"),
+        ("tool_choice", "none"),
+    ],
+)
+def test_bad_budgets_are_config_errors_naming_them(option, value):
+    with pytest.raises(ConfigError, match=option):
+        LLMToolConfig(**{option: value})
+
+
+@dataclass
+class Failure:
+    """A scripted HTTP error reply."""
+
+    status: int
+    body: dict = field(default_factory=lambda: {"error": {"message": "scripted", "code": 500}})
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0
+
+
+def test_a_failed_turn_holds_and_is_asked_again_on_a_rerun(llm_server, tmp_path):
+    llm_server.script([("get_portfolio", {})], Failure(500), [("get_portfolio", {})], ACT)
+    agent = make(llm_server.base_url, tmp_path)
+    assert_held(backtest(agent, end="2019-01-03"))
+    (d,) = agent.decisions
+    assert d.outcome == "server_error" and d.turns == 2 and "HTTP 500" in d.notes[0]
+    assert d.transcript[-1]["error"] == "server_error"
+    rerun = make(llm_server.base_url, tmp_path)  # the first turn replays, the failed one not
+    result = backtest(rerun, end="2019-01-03")
+    assert rerun.decisions[0].outcome == "ok" and result.turnover[0] > 0.9
+    assert [t["cached"] for t in rerun.decisions[0].transcript] == [True, False, False]
+    assert len(llm_server.requests) == 4
 
 
 # ----------------------------------------------------------------------- look-ahead
