@@ -447,3 +447,21 @@ def test_each_decision_is_one_mlflow_trace_of_the_whole_conversation(
     assert [m["role"] for m in messages] == roles
     assert json.loads(messages[-1]["content"])["accepted"] is True
     assert span.attributes["prompt_tokens"] == 200
+
+
+# ---------------------------------------------------------------------------- news
+def test_with_news_the_model_can_read_the_items_published_by_the_close(llm_server, tmp_path):
+    news = tmp_path / "news.csv"
+    news.write_text(
+        "published_at,symbol,headline\n"
+        "2019-01-02T15:59:00-05:00,AAPL,Apple before the close\n"
+        "2019-01-02T16:30:00-05:00,AAPL,Apple after the close\n"
+    )
+    llm_server.script([("get_news", {"symbols": ["AAPL"]})], ACT)
+    agent = make(llm_server.base_url, tmp_path, news=str(news))
+    backtest(agent, end="2019-01-03")
+    first = llm_server.requests[0].body
+    assert "get_news" in [t["function"]["name"] for t in first["tools"]]
+    assert ", news," in first["messages"][0]["content"]
+    items = json.loads(tool_messages(llm_server.requests[1].body)[0]["content"])["items"]
+    assert [i["headline"] for i in items] == ["Apple before the close"]
