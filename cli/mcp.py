@@ -30,8 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Start (or resume) a persisted backtest at its first open decision and "
         "serve the point-in-time toolbox over MCP: prices, indicators, news, portfolio, "
         "rules, a calculator and set_target_weights, which fills the decision at the next bar "
-        "and moves to the next one. Every day is stored like a backtest's (marketarena "
-        "positions, leaderboard); run the same command again after a crash to resume. Tool "
+        "and moves to the next one; or, with --tools aitrader, AI-Trader's tools, whose buy and "
+        "sell orders fill when finish_session ends the trading session. Every day is stored "
+        "like a backtest's (marketarena positions, leaderboard); run the same command again "
+        "after a crash to resume. Tool "
         "calls are serialised: one client trades a run.",
     )
     sv.add_argument("--data", help="bundled name or path (default sp500_20)")
@@ -46,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sv.add_argument("--risk", action="append", metavar="KEY=VALUE", help=RISK_HELP)
     sv.add_argument("--window", type=int, help="observation window (default: the env's)")
     sv.add_argument("--news", metavar="FILE", help="a news file for the get_news tool")
+    sv.add_argument(
+        "--tools",
+        choices=("marketarena", "aitrader"),
+        help="the tool set: marketarena (default for a new run: the point-in-time toolbox) or "
+        "aitrader (AI-Trader's buy, sell, get_price_local, add, multiply, get_information, "
+        "plus finish_session, which ends each trading session); a resumed run keeps its own",
+    )
     sv.add_argument(
         "--transport",
         choices=("stdio", "http"),
@@ -74,6 +83,7 @@ def handle_serve(args: argparse.Namespace, console: Console) -> int:
         "risk": parse_risk(args.risk) if args.risk else None,
         "window": args.window,
         "news": args.news,
+        "tools": args.tools,
     }
     if args.run is None and start is None:
         raise ConfigError("give --run NAME (to resume a run) or --start and --end (a new run)")
@@ -104,6 +114,7 @@ def handle_serve(args: argparse.Namespace, console: Console) -> int:
             end,
             seed=args.seed or 0,
             news=args.news,
+            tools=args.tools or "marketarena",
             progress=progress,
             options={k: v for k, v in options.items() if v is not None},
             rules=options["rules"] or {},

@@ -5,10 +5,20 @@ A :class:`DrivenBacktest` is a backtest whose agent is whoever calls its tools: 
 unchanged. At each decision it offers the point-in-time :class:`~marketarena.agents.llm_tools.
 Toolbox` of that decision; :meth:`DrivenBacktest.call` runs one tool call.
 
+Two tool sets, chosen when the run starts and stored with it (``tools``): ``"marketarena"``
+(the toolbox, whose action tool is ``set_target_weights``) and ``"aitrader"``
+(:class:`~marketarena.agents.aitrader_tools.AITraderTools`: AI-Trader's ``buy``, ``sell``,
+``get_price_local``, ``add``, ``multiply`` and ``get_information`` with its answer shapes,
+over the same data cut; ``buy``/``sell`` book share orders checked at the decision's closes
+and ``finish_session``, the one added tool, is the action: the book's share counts, as
+target weights at those closes, fill at the next bar). That module says what differs from
+AI-Trader (fill price and time, the finish signal) and why.
+
 Timing, as in every backtest: the decision at row ``t`` comes after the close of bar ``t``.
 Every read tool answers for the **current** decision only: its data is cut at row ``t``, and a
 request for a later date is refused with the toolbox's error (``"look_ahead": true``), counted
-in the decision's record. The action tool (``set_target_weights``) ends the decision: the env
+in the decision's record. The action tool (``set_target_weights`` or ``finish_session``)
+ends the decision: the env
 steps (orders fill at the open of ``t+1``, or its close for close-only data, per the run's
 rules), the day is recorded, and the session moves to the next decision. Its answer says what
 filled, at which date and price, the NAV marked at the close of ``t+1`` and the next decision;
@@ -43,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from marketarena.agents.aitrader_tools import AITraderTools, answer_text, positions
 from marketarena.agents.base import Resumable
 from marketarena.agents.llm_tools import ACTION_TOOL, CASH, Toolbox
 from marketarena.envs.data import MarketData, resolve_data
@@ -51,11 +62,18 @@ from marketarena.envs.news import NewsEvents, load_news
 from marketarena.envs.portfolio_env import PortfolioEnv
 from marketarena.envs.settings import EnvSettings
 from marketarena.evaluation.runner import agent_diagnostics, make_backtest_env
-from marketarena.evaluation.saved_runs.persisted import Progress, run_days, spec_settings
+from marketarena.evaluation.saved_runs.persisted import (
+    DRIVEN_AGENT,
+    Progress,
+    run_days,
+    spec_settings,
+)
 from marketarena.evaluation.saved_runs.store import RunStore
 
 #: the agent spec stored with a driven run
-AGENT_SPEC = "mcp"
+AGENT_SPEC = DRIVEN_AGENT
+#: the tool sets a session serves: ours (the Toolbox) or AI-Trader's (AITraderTools)
+TOOL_SETS = ("marketarena", "aitrader")
 
 
 class SessionClosed(Exception):
@@ -99,10 +117,16 @@ class ExternalAgent(Resumable):
 
 @dataclass(frozen=True)
 class Answer:
-    """One tool call's result (a JSON object) and whether it is an error."""
+    """One tool call's result (a JSON object), whether it is an MCP tool error, and its text
+    (the JSON object; for AI-Trader's one-value tools, the value)."""
 
     result: dict[str, Any]
     error: bool
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.text:
+            object.__setattr__(self, "text", json.dumps(self.result))
 
 
 class DrivenBacktest:
@@ -122,8 +146,10 @@ class DrivenBacktest:
         step: int,
         agent_state: Mapping[str, Any] | None = None,
         progress: Progress | None = None,
+        tools: str = "marketarena",
     ) -> None:
         self.store, self.run_id, self.env, self.news = store, run_id, env, news
+        self.tools = tools
         self._step, self._progress = step, progress
         self._actions: queue.Queue[np.ndarray | None] = queue.Queue()
         # from the episode thread: "decision" (waiting for an action), "over", or its error
@@ -132,7 +158,8 @@ class DrivenBacktest:
         self.agent = ExternalAgent(self._wait_for_action)
         if agent_state is not None:
             self.agent.set_state(agent_state)
-        self.toolbox: Toolbox | None = None  # the current decision's; None once over
+        # the current decision's tools; None once over
+        self.toolbox: Toolbox | AITraderTools | None = None
         self.failure: str | None = None  # why the episode loop stopped, when it failed
         self._thread: threading.Thread | None = None
         self._initial: tuple[np.ndarray, dict[str, Any]] | None = None
@@ -152,6 +179,7 @@ class DrivenBacktest:
         progress: Progress | None = None,
         options: Mapping[str, Any] | None = None,
         settings: EnvSettings | None = None,
+        tools: str = "marketarena",
         **overrides: Any,
     ) -> DrivenBacktest:
         """A new run ``run_id`` in ``store`` over ``data`` from ``start`` to ``end``.
@@ -161,11 +189,15 @@ class DrivenBacktest:
         :func:`~marketarena.evaluation.saved_runs.persisted.start_backtest` stores them.
         ``news``: a news file for the ``get_news`` tool (its content hash is stored: a
         resume refuses a changed file). ``options``: how the run was asked for (the
-        command's options), stored so that :meth:`resume` can refuse other ones. Everything
-        is checked before the run is created.
+        command's options), stored so that :meth:`resume` can refuse other ones. ``tools``:
+        the tool set served, ``"marketarena"`` (default: the toolbox) or ``"aitrader"``
+        (AI-Trader's, :mod:`~marketarena.agents.aitrader_tools`), stored with the run.
+        Everything is checked before the run is created.
         """
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
+        if tools not in TOOL_SETS:
+            raise ConfigError(f"tools {tools!r}: choose {' or '.join(TOOL_SETS)}")
         store.require_new(run_id)
         chosen = EnvSettings.resolve(settings, overrides).replace(start=start, end=end)
         events = load_news(news) if news is not None else None
@@ -179,6 +211,7 @@ class DrivenBacktest:
             "news": None if news is None else str(news),
             "news_sha256": None if events is None else events.content_hash,
             "options": dict(options or {}),
+            "tools": tools,
             **chosen.to_dict(),
         }
         market, env = _build(spec, end)
@@ -188,7 +221,7 @@ class DrivenBacktest:
         observation, info = env.reset(seed=seed)
         spec["first_date"] = str(info["date"])
         store.create_run(run_id, spec, market.symbols)
-        session = cls(store, run_id, env, events, 0, progress=progress)
+        session = cls(store, run_id, env, events, 0, progress=progress, tools=tools)
         session._initial = (observation, info)
         return session
 
@@ -241,7 +274,8 @@ class DrivenBacktest:
         if checkpoint is not None:
             step, env_state, agent_state = checkpoint
             observation, env_info = env.set_state(env_state)
-        session = cls(store, run_id, env, events, step, agent_state, progress)
+        tools = spec.get("tools", "marketarena")
+        session = cls(store, run_id, env, events, step, agent_state, progress, tools)
         session._initial = (observation, env_info)
         return session
 
@@ -301,7 +335,12 @@ class DrivenBacktest:
             self.failure = f"{type(event).__name__}: {event}"
             raise event
         if event == "decision":
-            self.toolbox = Toolbox.from_env(self.env, news=self.news)
+            self.toolbox = self._tools_now()
+
+    def _tools_now(self) -> Toolbox | AITraderTools:
+        """The tools of the env's current decision, of this session's tool set."""
+        box = Toolbox.from_env(self.env, news=self.news)
+        return AITraderTools(box) if self.tools == "aitrader" else box
 
     @property
     def over(self) -> bool:
@@ -310,15 +349,18 @@ class DrivenBacktest:
 
     def tool_specs(self) -> list[dict[str, Any]]:
         """The tools (``name``, ``description``, ``input_schema``): the same at every decision."""
-        box = Toolbox.from_env(self.env, news=self.news) if self.toolbox is None else self.toolbox
+        box = self._tools_now() if self.toolbox is None else self.toolbox
         return box.tool_specs()
 
     def call(self, name: str, arguments: Mapping[str, Any] | str | None) -> Answer:
         """Run one tool call against the current decision (serialised with every other call).
 
         A read tool answers point in time (the toolbox's result or error object); the action
-        tool, once it succeeds, steps the run and answers with what filled and the next
-        decision (or that the run is over). Every call is kept in the decision's record.
+        tool (``set_target_weights``, or ``finish_session`` of AI-Trader's set), once it
+        succeeds, steps the run and answers with what filled and the next decision (or that
+        the run is over). Every call is kept in the decision's record. An MCP tool error is
+        the toolbox's error object; AI-Trader's tools flag only bad arguments and unknown
+        tools, their own error dicts being ordinary answers as in AI-Trader.
         """
         with self._lock:
             box = self.toolbox
@@ -344,11 +386,16 @@ class DrivenBacktest:
                 }
             )
             record["look_ahead_refusals"] = box.look_ahead_refusals
-            if name != ACTION_TOOL or box.action is None or "error" in result:
-                return Answer(result, error="error" in result)
+            if isinstance(box, AITraderTools):
+                action_tool, failed = box.action_tool, box.last_call_failed
+                text = answer_text(name, result)
+            else:
+                action_tool, failed, text = ACTION_TOOL, "error" in result, ""
+            if name != action_tool or box.action is None or "error" in result:
+                return Answer(result, error=failed, text=text)
             return Answer(self._act(box, result), error=False)
 
-    def _act(self, box: Toolbox, accepted: dict[str, Any]) -> dict[str, Any]:
+    def _act(self, box: Toolbox | AITraderTools, accepted: dict[str, Any]) -> dict[str, Any]:
         """Step the run with the decided weights; what filled and what comes next."""
         assert box.action is not None
         decided = box.date
@@ -382,6 +429,8 @@ class DrivenBacktest:
                 CASH: float(weights[-1]),
             },
         }
+        if self.tools == "aitrader":  # the position dict AI-Trader's next session starts from
+            out["positions"] = positions(env.data.symbols, env.sim.shares[0], env.sim.cash[0])
         if self.toolbox is None:
             out.update(self._over_message())
         else:

@@ -3,13 +3,18 @@ Protocol (the official ``mcp`` SDK's low-level server), for ``marketarena mcp se
 
 The tools are the :class:`~marketarena.agents.llm_tools.Toolbox`'s (prices, indicators,
 news when the run has a news file, portfolio, rules, calculator, and the action tool
-``set_target_weights``), listed with their JSON schemas. Each call goes to
+``set_target_weights``), listed with their JSON schemas; or, for a session started with
+``tools="aitrader"``, AI-Trader's (``buy``, ``sell``, ``get_price_local``, ``add``,
+``multiply``, ``get_information``) plus ``finish_session``, with AI-Trader's answer shapes
+(:mod:`marketarena.agents.aitrader_tools`: what differs from AI-Trader and why). Each call goes to
 :meth:`~marketarena.evaluation.mcp_session.DrivenBacktest.call`: a read tool answers for the
 current decision only (a date after it is refused and counted); the action tool fills the
 decision at the next bar, records the day and moves to the next decision. Results are JSON
-objects, as text content and as structured content. An unknown tool, bad arguments (naming the
-argument), a refused look-ahead request and any call after the run is over come back as MCP
-tool errors (``isError``) whose text is the error object.
+objects, as text content and as structured content (AI-Trader's one-value tools: the value
+as text, ``{"result": value}`` structured, as its FastMCP servers answer). An unknown tool,
+bad arguments (naming the argument), a refused look-ahead request and any call after the run
+is over come back as MCP tool errors (``isError``) whose text is the error object; AI-Trader's
+tools answer their own error dicts as ordinary results, as AI-Trader does.
 
 Several clients: one run is one portfolio, so calls are serialised: each runs alone, against
 the decision current when it runs, whichever client sent it. Over stdio there is one client
@@ -22,7 +27,6 @@ and run. The HTTP transport has no authentication: it binds 127.0.0.1 by default
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from mcp import types
@@ -55,18 +59,27 @@ def build_server(session: DrivenBacktest) -> Server[Any]:
         # in a worker thread: an action waits for the env to step and the day to be stored
         answer = await asyncio.to_thread(session.call, params.name, params.arguments)
         return types.CallToolResult(
-            content=[types.TextContent(type="text", text=json.dumps(answer.result))],
+            content=[types.TextContent(type="text", text=answer.text)],
             structured_content=answer.result,
             is_error=answer.error,
         )
 
-    return Server(
-        SERVER_NAME,
-        instructions=(
+    if session.tools == "aitrader":
+        instructions = (
+            f"A marketarena backtest, run {session.run_id}, with AI-Trader's tools: each "
+            "trading session is the decision after a close; buy and sell book orders checked "
+            "at that close, get_price_local reads any date up to it, and finish_session ends "
+            "the session: the orders fill at the next bar's open and the next session starts."
+        )
+    else:
+        instructions = (
             f"A marketarena backtest, run {session.run_id}: read the market up to the current "
             "decision's close with the tools, then call set_target_weights to decide; orders "
             "fill at the next bar and the session moves to the next decision."
-        ),
+        )
+    return Server(
+        SERVER_NAME,
+        instructions=instructions,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
