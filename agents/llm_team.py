@@ -21,6 +21,7 @@ The YAML (``configs/teams/tradingagents.yaml`` is a full example)::
     debates:
       - {roles: [bull, bear], rounds: 2}
     final: risk
+    news: news.csv                   # optional, relative to the YAML: the get_news tool
 
 Timing: a decision is made after the close of bar t from the env's point-in-time snapshot
 (``info["snapshot"]``, data with index <= t) and the tools' point-in-time view; the weights fill
@@ -795,7 +796,8 @@ class TeamAgent(Resumable):
         latency = sum(c.latency for c in self._costs.values())
         return {
             "model": self.spec.name,
-            "team": self.spec.model_dump(mode="json"),
+            # the team as it ran, as text (the YAML file may change after the run)
+            "team_spec": json.dumps(self.spec.model_dump(mode="json")),
             "decisions": len(d),
             "outcomes": dict(sorted(outcomes.items())),
             "fallbacks": sum(x["weights"] is None for x in d),

@@ -31,6 +31,7 @@ from marketarena.evaluation.runner import BacktestResult, run_backtest
 SYMBOLS = ("AAPL", "JNJ", "XOM")
 DATA = load_dataset("sp500_20").select(SYMBOLS)
 START, END = "2019-01-02", "2019-01-04"  # 3 marks, 2 decisions
+SECRET = "sk-test-TEAM-SECRET"
 FINAL = {"AAPL": 0.4, "JNJ": 0.3, "XOM": 0.1, "CASH": 0.2}
 #: the turns of one decision, in order: role/round
 ORDER = ["a1/1", "a2/1", "bull/1", "bear/1", "bull/2", "bear/2", "trader/1", "risk/1"]
@@ -123,7 +124,7 @@ def failure(status: int) -> Reply:
 
 @pytest.fixture(autouse=True)
 def _environment(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.setattr(llm_agent, "_semaphores", {})
 
@@ -635,6 +636,9 @@ def test_the_transcript_is_saved_with_the_run_and_shown_in_the_report(llm_server
     assert markdown.startswith("# Transcripts: whole\n\n## 2019-01-02: ok")
     metrics = json.loads(files["json"].read_text())["agents"][0]
     assert metrics["diag_roles_bull_prompt_tokens"] == 824
+    # the API key is in no request, transcript, saved run or report file
+    assert SECRET not in json.dumps([r.body for r in llm_server.requests])
+    assert all(SECRET.encode() not in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
 
 
 def test_each_decision_is_one_mlflow_trace_with_a_span_per_turn(llm_server, tmp_path, monkeypatch):
