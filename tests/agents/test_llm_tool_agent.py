@@ -465,3 +465,14 @@ def test_with_news_the_model_can_read_the_items_published_by_the_close(llm_serve
     assert ", news," in first["messages"][0]["content"]
     items = json.loads(tool_messages(llm_server.requests[1].body)[0]["content"])["items"]
     assert [i["headline"] for i in items] == ["Apple before the close"]
+
+
+def test_the_bundled_evaluation_config_builds_the_agent(llm_server):
+    from marketarena.evaluation.evaluate import load_evaluation_file
+
+    root = Path(__file__).resolve().parents[2]
+    settings = load_evaluation_file(root / "configs" / "llm_tools_local.yaml")
+    assert settings["agents"] == ("llm-tools:local",)
+    options = {**settings["llm"], "base_url": llm_server.base_url}
+    agent = make_agent("llm-tools:local", llm_options=options)
+    assert agent.name == "llm-tools:smollm2" and agent.config.max_tool_calls == 2
