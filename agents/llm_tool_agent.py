@@ -259,7 +259,11 @@ class LLMToolAgent(LLMAgent):
                     used += 1
                 turn["calls"].append({**call, "result": result})
                 messages.append(
-                    {"role": "tool", "tool_call_id": call["id"], "content": json.dumps(result)}
+                    {
+                        "role": "tool",
+                        "tool_call_id": call["id"],
+                        "content": json.dumps(result, separators=(",", ":")),
+                    }
                 )
                 if box.action is not None:
                     break
