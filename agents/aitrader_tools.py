@@ -262,8 +262,8 @@ class AITraderTools:
         if self.cash - required < 0:
             return {
                 "error": f"Insufficient cash! {NOT_ALLOWED}",
-                "required_cash": required,
-                "cash_available": self.cash,
+                "required_cash": round(required, DECIMALS),
+                "cash_available": round(self.cash, DECIMALS),
                 "symbol": self.symbols[j],
                 "date": self.date,
             }
