@@ -47,7 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sv.add_argument("--rule", action="append", metavar="KEY=VALUE", help="trading rule")
     sv.add_argument("--risk", action="append", metavar="KEY=VALUE", help=RISK_HELP)
     sv.add_argument("--window", type=int, help="observation window (default: the env's)")
-    sv.add_argument("--news", metavar="FILE", help="a news file for the get_news tool")
+    sv.add_argument(
+        "--news",
+        metavar="FILE",
+        help="a news file for the get_news tool (get_information with --tools aitrader)",
+    )
     sv.add_argument(
         "--tools",
         choices=("marketarena", "aitrader"),

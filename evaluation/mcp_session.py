@@ -18,9 +18,9 @@ Timing, as in every backtest: the decision at row ``t`` comes after the close of
 Every read tool answers for the **current** decision only: its data is cut at row ``t``, and a
 request for a later date is refused with the toolbox's error (``"look_ahead": true``), counted
 in the decision's record. The action tool (``set_target_weights`` or ``finish_session``)
-ends the decision: the env
-steps (orders fill at the open of ``t+1``, or its close for close-only data, per the run's
-rules), the day is recorded, and the session moves to the next decision. Its answer says what
+ends the decision: the env steps (orders fill at the open of ``t+1``, or its close for
+close-only data, per the run's rules), the day is recorded, and the session moves to the next
+decision. Its answer says what
 filled, at which date and price, the NAV marked at the close of ``t+1`` and the next decision;
 after the last decision it says that the backtest is over and where its results are.
 
