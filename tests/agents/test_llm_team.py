@@ -442,6 +442,14 @@ def test_options_a_team_does_not_take_are_named(tmp_path):
         make_agent(f"team:{write_team(tmp_path)}", llm_options={"lookback": 3})
 
 
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (Path(__file__).parents[2] / "configs" / "teams").glob("*.yaml"))
+)
+def test_every_example_team_loads(name):
+    spec = load_team(Path(__file__).parents[2] / "configs" / "teams" / name)
+    assert spec.stages()[-1] == (spec.final,)
+
+
 def test_the_example_team_loads_and_runs_its_debate_in_order():
     spec = load_team(Path(__file__).parents[2] / "configs" / "teams" / "tradingagents.yaml")
     assert spec.stages() == [
