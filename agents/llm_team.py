@@ -662,7 +662,8 @@ class TeamAgent(Resumable):
         self._live.append((0.0 if result.cached else result.latency, result.cached))
         turn.prompt_tokens, turn.completion_tokens = result.prompt_tokens, result.completion_tokens
         turn.cost = result.cost
-        turn.notes += result.notes
+        # the loop's notes end in its own fallback (": hold"); the role's is the team's to say
+        turn.notes += [n.removesuffix(": hold") for n in result.notes]
         turn.tool_calls = [
             {"name": c["name"], "arguments": c["arguments"], "result": c["result"]}
             for t in result.transcript

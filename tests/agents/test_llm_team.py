@@ -587,6 +587,8 @@ def test_a_tool_role_out_of_tool_calls_is_skipped(llm_server, tmp_path):
     run(agent, end="2019-01-03")
     a1 = agent.decisions[0]["turns"][0]
     assert (a1["outcome"], a1["fallback"]) == ("tool_budget", "skip")
+    assert a1["notes"] == ["tool-call budget spent (4 calls) without set_target_weights"]
+    assert agent.decisions[0]["notes"] == ["a1 failed (tool_budget): skipped"]
     # four calls ran (the budget); the forced last turn called get_prices again: refused
     assert len(a1["tool_calls"]) == 5 and "dates" in a1["tool_calls"][3]["result"]
     assert a1["tool_calls"][4]["result"]["error"].startswith("the budget of 4 tool calls is spent")
