@@ -67,6 +67,7 @@ final role cannot be removed.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import string
 import time
@@ -423,6 +424,10 @@ class TeamAgent(Resumable):
             )
         self.spec = spec
         self.options = options
+        #: the team as validated, hashed: saved with the state, checked when it is restored
+        self.spec_sha256 = hashlib.sha256(
+            json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()
+        ).hexdigest()
         self.name = name or f"team:{spec.name}"
         self.snapshot_lookback = spec.lookback + 1
         self.cache = LLMCache(
@@ -461,6 +466,13 @@ class TeamAgent(Resumable):
             self._builder.reset()
 
     def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a saved state; a team whose YAML changed since the state was saved would
+        not make the decisions its run made, and is refused (ConfigError)."""
+        if state.get("spec_sha256") != self.spec_sha256:
+            raise ConfigError(
+                f"{self.name}: the team's YAML changed since its run was saved (roles, prompts, "
+                "models or budgets); restore the file, or start a new run"
+            )
         super().set_state(state)
         self._costs = {r: _Cost() for r in self.spec.roles}
 

@@ -644,6 +644,10 @@ def test_the_transcript_is_saved_with_the_run_and_shown_in_the_report(llm_server
     files = report.write(tmp_path / "report")
     markdown = files["transcripts:whole"].read_text()
     assert markdown.startswith("# Transcripts: whole\n\n## 2019-01-02: ok")
+    changed = {**TEAM, "roles": {**TEAM["roles"], "a2": {"prompt": "You are {role}, now."}}}
+    path.write_text(yaml.safe_dump(changed, sort_keys=False))
+    with pytest.raises(ConfigError, match="the team's YAML changed since its run was saved"):
+        continue_backtest(store, "whole", "2019-01-09")
     metrics = json.loads(files["json"].read_text())["agents"][0]
     assert metrics["diag_roles_bull_prompt_tokens"] == 824
     # the API key is in no request, transcript, saved run or report file
