@@ -12,7 +12,7 @@ The YAML (``configs/teams/tradingagents.yaml`` is a full example)::
     lookback: 20                     # sessions of returns in every role's market table
     decide_every: 1                  # steps between decisions (holds in between)
     roles:
-      market:   {prompt: "You read price trends. ...", tools: [prices, indicators]}
+      market:   {prompt: "You read trends. ...", tools: [get_prices, get_indicator]}
       news:     {prompt_file: prompts/news.txt}      # relative to the YAML file
       bull:     {prompt: "...", reads: [market, news]}
       bear:     {prompt: "...", reads: [market, news]}
@@ -38,10 +38,16 @@ One decision, in order:
    (``agents/prompts/team_user.txt``) followed by the messages it reads, oldest first.
 3. A role answers one JSON object, parsed into a :class:`TeamMessage`: ``content`` (its
    message to the team), optional ``weights`` (proposed target weights, repaired by the LLM
-   agent's policy) and ``confidence``. A role with tools runs the tool loop of
-   :mod:`~marketarena.agents.llm_tool_agent` instead of one request.
+   agent's policy) and ``confidence``.
 4. The final role's ``weights`` are the target weights, under the repair policy of
    :mod:`~marketarena.agents.llm_agent` (an unusable answer holds the current weights).
+
+A role with ``tools`` (any of :data:`ROLE_TOOLS`) runs the tool loop of
+:mod:`~marketarena.agents.llm_tool_agent` instead of one request, on a
+:class:`~marketarena.agents.llm_tools.Toolbox` of the decision (cut at its close) offering its
+tools and ``set_target_weights``, which ends the turn: its weights (validated by the tool) are
+the role's proposal, or the team's target weights for the final role, and the last text the model
+wrote is its message. The loop's budgets are the role's (``tool_calls``, ``tokens``, ``seconds``).
 
 Budgets (per turn: a debate role has one turn a round): ``tool_calls`` (for roles with tools),
 ``tokens`` (prompt + completion over the turn) and ``seconds`` (the turn's wall clock; a request
@@ -56,7 +62,8 @@ Every model turn goes through one :class:`~marketarena.agents.llm_cache.LLMCache
 replays the team exactly (``cache_mode="read_only"``: offline, no server). Tokens, cost and
 latency are counted per role; the transcript of every decision (every turn's request and
 answer, tool calls, and the messages) is kept in :meth:`TeamAgent.diagnostics`, so a
-persisted run stores it with its decisions and the report shows it.
+persisted run stores it with its decisions and the report shows it. A saved state carries
+the team's hash: a run whose YAML changed since is refused on resume or continue.
 
 Ablation (:meth:`TeamSpec.without`): removing a role rewires every role that read it to read
 the removed role's own inputs instead (so the trader that read the bull and the bear reads
