@@ -471,7 +471,7 @@ def test_the_bundled_evaluation_config_builds_the_agent(llm_server):
     from marketarena.evaluation.evaluate import load_evaluation_file
 
     root = Path(__file__).resolve().parents[2]
-    settings = load_evaluation_file(root / "configs" / "llm_tools_local.yaml")
+    settings = load_evaluation_file(root / "configs" / "evaluate" / "llm_tools_local.yaml")
     assert settings["agents"] == ("llm-tools:local",)
     options = {**settings["llm"], "base_url": llm_server.base_url}
     agent = make_agent("llm-tools:local", llm_options=options)
