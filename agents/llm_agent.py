@@ -378,7 +378,7 @@ class LLMAgent(Resumable):
 
     #: the cache connection and the HTTP client are reopened, and the config comes from the
     #: agent's spec (a resumed run may reach its endpoint at another URL), not saved
-    _transient = ("cache", "_client", "config", "_indicator_values")
+    _transient: tuple[str, ...] = ("cache", "_client", "config", "_indicator_values")
 
     def __init__(self, config: LLMConfig = LLMConfig()) -> None:
         self.config = config
@@ -586,10 +586,11 @@ class LLMAgent(Resumable):
                 "max_connection_failures=0 holds instead."
             )
 
-    def _call(self, body: dict[str, Any]) -> dict[str, Any]:
-        """One request with the client's retries, under the overall deadline: the request
-        runs in a worker thread, and one still running at the deadline is abandoned (its
-        client is closed, which ends the read) and recorded as a timeout."""
+    def _call(self, body: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        """One request with the client's retries, under the overall deadline (``deadline``
+        seconds, default ``config.request_deadline``): the request runs in a worker thread,
+        and one still running at the deadline is abandoned (its client is closed, which ends
+        the read) and recorded as a timeout."""
         outcome: dict[str, Any] = {}
 
         def run() -> None:
@@ -598,7 +599,8 @@ class LLMAgent(Resumable):
             except BaseException as exc:  # re-raised below, in the caller's thread
                 outcome["raised"] = exc
 
-        deadline = self.config.request_deadline
+        if deadline is None:
+            deadline = self.config.request_deadline
         worker = threading.Thread(target=run, name=f"{self.name} request", daemon=True)
         worker.start()
         worker.join(deadline)
@@ -627,6 +629,28 @@ class LLMAgent(Resumable):
 
     def _request(self, body: dict[str, Any]) -> dict[str, Any]:
         """One request with the client's retries; failures become a recorded outcome."""
+        completion = self._create(body)
+        if isinstance(completion, dict):
+            return completion
+        try:
+            choice = completion.choices[0] if completion.choices else None
+            text = None
+            if choice is not None:
+                calls = choice.message.tool_calls or []
+                text = calls[0].function.arguments if calls else choice.message.content
+            usage = completion.usage
+            return {
+                "text": text,
+                "finish_reason": getattr(choice, "finish_reason", None),
+                "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+                "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+            }
+        except (AttributeError, TypeError, ValueError) as exc:  # JSON, but not a completion
+            return {"error": "api_error", "detail": f"malformed response ({_short(exc)})"}
+
+    def _create(self, body: dict[str, Any]) -> Any:
+        """The chat completion for ``body`` (the client's retries included), or a failure's
+        ``{"error", "detail"}``."""
         import openai
 
         client = self.client()
@@ -646,21 +670,7 @@ class LLMAgent(Resumable):
             return {"error": "api_error", "detail": _short(exc)}
         except ValueError as exc:  # a success status whose body is not JSON
             return {"error": "api_error", "detail": f"malformed response ({_short(exc)})"}
-        try:
-            choice = completion.choices[0] if completion.choices else None
-            text = None
-            if choice is not None:
-                calls = choice.message.tool_calls or []
-                text = calls[0].function.arguments if calls else choice.message.content
-            usage = completion.usage
-            return {
-                "text": text,
-                "finish_reason": getattr(choice, "finish_reason", None),
-                "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
-                "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
-            }
-        except (AttributeError, TypeError, ValueError) as exc:  # JSON, but not a completion
-            return {"error": "api_error", "detail": f"malformed response ({_short(exc)})"}
+        return completion
 
     def _decision(
         self, date: str, response: Mapping[str, Any], latency: float, *, cached: bool

@@ -116,7 +116,8 @@ class LocalLLMServer:
         self.stop()
 
 
-LOCAL_SPEC = "llm:local"
+#: the specs of agents on the bundled model
+LOCAL_SPECS = ("llm:local", "llm-tools:local")
 
 
 def inference_threads(cpus: int | None = None) -> int:
@@ -135,11 +136,11 @@ def inference_threads(cpus: int | None = None) -> int:
 def local_model_served(
     agent_specs: Collection[str], llm: Mapping[str, Any], threads: int | None = None
 ) -> Iterator[dict[str, Any]]:
-    """``llm`` options for agents ``agent_specs``: when one is ``llm:local`` and no
+    """``llm`` options for agents ``agent_specs``: when one is in :data:`LOCAL_SPECS` and no
     ``base_url`` is given, the bundled model is served until the block ends and its URL is
     added; otherwise the options as they are. ``threads`` default:
     :func:`inference_threads`."""
-    if LOCAL_SPEC in agent_specs and not llm.get("base_url"):
+    if any(spec in LOCAL_SPECS for spec in agent_specs) and not llm.get("base_url"):
         threads = threads or inference_threads()
         with LocalLLMServer(threads=threads) as server:
             yield {**llm, "base_url": server.base_url}

@@ -28,6 +28,13 @@ Answers replayed from the cache are not traced: no request was made (the one tha
 was traced when it was, if tracing was on), and a replay traced again would count its tokens
 twice. The decision log of the backtest still lists them (``cached: true``).
 
+A team's decision (:mod:`~marketarena.agents.llm_team`, :func:`record_team_decision`) is one
+trace: an ``AGENT`` span named after the team (inputs: the date; outputs: the target weights;
+attributes: outcome, notes, tokens and cost of the decision) with one ``CHAT_MODEL`` child span
+per role turn, named ``role`` or ``role round k``, carrying the turn's request, answer, tool
+calls, outcome, fallback, tokens and cost. A decision whose every turn came from the cache is not
+traced.
+
 Only the messages and the answer are recorded: never the API key, the headers or the
 endpoint. Tracing never stops a backtest: a failure to record warns once and the run goes on
 untraced.
@@ -204,3 +211,124 @@ def _record(
         outputs = {"choices": [{"message": {"role": "assistant", "content": text}}]}
     span.end(outputs=outputs, status=status, end_time_ns=end_ns)
     return str(span.trace_id)
+
+
+def record_team_decision(
+    agent: Any, decision: Mapping[str, Any], live: Sequence[tuple[float, bool]]
+) -> str | None:
+    """Record a team's decision (a transcript of
+    :class:`~marketarena.agents.llm_team.TeamAgent`) as one trace with a span per role turn,
+    if tracing is on and some turn was a request; ``live`` holds each turn's (seconds,
+    cached). Returns the trace id, or ``None``."""
+    target = _state.target
+    if target is None:
+        if not _env_on():
+            return None
+        target = _Target(None)
+    if all(cached for _, cached in live):
+        return None
+    try:
+        trace_id = _record_team(agent, decision, live, target.experiment_id)
+    except Exception as exc:  # tracing must never end a backtest
+        with _state.lock:
+            warned, target.warned = target.warned, True
+        if not warned:
+            warnings.warn(
+                f"LLM tracing failed ({type(exc).__name__}); decisions go on untraced",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return None
+    if target.trace_ids is not None:
+        with _state.lock:
+            target.trace_ids.append(trace_id)
+    return trace_id
+
+
+def _record_team(
+    agent: Any,
+    decision: Mapping[str, Any],
+    live: Sequence[tuple[float, bool]],
+    experiment_id: str | None,
+) -> str:
+    import mlflow
+    from mlflow.entities import SpanStatus, SpanStatusCode, SpanType
+
+    turns = decision["turns"]
+    end_ns = time.time_ns()
+    start_ns = end_ns - int(sum(seconds for seconds, _ in live) * 1e9)
+    prompt = sum(t["prompt_tokens"] for t in turns)
+    completion = sum(t["completion_tokens"] for t in turns)
+    attributes: dict[str, Any] = {
+        "date": decision["date"],
+        "outcome": decision["outcome"],
+        "notes": list(decision["notes"]),
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "cost_usd": sum(t["cost"] for t in turns),
+    }
+    root = mlflow.start_span_no_context(
+        name=str(agent.name),
+        span_type=SpanType.AGENT,
+        inputs={"date": decision["date"]},
+        attributes=attributes,
+        tags={
+            "marketarena.agent": str(agent.name),
+            "marketarena.date": decision["date"],
+            "marketarena.outcome": decision["outcome"],
+        },
+        experiment_id=experiment_id,
+        start_time_ns=start_ns,
+    )
+    at = start_ns
+    for turn, (seconds, cached) in zip(turns, live, strict=True):
+        model = str(agent.role_model(turn["role"]).model)
+        name = turn["role"] if turn["round"] == 1 else f"{turn['role']} round {turn['round']}"
+        turn_attributes: dict[str, Any] = {
+            "role": turn["role"],
+            "round": turn["round"],
+            "outcome": turn["outcome"],
+            "fallback": turn["fallback"],
+            "notes": list(turn["notes"]),
+            "tool_calls": list(turn["tool_calls"]),
+            "message": turn["message"],
+            "prompt_tokens": turn["prompt_tokens"],
+            "completion_tokens": turn["completion_tokens"],
+            "cost_usd": turn["cost"],
+            "cached": cached,
+            "mlflow.llm.model": model,
+            "mlflow.chat.tokenUsage": {
+                "input_tokens": turn["prompt_tokens"],
+                "output_tokens": turn["completion_tokens"],
+                "total_tokens": turn["prompt_tokens"] + turn["completion_tokens"],
+            },
+        }
+        span = mlflow.start_span_no_context(
+            name=name,
+            span_type=SpanType.CHAT_MODEL,
+            parent_span=root,
+            inputs={"model": model, "messages": [dict(m) for m in turn["request"]]},
+            attributes=turn_attributes,
+            start_time_ns=at,
+        )
+        at += int(seconds * 1e9)
+        ok = turn["message"] is not None or turn["fallback"] is None
+        status = (
+            SpanStatus(SpanStatusCode.OK)
+            if ok
+            else SpanStatus(SpanStatusCode.ERROR, f"{turn['outcome']}: {turn['fallback']}")
+        )
+        text = turn["answer"]
+        outputs = None
+        if text is not None:
+            outputs = {"choices": [{"message": {"role": "assistant", "content": text}}]}
+        span.end(outputs=outputs, status=status, end_time_ns=at)
+    held = decision["weights"] is None
+    root.end(
+        outputs={"weights": decision["weights"]},
+        status=SpanStatus(SpanStatusCode.ERROR, decision["outcome"])
+        if held
+        else SpanStatus(SpanStatusCode.OK),
+        end_time_ns=max(at, end_ns),
+    )
+    return str(root.trace_id)

@@ -14,6 +14,11 @@ A spec is one of:
 * an LLM: ``llm:<model>`` on the endpoint in ``llm_options["base_url"]`` (or
   ``OPENAI_BASE_URL``), or ``llm:local`` for the bundled local model (the caller starts the
   server: see :class:`~marketarena.agents.llm_server.LocalLLMServer`);
+* an LLM that calls tools: ``llm-tools:<model>`` (or ``llm-tools:local``), the same options
+  and its budgets (:data:`~marketarena.agents.llm_tool_agent.TOOL_OPTIONS`, which ``llm:``
+  agents ignore; see :mod:`~marketarena.agents.llm_tool_agent`);
+* an LLM team: ``team:<path.yaml>`` (:mod:`~marketarena.agents.llm_team`), with the
+  ``llm_options`` it takes (``base_url``, ``cache_path``, ...);
 * a rule over indicators and features: ``rule:"rsi_14 < 30"`` holds equal weights in the
   symbols where it is true, cash where it is true for none
   (:class:`~marketarena.agents.rule_agent.RuleAgent`).
@@ -38,7 +43,9 @@ SPEC_HELP = (
     "signal:<Task>, reference:<Task> or baseline:<Task> (a diagnostic task), a saved "
     f"SB3 model ([{'|'.join(ALGORITHMS)}:]path/to/model.zip or a trained model folder), or an "
     "MLflow model (runs:/<run_id>/model, models:/<name>/<version>), or an LLM: llm:<model> "
-    "(with --base-url) or llm:local (the bundled local model), or a rule over indicators: "
+    "(with --base-url) or llm:local (the bundled local model), an LLM calling tools: "
+    "llm-tools:<model> or llm-tools:local, an LLM team: team:<path.yaml>, "
+    "or a rule over indicators: "
     'rule:"rsi_14 < 30" (equal weight where true, cash otherwise)'
 )
 
@@ -59,7 +66,10 @@ def make_agent(
         model = spec.removeprefix("llm:")
         if not model:
             raise ConfigError(f"agent {spec!r}: name the model, e.g. llm:gpt-4o-mini or llm:local")
-        options = dict(llm_options or {})
+        from marketarena.agents.llm_tool_agent import TOOL_OPTIONS
+
+        # one options mapping serves llm: and llm-tools: agents side by side
+        options = {k: v for k, v in (llm_options or {}).items() if k not in TOOL_OPTIONS}
         if model == "local":
             from marketarena.agents.llm_server import DEFAULT_MODEL_NAME
 
@@ -67,6 +77,24 @@ def make_agent(
             if not options.get("base_url"):
                 raise ConfigError("llm:local needs the local server's base_url (start it first)")
         return LLMAgent(LLMConfig(model=model, **options))
+    if spec.startswith("llm-tools:"):
+        from marketarena.agents.llm_tool_agent import LLMToolAgent, LLMToolConfig
+
+        model = spec.removeprefix("llm-tools:")
+        if not model:
+            raise ConfigError(f"agent {spec!r}: name the model, e.g. llm-tools:gpt-4o-mini")
+        options = dict(llm_options or {})
+        if model == "local":
+            from marketarena.agents.llm_server import DEFAULT_MODEL_NAME
+
+            model = DEFAULT_MODEL_NAME
+            if not options.get("base_url"):
+                raise ConfigError("llm-tools:local needs the local server's base_url")
+        return LLMToolAgent(LLMToolConfig(model=model, **options))
+    if spec.startswith("team:"):
+        from marketarena.agents.llm_team import TeamAgent
+
+        return TeamAgent.from_file(spec.removeprefix("team:"), llm_options)
     if spec.startswith("rule:"):
         rule = spec.removeprefix("rule:").strip()
         if len(rule) >= 2 and rule[0] == rule[-1] and rule[0] in "'\"":

@@ -27,6 +27,7 @@ from marketarena.cli import (
     evaluate,
     indicators,
     llm,
+    mcp,
     paper,
     replay,
     runs,
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"marketarena {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for group in (demo, evaluate, training, bench, replay, runs, llm, data, indicators, serve):
+    for group in (demo, evaluate, training, bench, replay, runs, llm, data, indicators, serve, mcp):
         group.register(subparsers)
     schedule.register(subparsers)
     paper.register(subparsers)

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from marketarena.agents.llm_team import transcript_markdown
 from marketarena.envs.data import SymbolCoverage
 from marketarena.envs.data import periods_per_year as data_periods_per_year
 from marketarena.envs.errors import MissingFileError
@@ -304,7 +305,31 @@ class EvaluationReport:
                 f"{d['completion_tokens']:,} completion tokens; ${d['cost_usd']:.4f}; "
                 f"{d['cached']} from the cache; mean latency {d['mean_latency_s']:.2f} s"
             )
+            for role, r in d.get("roles", {}).items():  # an LLM team: each role's share
+                lines.append(
+                    f"{row.agent} / {role}: {r['turns']} turns, {r['failures']} failed; "
+                    f"{r['prompt_tokens']:,} prompt + {r['completion_tokens']:,} completion "
+                    f"tokens; ${r['cost_usd']:.4f}; {r['tool_calls']} tool calls"
+                )
         return lines
+
+    def transcripts_html(self) -> str:
+        """The transcript of every decision of each LLM team (its representative run), a
+        collapsed section per decision: each role's request, tool calls, answer and tokens."""
+        parts = []
+        for row in self.rows():
+            decisions = row.diagnostics.get("transcripts")
+            if not decisions:
+                continue
+            parts.append(f"<h2>Transcripts: {html.escape(row.agent)}</h2>")
+            for decision in decisions:
+                text = "\n".join(transcript_markdown([decision]))
+                summary = f"{decision['date']}: {decision['outcome']}"
+                parts.append(
+                    f"<details><summary>{html.escape(summary)}</summary>"
+                    f"<pre>{html.escape(text)}</pre></details>"
+                )
+        return "\n".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -354,6 +379,12 @@ class EvaluationReport:
         files.update({f"png:{k}": v for k, v in images.items()})
         files["html"] = out / "report.html"
         files["html"].write_text(self.html())
+        for row in self.rows():  # an LLM team's transcripts, as Markdown too
+            if row.diagnostics.get("transcripts"):
+                path = out / f"transcripts_{slugify(row.agent)}.md"
+                lines = transcript_markdown(row.diagnostics["transcripts"])
+                path.write_text(f"# Transcripts: {row.agent}\n\n" + "\n".join(lines) + "\n")
+                files[f"transcripts:{row.agent}"] = path
         if results:
             (out / "report.json").write_text(
                 json.dumps(
@@ -449,6 +480,7 @@ benchmark. Charts show each agent's median-Sharpe run; drag to zoom, double-clic
 {"".join(f"<p>{html.escape(n)}</p>" for n in self.notes())}
 {charts}
 {self._regimes_html()}
+{self.transcripts_html()}
 <h2>Settings</h2><pre>{settings}</pre>
 <script>
 window.addEventListener("load", () => {{

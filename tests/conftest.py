@@ -131,6 +131,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
 # time: a server that is never silent long enough for a read timeout); the tests build them.
 # The server records every request (headers and JSON body) and the most requests it had in
 # flight at once. (Here, not in tests/agents/: LLM agents take part in evaluation tests too.)
+# ``route`` (a function of the request's JSON body returning a reply, or None for the queue)
+# answers several callers from one server, e.g. each role of a team by its system prompt.
+# A reply that is a list (in ``script`` or as ``then``) is a model calling tools:
+# ``[("get_prices", {"last": 5}), ("set_target_weights", '{"weights": ...')]`` becomes a chat
+# completion whose message holds these tool calls (:func:`_tool_calls_reply`; a dict of
+# arguments is sent as JSON, a str as it is, malformed too). The ``tool_calls_answer`` fixture
+# builds one with other token counts, a delay or text beside the calls.
 
 
 @dataclass
@@ -160,6 +167,7 @@ class ScriptedServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.echo_authorization = False  # put the Authorization header into error messages
+        self.route: Callable[[dict[str, Any]], Any] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -174,8 +182,9 @@ class ScriptedServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def script(self, *replies: Any, then: Any = None) -> ScriptedServer:
-        self.queue.extend(replies)
-        self.then = then
+        """Queue ``replies``; a list is a list of tool calls (:func:`tool_calls_reply`)."""
+        self.queue.extend(_tool_calls_reply(r) if isinstance(r, list) else r for r in replies)
+        self.then = _tool_calls_reply(then) if isinstance(then, list) else then
         return self
 
     def close(self) -> None:
@@ -183,7 +192,10 @@ class ScriptedServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def _next(self) -> Any:
+    def _next(self, body: dict[str, Any]) -> Any:
+        routed = self.route(body) if self.route is not None else None
+        if routed is not None:
+            return routed
         with self._lock:
             if self.queue:
                 return self.queue.popleft()
@@ -202,18 +214,17 @@ class ScriptedServer:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(_Error(404, f"no route {self.path}"))
                     return
+                body = json.loads(raw)
                 with server._lock:
                     server.requests.append(
                         Recorded(
-                            {k.lower(): v for k, v in self.headers.items()},
-                            json.loads(raw),
-                            time.monotonic(),
+                            {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()
                         )
                     )
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
-                    reply = server._next()
+                    reply = server._next(body)
                     if reply.delay:
                         server._stop.wait(reply.delay)
                     if server.echo_authorization and reply.status >= 400:
@@ -304,6 +315,62 @@ def weights_answer() -> Callable[..., Reply]:
     """``weights_answer({"A": 0.5, "CASH": 0.5})``: a chat completion (for ``script``)
     answering with these target weights (the json_schema form)."""
     return _weights_answer
+
+
+def _tool_calls_reply(
+    calls: list[tuple[str, Any]],
+    *,
+    content: str | None = None,
+    prompt_tokens: int = 100,
+    completion_tokens: int = 20,
+    delay: float = 0.0,
+) -> Reply:
+    """A chat completion calling tools: ``calls`` is ``[(name, arguments), ...]``, the
+    arguments a dict (sent as JSON) or a str (sent as it is); ids ``call_1``, ``call_2``, ...
+    in order; ``content``: text beside the calls. An empty list is a text-only answer."""
+    tool_calls = [
+        {
+            "id": f"call_{i + 1}",
+            "type": "function",
+            "function": {
+                "name": name,
+                "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+            },
+        }
+        for i, (name, arguments) in enumerate(calls)
+    ]
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return Reply(
+        body={
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": "scripted",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if tool_calls else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        },
+        delay=delay,
+    )
+
+
+@pytest.fixture
+def tool_calls_answer() -> Callable[..., Reply]:
+    """``tool_calls_answer([("get_prices", {"last": 5})], prompt_tokens=900)``: a chat
+    completion calling these tools (for ``script``; a plain list there does the same with
+    the default token counts)."""
+    return _tool_calls_reply
 
 
 # --------------------------------------------------------------------------- Ray cluster

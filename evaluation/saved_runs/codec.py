@@ -54,13 +54,15 @@ _HEADER = "marketarena-state"
 _TAG = "$t"
 
 # the marketarena classes whose instances env and agent states hold: an LLM agent's decisions
-# and prompt builder (its settings, the news it loaded); an ensemble's or allocator's shadow
+# (a tool agent's, with their transcripts) and prompt builder (its settings, the news it
+# loaded); an ensemble's or allocator's shadow
 # returns and selections; the envs' states and the other agents' are plain values, arrays
 # and numpy generators
 ALLOWED_CLASSES: frozenset[str] = frozenset(
     {
         "marketarena.agents.llm_agent.Decision",
         "marketarena.agents.llm_prompt.PromptBuilder",
+        "marketarena.agents.llm_tool_agent.ToolDecision",
         "marketarena.agents.llm_prompt.PromptSettings",
         "marketarena.envs.news.NewsEvents",
         "marketarena.evaluation.ensembles._ShadowReturns",

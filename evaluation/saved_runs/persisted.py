@@ -9,7 +9,8 @@ agent are restored from the checkpoint written with that day, so the result is i
 an uninterrupted run (an LLM agent's answers come from its cache). When the data grows,
 ``continue_backtest`` extends a finished run to a later end date without recomputing the days
 it has; the data for those days must be unchanged, and ranges that do not extend the run are
-refused.
+refused. A run an MCP client trades (agent ``"mcp"``, ``marketarena mcp serve``) has no agent
+here to carry it on: both refuse it, saying what to run instead.
 
 ``leaderboard`` ranks finished runs over the same dates; ``load_positions`` reads a run's
 holdings, fills, holding periods and turnover back from the store.
@@ -17,6 +18,7 @@ holdings, fills, holding periods and turnover back from the store.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +50,9 @@ from marketarena.evaluation.runner import (
 from marketarena.evaluation.saved_runs.store import RunInfo, RunStore
 
 Progress = Callable[[str, float], None]
+#: the agent spec of a run whose decisions an MCP client makes (``marketarena mcp serve``,
+#: :mod:`marketarena.evaluation.mcp_session`): no agent here can carry it on
+DRIVEN_AGENT = "mcp"
 
 
 def _prefix_hash(data: MarketData, end: str) -> str:
@@ -265,6 +270,7 @@ def resume_backtest(
     _refuse_paper(info)
     if info.status == "finished":
         return load_result(store, run_id)
+    _refuse_driven(info, store, resuming=True)
     with serving(with_session_llm(run_id, info.spec, llm)) as served:
         _, agent, env, observation, env_info, step = _restore(store, run_id, served, served["end"])
         run_days(store, run_id, env, agent, observation, env_info, step, progress)
@@ -285,6 +291,7 @@ def continue_backtest(
     :func:`resume_backtest`."""
     info = store.run(run_id)
     _refuse_paper(info)
+    _refuse_driven(info, store, resuming=False)
     spec = dict(info.spec)
     if info.status != "finished":
         raise ConfigError(f"run {run_id!r} did not finish: --resume it before continuing it")
@@ -323,6 +330,20 @@ def _refuse_paper(info: RunInfo) -> None:
             f"run {info.run_id!r} is a paper run: continue it with marketarena paper --resume "
             f"{info.run_id} --feed ..."
         )
+
+
+def _refuse_driven(info: RunInfo, store: RunStore, *, resuming: bool) -> None:
+    """A run driven over MCP has no agent here to carry it on: say what to run instead."""
+    if info.spec.get("agent") != DRIVEN_AGENT:
+        return
+    if resuming:
+        how = (
+            f"resume it with marketarena mcp serve --run {shlex.quote(info.run_id)} --store "
+            f"{shlex.quote(str(store.path))}"
+        )
+    else:
+        how = "no agent here can extend it; start a new run with marketarena mcp serve"
+    raise ConfigError(f"run {info.run_id!r} is traded by an MCP client: {how}")
 
 
 def load_result(store: RunStore, run_id: str) -> BacktestResult:
