@@ -69,8 +69,9 @@ def confirm_llm_requests(
     for estimate in estimates:
         console.print(estimate.line(), highlight=False, soft_wrap=True)
         if estimate.requests > LLM_REQUESTS_CONFIRM_ABOVE and not yes:
+            up_to = "up to " if estimate.upper_bound else ""
             raise ConfigError(
-                f"{estimate.agent} would make {estimate.requests:,} requests (more than "
+                f"{estimate.agent} would make {up_to}{estimate.requests:,} requests (more than "
                 f"{LLM_REQUESTS_CONFIRM_ABOVE:,}): pass --yes to run it, or narrow "
                 "--start/--end or raise --llm-decide-every"
             )

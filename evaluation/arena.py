@@ -210,12 +210,15 @@ class Tournament:
 
 
 def llm_request_estimates(config: Tournament) -> list[LLMRequestEstimate]:
-    """What each ``llm:`` agent of ``config`` would ask for in the whole tournament, before
-    anything runs: its decisions in each period (as
-    :func:`~marketarena.evaluation.evaluate.llm_request_estimates` counts them) times the
-    matches it plays there, in its own seat and as a member of every ensemble. An upper
-    bound: a match whose prompts are in the LLM cache asks nothing."""
-    specs = tuple(spec for spec in config.agents if spec.startswith("llm:"))
+    """What each LLM agent (``llm:``, ``llm-tools:``, ``team:``) of ``config`` would ask for in
+    the whole tournament, before anything runs: its requests in each period (as
+    :func:`~marketarena.evaluation.evaluate.llm_request_estimates` counts them, upper bounds
+    for tool and team agents) times the matches it plays there, in its own seat and as a
+    member of every ensemble. An upper bound: a match whose prompts are in the LLM cache asks
+    nothing."""
+    specs = tuple(
+        spec for spec in config.agents if spec.startswith(("llm:", "llm-tools:", "team:"))
+    )
     if not specs:
         return []
     competitors = len(config.agents) + len(config.ensembles)
@@ -239,6 +242,7 @@ def llm_request_estimates(config: Tournament) -> list[LLMRequestEstimate]:
                 plays * sum(e.prompt_tokens for e in per_period),
                 plays * sum(e.completion_tokens for e in per_period),
                 None if None in costs else plays * sum(c or 0.0 for c in costs),
+                upper_bound=any(e.upper_bound for e in per_period),
             )
         )
     return out

@@ -242,13 +242,16 @@ _COMPLETION_TOKENS = (0, 12)
 class LLMRequestEstimate:
     """What an LLM agent of an evaluation would ask for: requests (decisions over the date
     range; seeds replay the same prompts from the cache), tokens, and the cost where
-    ``llm.prices`` names the model."""
+    ``llm.prices`` names the model. ``upper_bound``: the requests are the most the agent may
+    make (``llm-tools:`` and ``team:`` agents, whose turns a decision depends on the model's
+    answers), printed as "up to N"."""
 
     agent: str
     requests: int
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None
+    upper_bound: bool = False
 
     def line(self) -> str:
         cost = (
@@ -256,35 +259,63 @@ class LLMRequestEstimate:
             if self.cost_usd is None
             else (f"~${self.cost_usd:,.2f}")
         )
+        up_to = "up to " if self.upper_bound else ""
         return (
-            f"{self.agent}: {self.requests:,} LLM requests, ~{self.prompt_tokens:,} prompt + "
+            f"{self.agent}: {up_to}{self.requests:,} LLM requests, "
+            f"~{self.prompt_tokens:,} prompt + "
             f"~{self.completion_tokens:,} completion tokens, {cost}"
         )
 
 
 def llm_request_estimates(config: EvaluationConfig) -> list[LLMRequestEstimate]:
-    """An estimate for every ``llm:`` agent of ``config`` (none without one), before anything
-    runs: decisions are the sessions from ``start`` to ``end`` (default: the whole data) over
-    ``decide_every``."""
-    specs = [spec for spec in config.agents if spec.startswith("llm:")]
+    """An estimate for every LLM agent of ``config`` (none without one), before anything
+    runs. Decisions are the sessions from ``start`` to ``end`` (default: the whole data) over
+    ``decide_every`` (``llm.decide_every``, or the team YAML's for a ``team:`` agent).
+
+    Requests: one a decision for ``llm:``; at most ``max_tool_calls + 1`` a decision for
+    ``llm-tools:`` (``llm.max_tool_calls``, default 12: each turn runs a tool call or counts
+    as one, and the last is forced to decide); for ``team:``, one a role turn (a debate role
+    has a turn a round) and at most ``budget.tool_calls + 1`` for a role with tools. The last
+    two are upper bounds (``upper_bound``). Tokens are the one-prompt agent's per request
+    (a rough figure for tool turns, whose conversations grow); the cost needs ``llm.prices``
+    for the model (a team's cost is left unknown: its roles may use other models)."""
+    specs = [spec for spec in config.agents if spec.startswith(("llm:", "llm-tools:", "team:"))]
     if not specs:
         return []
+    from marketarena.agents.llm_team import load_team
+    from marketarena.agents.llm_tool_agent import LLMToolConfig
+
     data = resolve_data(config.data)
     if config.universe:
         data = data.select(config.universe)
     first, last = data.date_range_indices(config.start, config.end)
     sessions = max(last - first, 0)
-    every = int(config.llm.get("decide_every", 1))
-    requests = -(-sessions // every)
     n = data.n_assets
-    prompt = requests * (_PROMPT_TOKENS[0] + _PROMPT_TOKENS[1] * n)
-    completion = requests * (_COMPLETION_TOKENS[0] + _COMPLETION_TOKENS[1] * n)
+    per_prompt = _PROMPT_TOKENS[0] + _PROMPT_TOKENS[1] * n
+    per_completion = _COMPLETION_TOKENS[0] + _COMPLETION_TOKENS[1] * n
     prices = config.llm.get("prices") or {}
     out = []
     for spec in specs:
-        price = prices.get(spec.split(":", 1)[1])
+        kind, name = spec.split(":", 1)
+        every = int(config.llm.get("decide_every", 1))
+        per_decision = 1
+        if kind == "llm-tools":
+            per_decision = int(config.llm.get("max_tool_calls", LLMToolConfig.max_tool_calls)) + 1
+        elif kind == "team":
+            team = load_team(name)
+            every = team.decide_every
+            per_decision = sum(
+                (debate.rounds if (debate := team.debate_of(role)) else 1)
+                * (spec_.budget.tool_calls + 1 if spec_.tools else 1)
+                for role, spec_ in team.roles.items()
+            )
+        requests = -(-sessions // every) * per_decision
+        prompt, completion = requests * per_prompt, requests * per_completion
+        price = None if kind == "team" else prices.get(name)
         cost = None if price is None else (prompt * price[0] + completion * price[1]) / 1e6
-        out.append(LLMRequestEstimate(spec, requests, prompt, completion, cost))
+        out.append(
+            LLMRequestEstimate(spec, requests, prompt, completion, cost, upper_bound=kind != "llm")
+        )
     return out
 
 
