@@ -872,7 +872,10 @@ def _schema(builder: PromptBuilder, final: bool) -> dict[str, Any]:
 
 def transcript_markdown(decisions: Sequence[Mapping[str, Any]]) -> Iterator[str]:
     """A team run's transcripts as Markdown lines: a section per decision, a part per turn
-    (the request's messages, tool calls, the answer, the outcome and tokens)."""
+    (the request's messages, tool calls, the answer, the outcome and tokens). An ``llm-tools``
+    run's log renders here too, through
+    :func:`~marketarena.agents.llm_tool_agent.report_transcripts` (its turns carry no tokens
+    of their own: the line leaves them out)."""
     for d in decisions:
         weights = d.get("weights")
         yield f"## {d['date']}: {d['outcome']}"
@@ -880,9 +883,13 @@ def transcript_markdown(decisions: Sequence[Mapping[str, Any]]) -> Iterator[str]
             yield "Notes: " + "; ".join(d["notes"])
         for t in d["turns"]:
             yield ""
+            tokens = (
+                f", {t['prompt_tokens']:,} + {t['completion_tokens']:,} tokens, ${t['cost']:.4f}"
+                if "prompt_tokens" in t
+                else ""
+            )
             yield (
-                f"### {t['role']} (round {t['round']}): {t['outcome']}, "
-                f"{t['prompt_tokens']:,} + {t['completion_tokens']:,} tokens, ${t['cost']:.4f}"
+                f"### {t['role']} (round {t['round']}): {t['outcome']}{tokens}"
                 + (f", fallback {t['fallback']}" if t["fallback"] else "")
             )
             for m in t["request"]:

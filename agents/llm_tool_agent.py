@@ -52,7 +52,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -388,6 +388,47 @@ class LLMToolAgent(LLMAgent):
             "mean_latency_s": float(np.mean(live)) if live else 0.0,
             "log": [asdict(x) for x in d],
         }
+
+
+def report_transcripts(log: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The decisions of :meth:`LLMToolAgent.diagnostics`'s ``log`` in a team's transcript
+    shape, so that :func:`~marketarena.agents.llm_team.transcript_markdown` (and the report)
+    renders them: a turn per model turn (``role`` "model"; its text as the answer; its tool
+    calls, arguments parsed where they are JSON and as written where not, with their results);
+    the decision's tokens and cost are a note (the loop counts them per decision)."""
+    out = []
+    for d in log:
+        totals = (
+            f"turns: {d['turns']}, tool calls: {d['tool_calls']}; tokens: "
+            f"{d['prompt_tokens']:,} + {d['completion_tokens']:,}, ${d['cost']:.4f}"
+        )
+        turns = [
+            {
+                "role": "model",
+                "round": k,
+                "outcome": turn.get("error", "ok"),
+                "fallback": None,
+                "request": [],
+                "tool_calls": [{**call, "arguments": _parsed(call)} for call in turn["calls"]],
+                "answer": turn.get("content") or "(no text)",
+                "notes": ["replayed from the cache"] if turn.get("cached") else [],
+            }
+            for k, turn in enumerate(d["transcript"], 1)
+        ]
+        notes = [*d["notes"], totals]
+        out.append({"date": d["date"], "outcome": d["outcome"], "notes": notes, "turns": turns})
+    return out
+
+
+def _parsed(call: Mapping[str, Any]) -> Any:
+    """A call's arguments: the JSON the model wrote, parsed (as written when it is not)."""
+    arguments = call.get("arguments")
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        return json.loads(arguments)
+    except json.JSONDecodeError:
+        return arguments
 
 
 def _count(decision: ToolDecision, box: Toolbox) -> None:

@@ -12,7 +12,7 @@ import csv
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from marketarena.agents.llm_team import transcript_markdown
+from marketarena.agents.llm_tool_agent import report_transcripts
 from marketarena.envs.data import SymbolCoverage
 from marketarena.envs.data import periods_per_year as data_periods_per_year
 from marketarena.envs.errors import MissingFileError
@@ -314,11 +315,12 @@ class EvaluationReport:
         return lines
 
     def transcripts_html(self) -> str:
-        """The transcript of every decision of each LLM team (its representative run), a
-        collapsed section per decision: each role's request, tool calls, answer and tokens."""
+        """The transcript of every decision of each LLM team and ``llm-tools`` agent (its
+        representative run), a collapsed section per decision: each turn's request, tool calls
+        with their results, answer and tokens."""
         parts = []
         for row in self.rows():
-            decisions = row.diagnostics.get("transcripts")
+            decisions = _transcripts(row.diagnostics)
             if not decisions:
                 continue
             parts.append(f"<h2>Transcripts: {html.escape(row.agent)}</h2>")
@@ -379,10 +381,11 @@ class EvaluationReport:
         files.update({f"png:{k}": v for k, v in images.items()})
         files["html"] = out / "report.html"
         files["html"].write_text(self.html())
-        for row in self.rows():  # an LLM team's transcripts, as Markdown too
-            if row.diagnostics.get("transcripts"):
+        for row in self.rows():  # an LLM team's (or llm-tools') transcripts, as Markdown too
+            decisions = _transcripts(row.diagnostics)
+            if decisions:
                 path = out / f"transcripts_{slugify(row.agent)}.md"
-                lines = transcript_markdown(row.diagnostics["transcripts"])
+                lines = transcript_markdown(decisions)
                 path.write_text(f"# Transcripts: {row.agent}\n\n" + "\n".join(lines) + "\n")
                 files[f"transcripts:{row.agent}"] = path
         if results:
@@ -608,3 +611,13 @@ def coverage_table(rows: Sequence[SymbolCoverage], title: str = "") -> Table:
 
 def print_table(table: Table, console: Console | None = None) -> None:
     (console or Console()).print(table)
+
+
+def _transcripts(diagnostics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The decisions' transcripts of a row, in the team's shape: a team's as they are, an
+    ``llm-tools`` agent's log converted (none for other agents)."""
+    if diagnostics.get("transcripts"):
+        return list(diagnostics["transcripts"])
+    if diagnostics.get("tools") and diagnostics.get("log"):
+        return report_transcripts(diagnostics["log"])
+    return []

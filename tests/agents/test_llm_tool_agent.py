@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -476,3 +477,38 @@ def test_the_bundled_evaluation_config_builds_the_agent(llm_server):
     options = {**settings["llm"], "base_url": llm_server.base_url}
     agent = make_agent("llm-tools:local", llm_options=options)
     assert agent.name == "llm-tools:smollm2" and agent.config.max_tool_calls == 2
+
+
+def test_the_report_shows_each_decision_s_tool_calls_and_results(llm_server, tmp_path):
+    """The report renders an llm-tools run's log through the team's transcript path: a
+    collapsed HTML section per decision and transcripts_<agent>.md, with every tool call's
+    arguments and the result the model read."""
+    from marketarena.evaluation.report import EvaluationReport
+    from marketarena.evaluation.runner import AgentEvaluation
+
+    llm_server.script([("calculate", {"expression": "1 - 0.5 - 0.3"})], ACT, then=CASH_ONLY)
+    agent = make(llm_server.base_url, tmp_path)
+    result = backtest(agent)
+    report = EvaluationReport("tools", [AgentEvaluation(agent.name, [result])])
+    page = report.html()
+    assert "<h2>Transcripts: llm-tools:scripted</h2>" in page
+    assert page.count("<details><summary>") == 2 and "2019-01-03: ok" in page
+    files = report.write(tmp_path / "report", results=False)
+    markdown = files["transcripts:llm-tools:scripted"].read_text()
+    assert markdown.startswith("# Transcripts: llm-tools:scripted\n\n## 2019-01-02: ok\n")
+    first = markdown.split("## 2019-01-03")[0]
+    # the calls with their arguments and the results the model read, as the toolbox gives them
+    calc = first_box().dispatch("calculate", {"expression": "1 - 0.5 - 0.3"})
+    assert '- tool `calculate`({"expression": "1 - 0.5 - 0.3"})' in first
+    assert f"  → {calc}" in first and calc["value"] == pytest.approx(0.2)
+    assert f"- tool `set_target_weights`({json.dumps({'weights': TARGET})})" in first
+    assert "'accepted': True" in first
+    assert "### model (round 1): ok" in first and "### model (round 2): ok" in first
+    log = agent.diagnostics()["log"][0]
+    totals = f"tokens: {log['prompt_tokens']:,} + {log['completion_tokens']:,}"
+    assert f"turns: 2, tool calls: 2; {totals}" in first
+    assert html_escape(f"  → {calc}") in page
+    # an agent without a transcript shows none
+    fixed = backtest(Scripted([1, 0, 0, 0], [1, 0, 0, 0]))
+    plain = EvaluationReport("plain", [AgentEvaluation("x", [fixed])])
+    assert "Transcripts" not in plain.html()
