@@ -68,3 +68,19 @@ def test_a_tool_run_past_1000_requests_is_refused_without_yes(tmp_path):
         "to run it, or narrow --start/--end or raise --llm-decide-every"
     )
     assert "llm-tools:gpt-x: up to 3,263 LLM requests" in text
+
+
+def test_the_arena_counts_a_tool_agent_s_bound_per_match():
+    """Pairs of 3 agents: each plays 2 matches, so twice the evaluation's 12 * 4 requests."""
+    from marketarena.evaluation.arena import Tournament
+    from marketarena.evaluation.arena import llm_request_estimates as arena_estimates
+
+    tournament = Tournament(
+        agents=("equal_weight", "llm:m", "llm-tools:m"),
+        periods=(("2019-01-02", "2019-12-31"),),
+        llm={"decide_every": 21, "max_tool_calls": 3},
+    )
+    one, tools = arena_estimates(tournament)
+    assert (one.requests, one.upper_bound) == (2 * 12, False)
+    assert (tools.requests, tools.upper_bound) == (2 * 12 * 4, True)
+    assert tools.line().startswith("llm-tools:m: up to 96 LLM requests")
