@@ -46,7 +46,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -116,29 +116,10 @@ def record_decision(
     """Record one decision of ``agent`` (an :class:`~marketarena.agents.llm_agent.LLMAgent`)
     as a trace if tracing is on and the decision was a request (not a cache replay); returns
     the trace id, or ``None``."""
-    target = _state.target
-    if target is None:
-        if not _env_on():
-            return None
-        target = _Target(None)
-    if decision.cached:
+    target = _live_target()
+    if target is None or decision.cached:
         return None
-    try:
-        trace_id = _record(agent, messages, text, decision, target.experiment_id)
-    except Exception as exc:  # tracing must never end a backtest
-        with _state.lock:
-            warned, target.warned = target.warned, True
-        if not warned:
-            warnings.warn(
-                f"LLM tracing failed ({type(exc).__name__}); decisions go on untraced",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        return None
-    if target.trace_ids is not None:
-        with _state.lock:
-            target.trace_ids.append(trace_id)
-    return trace_id
+    return _guarded(target, lambda: _record(agent, messages, text, decision, target.experiment_id))
 
 
 def _env_on() -> bool:
@@ -220,23 +201,34 @@ def record_team_decision(
     :class:`~marketarena.agents.llm_team.TeamAgent`) as one trace with a span per role turn,
     if tracing is on and some turn was a request; ``live`` holds each turn's (seconds,
     cached). Returns the trace id, or ``None``."""
-    target = _state.target
-    if target is None:
-        if not _env_on():
-            return None
-        target = _Target(None)
-    if all(cached for _, cached in live):
+    target = _live_target()
+    if target is None or all(cached for _, cached in live):
         return None
+    return _guarded(target, lambda: _record_team(agent, decision, live, target.experiment_id))
+
+
+def _live_target() -> _Target | None:
+    """Where traces go now: the ``llm_tracing`` block's target, the default experiment when
+    the environment variable turns tracing on, else None (off)."""
+    target = _state.target
+    if target is None and _env_on():
+        return _Target(None)
+    return target
+
+
+def _guarded(target: _Target, record: Callable[[], str]) -> str | None:
+    """``record()``'s trace id, kept in ``target``; a failure warns once per target and
+    returns None: tracing must never end a backtest."""
     try:
-        trace_id = _record_team(agent, decision, live, target.experiment_id)
-    except Exception as exc:  # tracing must never end a backtest
+        trace_id = record()
+    except Exception as exc:
         with _state.lock:
             warned, target.warned = target.warned, True
         if not warned:
             warnings.warn(
                 f"LLM tracing failed ({type(exc).__name__}); decisions go on untraced",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         return None
     if target.trace_ids is not None:

@@ -516,22 +516,28 @@ def load_config(
     extra: Mapping[str, Any] | None = None,
 ) -> Config:
     """Defaults < the YAML file at ``path`` < ``extra`` (e.g. a tuning trial) < overrides."""
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise MissingFileError(f"config file not found: {path}")
-        try:
-            loaded = read_yaml(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        data, source = loaded, str(path)
+    data, source = read_config_file(path)
     if extra:
         data = merge(data, extra)
     if overrides:
         data = apply_overrides(data, overrides)
         source += " with overrides " + " ".join(overrides)
     return build_config(data, source)
+
+
+def read_config_file(path: str | Path | None) -> tuple[dict[str, Any], str]:
+    """The sections of the YAML config at ``path`` and its name for messages (``{}`` and
+    ``"defaults"`` without a path); a missing file, bad YAML or a top level that is not a
+    mapping is an error naming the file."""
+    if path is None:
+        return {}, "defaults"
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"config file not found: {path}")
+    try:
+        loaded = read_yaml(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return loaded, str(path)

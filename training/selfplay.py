@@ -93,7 +93,7 @@ from marketarena.agents.sb3_agent import SB3Agent, write_agent_metadata
 from marketarena.envs.arena import ArenaEnv
 from marketarena.envs.core import ActionSpec
 from marketarena.envs.data import MarketData
-from marketarena.envs.errors import ConfigError, MissingFileError
+from marketarena.envs.errors import ConfigError
 from marketarena.envs.settings import EnvSettings
 from marketarena.evaluation import tracking
 from marketarena.evaluation.runner import give_market_data, snapshot_lookback
@@ -107,7 +107,7 @@ from marketarena.training.config import (
     _format_errors,
     _Strict,
     apply_overrides,
-    read_yaml,
+    read_config_file,
 )
 from marketarena.training.train import (
     _new_run_dir,
@@ -265,19 +265,7 @@ def load_selfplay_config(
 ) -> SelfPlayConfig:
     """Defaults < the YAML file at ``path`` < ``key.sub=value`` overrides; errors name the
     key and the file."""
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise MissingFileError(f"config file not found: {path}")
-        try:
-            loaded = read_yaml(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        data, source = loaded, str(path)
+    data, source = read_config_file(path)
     if overrides:
         data = apply_overrides(data, overrides)
         source += " with overrides " + " ".join(overrides)
