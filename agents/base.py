@@ -43,6 +43,18 @@ def hold(info: Mapping[str, Any]) -> np.ndarray:
     return np.asarray(info["weights"], dtype=np.float64)
 
 
+def snapshot_of(agent: Any, info: Mapping[str, Any]) -> Any:
+    """``info["snapshot"]`` (a :class:`~marketarena.envs.MarketSnapshot`), or a ValueError
+    saying how to build an env that gives ``agent`` (a :class:`ReadsSnapshot`) one."""
+    snapshot = info.get("snapshot")
+    if snapshot is None:
+        raise ValueError(
+            f"{agent.name} needs info['snapshot']: build the env with "
+            f"snapshot_lookback={agent.snapshot_lookback} (run_backtest does this for you)"
+        )
+    return snapshot
+
+
 def n_assets(info: Mapping[str, Any]) -> int:
     """Number of assets, from the info layout (weights are assets + cash)."""
     return len(info["weights"]) - 1

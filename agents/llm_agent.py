@@ -57,7 +57,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from marketarena.agents.base import Resumable, hold
+from marketarena.agents.base import Resumable, hold, snapshot_of
 from marketarena.agents.llm_cache import CacheMode, LLMCache
 from marketarena.agents.llm_prompt import (
     CASH,
@@ -448,12 +448,7 @@ class LLMAgent(Resumable):
         self._step += 1
         if step % self.config.decide_every:
             return hold(info)
-        snapshot = info.get("snapshot")
-        if snapshot is None:
-            raise ValueError(
-                f"{self.name} needs info['snapshot']: build the env with "
-                f"snapshot_lookback={self.snapshot_lookback} (run_backtest does this for you)"
-            )
+        snapshot = snapshot_of(self, info)
         builder = self._builder_for(snapshot.symbols)
         messages = builder.messages(snapshot, self._indicators_at(snapshot))
         decision, text = self._ask(messages, builder, snapshot.date)

@@ -88,7 +88,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from marketarena.agents.base import Resumable, hold
+from marketarena.agents.base import Resumable, hold, snapshot_of
 from marketarena.agents.llm_agent import TRANSIENT, LLMAgent, LLMConfig, parse_answer
 from marketarena.agents.llm_cache import LLMCache
 from marketarena.agents.llm_prompt import (
@@ -493,12 +493,7 @@ class TeamAgent(Resumable):
         self._step += 1
         if step % self.spec.decide_every:
             return hold(info)
-        snapshot = info.get("snapshot")
-        if snapshot is None:
-            raise ValueError(
-                f"{self.name} needs info['snapshot']: build the env with "
-                f"snapshot_lookback={self.snapshot_lookback} (run_backtest does this for you)"
-            )
+        snapshot = snapshot_of(self, info)
         builder = self._builder_for(snapshot.symbols)
         fields = builder.fields(snapshot)
         market = read_template(None, "team_user.txt").format(**fields)
