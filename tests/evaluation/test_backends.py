@@ -218,9 +218,24 @@ def test_node_killed_mid_sweep(ray_cluster, tmp_path):
         "--benchmark",
         "none",
     ]  # the whole of the bundled data: about a second a backtest
-    local, ray = tmp_path / "local", tmp_path / "ray"
+    local = tmp_path / "local"
     code, text = run_cli(*args, "--output", str(local))
     assert code == 0, text
+    # The kill races the task it aims at: one that ends between the last look and the kill
+    # is not retried. So the scenario runs again, on a new third node, until a kill lands
+    # (at most 3 times); every run must equal the local one, and one must count a retry.
+    retries = [_kill_a_node_mid_sweep(ray_cluster, tmp_path / "ray0", args, local)]
+    while retries[-1] == 0 and len(retries) < 3:
+        retries.append(
+            _kill_a_node_mid_sweep(ray_cluster, tmp_path / f"ray{len(retries)}", args, local)
+        )
+    assert retries[-1] >= 1, f"no kill landed on a running backtest in {len(retries)} tries"
+
+
+def _kill_a_node_mid_sweep(ray_cluster, ray, args, local) -> int:
+    """One sweep on the cluster whose third node is killed while it runs a backtest: the
+    report equals the local one; returns the retries it counts."""
+    tmp_path = ray.parent
     victim = ray_cluster.start_node()
     ray_cluster.wait_for_nodes(3)
     argv = [sys.executable, "-m", "marketarena.cli", *args, "--output", str(ray)]
@@ -257,13 +272,13 @@ def test_node_killed_mid_sweep(ray_cluster, tmp_path):
     doc = json.loads((ray / "metrics.json").read_text())
     backend = doc["settings"].pop("backend")
     assert backend["tasks"] == 20 and backend["nodes"] == 2
-    assert backend["retries"] >= 1
     assert f"on 2 node(s), {backend['retries']} retried after a worker or node failure" in out
     assert doc == json.loads((local / "metrics.json").read_text())
     assert (local / "metrics.csv").read_bytes() == (ray / "metrics.csv").read_bytes()
     # every (agent, seed) once
     runs = sorted(p.name for p in (ray / "results").iterdir())
     assert runs == sorted(p.name for p in (local / "results").iterdir()) and len(runs) == 20
+    return int(backend["retries"])
 
 
 # ------------------------------------------------------------------- what cannot work
