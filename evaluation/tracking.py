@@ -13,6 +13,7 @@ import numbers
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -73,6 +74,14 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def active_mlflow() -> Any:
+    """The ``mlflow`` module when a run is active in this process, else ``None``; MLflow is
+    not imported for the question (it takes about a second: a process that never tracks,
+    such as a bench job on a Ray worker, never pays it): no import, no active run."""
+    mlflow = sys.modules.get("mlflow")
+    return mlflow if mlflow is not None and mlflow.active_run() else None
+
+
 def metric_key(*parts: str) -> str:
     """An MLflow-safe metric name from parts (``eval/buy_and_hold/sharpe``)."""
     return "/".join(re.sub(r"[^A-Za-z0-9_.\-]+", "_", p).strip("_") for p in parts)
@@ -107,7 +116,33 @@ def mlflow_run(
         run_name = None
     with mlflow.start_run(run_name=run_name, **kwargs) as run:
         mlflow.set_tags({"git_sha": git_sha(), **(tags or {})})
-        yield run
+        try:
+            yield run
+        except BaseException as exc:
+            reason = stopped_on_purpose(exc)
+            if reason is not None:  # stopped, not broken: KILLED, with why
+                mlflow.set_tag("stopped", reason[:500])
+                mlflow.end_run("KILLED")
+            raise
+
+
+class RunStopped(Exception):
+    """Raised to stop a run on purpose, with why (e.g. a trial Ray Tune's scheduler
+    stopped): :func:`mlflow_run` ends the run KILLED, with the reason as its ``stopped`` tag."""
+
+
+def stopped_on_purpose(exc: BaseException) -> str | None:
+    """Why a run was stopped on purpose (a pruned trial, Ctrl-C), or ``None`` for a failure.
+    Such a run ends KILLED rather than FAILED in MLflow (the runs that failed are then the
+    ones to look at)."""
+    if isinstance(exc, RunStopped):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    optuna = sys.modules.get("optuna")
+    if optuna is not None and isinstance(exc, optuna.TrialPruned):
+        return f"pruned: {exc}" if str(exc) else "pruned"
+    return None
 
 
 @contextmanager

@@ -316,8 +316,6 @@ class Trainer:
         return run_backtest(agent, spec, start, end, progress=progress)
 
     def validate(self, step: int) -> bool:
-        import mlflow
-
         bar = self._progress
         result = self.validation_backtest(
             self.current_agent(), bar.validation if bar is not None else None
@@ -336,7 +334,8 @@ class Trainer:
         )
         record = {k: table[k] for k in keep} | {"step": step}
         self.state["evaluations"].append(record)
-        if mlflow.active_run():
+        mlflow = tracking.active_mlflow()
+        if mlflow is not None:
             finite = {f"eval/{k}": v for k, v in record.items() if k != "step" and np.isfinite(v)}
             mlflow.log_metrics(finite, step=step)
         score = table[chosen]
@@ -509,7 +508,6 @@ class Trainer:
             return self._run(resume_from)
 
     def _run(self, resume_from: Path | None) -> TrainResult:
-        import mlflow
         from stable_baselines3.common.logger import Logger
 
         c = self.config
@@ -562,7 +560,8 @@ class Trainer:
         report_dir = None
         if c.training.validation_report:
             report_dir = self.validation_report(best if best.exists() else final)
-        if mlflow.active_run():
+        mlflow = tracking.active_mlflow()
+        if mlflow is not None:
             for name in ("config.yaml", "manifest.json", "state.json"):
                 mlflow.log_artifact(str(self.run_dir / name))
             mlflow.log_artifacts(str(self.run_dir / "model"), artifact_path="final_model")
@@ -791,12 +790,12 @@ def _run_tracked(
     trainer: Trainer, ckpt: Path | None, mlflow_parent_run_id: str | None
 ) -> TrainResult:
     """``trainer.run(ckpt)`` in the run's MLflow run (new, or the one it resumes) when
-    tracking is on."""
-    import mlflow
-
+    tracking is on (MLflow is imported only then: a second a process otherwise)."""
     config, run_dir = trainer.config, trainer.run_dir
     if not config.mlflow.enabled:
         return trainer.run(ckpt)
+    import mlflow
+
     tags = {
         "kind": "training",
         "algo": config.algo.name,

@@ -601,6 +601,9 @@ def retrain_and_test(best: Config, study: Any, out: Path) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------ Ray Tune
+#: the ``stopped`` tag of a training run whose trial ASHA stopped
+STOPPED_BY_ASHA = "pruned: stopped by ASHA"
+
 def _optuna_distributions(space: dict[str, Any]) -> dict[str, Any]:
     """The sampled parameters of a search space as Optuna distributions."""
     import optuna.distributions as d
@@ -675,7 +678,10 @@ def tune_on_ray(
             if not math.isfinite(score):
                 nan.append(step)  # a NaN validation score ends the trial: pruned
                 return False
-            session.report({"score": score, "step": step, "final": False})
+            try:
+                session.report({"score": score, "step": step, "final": False})
+            except SystemExit:  # Ray Tune's way to stop a trial its scheduler stopped
+                raise tracking.RunStopped(STOPPED_BY_ASHA) from None
             return True
 
         for fold in objective.folds:
@@ -687,6 +693,8 @@ def tune_on_ray(
                         on_evaluation=report if not scores else None,
                         mlflow_parent_run_id=run_id,
                     )
+                except tracking.RunStopped:
+                    raise SystemExit(0) from None  # the run is closed: as Ray Tune asked
                 except (ValueError, RuntimeError) as exc:
                     if _NON_FINITE.search(str(exc)):
                         return  # diverged: pruned
@@ -759,7 +767,8 @@ def tune_on_ray(
 
 def _close_killed_runs(study_run_id: str) -> None:
     """Training runs under the study's run still marked running (their trial was stopped by
-    ASHA, which ends the trial's actor): marked killed."""
+    ASHA, which ends the trial's actor): marked killed, tagged ``stopped`` as a pruned
+    trial's training run is on the Optuna path (:func:`tracking.mlflow_run`)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking.tracking_uri())
@@ -770,4 +779,5 @@ def _close_killed_runs(study_run_id: str) -> None:
         "attributes.status = 'RUNNING'",
     )
     for run in runs:
+        client.set_tag(run.info.run_id, "stopped", STOPPED_BY_ASHA)
         client.set_terminated(run.info.run_id, "KILLED")

@@ -120,3 +120,25 @@ def test_an_existing_experiment_is_retagged_as_model_training(store):
         store.get_experiment(exp_id).tags[tracking.EXPERIMENT_KIND_TAG]
         == tracking.MODEL_TRAINING_KIND
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "stopped"),
+    [
+        (KeyboardInterrupt(), "KILLED", "interrupted"),
+        (ValueError("broken"), "FAILED", None),
+    ],
+)
+def test_a_run_stopped_on_purpose_ends_killed(tmp_path, monkeypatch, error, status, stopped):
+    """Ctrl-C (or a pruned Optuna trial, in test_tune.py) ends a run KILLED with a ``stopped``
+    tag saying why; any other exception leaves MLflow's FAILED. The exception goes on."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(type(error)), tracking.mlflow_run("stops", "run") as run:
+        raise error
+    assert mlflow.active_run() is None
+    done = mlflow.MlflowClient(uri).get_run(run.info.run_id)
+    assert done.info.status == status
+    assert done.data.tags.get("stopped") == stopped

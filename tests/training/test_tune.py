@@ -478,7 +478,11 @@ def test_fold_splits_by_hand():
 # --------------------------------------------------------------------------- pruning
 def test_a_nan_validation_score_prunes_the_trial(tmp_path, monkeypatch, no_report):
     """Trial 1's validation Sharpe is NaN at every evaluation: pruned, not failed, and the
-    study goes on. (No pruner: only the NaN can prune it.)"""
+    study goes on. (No pruner: only the NaN can prune it.) In MLflow its training run ends
+    KILLED with why (stopped on purpose: the FAILED runs are the ones that broke), the
+    others FINISHED."""
+    from mlflow.tracking import MlflowClient
+
     original = Trainer.validation_backtest
     nan_trials: list[str] = []
 
@@ -492,9 +496,11 @@ def test_a_nan_validation_score_prunes_the_trial(tmp_path, monkeypatch, no_repor
 
     monkeypatch.setattr(Trainer, "validation_backtest", validation_backtest)
     monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     seen = []
     result = tune(
-        smoke(*FAST, *NO_MLFLOW, "tuning.n_trials=3", "tuning.pruner=none"),
+        smoke(*FAST, "tuning.n_trials=3", "tuning.pruner=none"),
         out_dir=tmp_path / "tuning",
         on_trial=seen.append,
     )
@@ -504,6 +510,19 @@ def test_a_nan_validation_score_prunes_the_trial(tmp_path, monkeypatch, no_repor
     assert (result.n_complete, result.n_pruned, result.n_failed) == (2, 1, 0)
     assert study.trials[1].value is None
     assert [t.state for t in seen] == states(study)
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    # a training run's name: <trial's config name>__<algo>__<seed>__<time>
+    trained = {
+        r.info.run_name.split("__")[0]: r for r in runs if r.data.tags.get("kind") == "training"
+    }
+    assert {n: r.info.status for n, r in trained.items()} == {
+        "smoke-t0": "FINISHED",
+        "smoke-t1": "KILLED",
+        "smoke-t2": "FINISHED",
+    }
+    assert trained["smoke-t1"].data.tags["stopped"] == "pruned: NaN validation score"
+    assert "stopped" not in trained["smoke-t0"].data.tags
 
 
 def test_a_diverging_run_is_pruned_and_another_error_is_not(tmp_path, monkeypatch):
