@@ -43,6 +43,15 @@ def hold(info: Mapping[str, Any]) -> np.ndarray:
     return np.asarray(info["weights"], dtype=np.float64)
 
 
+#: the agent specs that talk to an LLM endpoint: one prompt, with tools, a team
+LLM_SPEC_PREFIXES = ("llm:", "llm-tools:", "team:")
+
+
+def uses_llm(spec: str) -> bool:
+    """Whether the agent a spec names talks to an LLM endpoint."""
+    return spec.strip().startswith(LLM_SPEC_PREFIXES)
+
+
 def snapshot_of(agent: Any, info: Mapping[str, Any]) -> Any:
     """``info["snapshot"]`` (a :class:`~marketarena.envs.MarketSnapshot`), or a ValueError
     saying how to build an env that gives ``agent`` (a :class:`ReadsSnapshot`) one."""

@@ -77,7 +77,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from marketarena.agents.base import Agent
+from marketarena.agents.base import Agent, uses_llm
 from marketarena.agents.llm_server import local_model_served
 from marketarena.envs.arena import REWARD_MODES, ArenaEnv
 from marketarena.envs.data import MarketData, as_dates, resolve_data
@@ -87,7 +87,7 @@ from marketarena.envs.portfolio_env import MarketSnapshot
 from marketarena.envs.settings import EnvSettings, build_impact
 from marketarena.envs.splits import iso_date
 from marketarena.evaluation import metrics
-from marketarena.evaluation.backends import LOCAL, Backend, Task, run_tasks
+from marketarena.evaluation.backends import LOCAL, Backend, Task, job_cpus, run_tasks
 from marketarena.evaluation.evaluate import (
     EvaluationConfig,
     LLMRequestEstimate,
@@ -97,6 +97,7 @@ from marketarena.evaluation.evaluate import (
     build_agents,
     observation_settings,
     recipe_resources,
+    recipe_specs,
 )
 from marketarena.evaluation.evaluate import llm_request_estimates as evaluation_estimates
 from marketarena.evaluation.report import EvaluationReport, slugify
@@ -216,9 +217,7 @@ def llm_request_estimates(config: Tournament) -> list[LLMRequestEstimate]:
     for tool and team agents) times the matches it plays there, in its own seat and as a
     member of every ensemble. An upper bound: a match whose prompts are in the LLM cache asks
     nothing."""
-    specs = tuple(
-        spec for spec in config.agents if spec.startswith(("llm:", "llm-tools:", "team:"))
-    )
+    specs = tuple(spec for spec in config.agents if uses_llm(spec))
     if not specs:
         return []
     competitors = len(config.agents) + len(config.ensembles)
@@ -703,6 +702,7 @@ def _run(
         Task(
             f"match {m.index}: {' vs '.join(m.agents)} (seed {m.seed})",
             ([recipes[n] for n in m.agents], m),
+            num_cpus=job_cpus([s for n in m.agents for s in recipe_specs(ev, recipes[n])]),
             resources={
                 k: 1.0 for n in m.agents for k in recipe_resources(ev, recipes[n])
             },  # the seats decide in turn: one request stream per match

@@ -23,9 +23,14 @@ whose nodes must declare each LLM endpoint's capacity themselves::
 
 Fault tolerance: a task whose worker or node dies is retried up to ``max_retries`` times on
 the nodes left (Ray's task retries; an exception raised by the job itself is not retried, it
-is the job's result). Every attempt is recorded by the task itself in a small actor on the
-driver's node, so :class:`Outcome` counts the retries; results are gathered once per task, so
-none is lost or counted twice.
+is the job's result). Each task returns, with its result, which attempt gave it (Ray's own
+count of the task's executions), so :class:`Outcome` counts the retries; results are gathered
+once per task, so none is lost or counted twice. Progress reports (``on_report``) travel
+through a small actor on the driver's node, made only when they are asked for.
+
+Ray's task events (the dashboard's task list, ``ray list tasks``) are off for these tasks
+unless ``MARKETARENA_RAY_TASK_EVENTS=1`` (:func:`task_events`): on a node whose cores are all
+busy they slow the jobs down.
 
 A cluster's nodes need the same files at the same paths as the driver (the code installed,
 configs and saved models named by relative paths, the output folder): tasks run in the
@@ -45,9 +50,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from marketarena.agents.base import uses_llm
 from marketarena.envs.errors import ConfigError, MarketArenaError
 
 BACKENDS = ("local", "ray")
+#: the CPUs a job declares whose agents all talk to an LLM endpoint: it mostly waits on the
+#: endpoint, whose resource (``llm:<hash>``) is what bounds how many run at once
+LLM_JOB_CPUS = 0.25
+#: set to 1 to have Ray record the tasks' events (:func:`task_events`)
+TASK_EVENTS_ENV = "MARKETARENA_RAY_TASK_EVENTS"
 RAY_INSTALL = 'pip install "marketarena[ray]"'
 #: the most often a task's progress is sent to the driver (seconds between reports)
 REPORT_EVERY = 0.25
@@ -147,6 +158,20 @@ def llm_resource(base_url: str | None) -> str:
     return "llm:" + hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:12]
 
 
+def task_events() -> bool:
+    """Whether Ray records our tasks' events (:data:`TASK_EVENTS_ENV` set to 1): they feed
+    the Ray dashboard's task list and the state API (``ray list tasks``), and cost the jobs
+    some of their speed on a node whose cores are all busy (docs/BENCHMARKS.md measures it),
+    so they are off unless asked for."""
+    return os.environ.get(TASK_EVENTS_ENV) == "1"
+
+
+def job_cpus(specs: Sequence[str]) -> float:
+    """The CPUs a job declares that runs the agents ``specs``: :data:`LLM_JOB_CPUS` when they
+    all talk to an LLM endpoint, else 1."""
+    return LLM_JOB_CPUS if specs and all(uses_llm(s) for s in specs) else 1.0
+
+
 # ---------------------------------------------------------------------------------- Ray
 def import_ray() -> Any:
     """The ``ray`` module, or a :class:`BackendError` saying how to install it."""
@@ -237,19 +262,16 @@ def _check_resources(ray: Any, resources: Sequence[str]) -> None:
             )
 
 
-def _ledger_class() -> type:
-    """The ledger actor's class: on the driver's node, every task's attempts and the progress
-    reports waiting for the driver. Made here, like :func:`_task_body`, so that Ray ships it
-    by value: a task holding its handle never imports marketarena to use it."""
+def _reports_class() -> type:
+    """The actor that holds the jobs' progress reports until the driver collects them, on
+    the driver's node; made only when the driver asks for reports (``on_report``: an actor
+    is a process of its own, a second of CPU to start). Made here, like :func:`_task_body`,
+    so that Ray ships it by value: a task holding its handle never imports marketarena to use
+    it."""
 
-    class Ledger:
+    class Reports:
         def __init__(self) -> None:
-            self.attempts: dict[str, int] = {}
             self.reports: list[tuple[Any, ...]] = []
-
-        def start(self, key: str) -> int:
-            self.attempts[key] = self.attempts.get(key, 0) + 1
-            return self.attempts[key]
 
         def report(self, payload: tuple[Any, ...]) -> None:
             self.reports.append(payload)
@@ -258,37 +280,35 @@ def _ledger_class() -> type:
             out, self.reports = self.reports, []
             return out
 
-        def counts(self) -> dict[str, int]:
-            return dict(self.attempts)
-
-    return Ledger
+    return Reports
 
 
 def _task_body() -> Callable[..., Any]:
-    """The body of every task, made here so that Ray ships it by value: a worker runs it, and
-    records the attempt, before it imports marketarena (seconds on a fresh worker), so that a
-    worker or node that dies during those imports still counts as an attempt."""
+    """The body of every task, made here so that Ray ships it by value (a worker runs it
+    before it imports marketarena)."""
 
     def run(
         blob: bytes,
-        key: str,
         shared: list[Any],
-        ledger: Any,
+        reports: Any,
         cwd: str,
         env: Mapping[str, str],
         every: float,
-    ) -> Any:
-        """Record the attempt; run the job (``blob``: the pickled job function and its
-        arguments) in the driver's working directory and environment, with the shared inputs
-        from the object store; send its progress at most every ``every`` seconds, and its last
-        report before returning."""
+    ) -> tuple[int, Any]:
+        """Run the job (``blob``: the pickled job function and its arguments) in the driver's
+        working directory and environment, with the shared inputs from the object store; send
+        its progress (when ``reports`` is an actor) at most every ``every`` seconds, and its
+        last report before returning. Returns which attempt of the task this is (Ray's own
+        count: 1, or more after a worker or node died under an earlier one) and the result."""
         import os
         import pickle
         import time
 
         import ray
 
-        ray.get(ledger.start.remote(key))
+        # Ray's count of this task's executions so far (0 the first time)
+        core = ray._private.worker.global_worker.core_worker  # type: ignore[attr-defined]
+        attempt = int(core.get_current_task_attempt_number()) + 1
         if os.path.isdir(cwd):
             os.chdir(cwd)
         os.environ.update(env)
@@ -297,9 +317,11 @@ def _task_body() -> Callable[..., Any]:
         pending: list[tuple[Any, ...]] = []
 
         def report(*payload: Any) -> None:
+            if reports is None:
+                return
             now = time.monotonic()
             if now - last[0] >= every:
-                ledger.report.remote(payload)
+                reports.report.remote(payload)
                 last[0] = now
                 pending.clear()
             else:
@@ -307,8 +329,8 @@ def _task_body() -> Callable[..., Any]:
 
         out = fn(args, ray.get(shared[0]), report)
         if pending:
-            ray.get(ledger.report.remote(pending[0]))
-        return out
+            ray.get(reports.report.remote(pending[0]))
+        return attempt, out
 
     return run
 
@@ -370,7 +392,9 @@ def run_tasks(
         return Outcome(values, [1] * len(tasks))
     needed = sorted({r for t in tasks for r in t.resources})
     with ray_connection(backend, needed) as ray:
-        return _run_on_ray(ray, backend, fn, tasks, shared, progress, notify, arrived)
+        return _run_on_ray(
+            ray, backend, fn, tasks, shared, progress, notify, arrived, on_report is not None
+        )
 
 
 def _run_on_ray(
@@ -382,23 +406,27 @@ def _run_on_ray(
     progress: Progress | None,
     notify: Callable[..., None],
     arrived: Callable[[int, Any], None],
+    on_report_wanted: bool,
 ) -> Outcome:
     from ray.exceptions import RayTaskError
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = ray.get_runtime_context().get_node_id()
-    ledger = (
-        ray.remote(_ledger_class())
-        .options(
-            num_cpus=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+    reports = None
+    if on_report_wanted:
+        here = ray.get_runtime_context().get_node_id()
+        reports = (
+            ray.remote(_reports_class())
+            .options(
+                num_cpus=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+                enable_task_events=task_events(),
+            )
+            .remote()
         )
-        .remote()
-    )
     from ray import cloudpickle
 
-    # once; every task gets it by reference (inside a list: fetched after the attempt is
-    # recorded, not before the task starts)
+    # once; every task gets it by reference (inside a list: fetched by the task when it
+    # runs, not by Ray before it starts)
     shared_ref = [ray.put(dict(shared))]
     env = {k: os.environ[k] for k in _DRIVER_ENV if k in os.environ}
     remote = ray.remote(_task_body())
@@ -409,11 +437,11 @@ def _run_on_ray(
             max_retries=backend.max_retries,
             retry_exceptions=False,
             name=t.key[:200],
+            enable_task_events=task_events(),
         ).remote(
             cloudpickle.dumps((fn, t.args)),
-            t.key,
             shared_ref,
-            ledger,
+            reports,
             os.getcwd(),
             env,
             REPORT_EVERY,
@@ -421,18 +449,27 @@ def _run_on_ray(
         for i, t in enumerate(tasks)
     }
     values: list[Any] = [None] * len(tasks)
+    attempts = [1] * len(tasks)
     done = 0
     if progress is not None:
         progress(0, len(tasks), f"{len(tasks)} tasks on Ray")
+
+    def collect() -> None:
+        if reports is not None:
+            for payload in ray.get(reports.drain.remote()):
+                notify(*payload)
+
     try:
         while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1, timeout=REPORT_EVERY)
-            for payload in ray.get(ledger.drain.remote()):
-                notify(*payload)
+            # without reports to collect, the driver sleeps until a task ends
+            ready, _ = ray.wait(
+                list(refs), num_returns=1, timeout=REPORT_EVERY if reports is not None else 1.0
+            )
+            collect()
             for ref in ready:
                 i = refs.pop(ref)
                 try:
-                    values[i] = ray.get(ref)
+                    attempts[i], values[i] = ray.get(ref)
                 except RayTaskError as exc:
                     cause = exc.cause
                     if isinstance(cause, BaseException):
@@ -442,11 +479,9 @@ def _run_on_ray(
                 done += 1
                 if progress is not None:
                     progress(done, len(tasks), tasks[i].key)
-        for payload in ray.get(ledger.drain.remote()):
-            notify(*payload)
-        counts = ray.get(ledger.counts.remote())
+        collect()
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     finally:
         for ref in refs:  # an error: the tasks still queued are not left running
             ray.cancel(ref, force=True)
-    return Outcome(values, [counts.get(t.key, 1) for t in tasks], nodes)
+    return Outcome(values, attempts, nodes)

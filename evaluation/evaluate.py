@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from marketarena.agents.base import Agent, ExpectsObservation
+from marketarena.agents.base import Agent, ExpectsObservation, uses_llm
 from marketarena.agents.llm_server import local_model_served
 from marketarena.agents.registry import make_agent
 from marketarena.envs.data import resolve_data
@@ -21,7 +21,14 @@ from marketarena.envs.risk import build_risk
 from marketarena.envs.settings import EnvSettings
 from marketarena.envs.splits import iso_date
 from marketarena.evaluation.allocation import ALLOCATION_METHODS, make_allocator
-from marketarena.evaluation.backends import LOCAL, Backend, Task, llm_resource, run_tasks
+from marketarena.evaluation.backends import (
+    LOCAL,
+    Backend,
+    Task,
+    job_cpus,
+    llm_resource,
+    run_tasks,
+)
 from marketarena.evaluation.ensembles import ENSEMBLE_KINDS, make_ensemble
 from marketarena.evaluation.regimes import (
     check_kinds,
@@ -279,7 +286,7 @@ def llm_request_estimates(config: EvaluationConfig) -> list[LLMRequestEstimate]:
     two are upper bounds (``upper_bound``). Tokens are the one-prompt agent's per request
     (a rough figure for tool turns, whose conversations grow); the cost needs ``llm.prices``
     for the model (a team's cost is left unknown: its roles may use other models)."""
-    specs = [spec for spec in config.agents if spec.startswith(("llm:", "llm-tools:", "team:"))]
+    specs = [spec for spec in config.agents if uses_llm(spec)]
     if not specs:
         return []
     from marketarena.agents.llm_team import load_team
@@ -357,12 +364,16 @@ def build_agents(config: EvaluationConfig) -> list[Agent]:
     return [build_agent(config, recipe) for recipe in agent_recipes(config)]
 
 
+def recipe_specs(config: EvaluationConfig, recipe: Recipe) -> list[str]:
+    """The agent specs a recipe runs: its own, or its members'."""
+    kind, name = recipe
+    return [name] if kind == "agent" else list(config.agents)
+
+
 def recipe_resources(config: EvaluationConfig, recipe: Recipe) -> dict[str, float]:
     """A recipe's Ray resources: one request stream of the LLM endpoint when it (or a member)
-    is an ``llm:`` agent."""
-    kind, name = recipe
-    specs = [name] if kind == "agent" else list(config.agents)
-    if any(s.startswith("llm:") for s in specs):
+    is an LLM agent (``llm:``, ``llm-tools:``, ``team:``)."""
+    if any(uses_llm(s) for s in recipe_specs(config, recipe)):
         return {llm_resource(config.llm.get("base_url")): 1.0}
     return {}
 
@@ -517,6 +528,7 @@ def _evaluate_on_ray(
         Task(
             f"{name} (seed {seed})",
             (config, recipe, seed),
+            num_cpus=job_cpus(recipe_specs(config, recipe)),
             resources=recipe_resources(config, recipe),
         )
         for name, recipe in zip(names, recipes, strict=True)

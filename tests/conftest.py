@@ -391,6 +391,10 @@ class RayCluster:
         # Ray elsewhere on the machine uses (it finds them by their processes): a rare one
         self.port = random.randint(30000, 39999)
         self.address = f"127.0.0.1:{self.port}"
+        # an LLM endpoint the tests may serve in the namespace: the head declares it with a
+        # capacity of 2 request streams (``llm_capacity``)
+        self.llm_url = f"http://127.0.0.1:{self.port + 1}/v1"
+        self.llm_capacity = 2
         self.root = root
         self.python = sys.executable
         # no token file under ~/.ray; a dead node noticed within seconds, not half a minute
@@ -431,7 +435,14 @@ class RayCluster:
         import subprocess
         from pathlib import Path
 
-        role = ["--head", f"--port={self.port}", "--include-dashboard=false"] if head else []
+        from marketarena.evaluation.backends import llm_resource
+
+        llm = json.dumps({llm_resource(self.llm_url): self.llm_capacity})
+        role = (
+            ["--head", f"--port={self.port}", "--include-dashboard=false", f"--resources={llm}"]
+            if head
+            else []
+        )
         role += [] if head else [f"--address={self.address}"]
         log = Path(self.root) / f"node{len(self.nodes)}.log"
         node = subprocess.Popen(

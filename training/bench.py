@@ -44,14 +44,21 @@ from typing import Any, Literal
 
 import numpy as np
 
-from marketarena.agents.base import ExpectsObservation
+from marketarena.agents.base import ExpectsObservation, uses_llm
 from marketarena.agents.registry import SPEC_HELP, make_agent
 from marketarena.agents.sb3_agent import SB3Agent
 from marketarena.envs.errors import ConfigError, MissingFileError
 from marketarena.envs.settings import OBSERVATION_SETTINGS
 from marketarena.envs.tasks import TASKS, get_task, use_task_markets
 from marketarena.evaluation import bench_stats, tracking
-from marketarena.evaluation.backends import LOCAL, Backend, Task, llm_resource, run_tasks
+from marketarena.evaluation.backends import (
+    LOCAL,
+    Backend,
+    Task,
+    job_cpus,
+    llm_resource,
+    run_tasks,
+)
 from marketarena.evaluation.metrics import PERIODS_PER_YEAR
 from marketarena.evaluation.report import format_value, slugify
 from marketarena.evaluation.runner import BacktestResult
@@ -266,7 +273,7 @@ def resolve_agents(config: BenchConfig, skip_llm: bool = False) -> list[BenchAge
     """The config's agents, then the anchors; checked against the tasks before any job runs
     (``skip_llm``: leave out ``llm:`` agents, whose endpoint may not be up yet)."""
     uri = tracking.tracking_uri()
-    specs = [s for s in config.agents if not (skip_llm and s.strip().startswith("llm:"))]
+    specs = [s for s in config.agents if not (skip_llm and uses_llm(s))]
     agents = [resolve_agent(s, uri, config.llm) for s in specs]
     agents += [BenchAgent(a, "anchor", a) for a in ANCHOR_AGENTS if a not in config.agents]
     names = [a.name for a in agents]
@@ -789,13 +796,13 @@ def _bench_job(
 
 
 def _job_resources(job: Job, config: BenchConfig) -> dict[str, Any]:
-    """A job's Ray resources: a training's torch threads as CPUs (else 1), and one request
-    stream of the LLM endpoint for an ``llm:`` agent."""
-    out: dict[str, Any] = {"num_cpus": 1.0}
+    """A job's Ray resources: a training's torch threads as CPUs (else :func:`job_cpus`), and
+    one request stream of the LLM endpoint for an LLM agent."""
+    out: dict[str, Any] = {"num_cpus": job_cpus([job.agent.spec])}
     if job.agent.kind == "rl":
         threads = training_config(job.agent, job.task, job.seed, config).algo.torch_threads
         out["num_cpus"] = float(threads)
-    if job.agent.spec.startswith("llm:"):
+    if uses_llm(job.agent.spec):
         out["resources"] = {llm_resource(config.llm.get("base_url")): 1.0}
     return out
 

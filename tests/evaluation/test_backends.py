@@ -354,3 +354,100 @@ def test_arena_on_ray_equals_local(ray_cluster, tmp_path):
         )
 
     assert lines(local) == lines(ray)
+
+
+# ------------------------------------------------------------------ an LLM endpoint's cap
+# An OpenAI-compatible endpoint, run in the cluster's namespace: every answer the same
+# allocation after a pause, the number of requests and the most in flight at once written to
+# a JSON file after each one.
+LLM_SERVER = """\
+import json, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+port, record = int(sys.argv[1]), sys.argv[2]
+lock, state = threading.Lock(), {"requests": 0, "in_flight": 0, "max_in_flight": 0}
+content = json.dumps({"weights": {"AAPL": 0.4, "JNJ": 0.3, "XOM": 0.2, "CASH": 0.1},
+                      "confidence": 0.6})
+reply = json.dumps({
+    "id": "c", "object": "chat.completion", "created": 0, "model": "m",
+    "choices": [{"index": 0, "finish_reason": "stop",
+                 "message": {"role": "assistant", "content": content}}],
+    "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+}).encode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with lock:
+            state["requests"] += 1
+            state["in_flight"] += 1
+            state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
+        time.sleep(0.15)
+        with lock:
+            state["in_flight"] -= 1
+            with open(record, "w") as fh:
+                json.dump(state, fh)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+
+server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+with open(record, "w") as fh:
+    json.dump(state, fh)
+server.serve_forever()
+"""
+
+
+def test_llm_jobs_hold_their_endpoints_resource(ray_cluster, tmp_path):
+    """Four ``llm:`` jobs (4 seeds) on a cluster whose head declares the endpoint's capacity
+    as 2 request streams: an LLM job needs a quarter of a CPU, so the two CPUs would run all
+    four at once; the endpoint's resource lets 2 run, never more, and the reports equal a
+    local run's against the same endpoint (but for the answers' latency)."""
+    script, record = tmp_path / "server.py", tmp_path / "requests.json"
+    script.write_text(LLM_SERVER)
+    port = ray_cluster.llm_url.rsplit(":", 1)[1].split("/")[0]
+    server = subprocess.Popen(ray_cluster.command(sys.executable, str(script), port, str(record)))
+    try:
+        deadline = time.monotonic() + 30
+        while not record.exists():
+            assert server.poll() is None and time.monotonic() < deadline, "no LLM server"
+            time.sleep(0.05)
+        args = [
+            "evaluate",
+            "--agent",
+            "llm:test-model",
+            "--base-url",
+            ray_cluster.llm_url,
+            "--seeds",
+            "4",
+            "--start",
+            "2021-06-01",
+            "--end",
+            "2021-06-30",
+            "--llm-cache",
+            "",
+        ]
+        env = {"OPENAI_API_KEY": "sk-test"}
+        proc = ray_cluster.cli(*args, "--output", str(tmp_path / "ray"), cwd=tmp_path, **env)
+        on_ray = json.loads(record.read_text())
+        assert on_ray["max_in_flight"] == ray_cluster.llm_capacity, (on_ray, proc.stdout)
+        assert "ray: 12 tasks on 2 node(s)" in proc.stdout  # the LLM agent, 2 baselines
+        local = [sys.executable, "-m", "marketarena.cli", *args, "--output", str(tmp_path / "l")]
+        ray_cluster.run(*local, cwd=tmp_path, env=env)
+    finally:
+        server.kill()
+        server.wait()
+    requests = json.loads(record.read_text())["requests"]
+    assert requests == 2 * on_ray["requests"] > 0  # the local run asked as often
+    ray, here = tmp_path / "ray", tmp_path / "l"
+    drop = ("diag_mean_latency_s",)  # the endpoint's answer times, which no run repeats
+    assert csv_rows(ray / "metrics.csv", drop) == csv_rows(here / "metrics.csv", drop)
+    name = "daily_llm_test-model.csv"
+    assert (ray / name).read_bytes() == (here / name).read_bytes()
