@@ -451,3 +451,57 @@ def test_llm_jobs_hold_their_endpoints_resource(ray_cluster, tmp_path):
     assert csv_rows(ray / "metrics.csv", drop) == csv_rows(here / "metrics.csv", drop)
     name = "daily_llm_test-model.csv"
     assert (ray / name).read_bytes() == (here / name).read_bytes()
+
+
+# ------------------------------------------------------------ shared inputs, put once
+SHARED_PROBE = """\
+import json, os, sys, time
+import numpy as np
+import ray
+from marketarena.evaluation.backends import Backend, Task, run_tasks
+
+puts = []
+original_put = ray.put
+def counted_put(value, *args, **kwargs):
+    puts.append(type(value).__name__)
+    return original_put(value, *args, **kwargs)
+ray.put = counted_put
+
+def job(i, shared, report):
+    import os, time
+    import numpy as np
+    import ray
+    prices = shared["prices"]
+    time.sleep(0.5)  # long enough that both nodes take tasks
+    return {
+        "node": ray.get_runtime_context().get_node_id(),
+        "pid": os.getpid(),
+        "writeable": bool(prices.flags.writeable),
+        "sum": float(prices.sum()),
+    }
+
+prices = np.arange(4_000_000, dtype=np.float64)  # 32 MB
+out = run_tasks(
+    Backend("ray", address=sys.argv[1]),
+    job,
+    [Task(f"job {i}", i) for i in range(8)],
+    {"prices": prices},
+)
+print(json.dumps({"puts": puts, "values": out.values, "sum": float(prices.sum())}))
+"""
+
+
+def test_shared_inputs_go_into_the_object_store_once(ray_cluster, tmp_path):
+    """The shared inputs (the market data) are put in Ray's object store once for the whole
+    sweep, not sent with each task: the driver calls ``ray.put`` once, the tasks on both
+    nodes read the same values, each as a read-only array (a view of its node's copy in the
+    object store, not an unpickled copy of its own)."""
+    script = tmp_path / "probe.py"
+    script.write_text(SHARED_PROBE)
+    proc = ray_cluster.run(sys.executable, str(script), ray_cluster.address, cwd=tmp_path)
+    probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert probe["puts"] == ["dict"]
+    values = probe["values"]
+    assert len(values) == 8 and {v["sum"] for v in values} == {probe["sum"]}
+    assert not any(v["writeable"] for v in values)
+    assert len({v["node"] for v in values}) == 2
