@@ -364,18 +364,17 @@ def collect_targets(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
         }
     ray_scaling = sections.get("ray_scaling")
     if ray_scaling:
-        out["bench sweep on Ray: efficiency of 2 workers, t1 / (2 t2)"] = {
-            "value": ray_scaling["efficiency"],
-            "target": ">= 0.8",
-            "met": ray_scaling["efficiency"] >= 0.8,
-        }
-        longer = ray_scaling.get("longer")
-        if longer:
-            out[f"the same with {longer['timesteps']:,}-step trainings"] = {
-                "value": longer["efficiency"],
-                "target": ">= 0.8",
-                "met": longer["efficiency"] >= 0.8,
-            }
+        for result, steps in ((ray_scaling, ""), (ray_scaling.get("longer"), "longer")):
+            if not result or "efficiency_ray_warm" not in result:
+                continue  # absent, or saved by the section's earlier version
+            label = f", {result['timesteps']:,}-step trainings" if steps else ""
+            for state in ("warm", "cold"):
+                value = result[f"efficiency_ray_{state}"]
+                out[f"bench sweep on Ray, 2 workers, t1 / (2 t2), {state}{label}"] = {
+                    "value": value,
+                    "target": ">= 0.8",
+                    "met": value >= 0.8,
+                }
     return out
 
 

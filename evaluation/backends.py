@@ -28,10 +28,6 @@ count of the task's executions), so :class:`Outcome` counts the retries; results
 once per task, so none is lost or counted twice. Progress reports (``on_report``) travel
 through a small actor on the driver's node, made only when they are asked for.
 
-Ray's task events (the dashboard's task list, ``ray list tasks``) are off for these tasks
-unless ``MARKETARENA_RAY_TASK_EVENTS=1`` (:func:`task_events`): on a node whose cores are all
-busy they slow the jobs down.
-
 A cluster's nodes need the same files at the same paths as the driver (the code installed,
 configs and saved models named by relative paths, the output folder): tasks run in the
 driver's working directory where it exists. MLflow: tasks log to the driver's tracking URI
@@ -57,8 +53,6 @@ BACKENDS = ("local", "ray")
 #: the CPUs a job declares whose agents all talk to an LLM endpoint: it mostly waits on the
 #: endpoint, whose resource (``llm:<hash>``) is what bounds how many run at once
 LLM_JOB_CPUS = 0.25
-#: set to 1 to have Ray record the tasks' events (:func:`task_events`)
-TASK_EVENTS_ENV = "MARKETARENA_RAY_TASK_EVENTS"
 RAY_INSTALL = 'pip install "marketarena[ray]"'
 #: the most often a task's progress is sent to the driver (seconds between reports)
 REPORT_EVERY = 0.25
@@ -156,14 +150,6 @@ def llm_resource(base_url: str | None) -> str:
     of its base URL (``None``: ``OPENAI_BASE_URL``, else OpenAI's)."""
     url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
     return "llm:" + hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:12]
-
-
-def task_events() -> bool:
-    """Whether Ray records our tasks' events (:data:`TASK_EVENTS_ENV` set to 1): they feed
-    the Ray dashboard's task list and the state API (``ray list tasks``), and cost the jobs
-    some of their speed on a node whose cores are all busy (docs/BENCHMARKS.md measures it),
-    so they are off unless asked for."""
-    return os.environ.get(TASK_EVENTS_ENV) == "1"
 
 
 def job_cpus(specs: Sequence[str]) -> float:
@@ -419,7 +405,6 @@ def _run_on_ray(
             .options(
                 num_cpus=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
-                enable_task_events=task_events(),
             )
             .remote()
         )
@@ -437,7 +422,6 @@ def _run_on_ray(
             max_retries=backend.max_retries,
             retry_exceptions=False,
             name=t.key[:200],
-            enable_task_events=task_events(),
         ).remote(
             cloudpickle.dumps((fn, t.args)),
             shared_ref,
