@@ -19,7 +19,16 @@ Ray actor with the config's torch threads as its CPUs, sampled by Optuna's own s
 ASHA (``pruner: none`` runs every trial to its end), with the same objective, folds, seeds and
 MLflow nesting; Ray Tune keeps its state under ``<output>/<study>/ray``, not in an Optuna
 storage. The best config, importances, plots and the optional retrain are then made as here,
-from the trials Ray ran.
+from the trials Ray ran. Rerunning the same command resumes the study, as on the Optuna path:
+an interrupted experiment (Ctrl-C, a killed driver) is restored with ``Tuner.restore`` (trials
+that finished keep their results, unfinished ones run again); after a finished one,
+``n_trials`` more run in a new experiment (``ray-2``, ...) whose sampler is warm-started with
+every earlier trial. ``<output>/<study>/ray_study.json`` records the experiments, the trials
+of the finished ones and the one MLflow study run that all of them share; the study made at
+the end covers every trial of every experiment, numbered in order. Ray Tune runs trials
+asynchronously (which trial the sampler has seen when it draws the next depends on timing),
+so a resumed Ray study is not bit-identical to an uninterrupted one; the Optuna journal path
+with ``n_jobs=1`` is.
 
 Tracking: the study has one MLflow run; each trial's training run is nested under it. At
 the end the study run records the best trial, parameter importances and Optuna's plots, and
@@ -638,6 +647,11 @@ def tune_on_ray(
     median over all of them (its value, as in :class:`Objective`) as its final result. A
     trial ASHA stopped is recorded as pruned, one that raised as failed; their training runs
     left open in MLflow are closed as killed.
+
+    Resumable (see the module docstring): an unfinished last experiment is restored, else a
+    new one runs ``n_trials`` more, warm-started with the earlier trials. Ctrl-C: Ray Tune
+    saves the experiment's state and returns; this raises :class:`KeyboardInterrupt` so that
+    the caller says how to resume.
     """
     import optuna
     from ray import tune as ray_tune
@@ -721,9 +735,10 @@ def tune_on_ray(
             # the others run again; its searcher and scheduler come back from its state
             if run_id is not None:
                 _close_killed_runs(run_id, "interrupted: the trial runs again on resume")
-            tuner = Tuner.restore(
-                str(out / unfinished), trainable=resources, resume_unfinished=True
-            )
+            with _quiet_ray_resume():
+                tuner = Tuner.restore(
+                    str(out / unfinished), trainable=resources, resume_unfinished=True
+                )
             name = unfinished
         else:
             # a new experiment next to the earlier ones, its sampler warm-started with their
@@ -738,7 +753,7 @@ def tune_on_ray(
             )
             sampler = base(seed=seed, **kwargs)
             searcher = OptunaSearch(
-                space=distributions, metric="score", mode="max", sampler=sampler, seed=seed
+                space=distributions, metric="score", mode="max", sampler=sampler
             )
             for record in state.trials:
                 if record["state"] != "FAIL" and set(record["params"]) == set(distributions):
@@ -773,7 +788,8 @@ def tune_on_ray(
         state.start(out, name)
         handler = signal.getsignal(signal.SIGINT)
         try:
-            grid = tuner.fit()
+            with _quiet_ray_resume():
+                grid = tuner.fit()
             # Ray Tune's own SIGINT handler ends the run, saves its state and returns; it
             # puts the caller's handler back only when it was called
             interrupted = (
@@ -807,6 +823,41 @@ def tune_on_ray(
         _close_killed_runs(run_id)
     with _quiet_optuna():
         return finish(study, config, out, run_id, storage_url=f"ray:{out}")
+
+
+class _DropMessages(logging.Filter):
+    """Drops the records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+@contextlib.contextmanager
+def _quiet_ray_resume() -> Iterator[None]:
+    """Ray Tune's own lines that mislead a CLI user, for the call only: on Ctrl-C, the
+    ``Tuner.restore(...)`` to resume with (the same command does: the caller says so); on a
+    restore, the trials that had no result yet, and Optuna's warning that a rerun trial
+    reports steps its first attempt had reported."""
+    filters = [
+        (logging.getLogger("ray.tune.tune"), _DropMessages("Experiment has been interrupted")),
+        (
+            logging.getLogger("ray.tune.analysis.experiment_analysis"),
+            _DropMessages("Failed to fetch metrics"),
+        ),
+    ]
+    for log, drop in filters:
+        log.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The reported value is ignored", UserWarning)
+            yield
+    finally:
+        for log, drop in filters:
+            log.removeFilter(drop)
 
 
 def _ray_record(result: Any, distributions: dict[str, Any]) -> dict[str, Any]:
