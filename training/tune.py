@@ -19,7 +19,16 @@ Ray actor with the config's torch threads as its CPUs, sampled by Optuna's own s
 ASHA (``pruner: none`` runs every trial to its end), with the same objective, folds, seeds and
 MLflow nesting; Ray Tune keeps its state under ``<output>/<study>/ray``, not in an Optuna
 storage. The best config, importances, plots and the optional retrain are then made as here,
-from the trials Ray ran.
+from the trials Ray ran. Rerunning the same command resumes the study, as on the Optuna path:
+an interrupted experiment (Ctrl-C, a killed driver) is restored with ``Tuner.restore`` (trials
+that finished keep their results, unfinished ones run again); after a finished one,
+``n_trials`` more run in a new experiment (``ray-2``, ...) whose sampler is warm-started with
+every earlier trial. ``<output>/<study>/ray_study.json`` records the experiments, the trials
+of the finished ones and the one MLflow study run that all of them share; the study made at
+the end covers every trial of every experiment, numbered in order. Ray Tune runs trials
+asynchronously (which trial the sampler has seen when it draws the next depends on timing),
+so a resumed Ray study is not bit-identical to an uninterrupted one; the Optuna journal path
+with ``n_jobs=1`` is.
 
 Tracking: the study has one MLflow run; each trial's training run is nested under it. At
 the end the study run records the best trial, parameter importances and Optuna's plots, and
@@ -32,10 +41,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
+import os
 import re
+import signal
 import statistics
+import threading
 import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator
@@ -604,6 +617,7 @@ def retrain_and_test(best: Config, study: Any, out: Path) -> dict[str, float]:
 #: the ``stopped`` tag of a training run whose trial ASHA stopped
 STOPPED_BY_ASHA = "pruned: stopped by ASHA"
 
+
 def _optuna_distributions(space: dict[str, Any]) -> dict[str, Any]:
     """The sampled parameters of a search space as Optuna distributions."""
     import optuna.distributions as d
@@ -633,6 +647,11 @@ def tune_on_ray(
     median over all of them (its value, as in :class:`Objective`) as its final result. A
     trial ASHA stopped is recorded as pruned, one that raised as failed; their training runs
     left open in MLflow are closed as killed.
+
+    Resumable (see the module docstring): an unfinished last experiment is restored, else a
+    new one runs ``n_trials`` more, warm-started with the earlier trials. Ctrl-C: Ray Tune
+    saves the experiment's state and returns; this raises :class:`KeyboardInterrupt` so that
+    the caller says how to resume.
     """
     import optuna
     from ray import tune as ray_tune
@@ -651,9 +670,10 @@ def tune_on_ray(
     space = search_spaces.space_for(config.algo.name, t.search)
     distributions = _optuna_distributions(space)
     fixed = search_spaces.fixed_values(space)
-    run_id = (
-        _new_study_run(study_name, config, {"backend": "ray"}) if config.mlflow.enabled else None
-    )
+    state = _RayState.load(out)
+    if state.run_id is None and config.mlflow.enabled:
+        state.run_id = _new_study_run(study_name, config, {"backend": "ray"})
+    run_id = state.run_id
     objective = Objective(config, out, run_id)
     objective_name = t.objective
     evaluations = max(1, config.algo.total_timesteps // config.training.eval_every)
@@ -705,56 +725,96 @@ def tune_on_ray(
                 scores.append(float(score))
         session.report({"score": float(statistics.median(scores)), "final": True, "scores": scores})
 
-    # one searcher draws every trial, so its stream is simply seeded (Ray Tune pickles it)
-    base, kwargs = _sampler_class(t.sampler)
-    sampler = base(seed=t.sampler_seed, **kwargs)
-    with _quiet_optuna():
-        searcher = OptunaSearch(
-            space=distributions, metric="score", mode="max", sampler=sampler, seed=t.sampler_seed
-        )
-    scheduler: Any = (
-        FIFOScheduler()
-        if t.pruner == "none"
-        else ASHAScheduler(
-            time_attr="training_iteration",
-            metric="score",
-            mode="max",
-            max_t=evaluations + 1,
-            grace_period=1,
-            reduction_factor=2,
-        )
-    )
     from ray.tune import RunConfig, TuneConfig, Tuner
 
+    resources = ray_tune.with_resources(trainable, {"cpu": config.algo.torch_threads})
     with ray_connection(backend), _quiet_optuna():
-        tuner = Tuner(
-            ray_tune.with_resources(trainable, {"cpu": config.algo.torch_threads}),
-            tune_config=TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=t.n_trials,
-                time_budget_s=t.timeout,
-                max_concurrent_trials=t.n_jobs if t.n_jobs > 1 else None,
-            ),
-            run_config=RunConfig(name="ray", storage_path=str(out), verbose=1),
-        )
-        grid = tuner.fit()
+        unfinished = state.unfinished
+        if unfinished is not None and Tuner.can_restore(str(out / unfinished)):
+            # an interrupted (or killed) experiment: its finished trials keep their results,
+            # the others run again; its searcher and scheduler come back from its state
+            if run_id is not None:
+                _close_killed_runs(run_id, "interrupted: the trial runs again on resume")
+            with _quiet_ray_resume():
+                tuner = Tuner.restore(
+                    str(out / unfinished), trainable=resources, resume_unfinished=True
+                )
+            name = unfinished
+        else:
+            # a new experiment next to the earlier ones, its sampler warm-started with their
+            # trials and seeded by how many there were (as a resumed Optuna study's is), so
+            # that it never replays the first experiment's draws
+            name = state.next_name(out)
+            base, kwargs = _sampler_class(t.sampler)
+            seed = (
+                t.sampler_seed
+                if not state.trials
+                else trial_seed(t.sampler_seed, len(state.trials))
+            )
+            sampler = base(seed=seed, **kwargs)
+            searcher = OptunaSearch(
+                space=distributions, metric="score", mode="max", sampler=sampler
+            )
+            for record in state.trials:
+                if record["state"] != "FAIL" and set(record["params"]) == set(distributions):
+                    searcher.add_evaluated_point(
+                        record["params"],
+                        record["value"],
+                        pruned=record["state"] == "PRUNED",
+                    )
+            scheduler: Any = (
+                FIFOScheduler()
+                if t.pruner == "none"
+                else ASHAScheduler(
+                    time_attr="training_iteration",
+                    metric="score",
+                    mode="max",
+                    max_t=evaluations + 1,
+                    grace_period=1,
+                    reduction_factor=2,
+                )
+            )
+            tuner = Tuner(
+                resources,
+                tune_config=TuneConfig(
+                    search_alg=searcher,
+                    scheduler=scheduler,
+                    num_samples=t.n_trials,
+                    time_budget_s=t.timeout,
+                    max_concurrent_trials=t.n_jobs if t.n_jobs > 1 else None,
+                ),
+                run_config=RunConfig(name=name, storage_path=str(out), verbose=1),
+            )
+        state.start(out, name)
+        handler = signal.getsignal(signal.SIGINT)
+        try:
+            with _quiet_ray_resume():
+                grid = tuner.fit()
+            # Ray Tune's own SIGINT handler ends the run, saves its state and returns; it
+            # puts the caller's handler back only when it was called
+            interrupted = (
+                threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is handler
+                and not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+            )
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, handler)
+        records = [_ray_record(grid[i], distributions) for i in range(len(grid))]
+        if interrupted:  # its state is saved: the same command resumes it
+            raise KeyboardInterrupt
+    state.finish(out, records)
     with _quiet_optuna():
         study = optuna.create_study(study_name=study_name, direction="maximize")
     study.set_user_attr("objective", objective_name)
-    states = optuna.trial.TrialState
-    for i in range(len(grid)):  # in the order Ray Tune made the trials
-        r = grid[i]
-        metrics, sampled = r.metrics or {}, r.config or {}
-        final = bool(metrics.get("final")) and r.error is None
-        state = states.COMPLETE if final else states.FAIL if r.error else states.PRUNED
-        params = {k: sampled[k] for k in distributions if k in sampled}
+    for record in state.trials:  # every experiment's, each in the order Ray Tune made them
+        params = {k: v for k, v in record["params"].items() if k in distributions}
         frozen = optuna.trial.create_trial(
             params=params,
             distributions={k: distributions[k] for k in params},
-            value=float(metrics["score"]) if final else None,
-            state=state,
-            user_attrs={"ray_trial_id": metrics.get("trial_id"), "scores": metrics.get("scores")},
+            value=record["value"],
+            state=optuna.trial.TrialState[record["state"]],
+            user_attrs={"ray_trial_id": record["ray_trial_id"], "scores": record["scores"]},
         )
         study.add_trial(frozen)
         if on_trial is not None:
@@ -762,10 +822,123 @@ def tune_on_ray(
     if run_id is not None:
         _close_killed_runs(run_id)
     with _quiet_optuna():
-        return finish(study, config, out, run_id, storage_url=f"ray:{out / 'ray'}")
+        return finish(study, config, out, run_id, storage_url=f"ray:{out}")
 
 
-def _close_killed_runs(study_run_id: str) -> None:
+class _DropMessages(logging.Filter):
+    """Drops the records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+@contextlib.contextmanager
+def _quiet_ray_resume() -> Iterator[None]:
+    """Ray Tune's own lines that mislead a CLI user, for the call only: on Ctrl-C, the
+    ``Tuner.restore(...)`` to resume with (the same command does: the caller says so); on a
+    restore, the trials that had no result yet, and Optuna's warning that a rerun trial
+    reports steps its first attempt had reported."""
+    filters = [
+        (logging.getLogger("ray.tune.tune"), _DropMessages("Experiment has been interrupted")),
+        (
+            logging.getLogger("ray.tune.analysis.experiment_analysis"),
+            _DropMessages("Failed to fetch metrics"),
+        ),
+    ]
+    for log, drop in filters:
+        log.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The reported value is ignored", UserWarning)
+            yield
+    finally:
+        for log, drop in filters:
+            log.removeFilter(drop)
+
+
+def _ray_record(result: Any, distributions: dict[str, Any]) -> dict[str, Any]:
+    """A Ray Tune trial's result as JSON: its parameters, state, value and scores."""
+    metrics, sampled = result.metrics or {}, result.config or {}
+    final = bool(metrics.get("final")) and result.error is None
+    return {
+        "params": {k: sampled[k] for k in distributions if k in sampled},
+        "state": "COMPLETE" if final else "FAIL" if result.error else "PRUNED",
+        "value": float(metrics["score"]) if final else None,
+        "ray_trial_id": metrics.get("trial_id"),
+        "scores": metrics.get("scores"),
+    }
+
+
+@dataclass
+class _RayState:
+    """A Ray Tune study's own record, ``<study folder>/ray_study.json``: its MLflow run, its
+    experiments (``ray``, ``ray-2``, ... in the study folder), whether the last one finished,
+    and the trials of the finished ones (what a later experiment warm-starts from)."""
+
+    run_id: str | None = None
+    experiments: list[str] = field(default_factory=list)
+    finished: bool = True
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    FILE = "ray_study.json"
+
+    @classmethod
+    def load(cls, out: Path) -> _RayState:
+        path = out / cls.FILE
+        if not path.exists():
+            return cls()
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                run_id=data.get("mlflow_run_id"),
+                experiments=list(data["experiments"]),
+                finished=bool(data["finished"]),
+                trials=list(data["trials"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path} is not a Ray Tune study's record: {exc}") from None
+
+    @property
+    def unfinished(self) -> str | None:
+        """The experiment to resume: the last one, when it did not finish."""
+        return self.experiments[-1] if self.experiments and not self.finished else None
+
+    def next_name(self, out: Path) -> str:
+        n = len(self.experiments) + 1
+        name = "ray" if n == 1 else f"ray-{n}"
+        while (out / name).exists():  # a folder left by an earlier version: never reused
+            n += 1
+            name = f"ray-{n}"
+        return name
+
+    def start(self, out: Path, name: str) -> None:
+        if name not in self.experiments:
+            self.experiments.append(name)
+        self.finished = False
+        self._save(out)
+
+    def finish(self, out: Path, records: list[dict[str, Any]]) -> None:
+        self.trials.extend(records)
+        self.finished = True
+        self._save(out)
+
+    def _save(self, out: Path) -> None:
+        data = {
+            "mlflow_run_id": self.run_id,
+            "experiments": self.experiments,
+            "finished": self.finished,
+            "trials": self.trials,
+        }
+        tmp = out / (self.FILE + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(out / self.FILE)
+
+
+def _close_killed_runs(study_run_id: str, why: str = STOPPED_BY_ASHA) -> None:
     """Training runs under the study's run still marked running (their trial was stopped by
     ASHA, which ends the trial's actor): marked killed, tagged ``stopped`` as a pruned
     trial's training run is on the Optuna path (:func:`tracking.mlflow_run`)."""
@@ -779,5 +952,5 @@ def _close_killed_runs(study_run_id: str) -> None:
         "attributes.status = 'RUNNING'",
     )
     for run in runs:
-        client.set_tag(run.info.run_id, "stopped", STOPPED_BY_ASHA)
+        client.set_tag(run.info.run_id, "stopped", why)
         client.set_terminated(run.info.run_id, "KILLED")

@@ -4,7 +4,11 @@ space, objective and MLflow nesting as the Optuna path."""
 
 from __future__ import annotations
 
+import json
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import mlflow
@@ -96,3 +100,107 @@ def test_storage_is_the_optuna_backends(tmp_path):
         "error: tuning.storage (--storage) is the Optuna backend's: Ray Tune keeps a study's "
         "state under its output folder; leave it out with --backend ray"
     )
+
+
+def _tune_args(tmp_path: Path, n_trials: int) -> list[str]:
+    args = ["tune", "--config", str(SMOKE), "--n-trials", str(n_trials)]
+    args += ["--output", str(tmp_path / "out")]
+    for override in FAST:
+        args += ["--set", override]
+    return args
+
+
+def test_a_finished_ray_study_runs_more_trials(ray_cluster, tmp_path):
+    """Rerunning a finished study adds ``n_trials`` more trials, as the Optuna path does: a
+    second experiment (``ray-2``) whose sampler is warm-started with the first's trials; the
+    summary, the best config and the one MLflow study run cover all of them, numbered in
+    order. (Ray Tune runs trials asynchronously, so the sampled values are not those of one
+    4-trial run: what is guaranteed is the count, the numbering and the single study run.)"""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = ray_cluster.cli(*_tune_args(tmp_path, 2), cwd=tmp_path, MLFLOW_TRACKING_URI=uri)
+    assert re.search(r": 2 trials \(", first.stdout), first.stdout
+    second = ray_cluster.cli(*_tune_args(tmp_path, 2), cwd=tmp_path, MLFLOW_TRACKING_URI=uri)
+    out = second.stdout
+    counts = re.search(r": 4 trials \((\d) complete, (\d) pruned, (\d) failed\)", out)
+    assert counts, out
+    complete, pruned, failed = map(int, counts.groups())
+    assert complete >= 1 and complete + pruned == 4 and failed == 0, out
+    trials = re.findall(r"^trial (\d): (complete|pruned) ", out, flags=re.MULTILINE)
+    assert [n for n, _ in trials] == ["0", "1", "2", "3"]
+    study_dir = tmp_path / "out" / "smoke"
+    record = json.loads((study_dir / "ray_study.json").read_text())
+    assert record["experiments"] == ["ray", "ray-2"] and record["finished"]
+    ids = [r["ray_trial_id"] for r in record["trials"]]
+    assert len(set(ids)) == 4 and None not in ids
+    header = (study_dir / "best_config.yaml").read_text().splitlines()[0]
+    assert header.startswith(f"# best of {complete} complete trials of study smoke: sharpe ")
+
+    client = mlflow.MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "marketarena-training"]
+    runs = client.search_runs([experiment.experiment_id])
+    (study,) = [r for r in runs if r.data.tags.get("kind") == "tuning"]
+    assert study.info.run_id == record["mlflow_run_id"]
+    assert study.data.metrics["trials/complete"] == complete
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.info.run_id]
+    assert len(nested) == 4
+    assert {r.info.status for r in nested} <= {"FINISHED", "KILLED"}
+
+
+def test_an_interrupted_ray_study_resumes(ray_cluster, tmp_path):
+    """Ctrl-C while Ray Tune runs: exit 130 and one line saying how to resume; the same
+    command then restores the experiment (``Tuner.restore``): trials that had finished keep
+    their results, the others run again, and the study has exactly ``n_trials`` trials, none
+    lost or doubled. Ray Tune's trials run asynchronously, so a resumed Ray study is NOT
+    bit-identical to an uninterrupted one (the Optuna journal path with n_jobs=1 is)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # 4 trials on 2 CPUs: two rounds, so that the first trial's results come out while
+    # others still run (Ray Tune writes a trial's result.json as it reports, or at its end)
+    argv = [ray_cluster.python, "-m", "marketarena.cli", *_tune_args(tmp_path, 4)]
+    argv += ["--backend", "ray", "--address", ray_cluster.address]
+    driver = subprocess.Popen(
+        ray_cluster.command(*argv),
+        cwd=tmp_path,
+        env=ray_cluster.environment(MLFLOW_TRACKING_URI=uri),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    experiment = tmp_path / "out" / "smoke" / "ray"
+    deadline = time.monotonic() + 120
+    try:
+        # the first trial has reported a validation score
+        while not any(p.stat().st_size for p in experiment.glob("*/result.json")):
+            assert driver.poll() is None, driver.communicate()
+            assert time.monotonic() < deadline, "no trial reported within 120 s"
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGINT)
+        stdout, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 130, (stdout, stderr)
+    assert stdout.strip().splitlines()[-1] == (
+        "interrupted: the study is saved; run the same command again to resume"
+    )
+    assert "Traceback" not in stdout + stderr, stderr
+    assert "Tuner.restore" not in stderr, stderr  # Ray Tune's hint: not the CLI's way
+    finished_before = {}
+    for path in experiment.glob("*/result.json"):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("final"):
+                finished_before[row["trial_id"]] = row["score"]
+
+    resumed = ray_cluster.cli(*_tune_args(tmp_path, 4), cwd=tmp_path, MLFLOW_TRACKING_URI=uri)
+    out = resumed.stdout
+    assert re.search(r": 4 trials \(\d complete, \d pruned, 0 failed\)", out), out
+    trials = re.findall(r"^trial (\d): (complete|pruned) ", out, flags=re.MULTILINE)
+    assert [n for n, _ in trials] == ["0", "1", "2", "3"]
+    record = json.loads((tmp_path / "out" / "smoke" / "ray_study.json").read_text())
+    assert record["experiments"] == ["ray"] and record["finished"]
+    ids = [r["ray_trial_id"] for r in record["trials"]]
+    assert len(set(ids)) == 4 and None not in ids
+    values = {r["ray_trial_id"]: r["value"] for r in record["trials"]}
+    for trial_id, score in finished_before.items():  # kept, not run again
+        assert values[trial_id] == pytest.approx(score)
