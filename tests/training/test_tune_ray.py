@@ -102,6 +102,34 @@ def test_storage_is_the_optuna_backends(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [("{not json", "Expecting property name"), ('{"experiments": ["ray"]}', "'finished'")],
+)
+def test_a_malformed_ray_study_record_is_one_line(tmp_path, monkeypatch, text, why):
+    """A study folder whose ray_study.json is broken: one line naming the file and what is
+    wrong, before Ray starts or an MLflow run is made; the file is left as it was."""
+    from rich.console import Console
+
+    from marketarena.cli import main
+
+    pytest.importorskip("ray")
+    monkeypatch.chdir(tmp_path)  # where the default MLflow store would be made
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    record = tmp_path / "smoke" / "ray_study.json"
+    record.parent.mkdir()
+    record.write_text(text)
+    console = Console(record=True, width=300)
+    args = ["tune", "--config", str(SMOKE), "--backend", "ray", "--output", str(tmp_path)]
+    code = main(args, console=console)
+    out = console.export_text().strip()
+    assert code == 1 and "Traceback" not in out
+    assert out.startswith(f"error: {record} is not a Ray Tune study's record: "), out
+    assert why in out
+    assert record.read_text() == text
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def _tune_args(tmp_path: Path, n_trials: int) -> list[str]:
     args = ["tune", "--config", str(SMOKE), "--n-trials", str(n_trials)]
     args += ["--output", str(tmp_path / "out")]
