@@ -340,7 +340,7 @@ def run_tasks(
 
     ``shared``: inputs every job reads (the market data): passed as they are locally, put in
     Ray's object store once with Ray. ``report(*payload)`` inside a job calls
-    ``on_report(*payload)`` on the driver (directly locally; through the ledger actor with
+    ``on_report(*payload)`` on the driver (directly locally; through the reports actor with
     Ray, throttled). ``progress(done, total, description)`` is called before each job locally
     (with the job's key; the caller reports the end), and as jobs finish with Ray (with the
     key of the job that finished). ``threads``: local
