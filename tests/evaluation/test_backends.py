@@ -54,6 +54,12 @@ training:
 """
 
 
+def llm_evaluate(agent: str, base_url: str) -> list[str]:
+    """``evaluate`` of one LLM agent at ``base_url`` over June 2021, its answers not cached."""
+    period = ["--start", "2021-06-01", "--end", "2021-06-30"]
+    return ["evaluate", "--agent", agent, "--base-url", base_url, *period, "--llm-cache", ""]
+
+
 def run_cli(*args: str) -> tuple[int, str]:
     console = Console(record=True, width=400)
     code = main(list(args), console=console)
@@ -98,17 +104,7 @@ def test_missing_llm_endpoint_resource_is_one_line(ray_cluster, tmp_path):
     says how a node declares the endpoint's capacity, before any task runs."""
     url = "http://127.0.0.1:9/v1"
     proc = ray_cluster.cli(
-        "evaluate",
-        "--agent",
-        "llm:some-model",
-        "--base-url",
-        url,
-        "--start",
-        "2021-06-01",
-        "--end",
-        "2021-06-30",
-        "--llm-cache",
-        "",
+        *llm_evaluate("llm:some-model", url),
         "--output",
         str(tmp_path / "out"),
         cwd=tmp_path,
@@ -419,21 +415,7 @@ def test_llm_jobs_hold_their_endpoints_resource(ray_cluster, tmp_path):
         while not record.exists():
             assert server.poll() is None and time.monotonic() < deadline, "no LLM server"
             time.sleep(0.05)
-        args = [
-            "evaluate",
-            "--agent",
-            "llm:test-model",
-            "--base-url",
-            ray_cluster.llm_url,
-            "--seeds",
-            "4",
-            "--start",
-            "2021-06-01",
-            "--end",
-            "2021-06-30",
-            "--llm-cache",
-            "",
-        ]
+        args = [*llm_evaluate("llm:test-model", ray_cluster.llm_url), "--seeds", "4"]
         env = {"OPENAI_API_KEY": "sk-test"}
         proc = ray_cluster.cli(*args, "--output", str(tmp_path / "ray"), cwd=tmp_path, **env)
         on_ray = json.loads(record.read_text())

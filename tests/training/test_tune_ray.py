@@ -31,17 +31,9 @@ FAST = (
 
 def test_tiny_study_on_ray_tune(ray_cluster, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["tune", "--config", str(SMOKE), "--n-trials", "3", "--output", str(tmp_path / "out")]
-    for override in FAST:
-        args += ["--set", override]
-    proc = ray_cluster.cli(*args, cwd=tmp_path, MLFLOW_TRACKING_URI=uri)
+    proc = ray_cluster.cli(*_tune_args(tmp_path, 3), cwd=tmp_path, MLFLOW_TRACKING_URI=uri)
     out = proc.stdout
-    counts = re.search(r"3 trials \((\d) complete, (\d) pruned, (\d) failed\)", out)
-    assert counts, out
-    complete, pruned, failed = map(int, counts.groups())
-    assert complete >= 1 and complete + pruned == 3 and failed == 0, out
-    trials = re.findall(r"^trial (\d): (complete|pruned) ", out, flags=re.MULTILINE)
-    assert [n for n, _ in trials] == ["0", "1", "2"]
+    complete, pruned = _summary(out, 3)
 
     # the best config trains as it stands, with the fixed parameters and the best's values
     best_path = tmp_path / "out" / "smoke" / "best_config.yaml"
@@ -138,6 +130,18 @@ def _tune_args(tmp_path: Path, n_trials: int) -> list[str]:
     return args
 
 
+def _summary(out: str, n: int) -> tuple[int, int]:
+    """The study's printed summary: ``n`` trials numbered 0 to n-1, each complete or pruned,
+    at least one complete, none failed; returns (complete, pruned)."""
+    counts = re.search(rf": {n} trials \((\d) complete, (\d) pruned, (\d) failed\)", out)
+    assert counts, out
+    complete, pruned, failed = map(int, counts.groups())
+    assert complete >= 1 and complete + pruned == n and failed == 0, out
+    trials = re.findall(r"^trial (\d): (complete|pruned) ", out, flags=re.MULTILINE)
+    assert [int(k) for k, _ in trials] == list(range(n)), out
+    return complete, pruned
+
+
 def test_a_finished_ray_study_runs_more_trials(ray_cluster, tmp_path):
     """Rerunning a finished study adds ``n_trials`` more trials, as the Optuna path does: a
     second experiment (``ray-2``) whose sampler is warm-started with the first's trials; the
@@ -149,12 +153,7 @@ def test_a_finished_ray_study_runs_more_trials(ray_cluster, tmp_path):
     assert re.search(r": 2 trials \(", first.stdout), first.stdout
     second = ray_cluster.cli(*_tune_args(tmp_path, 2), cwd=tmp_path, MLFLOW_TRACKING_URI=uri)
     out = second.stdout
-    counts = re.search(r": 4 trials \((\d) complete, (\d) pruned, (\d) failed\)", out)
-    assert counts, out
-    complete, pruned, failed = map(int, counts.groups())
-    assert complete >= 1 and complete + pruned == 4 and failed == 0, out
-    trials = re.findall(r"^trial (\d): (complete|pruned) ", out, flags=re.MULTILINE)
-    assert [n for n, _ in trials] == ["0", "1", "2", "3"]
+    complete, _ = _summary(out, 4)
     study_dir = tmp_path / "out" / "smoke"
     record = json.loads((study_dir / "ray_study.json").read_text())
     assert record["experiments"] == ["ray", "ray-2"] and record["finished"]
@@ -222,9 +221,7 @@ def test_an_interrupted_ray_study_resumes(ray_cluster, tmp_path):
 
     resumed = ray_cluster.cli(*_tune_args(tmp_path, 4), cwd=tmp_path, MLFLOW_TRACKING_URI=uri)
     out = resumed.stdout
-    assert re.search(r": 4 trials \(\d complete, \d pruned, 0 failed\)", out), out
-    trials = re.findall(r"^trial (\d): (complete|pruned) ", out, flags=re.MULTILINE)
-    assert [n for n, _ in trials] == ["0", "1", "2", "3"]
+    _summary(out, 4)
     record = json.loads((tmp_path / "out" / "smoke" / "ray_study.json").read_text())
     assert record["experiments"] == ["ray"] and record["finished"]
     ids = [r["ray_trial_id"] for r in record["trials"]]
